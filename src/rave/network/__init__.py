@@ -1,0 +1,21 @@
+"""The enhancement network (METHOD.md section 1) and safe checkpoint loading."""
+
+from rave.network.checkpoint import (
+    CheckpointError,
+    build_enhancer,
+    extract_state_dict,
+    load_checkpoint_file,
+    strip_module_prefix,
+)
+from rave.network.enhancer import EnhancementNet, apply_light_map, count_parameters
+
+__all__ = [
+    "CheckpointError",
+    "EnhancementNet",
+    "apply_light_map",
+    "build_enhancer",
+    "count_parameters",
+    "extract_state_dict",
+    "load_checkpoint_file",
+    "strip_module_prefix",
+]

@@ -1,0 +1,99 @@
+"""Loading enhancement-network weights safely.
+
+Checkpoints are read with ``torch.load(weights_only=True)`` (or safetensors), so a file that
+carries arbitrary pickled objects is refused before any code in it runs.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from rave.network.enhancer import EnhancementNet
+
+__all__ = [
+    "CheckpointError",
+    "build_enhancer",
+    "extract_state_dict",
+    "load_checkpoint_file",
+    "strip_module_prefix",
+]
+
+# Keys under which training frameworks (ours included) nest the network's weights.
+_NESTED_KEYS = ("model", "state_dict", "params_ema", "params", "enhancer")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be read or does not hold this network's weights."""
+
+
+def load_checkpoint_file(path: str | Path) -> dict:
+    """Read a checkpoint without executing code from it.
+
+    Args:
+        path: a ``.safetensors`` file, or a PyTorch file holding only tensors and plain
+            containers (a state_dict, possibly nested in a dict with metadata).
+
+    Raises:
+        CheckpointError: unreadable file, or a pickle that needs arbitrary objects.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return dict(load_file(str(path), device="cpu"))
+        except Exception as err:  # safetensors raises several unrelated types
+            raise CheckpointError(f"{path}: not a valid safetensors file ({err})") from err
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else "unsafe pickle"
+        raise CheckpointError(
+            f"{path}: refused to load: the file contains pickled objects other than tensors "
+            f"and plain containers, which could run code ({first_line})"
+        ) from err
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({err})") from err
+    if not isinstance(data, Mapping):
+        raise CheckpointError(f"{path}: expected a dict of tensors, found {type(data).__name__}")
+    return dict(data)
+
+
+def strip_module_prefix(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Remove the ``module.`` prefix that (Distributed)DataParallel adds to every key."""
+    if state_dict and all(k.startswith("module.") for k in state_dict):
+        return {k[len("module.") :]: v for k, v in state_dict.items()}
+    return dict(state_dict)
+
+
+def extract_state_dict(checkpoint: Mapping, source: str = "checkpoint") -> dict[str, Tensor]:
+    """The network's state_dict from a plain or nested checkpoint dict."""
+    if checkpoint and all(isinstance(v, Tensor) for v in checkpoint.values()):
+        return strip_module_prefix(checkpoint)
+    for key in _NESTED_KEYS:
+        nested = checkpoint.get(key)
+        if isinstance(nested, Mapping) and nested:
+            return extract_state_dict(nested, source)
+    raise CheckpointError(f"{source}: no enhancement-network state_dict found in the file")
+
+
+def build_enhancer(
+    state_dict: Mapping[str, Tensor], source: str = "checkpoint", padding_mode: str = "reflect"
+) -> EnhancementNet:
+    """An :class:`EnhancementNet` (eval mode) holding ``state_dict``, loaded strictly."""
+    net = EnhancementNet(padding_mode=padding_mode)  # type: ignore[arg-type]
+    try:
+        net.load_state_dict(strip_module_prefix(state_dict), strict=True)
+    except RuntimeError as err:
+        detail = " ".join(str(err).split())[:300]
+        raise CheckpointError(
+            f"{source}: weights do not match the enhancement network ({detail})"
+        ) from err
+    return net.eval()

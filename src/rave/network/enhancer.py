@@ -1,0 +1,191 @@
+"""The enhancement network shared by RAVE, CLIP-LIT and CLIP-LIT-Latent.
+
+The network predicts a one-channel light map ``L`` from an RGB image ``I`` in [0, 1]; the
+enhanced image is ``clamp(I / L, 0, 1)`` (Retinex-style division). Layer names follow the
+authors' checkpoints exactly so that their state_dicts load strictly.
+
+Layout (METHOD.md section 1)::
+
+    cond1 (3->32) -> LReLU -> ResidualBlock1, 2 -> PPM1 (pyramid pooling, bins 1, 2, 3, 6)
+    -> condx (32->64) -> ResidualBlock3, 4 -> condy (64->32) -> ResidualBlock5, 6
+    -> cond_add1 (32->1) -> ReLU = L
+
+The four outer convolutions pad with zeros while training and by reflection at inference
+(``padding_mode``); residual-block convolutions always reflect; the PPM fuse conv always
+pads with zeros.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "PYRAMID_BINS",
+    "EnhancementNet",
+    "PyramidPooling",
+    "ResidualBlock",
+    "apply_light_map",
+    "count_parameters",
+]
+
+PaddingMode = Literal["zeros", "reflect"]
+PYRAMID_BINS: tuple[int, ...] = (1, 2, 3, 6)
+LEAKY_SLOPE = 0.2
+
+
+class ResidualBlock(nn.Module):
+    """``y = lrelu(conv2(lrelu(conv1(x))) + x)`` with reflect-padded 3x3 convs, no bias.
+
+    Args:
+        channels: number of input and output channels.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1, bias=False, padding_mode="reflect")
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False, padding_mode="reflect")
+        # Parameter-free modules kept only so module names match the reference implementation.
+        self.relu = nn.ReLU()
+        self.lrelu = nn.LeakyReLU(LEAKY_SLOPE)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.lrelu(self.conv1(x))
+        return self.lrelu(self.conv2(y) + x)
+
+
+class PyramidPooling(nn.Module):
+    """Pyramid pooling: pooled context at several grid sizes, fused with the input.
+
+    For each bin count ``b``: adaptive average pool to ``b x b``, 1x1 conv (no bias), PReLU,
+    bilinear upsampling (``align_corners=True``) to the input size. The input and the
+    branches are concatenated and fused by a zero-padded 3x3 conv (no bias) and a PReLU.
+
+    Args:
+        in_channels: channels of the input (32 in the paper's network).
+        branch_channels: channels of each pooled branch (8).
+        bins: grid sizes of the branches.
+    """
+
+    def __init__(
+        self, in_channels: int, branch_channels: int, bins: tuple[int, ...] = PYRAMID_BINS
+    ) -> None:
+        super().__init__()
+        self.bins = tuple(bins)
+        self.features = nn.ModuleList(
+            nn.Sequential(
+                nn.AdaptiveAvgPool2d(b),
+                nn.Conv2d(in_channels, branch_channels, 1, bias=False),
+                nn.PReLU(),
+            )
+            for b in self.bins
+        )
+        fused_in = in_channels + branch_channels * len(self.bins)
+        self.fuse = nn.Sequential(
+            nn.Conv2d(fused_in, in_channels, 3, padding=1, bias=False),
+            nn.PReLU(),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        size = x.shape[-2:]
+        branches = [x]
+        for branch in self.features:
+            pooled = branch(x)
+            branches.append(F.interpolate(pooled, size=size, mode="bilinear", align_corners=True))
+        return self.fuse(torch.cat(branches, dim=1))
+
+
+class EnhancementNet(nn.Module):
+    """The light-map network of RAVE / CLIP-LIT (278,790 parameters).
+
+    Args:
+        padding_mode: padding of the four outer convolutions (``cond1``, ``condx``,
+            ``condy``, ``cond_add1``): ``"zeros"`` as in training, ``"reflect"`` as the
+            released numbers and inference use.
+
+    Shape:
+        - input: ``(B, 3, H, W)`` RGB in [0, 1], no mean/std normalisation.
+        - output: light map ``(B, 1, H, W)``, non-negative.
+    """
+
+    def __init__(self, padding_mode: PaddingMode = "reflect") -> None:
+        super().__init__()
+        self.cond1 = nn.Conv2d(3, 32, 3, padding=1)
+        self.ResidualBlock1 = ResidualBlock(32)
+        self.ResidualBlock2 = ResidualBlock(32)
+        self.PPM1 = PyramidPooling(32, 8)
+        self.condx = nn.Conv2d(32, 64, 3, padding=1)
+        self.ResidualBlock3 = ResidualBlock(64)
+        self.ResidualBlock4 = ResidualBlock(64)
+        self.condy = nn.Conv2d(64, 32, 3, padding=1)
+        self.ResidualBlock5 = ResidualBlock(32)
+        self.ResidualBlock6 = ResidualBlock(32)
+        self.cond_add1 = nn.Conv2d(32, 1, 3, padding=1)
+        self.relu = nn.ReLU()
+        self.lrelu = nn.LeakyReLU(LEAKY_SLOPE)
+        self.padding_mode: PaddingMode = "reflect"
+        self.set_padding_mode(padding_mode)
+        self.reset_parameters()
+
+    @property
+    def outer_convs(self) -> tuple[nn.Conv2d, ...]:
+        """The four convolutions whose padding differs between training and inference."""
+        return (self.cond1, self.condx, self.condy, self.cond_add1)
+
+    def set_padding_mode(self, padding_mode: PaddingMode) -> EnhancementNet:
+        """Switch the outer convolutions between zero padding (training) and reflection."""
+        if padding_mode not in ("zeros", "reflect"):
+            raise ValueError(f"padding_mode must be 'zeros' or 'reflect', got {padding_mode!r}")
+        self.padding_mode = padding_mode
+        for conv in self.outer_convs:
+            conv.padding_mode = padding_mode
+        return self
+
+    def reset_parameters(self) -> None:
+        """Conv weights ~ N(0, 0.02) as the reference; biases and PReLU keep the defaults."""
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.normal_(module.weight, 0.0, 0.02)
+
+    def forward_features(self, image: Tensor) -> Tensor:
+        """Layers before the pyramid pooling: ``(B, 3, H, W)`` -> ``(B, 32, H, W)``."""
+        x = self.lrelu(self.cond1(image))
+        return self.ResidualBlock2(self.ResidualBlock1(x))
+
+    def forward_head(self, pooled_context: Tensor) -> Tensor:
+        """Layers after the pyramid pooling: ``(B, 32, H, W)`` -> light map ``(B, 1, H, W)``."""
+        x = self.condx(pooled_context)
+        x = self.ResidualBlock4(self.ResidualBlock3(x))
+        x = self.condy(x)
+        x = self.ResidualBlock6(self.ResidualBlock5(x))
+        return self.relu(self.cond_add1(x))
+
+    def forward(self, image: Tensor) -> Tensor:
+        if image.ndim != 4 or image.shape[1] != 3:
+            raise ValueError(f"expected a (B, 3, H, W) image batch, got shape {tuple(image.shape)}")
+        return self.forward_head(self.PPM1(self.forward_features(image)))
+
+
+def apply_light_map(image: Tensor, light_map: Tensor, eps: float = 0.0) -> Tensor:
+    """Enhanced image ``clamp(image / (light_map + eps), 0, 1)``.
+
+    Args:
+        image: ``(B, 3, H, W)`` in [0, 1].
+        light_map: ``(B, 1, H, W)``, non-negative (broadcast over channels).
+        eps: added to the light map; training uses 1e-9, inference divides by L as it is
+            (a zero light map gives inf or nan, and the clamp maps inf to 1).
+
+    Returns:
+        ``(B, 3, H, W)`` in [0, 1].
+    """
+    enhanced = image / (light_map + eps) if eps else image / light_map
+    # nan arises only from 0/0 (black pixel, zero light): black stays black.
+    return torch.nan_to_num(enhanced, nan=0.0).clamp_(0.0, 1.0)
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Number of parameters of ``module``."""
+    return sum(p.numel() for p in module.parameters())
