@@ -1,10 +1,38 @@
-"""rave: backlit photo enhancement guided by image-text embeddings (RAVE, ECCV 2024)."""
+"""rave: backlit photo enhancement guided by image-text embeddings (RAVE, ECCV 2024).
+
+The public API is imported lazily so that ``import rave`` stays cheap::
+
+    import rave
+    enhanced = rave.enhance(image, model="rave-unpaired")
+    net = rave.load_enhancer("rave-unpaired")
+"""
 
 from __future__ import annotations
 
+import importlib
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 try:
     __version__ = version("rave-enhance")
 except PackageNotFoundError:  # running from a source tree without installation
     __version__ = "0.0.0+unknown"
+
+# public name -> module that defines it
+_LAZY_EXPORTS = {
+    "enhance": "rave.api",
+    "load_enhancer": "rave.zoo",
+    "list_models": "rave.zoo",
+    "compute_residual": "rave.guidance.residual",
+    "create_encoder": "rave.encoders",
+    "metrics": "rave.metrics",
+}
+
+__all__ = ["__version__", *_LAZY_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY_EXPORTS:
+        module = importlib.import_module(_LAZY_EXPORTS[name])
+        return module if module.__name__ == f"rave.{name}" else getattr(module, name)
+    raise AttributeError(f"module 'rave' has no attribute {name!r}")

@@ -1,0 +1,49 @@
+"""Shared fixtures: the reference material in ../shared, and an isolated model cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DIR = REPO_ROOT.parent / "shared"
+
+# Two cores are shared by the whole suite: more threads than that only thrash.
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """``../shared`` beside the repository root; tests that need it skip when it is absent."""
+    if not (SHARED_DIR / "reference").is_dir():
+        pytest.skip(f"reference material not found at {SHARED_DIR} (../shared beside the repo)")
+    return SHARED_DIR
+
+
+@pytest.fixture(scope="session")
+def checkpoints_dir(shared_dir: Path) -> Path:
+    """The authors' released checkpoints (``<name>.pth``, keys prefixed ``module.``)."""
+    return shared_dir / "reference" / "checkpoints"
+
+
+@pytest.fixture(scope="session")
+def golden_dir(shared_dir: Path) -> Path:
+    """Outputs of the reference implementation (``*.npz``)."""
+    return shared_dir / "reference" / "golden"
+
+
+@pytest.fixture(scope="session")
+def photos_dir(shared_dir: Path) -> Path:
+    """Real dim/backlit photos (``dicm/*.jpg``, ``lime/*.bmp``)."""
+    return shared_dir / "data"
+
+
+@pytest.fixture(autouse=True)
+def isolated_model_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch) -> Path:
+    """Point the model cache at an empty folder and forbid downloads in every test."""
+    cache = tmp_path_factory.mktemp("rave_home")
+    monkeypatch.setenv("RAVE_HOME", str(cache))
+    monkeypatch.setenv("RAVE_OFFLINE", "1")
+    return cache
