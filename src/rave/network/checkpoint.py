@@ -44,6 +44,8 @@ def load_checkpoint_file(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: empty file (0 bytes), not a checkpoint")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -54,16 +56,31 @@ def load_checkpoint_file(path: str | Path) -> dict:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else "unsafe pickle"
         raise CheckpointError(
             f"{path}: refused to load: the file contains pickled objects other than tensors "
-            f"and plain containers, which could run code ({first_line})"
+            f"and plain containers, which could run code ({_unpickler_reason(err)})"
         ) from err
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({err})") from err
+    except Exception as err:  # a damaged or foreign file fails in many ways (KeyError too)
+        detail = f"{type(err).__name__}: {' '.join(str(err).split())[:160]}"
+        raise CheckpointError(
+            f"{path}: not a readable PyTorch checkpoint (truncated, corrupt or another kind "
+            f"of file; {detail})"
+        ) from err
     if not isinstance(data, Mapping):
         raise CheckpointError(f"{path}: expected a dict of tensors, found {type(data).__name__}")
     return dict(data)
+
+
+def _unpickler_reason(err: pickle.UnpicklingError) -> str:
+    """The one useful sentence of torch's long weights-only refusal message."""
+    text = str(err)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        rest = text.split(marker, 1)[1].strip()
+        reason = rest.split(" was not an allowed global")[0].splitlines()[0].strip()
+        if reason:
+            return reason
+    return "disallowed pickle content"
 
 
 def strip_module_prefix(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
