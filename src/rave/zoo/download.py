@@ -1,0 +1,182 @@
+"""Fetching, caching and verifying checkpoint files.
+
+The cache folder is ``$RAVE_HOME`` when set, otherwise the user cache folder for ``rave``
+(platformdirs, e.g. ``~/.cache/rave`` on Linux). ``RAVE_OFFLINE=1`` forbids the network.
+A download goes to a temporary file in the cache folder, its sha256 is checked against the
+pinned value, and only then is it renamed into place, so an interrupted or tampered download
+never leaves a file that looks valid. Cached files are re-hashed on every use (1 MB, cheap):
+a corrupt copy is reported, deleted and fetched again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import logging
+import os
+import tempfile
+from pathlib import Path
+from urllib.error import URLError
+from urllib.request import Request, urlopen
+
+from tqdm.auto import tqdm
+
+from rave.zoo.registry import ModelInfo, ZooError
+
+__all__ = [
+    "ChecksumError",
+    "ModelUnavailableError",
+    "cache_dir",
+    "cached_path",
+    "download_file",
+    "fetch",
+    "is_offline",
+    "sha256_file",
+]
+
+logger = logging.getLogger(__name__)
+
+_CHUNK = 1 << 16
+_TIMEOUT_S = 60.0
+_TRUE = {"1", "true", "yes", "on"}
+
+
+class ModelUnavailableError(ZooError):
+    """Weights that are not cached and cannot be downloaded (offline, network failure)."""
+
+
+class ChecksumError(ZooError):
+    """Downloaded bytes whose sha256 differs from the pinned value."""
+
+
+def cache_dir() -> Path:
+    """Folder that holds downloaded checkpoints (not created here).
+
+    ``$RAVE_HOME`` when set, otherwise platformdirs' user cache folder for ``rave``.
+    """
+    home = os.environ.get("RAVE_HOME")
+    if home:
+        return Path(home).expanduser()
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("rave"))
+
+
+def is_offline() -> bool:
+    """True when ``RAVE_OFFLINE`` is set to 1/true/yes/on: no network access at all."""
+    return os.environ.get("RAVE_OFFLINE", "").strip().lower() in _TRUE
+
+
+def cached_path(info: ModelInfo) -> Path:
+    """Where ``info``'s file lives in the cache: ``<cache>/<stem>-<sha256[:8]>.pth``."""
+    return cache_dir() / info.cache_filename
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of the file at ``path``."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def download_file(url: str, destination: str | Path, sha256: str, *, progress: bool = True) -> Path:
+    """Download ``url`` to ``destination`` if and only if its sha256 equals ``sha256``.
+
+    The bytes go to a temporary file beside ``destination`` that is renamed into place
+    (``os.replace``) after the hash matched, so ``destination`` is either absent or whole.
+
+    Args:
+        url: address to fetch.
+        destination: final file path; its folder is created if needed.
+        sha256: expected hex digest.
+        progress: show a tqdm progress bar on stderr.
+
+    Raises:
+        ChecksumError: the downloaded bytes have another hash (nothing is left behind).
+        OSError, urllib.error.URLError: network or disk failures, passed on.
+    """
+    destination = Path(destination)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    request = Request(url, headers={"User-Agent": "rave-enhance"})
+    digest = hashlib.sha256()
+    fd, tmp_name = tempfile.mkstemp(
+        dir=destination.parent, prefix=f".{destination.name}.", suffix=".part"
+    )
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as out, urlopen(request, timeout=_TIMEOUT_S) as response:
+            length = response.headers.get("Content-Length") if response.headers else None
+            total = int(length) if length and length.isdigit() else None
+            with tqdm(
+                total=total,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                desc=destination.name,
+                disable=not progress,
+                leave=False,
+            ) as bar:
+                while chunk := response.read(_CHUNK):
+                    out.write(chunk)
+                    digest.update(chunk)
+                    bar.update(len(chunk))
+        actual = digest.hexdigest()
+        if actual != sha256:
+            raise ChecksumError(
+                f"download of {url} has sha256 {actual}, expected {sha256}: the file was "
+                "discarded (changed upstream or damaged in transit)"
+            )
+        os.replace(tmp, destination)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return destination
+
+
+def fetch(info: ModelInfo, *, download: bool = True, progress: bool = True) -> Path:
+    """Path of ``info``'s verified file in the cache, downloading it first if needed.
+
+    Args:
+        info: a downloadable zoo entry (not the built-in ``default``).
+        download: allow a download when the file is not cached (``RAVE_OFFLINE=1`` forbids
+            it regardless).
+        progress: show a progress bar while downloading.
+
+    Raises:
+        ModelUnavailableError: not cached, and downloading is forbidden or failed; the
+            message names the model, the URL and the exact path to place the file at.
+        ChecksumError: the download does not match the pinned sha256.
+    """
+    if info.url is None or info.sha256 is None:
+        raise ZooError(f"model {info.name!r} is built in: it is never downloaded")
+    path = cached_path(info)
+    if path.is_file():
+        actual = sha256_file(path)
+        if actual == info.sha256:
+            return path
+        logger.warning(
+            "cached file %s of model %r is corrupt (sha256 %s, expected %s); removing it",
+            path,
+            info.name,
+            actual,
+            info.sha256,
+        )
+        path.unlink()
+    if not download or is_offline():
+        reason = "RAVE_OFFLINE is set" if is_offline() else "downloading was not allowed"
+        raise ModelUnavailableError(_not_available_message(info, path, reason))
+    logger.info("downloading model %r from %s to %s", info.name, info.url, path)
+    try:
+        return download_file(info.url, path, info.sha256, progress=progress)
+    except (URLError, OSError, http.client.HTTPException) as err:
+        reason = f"download failed: {getattr(err, 'reason', None) or err}"
+        raise ModelUnavailableError(_not_available_message(info, path, reason)) from err
+
+
+def _not_available_message(info: ModelInfo, path: Path, reason: str) -> str:
+    return (
+        f"model {info.name!r} is not in the cache and cannot be downloaded ({reason}). "
+        f"Download {info.url} and save it as {path} (sha256 {info.sha256}), "
+        f"or run `rave models --download {info.name}` while online."
+    )
