@@ -1,0 +1,5 @@
+"""Loss functions of the guidance methods (pure functions of tensors)."""
+
+from rave.losses.guidance import IDENTITY_LAYER_WEIGHTS, identity_loss, residual_loss
+
+__all__ = ["IDENTITY_LAYER_WEIGHTS", "identity_loss", "residual_loss"]

@@ -1,0 +1,77 @@
+"""RAVE's guidance and identity losses (METHOD.md section 2), as small pure functions."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["IDENTITY_LAYER_WEIGHTS", "identity_loss", "residual_loss"]
+
+IDENTITY_LAYER_WEIGHTS: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0, 0.5)
+
+
+def residual_loss(embeddings: Tensor, residual: Tensor, threshold: float | Tensor) -> Tensor:
+    """``L_res = mean_i (cos(e_i, r) - thr)^2``: pulls each image's projection on ``r`` to ``thr``.
+
+    Args:
+        embeddings: ``(B, D)`` image embeddings (need not be unit length: cosine is used).
+        residual: ``(D,)`` the residual vector ``r``.
+        threshold: ``thr = v_w . r``, the projection of the well-lit mean on ``r``, in [-1, 1].
+
+    Returns:
+        scalar tensor >= 0 (at most 4), averaged over the batch.
+    """
+    if embeddings.ndim != 2 or residual.ndim != 1 or embeddings.shape[1] != residual.shape[0]:
+        raise ValueError(
+            f"expected embeddings (B, D) and residual (D,), got {tuple(embeddings.shape)} "
+            f"and {tuple(residual.shape)}"
+        )
+    residual = residual.to(embeddings)
+    cos = F.cosine_similarity(embeddings, residual.unsqueeze(0), dim=1)
+    return ((cos - threshold) ** 2).mean()
+
+
+def identity_loss(
+    feats_out: Sequence[Tensor],
+    feats_in: Sequence[Tensor],
+    weights: Sequence[float] = IDENTITY_LAYER_WEIGHTS,
+    scales: Sequence[float] | None = None,
+) -> Tensor:
+    """``L_id = sum_i sum_l w_l * MSE(phi_l(O_i), phi_l(I_i)) / s_l``.
+
+    Note the batch is **summed**, where :func:`residual_loss` averages: that is what the
+    reference code does, and the paper's loss weights (22.5, 1920) are tuned for it, so the
+    balance between the two terms depends on the batch size.
+
+    Args:
+        feats_out: ``L`` feature maps of the enhanced images, each ``(B, C_l, H_l, W_l)``
+            (any shape with the batch first).
+        feats_in: the same layers for the input images (same shapes).
+        weights: ``L`` layer weights ``w_l``; the paper's are ``(1, 1, 1, 1, 0.5)``.
+        scales: optional ``L`` positive normalisers ``s_l`` (typical MSE of each layer), so
+            that layers of very different magnitude weigh alike; None means all 1.
+
+    Returns:
+        scalar tensor >= 0.
+    """
+    if not len(feats_out) == len(feats_in) == len(weights):
+        raise ValueError(
+            f"got {len(feats_out)} output feature maps, {len(feats_in)} input feature maps "
+            f"and {len(weights)} weights: they must match"
+        )
+    if scales is not None and len(scales) != len(weights):
+        raise ValueError(f"got {len(scales)} scales for {len(weights)} layers")
+    total = feats_out[0].new_zeros(())
+    for layer, (out, ref, weight) in enumerate(zip(feats_out, feats_in, weights, strict=True)):
+        if out.shape != ref.shape:
+            raise ValueError(
+                f"layer {layer}: output features {tuple(out.shape)} vs input {tuple(ref.shape)}"
+            )
+        per_image = (out.float() - ref.float()).pow(2).flatten(1).mean(dim=1)  # (B,)
+        term = weight * per_image.sum()
+        if scales is not None:
+            term = term / scales[layer]
+        total = total + term
+    return total

@@ -1,0 +1,175 @@
+"""Files a training run writes: atomic checkpoints, the metrics CSV, plots and sample grids.
+
+Every file is written to a temporary name in its target folder and then moved into place
+with ``os.replace``, so an interrupted run never leaves a half-written checkpoint or image.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = [
+    "MetricsCSV",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "save_checkpoint",
+    "save_loss_plot",
+    "save_sample_grid",
+]
+
+log = logging.getLogger(__name__)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """:func:`atomic_write_bytes` for UTF-8 text."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def save_checkpoint(payload: dict[str, Any], path: Path) -> None:
+    """``torch.save`` a dict of plain containers and tensors, atomically.
+
+    The payload must load with ``torch.load(weights_only=True)``; nothing else is checked
+    here, the training tests load every checkpoint that way.
+    """
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+class MetricsCSV:
+    """Append-only CSV of logged metrics, one row per logged iteration.
+
+    The column set is fixed by the first row written (later keys missing from it are
+    dropped, with a warning once). On resume, rows at or after the resumed iteration are
+    removed so that the file matches an uninterrupted run.
+
+    Args:
+        path: the CSV file.
+        resume_from: on resume, the first iteration that will be logged again; None starts
+            a new file.
+    """
+
+    def __init__(self, path: Path, resume_from: int | None = None) -> None:
+        self.path = path
+        self.columns: list[str] | None = None
+        self._warned = False
+        rows: list[dict[str, str]] = []
+        if resume_from is not None and path.is_file():
+            with path.open(newline="", encoding="utf-8") as handle:
+                reader = csv.DictReader(handle)
+                self.columns = list(reader.fieldnames or []) or None
+                rows = [r for r in reader if int(r["iteration"]) < resume_from]
+        if self.columns is not None:
+            self._rewrite(rows)
+        elif path.exists():
+            path.unlink()
+
+    def _rewrite(self, rows: list[dict[str, str]]) -> None:
+        assert self.columns is not None
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=self.columns)
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_text(self.path, text.getvalue())
+
+    def write(self, row: dict[str, float | int | str]) -> None:
+        """Append one row (the first row also writes the header)."""
+        if self.columns is None:
+            self.columns = list(row)
+            self._rewrite([])
+        extra = set(row) - set(self.columns)
+        if extra and not self._warned:
+            log.warning("%s: new metric columns %s not recorded", self.path, sorted(extra))
+            self._warned = True
+        with self.path.open("a", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=self.columns, extrasaction="ignore")
+            writer.writerow({k: _fmt(row.get(k, "")) for k in self.columns})
+
+    def read(self) -> list[dict[str, str]]:
+        """All rows written so far."""
+        if not self.path.is_file():
+            return []
+        with self.path.open(newline="", encoding="utf-8") as handle:
+            return list(csv.DictReader(handle))
+
+
+def _fmt(value: Any) -> Any:
+    return f"{value:.8g}" if isinstance(value, float) else value
+
+
+def save_loss_plot(rows: Sequence[dict[str, str]], path: Path, stage_boundary: int | None) -> None:
+    """A PNG of every logged loss term against the iteration (log scale where positive).
+
+    Args:
+        rows: rows of :class:`MetricsCSV` (``iteration`` plus numeric columns).
+        path: the PNG to write.
+        stage_boundary: the first guided iteration, drawn as a vertical line (None: none).
+    """
+    if not rows:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    skip = {"iteration", "stage", "round", "lr", "time"}
+    keys = [k for k in rows[0] if k not in skip]
+    fig = Figure(figsize=(4 * len(keys) or 4, 3.2), layout="constrained")
+    axes = fig.subplots(1, max(1, len(keys)), squeeze=False)[0]
+    its = np.array([int(r["iteration"]) for r in rows])
+    for ax, key in zip(axes, keys, strict=False):
+        values = np.array([float(r[key]) if r.get(key) not in ("", None) else np.nan for r in rows])
+        ax.plot(its, values, lw=1)
+        ax.set_title(key)
+        ax.set_xlabel("iteration")
+        if np.nanmin(np.where(np.isfinite(values), values, np.inf)) > 0:
+            ax.set_yscale("log")
+        if stage_boundary is not None and its.min() <= stage_boundary <= its.max():
+            ax.axvline(stage_boundary, color="grey", ls="--", lw=0.8)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def save_sample_grid(inputs: Tensor, outputs: Tensor, path: Path) -> None:
+    """A PNG grid: the inputs in the top row, their enhancements below.
+
+    Args:
+        inputs: ``(N, 3, H, W)`` in [0, 1].
+        outputs: ``(N, 3, H, W)`` in [0, 1].
+        path: the PNG to write.
+    """
+    from PIL import Image
+
+    rows = [torch.cat(list(t.detach().float().cpu().clamp(0, 1)), dim=2) for t in (inputs, outputs)]
+    grid = torch.cat(rows, dim=1)  # (3, 2H, N*W)
+    array = (grid.permute(1, 2, 0).numpy() * 255.0 + 0.5).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    atomic_write_bytes(path, buffer.getvalue())

@@ -1,0 +1,282 @@
+"""Training configuration: one flat, frozen dataclass whose defaults are the paper's settings.
+
+A YAML file lists only what differs from the defaults; ``--set key=value`` overrides come
+last. Unknown keys are rejected with an error naming the file (or the override), so a typo
+never silently falls back to a default. The resolved configuration is saved in the run
+directory and in every checkpoint.
+
+Method plug-ins that need their own settings read them from ``method_options`` (a mapping
+validated by the plug-in's own ``Options`` dataclass; see
+:mod:`rave.training.methods.base`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+__all__ = [
+    "ConfigError",
+    "TrainConfig",
+    "apply_overrides",
+    "coerce_dataclass",
+    "config_to_dict",
+    "load_config",
+    "save_config",
+]
+
+
+class ConfigError(ValueError):
+    """A configuration file or override that cannot be used."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run depends on (METHOD.md section 2 gives the defaults).
+
+    Batch size is per process: under ``torchrun`` with ``W`` processes the effective batch
+    is ``W * batch_size`` (as nanoGPT does), and one process reproduces the paper exactly.
+    """
+
+    # --- what to train
+    method: str = "rave"
+    # method-specific settings, validated by the method plug-in's ``Options`` dataclass
+    method_options: dict[str, Any] = field(default_factory=dict)
+
+    # --- data
+    backlit_dir: str = ""
+    well_lit_dir: str = ""
+    # "paired": well_lit_dir holds ground truth of the backlit scenes, matched by file stem
+    regime: Literal["unpaired", "paired"] = "unpaired"
+    # a saved residual vector; empty: computed at start from the two folders, saved in the run
+    residual: str = ""
+    guidance_encoder: str = "clip:ViT-B-32"
+    identity_encoder: str = "clip:RN101"
+    # every training image is resized to crop_size x crop_size, aspect not kept (as the paper)
+    crop_size: int = 512
+    batch_size: int = 8
+    num_workers: int = 0
+    # keep decoded, resized images in memory (uint8): the datasets are a few hundred images
+    cache_images: bool = True
+
+    # --- augmentation (probabilities and ranges of the reference code)
+    augment: bool = True
+    hflip_p: float = 0.5
+    vflip_p: float = 0.5
+    transpose_p: float = 0.5
+    zoom_p: float = 0.3
+    zoom_range: tuple[float, float] = (0.7, 1.3)
+    rotate_p: float = 0.3
+    rotate_degrees: float = 90.0
+
+    # --- schedule and losses
+    iterations: int = 3100  # reconstruction stage + one round of 2100 guided iterations
+    reconstruction_iterations: int = 1000
+    round_iterations: int = 2100
+    reconstruction_weight: float = 25.0  # loss = 25 * L_id (all layer weights 1)
+    residual_weight: float = 1920.0  # 6 * 16 * 20
+    identity_weight: float = 22.5  # 0.9 * 25
+    identity_layer_weights: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0, 0.5)
+    light_eps: float = 1e-9  # added to the light map in training only
+
+    # --- optimiser
+    lr: float = 2e-5
+    weight_decay: float = 1e-3
+
+    # --- best checkpoint (moving average of the loss; PSNR-Y to the input in reconstruction)
+    best_window: int = 30
+    # re-initialise the network when the reconstruction PSNR average stays under this (dB)
+    reinit_below_psnr: float = 8.0
+    max_reinits: int = 3
+
+    # --- run
+    seed: int = 0
+    output_dir: str = "runs/rave"
+    checkpoint_every: int = 500
+    sample_every: int = 500
+    log_every: int = 10
+    num_samples: int = 4  # fixed backlit images shown in the sample grid
+    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
+    amp: bool = False  # autocast: float16 + GradScaler on CUDA, bfloat16 on CPU
+    tensorboard: bool = True
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.regime not in ("unpaired", "paired"):
+            problems.append(f"regime must be 'unpaired' or 'paired', got {self.regime!r}")
+        for name in ("crop_size", "batch_size", "iterations", "round_iterations", "best_window"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("checkpoint_every", "sample_every", "log_every"):
+            if getattr(self, name) < 0:
+                problems.append(f"{name} must be >= 0 (0 disables), got {getattr(self, name)}")
+        if self.reconstruction_iterations < 0 or self.num_workers < 0 or self.max_reinits < 0:
+            problems.append("reconstruction_iterations, num_workers, max_reinits must be >= 0")
+        for name in ("hflip_p", "vflip_p", "transpose_p", "zoom_p", "rotate_p"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                problems.append(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if len(self.zoom_range) != 2 or not 0 < self.zoom_range[0] <= self.zoom_range[1]:
+            problems.append(
+                f"zoom_range must be (low, high) with 0 < low <= high: {self.zoom_range}"
+            )
+        if self.lr <= 0 or self.weight_decay < 0:
+            problems.append("lr must be > 0 and weight_decay >= 0")
+        if problems:
+            raise ConfigError("invalid training config: " + "; ".join(problems))
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """Plain containers only (lists, not tuples), so YAML and ``weights_only`` loads accept it."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {str(k): plain(v) for k, v in value.items()}
+        return value
+
+    return {f.name: plain(getattr(config, f.name)) for f in dataclasses.fields(config)}
+
+
+def _coerce(name: str, value: Any, hint: Any) -> Any:
+    """``value`` converted to the annotated type, or a ConfigError saying what was expected."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if hint is Any:
+        return value
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{name}: expected one of {list(args)}, got {value!r}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        for option in args:
+            try:
+                return _coerce(name, value, option)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{name}: {value!r} does not match {hint}")
+    if hint is type(None):
+        if value is not None:
+            raise ConfigError(f"{name}: expected null, got {value!r}")
+        return None
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{name}: expected a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(name, v, args[0]) for v in value)
+        if len(value) != len(args):
+            raise ConfigError(f"{name}: expected {len(args)} values, got {len(value)}")
+        return tuple(_coerce(name, v, a) for v, a in zip(value, args, strict=True))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{name}: expected a mapping, got {value!r}")
+        return dict(value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name}: expected true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{name}: expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{name}: expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if value is None:
+            return ""
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{name}: expected a string, got {value!r}")
+        return str(value)
+    raise ConfigError(f"{name}: unsupported config type {hint}")
+
+
+def coerce_dataclass(cls: type, values: dict[str, Any], source: str) -> Any:
+    """An instance of dataclass ``cls`` from ``values``; unknown keys and bad types raise.
+
+    Args:
+        cls: a dataclass whose fields all have defaults.
+        values: field name -> raw value (from YAML or overrides).
+        source: where the values came from, for error messages (a file name or ``--set``).
+    """
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(
+            f"{source}: unknown config key(s) {', '.join(map(repr, unknown))}; "
+            f"valid keys: {', '.join(sorted(known))}"
+        )
+    kwargs = {}
+    for key, value in values.items():
+        try:
+            kwargs[key] = _coerce(key, value, hints[key])
+        except ConfigError as err:
+            raise ConfigError(f"{source}: {err}") from None
+    try:
+        return cls(**kwargs)
+    except ConfigError as err:
+        raise ConfigError(f"{source}: {err}") from None
+
+
+def apply_overrides(config: TrainConfig, overrides: list[str] | tuple[str, ...]) -> TrainConfig:
+    """``config`` with ``key=value`` overrides applied (values parsed as YAML scalars/lists).
+
+    ``method_options.KEY=VALUE`` sets one entry of the method's options.
+    """
+    values = config_to_dict(config)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as err:
+            raise ConfigError(f"--set {item!r}: value is not valid YAML ({err})") from None
+        if key.startswith("method_options."):
+            values["method_options"] = {**values["method_options"], key.split(".", 1)[1]: value}
+        else:
+            values[key] = value
+    return coerce_dataclass(TrainConfig, values, "--set")
+
+
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
+) -> TrainConfig:
+    """Read a YAML config (keys of :class:`TrainConfig`), then apply ``--set`` overrides.
+
+    Raises:
+        ConfigError: unreadable file, not a mapping, unknown key or wrong value type.
+    """
+    values: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except OSError as err:
+            raise ConfigError(f"{path}: cannot read config ({err.strerror})") from None
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML ({err})") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a mapping of config keys at the top level")
+        values = loaded
+    config = coerce_dataclass(TrainConfig, values, str(path) if path else "defaults")
+    return apply_overrides(config, overrides) if overrides else config
+
+
+def save_config(config: TrainConfig, path: str | Path) -> None:
+    """Write the resolved config as YAML, atomically."""
+    from rave.training.artifacts import atomic_write_text
+
+    text = yaml.safe_dump(config_to_dict(config), sort_keys=False)
+    atomic_write_text(Path(path), text)

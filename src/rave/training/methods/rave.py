@@ -1,0 +1,95 @@
+"""RAVE: guidance by the residual vector between well-lit and backlit embeddings.
+
+Guided-stage loss (METHOD.md section 2)::
+
+    residual_weight * L_res(Phi(O), r, thr) + identity_weight * L_id(O, I)
+
+with ``Phi`` the guidance encoder (images squashed to its input size) and ``L_id`` the
+identity encoder's five-layer feature loss.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from rave.losses import residual_loss
+from rave.training.methods.base import GuidanceMethod, MethodContext
+
+__all__ = ["RESIDUAL_FILENAME", "RaveMethod"]
+
+log = logging.getLogger(__name__)
+
+# where a residual computed at the start of a run is saved, inside the run directory
+RESIDUAL_FILENAME = "residual.safetensors"
+
+
+class RaveMethod(GuidanceMethod):
+    """RAVE's residual-vector guidance (no options beyond the top-level config keys)."""
+
+    name = "rave"
+
+    def __init__(self, context: MethodContext) -> None:
+        super().__init__(context)
+        self.guidance_encoder = context.create_encoder(self.config.guidance_encoder)
+        self.residual: Tensor | None = None  # (D,) unit vector on the method's device
+        self.threshold: float = 0.0
+        self.encoder_name: str = self.guidance_encoder.name
+
+    def setup(self) -> None:
+        """Load the residual file named by ``config.residual``, or compute it from the folders."""
+        from rave.guidance import residual as residual_module
+
+        ctx = self.context
+        if self.config.residual:
+            rv = residual_module.load_residual(self.config.residual)
+            residual_module.check_encoder(rv, self.guidance_encoder.name)
+            log.info("residual vector loaded from %s", self.config.residual)
+        else:
+            log.info(
+                "computing the residual vector from %d backlit and %d well-lit images",
+                len(ctx.backlit_files),
+                len(ctx.well_lit_files),
+            )
+            # Every rank computes it (deterministic, identical), so no file handshake is needed.
+            rv = residual_module.compute_residual(
+                self.guidance_encoder, ctx.backlit_files, ctx.well_lit_files
+            )
+            if ctx.is_main:
+                residual_module.save_residual(rv, ctx.run_dir / RESIDUAL_FILENAME)
+        self._set(rv.residual, float(rv.threshold), str(rv.encoder))
+
+    def _set(self, residual: Tensor, threshold: float, encoder_name: str) -> None:
+        self.residual = residual.detach().float().reshape(-1).to(self.context.device)
+        self.threshold = threshold
+        self.encoder_name = encoder_name
+
+    def guided_loss(self, enhanced: Tensor, inputs: Tensor, *, step: int) -> dict[str, Tensor]:
+        if self.residual is None:
+            raise RuntimeError("RaveMethod.setup() or load_state_dict() must run before the loss")
+        embeddings = self.guidance_encoder.embed(enhanced, resize="squash")
+        l_res = residual_loss(embeddings, self.residual, self.threshold)
+        l_id = self.identity(enhanced, inputs)
+        total = self.config.residual_weight * l_res + self.config.identity_weight * l_id
+        with torch.no_grad():
+            # the mean projection on r, to watch it approach thr (not part of the loss)
+            projection = (embeddings.float() @ self.residual.float()).mean()
+        return {"residual": l_res, "identity": l_id, "projection": projection, "total": total}
+
+    def state_dict(self) -> dict[str, Any]:
+        if self.residual is None:
+            return {}
+        return {
+            "residual": self.residual.detach().cpu(),
+            "threshold": self.threshold,
+            "encoder": self.encoder_name,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if not state:
+            self.setup()
+            return
+        self._set(state["residual"], float(state["threshold"]), str(state["encoder"]))
