@@ -24,7 +24,7 @@ __all__ = [
 METHODS: dict[str, str] = {
     "rave": "rave.training.methods.rave:RaveMethod",
     "clip-lit": "rave.training.methods.clip_lit:ClipLitMethod",
-    "clip-lit-latent": "rave.training.methods.clip_lit:ClipLitLatentMethod",
+    "clip-lit-latent": "rave.training.methods.clip_lit_latent:ClipLitLatentMethod",
 }
 _LOADED: dict[str, type[GuidanceMethod]] = {}
 

@@ -1,0 +1,343 @@
+"""Reading a guidance direction through CLIP's text vocabulary (METHOD.md section 2).
+
+Every token of CLIP's byte-pair vocabulary (49,408 entries) is encoded as a one-token text
+(start token, the token, end token) and L2-normalised. The tokens whose embeddings are most
+and least aligned with a direction (a residual vector, or a learned prompt pair's
+``positive - negative``) say which concepts separate the two image sets.
+
+Encoding the vocabulary takes minutes on a CPU, so the embeddings are cached on disk per
+encoder name and text-tower weights (``$RAVE_HOME/vocab/`` or the user cache ``rave/vocab/``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from rave.guidance.prompts import encode_token_embeddings, supports_token_embeddings
+
+__all__ = [
+    "TokenRanking",
+    "VocabEmbeddings",
+    "cache_dir",
+    "display_token",
+    "encode_texts",
+    "plot_ranking",
+    "rank_tokens",
+    "text_tower_fingerprint",
+    "vocab_embeddings",
+    "vocabulary",
+]
+
+logger = logging.getLogger(__name__)
+
+_WORD_END = "</w>"
+
+
+@dataclass(frozen=True)
+class VocabEmbeddings:
+    """Text embeddings of (a prefix of) the BPE vocabulary.
+
+    Attributes:
+        tokens: ``V`` raw vocabulary strings (``"sunset</w>"``), in token-id order.
+        embeddings: ``(V, D)`` float32, unit rows; row ``i`` is token id ``i``.
+    """
+
+    tokens: list[str]
+    embeddings: Tensor
+
+
+@dataclass(frozen=True)
+class TokenRanking:
+    """The tokens at both ends of a direction.
+
+    Attributes:
+        most: ``K`` pairs ``(token, cosine)``, most aligned first.
+        least: ``K`` pairs ``(token, cosine)``, least aligned (most negative) first.
+    """
+
+    most: list[tuple[str, float]]
+    least: list[tuple[str, float]]
+
+
+def cache_dir() -> Path:
+    """Folder of cached vocabulary embeddings: ``$RAVE_HOME/vocab`` or the user cache."""
+    home = os.environ.get("RAVE_HOME")
+    if home:
+        return Path(home) / "vocab"
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("rave")) / "vocab"
+
+
+def _tokenizer_of(encoder: Any) -> Any:
+    tokenizer = getattr(encoder, "tokenizer", None)
+    needed = ("decoder", "sot_token_id", "eot_token_id")
+    if tokenizer is None or not all(hasattr(tokenizer, name) for name in needed):
+        raise ValueError(
+            f"encoder {getattr(encoder, 'name', encoder)!r} has no CLIP BPE tokenizer: "
+            "text interpretation needs a CLIP encoder such as clip:ViT-B-32@openai"
+        )
+    return tokenizer
+
+
+def _clip_model_of(encoder: Any) -> Any:
+    model = getattr(encoder, "model", None)
+    if model is None or not hasattr(model, "encode_text"):
+        raise ValueError(
+            f"encoder {getattr(encoder, 'name', encoder)!r} has no text tower: text "
+            "interpretation needs a CLIP encoder such as clip:ViT-B-32@openai"
+        )
+    return model
+
+
+def vocabulary(tokenizer: Any) -> list[str]:
+    """All vocabulary strings of a CLIP BPE tokenizer, indexed by token id."""
+    decoder = tokenizer.decoder
+    return [decoder[i] for i in range(len(decoder))]
+
+
+def display_token(token: str) -> str:
+    """Human-readable form: a word end loses ``</w>``, a word piece gets a trailing ``-``."""
+    if token.startswith("<") and token.endswith("_of_text>"):
+        return token
+    if token.endswith(_WORD_END):
+        return token[: -len(_WORD_END)]
+    return token + "-"
+
+
+def text_tower_fingerprint(model: Any) -> str:
+    """SHA-256 (hex) of the text-tower weights, so caches follow the weights, not the name."""
+    digest = hashlib.sha256()
+    names = ("token_embedding", "positional_embedding", "transformer", "ln_final")
+    names += ("text_projection", "text")
+    for name in names:
+        part = getattr(model, name, None)
+        if part is None:
+            continue
+        tensors = (
+            [part]
+            if isinstance(part, Tensor)
+            else [t for _, t in sorted(part.state_dict().items())]
+        )
+        for tensor in tensors:
+            digest.update(tensor.detach().cpu().contiguous().float().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _cache_file(encoder_name: str, fingerprint: str, count: int) -> Path:
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", encoder_name)
+    return cache_dir() / f"{slug}-{fingerprint[:16]}-n{count}.safetensors"
+
+
+def _atomic_save(tensors: dict[str, Tensor], path: Path) -> None:
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _load_cached(path: Path, count: int, dim: int) -> Tensor | None:
+    from safetensors.torch import load_file
+
+    try:
+        embeddings = load_file(str(path))["embeddings"]
+    except Exception as exc:  # a damaged cache is recomputed, not fatal
+        logger.warning("ignoring unreadable vocabulary cache %s: %s", path, exc)
+        return None
+    if embeddings.shape != (count, dim):
+        logger.warning("ignoring vocabulary cache %s of shape %s", path, tuple(embeddings.shape))
+        return None
+    return embeddings
+
+
+def vocab_embeddings(
+    encoder: Any,
+    *,
+    limit: int | None = None,
+    batch_size: int = 256,
+    use_cache: bool = True,
+    progress: bool = False,
+) -> VocabEmbeddings:
+    """Unit text embeddings of the first ``limit`` vocabulary tokens (all by default).
+
+    Each token ``t`` is encoded as the sequence ``[start, t, end]``. Results are cached on disk
+    (see :func:`cache_dir`); a cached full vocabulary also serves any ``limit``.
+
+    Args:
+        encoder: a CLIP encoder exposing ``model`` (OpenCLIP) and ``tokenizer`` and ``name``.
+        limit: encode only token ids ``0..limit-1`` (quick looks and tests).
+        batch_size: tokens per forward pass.
+        use_cache: read and write the disk cache.
+        progress: show a tqdm progress bar while encoding.
+
+    Returns:
+        the tokens and their ``(V, D)`` unit embeddings.
+    """
+    tokenizer = _tokenizer_of(encoder)
+    model = _clip_model_of(encoder)
+    tokens = vocabulary(tokenizer)
+    total = len(tokens)
+    count = total if limit is None else max(1, min(int(limit), total))
+    tokens = tokens[:count]
+    name = str(getattr(encoder, "name", type(model).__name__))
+
+    fingerprint = text_tower_fingerprint(model) if use_cache else ""
+    if use_cache:
+        dim = int(_probe_dim(model, tokenizer))
+        for candidate_count in dict.fromkeys((count, total)):
+            path = _cache_file(name, fingerprint, candidate_count)
+            if path.is_file():
+                cached = _load_cached(path, candidate_count, dim)
+                if cached is not None:
+                    logger.info("vocabulary embeddings read from %s", path)
+                    return VocabEmbeddings(tokens, cached[:count].contiguous())
+
+    embeddings = _encode_token_ids(model, tokenizer, count, batch_size, progress)
+    if use_cache:
+        path = _cache_file(name, fingerprint, count)
+        _atomic_save({"embeddings": embeddings}, path)
+        logger.info("vocabulary embeddings cached in %s", path)
+    return VocabEmbeddings(tokens, embeddings)
+
+
+def _probe_dim(model: Any, tokenizer: Any) -> int:
+    projection = getattr(model, "text_projection", None)
+    if isinstance(projection, Tensor):
+        return int(projection.shape[1])
+    if isinstance(projection, torch.nn.Linear):
+        return int(projection.out_features)
+    return int(encode_texts_with(model, tokenizer, ["a"]).shape[1])
+
+
+def _model_device(model: Any) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.no_grad()
+def _encode_token_ids(
+    model: Any, tokenizer: Any, count: int, batch_size: int, progress: bool
+) -> Tensor:
+    from tqdm.auto import tqdm
+
+    device = _model_device(model)
+    sot, eot = int(tokenizer.sot_token_id), int(tokenizer.eot_token_id)
+    fast = supports_token_embeddings(model)
+    context = int(getattr(model, "context_length", 77))
+    chunks: list[Tensor] = []
+    bar = tqdm(total=count, desc="encoding vocabulary", unit="tok", disable=not progress)
+    for start in range(0, count, batch_size):
+        ids = torch.arange(start, min(start + batch_size, count), dtype=torch.long)
+        seq = torch.stack([torch.full_like(ids, sot), ids, torch.full_like(ids, eot)], dim=1)
+        # Pool where encode_text would: the position of the highest id (argmax pooling).
+        positions = seq.argmax(dim=1)
+        if fast:
+            # Causal text tower: three positions give the same feature as the padded 77.
+            seq = seq.to(device)
+            feats = encode_token_embeddings(model, model.token_embedding(seq), positions)
+        else:
+            padded = torch.zeros(len(ids), context, dtype=torch.long)
+            padded[:, :3] = seq
+            feats = model.encode_text(padded.to(device))
+        chunks.append(F.normalize(feats.float(), dim=-1).cpu())
+        bar.update(len(ids))
+    bar.close()
+    return torch.cat(chunks)
+
+
+@torch.no_grad()
+def encode_texts_with(model: Any, tokenizer: Any, texts: Sequence[str]) -> Tensor:
+    """Unit text embeddings ``(N, D)`` of ``texts`` through an OpenCLIP model's ``encode_text``."""
+    ids = tokenizer(list(texts)).to(_model_device(model))
+    return F.normalize(model.encode_text(ids).float(), dim=-1).cpu()
+
+
+def encode_texts(encoder: Any, texts: Sequence[str]) -> Tensor:
+    """Unit text embeddings ``(N, D)`` of ``texts`` with a CLIP encoder's text tower."""
+    if not texts:
+        raise ValueError("no texts to encode")
+    return encode_texts_with(_clip_model_of(encoder), _tokenizer_of(encoder), texts)
+
+
+def rank_tokens(direction: Tensor, vocab: VocabEmbeddings, top_k: int = 15) -> TokenRanking:
+    """The ``top_k`` tokens most and least aligned (cosine) with ``direction``.
+
+    Args:
+        direction: ``(D,)`` vector (normalised here).
+        vocab: vocabulary embeddings of the same encoder.
+        top_k: tokens returned at each end.
+
+    Returns:
+        the ranking; scores are cosines in [-1, 1].
+    """
+    embeddings = vocab.embeddings
+    if direction.ndim != 1 or direction.shape[0] != embeddings.shape[1]:
+        raise ValueError(
+            f"direction of shape {tuple(direction.shape)} does not match the "
+            f"{embeddings.shape[1]}-d vocabulary embeddings"
+        )
+    k = min(int(top_k), embeddings.shape[0])
+    if k <= 0:
+        raise ValueError(f"top_k must be positive, got {top_k}")
+    scores = embeddings @ F.normalize(direction.float().cpu(), dim=0)
+    high = torch.topk(scores, k)
+    low = torch.topk(-scores, k)
+    most = [(vocab.tokens[i], float(s)) for i, s in zip(high.indices, high.values, strict=True)]
+    least = [(vocab.tokens[i], float(-s)) for i, s in zip(low.indices, low.values, strict=True)]
+    return TokenRanking(most=most, least=least)
+
+
+def plot_ranking(ranking: TokenRanking, path: str | Path, *, title: str = "") -> None:
+    """Draw the ranking as two horizontal bar charts in one PNG (written atomically)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    rows = max(len(ranking.most), len(ranking.least))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 0.3 * rows + 1.5), constrained_layout=True)
+    panels = (
+        (axes[0], ranking.most, "most aligned (well-lit side)", "tab:orange"),
+        (axes[1], ranking.least, "least aligned (backlit side)", "tab:blue"),
+    )
+    for axis, items, label, colour in panels:
+        names = [display_token(t) for t, _ in items]
+        values = [s for _, s in items]
+        axis.barh(range(len(items)), values, color=colour)
+        axis.set_yticks(range(len(items)), names)
+        axis.invert_yaxis()
+        axis.set_xlabel("cosine with the direction")
+        axis.set_title(label)
+        axis.axvline(0.0, color="black", linewidth=0.5)
+    if title:
+        fig.suptitle(title)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".png")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, format="png", dpi=120)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    finally:
+        plt.close(fig)

@@ -1,0 +1,165 @@
+"""Bias correction of a residual vector (METHOD.md section 2, "Shifted residual").
+
+A residual vector ``r`` separates a well-lit from a backlit image set, but it also encodes
+whatever else the two sets differ by (content, season, place). Two corrections are offered:
+
+* :func:`shift_residual`, the paper's: remove from ``r`` the direction ``u`` summarising the
+  vocabulary tokens at both ends of ``r``;
+* :func:`remove_concepts`, more general: remove the directions of user-given texts (e.g.
+  ``"sunset"``, ``"beach"``), i.e. project ``r`` onto the orthogonal complement of their span.
+
+Both return a new residual with a unit ``r'`` and the threshold recomputed as
+``thr' = v_w . r'``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from rave.guidance.interpret import VocabEmbeddings, encode_texts, vocab_embeddings
+
+__all__ = [
+    "bias_direction",
+    "project_out",
+    "remove_concepts",
+    "shift_residual",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def bias_direction(residual: Tensor, embeddings: Tensor, top_k: int = 15) -> Tensor:
+    """The direction ``u`` of the shifted-residual construction.
+
+    ``s_t = cos(e_t, r)``; ``A = normalize(mean of s_t e_t over the top_k highest s_t)``,
+    ``B = normalize(mean of s_t e_t over the top_k lowest s_t)``; ``u = normalize(A + B)``.
+
+    Args:
+        residual: ``(D,)`` the residual vector (normalised here).
+        embeddings: ``(V, D)`` unit text embeddings of the vocabulary.
+        top_k: tokens taken at each end (15 in the paper).
+
+    Returns:
+        ``(D,)`` unit vector.
+    """
+    if embeddings.ndim != 2 or residual.shape != embeddings.shape[1:]:
+        raise ValueError(
+            f"residual of shape {tuple(residual.shape)} does not match embeddings "
+            f"of shape {tuple(embeddings.shape)}"
+        )
+    if not 0 < top_k <= embeddings.shape[0]:
+        raise ValueError(f"top_k must be in 1..{embeddings.shape[0]}, got {top_k}")
+    r = F.normalize(residual.double(), dim=0)
+    e = embeddings.double()
+    scores = e @ r
+    weighted = scores[:, None] * e
+    a = F.normalize(weighted[torch.topk(scores, top_k).indices].mean(0), dim=0)
+    b = F.normalize(weighted[torch.topk(-scores, top_k).indices].mean(0), dim=0)
+    return F.normalize(a + b, dim=0).to(residual.dtype)
+
+
+def project_out(residual: Tensor, directions: Tensor) -> Tensor:
+    """``normalize(r - Q Q^T r)`` with ``Q`` an orthonormal basis of the rows of ``directions``.
+
+    Args:
+        residual: ``(D,)`` vector.
+        directions: ``(N, D)`` directions to remove (need not be orthogonal or unit).
+
+    Returns:
+        ``(D,)`` unit vector orthogonal to every row of ``directions``.
+
+    Raises:
+        ValueError: if ``r`` lies (numerically) inside the span of ``directions``.
+    """
+    if directions.ndim == 1:
+        directions = directions[None]
+    if directions.shape[1:] != residual.shape:
+        raise ValueError(
+            f"directions of shape {tuple(directions.shape)} do not match the residual "
+            f"of shape {tuple(residual.shape)}"
+        )
+    r = residual.double()
+    # A QR basis handles several, mutually correlated directions (text embeddings of related
+    # concepts are far from orthogonal), which sequential single projections would not.
+    q, _ = torch.linalg.qr(directions.double().T)
+    remainder = r - q @ (q.T @ r)
+    norm = remainder.norm()
+    if norm < 1e-6 * r.norm():
+        raise ValueError("the residual lies in the span of the removed directions: nothing is left")
+    return (remainder / norm).to(residual.dtype)
+
+
+def _with_residual(rv: Any, new_residual: Tensor) -> Any:
+    v_w = F.normalize(rv.mean_well_lit.double(), dim=0)
+    threshold = float(v_w @ new_residual.double())
+    return dataclasses.replace(rv, residual=new_residual.to(rv.residual.dtype), threshold=threshold)
+
+
+def _check_encoder(rv: Any, encoder: Any) -> None:
+    rv_name = getattr(rv, "encoder", None)
+    name = getattr(encoder, "name", None)
+    if rv_name and name and rv_name != name:
+        raise ValueError(
+            f"the residual was computed with encoder {rv_name!r} but the text encoder is "
+            f"{name!r}: their embedding spaces differ"
+        )
+
+
+def shift_residual(
+    rv: Any,
+    encoder: Any,
+    top_k: int = 15,
+    *,
+    vocab: VocabEmbeddings | None = None,
+    vocab_limit: int | None = None,
+    progress: bool = False,
+) -> Any:
+    """The paper's shifted residual ``r' = normalize(r - (u . r) u)``.
+
+    Args:
+        rv: a :class:`rave.guidance.residual.ResidualVector`.
+        encoder: the CLIP encoder the residual was computed with (its text tower is used).
+        top_k: tokens at each end of the vocabulary ranking (15 in the paper).
+        vocab: precomputed vocabulary embeddings (else computed or read from the cache).
+        vocab_limit: use only the first ``vocab_limit`` tokens (quick looks and tests).
+        progress: progress bar while encoding the vocabulary.
+
+    Returns:
+        a copy of ``rv`` with the shifted residual and its recomputed threshold.
+    """
+    _check_encoder(rv, encoder)
+    if vocab is None:
+        vocab = vocab_embeddings(encoder, limit=vocab_limit, progress=progress)
+    u = bias_direction(rv.residual.float().cpu(), vocab.embeddings, top_k)
+    shifted = project_out(rv.residual.float().cpu(), u)
+    logger.info(
+        "shifted residual: cos(r, r') = %.4f",
+        float(shifted @ F.normalize(rv.residual.float().cpu(), dim=0)),
+    )
+    return _with_residual(rv, shifted)
+
+
+def remove_concepts(rv: Any, texts: Sequence[str], encoder: Any) -> Any:
+    """Remove the text embeddings of ``texts`` (their whole span) from the residual.
+
+    Args:
+        rv: a :class:`rave.guidance.residual.ResidualVector`.
+        texts: concepts to remove, each encoded as given (e.g. ``"sunset"``).
+        encoder: the CLIP encoder the residual was computed with.
+
+    Returns:
+        a copy of ``rv`` whose residual is unit and orthogonal to every text embedding.
+    """
+    _check_encoder(rv, encoder)
+    texts = [t for t in texts if t.strip()]
+    if not texts:
+        raise ValueError("no concepts to remove (empty texts)")
+    directions = encode_texts(encoder, texts)
+    return _with_residual(rv, project_out(rv.residual.float().cpu(), directions))
