@@ -1,4 +1,4 @@
-"""The interface every guiding image encoder implements.
+"""The interface every guiding image encoder implements, and the preprocessing they share.
 
 An encoder is frozen (eval mode, ``requires_grad=False`` on its weights) but differentiable
 with respect to its input images, so losses on its outputs train the enhancement network.
@@ -6,11 +6,23 @@ with respect to its input images, so losses on its outputs train the enhancement
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import Literal
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms.v2 import functional as TF
 
-__all__ = ["ImageEncoder", "ResizeMode"]
+__all__ = [
+    "ImageEncoder",
+    "ResizeMode",
+    "center_crop_resize",
+    "check_images",
+    "squash_resize",
+]
 
 # "squash": plain resize of the whole image to the encoder's input size (the loss path);
 # "center_crop": the encoder's standard resize of the short side + centre crop (residual path).
@@ -20,13 +32,30 @@ ResizeMode = Literal["squash", "center_crop"]
 class ImageEncoder(nn.Module):
     """Base class of guiding encoders.
 
+    Subclasses implement :meth:`embed` and :meth:`features`; :meth:`preprocess` and
+    :meth:`autocast` are shared helpers they may use.
+
     Attributes:
         name: the encoder's registry name, e.g. ``"clip:ViT-B-32@openai"`` or ``"effnet-lite0"``.
         embed_dim: size ``D`` of the guidance embedding.
+        input_size: side of the square image the network sees, in pixels (224 for all here).
+        mean: per-channel mean subtracted after resizing (RGB, for values in [0, 1]).
+        std: per-channel standard deviation divided by after resizing.
+        feature_scales: one positive number per map returned by :meth:`features`: the typical
+            mean squared difference of that map between an image and a mildly re-exposed copy.
+            An identity loss divides each layer's MSE by it so that no depth dominates; all
+            ones where the method uses raw MSEs (CLIP, as in the paper).
+        autocast_dtype: ``torch.float16`` or ``torch.bfloat16`` to run the forward pass under
+            CUDA autocast, or ``None`` (always ``None`` on a CPU). Outputs are float32 either way.
     """
 
     name: str
     embed_dim: int
+    input_size: int = 224
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    feature_scales: tuple[float, ...] = ()
+    autocast_dtype: torch.dtype | None = None
 
     def embed(self, images: Tensor, *, resize: ResizeMode = "squash") -> Tensor:
         """L2-normalised embeddings of ``images``.
@@ -47,6 +76,95 @@ class ImageEncoder(nn.Module):
             images: ``(B, 3, H, W)`` RGB in [0, 1]; squashed to the encoder's input size.
 
         Returns:
-            a list of ``(B, C_l, H_l, W_l)`` tensors (5 for the paper's RN101 layout).
+            a list of ``(B, C_l, H_l, W_l)`` float32 tensors (5 for the paper's RN101 layout),
+            as many as :attr:`feature_scales` has entries.
         """
         raise NotImplementedError
+
+    def train(self, mode: bool = True) -> ImageEncoder:
+        """Stay in eval mode: a frozen encoder's BatchNorm statistics must never update."""
+        return super().train(False)
+
+    def preprocess(self, images: Tensor, resize: ResizeMode) -> Tensor:
+        """Resize to ``input_size`` and normalise with the encoder's mean and std.
+
+        Args:
+            images: ``(B, 3, H, W)`` RGB in [0, 1].
+            resize: ``"squash"`` or ``"center_crop"``.
+
+        Returns:
+            ``(B, 3, input_size, input_size)`` in the dtype of the encoder's weights.
+        """
+        check_images(images)
+        if resize == "squash":
+            x = squash_resize(images, self.input_size)
+        elif resize == "center_crop":
+            x = center_crop_resize(images, self.input_size)
+        else:
+            raise ValueError(f"resize must be 'squash' or 'center_crop', got {resize!r}")
+        mean = torch.tensor(self.mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+        x = (x - mean) / std
+        weight = next(self.parameters(), None)
+        return x if weight is None else x.to(weight.dtype)
+
+    def autocast(self, device: torch.device) -> AbstractContextManager[object]:
+        """The autocast context for a forward pass on ``device`` (a no-op unless CUDA + dtype)."""
+        if self.autocast_dtype is None or device.type != "cuda":
+            return nullcontext()
+        return torch.autocast("cuda", dtype=self.autocast_dtype)
+
+
+def check_images(images: Tensor) -> None:
+    """Raise ``ValueError`` unless ``images`` is a floating ``(B, 3, H, W)`` batch."""
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"expected images of shape (B, 3, H, W), got {tuple(images.shape)}")
+    if not images.is_floating_point():
+        raise ValueError(f"expected floating-point images in [0, 1], got dtype {images.dtype}")
+
+
+def squash_resize(images: Tensor, size: int) -> Tensor:
+    """Resize the whole image to ``size x size`` (aspect ratio not kept), bilinear.
+
+    Antialiased when shrinking, like torchvision's ``Resize`` on tensors, so that a 512 px
+    training crop does not alias on its way to 224 px. Differentiable.
+
+    Args:
+        images: ``(B, 3, H, W)`` in [0, 1].
+        size: output side in pixels.
+
+    Returns:
+        ``(B, 3, size, size)``.
+    """
+    if images.shape[-2:] == (size, size):
+        return images
+    return F.interpolate(
+        images, size=(size, size), mode="bilinear", align_corners=False, antialias=True
+    )
+
+
+def center_crop_resize(images: Tensor, size: int) -> Tensor:
+    """CLIP's standard preprocessing in torch ops: bicubic resize of the short side, centre crop.
+
+    torchvision's tensor ``resize`` + ``center_crop`` stand in for CLIP's PIL transforms so
+    the path stays differentiable and runs on the GPU. Bicubic overshoots, and PIL clips to
+    8 bits, so the result is clamped to [0, 1].
+
+    Args:
+        images: ``(B, 3, H, W)`` in [0, 1].
+        size: output side in pixels.
+
+    Returns:
+        ``(B, 3, size, size)`` in [0, 1].
+    """
+    h, w = images.shape[-2:]
+    if min(h, w) != size:
+        images = TF.resize(
+            images, [size], interpolation=InterpolationMode.BICUBIC, antialias=True
+        ).clamp(0.0, 1.0)
+    return TF.center_crop(images, [size, size])
+
+
+def _as_tuple3(values: Sequence[float]) -> tuple[float, float, float]:
+    a, b, c = (float(v) for v in values)
+    return (a, b, c)

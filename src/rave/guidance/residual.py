@@ -1,0 +1,380 @@
+"""RAVE's residual vector: the direction from backlit to well-lit images in an embedding space.
+
+For a folder of backlit images B and one of well-lit images W (METHOD.md, section 2)::
+
+    e_i  = normalize(encoder(image_i))         centre-crop preprocessing, per image
+    v_b  = normalize(mean_{i in B} e_i)        v_w = normalize(mean_{i in W} e_i)
+    r    = normalize(v_w - v_b)                thr = v_w . r
+
+Saved as a plain dict of tensors and strings, so ``torch.load(path, weights_only=True)``
+reads it without running pickled code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from rave.encoders.base import ImageEncoder, center_crop_resize
+
+__all__ = [
+    "ResidualVector",
+    "check_encoder",
+    "compute_residual",
+    "list_image_files",
+    "load_residual",
+    "read_image",
+    "residual_from_embeddings",
+    "save_residual",
+]
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "rave-residual"
+FORMAT_VERSION = 1
+_UNIT_TOL = 1e-3
+
+
+@dataclass(frozen=True)
+class ResidualVector:
+    """A residual vector and what it was computed from.
+
+    Attributes:
+        residual: ``(D,)`` float32, unit norm: ``normalize(v_w - v_b)``.
+        threshold: ``v_w . residual``, the projection the guidance loss pulls images towards.
+        mean_well_lit: ``(D,)`` float32, unit norm: ``v_w``.
+        mean_backlit: ``(D,)`` float32, unit norm: ``v_b``.
+        encoder: name of the encoder whose space this lives in (``ImageEncoder.name``).
+        num_backlit: images used from the backlit folder.
+        num_well_lit: images used from the well-lit folder.
+        num_skipped: files of either folder that could not be read as images.
+        files_sha256: SHA-256 of the sorted list of the images used (``backlit/<name>`` and
+            ``well_lit/<name>`` lines), to tell which data a file came from.
+        created: creation time, ISO 8601 in UTC.
+    """
+
+    residual: Tensor
+    threshold: float
+    mean_well_lit: Tensor
+    mean_backlit: Tensor
+    encoder: str
+    num_backlit: int
+    num_well_lit: int
+    num_skipped: int
+    files_sha256: str
+    created: str
+
+    @property
+    def cos_means(self) -> float:
+        """``v_w . v_b``: how close the two sets' mean directions are (1: identical)."""
+        return float(torch.dot(self.mean_well_lit.double(), self.mean_backlit.double()))
+
+
+def read_image(path: str | Path) -> Tensor:
+    """Read an image file as RGB.
+
+    Pillow reads it (EXIF orientation applied, grey/palette/alpha converted to RGB); files
+    with 16 bits per channel go through OpenCV, because Pillow reduces 16-bit RGB to 8 bits.
+
+    Args:
+        path: an image file.
+
+    Returns:
+        ``(3, H, W)`` float32 in [0, 1].
+
+    Raises:
+        OSError: if the file cannot be opened or decoded as an image (Pillow's
+            ``UnidentifiedImageError`` is an ``OSError``).
+    """
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as im:
+        rawmodes = [
+            str(tile.args[0] if isinstance(tile.args, tuple) else tile.args) for tile in im.tile
+        ]
+        if im.mode.startswith("I") or any(";16" in mode for mode in rawmodes):
+            import cv2
+
+            # IMREAD_COLOR applies the EXIF orientation, as exif_transpose does for Pillow.
+            bgr = cv2.imread(str(path), cv2.IMREAD_ANYDEPTH | cv2.IMREAD_COLOR)
+            if bgr is None:
+                raise OSError(f"OpenCV cannot decode the 16-bit image {path}")
+            scale = 65535.0 if bgr.dtype == np.uint16 else 255.0
+            array = bgr[..., ::-1].astype(np.float32) / scale
+        else:
+            array = np.asarray(ImageOps.exif_transpose(im).convert("RGB"), np.float32) / 255.0
+    return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)
+
+
+def list_image_files(folder: str | Path) -> list[Path]:
+    """The regular, non-hidden files directly inside ``folder``, sorted by name.
+
+    Raises:
+        FileNotFoundError: if ``folder`` is not a directory.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"image folder not found: {folder}")
+    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+
+
+def _embed_folder(
+    folder: Path,
+    encoder: ImageEncoder,
+    *,
+    batch_size: int,
+    device: torch.device,
+    progress: bool,
+    label: str,
+) -> tuple[Tensor, list[str], int]:
+    """Normalised embeddings ``(N, D)`` float64 of the readable images, their names, #skipped."""
+    from tqdm.auto import tqdm
+
+    files = list_image_files(folder)
+    embeddings: list[Tensor] = []
+    names: list[str] = []
+    batch: list[Tensor] = []
+    skipped = 0
+
+    def flush() -> None:
+        with torch.inference_mode():
+            out = encoder.embed(torch.stack(batch).to(device), resize="center_crop")
+        embeddings.append(out.double().cpu())
+        batch.clear()
+
+    for path in tqdm(files, desc=f"{label} images", unit="img", disable=not progress):
+        try:
+            image = read_image(path)
+        except Exception as err:  # decoders raise many types (OSError, ValueError, bomb errors)
+            skipped += 1
+            logger.warning("skipped %s: not a readable image (%s)", path, err)
+            continue
+        # Crop each image to the encoder's input on its own, so images of any size batch up.
+        batch.append(center_crop_resize(image[None], encoder.input_size)[0])
+        names.append(path.name)
+        if len(batch) == batch_size:
+            flush()
+    if batch:
+        flush()
+    if not names:
+        raise ValueError(f"no readable images in {folder} ({len(files)} files, {skipped} skipped)")
+    if len(names) == 1:
+        logger.warning("only one image in %s: the %s mean is a weak estimate", folder, label)
+    return torch.cat(embeddings), names, skipped
+
+
+def residual_from_embeddings(
+    backlit: Tensor, well_lit: Tensor
+) -> tuple[Tensor, float, Tensor, Tensor]:
+    """The residual vector of two sets of embeddings (the arithmetic of METHOD.md).
+
+    Args:
+        backlit: ``(N_b, D)`` per-image embeddings, unit norm.
+        well_lit: ``(N_w, D)`` per-image embeddings, unit norm.
+
+    Returns:
+        ``(r, thr, v_w, v_b)``: ``r``, ``v_w``, ``v_b`` are ``(D,)`` unit vectors in the input's
+        dtype; ``thr`` a float.
+
+    Raises:
+        ValueError: if the two mean directions coincide (``r`` undefined) or a mean is zero.
+    """
+    mean_b, mean_w = backlit.mean(dim=0), well_lit.mean(dim=0)
+    if mean_b.norm() < 1e-8 or mean_w.norm() < 1e-8:
+        raise ValueError("an image set's embeddings cancel out: its mean direction is undefined")
+    v_b, v_w = mean_b / mean_b.norm(), mean_w / mean_w.norm()
+    diff = v_w - v_b
+    # float32 embeddings of the same images differ by ~1e-7: below this the sets are identical.
+    if diff.norm() < 1e-6:
+        raise ValueError(
+            "the backlit and well-lit sets have the same mean embedding: the residual vector is "
+            "undefined (are the two folders the same?)"
+        )
+    r = diff / diff.norm()
+    return r, float(torch.dot(v_w, r)), v_w, v_b
+
+
+def compute_residual(
+    backlit_dir: str | Path,
+    well_lit_dir: str | Path,
+    encoder: ImageEncoder | str,
+    *,
+    batch_size: int = 16,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> ResidualVector:
+    """Compute RAVE's residual vector from a folder of backlit and one of well-lit images.
+
+    Every readable image directly inside each folder is used; unreadable or non-image files
+    are skipped with one warning each.
+
+    Args:
+        backlit_dir: folder of backlit images.
+        well_lit_dir: folder of well-lit images.
+        encoder: an encoder, or its name for :func:`rave.encoders.create_encoder`.
+        batch_size: images per forward pass.
+        device: where to run the encoder (an encoder object is moved there).
+        progress: show a tqdm progress bar per folder.
+
+    Returns:
+        the :class:`ResidualVector`.
+
+    Raises:
+        FileNotFoundError: if a folder does not exist.
+        ValueError: if a folder has no readable image, or both sets have the same mean.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    device = torch.device(device)
+    if isinstance(encoder, str):
+        from rave.encoders import create_encoder
+
+        encoder = create_encoder(encoder, device=device)
+    else:
+        encoder = encoder.to(device)
+    backlit, names_b, skipped_b = _embed_folder(
+        Path(backlit_dir), encoder, batch_size=batch_size, device=device, progress=progress,
+        label="backlit",
+    )  # fmt: skip
+    well_lit, names_w, skipped_w = _embed_folder(
+        Path(well_lit_dir), encoder, batch_size=batch_size, device=device, progress=progress,
+        label="well-lit",
+    )  # fmt: skip
+    r, thr, v_w, v_b = residual_from_embeddings(backlit, well_lit)
+    listing = sorted([f"backlit/{n}" for n in names_b] + [f"well_lit/{n}" for n in names_w])
+    return ResidualVector(
+        residual=r.float(),
+        threshold=thr,
+        mean_well_lit=v_w.float(),
+        mean_backlit=v_b.float(),
+        encoder=encoder.name,
+        num_backlit=len(names_b),
+        num_well_lit=len(names_w),
+        num_skipped=skipped_b + skipped_w,
+        files_sha256=hashlib.sha256("\n".join(listing).encode()).hexdigest(),
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
+
+
+def save_residual(rv: ResidualVector, path: str | Path, *, overwrite: bool = False) -> Path:
+    """Write ``rv`` atomically (temporary file in the target folder, then rename).
+
+    Args:
+        rv: the residual vector.
+        path: output file (conventionally ``*.pt``); its folder must exist.
+        overwrite: replace an existing file (otherwise ``FileExistsError``).
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True (--overwrite) to replace it")
+    payload: dict[str, Any] = {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "residual": rv.residual.detach().float().cpu().contiguous(),
+        "threshold": float(rv.threshold),
+        "mean_well_lit": rv.mean_well_lit.detach().float().cpu().contiguous(),
+        "mean_backlit": rv.mean_backlit.detach().float().cpu().contiguous(),
+        "encoder": rv.encoder,
+        "num_backlit": int(rv.num_backlit),
+        "num_well_lit": int(rv.num_well_lit),
+        "num_skipped": int(rv.num_skipped),
+        "files_sha256": rv.files_sha256,
+        "created": rv.created,
+    }
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _unit_vector(payload: dict[str, Any], key: str, path: Path, dim: int | None) -> Tensor:
+    value = payload.get(key)
+    if not isinstance(value, Tensor) or value.ndim != 1 or not value.is_floating_point():
+        raise ValueError(f"{path}: '{key}' must be a 1-D float tensor")
+    if dim is not None and value.numel() != dim:
+        raise ValueError(f"{path}: '{key}' has {value.numel()} values, 'residual' has {dim}")
+    norm = float(value.double().norm())
+    if not math.isfinite(norm) or abs(norm - 1.0) > _UNIT_TOL:
+        raise ValueError(f"{path}: '{key}' is not a unit vector (norm {norm:.6g})")
+    return value.float()
+
+
+def load_residual(path: str | Path) -> ResidualVector:
+    """Read and validate a file written by :func:`save_residual` (``weights_only=True``).
+
+    Raises:
+        FileNotFoundError: if ``path`` does not exist.
+        ValueError: naming the file and the problem, if it is not a valid residual file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"residual file not found: {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for corrupt or unsafe files
+        raise ValueError(f"{path}: not a readable residual file ({type(err).__name__})") from err
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a rave residual file (no format={FORMAT!r} entry)")
+    if payload.get("version") != FORMAT_VERSION:
+        raise ValueError(f"{path}: residual file version {payload.get('version')!r} unsupported")
+    residual = _unit_vector(payload, "residual", path, None)
+    mean_w = _unit_vector(payload, "mean_well_lit", path, residual.numel())
+    mean_b = _unit_vector(payload, "mean_backlit", path, residual.numel())
+    threshold = payload.get("threshold")
+    if not isinstance(threshold, float) or not -1.0 <= threshold <= 1.0:
+        raise ValueError(f"{path}: 'threshold' must be a float in [-1, 1], got {threshold!r}")
+    fields: dict[str, Any] = {}
+    for key, kind in (
+        ("encoder", str),
+        ("num_backlit", int),
+        ("num_well_lit", int),
+        ("num_skipped", int),
+        ("files_sha256", str),
+        ("created", str),
+    ):
+        if not isinstance(payload.get(key), kind):
+            raise ValueError(f"{path}: '{key}' missing or not a {kind.__name__}")
+        fields[key] = payload[key]
+    return ResidualVector(
+        residual=residual, threshold=threshold, mean_well_lit=mean_w, mean_backlit=mean_b, **fields
+    )
+
+
+def check_encoder(rv: ResidualVector, encoder: str | ImageEncoder) -> None:
+    """Raise ``ValueError`` unless ``rv`` was computed with ``encoder`` (a name or an encoder).
+
+    ``clip:ARCH`` and ``clip:ARCH@openai`` name the same encoder.
+    """
+    from rave.encoders import canonical_name
+
+    name = encoder if isinstance(encoder, str) else encoder.name
+    if canonical_name(rv.encoder) != canonical_name(name):
+        raise ValueError(
+            f"the residual vector was computed with encoder {rv.encoder!r} but the guidance "
+            f"encoder is {name!r}: recompute it with `rave residual --encoder {name}`"
+        )
+    dim = getattr(encoder, "embed_dim", None)
+    if dim is not None and dim != rv.residual.numel():
+        raise ValueError(
+            f"the residual vector has {rv.residual.numel()} dimensions, encoder {name!r} "
+            f"embeds into {dim}"
+        )
