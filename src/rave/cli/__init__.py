@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "train": ("rave.cli.train", "train_command", "Train an enhancement network from a config."),
     "evaluate": ("rave.cli.evaluate", "evaluate_command", "Score enhanced images."),
     "interpret": ("rave.cli.interpret", "interpret_command", "Explain a guidance direction."),
+    "shift": ("rave.cli.shift", "shift_command", "Remove bias directions from a residual vector."),
 }
 
 

@@ -103,13 +103,9 @@ def _with_residual(rv: Any, new_residual: Tensor) -> Any:
 
 
 def _check_encoder(rv: Any, encoder: Any) -> None:
-    rv_name = getattr(rv, "encoder", None)
-    name = getattr(encoder, "name", None)
-    if rv_name and name and rv_name != name:
-        raise ValueError(
-            f"the residual was computed with encoder {rv_name!r} but the text encoder is "
-            f"{name!r}: their embedding spaces differ"
-        )
+    from rave.guidance.residual import check_encoder
+
+    check_encoder(rv, encoder)
 
 
 def shift_residual(

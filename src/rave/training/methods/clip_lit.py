@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rave.guidance.prompts import (
@@ -211,18 +212,17 @@ def _find_prompt_state(obj: Any, depth: int = 0) -> dict[str, Any] | None:
 
 def _read_image(path: Path, size: int) -> Tensor | None:
     """``(3, size, size)`` float RGB in [0, 1], squashed like the training images; None if bad."""
-    import numpy as np
-    from PIL import Image, ImageOps
+    from rave.guidance.residual import read_image
 
     try:
-        with Image.open(path) as image:
-            image = ImageOps.exif_transpose(image).convert("RGB")
-            image = image.resize((size, size), Image.Resampling.BICUBIC)
-            array = np.asarray(image, dtype=np.float32) / 255.0
+        image = read_image(path)
     except (OSError, ValueError) as err:
         log.warning("%s: skipped, cannot read the image (%s)", path, err)
         return None
-    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+    resized = F.interpolate(
+        image[None], size=(size, size), mode="bicubic", align_corners=False, antialias=True
+    )
+    return resized[0].clamp(0.0, 1.0)
 
 
 class PromptGuidedMethod(GuidanceMethod):
@@ -316,7 +316,9 @@ class PromptGuidedMethod(GuidanceMethod):
 
     # --------------------------------------------------------------------- helpers
     def _check_encoder(self, encoder: str, source: str) -> None:
-        if encoder and encoder != self.guidance_encoder.name:
+        from rave.encoders import canonical_name
+
+        if encoder and canonical_name(encoder) != canonical_name(self.guidance_encoder.name):
             raise ValueError(
                 f"{source}: prompts were learned with encoder {encoder!r}, but this run guides "
                 f"with {self.guidance_encoder.name!r}"

@@ -1,0 +1,148 @@
+"""``rave interpret``: which vocabulary tokens a guidance direction points to and away from."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+__all__ = ["interpret_command", "load_direction"]
+
+
+def load_direction(path: Path) -> tuple[Any, str, str]:
+    """The direction stored in ``path``: ``(tensor (D,), encoder name, kind)``.
+
+    ``kind`` is ``"residual"`` for a residual vector file, ``"prompts"`` for a learned
+    prompt pair (a clip-lit-latent ``prompts.safetensors`` or checkpoint), whose direction is
+    ``normalize(positive - negative)``.
+
+    Raises:
+        ValueError: naming the file, if it holds neither.
+    """
+    import torch.nn.functional as F
+
+    from rave.guidance.residual import load_residual
+    from rave.training.methods.clip_lit import load_prompt_features
+
+    try:
+        rv = load_residual(path)
+    except ValueError as residual_error:
+        try:
+            features, encoder = load_prompt_features(path)
+        except ValueError:
+            raise ValueError(
+                f"{path}: neither a residual vector file nor a learned prompt pair "
+                f"({residual_error})"
+            ) from None
+        if features.ndim != 2 or features.shape[0] != 2:
+            raise ValueError(f"{path}: prompt features of shape {tuple(features.shape)}") from None
+        return F.normalize(features[1] - features[0], dim=0), encoder, "prompts"
+    return rv.residual.float(), rv.encoder, "residual"
+
+
+@click.command("interpret")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--encoder",
+    "encoder_name",
+    default=None,
+    help="CLIP encoder (clip:ARCH[@TAG]) whose text tower reads the direction; "
+    "default: the encoder recorded in FILE.",
+)
+@click.option("--top", "top_k", default=15, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also draw the ranking as a bar chart PNG here.",
+)
+@click.option(
+    "--vocab-limit",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Encode only the first N vocabulary tokens (a quick look; the full 49,408 take "
+    "minutes on a CPU the first time, then come from the cache).",
+)
+@click.option("--batch-size", default=256, show_default=True, type=click.IntRange(min=1))
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, ...")
+@click.option("--no-cache", is_flag=True, help="Neither read nor write the vocabulary cache.")
+def interpret_command(
+    file: Path,
+    encoder_name: str | None,
+    top_k: int,
+    plot: Path | None,
+    vocab_limit: int | None,
+    batch_size: int,
+    device: str,
+    no_cache: bool,
+) -> None:
+    """Print the tokens most and least aligned with the direction stored in FILE.
+
+    FILE is a residual vector (`rave residual`), or a learned prompt pair of a
+    clip-lit-latent run (its prompts.safetensors or a checkpoint), read as the direction
+    positive minus negative. Vocabulary embeddings are cached per encoder in
+    $RAVE_HOME/vocab (or the user cache folder).
+
+    \b
+    Examples:
+      rave interpret residual.pt --top 20 --plot tokens.png
+      rave interpret runs/latent/prompts.safetensors --encoder clip:ViT-B-32
+    """
+    import torch
+
+    from rave.encoders import canonical_name, create_encoder
+    from rave.guidance.interpret import display_token, plot_ranking, rank_tokens, vocab_embeddings
+
+    try:
+        direction, stored_encoder, kind = load_direction(file)
+    except (ValueError, FileNotFoundError) as err:
+        raise click.ClickException(str(err)) from None
+    name = encoder_name or stored_encoder
+    if not name:
+        raise click.UsageError(f"{file} does not record its encoder: pass --encoder")
+    if stored_encoder and canonical_name(stored_encoder) != canonical_name(name):
+        raise click.ClickException(
+            f"{file} lives in the space of {stored_encoder!r}, not {name!r}: the tokens "
+            "would mean nothing"
+        )
+    if not name.startswith("clip:"):
+        raise click.ClickException(
+            f"{file} lives in the space of {name!r}, which has no text encoder: only "
+            "directions of a CLIP encoder can be read as tokens"
+        )
+    try:
+        encoder = create_encoder(name, device=torch.device(device))
+        if encoder.embed_dim != direction.numel():
+            raise ValueError(
+                f"{file}: a {direction.numel()}-d direction, but {name} embeds into "
+                f"{encoder.embed_dim} dimensions"
+            )
+        vocab = vocab_embeddings(
+            encoder,
+            limit=vocab_limit,
+            batch_size=batch_size,
+            use_cache=not no_cache,
+            progress=True,
+        )
+        ranking = rank_tokens(direction, vocab, top_k)
+    except (ValueError, FileNotFoundError, RuntimeError) as err:
+        raise click.ClickException(str(err)) from None
+
+    what = "residual vector" if kind == "residual" else "prompt direction (positive - negative)"
+    click.echo(f"{file}: {what} in {encoder.name}, {len(vocab.tokens)} vocabulary tokens")
+    width = max(len(display_token(t)) for t, _ in ranking.most + ranking.least)
+    width = max(width, len("most aligned"))
+    click.echo(
+        f"{'#':>3}  {'most aligned':<{width}}  {'cos':>7}    {'least aligned':<{width}}  cos"
+    )
+    for index, ((top, top_s), (low, low_s)) in enumerate(
+        zip(ranking.most, ranking.least, strict=True), start=1
+    ):
+        click.echo(
+            f"{index:>3}  {display_token(top):<{width}}  {top_s:>7.4f}    "
+            f"{display_token(low):<{width}}  {low_s:.4f}"
+        )
+    if plot is not None:
+        plot_ranking(ranking, plot, title=f"{file.name} ({encoder.name})")
+        click.echo(f"bar chart written to {plot}")

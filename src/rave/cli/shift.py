@@ -1,0 +1,113 @@
+"""``rave shift``: bias correction of a residual vector (the paper's shifted residual)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+__all__ = ["shift_command"]
+
+
+@click.command("shift")
+@click.argument("residual", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write the corrected residual vector.",
+)
+@click.option(
+    "--encoder",
+    "encoder_name",
+    default=None,
+    help="The CLIP encoder the residual was computed with (default: the one it records).",
+)
+@click.option(
+    "--remove-tokens",
+    type=click.IntRange(min=1),
+    default=None,
+    help="The paper's shift: remove the direction summarising the K vocabulary tokens at "
+    "each end of r (the paper uses 15).",
+)
+@click.option(
+    "--remove",
+    "concepts",
+    multiple=True,
+    metavar="TEXT",
+    help="Remove the direction of this text concept from r (repeatable), e.g. --remove sunset.",
+)
+@click.option(
+    "--vocab-limit",
+    type=click.IntRange(min=1),
+    default=None,
+    help="With --remove-tokens: use only the first N vocabulary tokens (quick looks).",
+)
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
+def shift_command(
+    residual: Path,
+    output: Path,
+    encoder_name: str | None,
+    remove_tokens: int | None,
+    concepts: tuple[str, ...],
+    vocab_limit: int | None,
+    device: str,
+    overwrite: bool,
+) -> None:
+    """Remove bias directions from the residual vector in RESIDUAL, writing a new file.
+
+    With --remove-tokens K: r' = normalize(r - (u.r) u), u summarising the K tokens most and
+    least aligned with r (METHOD.md, shifted residual). With --remove TEXT: r loses the span
+    of the concepts' text embeddings. Both may be given (tokens first). The threshold is
+    recomputed as v_w . r'.
+
+    \b
+    Examples:
+      rave shift residual.pt --remove-tokens 15 -o shifted.pt
+      rave shift residual.pt --remove sunset --remove beach -o unbiased.pt
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from rave.encoders import create_encoder
+    from rave.guidance.interpret import display_token, rank_tokens, vocab_embeddings
+    from rave.guidance.residual import check_encoder, load_residual, save_residual
+    from rave.guidance.shift import remove_concepts, shift_residual
+
+    if remove_tokens is None and not concepts:
+        raise click.UsageError("give --remove-tokens K and/or --remove TEXT")
+    if output.resolve() == residual.resolve() and not overwrite:
+        raise click.UsageError(f"{output} is the input file; pass --overwrite to replace it")
+    if output.exists() and not overwrite:
+        raise click.UsageError(f"{output} exists; pass --overwrite to replace it")
+    try:
+        rv = load_residual(residual)
+        name = encoder_name or rv.encoder
+        check_encoder(rv, name)
+        if not name.startswith("clip:"):
+            raise ValueError(
+                f"{residual} lives in the space of {name!r}, which has no text encoder; "
+                "removing text directions needs a CLIP residual"
+            )
+        encoder = create_encoder(name, device=torch.device(device))
+        shifted = rv
+        if remove_tokens is not None:
+            vocab = vocab_embeddings(encoder, limit=vocab_limit, progress=True)
+            ranking = rank_tokens(rv.residual, vocab, remove_tokens)
+            click.echo("tokens defining the removed direction:")
+            click.echo("  well-lit side: " + ", ".join(display_token(t) for t, _ in ranking.most))
+            click.echo("  backlit side:  " + ", ".join(display_token(t) for t, _ in ranking.least))
+            shifted = shift_residual(shifted, encoder, remove_tokens, vocab=vocab)
+        if concepts:
+            shifted = remove_concepts(shifted, concepts, encoder)
+            click.echo("concepts removed: " + ", ".join(repr(c) for c in concepts))
+        save_residual(shifted, output, overwrite=overwrite)
+    except (ValueError, FileNotFoundError, FileExistsError) as err:
+        raise click.ClickException(str(err)) from None
+    cos = float(F.normalize(rv.residual.float(), dim=0) @ shifted.residual.float())
+    click.echo(
+        f"cos(r, r') = {cos:.4f}; threshold {rv.threshold:.4f} -> {shifted.threshold:.4f}; "
+        f"written to {output}"
+    )
