@@ -56,10 +56,14 @@ def load_checkpoint_file(path: str | Path) -> dict:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        raise CheckpointError(
-            f"{path}: refused to load: the file contains pickled objects other than tensors "
-            f"and plain containers, which could run code ({_unpickler_reason(err)})"
-        ) from err
+        reason = _unpickler_reason(err)
+        if reason.startswith("Unsupported global"):
+            what = (
+                "it pickles objects other than tensors and plain containers, which could run code"
+            )
+        else:  # also what a non-pickle file (text, image) looks like to the unpickler
+            what = "not a PyTorch checkpoint that can be read without running pickled code"
+        raise CheckpointError(f"{path}: refused to load: {what} ({reason})") from err
     except Exception as err:  # a damaged or foreign file fails in many ways (KeyError too)
         detail = f"{type(err).__name__}: {' '.join(str(err).split())[:160]}"
         raise CheckpointError(
