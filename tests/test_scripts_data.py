@@ -1,0 +1,189 @@
+"""The data scripts: synthetic backlit variants, the fixed held-out split, dataset assembly."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+from PIL import Image
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+def _load_script(name: str) -> ModuleType:
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # make_demo_photos imports make_default_dataset by name
+    spec.loader.exec_module(module)
+    return module
+
+
+dataset = _load_script("make_default_dataset")
+
+
+def _sky_over_ground(h: int = 48, w: int = 64, seed: int = 0) -> np.ndarray:
+    """Bright sky over a textured, mid-grey foreground: ``(H, W, 3)`` in [0, 1]."""
+    rng = np.random.default_rng(seed)
+    img = np.empty((h, w, 3), np.float32)
+    img[: h // 2] = 0.85
+    img[h // 2 :] = 0.5 + 0.1 * rng.standard_normal((h - h // 2, w, 1))
+    return np.clip(img, 0, 1)
+
+
+def test_synthetic_backlit_darkens_foreground_and_keeps_shape() -> None:
+    img = _sky_over_ground()
+    out = dataset.synthesize_backlit(img, np.random.default_rng(1))
+    assert out.shape == img.shape and out.dtype == np.float32
+    assert out.min() >= 0.0 and out.max() <= 1.0
+    h = img.shape[0]
+    ground_in, ground_out = img[h // 2 + 4 :].mean(), out[h // 2 + 4 :].mean()
+    sky_in, sky_out = img[: h // 2 - 4].mean(), out[: h // 2 - 4].mean()
+    assert ground_out < 0.6 * ground_in  # the subject falls into shadow
+    assert sky_out > sky_in  # while the light behind it gets brighter
+    assert ground_out < 0.5 * sky_out
+
+
+def test_synthetic_backlit_is_an_exposure_change_in_linear_light() -> None:
+    # Mask 0 everywhere and no noise: every pixel gets the shadow gain in linear light, so
+    # sRGB-ish values scale by gain ** (1 / 2.2) (closed form).
+    img = _sky_over_ground()
+    out = dataset.synthesize_backlit(
+        img,
+        np.random.default_rng(0),
+        mask=np.zeros(img.shape[:2], np.float32),
+        shadow_gain=0.1,
+        light_gain=2.0,
+        noise=0.0,
+    )
+    np.testing.assert_allclose(out, img * 0.1 ** (1 / 2.2), atol=1e-5)
+
+
+def test_synthetic_backlit_rejects_grey_images() -> None:
+    with pytest.raises(ValueError, match="shape"):
+        dataset.synthesize_backlit(np.zeros((8, 8), np.float32), np.random.default_rng(0))
+
+
+def _fake_source(root: Path) -> Path:
+    """A tiny DICM/LIME-like folder: all held-out names, some training ones, one bad file."""
+    data = root / "data"
+    (data / "dicm").mkdir(parents=True)
+    (data / "lime").mkdir()
+    rng = np.random.default_rng(0)
+    names = [*dataset.HELDOUT_DICM[:3], "02.jpg", "03.jpg"]
+    for name in names:
+        arr = (rng.random((40, 60, 3)) * 80).astype(np.uint8)
+        Image.fromarray(arr).save(data / "dicm" / name)
+    for name in [*dataset.HELDOUT_LIME, "3.bmp"]:
+        Image.fromarray((rng.random((30, 20, 3)) * 60).astype(np.uint8)).save(data / "lime" / name)
+    (data / "dicm" / "04.jpg").write_bytes(b"not a jpeg")
+    return data
+
+
+def test_heldout_split_is_fixed_and_disjoint(tmp_path: Path) -> None:
+    data = _fake_source(tmp_path)
+    train, heldout, notes = dataset.split_backlit(data)
+    held_names = {(p.parent.name, p.name) for p in heldout}
+    train_names = {(p.parent.name, p.name) for p in train}
+    assert held_names == {("dicm", n) for n in dataset.HELDOUT_DICM[:3]} | {
+        ("lime", n) for n in dataset.HELDOUT_LIME
+    }
+    assert not held_names & train_names
+    assert ("dicm", "02.jpg") in train_names and ("lime", "3.bmp") in train_names
+    # Held-out files absent from this folder are reported, never silently ignored.
+    assert sum("held-out file missing" in n for n in notes) == len(dataset.HELDOUT_DICM) - 3
+
+
+def test_heldout_split_on_the_real_photos(photos_dir: Path) -> None:
+    train, heldout, notes = dataset.split_backlit(photos_dir)
+    assert not notes
+    assert len(heldout) == len(dataset.HELDOUT_DICM) + len(dataset.HELDOUT_LIME) == 18
+    assert not {p.resolve() for p in train} & {p.resolve() for p in heldout}
+
+
+def test_dataset_script_on_a_tiny_fake_source(tmp_path: Path) -> None:
+    data = _fake_source(tmp_path)
+    well = tmp_path / "well.png"
+    Image.fromarray(np.full((50, 80, 3), 180, np.uint8)).save(well)
+    sources = (
+        dataset.WellLitSource("test_well", "test", str(well), "CC0"),
+        dataset.WellLitSource("test_missing", "test", str(tmp_path / "absent.png"), "CC0"),
+    )
+    out = tmp_path / "out"
+    logged: list[str] = []
+    manifest = dataset.build_dataset(
+        out, data, max_side=32, synthetic=2, sources=sources, log=logged.append
+    )
+
+    def stems(split: str) -> set[str]:
+        return {p.stem for p in (out / split).glob("*.png")}
+
+    assert stems("heldout_backlit") == {"dicm_01", "dicm_05", "dicm_09", "lime_2", "lime_7"}
+    assert stems("train_backlit") == {
+        "dicm_02",
+        "dicm_03",
+        "lime_3",
+        "synthetic_test_well_0",
+        "synthetic_test_well_1",
+    }
+    assert stems("train_well_lit") == {"test_well"}
+    for path in out.glob("*/*.png"):
+        assert max(Image.open(path).size) <= 32
+    skipped = "\n".join(manifest["skipped"])
+    assert "04.jpg: unreadable image" in skipped and "test_missing" in skipped
+    assert any(line.startswith("skipped:") for line in logged)
+    card = (out / "data_card.md").read_text()
+    assert "01.jpg" in card and "7.bmp" in card
+    assert json.loads((out / "manifest.json").read_text())["splits"]["heldout_backlit"]
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_dataset_script_refuses_to_write_into_its_source(tmp_path: Path) -> None:
+    data = _fake_source(tmp_path)
+    with pytest.raises(ValueError, match="must not be inside"):
+        dataset.build_dataset(data / "out", data, sources=())
+
+
+def test_demo_photos_are_darker_where_the_subject_is(tmp_path: Path) -> None:
+    demo = _load_script("make_demo_photos")
+    assert demo.main([str(tmp_path)]) == 0
+    made = sorted(tmp_path.glob("*.png"))
+    assert [p.stem for p in made] == sorted(s.name for s in demo.DEMO_PHOTOS)
+    for path, src in zip(made, sorted(demo.DEMO_PHOTOS, key=lambda s: s.name), strict=True):
+        before = np.asarray(dataset.load_well_lit(src), np.float32) / 255
+        after = np.asarray(Image.open(path), np.float32) / 255
+        assert after.shape == before.shape
+        h, w = before.shape[:2]
+        centre = (slice(h // 3, h), slice(w // 4, 3 * w // 4))  # where the subject stands
+        assert after[centre].mean() < 0.7 * before[centre].mean()
+
+
+def test_before_after_grid_layout(tmp_path: Path) -> None:
+    ba = _load_script("before_after")
+    (tmp_path / "in").mkdir()
+    (tmp_path / "out").mkdir()
+    for stem, size in (("a", (40, 20)), ("b", (20, 20)), ("c", (30, 30))):
+        Image.new("RGB", size, "black").save(tmp_path / "in" / f"{stem}.png")
+    for stem in ("a", "b"):
+        Image.new("RGB", (80, 40), "white").save(tmp_path / "out" / f"{stem}.jpg")
+    (tmp_path / "out" / "b.jpg").write_bytes(b"broken")
+    target = tmp_path / "grid.png"
+    assert (
+        ba.main(
+            [str(tmp_path / "in"), str(tmp_path / "out"), "-o", str(target), "--row-height", "32"]
+        )
+        == 0
+    )
+    grid = Image.open(target)
+    # One readable pair (a); b's output is broken, c has none: label row + one row of 32 px.
+    assert grid.size == (2 * 64 + 3 * ba.GAP, ba.LABEL_HEIGHT + 32 + 2 * ba.GAP)
+    arr = np.asarray(grid.convert("L"))
+    y = ba.LABEL_HEIGHT + 16
+    assert arr[y, ba.GAP + 32] < 10 and arr[y, 2 * ba.GAP + 64 + 32] > 245
