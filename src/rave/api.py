@@ -1,0 +1,257 @@
+"""The one-call Python API: ``rave.enhance(image)``.
+
+Example::
+
+    import rave
+    from PIL import Image
+
+    enhanced = rave.enhance(Image.open("backlit.jpg"), model="rave-unpaired")
+    enhanced.save("enhanced.jpg")
+
+Images of every common kind go in and come back as the same kind: PIL images (same mode),
+numpy arrays (same dtype and shape) and torch tensors (same shape, dtype and device).
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from pathlib import Path
+from typing import TypeVar, overload
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor, nn
+
+from rave.inference import enhance_tensor
+from rave.network.enhancer import EnhancementNet
+
+__all__ = ["clear_model_cache", "enhance", "enhance_array", "get_model"]
+
+ImageLike = TypeVar("ImageLike", Image.Image, np.ndarray, Tensor)
+
+# (name or resolved path + mtime, device) -> network; loading takes ~0.1 s and a download on
+# first use, so repeated rave.enhance() calls reuse the network.
+_MODEL_CACHE: dict[tuple[str, str], nn.Module] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def _cache_key(model: str | Path, device: torch.device) -> tuple[str, str]:
+    path = Path(model).expanduser()
+    if path.is_file():
+        # A path: key on the file itself, so that a retrained checkpoint is picked up.
+        resolved = path.resolve()
+        return f"{resolved}@{resolved.stat().st_mtime_ns}", str(device)
+    return str(model), str(device)
+
+
+def get_model(model: str | Path | nn.Module = "default", device: str | torch.device = "cpu"):
+    """The enhancement network for a name, a checkpoint path or a loaded module, cached.
+
+    Args:
+        model: a model name (``rave models`` lists them), a checkpoint path, or an already
+            loaded network (returned as is, moved to nothing).
+        device: where to load a named or file model.
+
+    Raises:
+        rave.zoo.ZooError: unknown or unavailable name (``default`` when no built-in
+            model is shipped).
+        rave.network.checkpoint.CheckpointError: unreadable or unsafe checkpoint file.
+    """
+    if isinstance(model, nn.Module):
+        return model
+    device = torch.device(device)
+    key = _cache_key(model, device)
+    with _CACHE_LOCK:
+        if key not in _MODEL_CACHE:
+            from rave.zoo import load_enhancer
+
+            _MODEL_CACHE[key] = load_enhancer(model, device=device)
+        return _MODEL_CACHE[key]
+
+
+def clear_model_cache() -> None:
+    """Forget the networks loaded by :func:`enhance` / :func:`get_model`."""
+    with _CACHE_LOCK:
+        _MODEL_CACHE.clear()
+
+
+def _as_batch(pixels: np.ndarray) -> Tensor:
+    """``(H, W, C)`` numpy pixels as a ``(1, C, H, W)`` tensor view sharing their memory."""
+    with warnings.catch_warnings():
+        # Read-only input (e.g. np.asarray of a PIL image) is only ever read: no copy.
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(pixels).permute(2, 0, 1).unsqueeze(0)
+
+
+def enhance_array(
+    net: nn.Module,
+    pixels: np.ndarray,
+    *,
+    tile: int | str | None = "auto",
+    out_dtype: np.dtype | type | None = None,
+) -> np.ndarray:
+    """Enhance an image held in a numpy array; the array layout decides what is enhanced.
+
+    Grey images are enhanced as grey (the value replicated to three channels, one channel
+    taken back); an alpha channel is copied through untouched. Integer pixels go to the
+    network as integer views and come back through a preallocated integer output, so no
+    full-size float copy of the image is made.
+
+    Args:
+        net: the enhancement network.
+        pixels: ``(H, W)`` grey, ``(H, W, 1)``, ``(H, W, 2)`` grey + alpha, ``(H, W, 3)``
+            RGB or ``(H, W, 4)`` RGBA; ``uint8`` (value / 255), ``uint16`` (value / 65535)
+            or floating point in [0, 1].
+        tile: tile size for :func:`rave.inference.enhance_tensor` (``"auto"``, an int, or
+            None for the whole image at once).
+        out_dtype: dtype of the result (``uint8``, ``uint16`` or a float type); default
+            the dtype of ``pixels``. Integer results are ``round(x * 255)`` or
+            ``round(x * 65535)`` of the enhanced value ``x`` in [0, 1].
+
+    Returns:
+        An array of the same shape as ``pixels`` and dtype ``out_dtype``.
+    """
+    out_dtype = np.dtype(out_dtype or pixels.dtype)
+    if pixels.dtype.kind not in "uf" or (pixels.dtype.kind == "u" and pixels.itemsize > 2):
+        raise ValueError(f"pixels must be uint8, uint16 or float, got {pixels.dtype}")
+    if out_dtype.kind not in "uf" or (out_dtype.kind == "u" and out_dtype.itemsize > 2):
+        raise ValueError(f"out_dtype must be uint8, uint16 or float, got {out_dtype}")
+    if pixels.ndim == 2:
+        grey = enhance_array(net, pixels[:, :, None], tile=tile, out_dtype=out_dtype)
+        return np.ascontiguousarray(grey[:, :, 0])
+    if pixels.ndim != 3 or pixels.shape[2] not in (1, 2, 3, 4):
+        raise ValueError(f"pixels must be (H, W) or (H, W, 1|2|3|4), got {pixels.shape}")
+    height, width, channels = pixels.shape
+    colour = 1 if channels <= 2 else 3
+    if pixels.dtype.kind == "f" and pixels.dtype != np.float32:
+        pixels = pixels.astype(np.float32)
+    image = _as_batch(pixels)[:, :colour]
+    if colour == 1:
+        image = image.expand(-1, 3, -1, -1)  # a view: grey enhanced as grey
+    compute_dtype = out_dtype if out_dtype.kind == "u" else np.dtype(np.float32)
+    result = np.empty((height, width, max(channels, 3)), dtype=compute_dtype)
+    enhance_tensor(net, image, tile=tile, out=_as_batch(result)[:, :3])
+    if colour == 1:
+        result = result[:, :, :channels]  # grey (all three channels agree), alpha slot
+    if channels in (2, 4):
+        result[:, :, -1] = _convert_alpha(pixels[:, :, -1], compute_dtype)
+    return np.ascontiguousarray(result.astype(out_dtype, copy=False))
+
+
+def _convert_alpha(alpha: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Alpha in another sample type; unchanged (same values) when the type is the same."""
+    if alpha.dtype == dtype:
+        return alpha
+    unit = alpha.astype(np.float64)
+    if alpha.dtype.kind == "u":
+        unit /= np.iinfo(alpha.dtype).max
+    if dtype.kind == "u":
+        return np.round(np.clip(unit, 0, 1) * np.iinfo(dtype).max).astype(dtype)
+    return unit.astype(dtype)
+
+
+_PIL_MODES_KEPT = frozenset({"L", "LA", "RGB", "RGBA", "I;16"})
+
+
+def _enhance_pil(net: nn.Module, image: Image.Image, tile: int | str | None) -> Image.Image:
+    mode = image.mode
+    if mode in _PIL_MODES_KEPT:
+        working = image
+    elif mode in ("I;16B", "I;16L", "I;16N"):
+        working = image.convert("I;16")
+    elif mode == "P" or mode == "PA":
+        has_alpha = mode == "PA" or "transparency" in image.info
+        working = image.convert("RGBA" if has_alpha else "RGB")
+    elif mode == "1":
+        working = image.convert("L")
+    elif mode in ("CMYK", "YCbCr", "LAB", "HSV", "RGBX"):
+        working = image.convert("RGB")
+    elif mode in ("RGBa", "La"):
+        working = image.convert("RGBA" if mode == "RGBa" else "LA")
+    else:
+        raise ValueError(f"PIL images of mode {mode!r} are not supported")
+    enhanced = Image.fromarray(enhance_array(net, np.asarray(working), tile=tile))
+    if mode in ("CMYK", "YCbCr", "LAB", "HSV", "RGBX", "1", "I;16B", "I;16L", "I;16N"):
+        enhanced = enhanced.convert(mode)
+    # Palette images come back as RGB(A): a palette cannot hold the enhanced colours.
+    enhanced.info.update(
+        {k: v for k, v in image.info.items() if k in ("icc_profile", "exif", "dpi")}
+    )
+    return enhanced
+
+
+def _enhance_torch(net: nn.Module, image: Tensor, tile: int | str | None) -> Tensor:
+    if not image.is_floating_point():
+        raise ValueError(f"tensors must be float in [0, 1], got {image.dtype}")
+    if image.ndim not in (3, 4) or image.shape[-3] != 3:
+        raise ValueError(f"tensors must be (3, H, W) or (B, 3, H, W), got {tuple(image.shape)}")
+    batch = image if image.ndim == 4 else image.unsqueeze(0)
+    enhanced = enhance_tensor(net, batch, tile=tile)
+    enhanced = enhanced.to(device=image.device, dtype=image.dtype)
+    return enhanced if image.ndim == 4 else enhanced.squeeze(0)
+
+
+@overload
+def enhance(
+    image: Image.Image,
+    model: str | Path | nn.Module = ...,
+    *,
+    tile: int | str | None = ...,
+    device: str | torch.device = ...,
+) -> Image.Image: ...
+@overload
+def enhance(
+    image: np.ndarray,
+    model: str | Path | nn.Module = ...,
+    *,
+    tile: int | str | None = ...,
+    device: str | torch.device = ...,
+) -> np.ndarray: ...
+@overload
+def enhance(
+    image: Tensor,
+    model: str | Path | nn.Module = ...,
+    *,
+    tile: int | str | None = ...,
+    device: str | torch.device = ...,
+) -> Tensor: ...
+def enhance(
+    image: ImageLike,
+    model: str | Path | nn.Module = "default",
+    *,
+    tile: int | str | None = "auto",
+    device: str | torch.device = "cpu",
+) -> ImageLike:
+    """Enhance a backlit image; returns the same kind of image.
+
+    Args:
+        image: one of
+            - a PIL image: ``L``, ``LA``, ``RGB``, ``RGBA`` and ``I;16`` come back in the
+              same mode; ``CMYK``, ``1`` and other convertible modes are enhanced in RGB/L
+              and converted back; palette images (``P``) come back as ``RGB``/``RGBA``.
+              ``info`` keeps ``icc_profile``, ``exif`` and ``dpi``.
+            - a numpy array ``(H, W)``, ``(H, W, 1|2|3|4)`` (grey, grey + alpha, RGB,
+              RGBA) of ``uint8``, ``uint16`` or float in [0, 1]: same shape and dtype.
+            - a torch tensor ``(3, H, W)`` or ``(B, 3, H, W)``, float in [0, 1]: same
+              shape, dtype and device.
+            Grey is enhanced as grey; alpha is copied through untouched.
+        model: a model name (``"default"``, ``"rave-unpaired"``...), a checkpoint path,
+            or an already loaded network. Named and file models are loaded once per
+            (model, device) and cached.
+        tile: ``"auto"`` bounds memory, an int sets the tile size, None runs the whole
+            image at once; the result is the same.
+        device: where to run a model loaded by name or path (ignored for a module).
+
+    Returns:
+        The enhanced image, ``clamp(image / L, 0, 1)`` with the network's light map ``L``.
+    """
+    net: EnhancementNet = get_model(model, device)  # type: ignore[assignment]
+    if isinstance(image, Image.Image):
+        return _enhance_pil(net, image, tile)
+    if isinstance(image, np.ndarray):
+        return enhance_array(net, image, tile=tile)
+    if isinstance(image, Tensor):
+        return _enhance_torch(net, image, tile)
+    raise TypeError(f"expected a PIL image, numpy array or torch tensor, got {type(image)}")

@@ -1,0 +1,130 @@
+"""Click options shared by the ``rave`` commands (``--model``, ``--device``, ``--tile``).
+
+Nothing heavy is imported here, so that ``rave --help`` stays fast; torch is imported only
+when a device is resolved.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar, TypeVar
+
+import click
+
+__all__ = [
+    "PixelCount",
+    "TileSize",
+    "device_option",
+    "model_option",
+    "resolve_device",
+    "tile_option",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class TileSize(click.ParamType):
+    """``auto``, ``none`` (whole image at once) or a tile size in pixels."""
+
+    name = "auto|none|PIXELS"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None):
+        if value is None or isinstance(value, int):
+            return value
+        text = str(value).strip().lower()
+        if text == "auto":
+            return "auto"
+        if text in ("none", "off", "0"):
+            return None
+        try:
+            size = int(text)
+        except ValueError:
+            self.fail(f"{value!r} is not 'auto', 'none' or a whole number of pixels", param, ctx)
+        if size < 16:
+            self.fail(f"tile size {size} is too small (at least 16 pixels)", param, ctx)
+        return size
+
+
+class PixelCount(click.ParamType):
+    """A number of pixels, optionally with a K/M/G suffix (``200M`` = 200,000,000)."""
+
+    name = "PIXELS"
+    _UNITS: ClassVar[dict[str, float]] = {"k": 1e3, "m": 1e6, "mp": 1e6, "g": 1e9}
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None):
+        if isinstance(value, int):
+            return value
+        text = str(value).strip().lower().replace("_", "")
+        number, scale = text, 1.0
+        for unit in sorted(self._UNITS, key=len, reverse=True):
+            if text.endswith(unit):
+                number, scale = text[: -len(unit)], self._UNITS[unit]
+                break
+        try:
+            count = int(float(number) * scale)
+        except ValueError:
+            self.fail(f"{value!r} is not a pixel count such as 200000000 or 200M", param, ctx)
+        if count <= 0:
+            self.fail("the pixel limit must be positive", param, ctx)
+        return count
+
+
+def model_option(default: str = "default") -> Callable[[F], F]:
+    """``--model NAME|PATH``: a model name from ``rave models`` or a checkpoint file."""
+    return click.option(
+        "--model",
+        default=default,
+        show_default=True,
+        metavar="NAME|PATH",
+        help="Model name (see 'rave models') or checkpoint file (.pth/.safetensors).",
+    )
+
+
+def device_option(default: str = "auto") -> Callable[[F], F]:
+    """``--device``: ``auto`` (CUDA, then Apple MPS, then CPU), ``cpu``, ``cuda:1``..."""
+    return click.option(
+        "--device",
+        default=default,
+        show_default=True,
+        help="Where to run the network: auto, cpu, cuda, cuda:N or mps.",
+    )
+
+
+def tile_option(default: str = "auto") -> Callable[[F], F]:
+    """``--tile``: tile size of the exact tiled inference (same output for every size)."""
+    return click.option(
+        "--tile",
+        type=TileSize(),
+        default=default,
+        show_default=True,
+        help="Tile size in pixels for bounded memory; 'auto' picks one, 'none' runs the "
+        "whole image at once. The output is the same either way.",
+    )
+
+
+def resolve_device(name: str):
+    """A ``torch.device`` for a ``--device`` value; ``auto`` picks the fastest available.
+
+    Raises:
+        click.BadParameter: unknown device, or one this machine does not have.
+    """
+    import torch
+
+    text = name.strip().lower()
+    if text == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(text)
+    except RuntimeError as err:
+        raise click.BadParameter(
+            f"unknown device {name!r} ({err})", param_hint="--device"
+        ) from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise click.BadParameter("CUDA is not available on this machine", param_hint="--device")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise click.BadParameter("Apple MPS is not available here", param_hint="--device")
+    return device

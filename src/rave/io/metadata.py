@@ -1,0 +1,136 @@
+"""Photo metadata: EXIF orientation, ICC colour spaces and PNG ancillary chunks.
+
+EXIF blocks are handled as raw bytes (the TIFF structure, optionally behind Pillow's
+``b"Exif\\x00\\x00"`` APP1 prefix) so that whatever the camera wrote, maker notes included,
+reaches the output byte for byte; only the orientation value is patched.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import numpy as np
+
+__all__ = [
+    "EXIF_PREFIX",
+    "ORIENTATION_TAG",
+    "apply_orientation",
+    "exif_orientation",
+    "icc_colour_space",
+    "insert_png_chunks",
+    "reset_exif_orientation",
+    "strip_exif_prefix",
+]
+
+EXIF_PREFIX = b"Exif\x00\x00"
+ORIENTATION_TAG = 0x0112
+_SHORT = 3  # TIFF field type of the orientation value
+
+
+def strip_exif_prefix(exif: bytes) -> bytes:
+    """The TIFF structure of an EXIF block, without the JPEG APP1 ``Exif\\0\\0`` prefix."""
+    return exif[len(EXIF_PREFIX) :] if exif.startswith(EXIF_PREFIX) else exif
+
+
+def _orientation_entry(tiff: bytes) -> tuple[str, int] | None:
+    """Byte order and offset of the orientation value in IFD0, or None if absent/garbled."""
+    if len(tiff) < 8 or tiff[:2] not in (b"II", b"MM"):
+        return None
+    order = "<" if tiff[:2] == b"II" else ">"
+    (ifd,) = struct.unpack_from(order + "I", tiff, 4)
+    if ifd + 2 > len(tiff):
+        return None
+    (count,) = struct.unpack_from(order + "H", tiff, ifd)
+    for index in range(count):
+        entry = ifd + 2 + 12 * index
+        if entry + 12 > len(tiff):
+            return None
+        tag, field_type, n = struct.unpack_from(order + "HHI", tiff, entry)
+        if tag == ORIENTATION_TAG:
+            return (order, entry + 8) if field_type == _SHORT and n == 1 else None
+    return None
+
+
+def exif_orientation(exif: bytes | None) -> int:
+    """The EXIF orientation (1-8) stored in an EXIF block; 1 when absent or invalid."""
+    if not exif:
+        return 1
+    tiff = strip_exif_prefix(exif)
+    found = _orientation_entry(tiff)
+    if found is None:
+        return 1
+    order, offset = found
+    (value,) = struct.unpack_from(order + "H", tiff, offset)
+    return value if 1 <= value <= 8 else 1
+
+
+def reset_exif_orientation(exif: bytes) -> bytes:
+    """A copy of ``exif`` whose orientation tag says 1 (pixels already upright).
+
+    The value is patched in place rather than re-serialising the block (as
+    ``PIL.Image.Exif.tobytes`` would), so offsets, maker notes and unknown tags survive.
+    """
+    prefix = exif[: len(EXIF_PREFIX)] if exif.startswith(EXIF_PREFIX) else b""
+    tiff = bytearray(strip_exif_prefix(exif))
+    found = _orientation_entry(bytes(tiff))
+    if found is None:
+        return exif
+    order, offset = found
+    struct.pack_into(order + "H", tiff, offset, 1)
+    return prefix + bytes(tiff)
+
+
+def apply_orientation(pixels: np.ndarray, orientation: int) -> np.ndarray:
+    """Turn ``pixels`` (H, W[, C]) upright according to an EXIF orientation value (1-8).
+
+    Returns a C-contiguous array (a copy unless ``orientation`` is 1), since torch cannot
+    wrap the negative strides numpy's flips produce.
+    """
+    transforms = {
+        1: lambda a: a,
+        2: lambda a: a[:, ::-1],
+        3: lambda a: a[::-1, ::-1],
+        4: lambda a: a[::-1],
+        5: lambda a: a.swapaxes(0, 1),
+        6: lambda a: a.swapaxes(0, 1)[:, ::-1],  # 90 degrees clockwise
+        7: lambda a: a.swapaxes(0, 1)[::-1, ::-1],
+        8: lambda a: a.swapaxes(0, 1)[::-1],  # 90 degrees counter-clockwise
+    }
+    if orientation not in transforms:
+        raise ValueError(f"EXIF orientation must be 1-8, got {orientation}")
+    return np.ascontiguousarray(transforms[orientation](pixels))
+
+
+def icc_colour_space(icc_profile: bytes | None) -> str | None:
+    """The data colour space of an ICC profile (``"RGB"``, ``"GRAY"``, ``"CMYK"``...)."""
+    if not icc_profile or len(icc_profile) < 20:
+        return None
+    return icc_profile[16:20].decode("latin-1").strip()
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def insert_png_chunks(
+    png: bytes, *, icc_profile: bytes | None = None, exif: bytes | None = None
+) -> bytes:
+    """Add an ``iCCP`` (colour profile) and an ``eXIf`` chunk to an encoded PNG.
+
+    OpenCV is the writer for 16-bit PNGs (Pillow keeps 16-bit colour only as 8 bits) and it
+    has no way to embed either, so the two chunks are inserted right after ``IHDR``, where
+    the PNG specification allows both (before ``PLTE`` and ``IDAT``).
+    """
+    signature = b"\x89PNG\r\n\x1a\n"
+    if not png.startswith(signature) or png[12:16] != b"IHDR":
+        raise ValueError("not a PNG stream")
+    (ihdr_length,) = struct.unpack_from(">I", png, 8)
+    end_of_ihdr = 8 + 12 + ihdr_length
+    extra = b""
+    if icc_profile:
+        # iCCP: profile name, NUL, compression method 0 (zlib), compressed profile.
+        extra += _png_chunk(b"iCCP", b"ICC Profile\x00\x00" + zlib.compress(icc_profile))
+    if exif:
+        extra += _png_chunk(b"eXIf", strip_exif_prefix(exif))
+    return png[:end_of_ihdr] + extra + png[end_of_ihdr:]

@@ -1,0 +1,298 @@
+"""Reading photos the way a photographer expects: upright, at full bit depth, with metadata.
+
+Pillow decodes 8-bit images and every header; 16-bit colour, which Pillow only holds as 8
+bits, is decoded by OpenCV (``IMREAD_UNCHANGED``: native depth, no automatic rotation). In
+both cases the EXIF orientation is applied here, on the numpy array, so one code path
+handles it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from rave.io.metadata import (
+    EXIF_PREFIX,
+    apply_orientation,
+    exif_orientation,
+    icc_colour_space,
+    reset_exif_orientation,
+)
+
+__all__ = ["DEFAULT_MAX_PIXELS", "Photo", "PhotoError", "read_photo"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_PIXELS = 200_000_000
+"""Decompression-bomb guard: images with more pixels than this are refused unread."""
+
+# Pillow format name -> the output format written by default for it.
+_NATIVE_FORMATS = {
+    "JPEG": "jpg",
+    "MPO": "jpg",  # phones' multi-picture JPEGs: the first picture is the photo
+    "PNG": "png",
+    "TIFF": "tif",
+    "WEBP": "webp",
+    "BMP": "bmp",
+}
+
+
+class PhotoError(Exception):
+    """A photo that cannot be read or written; ``str()`` is one line naming the file."""
+
+    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = Path(path)
+        self.reason = reason
+
+
+@dataclass
+class Photo:
+    """Decoded pixels plus what must travel to the enhanced file.
+
+    Attributes:
+        pixels: ``(H, W)`` grey, ``(H, W, 2)`` grey + alpha, ``(H, W, 3)`` RGB or
+            ``(H, W, 4)`` RGBA, ``uint8`` or ``uint16``, upright (EXIF orientation applied).
+        format: the output format that matches the source (``"jpg"``, ``"png"``, ``"tif"``,
+            ``"webp"``, ``"bmp"``; other sources map to ``"png"``).
+        icc_profile: the embedded colour profile, if it still describes ``pixels``.
+        exif: the EXIF block (JPEG ``Exif\\0\\0`` prefix included) with orientation reset
+            to 1, or None.
+        notes: conversions made while reading, e.g. ``"palette image converted to RGB"``.
+    """
+
+    pixels: np.ndarray
+    format: str
+    icc_profile: bytes | None = None
+    exif: bytes | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def bit_depth(self) -> int:
+        return 16 if self.pixels.dtype == np.uint16 else 8
+
+
+def _check_path(path: Path) -> None:
+    if not os.path.lexists(path):
+        raise PhotoError(path, "no such file")
+    if path.is_symlink() and not path.exists():
+        raise PhotoError(path, f"broken symbolic link (target {os.readlink(path)} is missing)")
+    if path.is_dir():
+        raise PhotoError(path, "is a directory, not an image file")
+    if not path.is_file():
+        raise PhotoError(path, "not a regular file")
+    if path.stat().st_size == 0:
+        raise PhotoError(path, "empty file (0 bytes)")
+
+
+def _describe(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return text[:200] if text else type(err).__name__
+
+
+# IFD0 tags worth carrying out of a TIFF (the rest describe the TIFF's own layout).
+_TIFF_DESCRIPTIVE_TAGS = (270, 271, 272, 274, 305, 306, 315, 33432)
+_TIFF_SUB_IFDS = (0x8769, 0x8825)  # Exif and GPS
+
+
+def _tiff_exif(image: Image.Image) -> bytes | None:
+    """An EXIF block built from a TIFF's descriptive tags, or None if it has none."""
+    source = image.getexif()
+    exif = Image.Exif()
+    for tag in _TIFF_DESCRIPTIVE_TAGS:
+        if tag in source:
+            exif[tag] = source[tag]
+    for tag in _TIFF_SUB_IFDS:
+        sub_ifd = source.get_ifd(tag)
+        if sub_ifd:
+            exif[tag] = sub_ifd
+    return exif.tobytes() if len(exif) else None
+
+
+def _is_16_bit(image: Image.Image, path: Path) -> bool:
+    """Whether the file stores more than 8 bits per colour sample (Pillow would drop them)."""
+    if image.mode.startswith("I;16"):
+        return True
+    if image.format == "PNG" and image.mode in ("RGB", "RGBA", "LA"):
+        # IHDR bit depth: byte 24 of every PNG (signature 8, length 4, type 4, size 8).
+        with open(path, "rb") as stream:
+            header = stream.read(25)
+        return len(header) == 25 and header[24] == 16
+    if image.format == "TIFF":
+        bits = getattr(image, "tag_v2", {}).get(258, 8)
+        return max(bits if isinstance(bits, tuple) else (bits,)) > 8
+    return False
+
+
+def _decode_16_bit(path: Path) -> np.ndarray:
+    """16-bit pixels in RGB(A) order via OpenCV, or raises PhotoError."""
+    import cv2
+
+    data = np.fromfile(path, dtype=np.uint8)
+    pixels = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    del data
+    if pixels is None:
+        raise PhotoError(path, "corrupt or truncated 16-bit image data")
+    if pixels.dtype != np.uint16:
+        raise PhotoError(path, f"unsupported sample type {pixels.dtype} (expected 8 or 16 bit)")
+    if pixels.ndim == 3 and pixels.shape[2] == 3:
+        cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB, dst=pixels)
+    elif pixels.ndim == 3 and pixels.shape[2] == 4:
+        cv2.cvtColor(pixels, cv2.COLOR_BGRA2RGBA, dst=pixels)
+    elif pixels.ndim == 3 and pixels.shape[2] == 1:
+        pixels = pixels[:, :, 0]
+    return pixels
+
+
+def _to_supported_mode(
+    image: Image.Image, path: Path, icc_profile: bytes | None, notes: list[str]
+) -> tuple[Image.Image, bytes | None]:
+    """Convert modes the network cannot take (palette, CMYK, bilevel...) to L/LA/RGB/RGBA."""
+    mode = image.mode
+    if mode in ("L", "LA", "RGB", "RGBA") or mode.startswith("I;16"):
+        return image, icc_profile
+    if mode == "CMYK":
+        converted = _cmyk_to_srgb(image, icc_profile)
+        if converted is not None:
+            notes.append("CMYK converted to sRGB with its ICC profile")
+            return converted
+        notes.append("CMYK converted to RGB (no usable ICC profile: naive conversion)")
+        return image.convert("RGB"), None
+    if mode == "I":
+        # Pillow opens some 16-bit grey files as 32-bit integers.
+        low, high = image.getextrema()
+        if low >= 0 and high <= 65535:
+            return image.convert("I;16"), icc_profile
+        raise PhotoError(path, "32-bit integer images are not supported")
+    if mode == "F":
+        raise PhotoError(path, "32-bit floating-point images are not supported")
+    has_alpha = mode in ("PA", "RGBa", "La") or "transparency" in image.info
+    if mode in ("1", "La") or (mode == "P" and _palette_is_grey(image) and not has_alpha):
+        target = "LA" if has_alpha else "L"
+    else:
+        target = "RGBA" if has_alpha else "RGB"
+    kind = {"P": "palette", "PA": "palette", "1": "1-bit"}.get(mode, mode)
+    notes.append(f"{kind} image converted to {target}")
+    return image.convert(target), icc_profile
+
+
+def _palette_is_grey(image: Image.Image) -> bool:
+    palette = image.getpalette() or []
+    triples = zip(palette[0::3], palette[1::3], palette[2::3], strict=False)
+    return bool(palette) and all(r == g == b for r, g, b in triples)
+
+
+def _cmyk_to_srgb(
+    image: Image.Image, icc_profile: bytes | None
+) -> tuple[Image.Image, bytes | None] | None:
+    if icc_colour_space(icc_profile) != "CMYK":
+        return None
+    try:
+        from io import BytesIO
+
+        from PIL import ImageCms
+
+        srgb = ImageCms.createProfile("sRGB")
+        source = ImageCms.ImageCmsProfile(BytesIO(icc_profile))  # type: ignore[arg-type]
+        converted = ImageCms.profileToProfile(image, source, srgb, outputMode="RGB")
+        return converted, ImageCms.ImageCmsProfile(srgb).tobytes()
+    except Exception:  # littleCMS missing or a profile it cannot use: fall back
+        return None
+
+
+def read_photo(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Photo:
+    """Decode a photo upright, at its bit depth, keeping its ICC profile and EXIF.
+
+    Args:
+        path: the image file (JPEG, PNG, TIFF, WebP, BMP, or anything else Pillow reads).
+        max_pixels: refuse images with more pixels than this, judged from the header
+            before any pixel is decoded (decompression bombs).
+
+    Returns:
+        A :class:`Photo`; ``pixels`` is ``uint16`` for 16-bit PNG/TIFF, else ``uint8``.
+
+    Raises:
+        PhotoError: missing, empty, not an image, corrupt or truncated, too large, or an
+            unsupported sample format; the message is one line naming the file.
+    """
+    path = Path(path)
+    _check_path(path)
+    notes: list[str] = []
+    try:
+        with warnings.catch_warnings():
+            # Our own max_pixels check below gives a clearer message than Pillow's warning.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(path)
+    except UnidentifiedImageError:
+        raise PhotoError(path, "not an image file, or a format Pillow cannot read") from None
+    except Image.DecompressionBombError as err:
+        raise PhotoError(path, f"refused as a possible decompression bomb ({err})") from None
+    except PermissionError:
+        raise PhotoError(path, "permission denied") from None
+    except (OSError, SyntaxError, ValueError) as err:
+        raise PhotoError(path, f"corrupt image header ({_describe(err)})") from None
+
+    with image:
+        width, height = image.size
+        if width * height > max_pixels:
+            raise PhotoError(
+                path,
+                f"{width}x{height} is {width * height / 1e6:.1f} MP, over the "
+                f"{max_pixels / 1e6:.1f} MP limit (decompression-bomb guard; raise the "
+                "pixel limit if the file is trusted)",
+            )
+        format_name = _NATIVE_FORMATS.get(image.format or "", "png")
+        if image.format not in _NATIVE_FORMATS:
+            notes.append(f"{image.format} input will be written as PNG")
+        if getattr(image, "n_frames", 1) > 1 and image.format != "MPO":
+            notes.append(f"only the first of {image.n_frames} frames is enhanced")
+        icc_profile = image.info.get("icc_profile") or None
+        exif = image.info.get("exif") or None
+        if exif is None and image.format == "TIFF":
+            # TIFF keeps EXIF tags in its own IFD: read them through Pillow's Exif view.
+            exif = _tiff_exif(image)
+        if isinstance(exif, bytes) and not exif.startswith(EXIF_PREFIX):
+            exif = EXIF_PREFIX + exif  # WebP stores it bare; keep one convention
+        orientation = exif_orientation(exif)
+        try:
+            if _is_16_bit(image, path) and not image.mode.startswith("I;16"):
+                pixels = _decode_16_bit(path)
+            else:
+                source = image
+                image, icc_profile = _to_supported_mode(image, path, icc_profile, notes)
+                pixels = np.array(image)
+                if pixels.dtype.byteorder == ">":  # I;16B
+                    pixels = pixels.astype(np.uint16)
+                if source.format == "TIFF" and 0x0112 not in getattr(source, "tag_v2", {}):
+                    # Recent Pillow turns TIFFs upright while loading them (and drops the
+                    # tag to say so); older versions do not.
+                    orientation = 1
+        except PhotoError:
+            raise
+        except MemoryError:
+            raise PhotoError(path, "not enough memory to decode the image") from None
+        except (OSError, SyntaxError, ValueError, EOFError) as err:
+            raise PhotoError(path, f"corrupt or truncated image data ({_describe(err)})") from None
+
+    if pixels.ndim == 3 and pixels.shape[2] == 1:
+        pixels = pixels[:, :, 0]
+    expected_space = "GRAY" if pixels.ndim == 2 or pixels.shape[2] == 2 else "RGB"
+    if icc_profile is not None and icc_colour_space(icc_profile) != expected_space:
+        notes.append(
+            f"{icc_colour_space(icc_profile)} ICC profile dropped: it does not describe "
+            f"{expected_space} pixels"
+        )
+        icc_profile = None
+    if orientation != 1:
+        pixels = apply_orientation(pixels, orientation)
+    if exif is not None:
+        exif = reset_exif_orientation(exif)
+    for note in notes:
+        logger.info("%s: %s", path, note)
+    return Photo(pixels=pixels, format=format_name, icc_profile=icc_profile, exif=exif, notes=notes)

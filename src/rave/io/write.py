@@ -1,0 +1,220 @@
+"""Writing photos atomically, at their bit depth, with their ICC profile and EXIF.
+
+Every file is first written to a hidden temporary file in the target folder and then
+renamed over the target with :func:`os.replace`, so an interrupted run never leaves a
+half-written photo under the final name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+from PIL import Image
+
+from rave.io.metadata import EXIF_PREFIX, insert_png_chunks, strip_exif_prefix
+
+__all__ = [
+    "FORMATS",
+    "SIXTEEN_BIT_FORMATS",
+    "atomic_write",
+    "format_for_suffix",
+    "write_photo",
+]
+
+logger = logging.getLogger(__name__)
+
+# Output format -> (Pillow format name, canonical file suffix).
+FORMATS: dict[str, tuple[str, str]] = {
+    "jpg": ("JPEG", ".jpg"),
+    "png": ("PNG", ".png"),
+    "tif": ("TIFF", ".tif"),
+    "webp": ("WEBP", ".webp"),
+    "bmp": ("BMP", ".bmp"),
+}
+SIXTEEN_BIT_FORMATS = frozenset({"png", "tif"})
+_SUFFIXES = {".jpg": "jpg", ".jpeg": "jpg", ".jpe": "jpg", ".png": "png", ".tif": "tif",
+             ".tiff": "tif", ".webp": "webp", ".bmp": "bmp"}  # fmt: skip
+_ALPHA_FORMATS = frozenset({"png", "tif", "webp", "bmp"})
+
+
+def format_for_suffix(suffix: str) -> str | None:
+    """The output format a file suffix stands for (``".JPEG"`` -> ``"jpg"``), or None."""
+    return _SUFFIXES.get(suffix.lower())
+
+
+def _umask() -> int:
+    # os.umask can only be read by setting it; do it once.
+    if not hasattr(_umask, "value"):
+        current = os.umask(0)
+        os.umask(current)
+        _umask.value = current  # type: ignore[attr-defined]
+    return _umask.value  # type: ignore[attr-defined]
+
+
+def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], None]) -> None:
+    """Call ``write(stream)`` on a temporary file beside ``path``, then rename it to ``path``.
+
+    The temporary file is removed if ``write`` fails or the process is interrupted, and
+    ``path`` is either untouched or complete.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name}.", suffix=".part"
+    )
+    try:
+        with os.fdopen(descriptor, "wb") as stream:
+            write(stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        # mkstemp creates the file readable by its owner only; give it the usual mode.
+        os.chmod(temporary, 0o666 & ~_umask())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
+def _to_8_bit(pixels: np.ndarray) -> np.ndarray:
+    # round(v * 255 / 65535) = round(v / 257): the nearest 8-bit value.
+    return ((pixels.astype(np.uint32) + 128) // 257).astype(np.uint8)
+
+
+def _write_pillow(
+    stream: BinaryIO,
+    pixels: np.ndarray,
+    fmt: str,
+    icc_profile: bytes | None,
+    exif: bytes | None,
+    quality: int,
+) -> None:
+    image = Image.fromarray(pixels)  # L, I;16, LA, RGB or RGBA from the shape
+    if fmt == "webp" and image.mode == "LA":
+        image = image.convert("RGBA")  # WebP has no grey + alpha mode
+    options: dict[str, object] = {}
+    if icc_profile and fmt != "bmp":
+        options["icc_profile"] = icc_profile
+    if exif and fmt != "bmp":
+        options["exif"] = exif if exif.startswith(EXIF_PREFIX) else EXIF_PREFIX + exif
+    if fmt == "jpg":
+        # Full-resolution chroma at high quality (as photo editors do), 4:2:0 below.
+        options.update(quality=quality, subsampling=0 if quality >= 90 else 2, optimize=True)
+    elif fmt == "webp":
+        options.update(quality=quality, method=4)
+    elif fmt == "tif":
+        options.update(compression="tiff_deflate")
+    try:
+        image.save(stream, format=FORMATS[fmt][0], **options)
+    except ValueError as err:
+        # JPEG's APP1 segment holds at most 64 KB of EXIF; keep the photo, lose the EXIF.
+        if "exif" not in options or "EXIF" not in str(err).upper():
+            raise
+        logger.warning("EXIF block too large for %s, not written (%s)", fmt, err)
+        stream.seek(0)
+        stream.truncate()
+        del options["exif"]
+        image.save(stream, format=FORMATS[fmt][0], **options)
+
+
+def _write_png_16(
+    stream: BinaryIO, pixels: np.ndarray, icc_profile: bytes | None, exif: bytes | None
+) -> None:
+    import cv2
+
+    if pixels.ndim == 3 and pixels.shape[2] == 2:  # OpenCV has no grey + alpha layout
+        pixels = pixels[:, :, [0, 0, 0, 1]]
+    if pixels.ndim == 3:
+        code = cv2.COLOR_RGB2BGR if pixels.shape[2] == 3 else cv2.COLOR_RGBA2BGRA
+        pixels = cv2.cvtColor(pixels, code)
+    ok, encoded = cv2.imencode(".png", pixels, [cv2.IMWRITE_PNG_COMPRESSION, 6])
+    if not ok:
+        raise OSError("OpenCV could not encode the PNG")
+    stream.write(insert_png_chunks(encoded.tobytes(), icc_profile=icc_profile, exif=exif))
+
+
+def _write_tiff_16(stream: BinaryIO, pixels: np.ndarray, icc_profile: bytes | None) -> None:
+    import tifffile
+
+    channels = 1 if pixels.ndim == 2 else pixels.shape[2]
+    buffer = io.BytesIO()  # tifffile wants a named file or a BytesIO, not a bare descriptor
+    tifffile.imwrite(
+        buffer,
+        pixels,
+        photometric="minisblack" if channels <= 2 else "rgb",
+        extrasamples=("unassalpha",) if channels in (2, 4) else None,
+        compression="zlib",
+        iccprofile=icc_profile,
+    )
+    stream.write(buffer.getbuffer())
+
+
+def write_photo(
+    path: str | os.PathLike[str],
+    pixels: np.ndarray,
+    *,
+    format: str | None = None,
+    icc_profile: bytes | None = None,
+    exif: bytes | None = None,
+    quality: int = 95,
+) -> list[str]:
+    """Write ``pixels`` atomically to ``path``, with colour profile and EXIF.
+
+    Args:
+        path: the target file; its folder is created if needed.
+        pixels: ``(H, W)``, ``(H, W, 2)``, ``(H, W, 3)`` or ``(H, W, 4)`` (grey, grey +
+            alpha, RGB, RGBA), ``uint8`` or ``uint16``.
+        format: ``"jpg"``, ``"png"``, ``"tif"``, ``"webp"`` or ``"bmp"``; by default the
+            one named by the suffix of ``path``.
+        icc_profile: colour profile to embed (every format but BMP).
+        exif: EXIF block to embed (JPEG, PNG, WebP, 8-bit TIFF); orientation should say 1.
+        quality: JPEG/WebP quality, 1-100.
+
+    Returns:
+        Notes on what could not be kept (alpha dropped for JPEG, 16 bits reduced to 8 for
+        formats without 16-bit samples, EXIF not written to 16-bit TIFF).
+
+    Raises:
+        ValueError: unknown format or unsupported array layout.
+        OSError: the file cannot be written (nothing is left behind).
+    """
+    path = Path(path)
+    fmt = format or format_for_suffix(path.suffix)
+    if fmt not in FORMATS:
+        raise ValueError(f"{path}: unknown output format {format or path.suffix!r}")
+    if pixels.dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"pixels must be uint8 or uint16, got {pixels.dtype}")
+    if not (pixels.ndim == 2 or (pixels.ndim == 3 and pixels.shape[2] in (2, 3, 4))):
+        raise ValueError(f"pixels must be (H, W) or (H, W, 2|3|4), got {pixels.shape}")
+    notes: list[str] = []
+    if pixels.ndim == 3 and pixels.shape[2] in (2, 4) and fmt not in _ALPHA_FORMATS:
+        notes.append(f"alpha channel dropped: {fmt.upper()} has no transparency")
+        pixels = pixels[:, :, :-1] if pixels.shape[2] == 4 else pixels[:, :, 0]
+    if pixels.dtype == np.uint16 and fmt not in SIXTEEN_BIT_FORMATS:
+        notes.append(f"16-bit samples written as 8-bit: {fmt.upper()} holds only 8 bits")
+        pixels = _to_8_bit(pixels)
+    exif_bytes = strip_exif_prefix(exif) if exif else None
+
+    def write(stream: BinaryIO) -> None:
+        if pixels.dtype == np.uint16 and fmt == "png" and pixels.ndim == 3:
+            _write_png_16(stream, pixels, icc_profile, exif_bytes)
+        elif pixels.dtype == np.uint16 and fmt == "tif":
+            _write_tiff_16(stream, pixels, icc_profile)
+        else:
+            # Pillow writes 8-bit images and 16-bit grey PNG (mode I;16) with metadata.
+            _write_pillow(stream, pixels, fmt, icc_profile, exif, quality)
+
+    if pixels.dtype == np.uint16 and fmt == "tif" and exif_bytes:
+        notes.append("EXIF not written: the 16-bit TIFF writer (tifffile) cannot embed it")
+    atomic_write(path, write)
+    for note in notes:
+        logger.info("%s: %s", path, note)
+    return notes
