@@ -112,8 +112,10 @@ def builtin_weights_path() -> Path | None:
         # callers get a real path that stays valid.
         copy = cache_dir() / f"builtin-{filename}"
         copy.parent.mkdir(parents=True, exist_ok=True)
-        with resources.as_file(entry) as real, open(real, "rb") as src, open(copy, "wb") as dst:
-            shutil.copyfileobj(src, dst)
+        partial = copy.with_name(f".{copy.name}.{os.getpid()}.part")
+        with resources.as_file(entry) as real:
+            shutil.copyfile(real, partial)
+        os.replace(partial, copy)
         return copy
     return None
 
