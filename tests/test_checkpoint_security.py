@@ -159,10 +159,23 @@ def test_malicious_download_is_discarded_unopened(
     assert list(isolated_model_cache.iterdir()) == []
 
 
+def test_python_enhance_api_refuses_a_malicious_model(state: dict, tmp_path: Path) -> None:
+    """``rave.enhance(image, model=PATH)`` loads through the same safe path."""
+    if importlib.util.find_spec("rave.api") is None:
+        pytest.skip("rave.api is not present in this checkout")
+    from rave.api import get_model
+
+    evil = _evil_file(tmp_path, "torch-zip", "path-touch", state, "evil.pth")
+    with pytest.raises(CheckpointError, match="refused to load"):
+        get_model(evil)
+    assert _marker(tmp_path) == []
+
+
 def test_enhance_command_refuses_a_malicious_model(state: dict, tmp_path: Path) -> None:
     """``rave enhance --model PATH`` goes through the same safe loading."""
     if importlib.util.find_spec("rave.cli.enhance") is None:
         pytest.skip("rave.cli.enhance is not present in this checkout")
+    import click
     from PIL import Image
 
     from rave.cli import main
@@ -170,14 +183,18 @@ def test_enhance_command_refuses_a_malicious_model(state: dict, tmp_path: Path) 
     evil = _evil_file(tmp_path, "torch-zip", "exec", state, "evil.pth")
     image = tmp_path / "in.png"
     Image.new("RGB", (8, 8), (40, 30, 20)).save(image)
-    out_dir = tmp_path / "out"
-    result = CliRunner().invoke(
-        main, ["enhance", "--model", str(evil), str(image), "-o", str(out_dir)]
-    )
+    args = ["enhance", "--model", str(evil), str(image)]
+    # Give an output folder if the command has such an option, whatever it is called.
+    command = main.get_command(click.Context(main), "enhance")
+    for param in command.params:
+        if isinstance(param, click.Option) and param.name in ("output", "output_dir", "out"):
+            args += [param.opts[0], str(tmp_path / "out")]
+            break
+    result = CliRunner().invoke(main, args)
     assert result.exit_code != 0
     assert "refused to load" in result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit)
     assert _marker(tmp_path) == []
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
 # --- damaged or foreign files ---------------------------------------------------------
