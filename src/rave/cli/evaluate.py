@@ -1,0 +1,221 @@
+"""``rave evaluate``: score enhanced images, alone or against ground truth, and compare methods.
+
+Examples::
+
+    rave evaluate --pred out/rave --gt BAID/test/gt --out report/
+    rave evaluate --pred out/rave --pred out/clip_lit --name RAVE --name CLIP-LIT --gt gt/
+    rave evaluate --pred out/rave --input photos/           # no reference: NIQE, exposure
+    rave evaluate --input photos/ --model rave-unpaired --model clip-lit --out cmp/
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import click
+
+__all__ = ["evaluate_command"]
+
+_DIR = click.Path(exists=True, file_okay=False, dir_okay=True, path_type=Path)
+
+
+def _method_names(preds: tuple[Path, ...], names: tuple[str, ...]) -> list[str]:
+    if names and len(names) != len(preds):
+        raise click.UsageError(f"--name given {len(names)} times for {len(preds)} --pred folders")
+    if names:
+        chosen = list(names)
+    else:
+        chosen = [p.resolve().name or str(p) for p in preds]
+        if len(set(chosen)) < len(chosen):  # same folder names in different places
+            chosen = [str(p) for p in preds]
+    if len(set(chosen)) < len(chosen) or "input" in chosen:
+        raise click.UsageError("method names must be unique and not 'input'; use --name")
+    return chosen
+
+
+def _write_png(path: Path, rgb_float) -> None:
+    """Write an ``(H, W, 3)`` float image in [0, 1] as 8-bit PNG, atomically."""
+    import cv2
+    import numpy as np
+
+    bgr = np.round(np.clip(rgb_float, 0, 1)[..., ::-1] * 255).astype(np.uint8)
+    ok, encoded = cv2.imencode(".png", bgr)
+    if not ok:
+        raise OSError(f"{path}: PNG encoding failed")
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(encoded.tobytes())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _run_models(inputs: Path, models: tuple[str, ...], out: Path, tile: str) -> dict[str, Path]:
+    """Enhance every image of ``inputs`` with each model into ``out/enhanced/<model>/``."""
+    try:
+        import torch
+
+        from rave.inference import enhance_tensor
+        from rave.zoo import load_enhancer
+    except ImportError as error:
+        raise click.ClickException(
+            f"--model needs rave.zoo and rave.inference, which cannot be imported ({error})"
+        ) from error
+    from rave.evaluation.imread import ImageReadError, read_image
+    from rave.evaluation.runner import list_images
+
+    images = list_images(inputs)
+    tile_arg: int | str | None = None if tile == "none" else (tile if tile == "auto" else int(tile))
+    folders: dict[str, Path] = {}
+    for model in models:
+        try:
+            net = load_enhancer(model)
+        except Exception as error:  # zoo errors carry their own one-line messages
+            raise click.ClickException(f"model {model!r}: {error}") from error
+        folder = out / "enhanced" / model.replace("/", "_")
+        folder.mkdir(parents=True, exist_ok=True)
+        for stem, path in images.items():
+            try:
+                pixels = read_image(path).pixels
+            except ImageReadError as error:
+                click.echo(f"error: {error}", err=True)
+                continue
+            batch = torch.from_numpy(pixels).permute(2, 0, 1)[None]
+            enhanced = enhance_tensor(net, batch, tile=tile_arg)[0].permute(1, 2, 0).numpy()
+            _write_png(folder / f"{stem}.png", enhanced)
+        folders[model] = folder
+    return folders
+
+
+@click.command(
+    "evaluate", help="Score enhanced images (paired or no-reference) and compare methods."
+)
+@click.option(
+    "--pred",
+    "preds",
+    type=_DIR,
+    multiple=True,
+    help="Folder of enhanced images (repeat to compare methods).",
+)
+@click.option(
+    "--name", "names", multiple=True, help="Display name of each --pred folder, in order."
+)
+@click.option(
+    "--gt", type=_DIR, default=None, help="Folder of ground-truth images, matched by file stem."
+)
+@click.option(
+    "--input",
+    "inputs",
+    type=_DIR,
+    default=None,
+    help="Folder of the original inputs (shadow lift; with --model: images to enhance).",
+)
+@click.option(
+    "--model",
+    "models",
+    multiple=True,
+    help="Model name or checkpoint to run on --input (repeatable).",
+)
+@click.option(
+    "--protocol",
+    type=click.Choice(["reference", "standard", "both"]),
+    default="both",
+    show_default=True,
+    help="Paired-metric protocol (reference = the RAVE code's quirks).",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Write metrics.csv, per_image.csv, summary.json, report.html, grid.jpg here.",
+)
+@click.option("--no-lpips", is_flag=True, help="Skip LPIPS.")
+@click.option(
+    "--no-nr", "no_nr", is_flag=True, help="Skip the no-reference metrics (NIQE, BRISQUE)."
+)
+@click.option(
+    "--resize", is_flag=True, help="Resize predictions to their reference's size when sizes differ."
+)
+@click.option(
+    "--skip-unmatched",
+    is_flag=True,
+    help="Score matched pairs only instead of failing on unmatched files.",
+)
+@click.option(
+    "--tile",
+    default="auto",
+    show_default=True,
+    help="Tile size for --model inference: auto, none or pixels.",
+)
+@click.option(
+    "--max-report-images",
+    type=click.IntRange(min=0),
+    default=100,
+    show_default=True,
+    help="Images shown in report.html.",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Print each file as it is scored.")
+def evaluate_command(
+    preds: tuple[Path, ...],
+    names: tuple[str, ...],
+    gt: Path | None,
+    inputs: Path | None,
+    models: tuple[str, ...],
+    protocol: str,
+    out: Path | None,
+    no_lpips: bool,
+    no_nr: bool,
+    resize: bool,
+    skip_unmatched: bool,
+    tile: str,
+    max_report_images: int,
+    verbose: bool,
+) -> None:
+    """Exit status: 0 when every image was scored, 1 when some could not be (listed)."""
+    from rave.evaluation.report import format_table, write_report
+    from rave.evaluation.runner import EvaluationError, evaluate_folders
+
+    if not preds and not models:
+        raise click.UsageError("give --pred DIR (repeatable), or --input DIR with --model NAME")
+    if models and inputs is None:
+        raise click.UsageError("--model needs --input DIR (the images to enhance)")
+    if models and out is None:
+        raise click.UsageError("--model needs --out DIR (where enhanced images are written)")
+    if tile not in ("auto", "none") and not tile.isdigit():
+        raise click.UsageError(f"--tile must be auto, none or a number of pixels, got {tile!r}")
+    methods = dict(zip(_method_names(preds, names), preds, strict=True))
+    try:
+        if models:
+            assert inputs is not None and out is not None
+            for model, folder in _run_models(inputs, models, out, tile).items():
+                if model in methods:
+                    raise click.UsageError(f"method name {model!r} given twice")
+                methods[model] = folder
+        result = evaluate_folders(
+            methods,
+            reference=gt,
+            inputs=inputs,
+            protocol=protocol,
+            use_lpips=not no_lpips,
+            no_reference=not no_nr,
+            resize=resize,
+            skip_unmatched=skip_unmatched,
+            progress=(lambda path: click.echo(f"scoring {path}", err=True)) if verbose else None,
+        )
+    except EvaluationError as error:
+        raise click.ClickException(str(error)) from error
+    for note in dict.fromkeys(result.notes):
+        click.echo(f"note: {note}", err=True)
+    if result.records:
+        click.echo(format_table(result))
+    if out is not None:
+        paths = write_report(result, out, protocol=protocol, max_report_images=max_report_images)
+        click.echo(f"wrote {', '.join(str(p) for p in paths.values())}", err=True)
+    for error in result.errors:
+        click.echo(f"error: {error}", err=True)
+    if result.errors:
+        raise SystemExit(1)

@@ -1,0 +1,160 @@
+"""Full-reference metrics (PSNR, SSIM) under the reference code's protocol and the standard one.
+
+Images are numpy arrays ``(H, W, 3)`` RGB or ``(H, W)`` grey, float in [0, 1] (any float
+dtype) or uint8. The two protocols differ on purpose (see ``METHOD.md`` section 4):
+
+* **reference** (what the RAVE / CLIP-LIT evaluation scripts compute): both images are
+  quantised to 8 bits, put in BGR order (as ``cv2.imread`` returns them) and converted with
+  ``cv2.COLOR_RGB2GRAY`` -- so the 0.299 weight lands on blue and 0.114 on red. PSNR is
+  ``cv2.PSNR`` (data range 255); SSIM is scikit-image's default SSIM (7x7 uniform window) on
+  those grey images with ``data_range = enhanced.max() - enhanced.min()``.
+* **standard**: PSNR on RGB (data range 1) and on the BT.601 luma Y of ``rgb2ycbcr``
+  (16..235, data range 255); SSIM with the Gaussian window of Wang et al. (sigma 1.5,
+  population covariances), on RGB (averaged over channels) and on Y.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+
+__all__ = [
+    "psnr",
+    "psnr_reference",
+    "psnr_y",
+    "reference_grey",
+    "ssim",
+    "ssim_reference",
+    "ssim_y",
+    "to_uint8",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """Float image in [0, 1] -> uint8 by rounding (uint8 input is returned unchanged)."""
+    if image.dtype == np.uint8:
+        return image
+    if not np.issubdtype(image.dtype, np.floating):
+        raise TypeError(f"expected a float image in [0, 1] or uint8, got dtype {image.dtype}")
+    return np.round(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def _as_float(image: np.ndarray) -> np.ndarray:
+    if image.dtype == np.uint8:
+        return image.astype(np.float64) / 255.0
+    if not np.issubdtype(image.dtype, np.floating):
+        raise TypeError(f"expected a float image in [0, 1] or uint8, got dtype {image.dtype}")
+    return image.astype(np.float64)
+
+
+def _as_rgb(image: np.ndarray) -> np.ndarray:
+    if image.ndim == 2:
+        return np.repeat(image[..., None], 3, axis=2)
+    if image.ndim == 3 and image.shape[2] == 3:
+        return image
+    raise ValueError(f"expected an (H, W) or (H, W, 3) image, got shape {image.shape}")
+
+
+def _check_pair(pred: np.ndarray, target: np.ndarray) -> None:
+    if pred.shape[:2] != target.shape[:2]:
+        raise ValueError(
+            f"image sizes differ: prediction {pred.shape[1]}x{pred.shape[0]}, "
+            f"reference {target.shape[1]}x{target.shape[0]}"
+        )
+
+
+def reference_grey(image: np.ndarray) -> np.ndarray:
+    """The reference code's grey image: ``cv2.cvtColor(bgr_uint8, cv2.COLOR_RGB2GRAY)``.
+
+    Args:
+        image: ``(H, W, 3)`` RGB or ``(H, W)`` grey, float in [0, 1] or uint8.
+
+    Returns:
+        ``(H, W)`` uint8, ``0.299 B + 0.587 G + 0.114 R`` (OpenCV's fixed-point rounding).
+    """
+    import cv2
+
+    bgr = np.ascontiguousarray(_as_rgb(to_uint8(image))[..., ::-1])
+    return cv2.cvtColor(bgr, cv2.COLOR_RGB2GRAY)
+
+
+def psnr_reference(pred: np.ndarray, target: np.ndarray) -> float:
+    """PSNR in dB as the reference evaluation computes it (8-bit swapped-channel grey, cv2).
+
+    Identical images give OpenCV's cap (about 361 dB, MSE floored at machine epsilon).
+    """
+    import cv2
+
+    _check_pair(pred, target)
+    return float(cv2.PSNR(reference_grey(target), reference_grey(pred), 255.0))
+
+
+def ssim_reference(pred: np.ndarray, target: np.ndarray) -> float:
+    """SSIM as the reference evaluation computes it; ``data_range`` from the enhanced image.
+
+    Returns NaN (and logs a warning) when the enhanced grey image is constant, where the
+    reference formula divides by zero.
+    """
+    from skimage.metrics import structural_similarity
+
+    _check_pair(pred, target)
+    pred_grey, target_grey = reference_grey(pred), reference_grey(target)
+    data_range = float(pred_grey.max()) - float(pred_grey.min())
+    if data_range == 0:
+        logger.warning("reference SSIM undefined: the enhanced image is constant")
+        return math.nan
+    return float(structural_similarity(target_grey, pred_grey, data_range=data_range))
+
+
+def psnr(pred: np.ndarray, target: np.ndarray) -> float:
+    """Standard PSNR in dB over all RGB values, data range 1; ``inf`` for identical images."""
+    pred, target = _as_rgb(_as_float(pred)), _as_rgb(_as_float(target))
+    _check_pair(pred, target)
+    mse = float(np.mean((pred - target) ** 2))
+    return math.inf if mse == 0 else 10.0 * math.log10(1.0 / mse)
+
+
+def _luma_y(image: np.ndarray) -> np.ndarray:
+    from skimage.color import rgb2ycbcr
+
+    return rgb2ycbcr(_as_rgb(_as_float(image)))[..., 0]
+
+
+def psnr_y(pred: np.ndarray, target: np.ndarray) -> float:
+    """PSNR in dB of the BT.601 luma (``rgb2ycbcr`` Y, 16..235), data range 255."""
+    _check_pair(pred, target)
+    mse = float(np.mean((_luma_y(pred) - _luma_y(target)) ** 2))
+    return math.inf if mse == 0 else 10.0 * math.log10(255.0**2 / mse)
+
+
+def _ssim_wang(pred: np.ndarray, target: np.ndarray, data_range: float, channel_axis: int | None):
+    from skimage.metrics import structural_similarity
+
+    return float(
+        structural_similarity(
+            target,
+            pred,
+            data_range=data_range,
+            channel_axis=channel_axis,
+            gaussian_weights=True,
+            sigma=1.5,
+            use_sample_covariance=False,
+        )
+    )
+
+
+def ssim(pred: np.ndarray, target: np.ndarray) -> float:
+    """Standard SSIM on RGB (Gaussian window, sigma 1.5, data range 1), mean over channels."""
+    pred, target = _as_rgb(_as_float(pred)), _as_rgb(_as_float(target))
+    _check_pair(pred, target)
+    return _ssim_wang(pred, target, 1.0, channel_axis=2)
+
+
+def ssim_y(pred: np.ndarray, target: np.ndarray) -> float:
+    """Standard SSIM on the BT.601 luma Y (16..235), data range 255."""
+    _check_pair(pred, target)
+    return _ssim_wang(_luma_y(pred), _luma_y(target), 255.0, channel_axis=None)

@@ -1,0 +1,335 @@
+"""Write an :class:`~rave.evaluation.runner.EvaluationResult` as a table, CSV, JSON and HTML.
+
+Files written into the output folder (each atomically: temporary file, then ``os.replace``):
+``metrics.csv`` (one row per method, mean scores), ``per_image.csv`` (one row per method and
+image), ``summary.json`` (means, protocol definitions, notes, errors), ``report.html`` (the
+summary table and a side-by-side grid of thumbnails with per-image scores, worst images
+first; self-contained, thumbnails embedded) and ``grid.jpg`` (the first rows of that grid as
+one picture).
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rave.evaluation.runner import METRICS, EvaluationResult
+
+__all__ = ["format_table", "write_report"]
+
+PROTOCOL_NOTES = {
+    "reference": (
+        "RAVE/CLIP-LIT evaluation code: 8-bit images, grey via cv2 RGB2GRAY applied to BGR "
+        "data (channels swapped), cv2.PSNR (range 255), skimage SSIM (7x7 uniform window, "
+        "data_range = enhanced max - min), LPIPS-Alex at short side 1024 with ImageNet "
+        "mean/std input"
+    ),
+    "standard": (
+        "PSNR on RGB (range 1) and BT.601 Y (range 255); SSIM with Gaussian window sigma 1.5 "
+        "on RGB and Y; LPIPS-Alex v0.1 with [-1, 1] input at native size"
+    ),
+    "no-reference": "NIQE (LIVE MATLAB model, 8-bit grey); BRISQUE when available",
+    "exposure": (
+        "BT.709 luma of gamma-encoded RGB; clipped = share of pixels with max channel >= "
+        "0.99; shadow lift = luma change over the input's darkest half (luma <= median)"
+    ),
+}
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "-"
+        if math.isinf(value):
+            return "inf"
+        return f"{value:.4f}" if abs(value) < 10 else f"{value:.2f}"
+    return str(value)
+
+
+def format_table(result: EvaluationResult) -> str:
+    """The per-method mean scores as a plain-text table (one row per method)."""
+    summary = result.summary()
+    header = ["method", "n", *(METRICS[m].label for m in result.metrics)]
+    rows = [
+        [method, str(int(values["n_images"])), *(_fmt(values[m]) for m in result.metrics)]
+        for method, values in summary.items()
+    ]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        for row in [header, *rows]
+    ]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _csv_bytes(header: list[str], rows: list[list[Any]]) -> bytes:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    for row in rows:
+        writer.writerow(["" if isinstance(v, float) and math.isnan(v) else v for v in row])
+    return buffer.getvalue().encode()
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def write_report(
+    result: EvaluationResult,
+    out_dir: str | Path,
+    *,
+    protocol: str = "both",
+    max_report_images: int = 100,
+    thumbnail_size: int = 256,
+) -> dict[str, Path]:
+    """Write the CSV, JSON and HTML files; returns their paths by kind."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = result.summary()
+    paths = {
+        "metrics": out / "metrics.csv",
+        "per_image": out / "per_image.csv",
+        "summary": out / "summary.json",
+        "report": out / "report.html",
+        "grid": out / "grid.jpg",
+    }
+    _atomic_write(
+        paths["metrics"],
+        _csv_bytes(
+            ["method", "n_images", *result.metrics],
+            [[m, int(v["n_images"]), *(v[k] for k in result.metrics)] for m, v in summary.items()],
+        ),
+    )
+    extra = ["path", "reference", "input"]
+    _atomic_write(
+        paths["per_image"],
+        _csv_bytes(
+            ["method", "image", *result.metrics, *extra],
+            [
+                [r["method"], r["image"], *(r.get(k, math.nan) for k in result.metrics)]
+                + [r.get(k, "") for k in extra]
+                for r in result.records
+            ],
+        ),
+    )
+    document = {
+        "protocol": protocol,
+        "definitions": PROTOCOL_NOTES,
+        "metrics": {
+            m: {
+                "label": METRICS[m].label,
+                "higher_is_better": METRICS[m].higher_is_better,
+                "group": METRICS[m].group,
+            }
+            for m in result.metrics
+        },
+        "summary": summary,
+        "notes": result.notes,
+        "errors": result.errors,
+    }
+    _atomic_write(paths["summary"], json.dumps(_json_safe(document), indent=2).encode())
+    rows = _grid_rows(result)[:max_report_images]
+    thumbs = _Thumbnails(thumbnail_size)
+    _atomic_write(paths["report"], _html(result, summary, rows, thumbs, protocol).encode())
+    _atomic_write(paths["grid"], _grid_jpeg(result, rows[:12], thumbs))
+    return paths
+
+
+def _primary_metric(result: EvaluationResult) -> str | None:
+    for name in ("psnr_ref", "psnr", "niqe", "mean_luma"):
+        if name in result.metrics:
+            return name
+    return None
+
+
+def _grid_rows(result: EvaluationResult) -> list[tuple[str, dict[str, dict[str, Any]]]]:
+    """One row per image stem: method -> record, worst images (by the first method) first."""
+    by_stem: dict[str, dict[str, dict[str, Any]]] = {}
+    for record in result.records:
+        by_stem.setdefault(record["image"], {})[record["method"]] = record
+    primary = _primary_metric(result)
+    methods = [m for m in result.methods() if m != "input"] or result.methods()
+    if primary is None or not methods:
+        return sorted(by_stem.items())
+
+    def badness(item: tuple[str, dict[str, dict[str, Any]]]) -> float:
+        value = item[1].get(methods[0], {}).get(primary)
+        if value is None or math.isnan(value):
+            return -math.inf  # unscored images go last
+        return -value if METRICS[primary].higher_is_better else value
+
+    return sorted(by_stem.items(), key=badness, reverse=True)
+
+
+class _Thumbnails:
+    """JPEG thumbnails of image files, decoded once."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._cache: dict[str, Any] = {}
+
+    def image(self, path: str) -> Any:
+        from PIL import Image
+
+        if path not in self._cache:
+            from rave.evaluation.imread import ImageReadError, read_image
+
+            try:
+                pixels = read_image(path).pixels
+                picture = Image.fromarray(np.round(pixels * 255).astype(np.uint8))
+            except ImageReadError:
+                picture = Image.new("RGB", (self.size, self.size), (128, 0, 0))
+            picture.thumbnail((self.size, self.size))
+            self._cache[path] = picture
+        return self._cache[path]
+
+    def data_uri(self, path: str) -> str:
+        buffer = io.BytesIO()
+        self.image(path).save(buffer, format="JPEG", quality=85)
+        return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def _score_line(record: dict[str, Any], metrics: list[str]) -> str:
+    shown = [m for m in metrics if m in record][:6]
+    return " | ".join(f"{METRICS[m].label}: {_fmt(record[m])}" for m in shown)
+
+
+def _columns(
+    result: EvaluationResult, row: dict[str, dict[str, Any]]
+) -> list[tuple[str, str, str]]:
+    """(title, image path, score text) for each cell of a grid row."""
+    cells: list[tuple[str, str, str]] = []
+    any_record = next(iter(row.values()))
+    if "input" in row:
+        cells.append(("input", row["input"]["path"], _score_line(row["input"], result.metrics)))
+    elif any_record.get("input"):
+        cells.append(("input", any_record["input"], ""))
+    references = [r["reference"] for r in row.values() if r.get("reference")]
+    if references:
+        cells.append(("reference", references[0], ""))
+    for method in result.methods():
+        if method != "input" and method in row:
+            cells.append((method, row[method]["path"], _score_line(row[method], result.metrics)))
+    return cells
+
+
+def _html(
+    result: EvaluationResult,
+    summary: dict[str, dict[str, float]],
+    rows: list[tuple[str, dict[str, dict[str, Any]]]],
+    thumbs: _Thumbnails,
+    protocol: str,
+) -> str:
+    esc = html.escape
+    best: dict[str, float] = {}
+    for name in result.metrics:
+        values = [v[name] for m, v in summary.items() if m != "input" and math.isfinite(v[name])]
+        if values:
+            best[name] = max(values) if METRICS[name].higher_is_better else min(values)
+    head = "".join(
+        f"<th>{esc(METRICS[m].label)} {'&uarr;' if METRICS[m].higher_is_better else '&darr;'}</th>"
+        for m in result.metrics
+    )
+    body = ""
+    for method, values in summary.items():
+        cells = "".join(
+            f"<td><b>{_fmt(values[m])}</b></td>"
+            if best.get(m) == values[m] and method != "input"
+            else f"<td>{_fmt(values[m])}</td>"
+            for m in result.metrics
+        )
+        body += f"<tr><td>{esc(method)}</td><td>{int(values['n_images'])}</td>{cells}</tr>"
+    grid = ""
+    for stem, row in rows:
+        figures = "".join(
+            f"<figure><img src='{thumbs.data_uri(path)}' alt='{esc(title)}'>"
+            f"<figcaption><b>{esc(title)}</b><br>{esc(scores)}</figcaption></figure>"
+            for title, path, scores in _columns(result, row)
+        )
+        grid += f"<h3>{esc(stem)}</h3><div class='row'>{figures}</div>"
+    lists = ""
+    for title, items in (("Notes", result.notes), ("Errors", result.errors)):
+        if items:
+            lists += (
+                f"<h2>{title}</h2><ul>" + "".join(f"<li>{esc(i)}</li>" for i in items) + "</ul>"
+            )
+    definitions = "".join(f"<li><b>{esc(k)}</b>: {esc(v)}</li>" for k, v in PROTOCOL_NOTES.items())
+    primary = _primary_metric(result)
+    order = f"worst {METRICS[primary].label} of the first method first" if primary else "by name"
+    return f"""<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>rave evaluate</title>
+<style>
+body {{ font-family: sans-serif; margin: 1.5em; }}
+table {{ border-collapse: collapse; }} td, th {{ border: 1px solid #ccc; padding: 3px 8px; }}
+.row {{ display: flex; gap: 8px; flex-wrap: wrap; }}
+figure {{ margin: 0; width: {thumbs.size}px; }} figure img {{ max-width: 100%; }}
+figcaption {{ font-size: 11px; }}
+</style></head><body>
+<h1>rave evaluate</h1>
+<p>Protocol: {esc(protocol)}. Means over images; the best method per column in bold.</p>
+<table><tr><th>method</th><th>n</th>{head}</tr>{body}</table>
+<h2>Definitions</h2><ul>{definitions}</ul>
+{lists}
+<h2>Images ({esc(order)})</h2>
+{grid}
+</body></html>
+"""
+
+
+def _grid_jpeg(
+    result: EvaluationResult,
+    rows: list[tuple[str, dict[str, dict[str, Any]]]],
+    thumbs: _Thumbnails,
+) -> bytes:
+    from PIL import Image, ImageDraw
+
+    layout = [_columns(result, row) for _, row in rows]
+    columns = max((len(cells) for cells in layout), default=1)
+    cell, caption = thumbs.size, 28
+    heights = [
+        max((thumbs.image(path).height for _, path, _ in cells), default=cell) + caption
+        for cells in layout
+    ]
+    canvas = Image.new("RGB", (columns * cell, max(1, sum(heights))), "white")
+    draw = ImageDraw.Draw(canvas)
+    top = 0
+    for (stem, _), cells, height in zip(rows, layout, heights, strict=True):
+        for c, (title, path, scores) in enumerate(cells):
+            picture = thumbs.image(path)
+            canvas.paste(picture, (c * cell + (cell - picture.width) // 2, top))
+            first = scores.split(" | ")[0] if scores else ""
+            draw.text((c * cell + 4, top + height - caption + 2), f"{stem}: {title}", fill="black")
+            draw.text((c * cell + 4, top + height - caption + 14), first, fill="black")
+        top += height
+    buffer = io.BytesIO()
+    canvas.save(buffer, format="JPEG", quality=85)
+    return buffer.getvalue()

@@ -1,0 +1,365 @@
+"""Score folders of images: paired (matched by file stem) and no-reference, several methods.
+
+:func:`evaluate_folders` returns an :class:`EvaluationResult` holding one record per
+(method, image) and the problems met on the way. A file that cannot be scored is reported in
+one line and the rest of the batch carries on.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rave.evaluation.imread import IMAGE_SUFFIXES, ImageReadError, LoadedImage, read_image
+
+__all__ = [
+    "METRICS",
+    "EvaluationError",
+    "EvaluationResult",
+    "MetricInfo",
+    "evaluate_folders",
+    "list_images",
+    "match_stems",
+]
+
+logger = logging.getLogger(__name__)
+
+PROTOCOLS = ("reference", "standard", "both")
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    """How to show a metric: label, which direction is better, and which protocol it follows."""
+
+    label: str
+    higher_is_better: bool
+    group: str  # "reference", "standard", "no-reference" or "exposure"
+
+
+# Column name -> description, in display order.
+METRICS: dict[str, MetricInfo] = {
+    "psnr_ref": MetricInfo("PSNR ref (dB)", True, "reference"),
+    "ssim_ref": MetricInfo("SSIM ref", True, "reference"),
+    "lpips_ref": MetricInfo("LPIPS ref", False, "reference"),
+    "psnr": MetricInfo("PSNR RGB (dB)", True, "standard"),
+    "psnr_y": MetricInfo("PSNR Y (dB)", True, "standard"),
+    "ssim": MetricInfo("SSIM RGB", True, "standard"),
+    "ssim_y": MetricInfo("SSIM Y", True, "standard"),
+    "lpips": MetricInfo("LPIPS", False, "standard"),
+    "niqe": MetricInfo("NIQE", False, "no-reference"),
+    "brisque": MetricInfo("BRISQUE", False, "no-reference"),
+    "mean_luma": MetricInfo("mean luma", True, "exposure"),
+    "p10_luma": MetricInfo("p10 luma", True, "exposure"),
+    "clipped": MetricInfo("clipped", False, "exposure"),
+    "shadow_mean_lift": MetricInfo("shadow lift (mean)", True, "exposure"),
+    "shadow_p10_lift": MetricInfo("shadow lift (p10)", True, "exposure"),
+}
+
+
+class EvaluationError(Exception):
+    """A problem that stops the whole evaluation (empty folder, unmatched files...)."""
+
+
+@dataclass
+class EvaluationResult:
+    """Scores of one or several methods.
+
+    Attributes:
+        records: one dict per (method, image): ``method``, ``image`` (file stem), ``path``,
+            ``reference`` / ``input`` paths when known, and one float per computed metric.
+        metrics: metric column names present in ``records``, in display order.
+        errors: one line per file that could not be scored.
+        notes: one line per caveat (metric unavailable, resizing, grey files...).
+    """
+
+    records: list[dict[str, Any]] = field(default_factory=list)
+    metrics: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def methods(self) -> list[str]:
+        """Method names in the order they were given."""
+        return list(dict.fromkeys(record["method"] for record in self.records))
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        """Per method: ``n_images`` and the mean of each metric over its finite values."""
+        table: dict[str, dict[str, float]] = {}
+        for method in self.methods():
+            rows = [r for r in self.records if r["method"] == method]
+            entry: dict[str, float] = {"n_images": float(len(rows))}
+            for name in self.metrics:
+                values = [r[name] for r in rows if name in r and math.isfinite(r[name])]
+                entry[name] = float(np.mean(values)) if values else math.nan
+            table[method] = entry
+        return table
+
+
+def list_images(folder: str | Path) -> dict[str, Path]:
+    """Image files of a folder (not recursive), keyed by file stem.
+
+    Raises:
+        EvaluationError: not a folder, no image in it, or two images share a stem.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise EvaluationError(f"{folder}: not a folder")
+    images: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
+            continue
+        if path.stem in images:
+            raise EvaluationError(
+                f"{folder}: two images share the stem {path.stem!r} "
+                f"({images[path.stem].name}, {path.name}); keep one"
+            )
+        images[path.stem] = path
+    if not images:
+        suffixes = ", ".join(sorted(IMAGE_SUFFIXES))
+        raise EvaluationError(f"{folder}: no images found (looked for {suffixes})")
+    return images
+
+
+def match_stems(
+    pred: Mapping[str, Path], reference: Mapping[str, Path], *, skip_unmatched: bool = False
+) -> tuple[list[str], list[str]]:
+    """Stems present in both folders, plus one note per unmatched file when skipping.
+
+    Raises:
+        EvaluationError: some files have no partner and ``skip_unmatched`` is false; the
+            message lists them.
+    """
+    common = [stem for stem in pred if stem in reference]
+    unmatched = [str(pred[s]) for s in pred if s not in reference] + [
+        str(reference[s]) for s in reference if s not in pred
+    ]
+    if not common:
+        raise EvaluationError(
+            "no prediction matches a reference image by file stem; unmatched: "
+            + ", ".join(unmatched[:20])
+            + (" ..." if len(unmatched) > 20 else "")
+        )
+    if unmatched and not skip_unmatched:
+        listed = ", ".join(unmatched[:20]) + (
+            f" (and {len(unmatched) - 20} more)" if len(unmatched) > 20 else ""
+        )
+        raise EvaluationError(
+            f"{len(unmatched)} file(s) have no partner with the same stem: {listed} "
+            "(use --skip-unmatched to score the matched pairs only)"
+        )
+    return common, [f"{path}: no partner with the same stem, skipped" for path in unmatched]
+
+
+def _resize_to(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    import cv2
+
+    shrinking = height * width < image.shape[0] * image.shape[1]
+    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC
+    resized = cv2.resize(image, (width, height), interpolation=interpolation)
+    return np.clip(resized, 0.0, 1.0)
+
+
+@dataclass
+class _Scorers:
+    """Which metrics to compute, with the loaded models they need."""
+
+    protocol: str = "both"
+    lpips_model: Any | None = None
+    no_reference: bool = True
+    brisque_available: bool = False
+
+    def paired(self, pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
+        from rave.evaluation import paired, perceptual
+
+        scores: dict[str, float] = {}
+        if self.protocol in ("reference", "both"):
+            scores["psnr_ref"] = paired.psnr_reference(pred, target)
+            scores["ssim_ref"] = paired.ssim_reference(pred, target)
+            if self.lpips_model is not None:
+                scores["lpips_ref"] = perceptual.lpips_reference(
+                    pred, target, model=self.lpips_model
+                )
+        if self.protocol in ("standard", "both"):
+            scores["psnr"] = paired.psnr(pred, target)
+            scores["psnr_y"] = paired.psnr_y(pred, target)
+            scores["ssim"] = paired.ssim(pred, target)
+            scores["ssim_y"] = paired.ssim_y(pred, target)
+            if self.lpips_model is not None:
+                scores["lpips"] = perceptual.lpips(pred, target, model=self.lpips_model)
+        return scores
+
+    def unpaired(self, image: np.ndarray, source: Path, notes: list[str]) -> dict[str, float]:
+        from rave.evaluation.exposure import exposure_stats
+        from rave.evaluation.niqe import niqe
+
+        scores: dict[str, float] = {}
+        if self.no_reference:
+            try:
+                scores["niqe"] = niqe(image)
+            except ValueError as error:
+                notes.append(f"{source}: NIQE skipped ({error})")
+            if self.brisque_available:
+                from rave.evaluation.brisque import brisque
+
+                try:
+                    scores["brisque"] = brisque(image)
+                except ValueError as error:
+                    notes.append(f"{source}: BRISQUE skipped ({error})")
+        stats = exposure_stats(image)
+        scores.update(mean_luma=stats.mean_luma, p10_luma=stats.p10_luma, clipped=stats.clipped)
+        return scores
+
+
+def _read(path: Path, cache: dict[Path, LoadedImage]) -> LoadedImage:
+    if path not in cache:
+        cache.clear()  # keep at most one decoded reference/input around
+        cache[path] = read_image(path)
+    return cache[path]
+
+
+def evaluate_folders(
+    methods: Mapping[str, str | Path],
+    *,
+    reference: str | Path | None = None,
+    inputs: str | Path | None = None,
+    protocol: str = "both",
+    use_lpips: bool = True,
+    lpips_model: Any | None = None,
+    no_reference: bool = True,
+    resize: bool = False,
+    skip_unmatched: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> EvaluationResult:
+    """Score each method's folder of enhanced images.
+
+    Args:
+        methods: method name -> folder of its enhanced images.
+        reference: folder of ground-truth images, matched by file stem (paired metrics).
+        inputs: folder of the original inputs, matched by stem (shadow lift); its images are
+            also scored as a method named ``"input"`` with the no-reference metrics.
+        protocol: ``"reference"``, ``"standard"`` or ``"both"`` (paired metrics only).
+        use_lpips: compute LPIPS when its weights are available (else a note says why not).
+        lpips_model: an ``lpips.LPIPS`` module to use instead of loading one.
+        no_reference: compute NIQE (and BRISQUE when available); exposure statistics are
+            always computed.
+        resize: resize a prediction to its reference's size when they differ (else that pair
+            is an error).
+        skip_unmatched: score the matched files only instead of failing on unmatched ones.
+        progress: called with each file path before it is scored.
+
+    Raises:
+        EvaluationError: an empty folder, unmatched files (unless skipped), bad protocol.
+    """
+    if protocol not in PROTOCOLS:
+        raise EvaluationError(f"unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
+    result = EvaluationResult()
+    scorers = _Scorers(protocol=protocol, no_reference=no_reference)
+    if reference is not None and use_lpips:
+        from rave.evaluation.perceptual import MetricUnavailableError, load_lpips
+
+        try:
+            scorers.lpips_model = lpips_model if lpips_model is not None else load_lpips()
+        except MetricUnavailableError as error:
+            result.notes.append(str(error))
+    if no_reference:
+        from rave.evaluation.brisque import brisque_unavailable_reason
+
+        reason = brisque_unavailable_reason()
+        scorers.brisque_available = reason is None
+        if reason is not None:
+            result.notes.append(reason)
+
+    folders = {name: list_images(folder) for name, folder in methods.items()}
+    references = list_images(reference) if reference is not None else None
+    input_images = list_images(inputs) if inputs is not None else None
+    cache: dict[Path, LoadedImage] = {}
+
+    if input_images is not None:
+        for stem, path in input_images.items():
+            if progress is not None:
+                progress(str(path))
+            try:
+                image = read_image(path)
+            except ImageReadError as error:
+                result.errors.append(str(error))
+                continue
+            record: dict[str, Any] = {"method": "input", "image": stem, "path": str(path)}
+            record.update(scorers.unpaired(image.pixels, path, result.notes))
+            result.records.append(record)
+
+    for name, images in folders.items():
+        stems = list(images)
+        if references is not None:
+            stems, notes = match_stems(images, references, skip_unmatched=skip_unmatched)
+            result.notes.extend(notes)
+        for stem in stems:
+            path = images[stem]
+            if progress is not None:
+                progress(str(path))
+            record = _score_one(
+                name, stem, path, references, input_images, scorers, resize, cache, result
+            )
+            if record is not None:
+                result.records.append(record)
+
+    present = {key for record in result.records for key in record}
+    result.metrics = [name for name in METRICS if name in present]
+    return result
+
+
+def _score_one(
+    method: str,
+    stem: str,
+    path: Path,
+    references: Mapping[str, Path] | None,
+    inputs: Mapping[str, Path] | None,
+    scorers: _Scorers,
+    resize: bool,
+    cache: dict[Path, LoadedImage],
+    result: EvaluationResult,
+) -> dict[str, Any] | None:
+    from rave.evaluation.exposure import shadow_lift
+
+    record: dict[str, Any] = {"method": method, "image": stem, "path": str(path)}
+    try:
+        pred = read_image(path)
+        pixels = pred.pixels
+        if references is not None:
+            target = read_image(references[stem])
+            record["reference"] = str(references[stem])
+            if pixels.shape != target.pixels.shape:
+                if not resize:
+                    h, w = pixels.shape[:2]
+                    th, tw = target.pixels.shape[:2]
+                    raise ValueError(
+                        f"size {w}x{h} differs from reference {references[stem].name} "
+                        f"({tw}x{th}); use --resize to resize predictions"
+                    )
+                pixels = _resize_to(pixels, *target.pixels.shape[:2])
+                result.notes.append(f"{path}: resized to its reference's size")
+            if pred.channels != target.channels:
+                result.notes.append(
+                    f"{path}: grey and colour files compared (grey replicated to 3 channels)"
+                )
+            record.update(scorers.paired(pixels, target.pixels))
+        record.update(scorers.unpaired(pixels, path, result.notes))
+        if inputs is not None and stem in inputs:
+            source = _read(inputs[stem], cache)
+            record["input"] = str(inputs[stem])
+            if source.pixels.shape == pixels.shape:
+                lift = shadow_lift(source.pixels, pixels)
+                record["shadow_mean_lift"] = lift.mean_lift
+                record["shadow_p10_lift"] = lift.p10_lift
+            else:
+                result.notes.append(f"{path}: size differs from its input, no shadow lift")
+    except (ImageReadError, ValueError) as error:
+        message = str(error) if isinstance(error, ImageReadError) else f"{path}: {error}"
+        result.errors.append(message)
+        logger.warning("%s", message)
+        return None
+    return record
