@@ -22,8 +22,8 @@ from __future__ import annotations
 import os
 import shutil
 from importlib import resources
-from importlib.resources.abc import Traversable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -53,6 +53,9 @@ from rave.zoo.registry import (
     get_model_info,
     model_names,
 )
+
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
 
 __all__ = [
     "DEFAULT_MODEL",

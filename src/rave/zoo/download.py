@@ -16,7 +16,7 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from urllib.error import URLError
+from urllib.error import HTTPError, URLError
 from urllib.request import Request, urlopen
 
 from tqdm.auto import tqdm
@@ -170,7 +170,9 @@ def fetch(info: ModelInfo, *, download: bool = True, progress: bool = True) -> P
     try:
         return download_file(info.url, path, info.sha256, progress=progress)
     except (URLError, OSError, http.client.HTTPException) as err:
-        reason = f"download failed: {getattr(err, 'reason', None) or err}"
+        # HTTPError's str has the status code; other URLErrors wrap the socket error
+        detail = err if isinstance(err, HTTPError) else getattr(err, "reason", None) or err
+        reason = f"download failed: {detail}"
         raise ModelUnavailableError(_not_available_message(info, path, reason)) from err
 
 
