@@ -192,8 +192,8 @@ def test_every_name_loads_strictly_from_the_cache(
 def test_named_model_reproduces_the_reference_light_map(
     golden_dir: Path, checkpoints_dir: Path, isolated_model_cache: Path
 ) -> None:
-    # One golden case end to end by name (the network's own tests cover every golden file):
-    # the special entry whose upstream file name differs from its cache stem.
+    # One golden case end to end by name (each costs seconds on a shared 2-core CPU): the
+    # entry whose upstream file name (enhancement_model.pth) differs from its cache stem.
     data = np.load(golden_dir / "clip_lit_original__41_301x197.npz")
     name = {v: k for k, v in NAME_TO_FILE.items()}[f"{data['checkpoint']}.pth"]
     _populate_cache(isolated_model_cache, checkpoints_dir, [name])
