@@ -232,6 +232,7 @@ def read_photo(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PI
     except UnidentifiedImageError:
         raise PhotoError(path, "not an image file, or a format Pillow cannot read") from None
     except Image.DecompressionBombError as err:
+        # Pillow's own guard (PIL.Image.MAX_IMAGE_PIXELS) fires at twice its limit.
         raise PhotoError(path, f"refused as a possible decompression bomb ({err})") from None
     except PermissionError:
         raise PhotoError(path, "permission denied") from None
@@ -244,8 +245,8 @@ def read_photo(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PI
             raise PhotoError(
                 path,
                 f"{width}x{height} is {width * height / 1e6:.1f} MP, over the "
-                f"{max_pixels / 1e6:.1f} MP limit (decompression-bomb guard; raise the "
-                "pixel limit if the file is trusted)",
+                f"{max_pixels / 1e6:.1f} MP limit (refused as a possible decompression bomb; "
+                "raise the pixel limit if the file is trusted)",
             )
         format_name = _NATIVE_FORMATS.get(image.format or "", "png")
         if image.format not in _NATIVE_FORMATS:

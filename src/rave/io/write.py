@@ -111,7 +111,9 @@ def _write_pillow(
     elif fmt == "webp":
         options.update(quality=quality, method=4)
     elif fmt == "tif":
-        options.update(compression="tiff_deflate")
+        # Uncompressed: Pillow's libtiff-based compressed writer cannot store the EXIF
+        # sub-IFD (camera settings), its own uncompressed writer can.
+        options.update(compression=None)
     try:
         image.save(stream, format=FORMATS[fmt][0], **options)
     except ValueError as err:
