@@ -121,7 +121,8 @@ def shift_residual(
 
     Args:
         rv: a :class:`rave.guidance.residual.ResidualVector`.
-        encoder: the CLIP encoder the residual was computed with (its text tower is used).
+        encoder: the CLIP encoder the residual was computed with (its text tower is used);
+            may be None when ``vocab`` is given.
         top_k: tokens at each end of the vocabulary ranking (15 in the paper).
         vocab: precomputed vocabulary embeddings (else computed or read from the cache).
         vocab_limit: use only the first ``vocab_limit`` tokens (quick looks and tests).
@@ -130,8 +131,11 @@ def shift_residual(
     Returns:
         a copy of ``rv`` with the shifted residual and its recomputed threshold.
     """
-    _check_encoder(rv, encoder)
+    if encoder is not None:
+        _check_encoder(rv, encoder)
     if vocab is None:
+        if encoder is None:
+            raise ValueError("shift_residual needs an encoder or precomputed vocabulary embeddings")
         vocab = vocab_embeddings(encoder, limit=vocab_limit, progress=progress)
     u = bias_direction(rv.residual.float().cpu(), vocab.embeddings, top_k)
     shifted = project_out(rv.residual.float().cpu(), u)

@@ -1,0 +1,173 @@
+"""Reading directions through CLIP's vocabulary: encoding, caching, ranking, plots, CLI."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from _tiny_clip import register_tiny_clip
+from click.testing import CliRunner
+
+from rave.guidance import interpret
+from rave.guidance.interpret import (
+    VocabEmbeddings,
+    display_token,
+    plot_ranking,
+    rank_tokens,
+    vocab_embeddings,
+)
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory: pytest.TempPathFactory):
+    from rave.encoders import create_encoder
+
+    torch.manual_seed(0)
+    return create_encoder(register_tiny_clip(tmp_path_factory.mktemp("clip_cfg")))
+
+
+def test_vocab_embeddings_match_library_encoding(tiny_clip) -> None:
+    vocab = vocab_embeddings(tiny_clip, limit=40, use_cache=False)
+    assert len(vocab.tokens) == 40 and vocab.embeddings.shape == (40, tiny_clip.embed_dim)
+    decoder = tiny_clip.tokenizer.decoder
+    assert vocab.tokens == [decoder[i] for i in range(40)]
+    # reference: OpenCLIP's encode_text on the padded 77-token sequences [start, t, end, 0...]
+    ids = torch.zeros(40, 77, dtype=torch.long)
+    ids[:, 0] = tiny_clip.tokenizer.sot_token_id
+    ids[:, 1] = torch.arange(40)
+    ids[:, 2] = tiny_clip.tokenizer.eot_token_id
+    with torch.no_grad():
+        expected = F.normalize(tiny_clip.model.encode_text(ids), dim=-1)
+    assert torch.allclose(vocab.embeddings, expected, atol=1e-5)
+
+
+def test_vocab_cache_is_used_and_keyed_by_weights(tiny_clip, monkeypatch) -> None:
+    assert "RAVE_HOME" in os.environ  # the suite's isolated cache
+    first = vocab_embeddings(tiny_clip, limit=30)
+    files = list(interpret.cache_dir().glob("*.safetensors"))
+    assert len(files) == 1 and tiny_clip.name.replace(":", "_").split("@")[0] in files[0].name
+
+    def fail(*args, **kwargs):
+        raise AssertionError("the cache should have been used")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(interpret, "_encode_token_ids", fail)
+        second = vocab_embeddings(tiny_clip, limit=30)
+    assert torch.equal(first.embeddings, second.embeddings)
+
+    # other weights under the same name must not reuse the cache
+    with torch.no_grad():
+        tiny_clip.model.token_embedding.weight.add_(0.1)
+    try:
+        third = vocab_embeddings(tiny_clip, limit=30)
+    finally:
+        with torch.no_grad():
+            tiny_clip.model.token_embedding.weight.sub_(0.1)
+    assert not torch.allclose(third.embeddings, first.embeddings)
+    assert len(list(interpret.cache_dir().glob("*.safetensors"))) == 2
+
+
+def test_rank_tokens_closed_form() -> None:
+    embeddings = torch.eye(6)
+    vocab = VocabEmbeddings([f"w{i}</w>" for i in range(6)], embeddings)
+    direction = torch.tensor([3.0, 2.0, 1.0, 0.0, -1.0, -2.0])
+    ranking = rank_tokens(direction, vocab, top_k=2)
+    norm = direction.norm().item()
+    assert [t for t, _ in ranking.most] == ["w0</w>", "w1</w>"]
+    assert [t for t, _ in ranking.least] == ["w5</w>", "w4</w>"]
+    assert ranking.most[0][1] == pytest.approx(3.0 / norm)
+    assert ranking.least[0][1] == pytest.approx(-2.0 / norm)
+    with pytest.raises(ValueError, match="does not match"):
+        rank_tokens(torch.ones(5), vocab)
+
+
+def test_display_token() -> None:
+    assert display_token("sunset</w>") == "sunset"
+    assert display_token("sun") == "sun-"
+    assert display_token("<start_of_text>") == "<start_of_text>"
+
+
+def test_plot_ranking_writes_png(tmp_path: Path) -> None:
+    vocab = VocabEmbeddings([f"w{i}</w>" for i in range(6)], torch.eye(6))
+    ranking = rank_tokens(torch.arange(6.0) - 2.5, vocab, top_k=3)
+    path = tmp_path / "sub" / "bars.png"
+    plot_ranking(ranking, path, title="test")
+    assert path.read_bytes()[:8] == PNG_SIGNATURE
+    assert [p.name for p in path.parent.iterdir()] == ["bars.png"]  # no temporary left
+
+
+@pytest.mark.slow
+def test_random_vit_b32_returns_k_valid_tokens_each_way() -> None:
+    """The real architecture of the paper (random weights: no download is possible here)."""
+    from rave.encoders import create_encoder
+
+    encoder = create_encoder("clip:ViT-B-32@random")
+    vocab = vocab_embeddings(encoder, limit=300, use_cache=False)
+    direction = torch.randn(encoder.embed_dim, generator=torch.Generator().manual_seed(0))
+    ranking = rank_tokens(direction, vocab, top_k=7)
+    valid = set(encoder.tokenizer.decoder.values())
+    for side in (ranking.most, ranking.least):
+        assert len(side) == 7
+        assert all(token in valid for token, _ in side)
+    most = [s for _, s in ranking.most]
+    least = [s for _, s in ranking.least]
+    assert most == sorted(most, reverse=True) and least == sorted(least)
+    assert min(most) >= max(least)
+    assert not {t for t, _ in ranking.most} & {t for t, _ in ranking.least}
+
+
+def _residual_file(encoder, path: Path) -> None:
+    from rave.guidance.residual import ResidualVector, save_residual
+
+    v_w = F.normalize(torch.randn(encoder.embed_dim), dim=0)
+    v_b = F.normalize(torch.randn(encoder.embed_dim), dim=0)
+    r = F.normalize(v_w - v_b, dim=0)
+    rv = ResidualVector(r, float(v_w @ r), v_w, v_b, encoder.name, 1, 1, 0, "0" * 64, "now")
+    save_residual(rv, path)
+
+
+def test_interpret_cli_residual_and_prompts(tiny_clip, tmp_path: Path) -> None:
+    from rave.cli import main
+    from rave.training.methods.clip_lit import save_prompt_features
+
+    residual = tmp_path / "r.pt"
+    _residual_file(tiny_clip, residual)
+    plot = tmp_path / "bars.png"
+    result = CliRunner().invoke(
+        main, ["interpret", str(residual), "--top", "4", "--vocab-limit", "200", "--plot", str(plot)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "residual vector" in result.output
+    assert len([line for line in result.output.splitlines() if line[:3].strip().isdigit()]) == 4
+    assert plot.read_bytes()[:8] == PNG_SIGNATURE
+
+    prompts = tmp_path / "prompts.safetensors"
+    features = F.normalize(torch.randn(2, tiny_clip.embed_dim), dim=1)
+    save_prompt_features(prompts, features, tiny_clip.name, "clip-lit-latent")
+    result = CliRunner().invoke(main, ["interpret", str(prompts), "--vocab-limit", "200"])
+    assert result.exit_code == 0, result.output
+    assert "positive - negative" in result.output
+
+    wrong = CliRunner().invoke(
+        main, ["interpret", str(residual), "--encoder", "clip:ViT-B-32@openai"]
+    )
+    assert wrong.exit_code != 0 and "space of" in wrong.output
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a file")
+    bad = CliRunner().invoke(main, ["interpret", str(junk)])
+    assert bad.exit_code != 0 and "junk.pt" in bad.output
+
+
+def test_interpret_cli_refuses_image_only_encoder(tmp_path: Path) -> None:
+    from rave.cli import main
+    from rave.training.methods.clip_lit import save_prompt_features
+
+    prompts = tmp_path / "prompts.safetensors"
+    save_prompt_features(prompts, torch.eye(2, 1280), "effnet-lite0", "clip-lit-latent")
+    result = CliRunner().invoke(main, ["interpret", str(prompts)])
+    assert result.exit_code != 0 and "no text encoder" in result.output
