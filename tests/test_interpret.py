@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from _tiny_clip import register_tiny_clip
 from click.testing import CliRunner
 
+from _tiny_clip import register_tiny_clip
 from rave.guidance import interpret
 from rave.guidance.interpret import (
     VocabEmbeddings,
@@ -138,9 +138,8 @@ def test_interpret_cli_residual_and_prompts(tiny_clip, tmp_path: Path) -> None:
     residual = tmp_path / "r.pt"
     _residual_file(tiny_clip, residual)
     plot = tmp_path / "bars.png"
-    result = CliRunner().invoke(
-        main, ["interpret", str(residual), "--top", "4", "--vocab-limit", "200", "--plot", str(plot)]
-    )
+    args = ["interpret", str(residual), "--top", "4", "--vocab-limit", "200"]
+    result = CliRunner().invoke(main, [*args, "--plot", str(plot)])
     assert result.exit_code == 0, result.output
     assert "residual vector" in result.output
     assert len([line for line in result.output.splitlines() if line[:3].strip().isdigit()]) == 4

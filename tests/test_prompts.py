@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from _tiny_clip import register_tiny_clip
 
+from _tiny_clip import register_tiny_clip
 from rave.guidance.prompts import (
     LatentPromptPair,
     TextPromptPair,

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from _tiny_clip import register_tiny_clip
 from click.testing import CliRunner
 
+from _tiny_clip import register_tiny_clip
 from rave.guidance.interpret import VocabEmbeddings
 from rave.guidance.residual import ResidualVector, load_residual, save_residual
 from rave.guidance.shift import bias_direction, project_out, remove_concepts, shift_residual
