@@ -6,11 +6,15 @@ checkpoints in ../shared by replacing the URL opener.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import hashlib
 import io
 import logging
 import re
 import shutil
+import threading
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.error import HTTPError, URLError
 
@@ -271,6 +275,29 @@ def test_first_use_downloads_verifies_and_then_reuses(
 
     zoo.load_enhancer("clip-lit")
     assert opened == [info.url]  # second use: from the cache, no network
+
+
+def test_download_over_a_real_local_http_server(
+    online: None, checkpoints_dir: Path, isolated_model_cache: Path
+) -> None:
+    """The real urlopen path (headers, streaming), against a server on localhost."""
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+    handler = functools.partial(Quiet, directory=str(checkpoints_dir))
+    with ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            url = f"http://127.0.0.1:{server.server_address[1]}/rave_unpaired.pth"
+            info = dataclasses.replace(zoo.get_model_info("rave-unpaired"), url=url)
+            path = zoo.fetch(info, progress=False)
+        finally:
+            server.shutdown()
+    assert path == isolated_model_cache / "rave_unpaired-21fb4300.pth"
+    assert path.read_bytes() == (checkpoints_dir / "rave_unpaired.pth").read_bytes()
 
 
 def test_wrong_hash_download_raises_and_leaves_nothing(
