@@ -12,7 +12,7 @@ import argparse
 import os
 import sys
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps
@@ -70,29 +70,33 @@ def _readable(path: Path) -> bool:
         return False
 
 
-def before_after_grid(
-    rows: list[tuple[Image.Image, Image.Image]],
-    *,
-    labels: tuple[str, str] = ("before", "after"),
-) -> Image.Image:
-    """One RGB image: a label row, then ``before | after`` for each row of equal-height images."""
-    if not rows:
-        raise ValueError("no rows to draw")
-    row_height = rows[0][0].height
-    col_w = max(max(a.width, b.width) for a, b in rows)
-    width = 2 * col_w + 3 * GAP
-    height = LABEL_HEIGHT + len(rows) * (row_height + GAP) + GAP
-    canvas = Image.new("RGB", (width, height), "white")
+def image_grid(rows: Sequence[Sequence[Image.Image]], labels: Sequence[str]) -> Image.Image:
+    """One RGB image: a row of column labels, then one row of images per entry of ``rows``.
+
+    Each image is centred in its column; the columns are as wide as their widest image.
+
+    Args:
+        rows: rows of images, each row as long as ``labels``; images of one row share a
+            height (rows may differ).
+        labels: column titles.
+    """
+    if not rows or any(len(row) != len(labels) for row in rows):
+        raise ValueError(f"need at least one row of {len(labels)} images")
+    col_w = [max(row[c].width for row in rows) for c in range(len(labels))]
+    heights = [max(im.height for im in row) for row in rows]
+    width = sum(col_w) + (len(labels) + 1) * GAP
+    canvas = Image.new("RGB", (width, LABEL_HEIGHT + sum(heights) + len(rows) * GAP + GAP), "white")
     draw = ImageDraw.Draw(canvas)
     font = ImageFont.load_default(size=20)
-    for col, text in enumerate(labels):
-        x0 = GAP + col * (col_w + GAP)
-        draw.text((x0 + col_w // 2, LABEL_HEIGHT // 2), text, fill="black", font=font, anchor="mm")
-    for r, (a, b) in enumerate(rows):
-        y = LABEL_HEIGHT + r * (row_height + GAP)
-        for col, im in enumerate((a, b)):
-            x0 = GAP + col * (col_w + GAP) + (col_w - im.width) // 2
-            canvas.paste(im, (x0, y))
+    x_left = [GAP + sum(col_w[:c]) + c * GAP for c in range(len(labels))]
+    for c, text in enumerate(labels):
+        centre = (x_left[c] + col_w[c] // 2, LABEL_HEIGHT // 2)
+        draw.text(centre, text, fill="black", font=font, anchor="mm")
+    y = LABEL_HEIGHT
+    for row, height in zip(rows, heights, strict=True):
+        for c, im in enumerate(row):
+            canvas.paste(im, (x_left[c] + (col_w[c] - im.width) // 2, y))
+        y += height + GAP
     return canvas
 
 
@@ -120,7 +124,7 @@ def main(argv: Iterable[str] | None = None) -> int:
     if not rows:
         print("error: no readable pair of photos", file=sys.stderr)
         return 1
-    grid = before_after_grid(rows)
+    grid = image_grid(rows, ("before", "after"))
     args.output.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".before_after.", suffix=args.output.suffix or ".png",
                                dir=args.output.parent)  # fmt: skip

@@ -187,3 +187,47 @@ def test_before_after_grid_layout(tmp_path: Path) -> None:
     arr = np.asarray(grid.convert("L"))
     y = ba.LABEL_HEIGHT + 16
     assert arr[y, ba.GAP + 32] < 10 and arr[y, 2 * ba.GAP + 64 + 32] > 245
+
+
+def test_exposure_stats_closed_form() -> None:
+    ev = _load_script("evaluate_default")
+    before = np.empty((4, 8, 3), np.float32)
+    before[:, :4] = 0.1  # the darkest half
+    before[:, 4:] = 0.8
+    after = np.minimum(before * 2, 1.0)
+    stats = ev.exposure_stats(before, after)
+    assert stats["mean_lift"] == pytest.approx(0.1)
+    assert stats["p10_lift"] == pytest.approx(0.1)
+    assert stats["dark_mean_after"] == pytest.approx(0.2)
+    assert stats["clipped_before"] == 0.0 and stats["clipped_after"] == 0.5
+
+
+def test_evaluate_writes_table_csv_and_grid(tmp_path: Path) -> None:
+    ev = _load_script("evaluate_default")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("a.png", "b.png"):
+        Image.fromarray(np.full((20, 30, 3), 40, np.uint8)).save(photos / name)
+    (photos / "c.png").write_bytes(b"broken")
+    files, notes = ev.heldout_photos(None, photos)
+    assert [p.name for p in files] == ["a.png", "b.png", "c.png"] and not notes
+    models = [ev.Model("identity", lambda x: x), ev.Model("double", lambda x: np.minimum(2 * x, 1))]
+    logged: list[str] = []
+    rows, table = ev.evaluate(files, models, tmp_path / "out", grid_height=16, log=logged.append)
+    assert len(rows) == 4 and any("c.png: unreadable" in line for line in logged)
+    doubled = [r for r in rows if r["model"] == "double"]
+    assert all(r["mean_lift"] == pytest.approx(40 / 255) for r in doubled)
+    assert "| double |" in table
+    assert (tmp_path / "out" / "results.md").read_text().count("| identity |") == 1
+    assert len((tmp_path / "out" / "per_image.csv").read_text().splitlines()) == 5
+    grid = Image.open(tmp_path / "out" / "grid.png")
+    assert grid.height == 28 + 2 * (16 + 6) + 6  # label row + two photo rows
+
+
+def test_evaluate_reference_model_runs(checkpoints_dir: Path) -> None:
+    ev = _load_script("evaluate_default")
+    model = ev.load_model(str(checkpoints_dir / "rave_unpaired.pth"), label="rave-unpaired")
+    image = np.random.default_rng(0).random((24, 40, 3), dtype=np.float32) * 0.3
+    out = model.run(image)
+    assert out.shape == image.shape and out.min() >= 0.0 and out.max() <= 1.0
+    assert ev.exposure_stats(image, out)["mean_lift"] > 0  # it brightens dark input
