@@ -31,7 +31,7 @@ LPIPS_HOWTO = (
     "LPIPS not available offline: the AlexNet backbone weights "
     f"({ALEXNET_WEIGHTS_FILE}) are not in the torch hub cache; on a machine with internet run "
     "python -c \"import torchvision; torchvision.models.alexnet(weights='DEFAULT')\" "
-    "and copy the file into <torch hub dir>/checkpoints/"
+    "and copy the file to {path}"
 )
 
 # ImageNet statistics used by the reference evaluation instead of LPIPS's own [-1, 1] input.
@@ -70,7 +70,7 @@ def load_lpips(*, pretrained_backbone: bool = True) -> Any:
             "LPIPS not available: the 'lpips' package is not installed (pip install lpips)"
         ) from error
     if pretrained_backbone and not alexnet_weights_path().is_file():
-        raise MetricUnavailableError(LPIPS_HOWTO)
+        raise MetricUnavailableError(LPIPS_HOWTO.format(path=alexnet_weights_path()))
     import warnings
 
     with warnings.catch_warnings():
