@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from rave.encoders.base import ImageEncoder, center_crop_resize
+from rave.io import PhotoError
 
 __all__ = [
     "ResidualVector",
@@ -82,10 +83,10 @@ class ResidualVector:
 
 
 def read_image(path: str | Path) -> Tensor:
-    """Read an image file as RGB.
+    """Read an image file as upright RGB, through the project's photo reader.
 
-    Pillow reads it (EXIF orientation applied, grey/palette/alpha converted to RGB); files
-    with 16 bits per channel go through OpenCV, because Pillow reduces 16-bit RGB to 8 bits.
+    :func:`rave.io.read_photo` applies the EXIF orientation and decodes 16-bit PNG/TIFF at
+    full depth (via OpenCV); here grey is replicated to RGB and alpha dropped.
 
     Args:
         path: an image file.
@@ -94,26 +95,17 @@ def read_image(path: str | Path) -> Tensor:
         ``(3, H, W)`` float32 in [0, 1].
 
     Raises:
-        OSError: if the file cannot be opened or decoded as an image (Pillow's
-            ``UnidentifiedImageError`` is an ``OSError``).
+        rave.io.PhotoError: one line naming the file, if it is not a readable image.
     """
-    from PIL import Image, ImageOps
+    from rave.io import read_photo
 
-    with Image.open(path) as im:
-        rawmodes = [
-            str(tile.args[0] if isinstance(tile.args, tuple) else tile.args) for tile in im.tile
-        ]
-        if im.mode.startswith("I") or any(";16" in mode for mode in rawmodes):
-            import cv2
-
-            # IMREAD_COLOR applies the EXIF orientation, as exif_transpose does for Pillow.
-            bgr = cv2.imread(str(path), cv2.IMREAD_ANYDEPTH | cv2.IMREAD_COLOR)
-            if bgr is None:
-                raise OSError(f"OpenCV cannot decode the 16-bit image {path}")
-            scale = 65535.0 if bgr.dtype == np.uint16 else 255.0
-            array = bgr[..., ::-1].astype(np.float32) / scale
-        else:
-            array = np.asarray(ImageOps.exif_transpose(im).convert("RGB"), np.float32) / 255.0
+    pixels = read_photo(path).pixels
+    scale = 65535.0 if pixels.dtype == np.uint16 else 255.0
+    if pixels.ndim == 2:
+        pixels = pixels[:, :, None]
+    if pixels.shape[2] in (1, 2):  # grey, grey + alpha
+        pixels = np.repeat(pixels[:, :, :1], 3, axis=2)
+    array = pixels[:, :, :3].astype(np.float32) / scale
     return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)
 
 
@@ -156,9 +148,9 @@ def _embed_folder(
     for path in tqdm(files, desc=f"{label} images", unit="img", disable=not progress):
         try:
             image = read_image(path)
-        except Exception as err:  # decoders raise many types (OSError, ValueError, bomb errors)
+        except PhotoError as err:  # its message is one line naming the file and the problem
             skipped += 1
-            logger.warning("skipped %s: not a readable image (%s)", path, err)
+            logger.warning("skipped %s", err)
             continue
         # Crop each image to the encoder's input on its own, so images of any size batch up.
         batch.append(center_crop_resize(image[None], encoder.input_size)[0])
@@ -236,6 +228,11 @@ def compute_residual(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if Path(backlit_dir).resolve() == Path(well_lit_dir).resolve():
+        raise ValueError(
+            f"the backlit and well-lit folders are the same ({backlit_dir}): the residual "
+            "vector would be undefined"
+        )
     device = torch.device(device)
     if isinstance(encoder, str):
         from rave.encoders import create_encoder

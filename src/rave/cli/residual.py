@@ -1,0 +1,105 @@
+"""``rave residual``: compute RAVE's residual vector from a backlit and a well-lit folder."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import click
+
+__all__ = ["residual_command"]
+
+
+@click.command("residual")
+@click.option(
+    "--backlit",
+    "backlit_dir",
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Folder of backlit images.",
+)
+@click.option(
+    "--well-lit",
+    "well_lit_dir",
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Folder of well-lit images.",
+)
+@click.option(
+    "--encoder",
+    "encoder_name",
+    default="clip:ViT-B-32",
+    show_default=True,
+    help="Guidance encoder: clip:ARCH[@TAG] (TAG: pretrained tag, weights file, or random) "
+    "or effnet-lite0 (works offline). Training must use the same one.",
+)
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Output file (.pt), readable with torch.load(weights_only=True).",
+)
+@click.option("--batch-size", default=16, show_default=True, type=click.IntRange(min=1))
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N, mps.")
+@click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def residual_command(
+    backlit_dir: Path,
+    well_lit_dir: Path,
+    encoder_name: str,
+    output: Path,
+    batch_size: int,
+    device: str,
+    overwrite: bool,
+    quiet: bool,
+) -> None:
+    """Compute the residual vector r = normalize(v_well_lit - v_backlit) and save it.
+
+    Every image directly inside each folder is embedded (centre crop, as CLIP's standard
+    preprocessing); files that are not readable images are skipped with a warning.
+    An existing OUTPUT is kept unless --overwrite is given.
+    """
+    if output.exists() and not overwrite:
+        raise click.ClickException(f"{output} exists; pass --overwrite to replace it")
+    if not output.parent.is_dir():
+        raise click.ClickException(f"output folder {output.parent} does not exist")
+    # Warnings of the library (skipped files, weak estimates) go to stderr, one line each.
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("warning: %(message)s"))
+    lib_logger = logging.getLogger("rave.guidance")
+    lib_logger.addHandler(handler)
+    lib_logger.setLevel(logging.WARNING)
+
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from rave.cli._options import resolve_device
+    from rave.encoders import create_encoder
+    from rave.guidance.residual import compute_residual, save_residual
+
+    torch_device = resolve_device(device)
+    try:
+        encoder = create_encoder(encoder_name, device=torch_device)
+        # Route warnings through tqdm so that they do not break a progress bar mid-line.
+        with logging_redirect_tqdm(loggers=[lib_logger]):
+            rv = compute_residual(
+                backlit_dir,
+                well_lit_dir,
+                encoder,
+                batch_size=batch_size,
+                device=torch_device,
+                progress=not quiet,
+            )
+        save_residual(rv, output, overwrite=overwrite)
+    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as err:
+        raise click.ClickException(str(err)) from None
+    finally:
+        lib_logger.removeHandler(handler)
+
+    click.echo(f"encoder          {rv.encoder} ({rv.residual.numel()}-d)")
+    click.echo(f"backlit images   {rv.num_backlit}  ({backlit_dir})")
+    click.echo(f"well-lit images  {rv.num_well_lit}  ({well_lit_dir})")
+    click.echo(f"skipped files    {rv.num_skipped}")
+    click.echo(f"threshold        {rv.threshold:.6f}  (v_w . r)")
+    click.echo(f"cos(v_w, v_b)    {rv.cos_means:.6f}")
+    click.echo(f"saved            {output}")
