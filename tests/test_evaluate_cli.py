@@ -1,0 +1,234 @@
+"""``rave evaluate`` end to end on tiny folders, plus the evaluator's image reader."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from rave.cli import main
+from rave.evaluation.imread import ImageReadError, read_image
+from rave.evaluation.runner import evaluate_folders
+
+SIZE = (120, 200)  # H, W: NIQE needs two 96x96 blocks
+
+
+def _photo(seed: int) -> np.ndarray:
+    from skimage.data import astronaut
+
+    y, x = 40 + 30 * seed, 60 + 20 * seed
+    return (
+        30 + astronaut()[y : y + SIZE[0], x : x + SIZE[1]].astype(np.int32) * 180 // 255
+    ).astype(np.uint8)
+
+
+def _save(folder: Path, name: str, image: np.ndarray) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    Image.fromarray(image).save(path)
+    return path
+
+
+@pytest.fixture
+def dataset(tmp_path: Path) -> dict[str, Path]:
+    """gt/, a/ (gt + 4 levels), b/ (gt + 8 levels), inputs/ (darkened gt); stems s0, s1."""
+    folders = {name: tmp_path / name for name in ("gt", "a", "b", "inputs")}
+    for seed in range(2):
+        gt = _photo(seed)
+        _save(folders["gt"], f"s{seed}.png", gt)
+        _save(folders["a"], f"s{seed}.png", gt + np.uint8(4))
+        _save(folders["b"], f"s{seed}.png", gt + np.uint8(8))
+        _save(folders["inputs"], f"s{seed}.png", (gt // 3).astype(np.uint8))
+    return folders
+
+
+def _run(*args: str) -> object:
+    return CliRunner().invoke(main, ["evaluate", *args], catch_exceptions=False)
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open() as stream:
+        return list(csv.DictReader(stream))
+
+
+def test_paired_comparison_writes_all_outputs(dataset, tmp_path) -> None:
+    out = tmp_path / "out"
+    result = _run(
+        "--pred", str(dataset["a"]), "--pred", str(dataset["b"]),
+        "--name", "plus4", "--name", "plus8",
+        "--gt", str(dataset["gt"]), "--input", str(dataset["inputs"]),
+        "--no-lpips", "--out", str(out),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "plus4" in result.output and "PSNR ref" in result.output
+    assert {p.name for p in out.iterdir()} >= {
+        "metrics.csv", "per_image.csv", "summary.json", "report.html", "grid.jpg",
+    }  # fmt: skip
+    summary = {row["method"]: row for row in _rows(out / "metrics.csv")}
+    assert set(summary) == {"input", "plus4", "plus8"}
+    # Constant offsets of 4 and 8 levels on every channel: closed-form PSNR (no clipping).
+    for name, offset in (("plus4", 4), ("plus8", 8)):
+        expected = 20 * math.log10(255 / offset)
+        assert float(summary[name]["psnr"]) == pytest.approx(expected, abs=1e-6)
+        assert float(summary[name]["psnr_ref"]) == pytest.approx(expected, abs=1e-6)
+        assert float(summary[name]["shadow_mean_lift"]) > 0
+    per_image = _rows(out / "per_image.csv")
+    assert len(per_image) == 6
+    assert all(row["niqe"] for row in per_image)
+    document = json.loads((out / "summary.json").read_text())
+    assert document["summary"]["plus4"]["n_images"] == 2
+    assert "reference" in document["definitions"]
+    html = (out / "report.html").read_text()
+    assert html.count("<figure>") == 2 * 4  # input, reference, two methods per image
+    assert "data:image/jpeg;base64," in html
+
+
+def test_unmatched_files_are_listed(dataset) -> None:
+    _save(dataset["a"], "extra.png", _photo(0))
+    result = _run("--pred", str(dataset["a"]), "--gt", str(dataset["gt"]), "--no-lpips")
+    assert result.exit_code != 0
+    assert "extra.png" in result.output and "--skip-unmatched" in result.output
+    result = _run(
+        "--pred", str(dataset["a"]), "--gt", str(dataset["gt"]), "--no-lpips", "--skip-unmatched"
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "extra.png: no partner" in result.output
+
+
+def test_size_mismatch_is_an_error_for_that_file_unless_resizing(dataset) -> None:
+    _save(dataset["a"], "s1.png", _photo(1)[:, :150])
+    result = _run("--pred", str(dataset["a"]), "--gt", str(dataset["gt"]), "--no-lpips", "--no-nr")
+    assert result.exit_code == 1
+    assert "s1.png" in result.output and "150x120" in result.output and "--resize" in result.output
+    assert "plus" not in result.output and " 1 " in result.output  # s0 still scored
+    result = _run(
+        "--pred", str(dataset["a"]), "--gt", str(dataset["gt"]), "--no-lpips", "--no-nr",
+        "--resize",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "resized" in result.output
+
+
+def test_grey_and_16_bit_predictions(dataset, tmp_path) -> None:
+    pred = tmp_path / "mixed"
+    pred.mkdir()
+    gt0, gt1 = _photo(0), _photo(1)
+    # s0: 16-bit PNG holding exactly the 8-bit values (v * 257) -> identical to gt.
+    cv2.imwrite(str(pred / "s0.png"), np.ascontiguousarray(gt0[..., ::-1]).astype(np.uint16) * 257)
+    # s1: a grey file against a colour reference.
+    _save(pred, "s1.png", gt1[..., 1])
+    out = tmp_path / "out"
+    result = _run("--pred", str(pred), "--gt", str(dataset["gt"]), "--no-lpips", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert "grey and colour" in result.output
+    rows = {row["image"]: row for row in _rows(out / "per_image.csv")}
+    assert rows["s0"]["psnr"] == "inf"
+    assert float(rows["s0"]["ssim"]) == pytest.approx(1.0)
+    assert float(rows["s1"]["psnr"]) < 40
+
+
+def test_no_reference_mode(dataset) -> None:
+    result = _run("--pred", str(dataset["a"]))
+    assert result.exit_code == 0, result.output
+    assert "NIQE" in result.output and "PSNR" not in result.output
+    assert "BRISQUE not available" in result.output
+
+
+def test_empty_folder_and_bad_files(tmp_path, dataset) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = _run("--pred", str(empty))
+    assert result.exit_code != 0
+    assert "no images found" in result.output and str(empty) in result.output
+    (dataset["a"] / "s1.png").write_bytes(b"not an image")
+    result = _run("--pred", str(dataset["a"]), "--gt", str(dataset["gt"]), "--no-lpips", "--no-nr")
+    assert result.exit_code == 1
+    assert "s1.png: cannot decode image" in result.output
+
+
+def test_usage_errors(dataset) -> None:
+    assert _run().exit_code == 2
+    assert "--model needs --input" in _run("--model", "x").output
+    result = _run("--pred", str(dataset["a"]), "--name", "x", "--name", "y")
+    assert result.exit_code == 2 and "--name given 2 times" in result.output
+
+
+def test_models_are_run_then_evaluated(dataset, tmp_path) -> None:
+    torch = pytest.importorskip("torch")
+    try:
+        from rave.network.enhancer import EnhancementNet
+        from rave.zoo import load_enhancer  # noqa: F401
+    except ImportError as error:
+        pytest.skip(f"model zoo not importable: {error}")
+    torch.manual_seed(0)
+    checkpoint = tmp_path / "random.pth"
+    torch.save(EnhancementNet().state_dict(), checkpoint)
+    out = tmp_path / "out"
+    result = _run(
+        "--input", str(dataset["inputs"]), "--model", str(checkpoint), "--no-nr",
+        "--out", str(out),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    enhanced = sorted((out / "enhanced").glob("*/*.png"))
+    assert [p.name for p in enhanced] == ["s0.png", "s1.png"]
+    methods = {row["method"] for row in _rows(out / "metrics.csv")}
+    assert methods == {"input", str(checkpoint)}
+
+
+def test_lpips_columns_with_a_random_backbone(dataset) -> None:
+    from rave.evaluation import perceptual
+
+    model = perceptual.load_lpips(pretrained_backbone=False)
+    result = evaluate_folders(
+        {"a": dataset["a"]},
+        reference=dataset["gt"],
+        protocol="standard",
+        lpips_model=model,
+        no_reference=False,
+    )
+    assert result.metrics[:5] == ["psnr", "psnr_y", "ssim", "ssim_y", "lpips"]
+    assert all(record["lpips"] > 0 for record in result.records)
+
+
+# --- the reader ---------------------------------------------------------------------------
+
+
+def test_reader_16_bit_png_keeps_depth_and_rgb_order(tmp_path) -> None:
+    rgb16 = np.zeros((4, 5, 3), np.uint16)
+    rgb16[..., 0] = 65535  # red
+    rgb16[0, 0, 2] = 1000
+    path = tmp_path / "x.png"
+    cv2.imwrite(str(path), np.ascontiguousarray(rgb16[..., ::-1]))
+    image = read_image(path)
+    assert image.bit_depth == 16 and image.channels == 3
+    assert image.pixels.dtype == np.float32 and image.pixels.shape == (4, 5, 3)
+    assert image.pixels[1, 1].tolist() == [1.0, 0.0, 0.0]
+    assert image.pixels[0, 0, 2] == pytest.approx(1000 / 65535)
+
+
+def test_reader_grey_and_exif_orientation(tmp_path) -> None:
+    grey = np.arange(12, dtype=np.uint8).reshape(3, 4) * 20
+    Image.fromarray(grey).save(tmp_path / "g.png")
+    image = read_image(tmp_path / "g.png")
+    assert image.channels == 1 and image.bit_depth == 8
+    np.testing.assert_allclose(image.pixels[..., 2], grey / 255.0, atol=1e-7)
+    # Orientation 6: stored landscape, displayed rotated 90 degrees clockwise.
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(np.zeros((10, 30, 3), np.uint8)).save(tmp_path / "r.jpg", exif=exif)
+    assert read_image(tmp_path / "r.jpg").pixels.shape == (30, 10, 3)
+
+
+def test_reader_errors_name_the_file(tmp_path) -> None:
+    with pytest.raises(ImageReadError, match=r"missing\.png: no such file"):
+        read_image(tmp_path / "missing.png")
+    (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8 broken")
+    with pytest.raises(ImageReadError, match=r"bad\.jpg: cannot decode"):
+        read_image(tmp_path / "bad.jpg")
