@@ -1,0 +1,203 @@
+"""``rave.enhance``: every input kind comes back as the same kind, with the right pixels.
+
+The reference is the network applied directly to the whole float image
+(``apply_light_map(x, net(x))``), quantised here with ``round(x * 255)`` or
+``round(x * 65535)``; integer results may differ from it by one code where float rounding
+of the tiled engine lands on the other side of a half.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import rave
+from rave import api
+from rave.network.checkpoint import build_enhancer, extract_state_dict, load_checkpoint_file
+from rave.network.enhancer import EnhancementNet, apply_light_map
+
+H, W = 30, 40
+
+
+@pytest.fixture(scope="module")
+def checkpoint(checkpoints_dir: Path) -> Path:
+    path = checkpoints_dir / "rave_unpaired.pth"
+    if not path.is_file():
+        pytest.skip(f"{path} not found")
+    return path
+
+
+@pytest.fixture(scope="module")
+def net(checkpoint: Path) -> EnhancementNet:
+    return build_enhancer(extract_state_dict(load_checkpoint_file(checkpoint)))
+
+
+@pytest.fixture(autouse=True)
+def empty_model_cache():
+    api.clear_model_cache()
+    yield
+    api.clear_model_cache()
+
+
+def _dim_rgb(seed: int = 0) -> np.ndarray:
+    """A dim, smooth-plus-noise photo in [0, 1], (H, W, 3) float64."""
+    rng = np.random.default_rng(seed)
+    ramp = np.linspace(0.05, 0.4, W)[None, :, None] * np.linspace(0.5, 1.0, H)[:, None, None]
+    return np.clip(ramp * [1.0, 0.8, 0.6] + rng.normal(0, 0.02, (H, W, 3)), 0, 1)
+
+
+@torch.no_grad()
+def _reference(net: EnhancementNet, unit_rgb: np.ndarray) -> np.ndarray:
+    """Whole-image float result for (H, W, 3) pixels in [0, 1]."""
+    x = torch.from_numpy(np.ascontiguousarray(unit_rgb, dtype=np.float32)).permute(2, 0, 1)[None]
+    return apply_light_map(x, net(x))[0].permute(1, 2, 0).numpy().astype(np.float64)
+
+
+def _assert_quantised(result: np.ndarray, reference: np.ndarray, levels: int) -> None:
+    expected = np.round(reference * levels)
+    difference = np.abs(result.astype(np.float64) - expected)
+    assert difference.max() <= 1
+    assert (difference > 0).mean() < 0.01
+
+
+def test_uint8_array_matches_reference(net: EnhancementNet) -> None:
+    pixels = np.round(_dim_rgb() * 255).astype(np.uint8)
+    result = rave.enhance(pixels, net)
+    assert result.dtype == np.uint8 and result.shape == pixels.shape
+    _assert_quantised(result, _reference(net, pixels / 255), 255)
+    assert result.mean() > pixels.mean() + 10  # it does brighten a dim photo
+
+
+def test_uint16_array_keeps_16_bit_precision(net: EnhancementNet) -> None:
+    pixels = np.round(_dim_rgb(1) * 65535).astype(np.uint16)
+    result = rave.enhance(pixels, net)
+    assert result.dtype == np.uint16 and result.shape == pixels.shape
+    reference = _reference(net, pixels / 65535)
+    _assert_quantised(result, reference, 65535)
+    # Not computed through 8 bits: far from every 8-bit-quantised result.
+    via_8_bit = np.round(np.round(reference * 255) * 257)
+    assert np.abs(result - via_8_bit).max() > 50
+    assert not np.all(result % 257 == 0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_float_array_keeps_dtype(net: EnhancementNet, dtype: type) -> None:
+    pixels = _dim_rgb(2).astype(dtype)
+    result = rave.enhance(pixels, net)
+    assert result.dtype == dtype
+    np.testing.assert_allclose(result, _reference(net, pixels), atol=1e-5)
+
+
+def test_grey_array_enhanced_as_grey(net: EnhancementNet) -> None:
+    grey = np.round(_dim_rgb(3)[:, :, 1] * 255).astype(np.uint8)
+    result = rave.enhance(grey, net)
+    assert result.shape == (H, W) and result.dtype == np.uint8
+    reference = _reference(net, np.repeat(grey[:, :, None], 3, axis=2) / 255)
+    assert np.abs(reference[:, :, 0] - reference[:, :, 2]).max() < 1e-6  # grey stays grey
+    _assert_quantised(result, reference[:, :, 0], 255)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_alpha_passes_through_untouched(net: EnhancementNet, dtype: type) -> None:
+    top = np.iinfo(dtype).max
+    rgb = np.round(_dim_rgb(4) * top).astype(dtype)
+    alpha = np.random.default_rng(5).integers(0, top + 1, (H, W, 1)).astype(dtype)
+    result = rave.enhance(np.dstack([rgb, alpha]), net)
+    assert result.shape == (H, W, 4) and result.dtype == dtype
+    np.testing.assert_array_equal(result[:, :, 3:], alpha)
+    np.testing.assert_array_equal(result[:, :, :3], rave.enhance(rgb, net))
+
+
+def test_grey_alpha_array(net: EnhancementNet) -> None:
+    la = np.round(_dim_rgb(6)[:, :, :2] * 255).astype(np.uint8)
+    result = rave.enhance(la, net)
+    assert result.shape == (H, W, 2)
+    np.testing.assert_array_equal(result[:, :, 1], la[:, :, 1])
+    np.testing.assert_array_equal(result[:, :, 0], rave.enhance(la[:, :, 0], net))
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "LA", "I;16", "CMYK", "1"])
+def test_pil_image_keeps_mode_and_size(net: EnhancementNet, mode: str) -> None:
+    rgb = Image.fromarray(np.round(_dim_rgb(7) * 255).astype(np.uint8))
+    image = (
+        Image.fromarray(np.round(_dim_rgb(7)[:, :, 0] * 65535).astype(np.uint16))
+        if mode == "I;16"
+        else rgb.convert(mode)
+    )
+    result = rave.enhance(image, net)
+    assert isinstance(result, Image.Image)
+    assert result.mode == mode and result.size == (W, H)
+
+
+def test_pil_rgb_equals_array_path_and_keeps_icc(net: EnhancementNet) -> None:
+    pixels = np.round(_dim_rgb(8) * 255).astype(np.uint8)
+    image = Image.fromarray(pixels)
+    image.info["icc_profile"] = b"fake profile bytes"
+    result = rave.enhance(image, net)
+    np.testing.assert_array_equal(np.asarray(result), rave.enhance(pixels, net))
+    assert result.info["icc_profile"] == b"fake profile bytes"
+
+
+def test_pil_16_bit_grey_keeps_16_bits(net: EnhancementNet) -> None:
+    grey = np.round(_dim_rgb(9)[:, :, 0] * 65535).astype(np.uint16)
+    result = np.asarray(rave.enhance(Image.fromarray(grey), net))
+    assert result.dtype == np.uint16
+    np.testing.assert_array_equal(result, rave.enhance(grey, net))
+
+
+def test_pil_palette_comes_back_as_rgb(net: EnhancementNet) -> None:
+    image = Image.fromarray(np.round(_dim_rgb(10) * 255).astype(np.uint8)).convert("P")
+    assert rave.enhance(image, net).mode == "RGB"
+
+
+def test_tensor_shapes_dtype_and_values(net: EnhancementNet) -> None:
+    batch = torch.from_numpy(np.stack([_dim_rgb(11), _dim_rgb(12)])).permute(0, 3, 1, 2)
+    batch = batch.float().contiguous()
+    result = rave.enhance(batch, net)
+    assert result.shape == batch.shape and result.dtype == torch.float32
+    reference = np.stack([_reference(net, _dim_rgb(11)), _reference(net, _dim_rgb(12))])
+    np.testing.assert_allclose(result.permute(0, 2, 3, 1).numpy(), reference, atol=1e-5)
+    single = rave.enhance(batch[1].double(), net)
+    assert single.shape == (3, H, W) and single.dtype == torch.float64
+    np.testing.assert_allclose(single.numpy(), result[1].numpy(), atol=1e-5)
+
+
+def test_bad_inputs_raise(net: EnhancementNet) -> None:
+    with pytest.raises(ValueError, match="float"):
+        rave.enhance(torch.zeros(3, H, W, dtype=torch.uint8), net)
+    with pytest.raises(ValueError, match=r"\(3, H, W\)"):
+        rave.enhance(torch.zeros(1, H, W), net)
+    with pytest.raises(ValueError, match="uint8, uint16 or float"):
+        rave.enhance(np.zeros((H, W, 3), np.int32), net)
+    with pytest.raises(TypeError, match="PIL image, numpy array or torch tensor"):
+        rave.enhance([[0.5]], net)  # type: ignore[call-overload]
+
+
+def test_model_loaded_once_per_name_and_device(checkpoint: Path, monkeypatch) -> None:
+    import rave.zoo
+
+    calls: list[tuple[str, str]] = []
+    real_loader = rave.zoo.load_enhancer
+
+    def counting_loader(name_or_path, *, device="cpu"):
+        calls.append((str(name_or_path), str(device)))
+        return real_loader(name_or_path, device=device)
+
+    monkeypatch.setattr(rave.zoo, "load_enhancer", counting_loader)
+    pixels = np.round(_dim_rgb(13) * 255).astype(np.uint8)
+    first = rave.enhance(pixels, str(checkpoint))
+    second = rave.enhance(pixels, checkpoint, device="cpu")
+    np.testing.assert_array_equal(first, second)
+    assert len(calls) == 1
+
+
+def test_default_model_missing_names_the_fix(monkeypatch) -> None:
+    import rave.zoo
+
+    monkeypatch.setattr(rave.zoo, "builtin_weights_path", lambda: None)
+    with pytest.raises(rave.zoo.ZooError, match="--model"):
+        rave.enhance(np.zeros((H, W, 3), np.uint8))
