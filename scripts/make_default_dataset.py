@@ -56,8 +56,8 @@ HELDOUT_DICM: tuple[str, ...] = (
 )  # fmt: skip
 HELDOUT_LIME: tuple[str, ...] = ("2.bmp", "7.bmp")
 
-SKIMAGE_LICENCE = "see skimage.data docstring"
-MPL_SAMPLE = "matplotlib sample data"
+# DICM (Lee et al., 2012) and LIME (Guo et al., 2017) ship without a licence statement.
+BACKLIT_LICENCE = "not stated (research benchmark; not redistributed)"
 DEB_JXL = "/usr/share/libjxl-testdata"
 DEB_OCV = "/usr/share/doc/opencv-doc/examples"
 
@@ -365,7 +365,7 @@ def build_dataset(
             save_png_atomic(im, out_dir / split / f"{name}.png")
             records[split].append(
                 {"file": f"{name}.png", "source": f"{path.parent.name} ({path.name})",
-                 "licence": "benchmark test set (see data card)", "size": list(im.size),
+                 "licence": BACKLIT_LICENCE, "size": list(im.size),
                  "sha256_original": _sha256(path)}
             )  # fmt: skip
 
