@@ -237,7 +237,7 @@ def read_photo(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PI
     except PermissionError:
         raise PhotoError(path, "permission denied") from None
     except (OSError, SyntaxError, ValueError) as err:
-        raise PhotoError(path, f"corrupt image header ({_describe(err)})") from None
+        raise PhotoError(path, f"corrupt or truncated image ({_describe(err)})") from None
 
     with image:
         width, height = image.size
@@ -279,7 +279,7 @@ def read_photo(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PI
         except MemoryError:
             raise PhotoError(path, "not enough memory to decode the image") from None
         except (OSError, SyntaxError, ValueError, EOFError) as err:
-            raise PhotoError(path, f"corrupt or truncated image data ({_describe(err)})") from None
+            raise PhotoError(path, f"corrupt or truncated image ({_describe(err)})") from None
 
     if pixels.ndim == 3 and pixels.shape[2] == 1:
         pixels = pixels[:, :, 0]
