@@ -65,9 +65,8 @@ def save_checkpoint(payload: dict[str, Any], path: Path) -> None:
 class MetricsCSV:
     """Append-only CSV of logged metrics, one row per logged iteration.
 
-    The column set is fixed by the first row written (later keys missing from it are
-    dropped, with a warning once). On resume, rows at or after the resumed iteration are
-    removed so that the file matches an uninterrupted run.
+    Columns are the keys of the rows, in order of first appearance. On resume, rows at or
+    after the resumed iteration are removed so that the file matches an uninterrupted run.
 
     Args:
         path: the CSV file.
@@ -78,7 +77,6 @@ class MetricsCSV:
     def __init__(self, path: Path, resume_from: int | None = None) -> None:
         self.path = path
         self.columns: list[str] | None = None
-        self._warned = False
         rows: list[dict[str, str]] = []
         if resume_from is not None and path.is_file():
             with path.open(newline="", encoding="utf-8") as handle:
@@ -99,16 +97,21 @@ class MetricsCSV:
         atomic_write_text(self.path, text.getvalue())
 
     def write(self, row: dict[str, float | int | str]) -> None:
-        """Append one row (the first row also writes the header)."""
+        """Append one row (the first row also writes the header).
+
+        A row with keys not seen before (the guided stage logs other terms than the
+        reconstruction stage) rewrites the file once with the wider header.
+        """
         if self.columns is None:
             self.columns = list(row)
             self._rewrite([])
-        extra = set(row) - set(self.columns)
-        if extra and not self._warned:
-            log.warning("%s: new metric columns %s not recorded", self.path, sorted(extra))
-            self._warned = True
+        new_keys = [k for k in row if k not in self.columns]
+        if new_keys:
+            rows = self.read()
+            self.columns = [*self.columns, *new_keys]
+            self._rewrite(rows)
         with self.path.open("a", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=self.columns, extrasaction="ignore")
+            writer = csv.DictWriter(handle, fieldnames=self.columns)
             writer.writerow({k: _fmt(row.get(k, "")) for k in self.columns})
 
     def read(self) -> list[dict[str, str]]:
@@ -140,21 +143,31 @@ def save_loss_plot(rows: Sequence[dict[str, str]], path: Path, stage_boundary: i
 
     skip = {"iteration", "stage", "round", "lr", "time"}
     keys = [k for k in rows[0] if k not in skip]
-    fig = Figure(figsize=(4 * len(keys) or 4, 3.2), layout="constrained")
+    for row in rows:  # columns added by a later stage
+        keys.extend(k for k in row if k not in skip and k not in keys)
+    # Constrained layout and minor log ticks cost seconds per figure: a fixed layout instead.
+    fig = Figure(figsize=(3.2 * max(1, len(keys)), 2.8))
+    fig.subplots_adjust(left=0.06, right=0.98, bottom=0.16, top=0.88, wspace=0.35)
     axes = fig.subplots(1, max(1, len(keys)), squeeze=False)[0]
     its = np.array([int(r["iteration"]) for r in rows])
     for ax, key in zip(axes, keys, strict=False):
-        values = np.array([float(r[key]) if r.get(key) not in ("", None) else np.nan for r in rows])
+        values = np.array([_float(r.get(key)) for r in rows])
         ax.plot(its, values, lw=1)
-        ax.set_title(key)
-        ax.set_xlabel("iteration")
-        if np.nanmin(np.where(np.isfinite(values), values, np.inf)) > 0:
+        ax.set_title(key, fontsize=9)
+        ax.tick_params(labelsize=7)
+        finite = values[np.isfinite(values)]
+        if finite.size and finite.min() > 0 and finite.max() / finite.min() > 100:
             ax.set_yscale("log")
+            ax.minorticks_off()
         if stage_boundary is not None and its.min() <= stage_boundary <= its.max():
             ax.axvline(stage_boundary, color="grey", ls="--", lw=0.8)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=90)
     atomic_write_bytes(path, buffer.getvalue())
+
+
+def _float(value: str | None) -> float:
+    return float(value) if value not in ("", None) else float("nan")
 
 
 def save_sample_grid(inputs: Tensor, outputs: Tensor, path: Path) -> None:

@@ -160,7 +160,8 @@ class GuidanceMethod(abc.ABC):
         with torch.no_grad():
             feats_in = encoder.features(inputs)
         feats_out = encoder.features(enhanced)
-        scales = getattr(encoder, "feature_scales", None)
+        # an empty tuple (CLIP, as the paper) means raw MSEs
+        scales = tuple(getattr(encoder, "feature_scales", ()) or ()) or None
         return identity_loss(feats_out, feats_in, weights=weights, scales=scales)
 
     @abc.abstractmethod

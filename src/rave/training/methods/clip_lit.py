@@ -40,7 +40,6 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rave.guidance.prompts import (
@@ -211,18 +210,15 @@ def _find_prompt_state(obj: Any, depth: int = 0) -> dict[str, Any] | None:
 
 
 def _read_image(path: Path, size: int) -> Tensor | None:
-    """``(3, size, size)`` float RGB in [0, 1], squashed like the training images; None if bad."""
-    from rave.guidance.residual import read_image
+    """``(3, size, size)`` float RGB in [0, 1], resized as the training images are; None if bad."""
+    # The loop's reader, so prompts see exactly the images the network trains on.
+    from rave.training.data import load_image
 
     try:
-        image = read_image(path)
+        return load_image(path, size).float().div_(255.0)
     except (OSError, ValueError) as err:
-        log.warning("%s: skipped, cannot read the image (%s)", path, err)
+        log.warning("skipped: %s", err)
         return None
-    resized = F.interpolate(
-        image[None], size=(size, size), mode="bicubic", align_corners=False, antialias=True
-    )
-    return resized[0].clamp(0.0, 1.0)
 
 
 class PromptGuidedMethod(GuidanceMethod):
@@ -415,6 +411,7 @@ class PromptGuidedMethod(GuidanceMethod):
             loss.backward()
             optimizer.step()
             self._log_prompt_step("init", 0, iteration, opts.prompt_init_iterations, loss, None)
+        optimizer.zero_grad(set_to_none=True)  # no stale gradients on the frozen prompts
         self._features = None
         accuracy = self._accuracy(embeddings, labels)
         log.info("%s: prompts initialised, training accuracy %.3f", self.name, accuracy)
@@ -452,6 +449,7 @@ class PromptGuidedMethod(GuidanceMethod):
             self._log_prompt_step(
                 "refine", refinement, iteration, opts.refine_iterations, loss, None
             )
+        optimizer.zero_grad(set_to_none=True)
         self._features = None
         log.info(
             "%s: prompts refined after round %d (%d ranking pairs)",

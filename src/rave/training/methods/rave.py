@@ -24,7 +24,7 @@ __all__ = ["RESIDUAL_FILENAME", "RaveMethod"]
 log = logging.getLogger(__name__)
 
 # where a residual computed at the start of a run is saved, inside the run directory
-RESIDUAL_FILENAME = "residual.safetensors"
+RESIDUAL_FILENAME = "residual.pt"
 
 
 class RaveMethod(GuidanceMethod):
@@ -55,11 +55,19 @@ class RaveMethod(GuidanceMethod):
                 len(ctx.well_lit_files),
             )
             # Every rank computes it (deterministic, identical), so no file handshake is needed.
+            if not self.config.well_lit_dir:
+                raise ValueError("rave: set well_lit_dir (or residual: a residual file)")
             rv = residual_module.compute_residual(
-                self.guidance_encoder, ctx.backlit_files, ctx.well_lit_files
+                self.config.backlit_dir,
+                self.config.well_lit_dir,
+                self.guidance_encoder,
+                device=ctx.device,
+                progress=ctx.is_main,
             )
             if ctx.is_main:
-                residual_module.save_residual(rv, ctx.run_dir / RESIDUAL_FILENAME)
+                path = ctx.run_dir / RESIDUAL_FILENAME
+                residual_module.save_residual(rv, path, overwrite=True)
+                log.info("residual vector saved to %s (thr %.4f)", path, rv.threshold)
         self._set(rv.residual, float(rv.threshold), str(rv.encoder))
 
     def _set(self, residual: Tensor, threshold: float, encoder_name: str) -> None:

@@ -1,0 +1,67 @@
+"""``rave train CONFIG.yaml [--resume [PATH]] [--set KEY=VALUE ...]``.
+
+Multi-GPU / multi-node: launch the same command under torchrun, e.g.
+``torchrun --nproc_per_node=4 --no-python rave train CONFIG.yaml``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import click
+
+__all__ = ["train_command"]
+
+
+@click.command(
+    "train",
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog="Keys and defaults: see configs/rave_paper.yaml and rave.training.config.TrainConfig.",
+)
+@click.argument("config_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--resume",
+    is_flag=False,
+    flag_value="last",
+    default=None,
+    metavar="[PATH]",
+    help="Continue a run: from OUTPUT_DIR/last.pt, or from the checkpoint PATH.",
+)
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a config key (value parsed as YAML); repeatable.",
+)
+def train_command(config_file: Path, resume: str | None, overrides: tuple[str, ...]) -> None:
+    """Train an enhancement network from the YAML config CONFIG_FILE."""
+    from rave.training.config import ConfigError, load_config
+
+    rank = int(os.environ.get("RANK", "0"))
+    logging.basicConfig(
+        level=logging.INFO if rank == 0 else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        config = load_config(config_file, overrides)
+    except ConfigError as err:
+        raise click.ClickException(str(err)) from None
+
+    from rave.network import CheckpointError
+    from rave.training.loop import train
+
+    try:
+        result = train(config, resume=resume)
+    except KeyboardInterrupt:
+        if rank == 0:
+            click.echo(f"interrupted; resume with --resume ({config.output_dir}/last.pt)", err=True)
+        raise SystemExit(130) from None
+    except (ConfigError, CheckpointError, FileExistsError, FileNotFoundError, ValueError) as err:
+        raise click.ClickException(str(err)) from None
+    if rank == 0:
+        click.echo(f"done: {result.iterations} iterations", err=True)
+        click.echo(f"best checkpoint: {result.best_checkpoint}")
+        click.echo(f"last checkpoint: {result.last_checkpoint}")

@@ -1,0 +1,91 @@
+"""RAVE's losses against direct numpy computations of METHOD.md's formulas."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from rave.losses import identity_loss, residual_loss
+
+
+def _np_residual_loss(emb: np.ndarray, r: np.ndarray, thr: float) -> float:
+    total = 0.0
+    for e in emb:
+        cos = float(e @ r) / (np.linalg.norm(e) * np.linalg.norm(r))
+        total += (cos - thr) ** 2
+    return total / len(emb)
+
+
+def _np_identity_loss(out, ref, weights, scales=None) -> float:
+    total = 0.0
+    for i in range(out[0].shape[0]):  # summed over the batch
+        for layer, w in enumerate(weights):
+            mse = float(np.mean((out[layer][i] - ref[layer][i]) ** 2))
+            total += w * mse / (1.0 if scales is None else scales[layer])
+    return total
+
+
+def test_residual_loss_matches_numpy() -> None:
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(5, 7))
+    r = rng.normal(size=7)
+    r /= np.linalg.norm(r)
+    got = residual_loss(torch.tensor(emb), torch.tensor(r), 0.3)
+    assert got.item() == pytest.approx(_np_residual_loss(emb, r, 0.3), rel=1e-10)
+
+
+def test_residual_loss_closed_form_cases() -> None:
+    r = torch.tensor([1.0, 0.0, 0.0])
+    # an embedding along r has cos 1; with thr = 1 the loss is zero
+    assert residual_loss(torch.tensor([[2.0, 0.0, 0.0]]), r, 1.0).item() == pytest.approx(0.0)
+    # orthogonal embedding: cos 0, loss thr^2; averaged with the aligned one (loss (1-thr)^2)
+    emb = torch.tensor([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    assert residual_loss(emb, r, 0.25).item() == pytest.approx((0.25**2 + 0.75**2) / 2)
+
+
+def test_residual_loss_gradient_moves_projection_towards_threshold() -> None:
+    r = torch.tensor([1.0, 0.0])
+    emb = torch.tensor([[0.0, 1.0]], requires_grad=True)  # cos 0, below thr 0.5
+    residual_loss(emb, r, 0.5).backward()
+    assert emb.grad is not None and emb.grad[0, 0] < 0  # descent increases the r component
+
+
+def test_residual_loss_rejects_bad_shapes() -> None:
+    with pytest.raises(ValueError, match=r"\(B, D\)"):
+        residual_loss(torch.zeros(2, 3), torch.zeros(4), 0.0)
+
+
+def test_identity_loss_matches_numpy_and_sums_over_batch() -> None:
+    rng = np.random.default_rng(1)
+    shapes = [(3, 4, 6, 6), (3, 5, 3, 3), (3, 2, 2, 2), (3, 3, 1, 1), (3, 6)]
+    out = [rng.normal(size=s) for s in shapes]
+    ref = [rng.normal(size=s) for s in shapes]
+    weights = (1.0, 1.0, 1.0, 1.0, 0.5)
+    got = identity_loss([torch.tensor(a) for a in out], [torch.tensor(a) for a in ref], weights)
+    assert got.item() == pytest.approx(_np_identity_loss(out, ref, weights), rel=1e-6)
+
+    # doubling the batch with copies doubles the loss (sum, not mean, over the batch)
+    out2 = [torch.tensor(np.concatenate([a, a])) for a in out]
+    ref2 = [torch.tensor(np.concatenate([a, a])) for a in ref]
+    assert identity_loss(out2, ref2, weights).item() == pytest.approx(2 * got.item(), rel=1e-6)
+
+
+def test_identity_loss_scales_divide_each_layer() -> None:
+    rng = np.random.default_rng(2)
+    out = [rng.normal(size=(2, 3, 4, 4)) for _ in range(2)]
+    ref = [rng.normal(size=(2, 3, 4, 4)) for _ in range(2)]
+    scales = (4.0, 0.5)
+    got = identity_loss(
+        [torch.tensor(a) for a in out], [torch.tensor(a) for a in ref], (1.0, 2.0), scales
+    )
+    assert got.item() == pytest.approx(_np_identity_loss(out, ref, (1.0, 2.0), scales), rel=1e-6)
+
+
+def test_identity_loss_is_zero_for_identical_features_and_checks_lengths() -> None:
+    feats = [torch.rand(2, 3, 4, 4) for _ in range(5)]
+    assert identity_loss(feats, [f.clone() for f in feats]).item() == 0.0
+    with pytest.raises(ValueError, match="must match"):
+        identity_loss(feats, feats, weights=(1.0, 1.0))
+    with pytest.raises(ValueError, match="layer 1"):
+        identity_loss(feats, [feats[0], torch.rand(2, 3, 5, 5), *feats[2:]])

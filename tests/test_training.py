@@ -1,0 +1,456 @@
+"""The training loop, its config, data pipeline and checkpoints.
+
+Most tests use :class:`TinyEncoder`, a frozen 5-stage conv net, so that a run of a few
+iterations takes well under a second; one test trains with the real EfficientNet-Lite0.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor, nn
+
+from rave.encoders.base import ImageEncoder, ResizeMode
+from rave.network import build_enhancer, extract_state_dict, load_checkpoint_file
+from rave.training.config import ConfigError, TrainConfig, load_config
+from rave.training.data import (
+    AugmentParams,
+    FolderImages,
+    augment,
+    batch_keys,
+    list_images,
+    pair_by_stem,
+)
+from rave.training.methods import get_method, register_method
+from rave.training.methods.rave import RaveMethod
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+class TinyEncoder(ImageEncoder):
+    """A frozen random conv net with 5 feature maps and channel-statistics embeddings."""
+
+    def __init__(self, name: str = "tiny", seed: int = 0) -> None:
+        super().__init__()
+        self.name = name
+        self.input_size = 32
+        torch.manual_seed(seed)
+        channels = [3, 8, 8, 12, 12, 16]
+        self.stages = nn.ModuleList(
+            nn.Conv2d(channels[i], channels[i + 1], 3, stride=1 if i == 0 else 2, padding=1)
+            for i in range(5)
+        )
+        self.embed_dim = 2 * 16
+        self.eval().requires_grad_(False)
+
+    def features(self, images: Tensor) -> list[Tensor]:
+        x = self.preprocess(images, "squash")
+        maps = []
+        for conv in self.stages:
+            x = F.leaky_relu(conv(x), 0.1)
+            maps.append(x)
+        return maps
+
+    def embed(self, images: Tensor, *, resize: ResizeMode = "squash") -> Tensor:
+        x = self.preprocess(images, resize)
+        for conv in self.stages:
+            x = F.leaky_relu(conv(x), 0.1)
+        var, mean = torch.var_mean(x, dim=(2, 3), correction=0)
+        return F.normalize(torch.cat([mean, (var + 1e-6).sqrt()], dim=1), dim=1)
+
+
+def tiny_factory(name: str, device: torch.device) -> ImageEncoder:
+    return TinyEncoder(name, seed=len(name)).to(device)
+
+
+def make_folders(root: Path, n_backlit: int = 6, n_well: int = 5, size: int = 24) -> Path:
+    """Dark (backlit) and bright (well-lit) smooth random images in root/backlit, root/well."""
+    rng = np.random.default_rng(0)
+    for folder, n, gain in (("backlit", n_backlit, 0.25), ("well", n_well, 0.9)):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            base = rng.random((4, 4, 3))
+            img = np.kron(base, np.ones((size // 4, size // 4, 1)))
+            img = np.clip(gain * (0.3 + 0.7 * img) + 0.03 * rng.random(img.shape), 0, 1)
+            Image.fromarray((img * 255).astype(np.uint8)).save(root / folder / f"img{i:02d}.png")
+    return root
+
+
+def tiny_config(root: Path, **overrides) -> TrainConfig:
+    values = dict(
+        backlit_dir=str(root / "backlit"),
+        well_lit_dir=str(root / "well"),
+        guidance_encoder="tiny-guide",
+        identity_encoder="tiny-id",
+        crop_size=16,
+        batch_size=2,
+        iterations=6,
+        reconstruction_iterations=3,
+        round_iterations=2,
+        best_window=2,
+        lr=1e-3,
+        output_dir=str(root / "run"),
+        checkpoint_every=0,
+        sample_every=0,
+        log_every=1,
+        num_samples=2,
+        device="cpu",
+        tensorboard=False,
+        reinit_below_psnr=-1.0,
+    )
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, str]]:
+    with (run_dir / "metrics.csv").open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.fixture()
+def folders(tmp_path: Path) -> Path:
+    return make_folders(tmp_path)
+
+
+# --------------------------------------------------------------------------- config
+def test_config_defaults_are_the_papers() -> None:
+    config = TrainConfig()
+    assert config.method == "rave"
+    assert (config.lr, config.weight_decay, config.batch_size, config.crop_size) == (
+        2e-5,
+        1e-3,
+        8,
+        512,
+    )
+    assert config.reconstruction_iterations == 1000
+    assert config.reconstruction_weight == 25
+    assert config.residual_weight == 6 * 16 * 20
+    assert config.identity_weight == 0.9 * 25
+    assert config.identity_layer_weights == (1, 1, 1, 1, 0.5)
+    assert (config.guidance_encoder, config.identity_encoder) == ("clip:ViT-B-32", "clip:RN101")
+    assert config.light_eps == 1e-9 and config.best_window == 30
+
+
+def test_config_yaml_overrides_and_errors(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("batch_size: 4\nzoom_range: [0.8, 1.2]\nregime: paired\n")
+    config = load_config(path, ["lr=0.001", "amp=true", "method_options.foo=3"])
+    assert (config.batch_size, config.zoom_range, config.regime) == (4, (0.8, 1.2), "paired")
+    assert config.lr == 0.001 and config.amp is True and config.method_options == {"foo": 3}
+
+    path.write_text("batch_size: 4\nbatch_sise: 8\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml: unknown config key\(s\) 'batch_sise'"):
+        load_config(path)
+    with pytest.raises(ConfigError, match=r"--set: unknown config key\(s\) 'nope'"):
+        load_config(None, ["nope=1"])
+    with pytest.raises(ConfigError, match="batch_size: expected an integer"):
+        load_config(None, ["batch_size=2.5"])
+    with pytest.raises(ConfigError, match="regime: expected one of"):
+        load_config(None, ["regime=sideways"])
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        load_config(None, ["lr"])
+    path.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(path)
+
+
+@pytest.mark.parametrize("name", ["rave_paper.yaml", "rave_offline_effnet.yaml"])
+def test_example_configs_load(name: str) -> None:
+    config = load_config(REPO_ROOT / "configs" / name)
+    assert config.method == "rave"
+    if name == "rave_paper.yaml":
+        assert config == TrainConfig(
+            backlit_dir=config.backlit_dir,
+            well_lit_dir=config.well_lit_dir,
+            output_dir=config.output_dir,
+            device=config.device,
+        )
+    else:
+        assert config.guidance_encoder == config.identity_encoder == "effnet-lite0"
+
+
+# --------------------------------------------------------------------------- data
+def test_folder_listing_skips_non_images_and_unreadable_files(tmp_path: Path, caplog) -> None:
+    make_folders(tmp_path, n_backlit=3)
+    folder = tmp_path / "backlit"
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
+    files = list_images(folder)
+    assert [p.name for p in files] == ["broken.jpg", "img00.png", "img01.png", "img02.png"]
+    images = FolderImages(files, 16)
+    assert "broken.jpg" in caplog.text
+    assert len(images) == 3
+    image = images.get(0)
+    assert image.shape == (3, 16, 16) and image.dtype == torch.float32
+    assert image.min() >= 0.0 and image.max() <= 1.0
+    with pytest.raises(FileNotFoundError, match="missing"):
+        list_images(tmp_path / "missing")
+
+
+def test_pair_by_stem_matches_and_orders_partners(tmp_path: Path) -> None:
+    backlit = [tmp_path / n for n in ("a.jpg", "b.jpg", "c.jpg")]
+    well = [tmp_path / n for n in ("c.png", "a.png", "z.png")]
+    b, w = pair_by_stem(backlit, well)
+    assert [p.name for p in b] == ["a.jpg", "c.jpg"]
+    assert [p.name for p in w] == ["a.png", "c.png"]
+    with pytest.raises(ValueError, match="same stem"):
+        pair_by_stem(backlit, [tmp_path / "q.png"])
+
+
+def test_batch_keys_are_deterministic_and_shard_each_epoch_across_ranks() -> None:
+    n, batch, world = 10, 2, 2
+    first = [batch_keys(n, batch, 7, it, rank, world) for it in range(5) for rank in range(world)]
+    again = [batch_keys(n, batch, 7, it, rank, world) for it in range(5) for rank in range(world)]
+    assert first == again
+    # 5 iterations x 2 ranks x 2 samples = 20 samples = 2 epochs: each image twice
+    indices = [i for keys in first for i, _ in keys]
+    assert sorted(indices[:10]) == list(range(10)) and sorted(indices[10:]) == list(range(10))
+    seeds = [s for keys in first for _, s in keys]
+    assert len(set(seeds)) == len(seeds)
+    assert batch_keys(n, batch, 8, 0) != batch_keys(n, batch, 7, 0)
+
+
+def test_augment_flips_and_transpose_are_exact() -> None:
+    image = torch.rand(3, 8, 8)
+    off = AugmentParams(0, 0, 0, 0, (0.7, 1.3), 0, 90)
+    g = torch.Generator().manual_seed(0)
+    assert torch.equal(augment(image, g, off), image)
+    h = AugmentParams(1, 0, 0, 0, (0.7, 1.3), 0, 90)
+    assert torch.equal(augment(image, g, h), image.flip(2))
+    t = AugmentParams(0, 0, 1, 0, (0.7, 1.3), 0, 90)
+    assert torch.equal(augment(image, g, t), image.transpose(1, 2))
+    hv = AugmentParams(1, 1, 0, 0, (0.7, 1.3), 0, 90)
+    assert torch.equal(augment(image, g, hv), image.flip(1).flip(2))
+
+
+def test_augment_zoom_and_rotation_keep_range_and_are_seeded() -> None:
+    image = torch.rand(3, 16, 16)
+    always = AugmentParams(0, 0, 0, 1.0, (0.7, 1.3), 1.0, 90)
+    a = augment(image, torch.Generator().manual_seed(3), always)
+    b = augment(image, torch.Generator().manual_seed(3), always)
+    c = augment(image, torch.Generator().manual_seed(4), always)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert a.shape == image.shape and a.min() >= 0.0 and a.max() <= 1.0
+    # a constant image stays constant under zoom and rotation (reflect border: no black corners)
+    flat = torch.full((3, 16, 16), 0.4)
+    assert torch.allclose(augment(flat, torch.Generator().manual_seed(5), always), flat, atol=1e-6)
+    # pure zoom by 1 and rotation by 0 degrees is the identity
+    ident = AugmentParams(0, 0, 0, 1.0, (1.0, 1.0), 1.0, 0.0)
+    assert torch.allclose(augment(image, torch.Generator().manual_seed(0), ident), image)
+
+
+# --------------------------------------------------------------------------- the loop
+def test_training_run_writes_loadable_checkpoints_and_artifacts(folders: Path) -> None:
+    from rave.training.loop import train
+
+    config = tiny_config(folders, checkpoint_every=3, sample_every=4)
+    result = train(config, encoder_factory=tiny_factory)
+    run = Path(config.output_dir)
+    assert result.iterations == 6 and not result.interrupted
+    for name in (
+        "config.yaml",
+        "last.pt",
+        "best.pt",
+        "metrics.csv",
+        "loss_curves.png",
+        "residual.pt",
+    ):
+        assert (run / name).is_file(), name
+    samples = sorted(p.name for p in (run / "samples").iterdir())
+    assert samples == ["iter_000004.png", "iter_000006.png"]
+    with Image.open(run / "samples" / "iter_000004.png") as grid:
+        assert grid.size == (2 * 16, 2 * 16)  # 2 samples wide, input above output
+    assert load_config(run / "config.yaml") == config
+
+    rows = read_metrics(run)
+    assert [int(r["iteration"]) for r in rows] == list(range(6))
+    assert [r["stage"] for r in rows] == ["reconstruction"] * 3 + ["guided"] * 3
+    assert all(r["psnr_y"] for r in rows[:3]) and all(r["residual"] for r in rows[3:])
+    guided = rows[3]
+    total = 1920 * float(guided["residual"]) + 22.5 * float(guided["identity"])
+    assert float(guided["total"]) == pytest.approx(total, rel=1e-5)
+
+    # both checkpoints load without pickled code and build the inference network (reflect)
+    for name in ("last.pt", "best.pt"):
+        checkpoint = load_checkpoint_file(run / name)
+        net = build_enhancer(extract_state_dict(checkpoint, name), name)
+        assert net.padding_mode == "reflect"
+    last = load_checkpoint_file(run / "last.pt")
+    assert last["iteration"] == 6 and last["config"]["seed"] == 0
+    for key, value in result.model.state_dict().items():
+        assert torch.equal(last["model"][key], value)
+
+
+def test_fresh_run_refuses_to_overwrite_a_run(folders: Path) -> None:
+    from rave.training.loop import train
+
+    config = tiny_config(folders, iterations=1)
+    train(config, encoder_factory=tiny_factory)
+    with pytest.raises(FileExistsError, match="resume"):
+        train(config, encoder_factory=tiny_factory)
+
+
+def test_resume_reproduces_an_uninterrupted_run(tmp_path: Path) -> None:
+    """2k iterations in one go vs k, then resume for k more: same losses and weights."""
+    from rave.training.loop import train
+
+    make_folders(tmp_path)
+    k = 4  # crosses the end of reconstruction (3) and a round boundary
+    full = tiny_config(tmp_path, iterations=2 * k, output_dir=str(tmp_path / "full"))
+    result_full = train(full, encoder_factory=tiny_factory)
+    half = tiny_config(tmp_path, iterations=k, output_dir=str(tmp_path / "half"))
+    train(half, encoder_factory=tiny_factory)
+    resumed = train(
+        tiny_config(tmp_path, iterations=2 * k, output_dir=str(tmp_path / "half")),
+        resume="last",
+        encoder_factory=tiny_factory,
+    )
+    rows_full = read_metrics(tmp_path / "full")
+    rows_resumed = read_metrics(tmp_path / "half")
+    assert len(rows_full) == len(rows_resumed) == 2 * k
+    for a, b in zip(rows_full, rows_resumed, strict=True):
+        assert a.keys() == b.keys() and a["stage"] == b["stage"]
+        for key in a:
+            if key not in ("stage",) and a[key]:
+                assert float(a[key]) == pytest.approx(float(b[key]), rel=1e-6, abs=1e-9), key
+    for key, value in result_full.model.state_dict().items():
+        assert torch.allclose(resumed.model.state_dict()[key], value, atol=1e-7), key
+    best_full = load_checkpoint_file(tmp_path / "full" / "best.pt")
+    best_resumed = load_checkpoint_file(tmp_path / "half" / "best.pt")
+    assert best_full["best_info"] == best_resumed["best_info"]
+
+
+class _Interrupting(RaveMethod):
+    name = "interrupting-rave"
+
+    def guided_loss(self, enhanced, inputs, *, step):
+        if step == 4:
+            raise KeyboardInterrupt
+        return super().guided_loss(enhanced, inputs, step=step)
+
+
+def test_ctrl_c_saves_a_checkpoint_that_resumes(folders: Path) -> None:
+    from rave.training.loop import train
+
+    if (
+        "interrupting-rave"
+        not in __import__("rave.training.methods").training.methods.list_methods()
+    ):
+        register_method("interrupting-rave", _Interrupting)
+    config = tiny_config(folders, method="interrupting-rave")
+    with pytest.raises(KeyboardInterrupt):
+        train(config, encoder_factory=tiny_factory)
+    checkpoint = load_checkpoint_file(Path(config.output_dir) / "last.pt")
+    assert checkpoint["iteration"] == 4  # iterations 0..3 completed
+    result = train(tiny_config(folders), resume="last", encoder_factory=tiny_factory)
+    assert result.iterations == 6
+    assert [int(r["iteration"]) for r in read_metrics(Path(config.output_dir))] == list(range(6))
+
+
+def test_reconstruction_restarts_when_psnr_stays_low(folders: Path) -> None:
+    from rave.training.loop import train
+
+    # an impossible PSNR floor: every reconstruction stage fails, at most max_reinits restarts
+    config = tiny_config(folders, iterations=8, reinit_below_psnr=1e6, max_reinits=1)
+    train(config, encoder_factory=tiny_factory)
+    stages = [r["stage"] for r in read_metrics(Path(config.output_dir))]
+    assert stages == ["reconstruction"] * 6 + ["guided"] * 2
+
+
+def test_saved_residual_is_used_and_checked(folders: Path) -> None:
+    from rave.guidance.residual import compute_residual, save_residual
+    from rave.training.loop import train
+
+    rv = compute_residual(
+        folders / "backlit",
+        folders / "well",
+        tiny_factory("x", torch.device("cpu")),
+        progress=False,
+    )
+    save_residual(rv, folders / "r.pt")
+    config = tiny_config(folders, residual=str(folders / "r.pt"), iterations=4)
+    with pytest.raises(ValueError, match="encoder"):
+        train(config, encoder_factory=tiny_factory)  # computed with "x", guidance is "tiny-guide"
+
+
+def test_method_registry() -> None:
+    assert get_method("rave") is RaveMethod
+    with pytest.raises(ValueError, match="unknown training method"):
+        get_method("nope")
+    with pytest.raises(ValueError, match="already registered"):
+        register_method("rave", RaveMethod)
+
+
+def test_psnr_y_matches_numpy() -> None:
+    from rave.training.best import BestTracker, psnr_y
+
+    rng = np.random.default_rng(0)
+    a, b = rng.random((2, 3, 5, 5)), rng.random((2, 3, 5, 5))
+    expected = []
+    for x, y in zip(a, b, strict=True):
+        ya = 0.299 * x[0] + 0.587 * x[1] + 0.114 * x[2]
+        yb = 0.299 * y[0] + 0.587 * y[1] + 0.114 * y[2]
+        expected.append(10 * math.log10(1.0 / np.mean((ya - yb) ** 2)))
+    got = psnr_y(torch.tensor(a, dtype=torch.float32), torch.tensor(b, dtype=torch.float32))
+    assert got.item() == pytest.approx(np.mean(expected), rel=1e-5)
+
+    tracker = BestTracker(3, "min")
+    improved = [tracker.update(v, i) for i, v in enumerate([5, 4, 3, 9, 0, 0])]
+    # averages exist from the third value: 4, 16/3, 4, 3
+    assert improved == [False, False, True, False, False, True]
+    assert tracker.best == pytest.approx(3.0) and tracker.best_iteration == 5
+
+
+@pytest.mark.slow
+def test_real_training_with_effnet_lowers_residual_loss(tmp_path: Path) -> None:
+    """EfficientNet-Lite0 (real ImageNet weights) for guidance and identity, a few dozen steps."""
+    from rave.encoders import create_encoder
+    from rave.guidance.residual import load_residual
+    from rave.losses import residual_loss
+    from rave.network import apply_light_map
+    from rave.training.loop import train
+
+    make_folders(tmp_path, n_backlit=6, n_well=6, size=48)
+    config = tiny_config(
+        tmp_path,
+        guidance_encoder="effnet-lite0",
+        identity_encoder="effnet-lite0",
+        crop_size=48,
+        batch_size=2,
+        iterations=40,
+        reconstruction_iterations=15,
+        round_iterations=100,
+        best_window=5,
+        lr=3e-3,
+        sample_every=0,
+        checkpoint_every=15,
+    )
+    result = train(config)
+    run = Path(config.output_dir)
+    rows = read_metrics(run)
+    recon = [r for r in rows if r["stage"] == "reconstruction"]
+    assert float(recon[-1]["psnr_y"]) > 25.0  # output close to the input by the end
+
+    # L_res of the held images before guidance (reconstruction checkpoint) and after
+    encoder = create_encoder("effnet-lite0")
+    rv = load_residual(run / "residual.pt")
+    images = FolderImages(list_images(tmp_path / "backlit"), 48)
+    held = torch.stack([images.get(i) for i in range(len(images))])
+
+    def l_res(images: Tensor) -> float:
+        with torch.no_grad():
+            return residual_loss(encoder.embed(images), rv.residual, rv.threshold).item()
+
+    with torch.no_grad():
+        enhanced = apply_light_map(held, result.model(held), eps=1e-9)
+    # the inputs stand for the reconstruction stage's output (an identity map)
+    assert l_res(enhanced) < 0.8 * l_res(held)
+    guided = [float(r["residual"]) for r in rows if r["stage"] == "guided"]
+    assert np.mean(guided[-5:]) < np.mean(guided[:5])
