@@ -179,7 +179,7 @@ def test_models_are_run_then_evaluated(dataset, tmp_path) -> None:
     enhanced = sorted((out / "enhanced").glob("*/*.png"))
     assert [p.name for p in enhanced] == ["s0.png", "s1.png"]
     methods = {row["method"] for row in _rows(out / "metrics.csv")}
-    assert methods == {"input", str(checkpoint)}
+    assert methods == {"input", "random"}
 
 
 def test_lpips_columns_with_a_random_backbone(dataset) -> None:

@@ -60,7 +60,7 @@ def _run_models(inputs: Path, models: tuple[str, ...], out: Path, tile: str) -> 
         import torch
 
         from rave.inference import enhance_tensor
-        from rave.zoo import load_enhancer
+        from rave.zoo import load_enhancer, looks_like_path
     except ImportError as error:
         raise click.ClickException(
             f"--model needs rave.zoo and rave.inference, which cannot be imported ({error})"
@@ -76,7 +76,11 @@ def _run_models(inputs: Path, models: tuple[str, ...], out: Path, tile: str) -> 
             net = load_enhancer(model)
         except Exception as error:  # zoo errors carry their own one-line messages
             raise click.ClickException(f"model {model!r}: {error}") from error
-        folder = out / "enhanced" / model.replace("/", "_")
+        # A checkpoint path is shown (and stored) by its file stem, a zoo name as it is.
+        label = Path(model).stem if looks_like_path(model) else model
+        if label in folders or label == "input":
+            raise click.UsageError(f"two models would both be called {label!r}; rename one")
+        folder = out / "enhanced" / label
         folder.mkdir(parents=True, exist_ok=True)
         for stem, path in images.items():
             try:
@@ -87,7 +91,7 @@ def _run_models(inputs: Path, models: tuple[str, ...], out: Path, tile: str) -> 
             batch = torch.from_numpy(pixels).permute(2, 0, 1)[None]
             enhanced = enhance_tensor(net, batch, tile=tile_arg)[0].permute(1, 2, 0).numpy()
             _write_png(folder / f"{stem}.png", enhanced)
-        folders[model] = folder
+        folders[label] = folder
     return folders
 
 
