@@ -58,7 +58,8 @@ class Photo:
 
     Attributes:
         pixels: ``(H, W)`` grey, ``(H, W, 2)`` grey + alpha, ``(H, W, 3)`` RGB or
-            ``(H, W, 4)`` RGBA, ``uint8`` or ``uint16``, upright (EXIF orientation applied).
+            ``(H, W, 4)`` RGBA, ``uint8`` or ``uint16``, upright (EXIF orientation applied);
+            may be read-only.
         format: the output format that matches the source (``"jpg"``, ``"png"``, ``"tif"``,
             ``"webp"``, ``"bmp"``; other sources map to ``"png"``).
         icc_profile: the embedded colour profile, if it still describes ``pixels``.
@@ -267,7 +268,8 @@ def read_photo(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PI
             else:
                 source = image
                 image, icc_profile = _to_supported_mode(image, path, icc_profile, notes)
-                pixels = np.array(image)
+                # asarray wraps Pillow's byte copy without a second copy (read-only).
+                pixels = np.asarray(image)
                 if pixels.dtype.byteorder == ">":  # I;16B
                     pixels = pixels.astype(np.uint16)
                 if source.format == "TIFF" and 0x0112 not in getattr(source, "tag_v2", {}):

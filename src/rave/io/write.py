@@ -106,8 +106,9 @@ def _write_pillow(
     if exif and fmt != "bmp":
         options["exif"] = exif if exif.startswith(EXIF_PREFIX) else EXIF_PREFIX + exif
     if fmt == "jpg":
-        # Full-resolution chroma at high quality (as photo editors do), 4:2:0 below.
-        options.update(quality=quality, subsampling=0 if quality >= 90 else 2, optimize=True)
+        # Full-resolution chroma at high quality (as photo editors do), 4:2:0 below. No
+        # optimize=True: libjpeg would hold every DCT coefficient of the photo in memory.
+        options.update(quality=quality, subsampling=0 if quality >= 90 else 2)
     elif fmt == "webp":
         options.update(quality=quality, method=4)
     elif fmt == "tif":
