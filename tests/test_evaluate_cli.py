@@ -132,6 +132,9 @@ def test_grey_and_16_bit_predictions(dataset, tmp_path) -> None:
     assert rows["s0"]["psnr"] == "inf"
     assert float(rows["s0"]["ssim"]) == pytest.approx(1.0)
     assert float(rows["s1"]["psnr"]) < 40
+    # The mean keeps the identical image's inf rather than silently dropping it.
+    assert _rows(out / "metrics.csv")[0]["psnr"] == "inf"
+    assert json.loads((out / "summary.json").read_text())["summary"]["mixed"]["psnr"] == "inf"
 
 
 def test_no_reference_mode(dataset) -> None:

@@ -252,7 +252,7 @@ def _html(
     esc = html.escape
     best: dict[str, float] = {}
     for name in result.metrics:
-        values = [v[name] for m, v in summary.items() if m != "input" and math.isfinite(v[name])]
+        values = [v[name] for m, v in summary.items() if m != "input" and not math.isnan(v[name])]
         if values:
             best[name] = max(values) if METRICS[name].higher_is_better else min(values)
     head = "".join(

@@ -88,13 +88,14 @@ class EvaluationResult:
         return list(dict.fromkeys(record["method"] for record in self.records))
 
     def summary(self) -> dict[str, dict[str, float]]:
-        """Per method: ``n_images`` and the mean of each metric over its finite values."""
+        """Per method: ``n_images`` and the mean of each metric over its non-NaN values."""
         table: dict[str, dict[str, float]] = {}
         for method in self.methods():
             rows = [r for r in self.records if r["method"] == method]
             entry: dict[str, float] = {"n_images": float(len(rows))}
             for name in self.metrics:
-                values = [r[name] for r in rows if name in r and math.isfinite(r[name])]
+                # NaN (undefined) is left out; inf (identical images' PSNR) is kept.
+                values = [r[name] for r in rows if name in r and not math.isnan(r[name])]
                 entry[name] = float(np.mean(values)) if values else math.nan
             table[method] = entry
         return table
