@@ -352,3 +352,49 @@ def test_cli_errors_and_overwrite(folders, tmp_path: Path, monkeypatch) -> None:
     unknown = CliRunner().invoke(main, [*args[:5], "--encoder", "nope", *new_out])
     assert unknown.exit_code != 0 and "unknown encoder 'nope'" in unknown.output
     assert not (tmp_path / "other.pt").exists()
+
+
+# --- real photos ---------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_effnet_residual_orders_exposures_of_real_photos(photos_dir: Path, tmp_path) -> None:
+    """Brightening held-out dim photos moves them along r; darkening well-lit ones, against it.
+
+    An independent property: nothing in the residual code knows about exposure.
+    """
+    import matplotlib.cbook
+    import skimage.data
+
+    from rave.encoders import create_encoder
+    from rave.encoders.base import center_crop_resize
+
+    dicm = sorted((photos_dir / "dicm").glob("*.jpg"))
+    if len(dicm) < 16:
+        pytest.skip(f"expected the DICM photos in {photos_dir / 'dicm'}")
+    backlit = tmp_path / "backlit"
+    backlit.mkdir()
+    for path in dicm[0:16:2]:
+        (backlit / path.name).symlink_to(path)
+    well_lit = tmp_path / "well_lit"
+    well_lit.mkdir()
+    for name in ("astronaut", "coffee", "chelsea", "rocket"):
+        Image.fromarray(getattr(skimage.data, name)()).save(well_lit / f"{name}.png")
+    hopper = matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
+    (well_lit / "hopper.jpg").symlink_to(hopper)
+
+    encoder = create_encoder("effnet-lite0")
+    rv = compute_residual(backlit, well_lit, encoder, batch_size=8, progress=False)
+
+    def projections(path: Path, gammas: tuple[float, ...]) -> Tensor:
+        x = center_crop_resize(read_image(path)[None], 224)
+        with torch.inference_mode():
+            return encoder.embed(torch.cat([x.pow(g) for g in gammas])) @ rv.residual
+
+    held_out = [projections(p, (1.0, 0.7, 0.5)) for p in dicm[1:16:4]]
+    gains = torch.stack([p[2] - p[0] for p in held_out])
+    assert float(gains.mean()) > 0, gains
+    assert sum(bool(p[0] < p[1] < p[2]) for p in held_out) >= 3, held_out
+    for path in sorted(well_lit.iterdir()):
+        p = projections(path, (2.0, 1.0))
+        assert float(p[0]) < float(p[1]), (path.name, p)

@@ -74,7 +74,14 @@ def _load_model(arch: str, source: str) -> nn.Module:
     tag_cfg = open_clip.get_pretrained_cfg(arch, source)
     if tag_cfg:
         quick_gelu = bool(tag_cfg.get("quick_gelu", False))
-        return open_clip.create_model(arch, pretrained=source, force_quick_gelu=quick_gelu)
+        try:
+            return open_clip.create_model(arch, pretrained=source, force_quick_gelu=quick_gelu)
+        except RuntimeError as err:
+            raise RuntimeError(
+                f"could not load the {source!r} weights of {arch}: OpenCLIP downloads them on "
+                f"first use (needs internet once); or give a local file with "
+                f"clip:{arch}@/path/to/weights.pt ({err})"
+            ) from err
     path = Path(source).expanduser()
     if path.is_file():
         return open_clip.create_model(arch, pretrained=str(path), weights_only=True)
