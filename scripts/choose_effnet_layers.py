@@ -22,6 +22,23 @@ photo and of its gamma-0.8 copy (the ``feature_scales`` an identity loss divides
 chosen per resolution (112, 56, 28, 14, 7 px) by the largest ratio.
 
 Run: ``nice .venv/bin/python scripts/choose_effnet_layers.py`` (about a minute on 1 thread).
+
+Results on 2026-11-25 (32 backlit, 41 held-out dim, 22 well-lit photos; selected rows)::
+
+    candidate embedding (mean+std per channel)       dim  rho_dim  rho_wl     d
+    pooled head (1280-d)                            1280    0.640   0.709  0.55
+    FINDINGS: stem,b2,b4,b10,head                   2976    0.833   1.000  0.84
+      same, parts not L2-normalised                 2976    0.802   1.000  0.71
+      same, mean only / std only                    1488  0.783/0.740     0.82/0.85
+    stage ends: stem,b0,b2,b4,b7,b10,b14,b15,head   4192    0.890   1.000  1.06  <- chosen
+    stem,b0,b2,b7,b12 (picked after the fact)        688    0.899   1.000  1.14
+    single stem / block10 / head                           0.878/0.472/0.624
+
+The stage ends were chosen a priori (the last block of each stage) and are within noise of
+the best subset found by looking at the table; every depth contributes, so the embedding is
+not only colour statistics (the stem alone). Identity: block0, block2, block3, block5 and
+block15 (ratios 14, 38, 44, 45, 44; the stem's is 6.8 and the head's 35), whose exposure MSEs
+(1.03, 0.977, 0.552, 0.470, 0.093) span a factor of 11: hence ``feature_scales``.
 """
 
 from __future__ import annotations
