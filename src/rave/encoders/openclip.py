@@ -5,6 +5,8 @@ Names have the form ``clip:ARCH@SOURCE`` where ``ARCH`` is an OpenCLIP architect
 ``laion2b_s34b_b88k``, ...; ``open_clip.list_pretrained()``), a path to a local weights file
 (``.pt``/``.pth``/``.bin``/``.safetensors`` state_dict, loaded with ``weights_only=True``), or
 ``random`` (untrained weights, for tests). ``clip:ARCH`` means ``clip:ARCH@openai``.
+OpenAI's original TorchScript ``.pt`` archives are refused by ``weights_only`` loading: save
+their ``torch.jit.load(path).state_dict()`` to a file first.
 
 OpenAI's weights were trained with QuickGELU; OpenCLIP's plain ``ViT-B-32`` config uses GELU.
 For a known tag the activation is taken from the tag's config. A local file of OpenAI
