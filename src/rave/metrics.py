@@ -8,7 +8,7 @@ Paired metrics take ``(pred, target)``: numpy ``(H, W, 3)`` RGB or ``(H, W)`` gr
 * reference (the RAVE/CLIP-LIT evaluation code, quirks included): :func:`psnr_reference`,
   :func:`ssim_reference`, :func:`lpips_reference`.
 
-No-reference: :func:`niqe`, :func:`brisque` (needs OpenCV contrib and model files), and the
+No-reference: :func:`niqe`, :func:`brisque` (published LIVE models, shipped), and the
 exposure statistics :func:`exposure_stats`, :func:`shadow_lift`, :func:`luma`.
 
 Example:

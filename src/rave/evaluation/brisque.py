@@ -1,75 +1,130 @@
-"""BRISQUE through OpenCV's contrib ``quality`` module, when it and its model files are present.
+"""BRISQUE (Mittal et al., IEEE TIP 2012), following the authors' MATLAB release, offline.
 
-Why not a ready package: as of this writing none works offline with this project's stack.
-The PyPI ``brisque`` 0.2.0 package fails on NumPy 2 (``TypeError`` converting its
-features) and hard-imports ``requests``; ``piq`` and ``pyiqa`` download their SVR weights at
-run time; OpenCV's contrib wheels contain ``cv2.quality.QualityBRISQUE`` but not its two
-model files (``brisque_model_live.yml``, ``brisque_range_live.yml``, from opencv_contrib's
-``modules/quality/samples``), and ``opencv-contrib-python-headless`` replaces the
-``opencv-python-headless`` this project depends on. So BRISQUE is computed only when the
-user has the contrib build and points ``RAVE_BRISQUE_MODEL_DIR`` at the two files;
-otherwise :func:`brisque_unavailable_reason` says what is missing and the evaluator reports
-NIQE alone.
+Written here rather than imported: as of this writing no package computes it offline with
+this project's stack. The PyPI ``brisque`` 0.2.0 package fails on NumPy 2 (``TypeError``
+converting its features) and uses its own re-trained model; ``piq`` and ``pyiqa`` download
+their SVR weights at run time; OpenCV contrib's ``cv2.quality.QualityBRISQUE`` needs model
+files that its wheels do not contain, and ``opencv-contrib-python-headless`` would replace
+the ``opencv-python-headless`` this project depends on. The published model (LIVE's
+``allmodel`` support-vector regressor and ``allrange`` feature scaling) is small and ships
+with rave (``data/brisque_live_model.npz``, LIVE licence in ``data/LICENSE-LIVE.txt``).
+
+The steps, as in the MATLAB ``brisquescore`` / ``brisque_feature``: grey image (MATLAB
+``rgb2gray`` on 8-bit data, rounded); at two scales (full, then MATLAB ``imresize(im, 0.5)``)
+the MSCN coefficients ``(I - mu) / (sigma + 1)`` with a 7x7 Gaussian window (sigma 7/6,
+``filter2``: zero borders); 18 features per scale: a generalised Gaussian fit of the
+coefficients (shape, variance) and asymmetric fits of their products with four neighbours
+(shape, mean, left and right variance); each feature scaled to [-1, 1] with ``allrange``;
+score = RBF support-vector regression with ``allmodel``.
 """
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
+import functools
+import math
+import warnings
+from importlib import resources
 
 import numpy as np
 
-from rave.evaluation.perceptual import MetricUnavailableError
+from rave.evaluation.niqe import (
+    _GAMMA_GRID,
+    _gaussian_window,
+    matlab_imresize_half,
+    matlab_rgb2gray,
+)
 
-__all__ = ["MODEL_DIR_ENV", "brisque", "brisque_unavailable_reason"]
+__all__ = ["brisque", "brisque_features"]
 
-MODEL_DIR_ENV = "RAVE_BRISQUE_MODEL_DIR"
-_MODEL_FILES = ("brisque_model_live.yml", "brisque_range_live.yml")
-
-
-def _model_files() -> tuple[Path, Path] | None:
-    folder = os.environ.get(MODEL_DIR_ENV)
-    if not folder:
-        return None
-    model, value_range = (Path(folder) / name for name in _MODEL_FILES)
-    return (model, value_range) if model.is_file() and value_range.is_file() else None
+MIN_SIZE = 16
 
 
-def brisque_unavailable_reason() -> str | None:
-    """``None`` when :func:`brisque` can run, else one line saying what is missing."""
-    import cv2
+@functools.lru_cache(maxsize=1)
+def _ggd_ratio() -> np.ndarray:
+    from scipy.special import gamma
 
-    if not hasattr(cv2, "quality"):
-        return (
-            "BRISQUE not available: needs OpenCV's contrib build (cv2.quality, package "
-            "opencv-contrib-python-headless) and its model files; see rave.evaluation.brisque"
-        )
-    if _model_files() is None:
-        return (
-            f"BRISQUE not available: set {MODEL_DIR_ENV} to a folder holding "
-            f"{' and '.join(_MODEL_FILES)} (opencv_contrib modules/quality/samples)"
-        )
-    return None
+    g = _GAMMA_GRID
+    return gamma(1 / g) * gamma(3 / g) / gamma(2 / g) ** 2
+
+
+@functools.lru_cache(maxsize=1)
+def _aggd_ratio() -> np.ndarray:
+    from scipy.special import gamma
+
+    g = _GAMMA_GRID
+    return gamma(2 / g) ** 2 / (gamma(1 / g) * gamma(3 / g))
+
+
+def _ggd(values: np.ndarray) -> tuple[float, float]:
+    """Symmetric generalised Gaussian fit: (shape, variance)."""
+    variance = float(np.mean(values**2))
+    rho = variance / float(np.mean(np.abs(values))) ** 2
+    return float(_GAMMA_GRID[np.argmin(np.abs(rho - _ggd_ratio()))]), variance
+
+
+def _aggd(values: np.ndarray) -> tuple[float, float, float]:
+    """Asymmetric generalised Gaussian fit: (shape, left std, right std), MATLAB style."""
+    left = math.sqrt(np.mean(values[values < 0] ** 2))
+    right = math.sqrt(np.mean(values[values > 0] ** 2))
+    gamma_hat = left / right
+    r_hat = float(np.mean(np.abs(values))) ** 2 / float(np.mean(values**2))
+    r_hat_norm = r_hat * (gamma_hat**3 + 1) * (gamma_hat + 1) / (gamma_hat**2 + 1) ** 2
+    return float(_GAMMA_GRID[np.argmin((_aggd_ratio() - r_hat_norm) ** 2)]), left, right
+
+
+def brisque_features(grey: np.ndarray) -> np.ndarray:
+    """The 36 BRISQUE features of a grey image ``(H, W)`` with values in [0, 255]."""
+    from scipy.ndimage import correlate
+    from scipy.special import gamma
+
+    window = _gaussian_window()
+    image = grey.astype(np.float64)
+    features: list[float] = []
+    for _ in range(2):
+        mu = correlate(image, window, mode="constant")
+        sigma = np.sqrt(np.abs(correlate(image * image, window, mode="constant") - mu * mu))
+        mscn = (image - mu) / (sigma + 1)
+        features.extend(_ggd(mscn.ravel()))
+        for shift in ((0, 1), (1, 0), (1, 1), (-1, 1)):
+            product = (mscn * np.roll(mscn, shift, axis=(0, 1))).ravel()
+            alpha, left, right = _aggd(product)
+            scale = math.sqrt(gamma(1 / alpha) / gamma(3 / alpha))
+            mean = (right - left) * gamma(2 / alpha) / gamma(1 / alpha) * scale
+            features.extend([alpha, mean, left**2, right**2])
+        image = matlab_imresize_half(image)
+    return np.asarray(features)
+
+
+@functools.lru_cache(maxsize=1)
+def _model() -> dict[str, np.ndarray]:
+    data = resources.files("rave.evaluation").joinpath("data/brisque_live_model.npz")
+    with data.open("rb") as stream, np.load(stream) as arrays:
+        return {name: arrays[name] for name in arrays.files}
 
 
 def brisque(image: np.ndarray) -> float:
-    """BRISQUE score (about 0 to 100, lower is better) of one image.
+    """BRISQUE score (roughly 0 to 100, lower is better) as the authors' MATLAB code gives it.
 
     Args:
-        image: ``(H, W, 3)`` RGB or ``(H, W)`` grey, float in [0, 1] or uint8.
+        image: ``(H, W, 3)`` RGB or ``(H, W)`` grey, float in [0, 1] or uint8, at least
+            16x16 pixels. Float input is quantised to 8 bits first, as the model was
+            trained on 8-bit images.
 
     Raises:
-        MetricUnavailableError: OpenCV contrib or the model files are missing.
+        ValueError: the image is too small or flat (no positive or negative coefficients).
     """
-    reason = brisque_unavailable_reason()
-    if reason is not None:
-        raise MetricUnavailableError(reason)
-    import cv2
-
-    if image.dtype != np.uint8:
-        image = np.round(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8)
-    if image.ndim == 3:
-        image = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2BGR)
-    model, value_range = _model_files()  # type: ignore[misc]
-    score = cv2.quality.QualityBRISQUE_compute(image, str(model), str(value_range))
-    return float(score[0])
+    grey = matlab_rgb2gray(image)
+    if min(grey.shape) < MIN_SIZE:
+        raise ValueError(f"BRISQUE needs at least {MIN_SIZE}x{MIN_SIZE} pixels, got {grey.shape}")
+    with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)  # empty means of a flat image -> NaN
+        features = brisque_features(grey)
+    if not np.all(np.isfinite(features)):
+        raise ValueError("BRISQUE undefined for a flat image")
+    model = _model()
+    lower, upper = model["scale_range"]
+    low, high = model["feature_min"], model["feature_max"]
+    scaled = lower + (upper - lower) * (features - low) / (high - low)  # libsvm's svm-scale
+    squared = np.sum((model["support_vectors"] - scaled) ** 2, axis=1)
+    kernel = np.exp(-float(model["gamma"]) * squared)
+    return float(model["dual_coef"] @ kernel - float(model["rho"]))

