@@ -237,6 +237,18 @@ def test_shadow_lift_region_is_fixed_on_the_input() -> None:
     assert lift.clipped_before == 0 and lift.clipped_after == 0
 
 
+def test_exposure_functions_accept_tensors() -> None:
+    rng = np.random.default_rng(3)
+    before = rng.random((6, 7, 3))
+    after = np.clip(before * 1.5, 0, 1)
+    as_tensor = torch.from_numpy(before).permute(2, 0, 1).float()
+    expected = metrics.exposure_stats(before.astype(np.float32))
+    assert metrics.exposure_stats(as_tensor) == expected
+    assert metrics.exposure_stats(as_tensor[None]) == expected
+    lift = metrics.shadow_lift(as_tensor[None], torch.from_numpy(after).permute(2, 0, 1)[None])
+    assert lift.mean_lift == pytest.approx(metrics.shadow_lift(before, after).mean_lift, abs=1e-6)
+
+
 def test_shadow_lift_rejects_different_sizes() -> None:
     with pytest.raises(ValueError, match="one size"):
         metrics.shadow_lift(np.zeros((4, 4, 3)), np.zeros((4, 5, 3)))

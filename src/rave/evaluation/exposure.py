@@ -8,6 +8,8 @@ Definitions (used unchanged by the evaluator and by model-card reports):
 * **clipped highlight**: a pixel whose *largest* channel is ``>= clip_threshold`` (0.99 by
   default); one saturated channel already loses detail and shifts hue.
 * **crushed shadow**: a pixel whose luma is ``<= crush_threshold`` (0.01 by default).
+* **input**: numpy ``(H, W, 3)`` RGB or ``(H, W)`` grey (float in [0, 1], uint8 or uint16),
+  or a torch tensor ``(3, H, W)`` / ``(1, 3, H, W)`` float in [0, 1].
 * **darkest half** (for :func:`shadow_lift`): the pixels whose luma in the *input* (before)
   image is ``<=`` the median luma of the input image. Ties at the median are included, so
   the region can be slightly more than half. The same pixel set is then measured in the
@@ -17,6 +19,7 @@ Definitions (used unchanged by the evaluator and by model-card reports):
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
@@ -27,7 +30,22 @@ CLIP_THRESHOLD = 0.99
 CRUSH_THRESHOLD = 0.01
 
 
-def _as_float_rgb(image: np.ndarray) -> np.ndarray:
+def _from_tensor(image: Any) -> np.ndarray:
+    """A torch tensor ``(3, H, W)``, ``(1, 3, H, W)`` or ``(H, W)`` -> numpy ``(H, W, 3)``."""
+    tensor = image.detach().cpu()
+    array = (tensor.double() if tensor.is_floating_point() else tensor).numpy()
+    if array.ndim == 4 and array.shape[0] == 1:
+        array = array[0]
+    if array.ndim == 3 and array.shape[0] in (1, 3):
+        array = np.moveaxis(array, 0, -1)
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[..., 0]
+    return array
+
+
+def _as_float_rgb(image: Any) -> np.ndarray:
+    if not isinstance(image, np.ndarray) and hasattr(image, "detach"):
+        image = _from_tensor(image)
     if image.dtype == np.uint8:
         image = image.astype(np.float64) / 255.0
     elif image.dtype == np.uint16:
