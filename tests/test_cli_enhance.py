@@ -349,3 +349,24 @@ def test_unknown_model_is_one_line_exit_2(work: Path) -> None:
     assert result.exit_code == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: --model no-such-model:")
+
+
+def test_beside_rerun_on_folder_does_not_enhance_results(work: Path, checkpoint: Path) -> None:
+    (work / "shoot").mkdir()
+    Image.fromarray(_u8(_dim(21))).save("shoot/a.jpg")
+    assert _run(checkpoint, "shoot", "--beside").exit_code == 0
+    again = _run(checkpoint, "shoot", "--beside", "--overwrite")
+    assert again.exit_code == 0, again.output
+    assert "1 enhanced, 0 skipped, 0 failed" in again.stdout
+    assert sorted(os.listdir("shoot")) == ["a.jpg", "a_enhanced.jpg"]
+
+
+def test_16_bit_grey_stays_16_bit_grey(work: Path, checkpoint: Path, net: EnhancementNet) -> None:
+    grey = _u16(_dim(22))[:, :, 1]
+    cv2.imwrite("grey16.png", grey)
+    result = _run(checkpoint, "grey16.png")
+    assert result.exit_code == 0, result.output
+    out = cv2.imread("enhanced/grey16.png", cv2.IMREAD_UNCHANGED)
+    assert out.dtype == np.uint16 and out.shape == (H, W)
+    reference = _reference(net, np.repeat(grey[:, :, None], 3, axis=2) / 65535)[:, :, 0]
+    _assert_quantised(out, reference, 65535)

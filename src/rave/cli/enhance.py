@@ -111,6 +111,18 @@ def _file_id(path: Path) -> tuple[int, int] | None:
     return status.st_dev, status.st_ino
 
 
+def _target(job: _Job, output_dir: Path | None, suffix: str, format: str | None) -> Path:
+    """Where ``job``'s result goes; sets ``job.format``."""
+    from rave.io import FORMATS, format_for_suffix
+
+    native = format_for_suffix(job.source.suffix)
+    job.format = format or native or "png"
+    keep_suffix = native == job.format  # keep the input's own spelling, e.g. ".JPG"
+    extension = job.source.suffix if keep_suffix else FORMATS[job.format][1]
+    folder = job.source.parent if output_dir is None else output_dir / job.relative.parent
+    return folder / (job.source.stem + suffix + extension)
+
+
 def _plan(
     jobs: list[_Job],
     *,
@@ -118,20 +130,29 @@ def _plan(
     suffix: str,
     format: str | None,
     in_place_allowed: bool,
-) -> None:
-    """Give every job its target path and format, or the reason it cannot be written."""
-    from rave.io import FORMATS, format_for_suffix
+) -> list[_Job]:
+    """Give every job its target path, or the reason it cannot be written.
 
-    source_ids = {ident for job in jobs if (ident := _file_id(job.source)) is not None}
+    Returns the jobs minus inputs that are results of other jobs (``a_enhanced.jpg`` beside
+    ``a.jpg`` when a folder is enhanced ``--beside`` again): they are not new photos.
+    """
+    planned = [(job, _target(job, output_dir, suffix, format)) for job in jobs]
+    result_paths = {
+        os.path.realpath(target)
+        for job, target in planned
+        if os.path.realpath(target) != os.path.realpath(job.source)
+    }
+    # An input that another input's result would replace, and that is not itself enhanced
+    # in place, is a result of an earlier run: drop it (inputs kept below stay protected).
+    planned = [
+        (job, target)
+        for job, target in planned
+        if os.path.realpath(job.source) not in result_paths
+        or os.path.realpath(target) == os.path.realpath(job.source)
+    ]
+    source_ids = {ident for job, _ in planned if (ident := _file_id(job.source)) is not None}
     targets: dict[str, Path] = {}
-    for job in jobs:
-        native = format_for_suffix(job.source.suffix)
-        job.format = format or native or "png"
-        keep_suffix = native == job.format  # keep the input's own spelling, e.g. ".JPG"
-        extension = job.source.suffix if keep_suffix else FORMATS[job.format][1]
-        name = job.source.stem + suffix + extension
-        folder = job.source.parent if output_dir is None else output_dir / job.relative.parent
-        target = folder / name
+    for job, target in planned:
         key = os.path.realpath(target)
         if key in targets:
             job.error = f"output {target} would also be written from {targets[key]}: skipped"
@@ -147,6 +168,7 @@ def _plan(
                 )
                 continue
         job.target = target
+    return [job for job, _ in planned]
 
 
 def _say(message: str, quiet: bool = False) -> None:
@@ -325,7 +347,7 @@ def enhance_command(
     fmt = {"jpeg": "jpg", "tiff": "tif"}.get((output_format or "").lower(), output_format)
 
     jobs, errors = _collect(inputs, recursive, output_dir)
-    _plan(
+    jobs = _plan(
         jobs,
         output_dir=output_dir,
         suffix=suffix,
