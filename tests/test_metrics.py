@@ -167,6 +167,25 @@ def test_lpips_without_backbone_weights_says_how_to_get_them(tmp_path, monkeypat
     assert "weights='DEFAULT'" in message
 
 
+def test_lpips_loads_backbone_from_the_hub_cache_without_downloading(tmp_path) -> None:
+    from torchvision.models import alexnet
+
+    torch.manual_seed(1)
+    fake = alexnet().state_dict()  # random weights under the real file name
+    (tmp_path / "checkpoints").mkdir()
+    torch.save(fake, tmp_path / "checkpoints" / perceptual.ALEXNET_WEIGHTS_FILE)
+    previous = torch.hub.get_dir()
+    torch.hub.set_dir(str(tmp_path))
+    perceptual.load_lpips.cache_clear()
+    try:
+        model = perceptual.load_lpips()
+    finally:
+        torch.hub.set_dir(previous)
+        perceptual.load_lpips.cache_clear()
+    loaded = model.net.slice1[0].weight
+    assert torch.equal(loaded, fake["features.0.weight"])
+
+
 # --- NIQE ------------------------------------------------------------------------------
 
 

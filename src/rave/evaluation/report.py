@@ -218,8 +218,15 @@ class _Thumbnails:
         return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
+# Scores shown under each thumbnail (all of them are in per_image.csv).
+_CAPTION_METRICS = (
+    "psnr_ref", "ssim_ref", "lpips_ref", "psnr", "ssim", "lpips",
+    "niqe", "brisque", "mean_luma", "clipped", "shadow_mean_lift",
+)  # fmt: skip
+
+
 def _score_line(record: dict[str, Any], metrics: list[str]) -> str:
-    shown = [m for m in metrics if m in record][:6]
+    shown = [m for m in _CAPTION_METRICS if m in metrics and m in record]
     return " | ".join(f"{METRICS[m].label}: {_fmt(record[m])}" for m in shown)
 
 
