@@ -90,6 +90,25 @@ def test_paired_comparison_writes_all_outputs(dataset, tmp_path) -> None:
     assert "data:image/jpeg;base64," in html
 
 
+def test_protocol_selects_columns(dataset, tmp_path) -> None:
+    out = tmp_path / "out"
+    args = ["--pred", str(dataset["a"]), "--gt", str(dataset["gt"]), "--no-lpips", "--no-nr"]
+    assert _run(*args, "--protocol", "reference", "--out", str(out)).exit_code == 0
+    header = (out / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert header == [
+        "method",
+        "n_images",
+        "psnr_ref",
+        "ssim_ref",
+        "mean_luma",
+        "p10_luma",
+        "clipped",
+    ]
+    assert _run(*args, "--protocol", "standard", "--out", str(out)).exit_code == 0
+    header = (out / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert header[2:6] == ["psnr", "psnr_y", "ssim", "ssim_y"] and "psnr_ref" not in header
+
+
 def test_unmatched_files_are_listed(dataset) -> None:
     _save(dataset["a"], "extra.png", _photo(0))
     result = _run("--pred", str(dataset["a"]), "--gt", str(dataset["gt"]), "--no-lpips")

@@ -102,7 +102,7 @@ class EvaluationResult:
 
 
 def list_images(folder: str | Path) -> dict[str, Path]:
-    """Image files of a folder (not recursive), keyed by file stem.
+    """Image files of a folder (not recursive, hidden files skipped), keyed by file stem.
 
     Raises:
         EvaluationError: not a folder, no image in it, or two images share a stem.
@@ -112,7 +112,9 @@ def list_images(folder: str | Path) -> dict[str, Path]:
         raise EvaluationError(f"{folder}: not a folder")
     images: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
-        if path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
+        if path.name.startswith(".") or path.suffix.lower() not in IMAGE_SUFFIXES:
+            continue  # hidden files include half-written temporaries of atomic writes
+        if not path.is_file():
             continue
         if path.stem in images:
             raise EvaluationError(
