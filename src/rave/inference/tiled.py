@@ -1,32 +1,435 @@
-"""Exact tiled inference (placeholder: whole-image for now; tiling lands next)."""
+"""Exact tiled inference of the enhancement network in bounded memory.
+
+Whole-image inference holds 64-channel feature maps of the full photo (about 5.7 GB for
+2048x1536 in float32). Plain overlapping tiles are not exact here because the pyramid-pooling
+block averages over the *whole* image. This module is exact in two passes:
+
+1. **Pooled statistics.** The pyramid pooling input depends only on a 5-pixel neighbourhood
+   (``cond1`` and two residual blocks: five 3x3 convs). Tile by tile (with a 5-pixel halo),
+   compute it and accumulate its sums over every adaptive-pooling bin (1, 2, 3 and 6 per
+   side), giving the exact pooled context of the whole image.
+2. **Tiles with a halo.** Each output tile is computed from its input grown by a 17-pixel
+   halo (the network's receptive radius: 17 3x3 convs). Every conv pads only on sides where
+   the tile touches the image border (reflection or zeros, as the whole-image network does
+   there) and is "valid" elsewhere, so the tile sees exactly what the whole image would.
+   The pooled branches are upsampled for the tile's own coordinates with the same
+   ``align_corners=True`` bilinear weights as ``F.interpolate``.
+
+The result equals whole-image inference to float32 rounding (about 1e-6), for any tile size.
+"""
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import torch
-from torch import Tensor
+import torch.nn.functional as F
+from torch import Tensor, nn
 
-from rave.network.enhancer import EnhancementNet, apply_light_map
+from rave.network.enhancer import (
+    LEAKY_SLOPE,
+    EnhancementNet,
+    PyramidPooling,
+    ResidualBlock,
+    apply_light_map,
+)
 
-__all__ = ["enhance_tensor", "predict_light_map"]
+__all__ = [
+    "FEATURE_HALO",
+    "FULL_HALO",
+    "auto_tile_size",
+    "enhance_tensor",
+    "predict_light_map",
+]
+
+FEATURE_HALO = 5  # 3x3 convs before the pyramid pooling: cond1 + 2 residual blocks x 2
+FULL_HALO = 17  # all 3x3 convs of the network
+# Working-set budget of one tile on the CPU: about 14 live tensors of 32 channels in float32.
+_CPU_TILE_BUDGET_BYTES = 200 * 2**20
+_BYTES_PER_TILE_PIXEL = 14 * 32 * 4
+# Full-size pyramid-pooling input kept between the passes when at most this large
+# (2048x1536 needs 400 MB; a 24 MP photo would need 3 GB and recomputes instead).
+_CPU_FEATURE_CACHE_BYTES = 512 * 2**20
+
+
+@dataclass(frozen=True)
+class _Region:
+    """A rectangle ``[top, bottom) x [left, right)`` of the full image, with its size."""
+
+    top: int
+    bottom: int
+    left: int
+    right: int
+    height: int  # full image height
+    width: int  # full image width
+
+    def padding(self) -> tuple[int, int, int, int]:
+        """``(left, right, top, bottom)`` padding of 1 on the sides lying on the image border."""
+        return (
+            int(self.left == 0),
+            int(self.right == self.width),
+            int(self.top == 0),
+            int(self.bottom == self.height),
+        )
+
+    def shrink(self) -> _Region:
+        """The region a padded-on-border, valid-elsewhere 3x3 conv produces from this one."""
+        pad_l, pad_r, pad_t, pad_b = self.padding()
+        return _Region(
+            self.top + 1 - pad_t,
+            self.bottom - 1 + pad_b,
+            self.left + 1 - pad_l,
+            self.right - 1 + pad_r,
+            self.height,
+            self.width,
+        )
+
+
+def _conv3x3(x: Tensor, region: _Region, conv: nn.Conv2d, mode: str) -> tuple[Tensor, _Region]:
+    """A 3x3 conv on a crop of the image: pads (``mode``) only on image-border sides."""
+    pad = region.padding()
+    if any(pad):
+        x = F.pad(x, pad, mode="reflect" if mode == "reflect" else "constant")
+    return F.conv2d(x, conv.weight, conv.bias), region.shrink()
+
+
+def _crop_to(x: Tensor, region: _Region, inner: _Region) -> Tensor:
+    return x[
+        ...,
+        inner.top - region.top : inner.bottom - region.top,
+        inner.left - region.left : inner.right - region.left,
+    ]
+
+
+def _residual_block(block: ResidualBlock, x: Tensor, region: _Region) -> tuple[Tensor, _Region]:
+    y, inner = _conv3x3(x, region, block.conv1, "reflect")
+    y = F.leaky_relu_(y, LEAKY_SLOPE)
+    y, inner = _conv3x3(y, inner, block.conv2, "reflect")
+    y += _crop_to(x, region, inner)
+    return F.leaky_relu_(y, LEAKY_SLOPE), inner
+
+
+def _features(net: EnhancementNet, image: Tensor, region: _Region) -> tuple[Tensor, _Region]:
+    """The pyramid-pooling input for a crop of the image (shrunk by up to 5 px per side)."""
+    x, region = _conv3x3(image, region, net.cond1, net.cond1.padding_mode)
+    x = F.leaky_relu_(x, LEAKY_SLOPE)
+    x, region = _residual_block(net.ResidualBlock1, x, region)
+    return _residual_block(net.ResidualBlock2, x, region)
+
+
+def _bin_edges(length: int, bins: int) -> list[tuple[int, int]]:
+    """Bin ``[start, end)`` intervals of ``adaptive_avg_pool`` (bins may overlap)."""
+    return [(i * length // bins, -(-(i + 1) * length // bins)) for i in range(bins)]
+
+
+def _membership(edges: list[tuple[int, int]], start: int, stop: int, like: Tensor) -> Tensor:
+    """``(bins, stop - start)`` 0/1 matrix: does coordinate ``start + j`` fall in bin ``i``."""
+    coords = torch.arange(start, stop, device=like.device)
+    rows = [((coords >= a) & (coords < b)) for a, b in edges]
+    return torch.stack(rows).to(like.dtype)
+
+
+def _upsample_weights(out_size: int, in_size: int, start: int, stop: int, like: Tensor) -> Tensor:
+    """``(stop - start, in_size)`` bilinear weights of ``align_corners=True`` upsampling.
+
+    Rows are the output coordinates ``start..stop-1`` of an ``in_size -> out_size`` upsample,
+    computed in float32 as ``F.interpolate`` does, so tiles reproduce it exactly.
+    """
+    scale = (in_size - 1) / (out_size - 1) if out_size > 1 else 0.0
+    src = torch.arange(start, stop, device=like.device, dtype=torch.float32) * scale
+    lower = src.floor().long().clamp_(max=in_size - 1)
+    frac = src - lower.float()
+    upper = (lower + 1).clamp_(max=in_size - 1)
+    weights = torch.zeros(stop - start, in_size, device=like.device, dtype=torch.float32)
+    rows = torch.arange(stop - start, device=like.device)
+    weights.index_put_((rows, lower), 1.0 - frac, accumulate=True)
+    weights.index_put_((rows, upper), frac, accumulate=True)
+    return weights.to(like.dtype)
+
+
+def _to_unit_float(x: Tensor, device: torch.device, channels_last: bool) -> Tensor:
+    """Integer (uint8/uint16) or float pixels -> float32 in [0, 1] on ``device``."""
+    if x.dtype == torch.uint8:
+        x = x.to(device).float().div_(255.0)
+    elif x.dtype in (torch.uint16, torch.int32, torch.int64):
+        # uint16 photos: divide in float32 straight from 16 bits (no 8-bit detour).
+        x = x.to(device).float().div_(65535.0)
+    else:
+        x = x.to(device, torch.float32)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x.contiguous()
+
+
+def _tiles(length: int, tile: int) -> list[tuple[int, int]]:
+    count = max(1, math.ceil(length / tile))
+    step = math.ceil(length / count)  # equal tiles: no thin sliver at the end
+    return [(s, min(s + step, length)) for s in range(0, length, step)]
+
+
+def auto_tile_size(height: int, width: int, device: torch.device | str = "cpu") -> int | None:
+    """Tile side that keeps one tile's working set within a fixed budget.
+
+    Returns ``None`` (whole image in one tile) when the image is small enough.
+    On CUDA the budget is a quarter of the free device memory.
+    """
+    device = torch.device(device)
+    budget = _CPU_TILE_BUDGET_BYTES
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        budget = free // 4
+    side = int(math.sqrt(budget / _BYTES_PER_TILE_PIXEL)) - 2 * FULL_HALO
+    side = max(64, side)
+    return None if height * width <= side * side else side
+
+
+class _PooledContext:
+    """Exact pyramid-pooling branches of a whole image, evaluated at any tile."""
+
+    def __init__(self, ppm: PyramidPooling, sums: list[Tensor], height: int, width: int) -> None:
+        self.height, self.width = height, width
+        self.branches: list[Tensor] = []  # (B, 8, b, b) after the 1x1 conv and PReLU
+        for branch, bins, total in zip(ppm.features, ppm.bins, sums, strict=True):
+            rows = torch.tensor([b - a for a, b in _bin_edges(height, bins)], dtype=total.dtype)
+            cols = torch.tensor([b - a for a, b in _bin_edges(width, bins)], dtype=total.dtype)
+            counts = (rows[:, None] * cols[None, :]).to(total.device)
+            pooled = (total / counts).float()
+            self.branches.append(branch[2](branch[1](pooled)))
+
+    def at(self, region: _Region) -> list[Tensor]:
+        """Upsampled branches over ``region``: a list of ``(B, 8, h, w)`` tensors."""
+        out = []
+        for pooled in self.branches:
+            bins = pooled.shape[-1]
+            wy = _upsample_weights(self.height, bins, region.top, region.bottom, pooled)
+            wx = _upsample_weights(self.width, bins, region.left, region.right, pooled)
+            out.append(torch.einsum("hi,bcij,wj->bchw", wy, pooled, wx))
+        return out
+
+
+def _pooled_context(
+    net: EnhancementNet,
+    image: Tensor,
+    tile: int,
+    channels_last: bool,
+    feature_cache: Tensor | None = None,
+) -> _PooledContext:
+    """Pass 1: sums of the pyramid-pooling input over every bin, tile by tile.
+
+    If ``feature_cache`` (``(B, 32, H, W)``) is given, the features are also stored there so
+    that pass 2 need not recompute them.
+    """
+    _, _, height, width = image.shape
+    device = next(net.parameters()).device
+    bins = net.PPM1.bins
+    edges_y = [_bin_edges(height, b) for b in bins]
+    edges_x = [_bin_edges(width, b) for b in bins]
+    sums: list[Tensor] | None = None
+    for top, bottom in _tiles(height, tile):
+        for left, right in _tiles(width, tile):
+            crop = _Region(
+                max(0, top - FEATURE_HALO),
+                min(height, bottom + FEATURE_HALO),
+                max(0, left - FEATURE_HALO),
+                min(width, right + FEATURE_HALO),
+                height,
+                width,
+            )
+            x = _to_unit_float(
+                image[..., crop.top : crop.bottom, crop.left : crop.right], device, channels_last
+            )
+            feats, region = _features(net, x, crop)
+            inner = _Region(top, bottom, left, right, height, width)
+            feats = _crop_to(feats, region, inner)
+            if feature_cache is not None:
+                feature_cache[..., top:bottom, left:right] = feats
+            # float64 sums: a 24 MP image adds millions of terms per bin.
+            feats = feats.double()
+            tile_sums = []
+            for ey, ex in zip(edges_y, edges_x, strict=True):
+                my = _membership(ey, top, bottom, feats)
+                mx = _membership(ex, left, right, feats)
+                tile_sums.append(torch.einsum("ih,bchw,jw->bcij", my, feats, mx))
+            if sums is None:
+                sums = tile_sums
+            else:
+                sums = [s + t for s, t in zip(sums, tile_sums, strict=True)]
+    assert sums is not None
+    return _PooledContext(net.PPM1, sums, height, width)
+
+
+def _head(
+    net: EnhancementNet, x: Tensor, region: _Region, context: _PooledContext
+) -> tuple[Tensor, _Region]:
+    """From the pyramid-pooling input to the light map (shrinks by up to 12 px per side)."""
+    fused = torch.cat([x, *context.at(region)], dim=1)
+    fuse_conv, fuse_act = net.PPM1.fuse
+    x, region = _conv3x3(fused, region, fuse_conv, "zeros")
+    x = fuse_act(x)
+    x, region = _conv3x3(x, region, net.condx, net.condx.padding_mode)
+    x, region = _residual_block(net.ResidualBlock3, x, region)
+    x, region = _residual_block(net.ResidualBlock4, x, region)
+    x, region = _conv3x3(x, region, net.condy, net.condy.padding_mode)
+    x, region = _residual_block(net.ResidualBlock5, x, region)
+    x, region = _residual_block(net.ResidualBlock6, x, region)
+    x, region = _conv3x3(x, region, net.cond_add1, net.cond_add1.padding_mode)
+    return F.relu_(x), region
+
+
+def _write(out: Tensor, region: _Region, values: Tensor) -> None:
+    """Store float values in [0, 1] into ``out``, quantising for integer dtypes."""
+    target = out[..., region.top : region.bottom, region.left : region.right]
+    if out.dtype == torch.uint8:
+        values = values.mul(255.0).round_()
+    elif out.dtype == torch.uint16:
+        values = values.mul(65535.0).round_()
+    target.copy_(values)
+
+
+def _check_image(image: Tensor) -> None:
+    if image.ndim != 4 or image.shape[1] != 3:
+        raise ValueError(f"expected a (B, 3, H, W) image batch, got shape {tuple(image.shape)}")
+    if min(image.shape[-2:]) < 2:
+        raise ValueError(
+            f"image of {image.shape[-2]}x{image.shape[-1]} pixels is too small: "
+            "reflection padding needs at least 2x2"
+        )
+
+
+def _run_tiled(
+    net: EnhancementNet,
+    image: Tensor,
+    tile: int | str | None,
+    *,
+    light_out: Tensor | None,
+    enhanced_out: Tensor | None,
+    cache_features: bool | str = "auto",
+) -> None:
+    _check_image(image)
+    _, _, height, width = image.shape
+    device = next(net.parameters()).device
+    if tile == "auto":
+        tile = auto_tile_size(height, width, device)
+    if tile is None:
+        tile = max(height, width)
+    if not isinstance(tile, int) or tile < 1:
+        raise ValueError(f"tile must be a positive int, 'auto' or None, got {tile!r}")
+    # channels-last convolutions are markedly faster on CPU (oneDNN) for these layer sizes.
+    channels_last = device.type == "cpu"
+    feature_cache = None
+    if cache_features is True or (cache_features == "auto" and _feature_cache_fits(image, device)):
+        # Keeping the pyramid-pooling input from pass 1 saves recomputing 14% of the FLOPs.
+        feature_cache = torch.empty(
+            (image.shape[0], 32, height, width), dtype=torch.float32, device=device
+        )
+        if channels_last:
+            feature_cache = feature_cache.contiguous(memory_format=torch.channels_last)
+    context = _pooled_context(net, image, tile, channels_last, feature_cache)
+    head_halo = FULL_HALO - FEATURE_HALO
+    for top, bottom in _tiles(height, tile):
+        for left, right in _tiles(width, tile):
+            halo = FULL_HALO if feature_cache is None else head_halo
+            crop = _Region(
+                max(0, top - halo),
+                min(height, bottom + halo),
+                max(0, left - halo),
+                min(width, right + halo),
+                height,
+                width,
+            )
+            if feature_cache is None:
+                pixels = _to_unit_float(
+                    image[..., crop.top : crop.bottom, crop.left : crop.right],
+                    device,
+                    channels_last,
+                )
+                feats, region = _features(net, pixels, crop)
+            else:
+                feats = feature_cache[..., crop.top : crop.bottom, crop.left : crop.right]
+                region = crop
+            light, region = _head(net, feats, region, context)
+            # Crops clipped at the image border do not shrink there, so the result may
+            # extend past the tile; keep the tile itself.
+            tile_region = _Region(top, bottom, left, right, height, width)
+            light = _crop_to(light, region, tile_region)
+            if light_out is not None:
+                _write(light_out, tile_region, light.to(light_out.device))
+            if enhanced_out is not None:
+                source = _to_unit_float(
+                    image[..., top:bottom, left:right], device, channels_last=False
+                )
+                enhanced = apply_light_map(source, light)
+                _write(enhanced_out, tile_region, enhanced.to(enhanced_out.device))
+
+
+def _feature_cache_fits(image: Tensor, device: torch.device) -> bool:
+    """Whether a full-size copy of the 32-channel features fits the cache budget."""
+    batch, _, height, width = image.shape
+    needed = batch * 32 * height * width * 4
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return needed <= free // 4
+    return needed <= _CPU_FEATURE_CACHE_BYTES
 
 
 @torch.inference_mode()
 def predict_light_map(
-    net: EnhancementNet, image: Tensor, *, tile: int | str | None = "auto"
+    net: EnhancementNet,
+    image: Tensor,
+    *,
+    tile: int | str | None = "auto",
+    cache_features: bool | str = "auto",
 ) -> Tensor:
-    """Light map of ``image`` ``(B, 3, H, W)`` in [0, 1] -> ``(B, 1, H, W)`` float32.
+    """Light map of an image batch, tiled exactly when large.
 
-    ``tile``: ``"auto"`` picks a tile size that bounds memory, an int forces a tile size,
-    ``None`` runs the whole image at once. The output is the same (to 1e-5) in every case.
-    The computation runs on the device of ``net``; the result is on ``image``'s device.
+    Args:
+        net: the enhancement network (its device is where the computation runs).
+        image: ``(B, 3, H, W)``: float in [0, 1], uint8 (value / 255) or uint16
+            (value / 65535); any device and memory layout.
+        tile: ``"auto"`` picks a tile size that bounds memory, an int forces tiles of that
+            side, ``None`` runs the whole image as one tile. The output is the same (to
+            float32 rounding) in every case.
+        cache_features: keep the pyramid-pooling input of pass 1 for pass 2 (``True``),
+            recompute it (``False``), or keep it when it fits a memory budget (``"auto"``).
+
+    Returns:
+        ``(B, 1, H, W)`` float32 light map on ``image``'s device, non-negative.
     """
-    device = next(net.parameters()).device
-    return net(image.to(device, torch.float32)).to(image.device)
+    _check_image(image)
+    batch, _, height, width = image.shape
+    light = torch.empty(batch, 1, height, width, dtype=torch.float32, device=image.device)
+    _run_tiled(net, image, tile, light_out=light, enhanced_out=None, cache_features=cache_features)
+    return light
 
 
+@torch.inference_mode()
 def enhance_tensor(
-    net: EnhancementNet, image: Tensor, *, tile: int | str | None = "auto"
+    net: EnhancementNet,
+    image: Tensor,
+    *,
+    tile: int | str | None = "auto",
+    out: Tensor | None = None,
+    cache_features: bool | str = "auto",
 ) -> Tensor:
-    """Enhanced image ``clamp(image / L, 0, 1)``: ``(B, 3, H, W)`` in [0, 1], float32."""
-    image = image.float()
-    return apply_light_map(image, predict_light_map(net, image, tile=tile))
+    """Enhanced image ``clamp(image / L, 0, 1)``, computed tile by tile.
+
+    Args:
+        net: the enhancement network (its device is where the computation runs).
+        image: ``(B, 3, H, W)``: float in [0, 1], uint8 or uint16 (see
+            :func:`predict_light_map`); may be a non-contiguous view, e.g.
+            ``torch.from_numpy(hwc).permute(2, 0, 1)[None]``.
+        tile, cache_features: as in :func:`predict_light_map`.
+        out: optional ``(B, 3, H, W)`` tensor (uint8, uint16 or float32, any layout) to fill;
+            integer outputs hold ``round(value * 255)`` or ``round(value * 65535)``. With
+            integer ``image`` and ``out`` no full-size float copy is ever made.
+
+    Returns:
+        ``out`` if given, else a new ``(B, 3, H, W)`` float32 tensor in [0, 1] on
+        ``image``'s device.
+    """
+    _check_image(image)
+    if out is None:
+        out = torch.empty(image.shape, dtype=torch.float32, device=image.device)
+    elif out.shape != image.shape:
+        raise ValueError(f"out has shape {tuple(out.shape)}, image {tuple(image.shape)}")
+    _run_tiled(net, image, tile, light_out=None, enhanced_out=out, cache_features=cache_features)
+    return out

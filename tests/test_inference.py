@@ -1,0 +1,117 @@
+"""Tiled inference must equal whole-image inference exactly, for any size and tile."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rave.inference import enhance_tensor, predict_light_map
+from rave.inference.tiled import auto_tile_size
+from rave.network import EnhancementNet, apply_light_map
+
+TOLERANCE = 1e-4  # on [0, 1]; float32 rounding gives about 1e-6
+
+
+@pytest.fixture(scope="module")
+def net() -> EnhancementNet:
+    """Random weights scaled up so that every layer matters (N(0, 0.02) is nearly linear)."""
+    torch.manual_seed(0)
+    net = EnhancementNet().eval()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.mul_(3.0 if p.ndim == 4 else 1.0)  # light map ~0.5-1.3, std ~0.1
+        net.cond_add1.bias.fill_(0.5)  # a positive light map, so I / L is informative
+    return net
+
+
+def whole_image(net: EnhancementNet, image: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return net(image)
+
+
+@pytest.mark.parametrize(
+    ("height", "width", "tiles"),
+    [(7, 9, [1, 2, 3, 5, 8]), (2, 2, [1]), (40, 23, [6, 17, 39]), (517, 333, [100, 173, 256])],
+)
+@pytest.mark.parametrize("cache_features", [True, False])
+def test_tiled_light_map_equals_whole_image(net, height, width, tiles, cache_features) -> None:
+    image = torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(height))
+    reference = whole_image(net, image)
+    assert reference.std() > 1e-2  # the comparison must not be trivial
+    for tile in tiles:
+        light = predict_light_map(net, image, tile=tile, cache_features=cache_features)
+        assert light.shape == reference.shape
+        assert (light - reference).abs().max().item() <= TOLERANCE, f"tile={tile}"
+
+
+def test_zero_padding_network_is_tiled_exactly(net) -> None:
+    zero_net = EnhancementNet(padding_mode="zeros").eval()
+    zero_net.load_state_dict(net.state_dict())
+    image = torch.rand(2, 3, 30, 45, generator=torch.Generator().manual_seed(1))
+    light = predict_light_map(zero_net, image, tile=11)
+    assert (light - whole_image(zero_net, image)).abs().max() <= TOLERANCE
+
+
+def test_enhanced_image_equals_clamped_division(net) -> None:
+    image = torch.rand(1, 3, 50, 61, generator=torch.Generator().manual_seed(2))
+    expected = apply_light_map(image, whole_image(net, image))
+    enhanced = enhance_tensor(net, image, tile=20)
+    assert (enhanced - expected).abs().max() <= TOLERANCE
+    assert enhanced.min() >= 0.0 and enhanced.max() <= 1.0
+
+
+def test_integer_input_and_output_are_quantised_from_float(net) -> None:
+    gen = torch.Generator().manual_seed(3)
+    hwc = (torch.rand(37, 29, 3, generator=gen) * 255).round().to(torch.uint8)
+    image = hwc.permute(2, 0, 1)[None]  # a non-contiguous view, as from a numpy photo
+    out_hwc = torch.empty_like(hwc)
+    enhance_tensor(net, image, tile=16, out=out_hwc.permute(2, 0, 1)[None])
+    expected = apply_light_map(image.float() / 255, whole_image(net, image.float() / 255))
+    expected = (expected * 255).round().to(torch.uint8)[0].permute(1, 2, 0)
+    # A value exactly on a rounding boundary may round either way: allow one level.
+    assert (out_hwc.int() - expected.int()).abs().max() <= 1
+    assert (out_hwc != expected).float().mean() < 0.01
+
+
+def test_sixteen_bit_input_keeps_sixteen_bit_precision(net) -> None:
+    gen = torch.Generator().manual_seed(4)
+    values = torch.randint(0, 65536, (1, 3, 20, 24), generator=gen, dtype=torch.int32)
+    image16 = values.to(torch.uint16)
+    expected = apply_light_map(values.float() / 65535, whole_image(net, values.float() / 65535))
+    out = torch.empty_like(image16)
+    enhance_tensor(net, image16, tile=9, out=out)
+    quantised = (expected * 65535).round()
+    assert (out.to(torch.int32).float() - quantised).abs().max() <= 1
+    # 8-bit precision would leave only multiples of 257 (= 65535 / 255) in the output.
+    assert (out.to(torch.int32) % 257 != 0).float().mean() > 0.5
+
+
+def test_float_output_keeps_float_precision(net) -> None:
+    image = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(5))
+    out = enhance_tensor(net, image, tile=None)
+    assert out.dtype == torch.float32
+    assert (out * 255 - (out * 255).round()).abs().max() > 1e-3  # not quantised
+
+
+def test_auto_tile_size_bounds_large_images_only() -> None:
+    assert auto_tile_size(300, 200) is None
+    side = auto_tile_size(4000, 6000)
+    assert side is not None and 64 <= side < 4000
+
+
+@pytest.mark.parametrize(
+    ("shape", "message"),
+    [
+        ((1, 3, 1, 5), "too small"),
+        ((1, 4, 8, 8), r"\(B, 3, H, W\)"),
+        ((3, 8, 8), r"\(B, 3, H, W\)"),
+    ],
+)
+def test_bad_shapes_are_refused(net, shape, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        predict_light_map(net, torch.rand(*shape))
+
+
+def test_out_shape_mismatch_is_refused(net) -> None:
+    with pytest.raises(ValueError, match="out has shape"):
+        enhance_tensor(net, torch.rand(1, 3, 8, 8), out=torch.empty(1, 3, 8, 9))
