@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import glob
 import os
 import sys
@@ -171,6 +173,19 @@ def _plan(
     return [job for job, _ in planned]
 
 
+def _limit_heap_growth() -> None:
+    """Make glibc hand large freed blocks back to the OS (no-op elsewhere).
+
+    glibc raises its mmap threshold whenever a large block is freed; tile tensors then come
+    from the heap, whose freed space stays in the process. On a 1.5 MP photo this kept peak
+    RSS at 1308 MB against 1036 MB with a fixed 1 MB threshold (M_MMAP_THRESHOLD = -3).
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):  # not glibc
+        ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 20)
+
+
 def _say(message: str, quiet: bool = False) -> None:
     if not quiet:
         from tqdm import tqdm
@@ -234,7 +249,7 @@ def _run_batch(jobs: list[_Job], net, options: dict, tally: _Tally, quiet: bool)
 
     from rave.io import PhotoError
 
-    progress = tqdm(jobs, unit="photo", desc="enhance", disable=None if not quiet else True)
+    progress = tqdm(jobs, unit="photo", desc="enhance", disable=True if quiet else None)
     for job in progress:
         progress.set_postfix_str(job.source.name, refresh=False)
         try:
@@ -335,6 +350,7 @@ def enhance_command(
     quiet: bool,
 ) -> None:
     started = time.perf_counter()
+    _limit_heap_growth()
     if beside and output_dir is not None:
         raise click.UsageError("-o/--output-dir and --beside exclude each other")
     if not beside and output_dir is None:
