@@ -370,3 +370,33 @@ def test_16_bit_grey_stays_16_bit_grey(work: Path, checkpoint: Path, net: Enhanc
     assert out.dtype == np.uint16 and out.shape == (H, W)
     reference = _reference(net, np.repeat(grey[:, :, None], 3, axis=2) / 65535)[:, :, 0]
     _assert_quantised(out, reference, 65535)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--tile", "8"], "too small"),
+        (["--tile", "big"], "not 'auto', 'none'"),
+        (["--max-pixels", "lots"], "not a pixel count"),
+        (["--quality", "101"], "101"),
+        (["--beside", "-o", "out"], "exclude each other"),
+        (["--suffix", "a/b"], "path separator"),
+    ],
+)
+def test_bad_options_are_usage_errors(work: Path, args: list[str], message: str) -> None:
+    Image.fromarray(_u8(_dim(23))).save("a.png")
+    result = CliRunner().invoke(main, ["enhance", "a.png", *args])
+    assert result.exit_code == 2
+    assert message in result.stderr
+    assert not os.path.exists("enhanced")
+
+
+def test_option_types_parse_units() -> None:
+    from rave.cli._options import PixelCount, TileSize
+
+    assert PixelCount().convert("200M", None, None) == 200_000_000
+    assert PixelCount().convert("1.5k", None, None) == 1500
+    assert PixelCount().convert("12345", None, None) == 12345
+    assert TileSize().convert("auto", None, None) == "auto"
+    assert TileSize().convert("none", None, None) is None
+    assert TileSize().convert("512", None, None) == 512

@@ -231,7 +231,8 @@ def enhance(
             - a PIL image: ``L``, ``LA``, ``RGB``, ``RGBA`` and ``I;16`` come back in the
               same mode; ``CMYK``, ``1`` and other convertible modes are enhanced in RGB/L
               and converted back; palette images (``P``) come back as ``RGB``/``RGBA``.
-              ``info`` keeps ``icc_profile``, ``exif`` and ``dpi``.
+              ``info`` keeps ``icc_profile``, ``exif`` and ``dpi``. Pixels are taken as
+              stored: EXIF orientation is not applied (``rave.io.read_photo`` does that).
             - a numpy array ``(H, W)``, ``(H, W, 1|2|3|4)`` (grey, grey + alpha, RGB,
               RGBA) of ``uint8``, ``uint16`` or float in [0, 1]: same shape and dtype.
             - a torch tensor ``(3, H, W)`` or ``(B, 3, H, W)``, float in [0, 1]: same
