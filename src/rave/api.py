@@ -46,7 +46,9 @@ def _cache_key(model: str | Path, device: torch.device) -> tuple[str, str]:
     return str(model), str(device)
 
 
-def get_model(model: str | Path | nn.Module = "default", device: str | torch.device = "cpu"):
+def get_model(
+    model: str | Path | nn.Module = "default", device: str | torch.device = "cpu"
+) -> nn.Module:
     """The enhancement network for a name, a checkpoint path or a loaded module, cached.
 
     Args:

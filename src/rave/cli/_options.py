@@ -7,9 +7,12 @@ when a device is resolved.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import click
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "PixelCount",
@@ -28,7 +31,9 @@ class TileSize(click.ParamType):
 
     name = "auto|none|PIXELS"
 
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None):
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> int | str | None:
         if value is None or isinstance(value, int):
             return value
         text = str(value).strip().lower()
@@ -51,7 +56,7 @@ class PixelCount(click.ParamType):
     name = "PIXELS"
     _UNITS: ClassVar[dict[str, float]] = {"k": 1e3, "m": 1e6, "mp": 1e6, "g": 1e9}
 
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None):
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
         if isinstance(value, int):
             return value
         text = str(value).strip().lower().replace("_", "")
@@ -102,7 +107,7 @@ def tile_option(default: str = "auto") -> Callable[[F], F]:
     )
 
 
-def resolve_device(name: str):
+def resolve_device(name: str) -> torch.device:
     """A ``torch.device`` for a ``--device`` value; ``auto`` picks the fastest available.
 
     Raises:

@@ -10,10 +10,14 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from rave.cli._options import PixelCount, device_option, model_option, tile_option
+
+if TYPE_CHECKING:  # torch is imported only once a photo is enhanced
+    from torch import nn
 
 __all__ = ["enhance_command"]
 
@@ -193,7 +197,7 @@ def _say(message: str, quiet: bool = False) -> None:
         tqdm.write(message, file=sys.stderr)
 
 
-def _load_network(ctx: click.Context, model: str, device_name: str):
+def _load_network(ctx: click.Context, model: str, device_name: str) -> nn.Module:
     """The network, or exit with status 2 and one line saying what to do."""
     from rave.api import get_model
     from rave.cli._options import resolve_device
@@ -213,7 +217,7 @@ def _load_network(ctx: click.Context, model: str, device_name: str):
     ctx.exit(2)
 
 
-def _enhance_one(job: _Job, net, options: dict, quiet: bool) -> None:
+def _enhance_one(job: _Job, net: nn.Module, options: dict[str, Any], quiet: bool) -> None:
     """Read, enhance and write one photo; raises PhotoError/OSError/ValueError on failure."""
     import numpy as np
 
@@ -244,7 +248,9 @@ def _enhance_one(job: _Job, net, options: dict, quiet: bool) -> None:
         _say(f"note: {job.source}: {note}", quiet)
 
 
-def _run_batch(jobs: list[_Job], net, options: dict, tally: _Tally, quiet: bool) -> None:
+def _run_batch(
+    jobs: list[_Job], net: nn.Module, options: dict[str, Any], tally: _Tally, quiet: bool
+) -> None:
     from tqdm import tqdm
 
     from rave.io import PhotoError
