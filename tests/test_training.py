@@ -71,14 +71,23 @@ def tiny_factory(name: str, device: torch.device) -> ImageEncoder:
 
 
 def make_folders(root: Path, n_backlit: int = 6, n_well: int = 5, size: int = 24) -> Path:
-    """Dark (backlit) and bright (well-lit) smooth random images in root/backlit, root/well."""
+    """Backlit images (bright top quarter, dark rest) in root/backlit, well-lit ones in root/well.
+
+    Like real backlit photos, most pixels are very dark: a freshly initialised network's light
+    map is about 0.05, and only pixels darker than that escape the clamp to 1 and carry a
+    gradient.
+    """
     rng = np.random.default_rng(0)
-    for folder, n, gain in (("backlit", n_backlit, 0.25), ("well", n_well, 0.9)):
+    for folder, n in (("backlit", n_backlit), ("well", n_well)):
         (root / folder).mkdir(parents=True, exist_ok=True)
         for i in range(n):
-            base = rng.random((4, 4, 3))
-            img = np.kron(base, np.ones((size // 4, size // 4, 1)))
-            img = np.clip(gain * (0.3 + 0.7 * img) + 0.03 * rng.random(img.shape), 0, 1)
+            base = np.kron(rng.random((4, 4, 3)), np.ones((size // 4, size // 4, 1)))
+            if folder == "backlit":
+                img = 0.005 + 0.06 * base
+                img[: size // 4] = 0.6 + 0.35 * base[: size // 4]
+            else:
+                img = 0.3 + 0.6 * base
+            img = np.clip(img + 0.01 * rng.random(img.shape), 0, 1)
             Image.fromarray((img * 255).astype(np.uint8)).save(root / folder / f"img{i:02d}.png")
     return root
 
@@ -362,6 +371,24 @@ def test_reconstruction_restarts_when_psnr_stays_low(folders: Path) -> None:
     train(config, encoder_factory=tiny_factory)
     stages = [r["stage"] for r in read_metrics(Path(config.output_dir))]
     assert stages == ["reconstruction"] * 6 + ["guided"] * 2
+
+
+def test_dead_initialisation_is_replaced_at_once(folders: Path) -> None:
+    from rave.training.loop import train
+
+    # seed 1 draws a negative output bias: the ReLU light map is 0, no gradient flows
+    config = tiny_config(folders, seed=1, iterations=16, reconstruction_iterations=5, max_reinits=5)
+    train(config, encoder_factory=tiny_factory)
+    rows = read_metrics(Path(config.output_dir))
+    grads = [float(r["grad_norm"]) for r in rows]
+    stages = [r["stage"] for r in rows]
+    n_recon = stages.count("reconstruction")
+    restarts, rest = divmod(n_recon - 5, 2)
+    # each dead start is replaced after best_window (2) iterations without gradient
+    assert 1 <= restarts <= 5 and rest == 0
+    assert stages == ["reconstruction"] * n_recon + ["guided"] * (16 - n_recon)
+    assert grads[: 2 * restarts] == [0.0] * (2 * restarts)
+    assert all(g > 0 for g in grads[2 * restarts :])
 
 
 def test_saved_residual_is_used_and_checked(folders: Path) -> None:

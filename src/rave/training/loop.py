@@ -191,6 +191,7 @@ def _train(
     start = 0
     guided_start = config.reconstruction_iterations  # moves if the network is re-initialised
     reinits = 0
+    dead_streak = 0  # consecutive reconstruction iterations without any gradient
     tracker = BestTracker(config.best_window, "max" if guided_start > 0 else "min")
     best_state: dict[str, Tensor] | None = None
     best_info: dict[str, Any] = {}
@@ -201,8 +202,8 @@ def _train(
         optimizer.load_state_dict(checkpoint["optimizer"])
         scaler.load_state_dict(checkpoint["scaler"])
         method.load_state_dict(checkpoint["method"])
-        start, guided_start, reinits = (
-            int(checkpoint[k]) for k in ("iteration", "guided_start", "reinits")
+        start, guided_start, reinits, dead_streak = (
+            int(checkpoint[k]) for k in ("iteration", "guided_start", "reinits", "dead_streak")
         )
         tracker.load_state_dict(checkpoint["tracker"])
         if checkpoint.get("best_model") is not None:
@@ -222,6 +223,7 @@ def _train(
             "iteration": completed,
             "guided_start": guided_start,
             "reinits": reinits,
+            "dead_streak": dead_streak,
             "tracker": tracker.state_dict(),
             "best_model": None
             if best_state is None
@@ -285,12 +287,15 @@ def _train(
                 terms = method.loss(enhanced, inputs, step=it, stage=stage)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(terms["total"]).backward()
+            scaler.unscale_(optimizer)  # true gradients, for their norm
+            grad_norm = _grad_norm(core)
             scaler.step(optimizer)
             scaler.update()
             completed = it + 1
 
             # every rank sees the same (averaged) values, so all take the same decisions
             values = {k: v.detach().float() for k, v in terms.items()}
+            values["grad_norm"] = grad_norm
             if stage == "reconstruction":
                 values["psnr_y"] = psnr_y(enhanced.detach(), inputs)
             values = _average_over_ranks(values, procs.world_size)
@@ -304,27 +309,34 @@ def _train(
                 best_info = {"iteration": it, "stage": stage, "score": tracker.best,
                              "round": _round_of(it, guided_start, config)}  # fmt: skip
 
-            # end of the reconstruction stage: restart it if the network never learnt identity
-            if completed == guided_start:
-                if (
-                    tracker.best is not None
-                    and tracker.best < config.reinit_below_psnr
-                    and reinits < config.max_reinits
-                ):
-                    reinits += 1
-                    log.warning(
-                        "reconstruction PSNR-Y average %.2f dB < %.2f dB: re-initialising the "
-                        "network (%d/%d)", tracker.best, config.reinit_below_psnr, reinits,
-                        config.max_reinits,
-                    )  # fmt: skip
-                    torch.manual_seed(config.seed + 7919 * reinits)
-                    core.load_state_dict(EnhancementNet(padding_mode="zeros").state_dict())
-                    optimizer = _make_optimizer(core, config)
-                    guided_start = completed + config.reconstruction_iterations
-                    tracker.reset("max")
-                    best_state, best_info = None, {}
-                else:
-                    tracker.reset("min")
+            # Restart the reconstruction stage with fresh weights when the network never learnt
+            # identity (the paper's rule, at the end of the stage), or as soon as it is dead:
+            # about half of all initialisations give a zero light map (negative output bias,
+            # then ReLU) or one so small that every pixel clamps to 1, and no gradient flows.
+            dead_streak = (
+                dead_streak + 1 if stage == "reconstruction" and values["grad_norm"] == 0 else 0
+            )
+            restart = ""
+            if dead_streak >= config.best_window:
+                restart = f"no gradient for {dead_streak} iterations (dead light map)"
+            elif completed == guided_start and (tracker.best or 0.0) < config.reinit_below_psnr:
+                restart = (
+                    f"reconstruction PSNR-Y average {tracker.best or 0.0:.2f} dB < "
+                    f"{config.reinit_below_psnr:.2f} dB"
+                )
+            if restart and reinits < config.max_reinits:
+                reinits += 1
+                log.warning(
+                    "%s: re-initialising the network (%d/%d)", restart, reinits, config.max_reinits
+                )
+                torch.manual_seed(config.seed + 7919 * reinits)
+                core.load_state_dict(EnhancementNet(padding_mode="zeros").state_dict())
+                optimizer = _make_optimizer(core, config)
+                guided_start = completed + config.reconstruction_iterations
+                tracker.reset("max")
+                best_state, best_info, dead_streak = None, {}, 0
+            elif completed == guided_start:
+                tracker.reset("min")  # the guided stage ranks by loss
 
             # end of a guided round: the method's hook, with the round's best network
             if stage == "guided" and (completed - guided_start) % config.round_iterations == 0:
@@ -432,6 +444,14 @@ def _average_over_ranks(values: dict[str, Tensor], world_size: int) -> dict[str,
         dist.all_reduce(stacked, op=dist.ReduceOp.SUM)
         stacked = stacked / world_size
     return dict(zip(values, stacked.cpu().tolist(), strict=True))
+
+
+def _grad_norm(module: nn.Module) -> Tensor:
+    """L2 norm of all gradients of ``module`` (a 0-d float32 tensor)."""
+    grads = [
+        p.grad.detach().float().pow(2).sum() for p in module.parameters() if p.grad is not None
+    ]
+    return torch.stack(grads).sum().sqrt() if grads else torch.zeros(())
 
 
 def _cpu_state(module: nn.Module) -> dict[str, Tensor]:
