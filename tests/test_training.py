@@ -259,7 +259,7 @@ def test_augment_zoom_and_rotation_keep_range_and_are_seeded() -> None:
 def test_training_run_writes_loadable_checkpoints_and_artifacts(folders: Path) -> None:
     from rave.training.loop import train
 
-    config = tiny_config(folders, checkpoint_every=3, sample_every=4)
+    config = tiny_config(folders, checkpoint_every=3, sample_every=4, tensorboard=True)
     result = train(config, encoder_factory=tiny_factory)
     run = Path(config.output_dir)
     assert result.iterations == 6 and not result.interrupted
@@ -272,6 +272,7 @@ def test_training_run_writes_loadable_checkpoints_and_artifacts(folders: Path) -
         "residual.pt",
     ):
         assert (run / name).is_file(), name
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
     samples = sorted(p.name for p in (run / "samples").iterdir())
     assert samples == ["iter_000004.png", "iter_000006.png"]
     with Image.open(run / "samples" / "iter_000004.png") as grid:
@@ -391,6 +392,17 @@ def test_dead_initialisation_is_replaced_at_once(folders: Path) -> None:
     assert all(g > 0 for g in grads[2 * restarts :])
 
 
+def test_paired_regime_with_bfloat16_autocast(folders: Path) -> None:
+    from rave.training.loop import train
+
+    config = tiny_config(folders, regime="paired", amp=True, iterations=4)
+    result = train(config, encoder_factory=tiny_factory)
+    rows = read_metrics(Path(config.output_dir))
+    assert len(rows) == 4
+    assert all(math.isfinite(float(r["total"])) for r in rows)
+    assert all(p.dtype == torch.float32 for p in result.model.parameters())
+
+
 def test_saved_residual_is_used_and_checked(folders: Path) -> None:
     from rave.guidance.residual import compute_residual, save_residual
     from rave.training.loop import train
@@ -437,47 +449,89 @@ def test_psnr_y_matches_numpy() -> None:
 
 @pytest.mark.slow
 def test_real_training_with_effnet_lowers_residual_loss(tmp_path: Path) -> None:
-    """EfficientNet-Lite0 (real ImageNet weights) for guidance and identity, a few dozen steps."""
+    """EfficientNet-Lite0 (real ImageNet weights) for guidance and identity, 20 iterations.
+
+    From random weights the reconstruction stage needs hundreds of iterations, so the run
+    starts from an identity network (``init_weights``: output bias 1, output weights 0, so
+    the light map is 1): the reconstruction stage must keep the output on the input, then
+    guidance must lower ``L_res``. The identity weight is lowered because EfficientNet's
+    normalised feature loss is far larger than CLIP RN101's raw one.
+    """
     from rave.encoders import create_encoder
     from rave.guidance.residual import load_residual
     from rave.losses import residual_loss
-    from rave.network import apply_light_map
+    from rave.network import EnhancementNet, apply_light_map
     from rave.training.loop import train
 
     make_folders(tmp_path, n_backlit=6, n_well=6, size=48)
+    torch.manual_seed(0)
+    identity_net = EnhancementNet(padding_mode="zeros")
+    nn.init.zeros_(identity_net.cond_add1.weight)
+    nn.init.ones_(identity_net.cond_add1.bias)
+    torch.save({"model": identity_net.state_dict()}, tmp_path / "identity.pt")
     config = tiny_config(
         tmp_path,
         guidance_encoder="effnet-lite0",
         identity_encoder="effnet-lite0",
+        init_weights=str(tmp_path / "identity.pt"),
         crop_size=48,
-        batch_size=2,
-        iterations=40,
-        reconstruction_iterations=15,
+        batch_size=3,
+        augment=False,
+        iterations=20,
+        reconstruction_iterations=3,
         round_iterations=100,
         best_window=5,
-        lr=3e-3,
-        sample_every=0,
-        checkpoint_every=15,
+        identity_weight=1.0,
     )
     result = train(config)
-    run = Path(config.output_dir)
-    rows = read_metrics(run)
-    recon = [r for r in rows if r["stage"] == "reconstruction"]
-    assert float(recon[-1]["psnr_y"]) > 25.0  # output close to the input by the end
+    rows = read_metrics(Path(config.output_dir))
+    recon = [float(r["psnr_y"]) for r in rows if r["stage"] == "reconstruction"]
+    assert len(recon) == 3 and min(recon) > 30.0  # output on the input (dB)
+    guided = [float(r["residual"]) for r in rows if r["stage"] == "guided"]
+    assert np.mean(guided[-5:]) < np.mean(guided[:5]) - 0.03
 
-    # L_res of the held images before guidance (reconstruction checkpoint) and after
+    # and on the training images without augmentation, against the inputs themselves
     encoder = create_encoder("effnet-lite0")
-    rv = load_residual(run / "residual.pt")
+    rv = load_residual(Path(config.output_dir) / "residual.pt")
     images = FolderImages(list_images(tmp_path / "backlit"), 48)
     held = torch.stack([images.get(i) for i in range(len(images))])
-
-    def l_res(images: Tensor) -> float:
-        with torch.no_grad():
-            return residual_loss(encoder.embed(images), rv.residual, rv.threshold).item()
-
     with torch.no_grad():
         enhanced = apply_light_map(held, result.model(held), eps=1e-9)
-    # the inputs stand for the reconstruction stage's output (an identity map)
-    assert l_res(enhanced) < 0.8 * l_res(held)
-    guided = [float(r["residual"]) for r in rows if r["stage"] == "guided"]
-    assert np.mean(guided[-5:]) < np.mean(guided[:5])
+        before = residual_loss(encoder.embed(held), rv.residual, rv.threshold).item()
+        after = residual_loss(encoder.embed(enhanced), rv.residual, rv.threshold).item()
+    assert after < before - 0.03
+    assert enhanced.mean() > held.mean()  # guidance brightened the backlit images
+
+
+@pytest.mark.slow
+def test_cli_trains_resumes_and_rejects_bad_keys(folders: Path) -> None:
+    """``rave train`` end to end with the offline EfficientNet encoder (2 + 1 iterations)."""
+    from click.testing import CliRunner
+
+    from rave.cli import main
+
+    config_file = folders / "run.yaml"
+    config_file.write_text(
+        f"backlit_dir: {folders / 'backlit'}\nwell_lit_dir: {folders / 'well'}\n"
+        f"output_dir: {folders / 'cli_run'}\nguidance_encoder: effnet-lite0\n"
+        "identity_encoder: effnet-lite0\ncrop_size: 16\nbatch_size: 1\niterations: 2\n"
+        "reconstruction_iterations: 1\ndevice: cpu\ntensorboard: false\n"
+    )
+    runner = CliRunner()
+    result = runner.invoke(main, ["train", str(config_file), "--set", "log_every=1"])
+    assert result.exit_code == 0, result.output
+    assert "best checkpoint:" in result.output
+    result = runner.invoke(
+        main,
+        ["train", str(config_file), "--resume", "--set", "iterations=3", "--set", "log_every=1"],
+    )
+    assert result.exit_code == 0, result.output
+    assert [int(r["iteration"]) for r in read_metrics(folders / "cli_run")] == [0, 1, 2]
+    assert load_checkpoint_file(folders / "cli_run" / "last.pt")["iteration"] == 3
+
+    result = runner.invoke(main, ["train", str(config_file), "--set", "bacth_size=2"])
+    assert result.exit_code != 0
+    assert "unknown config key(s) 'bacth_size'" in result.output
+    # a fresh run into a finished run's folder is refused, not overwritten
+    result = runner.invoke(main, ["train", str(config_file)])
+    assert result.exit_code != 0 and "--resume" in result.output

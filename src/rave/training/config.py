@@ -49,6 +49,9 @@ class TrainConfig:
     # method-specific settings, validated by the method plug-in's ``Options`` dataclass
     method_options: dict[str, Any] = field(default_factory=dict)
 
+    # initial weights (a checkpoint ``rave enhance --model`` accepts); empty: random, as the paper
+    init_weights: str = ""
+
     # --- data
     backlit_dir: str = ""
     well_lit_dir: str = ""

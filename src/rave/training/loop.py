@@ -38,7 +38,12 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from rave.encoders.base import ImageEncoder
-from rave.network import EnhancementNet, apply_light_map, load_checkpoint_file
+from rave.network import (
+    EnhancementNet,
+    apply_light_map,
+    extract_state_dict,
+    load_checkpoint_file,
+)
 from rave.training.artifacts import MetricsCSV, save_checkpoint, save_loss_plot, save_sample_grid
 from rave.training.best import BestTracker, psnr_y
 from rave.training.config import TrainConfig, config_to_dict, save_config
@@ -196,6 +201,9 @@ def _train(
     best_state: dict[str, Tensor] | None = None
     best_info: dict[str, Any] = {}
     if checkpoint is None:
+        if config.init_weights:
+            init = load_checkpoint_file(config.init_weights)
+            core.load_state_dict(extract_state_dict(init, config.init_weights))
         method.setup()
     else:
         core.load_state_dict(checkpoint["model"])
