@@ -400,3 +400,33 @@ def test_option_types_parse_units() -> None:
     assert TileSize().convert("auto", None, None) == "auto"
     assert TileSize().convert("none", None, None) is None
     assert TileSize().convert("512", None, None) == 512
+
+
+def test_interrupted_batch_resumes(work: Path, checkpoint: Path, monkeypatch) -> None:
+    import rave.io.write
+
+    for name in ("a.png", "b.png", "c.png"):
+        Image.fromarray(_u8(_dim(24))).save(name)
+    real_write = rave.io.write.atomic_write
+    calls = []
+
+    def interrupted_write(path, write):
+        calls.append(path)
+        if len(calls) == 2:  # Ctrl-C while the second photo is being written
+
+            def half_then_stop(stream):
+                stream.write(b"\x89PNG half")
+                raise KeyboardInterrupt
+
+            return real_write(path, half_then_stop)
+        return real_write(path, write)
+
+    monkeypatch.setattr(rave.io.write, "atomic_write", interrupted_write)
+    first = _run(checkpoint, "a.png", "b.png", "c.png")
+    assert first.exit_code == 1 and "Aborted" in first.output  # click turns Ctrl-C into this
+    assert os.listdir("enhanced") == ["a.png"]  # no half-written b.png, no temporary file
+    monkeypatch.setattr(rave.io.write, "atomic_write", real_write)
+    second = _run(checkpoint, "a.png", "b.png", "c.png")
+    assert second.exit_code == 0, second.output
+    assert "2 enhanced, 1 skipped, 0 failed" in second.stdout
+    assert sorted(os.listdir("enhanced")) == ["a.png", "b.png", "c.png"]

@@ -401,10 +401,10 @@ def enhance_command(
 
     elapsed = time.perf_counter() - started
     where = "next to the inputs" if output_dir is None else f"in {output_dir}"
-    hint = " (results exist; --overwrite redoes them)" if tally.skipped else ""
+    hint = " (skipped: results exist, --overwrite redoes them)" if tally.skipped else ""
     click.echo(
-        f"{tally.enhanced} enhanced, {tally.skipped} skipped{hint}, {tally.failed} failed "
-        f"in {elapsed:.1f} s; results {where}"
+        f"{tally.enhanced} enhanced, {tally.skipped} skipped, {tally.failed} failed "
+        f"in {elapsed:.1f} s; results {where}{hint}"
     )
     if tally.failed:
         ctx.exit(1)
