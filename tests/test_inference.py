@@ -115,3 +115,20 @@ def test_bad_shapes_are_refused(net, shape, message) -> None:
 def test_out_shape_mismatch_is_refused(net) -> None:
     with pytest.raises(ValueError, match="out has shape"):
         enhance_tensor(net, torch.rand(1, 3, 8, 8), out=torch.empty(1, 3, 8, 9))
+
+
+@pytest.mark.parametrize("backend", ["nnpack", "channels_last", "default"])
+def test_every_convolution_backend_is_exact(net, backend, monkeypatch) -> None:
+    if backend == "nnpack" and not torch.backends.nnpack.is_available():
+        pytest.skip("this PyTorch build has no NNPACK")
+    monkeypatch.setenv("RAVE_CONV_BACKEND", backend)
+    image = torch.rand(1, 3, 45, 70, generator=torch.Generator().manual_seed(6))
+    for tile in (None, 19):
+        light = predict_light_map(net, image, tile=tile)
+        assert (light - whole_image(net, image)).abs().max() <= TOLERANCE
+
+
+def test_unknown_backend_is_refused(net, monkeypatch) -> None:
+    monkeypatch.setenv("RAVE_CONV_BACKEND", "winograd9000")
+    with pytest.raises(ValueError, match="RAVE_CONV_BACKEND"):
+        predict_light_map(net, torch.rand(1, 3, 8, 8))

@@ -21,6 +21,7 @@ The result equals whole-image inference to float32 rounding (about 1e-6), for an
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
 import torch
@@ -41,10 +42,12 @@ __all__ = [
     "auto_tile_size",
     "enhance_tensor",
     "predict_light_map",
+    "select_backend",
 ]
 
 FEATURE_HALO = 5  # 3x3 convs before the pyramid pooling: cond1 + 2 residual blocks x 2
 FULL_HALO = 17  # all 3x3 convs of the network
+_BACKENDS = ("nnpack", "channels_last", "default")
 # Working-set budget of one tile on the CPU: about 14 live tensors of 32 channels in float32.
 _CPU_TILE_BUDGET_BYTES = 200 * 2**20
 _BYTES_PER_TILE_PIXEL = 14 * 32 * 4
@@ -86,12 +89,44 @@ class _Region:
         )
 
 
-def _conv3x3(x: Tensor, region: _Region, conv: nn.Conv2d, mode: str) -> tuple[Tensor, _Region]:
+def _conv3x3(
+    x: Tensor, region: _Region, conv: nn.Conv2d, mode: str, backend: str
+) -> tuple[Tensor, _Region]:
     """A 3x3 conv on a crop of the image: pads (``mode``) only on image-border sides."""
     pad = region.padding()
     if any(pad):
         x = F.pad(x, pad, mode="reflect" if mode == "reflect" else "constant")
-    return F.conv2d(x, conv.weight, conv.bias), region.shrink()
+    if backend == "nnpack":
+        bias = conv.bias if conv.bias is not None else _zero_bias(conv)
+        out = torch._nnpack_spatial_convolution(x.contiguous(), conv.weight, bias, [0, 0])
+    else:
+        out = F.conv2d(x, conv.weight, conv.bias)
+    return out, region.shrink()
+
+
+def _zero_bias(conv: nn.Conv2d) -> Tensor:
+    # NNPACK needs a bias tensor; the residual-block convs have none.
+    return torch.zeros(conv.out_channels, dtype=conv.weight.dtype, device=conv.weight.device)
+
+
+def select_backend(device: torch.device | str) -> str:
+    """How 3x3 convolutions run: ``"nnpack"``, ``"channels_last"`` or ``"default"``.
+
+    On CPU, NNPACK's Winograd convolutions are markedly faster than oneDNN's direct ones for
+    these layer sizes (see benchmarks/bench_inference.py) and stay within float32 rounding
+    of them (about 1e-6 relative on the light map); without NNPACK, channels-last oneDNN
+    convolutions beat NCHW ones. The environment variable ``RAVE_CONV_BACKEND`` overrides
+    the choice (for benchmarks and tests).
+    """
+    forced = os.environ.get("RAVE_CONV_BACKEND")
+    if forced:
+        if forced not in _BACKENDS:
+            raise ValueError(f"RAVE_CONV_BACKEND must be one of {_BACKENDS}, got {forced!r}")
+        return forced
+    if torch.device(device).type != "cpu":
+        return "default"
+    # is_available() also initialises NNPACK, which its convolution needs first.
+    return "nnpack" if torch.backends.nnpack.is_available() else "channels_last"
 
 
 def _crop_to(x: Tensor, region: _Region, inner: _Region) -> Tensor:
@@ -102,20 +137,24 @@ def _crop_to(x: Tensor, region: _Region, inner: _Region) -> Tensor:
     ]
 
 
-def _residual_block(block: ResidualBlock, x: Tensor, region: _Region) -> tuple[Tensor, _Region]:
-    y, inner = _conv3x3(x, region, block.conv1, "reflect")
+def _residual_block(
+    block: ResidualBlock, x: Tensor, region: _Region, backend: str
+) -> tuple[Tensor, _Region]:
+    y, inner = _conv3x3(x, region, block.conv1, "reflect", backend)
     y = F.leaky_relu_(y, LEAKY_SLOPE)
-    y, inner = _conv3x3(y, inner, block.conv2, "reflect")
+    y, inner = _conv3x3(y, inner, block.conv2, "reflect", backend)
     y += _crop_to(x, region, inner)
     return F.leaky_relu_(y, LEAKY_SLOPE), inner
 
 
-def _features(net: EnhancementNet, image: Tensor, region: _Region) -> tuple[Tensor, _Region]:
+def _features(
+    net: EnhancementNet, image: Tensor, region: _Region, backend: str
+) -> tuple[Tensor, _Region]:
     """The pyramid-pooling input for a crop of the image (shrunk by up to 5 px per side)."""
-    x, region = _conv3x3(image, region, net.cond1, net.cond1.padding_mode)
+    x, region = _conv3x3(image, region, net.cond1, net.cond1.padding_mode, backend)
     x = F.leaky_relu_(x, LEAKY_SLOPE)
-    x, region = _residual_block(net.ResidualBlock1, x, region)
-    return _residual_block(net.ResidualBlock2, x, region)
+    x, region = _residual_block(net.ResidualBlock1, x, region, backend)
+    return _residual_block(net.ResidualBlock2, x, region, backend)
 
 
 def _bin_edges(length: int, bins: int) -> list[tuple[int, int]]:
@@ -210,7 +249,7 @@ def _pooled_context(
     net: EnhancementNet,
     image: Tensor,
     tile: int,
-    channels_last: bool,
+    backend: str,
     feature_cache: Tensor | None = None,
 ) -> _PooledContext:
     """Pass 1: sums of the pyramid-pooling input over every bin, tile by tile.
@@ -235,9 +274,11 @@ def _pooled_context(
                 width,
             )
             x = _to_unit_float(
-                image[..., crop.top : crop.bottom, crop.left : crop.right], device, channels_last
+                image[..., crop.top : crop.bottom, crop.left : crop.right],
+                device,
+                channels_last=backend == "channels_last",
             )
-            feats, region = _features(net, x, crop)
+            feats, region = _features(net, x, crop, backend)
             inner = _Region(top, bottom, left, right, height, width)
             feats = _crop_to(feats, region, inner)
             if feature_cache is not None:
@@ -258,20 +299,23 @@ def _pooled_context(
 
 
 def _head(
-    net: EnhancementNet, x: Tensor, region: _Region, context: _PooledContext
+    net: EnhancementNet, x: Tensor, region: _Region, context: _PooledContext, backend: str
 ) -> tuple[Tensor, _Region]:
     """From the pyramid-pooling input to the light map (shrinks by up to 12 px per side)."""
     fused = torch.cat([x, *context.at(region)], dim=1)
+    if backend == "channels_last":
+        fused = fused.contiguous(memory_format=torch.channels_last)
     fuse_conv, fuse_act = net.PPM1.fuse
-    x, region = _conv3x3(fused, region, fuse_conv, "zeros")
+    x, region = _conv3x3(fused, region, fuse_conv, "zeros", backend)
+    del fused
     x = fuse_act(x)
-    x, region = _conv3x3(x, region, net.condx, net.condx.padding_mode)
-    x, region = _residual_block(net.ResidualBlock3, x, region)
-    x, region = _residual_block(net.ResidualBlock4, x, region)
-    x, region = _conv3x3(x, region, net.condy, net.condy.padding_mode)
-    x, region = _residual_block(net.ResidualBlock5, x, region)
-    x, region = _residual_block(net.ResidualBlock6, x, region)
-    x, region = _conv3x3(x, region, net.cond_add1, net.cond_add1.padding_mode)
+    x, region = _conv3x3(x, region, net.condx, net.condx.padding_mode, backend)
+    x, region = _residual_block(net.ResidualBlock3, x, region, backend)
+    x, region = _residual_block(net.ResidualBlock4, x, region, backend)
+    x, region = _conv3x3(x, region, net.condy, net.condy.padding_mode, backend)
+    x, region = _residual_block(net.ResidualBlock5, x, region, backend)
+    x, region = _residual_block(net.ResidualBlock6, x, region, backend)
+    x, region = _conv3x3(x, region, net.cond_add1, net.cond_add1.padding_mode, backend)
     return F.relu_(x), region
 
 
@@ -313,8 +357,8 @@ def _run_tiled(
         tile = max(height, width)
     if not isinstance(tile, int) or tile < 1:
         raise ValueError(f"tile must be a positive int, 'auto' or None, got {tile!r}")
-    # channels-last convolutions are markedly faster on CPU (oneDNN) for these layer sizes.
-    channels_last = device.type == "cpu"
+    backend = select_backend(device)
+    channels_last = backend == "channels_last"
     feature_cache = None
     if cache_features is True or (cache_features == "auto" and _feature_cache_fits(image, device)):
         # Keeping the pyramid-pooling input from pass 1 saves recomputing 14% of the FLOPs.
@@ -323,7 +367,7 @@ def _run_tiled(
         )
         if channels_last:
             feature_cache = feature_cache.contiguous(memory_format=torch.channels_last)
-    context = _pooled_context(net, image, tile, channels_last, feature_cache)
+    context = _pooled_context(net, image, tile, backend, feature_cache)
     head_halo = FULL_HALO - FEATURE_HALO
     for top, bottom in _tiles(height, tile):
         for left, right in _tiles(width, tile):
@@ -342,11 +386,12 @@ def _run_tiled(
                     device,
                     channels_last,
                 )
-                feats, region = _features(net, pixels, crop)
+                feats, region = _features(net, pixels, crop, backend)
             else:
                 feats = feature_cache[..., crop.top : crop.bottom, crop.left : crop.right]
                 region = crop
-            light, region = _head(net, feats, region, context)
+            light, region = _head(net, feats, region, context, backend)
+            del feats
             # Crops clipped at the image border do not shrink there, so the result may
             # extend past the tile; keep the tile itself.
             tile_region = _Region(top, bottom, left, right, height, width)
