@@ -159,14 +159,16 @@ def test_write_16_bit_png_keeps_depth_icc_and_exif(tmp_path: Path, srgb_icc: byt
     assert image.getexif()[0x010F] == "TestCam"
 
 
-def test_write_16_bit_tiff_keeps_depth_and_icc(tmp_path: Path, srgb_icc: bytes) -> None:
+def test_write_16_bit_tiff_keeps_depth_icc_and_camera_tags(tmp_path: Path, srgb_icc: bytes) -> None:
     pixels = _rgb16(4)
     path = tmp_path / "out16.tif"
-    write_photo(path, pixels, icc_profile=srgb_icc)
+    write_photo(path, pixels, icc_profile=srgb_icc, exif=_exif(1).tobytes())
     with tifffile.TiffFile(path) as tiff:
         page = tiff.pages[0]
         np.testing.assert_array_equal(page.asarray(), pixels)
         assert page.tags[34675].value == srgb_icc
+        assert page.tags[271].value == "TestCam"
+        assert page.tags[306].value == "2024:05:01 12:00:00"
 
 
 @pytest.mark.parametrize("fmt", ["jpg", "png", "webp", "tif"])

@@ -144,7 +144,26 @@ def _write_png_16(
     stream.write(insert_png_chunks(encoded.tobytes(), icc_profile=icc_profile, exif=exif))
 
 
-def _write_tiff_16(stream: BinaryIO, pixels: np.ndarray, icc_profile: bytes | None) -> None:
+# Descriptive IFD0 tags (ImageDescription, Make, Model, DateTime, Artist, Copyright) that
+# tifffile can write as plain ASCII tags; the EXIF sub-IFD (exposure etc.) it cannot.
+_TIFF_ASCII_TAGS = (270, 271, 272, 306, 315, 33432)
+
+
+def _tiff_ascii_tags(exif: bytes | None) -> list[tuple[int, str, int, str, bool]]:
+    if not exif:
+        return []
+    parsed = Image.Exif()
+    parsed.load(exif)
+    return [
+        (tag, "s", 0, parsed[tag], True)
+        for tag in _TIFF_ASCII_TAGS
+        if isinstance(parsed.get(tag), str) and parsed[tag].isascii()
+    ]
+
+
+def _write_tiff_16(
+    stream: BinaryIO, pixels: np.ndarray, icc_profile: bytes | None, exif: bytes | None
+) -> None:
     import tifffile
 
     channels = 1 if pixels.ndim == 2 else pixels.shape[2]
@@ -156,6 +175,8 @@ def _write_tiff_16(stream: BinaryIO, pixels: np.ndarray, icc_profile: bytes | No
         extrasamples=("unassalpha",) if channels in (2, 4) else None,
         compression="zlib",
         iccprofile=icc_profile,
+        metadata=None,  # ImageDescription is the photo's, not tifffile's shape JSON
+        extratags=_tiff_ascii_tags(exif),
     )
     stream.write(buffer.getbuffer())
 
@@ -178,12 +199,13 @@ def write_photo(
         format: ``"jpg"``, ``"png"``, ``"tif"``, ``"webp"`` or ``"bmp"``; by default the
             one named by the suffix of ``path``.
         icc_profile: colour profile to embed (every format but BMP).
-        exif: EXIF block to embed (JPEG, PNG, WebP, 8-bit TIFF); orientation should say 1.
+        exif: EXIF block to embed (JPEG, PNG, WebP, 8-bit TIFF; 16-bit TIFF keeps only
+            the descriptive IFD0 tags); orientation should say 1.
         quality: JPEG/WebP quality, 1-100.
 
     Returns:
         Notes on what could not be kept (alpha dropped for JPEG, 16 bits reduced to 8 for
-        formats without 16-bit samples, EXIF not written to 16-bit TIFF).
+        formats without 16-bit samples, EXIF reduced for 16-bit TIFF).
 
     Raises:
         ValueError: unknown format or unsupported array layout.
@@ -210,13 +232,16 @@ def write_photo(
         if pixels.dtype == np.uint16 and fmt == "png" and pixels.ndim == 3:
             _write_png_16(stream, pixels, icc_profile, exif_bytes)
         elif pixels.dtype == np.uint16 and fmt == "tif":
-            _write_tiff_16(stream, pixels, icc_profile)
+            _write_tiff_16(stream, pixels, icc_profile, exif_bytes)
         else:
             # Pillow writes 8-bit images and 16-bit grey PNG (mode I;16) with metadata.
             _write_pillow(stream, pixels, fmt, icc_profile, exif, quality)
 
     if pixels.dtype == np.uint16 and fmt == "tif" and exif_bytes:
-        notes.append("EXIF not written: the 16-bit TIFF writer (tifffile) cannot embed it")
+        notes.append(
+            "EXIF reduced to make, model, date and credits: the 16-bit TIFF writer "
+            "(tifffile) cannot embed the EXIF sub-IFD"
+        )
     atomic_write(path, write)
     for note in notes:
         logger.info("%s: %s", path, note)
