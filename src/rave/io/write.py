@@ -133,8 +133,6 @@ def _write_png_16(
 ) -> None:
     import cv2
 
-    if pixels.ndim == 3 and pixels.shape[2] == 2:  # OpenCV has no grey + alpha layout
-        pixels = pixels[:, :, [0, 0, 0, 1]]
     if pixels.ndim == 3:
         code = cv2.COLOR_RGB2BGR if pixels.shape[2] == 3 else cv2.COLOR_RGBA2BGRA
         pixels = cv2.cvtColor(pixels, code)
@@ -226,6 +224,10 @@ def write_photo(
     if pixels.dtype == np.uint16 and fmt not in SIXTEEN_BIT_FORMATS:
         notes.append(f"16-bit samples written as 8-bit: {fmt.upper()} holds only 8 bits")
         pixels = _to_8_bit(pixels)
+    if pixels.dtype == np.uint16 and pixels.ndim == 3 and pixels.shape[2] == 2:
+        # 16-bit grey + alpha: OpenCV has no such layout and Pillow cannot read it back
+        # from TIFF, so store it as RGBA with equal colour channels.
+        pixels = pixels[:, :, [0, 0, 0, 1]]
     exif_bytes = strip_exif_prefix(exif) if exif else None
 
     def write(stream: BinaryIO) -> None:
