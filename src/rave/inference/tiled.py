@@ -49,8 +49,15 @@ FEATURE_HALO = 5  # 3x3 convs before the pyramid pooling: cond1 + 2 residual blo
 FULL_HALO = 17  # all 3x3 convs of the network
 _BACKENDS = ("nnpack", "channels_last", "default")
 # Working-set budget of one tile on the CPU: about 14 live tensors of 32 channels in float32.
-_CPU_TILE_BUDGET_BYTES = 200 * 2**20
-_BYTES_PER_TILE_PIXEL = 14 * 32 * 4
+# Peak working set of one tile, in bytes per pixel of its crop (tile + halo), measured
+# with glibc returning freed blocks (see rave.cli.enhance): NNPACK keeps Winograd-transformed
+# copies of its input and output, so it needs more than oneDNN.
+_BYTES_PER_CROP_PIXEL = {"nnpack": 1900, "channels_last": 1150, "default": 1150}
+# CPU budget of that working set. Photos too large for the feature cache get the smaller
+# one, so that a 24-megapixel photo stays within 1 GB of resident memory in all (about
+# 0.7 GB of which is PyTorch itself); smaller photos afford larger, faster tiles.
+_CPU_TILE_BUDGET_BYTES = 256 * 2**20
+_CPU_TILE_BUDGET_LARGE_IMAGE_BYTES = 112 * 2**20
 # Full-size pyramid-pooling input kept between the passes when at most this large
 # (2048x1536 needs 400 MB; a 24 MP photo would need 3 GB and recomputes instead).
 _CPU_FEATURE_CACHE_BYTES = 512 * 2**20
@@ -118,14 +125,16 @@ def select_backend(device: torch.device | str) -> str:
     convolutions beat NCHW ones. The environment variable ``RAVE_CONV_BACKEND`` overrides
     the choice (for benchmarks and tests).
     """
+    # is_available() also initialises NNPACK, which its convolution needs first.
     forced = os.environ.get("RAVE_CONV_BACKEND")
     if forced:
         if forced not in _BACKENDS:
             raise ValueError(f"RAVE_CONV_BACKEND must be one of {_BACKENDS}, got {forced!r}")
+        if forced == "nnpack" and not torch.backends.nnpack.is_available():
+            raise ValueError("RAVE_CONV_BACKEND=nnpack, but this PyTorch build has no NNPACK")
         return forced
     if torch.device(device).type != "cpu":
         return "default"
-    # is_available() also initialises NNPACK, which its convolution needs first.
     return "nnpack" if torch.backends.nnpack.is_available() else "channels_last"
 
 
@@ -205,18 +214,37 @@ def _tiles(length: int, tile: int) -> list[tuple[int, int]]:
     return [(s, min(s + step, length)) for s in range(0, length, step)]
 
 
-def auto_tile_size(height: int, width: int, device: torch.device | str = "cpu") -> int | None:
-    """Tile side that keeps one tile's working set within a fixed budget.
+def auto_tile_size(
+    height: int,
+    width: int,
+    device: torch.device | str = "cpu",
+    *,
+    backend: str | None = None,
+    cached_features: bool | None = None,
+) -> int | None:
+    """Tile side that keeps one tile's working set within a memory budget.
 
-    Returns ``None`` (whole image in one tile) when the image is small enough.
-    On CUDA the budget is a quarter of the free device memory.
+    Args:
+        height, width: image size in pixels.
+        device: where the network runs; on CUDA the budget is a quarter of free memory.
+        backend: convolution backend (default: :func:`select_backend` for ``device``).
+        cached_features: whether pass 2 reads the features from pass 1 (smaller halo);
+            default: whether they fit the cache budget.
+
+    Returns:
+        the tile side in pixels, or ``None`` when the whole image fits in one tile.
     """
     device = torch.device(device)
-    budget = _CPU_TILE_BUDGET_BYTES
+    backend = backend or select_backend(device)
+    if cached_features is None:
+        cached_features = _feature_cache_fits(height * width, device)
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         budget = free // 4
-    side = int(math.sqrt(budget / _BYTES_PER_TILE_PIXEL)) - 2 * FULL_HALO
+    else:
+        budget = _CPU_TILE_BUDGET_BYTES if cached_features else _CPU_TILE_BUDGET_LARGE_IMAGE_BYTES
+    halo = FULL_HALO - FEATURE_HALO if cached_features else FULL_HALO
+    side = int(math.sqrt(budget / _BYTES_PER_CROP_PIXEL[backend])) - 2 * halo
     side = max(64, side)
     return None if height * width <= side * side else side
 
@@ -349,22 +377,24 @@ def _run_tiled(
     cache_features: bool | str = "auto",
 ) -> None:
     _check_image(image)
-    _, _, height, width = image.shape
+    batch, _, height, width = image.shape
     device = next(net.parameters()).device
+    backend = select_backend(device)
+    channels_last = backend == "channels_last"
+    if cache_features == "auto":
+        cache_features = _feature_cache_fits(batch * height * width, device)
     if tile == "auto":
-        tile = auto_tile_size(height, width, device)
+        tile = auto_tile_size(
+            height, width, device, backend=backend, cached_features=bool(cache_features)
+        )
     if tile is None:
         tile = max(height, width)
     if not isinstance(tile, int) or tile < 1:
         raise ValueError(f"tile must be a positive int, 'auto' or None, got {tile!r}")
-    backend = select_backend(device)
-    channels_last = backend == "channels_last"
     feature_cache = None
-    if cache_features is True or (cache_features == "auto" and _feature_cache_fits(image, device)):
+    if cache_features:
         # Keeping the pyramid-pooling input from pass 1 saves recomputing 14% of the FLOPs.
-        feature_cache = torch.empty(
-            (image.shape[0], 32, height, width), dtype=torch.float32, device=device
-        )
+        feature_cache = torch.empty((batch, 32, height, width), dtype=torch.float32, device=device)
         if channels_last:
             feature_cache = feature_cache.contiguous(memory_format=torch.channels_last)
     context = _pooled_context(net, image, tile, backend, feature_cache)
@@ -406,10 +436,9 @@ def _run_tiled(
                 _write(enhanced_out, tile_region, enhanced.to(enhanced_out.device))
 
 
-def _feature_cache_fits(image: Tensor, device: torch.device) -> bool:
-    """Whether a full-size copy of the 32-channel features fits the cache budget."""
-    batch, _, height, width = image.shape
-    needed = batch * 32 * height * width * 4
+def _feature_cache_fits(pixels: int, device: torch.device) -> bool:
+    """Whether a full-size copy of the 32-channel features of ``pixels`` fits the budget."""
+    needed = pixels * 32 * 4
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return needed <= free // 4
