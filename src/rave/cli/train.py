@@ -27,7 +27,10 @@ __all__ = ["train_command"]
     flag_value="last",
     default=None,
     metavar="[PATH]",
-    help="Continue a run: from OUTPUT_DIR/last.pt, or from the checkpoint PATH.",
+    help=(
+        "Continue a run: from OUTPUT_DIR/last.pt, or from the checkpoint PATH "
+        "(without PATH, put --resume after CONFIG_FILE)."
+    ),
 )
 @click.option(
     "--set",
