@@ -90,6 +90,8 @@ def test_display_token() -> None:
     assert display_token("sunset</w>") == "sunset"
     assert display_token("sun") == "sun-"
     assert display_token("<start_of_text>") == "<start_of_text>"
+    # byte-level pieces are shown as text: the two UTF-8 bytes of "é" (0xC3 0xA9)
+    assert display_token("\u00c3\u00a9</w>") == "\u00e9"
 
 
 def test_plot_ranking_writes_png(tmp_path: Path) -> None:

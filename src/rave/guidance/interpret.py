@@ -11,6 +11,7 @@ encoder name and text-tower weights (``$RAVE_HOME/vocab/`` or the user cache ``r
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -109,12 +110,26 @@ def vocabulary(tokenizer: Any) -> list[str]:
 
 
 def display_token(token: str) -> str:
-    """Human-readable form: a word end loses ``</w>``, a word piece gets a trailing ``-``."""
+    """Human-readable form of a raw vocabulary string.
+
+    CLIP's BPE works on bytes shown as printable stand-in characters; they are mapped back to
+    UTF-8 text (``"Ã©</w>"`` is ``"é"``). A word end loses ``</w>``; a piece that does not
+    end a word gets a trailing ``-``.
+    """
     if token.startswith("<") and token.endswith("_of_text>"):
         return token
-    if token.endswith(_WORD_END):
-        return token[: -len(_WORD_END)]
-    return token + "-"
+    word_end = token.endswith(_WORD_END)
+    body = token[: -len(_WORD_END)] if word_end else token
+    decoder = _byte_decoder()
+    text = bytes(decoder.get(c, ord("?")) for c in body).decode("utf-8", errors="replace")
+    return text if word_end else text + "-"
+
+
+@functools.lru_cache(maxsize=1)
+def _byte_decoder() -> dict[str, int]:
+    from open_clip.tokenizer import bytes_to_unicode
+
+    return {char: byte for byte, char in bytes_to_unicode().items()}
 
 
 def text_tower_fingerprint(model: Any) -> str:
