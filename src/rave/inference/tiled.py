@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
@@ -53,10 +55,12 @@ _BACKENDS = ("nnpack", "channels_last", "default")
 # with glibc returning freed blocks (see rave.cli.enhance): NNPACK keeps Winograd-transformed
 # copies of its input and output, so it needs more than oneDNN.
 _BYTES_PER_CROP_PIXEL = {"nnpack": 1900, "channels_last": 1150, "default": 1150}
-# CPU budget of that working set. Photos too large for the feature cache get the smaller
-# one, so that a 24-megapixel photo stays within 1 GB of resident memory in all (about
-# 0.7 GB of which is PyTorch itself); smaller photos afford larger, faster tiles.
-_CPU_TILE_BUDGET_BYTES = 256 * 2**20
+# CPU budget of the working sets of the tiles in flight (one per thread). Photos too large
+# for the feature cache get the smaller one, so that a 24-megapixel photo stays within
+# 1 GB of resident memory in all (about 0.7 GB of which is PyTorch itself). Tiles of about
+# 256 px were the fastest on 2048x1536 (benchmarks/bench_inference.py): larger ones leave
+# the cache, smaller ones recompute more halo.
+_CPU_TILE_BUDGET_BYTES = 192 * 2**20
 _CPU_TILE_BUDGET_LARGE_IMAGE_BYTES = 112 * 2**20
 # Full-size pyramid-pooling input kept between the passes when at most this large
 # (2048x1536 needs 400 MB; a 24 MP photo would need 3 GB and recomputes instead).
@@ -81,6 +85,17 @@ class _Region:
             int(self.right == self.width),
             int(self.top == 0),
             int(self.bottom == self.height),
+        )
+
+    def grow(self, halo: int) -> _Region:
+        """This region extended by ``halo`` pixels per side, clipped to the image."""
+        return _Region(
+            max(0, self.top - halo),
+            min(self.height, self.bottom + halo),
+            max(0, self.left - halo),
+            min(self.width, self.right + halo),
+            self.height,
+            self.width,
         )
 
     def shrink(self) -> _Region:
@@ -117,25 +132,23 @@ def _zero_bias(conv: nn.Conv2d) -> Tensor:
 
 
 def select_backend(device: torch.device | str) -> str:
-    """How 3x3 convolutions run: ``"nnpack"``, ``"channels_last"`` or ``"default"``.
+    """How 3x3 convolutions run: ``"channels_last"``, ``"nnpack"`` or ``"default"``.
 
-    On CPU, NNPACK's Winograd convolutions are markedly faster than oneDNN's direct ones for
-    these layer sizes (see benchmarks/bench_inference.py) and stay within float32 rounding
-    of them (about 1e-6 relative on the light map); without NNPACK, channels-last oneDNN
-    convolutions beat NCHW ones. The environment variable ``RAVE_CONV_BACKEND`` overrides
-    the choice (for benchmarks and tests).
+    On CPU, channels-last oneDNN convolutions (``"channels_last"``) are the fastest here:
+    NNPACK's Winograd convolutions (``"nnpack"``) do fewer multiplications but were no
+    faster on an AVX-512 CPU and need 1.7x the memory (benchmarks/bench_inference.py).
+    On other devices the framework's default layout is used. The environment variable
+    ``RAVE_CONV_BACKEND`` overrides the choice.
     """
-    # is_available() also initialises NNPACK, which its convolution needs first.
     forced = os.environ.get("RAVE_CONV_BACKEND")
     if forced:
         if forced not in _BACKENDS:
             raise ValueError(f"RAVE_CONV_BACKEND must be one of {_BACKENDS}, got {forced!r}")
+        # is_available() also initialises NNPACK, which its convolution needs first.
         if forced == "nnpack" and not torch.backends.nnpack.is_available():
             raise ValueError("RAVE_CONV_BACKEND=nnpack, but this PyTorch build has no NNPACK")
         return forced
-    if torch.device(device).type != "cpu":
-        return "default"
-    return "nnpack" if torch.backends.nnpack.is_available() else "channels_last"
+    return "channels_last" if torch.device(device).type == "cpu" else "default"
 
 
 def _crop_to(x: Tensor, region: _Region, inner: _Region) -> Tensor:
@@ -169,6 +182,15 @@ def _features(
 def _bin_edges(length: int, bins: int) -> list[tuple[int, int]]:
     """Bin ``[start, end)`` intervals of ``adaptive_avg_pool`` (bins may overlap)."""
     return [(i * length // bins, -(-(i + 1) * length // bins)) for i in range(bins)]
+
+
+def _cumulative(sizes: tuple[int, ...]) -> list[int]:
+    """Start offsets of consecutive blocks of the given sizes."""
+    starts, total = [], 0
+    for size in sizes:
+        starts.append(total)
+        total += size
+    return starts
 
 
 def _membership(edges: list[tuple[int, int]], start: int, stop: int, like: Tensor) -> Tensor:
@@ -243,6 +265,7 @@ def auto_tile_size(
         budget = free // 4
     else:
         budget = _CPU_TILE_BUDGET_BYTES if cached_features else _CPU_TILE_BUDGET_LARGE_IMAGE_BYTES
+        budget //= max(1, torch.get_num_threads())  # one tile in flight per thread
     halo = FULL_HALO - FEATURE_HALO if cached_features else FULL_HALO
     side = int(math.sqrt(budget / _BYTES_PER_CROP_PIXEL[backend])) - 2 * halo
     side = max(64, side)
@@ -279,6 +302,7 @@ def _pooled_context(
     tile: int,
     backend: str,
     feature_cache: Tensor | None = None,
+    workers: int = 1,
 ) -> _PooledContext:
     """Pass 1: sums of the pyramid-pooling input over every bin, tile by tile.
 
@@ -288,42 +312,33 @@ def _pooled_context(
     _, _, height, width = image.shape
     device = next(net.parameters()).device
     bins = net.PPM1.bins
-    edges_y = [_bin_edges(height, b) for b in bins]
-    edges_x = [_bin_edges(width, b) for b in bins]
-    sums: list[Tensor] | None = None
-    for top, bottom in _tiles(height, tile):
-        for left, right in _tiles(width, tile):
-            crop = _Region(
-                max(0, top - FEATURE_HALO),
-                min(height, bottom + FEATURE_HALO),
-                max(0, left - FEATURE_HALO),
-                min(width, right + FEATURE_HALO),
-                height,
-                width,
-            )
-            x = _to_unit_float(
-                image[..., crop.top : crop.bottom, crop.left : crop.right],
-                device,
-                channels_last=backend == "channels_last",
-            )
-            feats, region = _features(net, x, crop, backend)
-            inner = _Region(top, bottom, left, right, height, width)
-            feats = _crop_to(feats, region, inner)
-            if feature_cache is not None:
-                feature_cache[..., top:bottom, left:right] = feats
-            # float64 sums: a 24 MP image adds millions of terms per bin.
-            feats = feats.double()
-            tile_sums = []
-            for ey, ex in zip(edges_y, edges_x, strict=True):
-                my = _membership(ey, top, bottom, feats)
-                mx = _membership(ex, left, right, feats)
-                tile_sums.append(torch.einsum("ih,bchw,jw->bcij", my, feats, mx))
-            if sums is None:
-                sums = tile_sums
-            else:
-                sums = [s + t for s, t in zip(sums, tile_sums, strict=True)]
-    assert sums is not None
-    return _PooledContext(net.PPM1, sums, height, width)
+    edges_y = [edge for b in bins for edge in _bin_edges(height, b)]
+    edges_x = [edge for b in bins for edge in _bin_edges(width, b)]
+    # Diagonal blocks of the all-bins sum matrix: rows/cols of bin size b.
+    blocks = [slice(start, start + b) for start, b in zip(_cumulative(bins), bins, strict=True)]
+    partial_sums: list[Tensor] = []  # (B, C, n_bins, n_bins) per tile, float64
+
+    def run_tile(inner: _Region) -> None:
+        crop = inner.grow(FEATURE_HALO)
+        x = _to_unit_float(
+            image[..., crop.top : crop.bottom, crop.left : crop.right],
+            device,
+            channels_last=backend == "channels_last",
+        )
+        feats, region = _features(net, x, crop, backend)
+        feats = _crop_to(feats, region, inner)
+        if feature_cache is not None:
+            feature_cache[..., inner.top : inner.bottom, inner.left : inner.right] = feats
+        # One pair of matmuls sums every bin of every grid size at once (float32 within a
+        # tile); tiles add up in float64, as a 24 MP image adds millions of terms.
+        rows = _membership(edges_y, inner.top, inner.bottom, feats)
+        cols = _membership(edges_x, inner.left, inner.right, feats)
+        partial_sums.append(torch.matmul(torch.matmul(rows, feats), cols.T).double())
+
+    _for_each_tile(run_tile, _tile_grid(height, width, tile), workers)
+    sums = torch.stack(partial_sums).sum(dim=0)
+    per_grid = [sums[..., block, block] for block in blocks]
+    return _PooledContext(net.PPM1, per_grid, height, width)
 
 
 def _head(
@@ -397,43 +412,78 @@ def _run_tiled(
         feature_cache = torch.empty((batch, 32, height, width), dtype=torch.float32, device=device)
         if channels_last:
             feature_cache = feature_cache.contiguous(memory_format=torch.channels_last)
-    context = _pooled_context(net, image, tile, backend, feature_cache)
-    head_halo = FULL_HALO - FEATURE_HALO
-    for top, bottom in _tiles(height, tile):
-        for left, right in _tiles(width, tile):
-            halo = FULL_HALO if feature_cache is None else head_halo
-            crop = _Region(
-                max(0, top - halo),
-                min(height, bottom + halo),
-                max(0, left - halo),
-                min(width, right + halo),
-                height,
-                width,
+    workers = _tile_workers(device, height, width, tile)
+    context = _pooled_context(net, image, tile, backend, feature_cache, workers)
+    halo = FULL_HALO if feature_cache is None else FULL_HALO - FEATURE_HALO
+
+    def run_tile(tile_region: _Region) -> None:
+        crop = tile_region.grow(halo)
+        if feature_cache is None:
+            pixels = _to_unit_float(
+                image[..., crop.top : crop.bottom, crop.left : crop.right],
+                device,
+                channels_last,
             )
-            if feature_cache is None:
-                pixels = _to_unit_float(
-                    image[..., crop.top : crop.bottom, crop.left : crop.right],
-                    device,
-                    channels_last,
-                )
-                feats, region = _features(net, pixels, crop, backend)
-            else:
-                feats = feature_cache[..., crop.top : crop.bottom, crop.left : crop.right]
-                region = crop
-            light, region = _head(net, feats, region, context, backend)
-            del feats
-            # Crops clipped at the image border do not shrink there, so the result may
-            # extend past the tile; keep the tile itself.
-            tile_region = _Region(top, bottom, left, right, height, width)
-            light = _crop_to(light, region, tile_region)
-            if light_out is not None:
-                _write(light_out, tile_region, light.to(light_out.device))
-            if enhanced_out is not None:
-                source = _to_unit_float(
-                    image[..., top:bottom, left:right], device, channels_last=False
-                )
-                enhanced = apply_light_map(source, light)
-                _write(enhanced_out, tile_region, enhanced.to(enhanced_out.device))
+            feats, region = _features(net, pixels, crop, backend)
+            del pixels
+        else:
+            feats = feature_cache[..., crop.top : crop.bottom, crop.left : crop.right]
+            region = crop
+        light, region = _head(net, feats, region, context, backend)
+        del feats
+        # Crops clipped at the image border do not shrink there, so the result may extend
+        # past the tile; keep the tile itself.
+        light = _crop_to(light, region, tile_region)
+        if light_out is not None:
+            _write(light_out, tile_region, light.to(light_out.device))
+        if enhanced_out is not None:
+            source = image[
+                ..., tile_region.top : tile_region.bottom, tile_region.left : tile_region.right
+            ]
+            enhanced = apply_light_map(_to_unit_float(source, device, False), light)
+            _write(enhanced_out, tile_region, enhanced.to(enhanced_out.device))
+
+    _for_each_tile(run_tile, _tile_grid(height, width, tile), workers)
+
+
+def _tile_grid(height: int, width: int, tile: int) -> list[_Region]:
+    return [
+        _Region(top, bottom, left, right, height, width)
+        for top, bottom in _tiles(height, tile)
+        for left, right in _tiles(width, tile)
+    ]
+
+
+def _tile_workers(device: torch.device, height: int, width: int, tile: int) -> int:
+    """How many tiles run at once: one per CPU thread when there are enough tiles.
+
+    One single-threaded tile per core keeps each core's working set small and local,
+    which is markedly faster here than splitting every convolution across the cores.
+    """
+    if device.type != "cpu":
+        return 1
+    tiles = math.ceil(height / tile) * math.ceil(width / tile)
+    return max(1, min(torch.get_num_threads(), tiles))
+
+
+def _for_each_tile(run: Callable[[_Region], None], tiles: list[_Region], workers: int) -> None:
+    if workers <= 1:
+        for tile_region in tiles:
+            run(tile_region)
+        return
+
+    def run_in_worker(tile_region: _Region) -> None:
+        # Inference mode is thread-local: enter it again in each worker thread.
+        with torch.inference_mode():
+            run(tile_region)
+
+    threads = torch.get_num_threads()
+    try:
+        with ThreadPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+            # list() re-raises the first exception of any tile.
+            list(pool.map(run_in_worker, tiles))
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _feature_cache_fits(pixels: int, device: torch.device) -> bool:

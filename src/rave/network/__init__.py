@@ -7,7 +7,12 @@ from rave.network.checkpoint import (
     load_checkpoint_file,
     strip_module_prefix,
 )
-from rave.network.enhancer import EnhancementNet, apply_light_map, count_parameters
+from rave.network.enhancer import (
+    EnhancementNet,
+    apply_light_map,
+    count_parameters,
+    start_as_identity,
+)
 
 __all__ = [
     "CheckpointError",
@@ -17,5 +22,6 @@ __all__ = [
     "count_parameters",
     "extract_state_dict",
     "load_checkpoint_file",
+    "start_as_identity",
     "strip_module_prefix",
 ]

@@ -30,6 +30,7 @@ __all__ = [
     "ResidualBlock",
     "apply_light_map",
     "count_parameters",
+    "start_as_identity",
 ]
 
 PaddingMode = Literal["zeros", "reflect"]
@@ -184,6 +185,20 @@ def apply_light_map(image: Tensor, light_map: Tensor, eps: float = 0.0) -> Tenso
     enhanced = image / (light_map + eps) if eps else image / light_map
     # nan arises only from 0/0 (black pixel, zero light): black stays black.
     return torch.nan_to_num(enhanced, nan=0.0).clamp_(0.0, 1.0)
+
+
+def start_as_identity(net: EnhancementNet) -> EnhancementNet:
+    """Make ``net`` output a light map of exactly 1 (the identity enhancement).
+
+    Zero weights and a unit bias in the last conv; the other layers keep their random
+    initialisation, so training starts from "change nothing" instead of having to learn
+    the reconstruction first (and never starts dead: a random negative output bias
+    followed by the ReLU gives an all-zero light map and no gradient).
+    """
+    with torch.no_grad():
+        net.cond_add1.weight.zero_()
+        net.cond_add1.bias.fill_(1.0)
+    return net
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -49,7 +49,9 @@ class TrainConfig:
     # method-specific settings, validated by the method plug-in's ``Options`` dataclass
     method_options: dict[str, Any] = field(default_factory=dict)
 
-    # initial weights (a checkpoint ``rave enhance --model`` accepts); empty: random, as the paper
+    # initial weights: a checkpoint ``rave enhance --model`` accepts; "identity": random
+    # layers with a last conv that outputs L = 1 (see network.start_as_identity); empty:
+    # random, as the paper
     init_weights: str = ""
 
     # --- data

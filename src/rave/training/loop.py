@@ -43,6 +43,7 @@ from rave.network import (
     apply_light_map,
     extract_state_dict,
     load_checkpoint_file,
+    start_as_identity,
 )
 from rave.training.artifacts import MetricsCSV, save_checkpoint, save_loss_plot, save_sample_grid
 from rave.training.best import BestTracker, psnr_y
@@ -201,7 +202,9 @@ def _train(
     best_state: dict[str, Tensor] | None = None
     best_info: dict[str, Any] = {}
     if checkpoint is None:
-        if config.init_weights:
+        if config.init_weights == "identity":
+            start_as_identity(core)
+        elif config.init_weights:
             init = load_checkpoint_file(config.init_weights)
             core.load_state_dict(extract_state_dict(init, config.init_weights))
         method.setup()
