@@ -132,3 +132,14 @@ def test_unknown_backend_is_refused(net, monkeypatch) -> None:
     monkeypatch.setenv("RAVE_CONV_BACKEND", "winograd9000")
     with pytest.raises(ValueError, match="RAVE_CONV_BACKEND"):
         predict_light_map(net, torch.rand(1, 3, 8, 8))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_cuda_matches_cpu(net) -> None:
+    image = torch.rand(1, 3, 300, 411, generator=torch.Generator().manual_seed(7))
+    cpu = enhance_tensor(net, image, tile=128)
+    cuda_net = EnhancementNet().eval()
+    cuda_net.load_state_dict(net.state_dict())
+    cuda = enhance_tensor(cuda_net.cuda(), image, tile="auto")  # result on image's device
+    assert cuda.device.type == "cpu"
+    assert (cuda - cpu).abs().max() <= 1e-3
