@@ -61,7 +61,7 @@ _BYTES_PER_CROP_PIXEL = {"nnpack": 1900, "channels_last": 1150, "default": 1150}
 # 256 px were the fastest on 2048x1536 (benchmarks/bench_inference.py): larger ones leave
 # the cache, smaller ones recompute more halo.
 _CPU_TILE_BUDGET_BYTES = 192 * 2**20
-_CPU_TILE_BUDGET_LARGE_IMAGE_BYTES = 112 * 2**20
+_CPU_TILE_BUDGET_LARGE_IMAGE_BYTES = 64 * 2**20
 # Full-size pyramid-pooling input kept between the passes when at most this large
 # (2048x1536 needs 400 MB; a 24 MP photo would need 3 GB and recomputes instead).
 _CPU_FEATURE_CACHE_BYTES = 512 * 2**20
