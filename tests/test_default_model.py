@@ -1,0 +1,61 @@
+"""The built-in ``default`` model: shipped in the package, loads offline, lifts shadows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import rave
+from rave.metrics import shadow_lift
+from rave.network import EnhancementNet, count_parameters
+from rave.zoo import builtin_weights_path
+
+
+def test_default_weights_ship_inside_the_package() -> None:
+    path = builtin_weights_path()
+    assert path is not None, "src/rave/zoo/weights/default.safetensors is missing"
+    assert 1_000_000 < path.stat().st_size < 1_300_000  # 278,790 float32 + header
+
+
+def test_default_loads_by_name_offline() -> None:
+    # conftest sets RAVE_OFFLINE=1 and an empty cache: nothing may be fetched.
+    net = rave.load_enhancer("default")
+    assert isinstance(net, EnhancementNet)
+    assert count_parameters(net) == 278_790
+    assert not net.training and net.padding_mode == "reflect"
+
+
+def _real_backlit_photo(photos_dir: Path) -> np.ndarray:
+    # A held-out photo of scripts/make_default_dataset.py: never trained on.
+    with Image.open(photos_dir / "dicm" / "05.jpg") as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def test_default_lifts_shadows_and_keeps_highlights(photos_dir: Path) -> None:
+    photo = _real_backlit_photo(photos_dir)
+    enhanced = rave.enhance(photo)  # model="default"
+    assert enhanced.shape == photo.shape and enhanced.dtype == np.uint8
+    lift = shadow_lift(photo, enhanced)
+    # Brighter shadows (the built-in model lifts far less than rave-unpaired: see its
+    # model card), and its darkest pixels too.
+    assert lift.mean_lift > 0.003
+    assert lift.p10_lift > 0.0
+    # Highlights kept: no new large clipped area, and the brightest tenth barely moves.
+    assert lift.clipped_after <= lift.clipped_before + 0.02
+    luma = photo.astype(np.float64) @ [0.2126, 0.7152, 0.0722] / 255
+    bright = luma >= np.percentile(luma, 90)
+    change = np.abs(enhanced.astype(np.float64) - photo.astype(np.float64)) / 255
+    assert change[bright].mean() < 0.08
+
+
+@pytest.mark.parametrize("kind", ["pil", "float"])
+def test_default_enhances_other_image_kinds(photos_dir: Path, kind: str) -> None:
+    photo = _real_backlit_photo(photos_dir)[::4, ::4]
+    image = Image.fromarray(photo) if kind == "pil" else photo.astype(np.float32) / 255
+    enhanced = rave.enhance(image)
+    as_array = np.asarray(enhanced, dtype=np.float64)
+    as_array = as_array / 255 if kind == "pil" else as_array
+    assert as_array.mean() > photo.mean() / 255  # brighter overall
