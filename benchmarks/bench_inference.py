@@ -98,7 +98,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="2048x1536", help="WIDTHxHEIGHT (default 2048x1536)")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--tile", default="auto", nargs="+", help="tile sizes to try")
+    parser.add_argument("--tile", default=["auto"], nargs="+", help="tile sizes to try")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--skip-reference", action="store_true")
     args = parser.parse_args()
