@@ -82,9 +82,18 @@ def test_lists_all_nine_names_with_description_and_cache_folder(
     assert str(isolated_model_cache) in result.output
     statuses = _statuses(result.output)
     assert list(statuses) == ALL_NAMES
-    assert statuses["default"] == "not shipped"
+    assert statuses["default"] == "built in"  # src/rave/zoo/weights/default.safetensors
     assert all(statuses[name] == "not cached" for name in NAME_TO_FILE)
     assert "RAVE, unpaired" in result.output and "DIV2K" in result.output
+
+
+def test_default_is_reported_not_shipped_without_its_weights(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rave import zoo
+
+    monkeypatch.setattr(zoo, "_builtin_weights_dir", lambda: tmp_path)
+    assert _statuses(_run().output)["default"] == "not shipped"
 
 
 def test_status_changes_once_a_file_is_in_the_cache(

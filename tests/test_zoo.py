@@ -399,9 +399,10 @@ def test_download_file_creates_the_cache_folder(
 # --- the built-in ``default`` -----------------------------------------------------------
 
 
-def test_default_without_shipped_weights_says_so() -> None:
-    if zoo.builtin_weights_path() is not None:
-        pytest.skip("this build ships built-in weights")
+def test_default_without_shipped_weights_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(zoo, "_builtin_weights_dir", lambda: tmp_path)  # a build without them
     with pytest.raises(zoo.BuiltinModelMissingError) as err:
         zoo.load_enhancer("default")
     message = str(err.value)
