@@ -38,12 +38,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from rave.metrics import shadow_lift
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from before_after import image_grid  # sibling script, not a package
 from make_default_dataset import DEFAULT_DATA, REPO_ROOT, split_backlit
 
 REFERENCE_CKPT = REPO_ROOT.parent / "shared" / "reference" / "checkpoints" / "rave_unpaired.pth"
-LUMA = np.array([0.2126, 0.7152, 0.0722], dtype=np.float64)
 CLIP_LEVEL = 0.99
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 
@@ -51,11 +52,6 @@ Scorer = Callable[[np.ndarray], float]
 
 
 # --------------------------------------------------------------------------- metrics
-
-
-def luminance(image: np.ndarray) -> np.ndarray:
-    """Rec. 709 luma of ``(H, W, 3)`` RGB in [0, 1] -> ``(H, W)`` float64."""
-    return image.astype(np.float64) @ LUMA
 
 
 def exposure_stats(before: np.ndarray, after: np.ndarray) -> dict[str, float]:
@@ -72,14 +68,15 @@ def exposure_stats(before: np.ndarray, after: np.ndarray) -> dict[str, float]:
     """
     if before.shape != after.shape or before.ndim != 3 or before.shape[2] != 3:
         raise ValueError(f"expected two (H, W, 3) images, got {before.shape} and {after.shape}")
-    y_in, y_out = luminance(before), luminance(after)
-    dark = y_in <= np.median(y_in)
+    # The same definitions as `rave evaluate` (rave.metrics.shadow_lift), so the figures of
+    # the model card and of the evaluator agree.
+    lift = shadow_lift(before, after, clip_threshold=CLIP_LEVEL)
     return {
-        "mean_lift": float(y_out[dark].mean() - y_in[dark].mean()),
-        "p10_lift": float(np.percentile(y_out[dark], 10) - np.percentile(y_in[dark], 10)),
-        "dark_mean_after": float(y_out[dark].mean()),
-        "clipped_before": float((before.max(axis=2) >= CLIP_LEVEL).mean()),
-        "clipped_after": float((after.max(axis=2) >= CLIP_LEVEL).mean()),
+        "mean_lift": lift.mean_lift,
+        "p10_lift": lift.p10_lift,
+        "dark_mean_after": lift.mean_after,
+        "clipped_before": lift.clipped_before,
+        "clipped_after": lift.clipped_after,
     }
 
 
