@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from rave.network import EnhancementNet, build_enhancer, extract_state_dict, load_checkpoint_file
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DIR = REPO_ROOT.parent / "shared"
 
@@ -38,6 +40,21 @@ def golden_dir(shared_dir: Path) -> Path:
 def photos_dir(shared_dir: Path) -> Path:
     """Real dim/backlit photos (``dicm/*.jpg``, ``lime/*.bmp``)."""
     return shared_dir / "data"
+
+
+@pytest.fixture(scope="session")
+def checkpoint(checkpoints_dir: Path) -> Path:
+    """The authors' ``rave_unpaired`` checkpoint (tests of photo IO, the API and the CLI)."""
+    path = checkpoints_dir / "rave_unpaired.pth"
+    if not path.is_file():
+        pytest.skip(f"{path} not found")
+    return path
+
+
+@pytest.fixture(scope="session")
+def net(checkpoint: Path) -> EnhancementNet:
+    """``checkpoint`` loaded as an inference network (eval mode, reflect padding)."""
+    return build_enhancer(extract_state_dict(load_checkpoint_file(checkpoint)))
 
 
 @pytest.fixture(autouse=True)

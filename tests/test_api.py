@@ -17,23 +17,9 @@ from PIL import Image
 
 import rave
 from rave import api
-from rave.network.checkpoint import build_enhancer, extract_state_dict, load_checkpoint_file
 from rave.network.enhancer import EnhancementNet, apply_light_map
 
 H, W = 30, 40
-
-
-@pytest.fixture(scope="module")
-def checkpoint(checkpoints_dir: Path) -> Path:
-    path = checkpoints_dir / "rave_unpaired.pth"
-    if not path.is_file():
-        pytest.skip(f"{path} not found")
-    return path
-
-
-@pytest.fixture(scope="module")
-def net(checkpoint: Path) -> EnhancementNet:
-    return build_enhancer(extract_state_dict(load_checkpoint_file(checkpoint)))
 
 
 @pytest.fixture(autouse=True)

@@ -22,23 +22,9 @@ from click.testing import CliRunner, Result
 from PIL import Image, ImageCms
 
 from rave.cli import main
-from rave.network.checkpoint import build_enhancer, extract_state_dict, load_checkpoint_file
 from rave.network.enhancer import EnhancementNet, apply_light_map
 
 H, W = 30, 40
-
-
-@pytest.fixture(scope="module")
-def checkpoint(checkpoints_dir: Path) -> Path:
-    path = checkpoints_dir / "rave_unpaired.pth"
-    if not path.is_file():
-        pytest.skip(f"{path} not found")
-    return path
-
-
-@pytest.fixture(scope="module")
-def net(checkpoint: Path) -> EnhancementNet:
-    return build_enhancer(extract_state_dict(load_checkpoint_file(checkpoint)))
 
 
 @pytest.fixture
