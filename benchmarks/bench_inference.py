@@ -58,8 +58,15 @@ def _test_image(height: int, width: int) -> np.ndarray:
     return (np.clip(image, 0, 1) * 255).astype(np.uint8)
 
 
-def _child(variant: str, image_path: str, out_path: str, threads: int, tile, device, queue):
+def _child(
+    variant: str, image_path: str, out_path: str, threads: int, tile, device, backend, queue
+):
+    import os
+
     import torch
+
+    if backend != "auto":
+        os.environ["RAVE_CONV_BACKEND"] = backend
 
     torch.set_num_threads(threads)
     from rave.inference import predict_light_map
@@ -81,12 +88,13 @@ def _child(variant: str, image_path: str, out_path: str, threads: int, tile, dev
     queue.put((seconds, peak_mb))
 
 
-def _run(variant: str, image_path: str, threads: int, tile, device: str, tmp: Path):
-    out_path = str(tmp / f"{variant}_{tile}.npy")
+def _run(variant: str, image_path: str, threads: int, tile, device: str, tmp: Path, backend="auto"):
+    out_path = str(tmp / f"{variant}_{tile}_{backend}.npy")
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     proc = ctx.Process(
-        target=_child, args=(variant, image_path, out_path, threads, tile, device, queue)
+        target=_child,
+        args=(variant, image_path, out_path, threads, tile, device, backend, queue),
     )
     proc.start()
     seconds, peak_mb = queue.get()
@@ -100,6 +108,12 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--tile", default=["auto"], nargs="+", help="tile sizes to try")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--backend",
+        default=["auto"],
+        nargs="+",
+        help="conv backends to try (RAVE_CONV_BACKEND); auto = the engine's own choice",
+    )
     parser.add_argument("--skip-reference", action="store_true")
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.lower().split("x"))
@@ -123,21 +137,25 @@ def main() -> int:
             )
             reference = np.clip(pixels / light[..., None], 0, 1)
             rows.append(("reference (whole image)", seconds, peak, 0.0))
-        for tile in tiles:
-            seconds, peak, light = _run("tiled", image_path, args.threads, tile, args.device, tmp)
-            diff = float("nan")
-            if reference is not None:
-                diff = float(np.abs(np.clip(pixels / light[..., None], 0, 1) - reference).max())
-            rows.append((f"rave tiled (tile={tile})", seconds, peak, diff))
+        for backend in args.backend:
+            for tile in tiles:
+                seconds, peak, light = _run(
+                    "tiled", image_path, args.threads, tile, args.device, tmp, backend
+                )
+                diff = float("nan")
+                if reference is not None:
+                    enhanced = np.clip(pixels / light[..., None], 0, 1)
+                    diff = float(np.abs(enhanced - reference).max())
+                rows.append((f"rave {backend} (tile={tile})", seconds, peak, diff))
 
     header = ("variant", "s/MP", "GFLOP/s", "peak RSS", "max|diff|", "speed-up")
-    print("{:28s} {:>7s} {:>8s} {:>10s} {:>9s} {:>8s}".format(*header))
+    print("{:32s} {:>7s} {:>8s} {:>10s} {:>9s} {:>8s}".format(*header))
     base = None if args.skip_reference else rows[0][1]
     for name, seconds, peak, diff in rows:
         gflops = FLOPS_PER_PIXEL * width * height / seconds / 1e9
         ratio = f"{base / seconds:7.2f}x" if base else "    n/a"
         print(
-            f"{name:28s} {seconds / megapixels:7.2f} {gflops:8.0f} {peak:8.0f}MB "
+            f"{name:32s} {seconds / megapixels:7.2f} {gflops:8.0f} {peak:8.0f}MB "
             f"{diff:9.1e} {ratio}"
         )
     print("max|diff|: largest difference of the enhanced image clamp(I / L, 0, 1) on [0, 1]")

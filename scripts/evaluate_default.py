@@ -118,6 +118,14 @@ class Model:
     run: Callable[[np.ndarray], np.ndarray]
 
 
+def _label(model: str, all_models: list[str]) -> str:
+    """A model's column name: its file stem, or ``run/stem`` where stems repeat."""
+    path = Path(model)
+    if sum(Path(m).stem == path.stem for m in all_models) > 1:
+        return f"{path.parent.name}/{path.stem}"
+    return path.stem
+
+
 def load_model(name_or_path: str, label: str | None = None) -> Model:
     """Wrap a zoo name or checkpoint file as a :class:`Model` (exact tiled inference)."""
     import torch
@@ -328,7 +336,7 @@ def main(argv: Iterable[str] | None = None) -> int:
     reference = args.reference or reference_model_source()
     try:
         models.append(load_model(reference, label="rave-unpaired"))
-        models += [load_model(m) for m in args.model]
+        models += [load_model(m, label=_label(m, args.model)) for m in args.model]
     except Exception as err:  # zoo/checkpoint errors: one clear line, not a traceback
         print(f"error: {err}", file=sys.stderr)
         return 2

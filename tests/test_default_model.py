@@ -39,12 +39,13 @@ def test_default_lifts_shadows_and_keeps_highlights(photos_dir: Path) -> None:
     enhanced = rave.enhance(photo)  # model="default"
     assert enhanced.shape == photo.shape and enhanced.dtype == np.uint8
     lift = shadow_lift(photo, enhanced)
-    # Brighter shadows (the built-in model lifts far less than rave-unpaired: see its
-    # model card), and its darkest pixels too.
-    assert lift.mean_lift > 0.003
-    assert lift.p10_lift > 0.0
-    # Highlights kept: no new large clipped area, and the brightest tenth barely moves.
-    assert lift.clipped_after <= lift.clipped_before + 0.02
+    # Brighter shadows, its darkest pixels too (the shipped model lifts this photo's darkest
+    # half by about 0.05 and rave-unpaired by about as much on average: see the model card).
+    assert lift.mean_lift > 0.025
+    assert lift.p10_lift > 0.005
+    # Highlights kept: no large new clipped area (the model adds about 3 points on this
+    # photo, whose sky is already 20% clipped), and the brightest tenth barely moves.
+    assert lift.clipped_after <= lift.clipped_before + 0.04
     luma = photo.astype(np.float64) @ [0.2126, 0.7152, 0.0722] / 255
     bright = luma >= np.percentile(luma, 90)
     change = np.abs(enhanced.astype(np.float64) - photo.astype(np.float64)) / 255

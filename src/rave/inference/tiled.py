@@ -409,9 +409,12 @@ def _run_tiled(
     feature_cache = None
     if cache_features:
         # Keeping the pyramid-pooling input from pass 1 saves recomputing 14% of the FLOPs.
-        feature_cache = torch.empty((batch, 32, height, width), dtype=torch.float32, device=device)
-        if channels_last:
-            feature_cache = feature_cache.contiguous(memory_format=torch.channels_last)
+        # Allocated in its final layout: converting an empty NCHW tensor would copy (and
+        # page in) 400 MB of garbage for a 3-megapixel photo, 8% of the whole run.
+        layout = torch.channels_last if channels_last else torch.contiguous_format
+        feature_cache = torch.empty(
+            (batch, 32, height, width), dtype=torch.float32, device=device, memory_format=layout
+        )
     workers = _tile_workers(device, height, width, tile)
     context = _pooled_context(net, image, tile, backend, feature_cache, workers)
     halo = FULL_HALO if feature_cache is None else FULL_HALO - FEATURE_HALO
