@@ -43,6 +43,7 @@ __all__ = [
     "FULL_HALO",
     "auto_tile_size",
     "enhance_tensor",
+    "is_memory_bound",
     "predict_light_map",
     "select_backend",
 ]
@@ -487,6 +488,15 @@ def _for_each_tile(run: Callable[[_Region], None], tiles: list[_Region], workers
             list(pool.map(run_in_worker, tiles))
     finally:
         torch.set_num_threads(threads)
+
+
+def is_memory_bound(height: int, width: int, device: torch.device | str = "cpu") -> bool:
+    """Whether a photo is too large for the pyramid-pooling feature cache.
+
+    Such photos run with smaller tiles and recompute features, to stay within the memory
+    budget; callers may also tune their allocator for memory rather than speed.
+    """
+    return not _feature_cache_fits(height * width, torch.device(device))
 
 
 def _feature_cache_fits(pixels: int, device: torch.device) -> bool:
