@@ -143,3 +143,12 @@ def test_cuda_matches_cpu(net) -> None:
     cuda = enhance_tensor(cuda_net.cuda(), image, tile="auto")  # result on image's device
     assert cuda.device.type == "cpu"
     assert (cuda - cpu).abs().max() <= 1e-3
+
+
+def test_memory_bound_photos_are_those_without_the_feature_cache() -> None:
+    from rave.inference import is_memory_bound
+
+    # 32 float32 channels per pixel must fit 512 MB: 4.19 MP do, 24 MP do not.
+    assert not is_memory_bound(1536, 2048)
+    assert is_memory_bound(4000, 6000)
+    assert is_memory_bound(2049, 2048) and not is_memory_bound(2048, 2048)

@@ -187,7 +187,7 @@ def _tune_allocator(memory_bound: bool) -> None:
     """Choose glibc's allocation policy for the next photo (no-op without glibc).
 
     Photos too large for the engine's feature cache are bound by memory: a fixed 1 MB mmap
-    threshold hands every freed tile tensor back to the OS at once (24 MP: 985 MB peak RSS;
+    threshold hands every freed tile tensor back to the OS at once (24 MP: 816 MB peak RSS;
     glibc's own adaptive threshold kept 1308 MB against 1036 MB on a 1.5 MP photo). Smaller
     photos are bound by time: re-mapping and re-faulting each large tensor cost 30% there
     (2048x1536 on 2 threads: 4.57 s/MP with the 1 MB threshold, 3.49 s/MP with glibc's
