@@ -59,11 +59,27 @@ def _test_image(height: int, width: int) -> np.ndarray:
 
 
 def _child(
-    variant: str, image_path: str, out_path: str, threads: int, tile, device, backend, queue
+    variant: str,
+    image_path: str,
+    out_path: str,
+    threads: int,
+    tile,
+    device,
+    backend,
+    allocator: str,
+    queue,
 ):
     import os
 
     import torch
+
+    if allocator == "rave":
+        # the policy `rave enhance` applies to a photo of this size (glibc only)
+        from rave.cli.enhance import _tune_allocator
+        from rave.inference import is_memory_bound
+
+        height, width = np.load(image_path, mmap_mode="r").shape[:2]
+        _tune_allocator(is_memory_bound(height, width, device))
 
     if backend != "auto":
         os.environ["RAVE_CONV_BACKEND"] = backend
@@ -88,13 +104,22 @@ def _child(
     queue.put((seconds, peak_mb))
 
 
-def _run(variant: str, image_path: str, threads: int, tile, device: str, tmp: Path, backend="auto"):
+def _run(
+    variant: str,
+    image_path: str,
+    threads: int,
+    tile,
+    device: str,
+    tmp: Path,
+    backend="auto",
+    allocator="default",
+):
     out_path = str(tmp / f"{variant}_{tile}_{backend}.npy")
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     proc = ctx.Process(
         target=_child,
-        args=(variant, image_path, out_path, threads, tile, device, backend, queue),
+        args=(variant, image_path, out_path, threads, tile, device, backend, allocator, queue),
     )
     proc.start()
     seconds, peak_mb = queue.get()
@@ -115,6 +140,13 @@ def main() -> int:
         help="conv backends to try (RAVE_CONV_BACKEND); auto = the engine's own choice",
     )
     parser.add_argument("--skip-reference", action="store_true")
+    parser.add_argument(
+        "--allocator",
+        choices=("default", "rave"),
+        default="default",
+        help="glibc allocation policy of BOTH variants: the C library's default, or the one "
+        "`rave enhance` sets for a photo of this size",
+    )
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.lower().split("x"))
     megapixels = width * height / 1e6
@@ -123,6 +155,7 @@ def main() -> int:
     print(f"image {width}x{height} ({megapixels:.2f} MP), {args.threads} threads, {args.device}")
     print(f"network: {FLOPS_PER_PIXEL / 1e6:.3f} MFLOP per pixel ({MACS_PER_PIXEL:,} MACs)")
     print(f"weights: {'authors rave-unpaired' if CHECKPOINT.is_file() else 'random'}")
+    print(f"allocator policy (both variants): {args.allocator}")
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         image = _test_image(height, width)
@@ -133,15 +166,22 @@ def main() -> int:
         reference = None
         if not args.skip_reference:
             seconds, peak, light = _run(
-                "reference", image_path, args.threads, None, args.device, tmp
+                "reference",
+                image_path,
+                args.threads,
+                None,
+                args.device,
+                tmp,
+                allocator=args.allocator,
             )
             reference = np.clip(pixels / light[..., None], 0, 1)
             rows.append(("reference (whole image)", seconds, peak, 0.0))
         for backend in args.backend:
             for tile in tiles:
                 seconds, peak, light = _run(
-                    "tiled", image_path, args.threads, tile, args.device, tmp, backend
-                )
+                    "tiled", image_path, args.threads, tile, args.device, tmp, backend,
+                    args.allocator,
+                )  # fmt: skip
                 diff = float("nan")
                 if reference is not None:
                     enhanced = np.clip(pixels / light[..., None], 0, 1)
