@@ -172,7 +172,7 @@ def test_empty_folder_and_bad_files(tmp_path, dataset) -> None:
     (dataset["a"] / "s1.png").write_bytes(b"not an image")
     result = _run("--pred", str(dataset["a"]), "--gt", str(dataset["gt"]), "--no-lpips", "--no-nr")
     assert result.exit_code == 1
-    assert "s1.png: cannot decode image" in result.output
+    assert "s1.png: not an image file" in result.output
 
 
 def test_usage_errors(dataset) -> None:
@@ -252,5 +252,5 @@ def test_reader_errors_name_the_file(tmp_path) -> None:
     with pytest.raises(ImageReadError, match=r"missing\.png: no such file"):
         read_image(tmp_path / "missing.png")
     (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8 broken")
-    with pytest.raises(ImageReadError, match=r"bad\.jpg: cannot decode"):
+    with pytest.raises(ImageReadError, match=r"bad\.jpg: not an image file"):
         read_image(tmp_path / "bad.jpg")
