@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "evaluate": ("rave.cli.evaluate", "evaluate_command", "Score enhanced images."),
     "interpret": ("rave.cli.interpret", "interpret_command", "Explain a guidance direction."),
     "shift": ("rave.cli.shift", "shift_command", "Remove bias directions from a residual vector."),
+    "serve": ("rave.cli.serve", "serve_command", "Enhance photos from a web page."),
 }
 
 
