@@ -535,3 +535,25 @@ def test_cli_trains_resumes_and_rejects_bad_keys(folders: Path) -> None:
     # a fresh run into a finished run's folder is refused, not overwritten
     result = runner.invoke(main, ["train", str(config_file)])
     assert result.exit_code != 0 and "--resume" in result.output
+
+
+@pytest.mark.parametrize(
+    ("name", "method", "options_class", "prompt_lr"),
+    [
+        ("clip_lit_paper.yaml", "clip-lit", "ClipLitOptions", 5e-6),
+        ("clip_lit_latent_paper.yaml", "clip-lit-latent", "ClipLitLatentOptions", 5e-4),
+    ],
+)
+def test_baseline_configs_load(name: str, method: str, options_class: str, prompt_lr: float):
+    import rave.training.methods.clip_lit as clip_lit
+    import rave.training.methods.clip_lit_latent as clip_lit_latent
+
+    config = load_config(REPO_ROOT / "configs" / name)
+    assert config.method == method
+    # METHOD.md section 3: the prompt learning rates, 320 L_clip + 22.5 L_id, rounds of 2100
+    options_type = getattr(clip_lit, options_class, None) or getattr(clip_lit_latent, options_class)
+    options = options_type(**config.method_options)
+    assert options.prompt_lr == prompt_lr and options.clip_weight == 320.0
+    assert options.prompt_init_iterations == 8000 and options.refine_iterations == 1000
+    assert config.identity_weight == 22.5 and config.round_iterations == 2100
+    assert (config.iterations - config.reconstruction_iterations) % config.round_iterations == 0
