@@ -85,3 +85,19 @@ def test_unknown_paths_are_404(server: str) -> None:
     assert err.value.code == 404
     status, _, _ = _post(f"{server}/upload", b"abc")
     assert status == 404
+
+
+def test_cli_reports_a_busy_port_in_one_line() -> None:
+    import socket
+
+    from click.testing import CliRunner
+
+    from rave.cli import main
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = CliRunner().invoke(main, ["serve", "--port", str(port)])
+    assert result.exit_code == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in result.output
