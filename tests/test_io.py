@@ -336,3 +336,13 @@ def _umask() -> int:
     current = os.umask(0)
     os.umask(current)
     return current
+
+
+def test_pillow_guard_is_never_stricter_than_max_pixels(tmp_path: Path, monkeypatch) -> None:
+    # Pillow refuses images over twice its own global limit; read_photo's limit decides.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    path = tmp_path / "large.png"
+    Image.new("RGB", (20, 20), (10, 20, 30)).save(path)  # 400 pixels > 2 x 100
+    assert read_photo(path, max_pixels=1000).pixels.shape == (20, 20, 3)
+    with pytest.raises(PhotoError, match=r"large\.png: .*over the"):
+        read_photo(path, max_pixels=300)

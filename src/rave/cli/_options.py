@@ -18,6 +18,7 @@ __all__ = [
     "PixelCount",
     "TileSize",
     "device_option",
+    "max_pixels_option",
     "model_option",
     "resolve_device",
     "tile_option",
@@ -92,6 +93,17 @@ def device_option(default: str = "auto") -> Callable[[F], F]:
         default=default,
         show_default=True,
         help="Where to run the network: auto, cpu, cuda, cuda:N or mps.",
+    )
+
+
+def max_pixels_option(default: str = "200M") -> Callable[[F], F]:
+    """``--max-pixels``: the decompression-bomb guard of :func:`rave.io.read_photo`."""
+    return click.option(
+        "--max-pixels",
+        type=PixelCount(),
+        default=default,
+        show_default=True,
+        help="Refuse images larger than this (decompression-bomb guard), e.g. 500M.",
     )
 
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from rave.cli._options import PixelCount, device_option, model_option, tile_option
+from rave.cli._options import device_option, max_pixels_option, model_option, tile_option
 
 if TYPE_CHECKING:  # torch is imported only once a photo is enhanced
     import torch
@@ -352,13 +352,7 @@ Exit status: 0 if every photo was enhanced or skipped, 1 if any failed, 2 on usa
 @click.option("-r", "--recursive", is_flag=True, help="Include sub-folders of folder inputs.")
 @device_option()
 @tile_option()
-@click.option(
-    "--max-pixels",
-    type=PixelCount(),
-    default="200M",
-    show_default=True,
-    help="Refuse images larger than this (decompression-bomb guard), e.g. 500M.",
-)
+@max_pixels_option()
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no notes, errors only.")
 @click.pass_context
 def enhance_command(
@@ -411,11 +405,6 @@ def enhance_command(
             to_run.append(job)
 
     if to_run:
-        from PIL import Image
-
-        # Pillow's own guard (a warning at this many pixels, an error at twice as many)
-        # must not be stricter than --max-pixels; read_photo checks the limit itself.
-        Image.MAX_IMAGE_PIXELS = max_pixels
         net = _load_network(ctx, model, device)
         options = {"tile": tile, "quality": quality, "max_pixels": max_pixels}
         _run_batch(to_run, net, options, tally, quiet)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from rave.cli._options import PixelCount, device_option, model_option, tile_option
+from rave.cli._options import device_option, max_pixels_option, model_option, tile_option
 
 __all__ = ["serve_command"]
 
@@ -23,13 +23,7 @@ __all__ = ["serve_command"]
     show_default=True,
     help="Refuse larger uploads without reading them.",
 )
-@click.option(
-    "--max-pixels",
-    type=PixelCount(),
-    default="200M",
-    show_default=True,
-    help="Refuse images larger than this (decompression-bomb guard).",
-)
+@max_pixels_option()
 @click.pass_context
 def serve_command(
     ctx: click.Context,

@@ -225,6 +225,10 @@ def read_photo(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PI
     path = Path(path)
     _check_path(path)
     notes: list[str] = []
+    if max_pixels > (Image.MAX_IMAGE_PIXELS or max_pixels):
+        # Pillow's own guard (an error at twice its limit) must not be stricter than ours,
+        # which is checked from the header below with a clearer message.
+        Image.MAX_IMAGE_PIXELS = max_pixels
     try:
         with warnings.catch_warnings():
             # Our own max_pixels check below gives a clearer message than Pillow's warning.
