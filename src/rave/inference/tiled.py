@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rave.inference import winograd
 from rave.network.enhancer import (
     LEAKY_SLOPE,
     EnhancementNet,
@@ -50,12 +51,13 @@ __all__ = [
 
 FEATURE_HALO = 5  # 3x3 convs before the pyramid pooling: cond1 + 2 residual blocks x 2
 FULL_HALO = 17  # all 3x3 convs of the network
-_BACKENDS = ("nnpack", "channels_last", "default")
+_BACKENDS = ("winograd", "nnpack", "channels_last", "default")
+_CHANNELS_LAST_BACKENDS = ("winograd", "channels_last")
 # Working-set budget of one tile on the CPU: about 14 live tensors of 32 channels in float32.
 # Peak working set of one tile, in bytes per pixel of its crop (tile + halo), measured
 # with glibc returning freed blocks (see rave.cli.enhance): NNPACK keeps Winograd-transformed
 # copies of its input and output, so it needs more than oneDNN.
-_BYTES_PER_CROP_PIXEL = {"nnpack": 1900, "channels_last": 1150, "default": 1150}
+_BYTES_PER_CROP_PIXEL = {"winograd": 1150, "nnpack": 1900, "channels_last": 1150, "default": 1150}
 # CPU budget of the working sets of the tiles in flight (one per thread). Photos too large
 # for the feature cache get the smaller one, so that a 24-megapixel photo stays within
 # 1 GB of resident memory in all (about 0.7 GB of which is PyTorch itself). Tiles of about
@@ -113,17 +115,45 @@ class _Region:
 
 
 def _conv3x3(
-    x: Tensor, region: _Region, conv: nn.Conv2d, mode: str, backend: str
+    x: Tensor,
+    region: _Region,
+    conv: nn.Conv2d,
+    mode: str,
+    backend: str,
+    *,
+    slope: float | None = None,
+    residual: Tensor | None = None,
 ) -> tuple[Tensor, _Region]:
-    """A 3x3 conv on a crop of the image: pads (``mode``) only on image-border sides."""
+    """``act(conv(x) + residual)`` on a crop of the image, padding only on image-border sides.
+
+    ``mode`` is the padding ("reflect" or "zeros"); ``slope`` the leaky-ReLU slope of the
+    activation (``None``: no activation); ``residual`` is shaped like the output.
+    """
     pad = region.padding()
     if any(pad):
         x = F.pad(x, pad, mode="reflect" if mode == "reflect" else "constant")
+    if backend == "winograd":
+        kernel = winograd.load_kernel()
+        if kernel is not None and winograd.supports(conv, kernel):
+            out = winograd.conv3x3_valid(
+                kernel,
+                x,
+                conv,
+                slope=1.0 if slope is None else slope,
+                residual=residual,
+                threads=torch.get_num_threads(),
+            )
+            return out, region.shrink()
+        x = x.contiguous(memory_format=torch.channels_last)
     if backend == "nnpack":
         bias = conv.bias if conv.bias is not None else _zero_bias(conv)
         out = torch._nnpack_spatial_convolution(x.contiguous(), conv.weight, bias, [0, 0])
     else:
         out = F.conv2d(x, conv.weight, conv.bias)
+    if residual is not None:
+        out += residual
+    if slope is not None:
+        out = F.leaky_relu_(out, slope) if slope >= 0 else F.prelu(out, out.new_tensor(slope))
     return out, region.shrink()
 
 
@@ -133,13 +163,16 @@ def _zero_bias(conv: nn.Conv2d) -> Tensor:
 
 
 def select_backend(device: torch.device | str) -> str:
-    """How 3x3 convolutions run: ``"channels_last"``, ``"nnpack"`` or ``"default"``.
+    """How 3x3 convolutions run: ``"winograd"``, ``"channels_last"``, ``"nnpack"`` or
+    ``"default"``.
 
-    On CPU, channels-last oneDNN convolutions (``"channels_last"``) are the fastest here:
-    NNPACK's Winograd convolutions (``"nnpack"``) do fewer multiplications but were no
-    faster on an AVX-512 CPU and need 1.7x the memory (benchmarks/bench_inference.py).
-    On other devices the framework's default layout is used. The environment variable
-    ``RAVE_CONV_BACKEND`` overrides the choice.
+    On CPU, rave's own Winograd kernel (``"winograd"``, :mod:`rave.inference.winograd`)
+    when it can be built here, since it does a quarter of the multiplications; otherwise
+    channels-last oneDNN convolutions (``"channels_last"``), the fastest of PyTorch's own.
+    NNPACK's Winograd convolutions (``"nnpack"``) were no faster than oneDNN on an AVX-512
+    CPU and need 1.7x the memory (benchmarks/bench_inference.py). On other devices the
+    framework's default layout is used. The environment variable ``RAVE_CONV_BACKEND``
+    overrides the choice.
     """
     forced = os.environ.get("RAVE_CONV_BACKEND")
     if forced:
@@ -148,8 +181,14 @@ def select_backend(device: torch.device | str) -> str:
         # is_available() also initialises NNPACK, which its convolution needs first.
         if forced == "nnpack" and not torch.backends.nnpack.is_available():
             raise ValueError("RAVE_CONV_BACKEND=nnpack, but this PyTorch build has no NNPACK")
+        if forced == "winograd" and winograd.load_kernel() is None:
+            raise ValueError(
+                f"RAVE_CONV_BACKEND=winograd, but the kernel is {winograd.kernel_status()}"
+            )
         return forced
-    return "channels_last" if torch.device(device).type == "cpu" else "default"
+    if torch.device(device).type != "cpu":
+        return "default"
+    return "winograd" if winograd.load_kernel() is not None else "channels_last"
 
 
 def _crop_to(x: Tensor, region: _Region, inner: _Region) -> Tensor:
@@ -163,19 +202,20 @@ def _crop_to(x: Tensor, region: _Region, inner: _Region) -> Tensor:
 def _residual_block(
     block: ResidualBlock, x: Tensor, region: _Region, backend: str
 ) -> tuple[Tensor, _Region]:
-    y, inner = _conv3x3(x, region, block.conv1, "reflect", backend)
-    y = F.leaky_relu_(y, LEAKY_SLOPE)
-    y, inner = _conv3x3(y, inner, block.conv2, "reflect", backend)
-    y += _crop_to(x, region, inner)
-    return F.leaky_relu_(y, LEAKY_SLOPE), inner
+    y, inner = _conv3x3(x, region, block.conv1, "reflect", backend, slope=LEAKY_SLOPE)
+    return _conv3x3(
+        y, inner, block.conv2, "reflect", backend,
+        slope=LEAKY_SLOPE, residual=_crop_to(x, region, inner.shrink()),
+    )  # fmt: skip
 
 
 def _features(
     net: EnhancementNet, image: Tensor, region: _Region, backend: str
 ) -> tuple[Tensor, _Region]:
     """The pyramid-pooling input for a crop of the image (shrunk by up to 5 px per side)."""
-    x, region = _conv3x3(image, region, net.cond1, net.cond1.padding_mode, backend)
-    x = F.leaky_relu_(x, LEAKY_SLOPE)
+    x, region = _conv3x3(
+        image, region, net.cond1, net.cond1.padding_mode, backend, slope=LEAKY_SLOPE
+    )
     x, region = _residual_block(net.ResidualBlock1, x, region, backend)
     return _residual_block(net.ResidualBlock2, x, region, backend)
 
@@ -324,7 +364,7 @@ def _pooled_context(
         x = _to_unit_float(
             image[..., crop.top : crop.bottom, crop.left : crop.right],
             device,
-            channels_last=backend == "channels_last",
+            channels_last=backend in _CHANNELS_LAST_BACKENDS,
         )
         feats, region = _features(net, x, crop, backend)
         feats = _crop_to(feats, region, inner)
@@ -347,20 +387,24 @@ def _head(
 ) -> tuple[Tensor, _Region]:
     """From the pyramid-pooling input to the light map (shrinks by up to 12 px per side)."""
     fused = torch.cat([x, *context.at(region)], dim=1)
-    if backend == "channels_last":
+    if backend in _CHANNELS_LAST_BACKENDS:
         fused = fused.contiguous(memory_format=torch.channels_last)
     fuse_conv, fuse_act = net.PPM1.fuse
-    x, region = _conv3x3(fused, region, fuse_conv, "zeros", backend)
+    x, region = _conv3x3(fused, region, fuse_conv, "zeros", backend, slope=_prelu_slope(fuse_act))
     del fused
-    x = fuse_act(x)
     x, region = _conv3x3(x, region, net.condx, net.condx.padding_mode, backend)
     x, region = _residual_block(net.ResidualBlock3, x, region, backend)
     x, region = _residual_block(net.ResidualBlock4, x, region, backend)
     x, region = _conv3x3(x, region, net.condy, net.condy.padding_mode, backend)
     x, region = _residual_block(net.ResidualBlock5, x, region, backend)
     x, region = _residual_block(net.ResidualBlock6, x, region, backend)
-    x, region = _conv3x3(x, region, net.cond_add1, net.cond_add1.padding_mode, backend)
-    return F.relu_(x), region
+    return _conv3x3(x, region, net.cond_add1, net.cond_add1.padding_mode, backend, slope=0.0)
+
+
+def _prelu_slope(prelu: nn.PReLU) -> float:
+    if prelu.weight.numel() != 1:
+        raise ValueError("the pyramid-pooling PReLU must have a single slope (num_parameters=1)")
+    return float(prelu.weight)
 
 
 def _write(out: Tensor, region: _Region, values: Tensor) -> None:
@@ -396,7 +440,7 @@ def _run_tiled(
     batch, _, height, width = image.shape
     device = next(net.parameters()).device
     backend = select_backend(device)
-    channels_last = backend == "channels_last"
+    channels_last = backend in _CHANNELS_LAST_BACKENDS
     if cache_features == "auto":
         cache_features = _feature_cache_fits(batch * height * width, device)
     if tile == "auto":

@@ -1,0 +1,287 @@
+"""Winograd F(4x4, 3x3) convolutions on CPU, through a small C kernel built on first use.
+
+The enhancement network is almost only 3x3 convolutions of 32 and 64 channels, which
+oneDNN already runs at the CPU's float32 FMA rate; fewer multiplications is what is left.
+``winograd.c`` (next to this file; the reasons are at its top) is compiled once per
+machine with the system C compiler into rave's cache folder and loaded with ctypes. Where
+there is no compiler (or it fails), :func:`load_kernel` returns ``None`` and the engine
+keeps oneDNN: same results, slower.
+
+Results equal ``F.conv2d`` to float32 rounding of the transforms (relative error about
+1e-6 per layer; the whole network stays within 1e-5 of the reference).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import itertools
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import weakref
+from concurrent.futures import ThreadPoolExecutor
+from importlib import resources
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "WinogradKernel",
+    "conv3x3_valid",
+    "kernel_status",
+    "load_kernel",
+    "supports",
+    "transform_weight",
+]
+
+log = logging.getLogger(__name__)
+
+# G of F(4x4, 3x3) (Lavin & Gray 2016): the kernel's transform, U = G g G^T (6x6 per pair).
+_G = (
+    (1 / 4, 0.0, 0.0),
+    (-1 / 6, -1 / 6, -1 / 6),
+    (-1 / 6, 1 / 6, -1 / 6),
+    (1 / 24, 1 / 12, 1 / 6),
+    (1 / 24, -1 / 12, 1 / 6),
+    (0.0, 0.0, 1.0),
+)
+_BASE_FLAGS = ["-O3", "-std=c11", "-shared", "-fPIC", "-ffp-contract=fast"]
+_COMPILE_TIMEOUT_S = 300
+_status = "not loaded yet"
+
+
+class WinogradKernel:
+    """The loaded C library: ``conv`` runs output tiles ``[begin, end)`` of one image."""
+
+    def __init__(self, library: ctypes.CDLL, path: Path) -> None:
+        self.path = path
+        self.vector_width = int(library.rave_winograd_vector_width())
+        conv = library.rave_winograd_conv3x3
+        long, ptr = ctypes.c_long, ctypes.c_void_p
+        conv.argtypes = [ptr, long, long, long, long, ptr, ptr, long, ptr, long,
+                         ctypes.c_float, ptr, long, long, long]  # fmt: skip
+        conv.restype = ctypes.c_int
+        # ctypes releases the GIL during the call, so threads run tiles in parallel.
+        self.conv = conv
+
+
+def _source() -> bytes:
+    return resources.files("rave.inference").joinpath("winograd.c").read_bytes()
+
+
+def _cpu_signature() -> str:
+    """What -march=native compiles for: the CPU's feature flags where the OS lists them."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith(("flags", "Features")):
+                    return line
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _compiler() -> str | None:
+    explicit = os.environ.get("CC")
+    if explicit:
+        return shutil.which(explicit)
+    for name in ("cc", "gcc", "clang"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+def _kernel_dir() -> Path:
+    from rave.zoo.download import cache_dir
+
+    return cache_dir() / "kernels"
+
+
+def _build(compiler: str, target: Path) -> None:
+    """Compile ``winograd.c`` into ``target`` atomically (concurrent builds are safe)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        source = Path(tmp) / "winograd.c"
+        source.write_bytes(_source())
+        built = Path(tmp) / target.name
+        errors = []
+        # -march=native first (AVX-512/AVX2/NEON as this CPU has); plain flags otherwise.
+        for extra in (["-march=native"], ["-mcpu=native"], []):
+            cmd = [compiler, *_BASE_FLAGS, *extra, "-o", str(built), str(source)]
+            result = subprocess.run(
+                cmd, capture_output=True, text=True, timeout=_COMPILE_TIMEOUT_S, check=False
+            )
+            if result.returncode == 0:
+                os.replace(built, target)
+                return
+            errors.append(result.stderr.strip().splitlines()[-1:] or ["(no output)"])
+        raise RuntimeError(f"{compiler} failed: {errors[-1][0]}")
+
+
+@functools.cache
+def load_kernel() -> WinogradKernel | None:
+    """The compiled kernel, building it on first use; ``None`` where it cannot be built.
+
+    Set ``RAVE_CONV_BACKEND=channels_last`` to never build or use it.
+    """
+    global _status
+    if sys.platform == "win32":
+        _status = "not built: Windows (MSVC has no GCC vector extensions)"
+        return None
+    compiler = _compiler()
+    if compiler is None:
+        _status = "not built: no C compiler found (set CC, or install gcc or clang)"
+        log.info("Winograd kernel %s; using oneDNN convolutions", _status)
+        return None
+    version = subprocess.run(
+        [compiler, "--version"], capture_output=True, text=True, check=False
+    ).stdout
+    key = hashlib.sha256()
+    for part in (_source(), version.encode(), " ".join(_BASE_FLAGS).encode(),
+                 platform.machine().encode(), _cpu_signature().encode()):  # fmt: skip
+        key.update(part)
+    target = _kernel_dir() / f"winograd-{key.hexdigest()[:16]}{_library_suffix()}"
+    try:
+        if not target.is_file():
+            log.info("building the Winograd kernel into %s", target)
+            _build(compiler, target)
+        kernel = WinogradKernel(ctypes.CDLL(str(target)), target)
+    except (OSError, RuntimeError, subprocess.SubprocessError) as error:
+        _status = f"not built: {error}"
+        log.warning("Winograd kernel %s; using oneDNN convolutions (slower)", _status)
+        return None
+    _status = f"loaded from {target} ({kernel.vector_width} floats per vector)"
+    return kernel
+
+
+def kernel_status() -> str:
+    """One line: whether the kernel is loaded, and from where (or why not)."""
+    return _status
+
+
+def _library_suffix() -> str:
+    return ".dylib" if sys.platform == "darwin" else ".so"
+
+
+def supports(conv: nn.Conv2d, kernel: WinogradKernel) -> bool:
+    """Whether ``conv`` is a plain 3x3 float32 conv the kernel can run."""
+    width = kernel.vector_width
+    return (
+        conv.kernel_size == (3, 3)
+        and conv.stride == (1, 1)
+        and conv.dilation == (1, 1)
+        and conv.groups == 1
+        and conv.weight.dtype == torch.float32
+        and conv.weight.device.type == "cpu"
+        and conv.in_channels % width == 0
+        and conv.out_channels % width == 0
+    )
+
+
+def transform_weight(weight: Tensor) -> Tensor:
+    """Winograd-domain weights ``G g G^T``.
+
+    Args:
+        weight: ``(C_out, C_in, 3, 3)`` conv weight.
+
+    Returns:
+        ``(36, C_in, C_out)`` float32, contiguous; row ``6 * i + j`` is position (i, j).
+    """
+    g = torch.tensor(_G, dtype=torch.float64)
+    u = torch.einsum("ik,ockl,jl->ijco", g, weight.detach().double().cpu(), g)
+    return u.reshape(36, weight.shape[1], weight.shape[0]).float().contiguous()
+
+
+# Transformed weights per conv module, recomputed if the weights change in place.
+_weights: weakref.WeakKeyDictionary[nn.Conv2d, tuple[int, int, Tensor]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _transformed(conv: nn.Conv2d) -> Tensor:
+    stamp = (conv.weight._version, conv.weight.data_ptr())
+    cached = _weights.get(conv)
+    if cached is None or cached[:2] != stamp:
+        cached = (*stamp, transform_weight(conv.weight))
+        _weights[conv] = cached
+    return cached[2]
+
+
+@functools.cache
+def _pool(workers: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(workers, thread_name_prefix="rave-winograd")
+
+
+def _is_pixel_major(x: Tensor) -> bool:
+    """Channels-last with unit channel stride and pixel stride = channels (views allowed)."""
+    _, channels, _, width = x.shape
+    return x.stride(1) == 1 and x.stride(3) == channels and x.stride(2) >= width * channels
+
+
+def conv3x3_valid(
+    kernel: WinogradKernel,
+    x: Tensor,
+    conv: nn.Conv2d,
+    *,
+    slope: float = 1.0,
+    residual: Tensor | None = None,
+    threads: int = 1,
+) -> Tensor:
+    """``act(conv(x) + residual)`` without padding, ``act(v) = v if v > 0 else slope * v``.
+
+    Args:
+        kernel: from :func:`load_kernel`.
+        x: ``(B, C_in, H, W)`` float32 on CPU, H, W >= 3, channels-last (crops of a
+            channels-last tensor are fine; other layouts are copied first).
+        conv: a conv that :func:`supports` accepts; its bias is added if it has one.
+        slope: leaky-ReLU slope; 1 applies no activation, 0 is ReLU.
+        residual: optional ``(B, C_out, H - 2, W - 2)`` added before the activation.
+        threads: split each image's output tiles across this many threads.
+
+    Returns:
+        ``(B, C_out, H - 2, W - 2)`` float32, channels-last.
+    """
+    batch, _, height, width = x.shape
+    if height < 3 or width < 3:
+        raise ValueError(f"a valid 3x3 conv needs at least 3x3 pixels, got {height}x{width}")
+    if not _is_pixel_major(x):
+        x = x.contiguous(memory_format=torch.channels_last)
+    out_channels = conv.out_channels
+    out = torch.empty(
+        (batch, out_channels, height - 2, width - 2), memory_format=torch.channels_last
+    )
+    if residual is not None:
+        if residual.shape != out.shape:
+            raise ValueError(f"residual {tuple(residual.shape)} != output {tuple(out.shape)}")
+        if not _is_pixel_major(residual):
+            residual = residual.contiguous(memory_format=torch.channels_last)
+    weight = _transformed(conv)
+    bias = conv.bias.detach() if conv.bias is not None else None
+    tiles = -(-(height - 2) // 4) * -(-(width - 2) // 4)
+    calls = []
+    for b in range(batch):
+        args = (
+            x[b].data_ptr(), height, width, x.stride(2), x.shape[1],
+            weight.data_ptr(), None if bias is None else bias.data_ptr(), out_channels,
+            None if residual is None else residual[b].data_ptr(),
+            0 if residual is None else residual.stride(2),
+            float(slope), out[b].data_ptr(), out.stride(2),
+        )  # fmt: skip
+        parts = max(1, min(threads, tiles // 64))  # a few hundred tiles per thread at least
+        bounds = [tiles * i // parts for i in range(parts + 1)]
+        calls += [(*args, begin, end) for begin, end in itertools.pairwise(bounds)]
+    if len(calls) == 1:
+        codes = [kernel.conv(*calls[0])]
+    else:
+        codes = list(_pool(max(2, threads)).map(lambda call: kernel.conv(*call), calls))
+    if any(codes):
+        raise MemoryError("Winograd kernel could not allocate its scratch memory")
+    return out
