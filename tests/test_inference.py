@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rave.inference import enhance_tensor, predict_light_map
+from rave.inference import enhance_tensor, predict_light_map, winograd
 from rave.inference.tiled import auto_tile_size
 from rave.network import EnhancementNet, apply_light_map
 
@@ -117,10 +117,12 @@ def test_out_shape_mismatch_is_refused(net) -> None:
         enhance_tensor(net, torch.rand(1, 3, 8, 8), out=torch.empty(1, 3, 8, 9))
 
 
-@pytest.mark.parametrize("backend", ["nnpack", "channels_last", "default"])
+@pytest.mark.parametrize("backend", ["winograd", "nnpack", "channels_last", "default"])
 def test_every_convolution_backend_is_exact(net, backend, monkeypatch) -> None:
     if backend == "nnpack" and not torch.backends.nnpack.is_available():
         pytest.skip("this PyTorch build has no NNPACK")
+    if backend == "winograd" and winograd.load_kernel() is None:
+        pytest.skip(f"Winograd kernel {winograd.kernel_status()}")
     monkeypatch.setenv("RAVE_CONV_BACKEND", backend)
     image = torch.rand(1, 3, 45, 70, generator=torch.Generator().manual_seed(6))
     for tile in (None, 19):

@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import weakref
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
@@ -34,6 +35,7 @@ from torch import Tensor, nn
 
 __all__ = [
     "WinogradKernel",
+    "build_kernel",
     "conv3x3_valid",
     "kernel_status",
     "load_kernel",
@@ -53,6 +55,9 @@ _G = (
     (0.0, 0.0, 1.0),
 )
 _BASE_FLAGS = ["-O3", "-std=c11", "-shared", "-fPIC", "-ffp-contract=fast"]
+# -march=native first (AVX-512, AVX2 or NEON, as this CPU has; the library is cached per
+# CPU), -mcpu=native for compilers that spell it so, portable code otherwise.
+_NATIVE_FLAG_SETS: tuple[tuple[str, ...], ...] = (("-march=native",), ("-mcpu=native",), ())
 _COMPILE_TIMEOUT_S = 300
 _status = "not loaded yet"
 
@@ -105,23 +110,33 @@ def _kernel_dir() -> Path:
     return cache_dir() / "kernels"
 
 
-def _build(compiler: str, target: Path) -> None:
-    """Compile ``winograd.c`` into ``target`` atomically (concurrent builds are safe)."""
+def build_kernel(
+    compiler: str, target: Path, flag_sets: Sequence[Sequence[str]] = _NATIVE_FLAG_SETS
+) -> WinogradKernel:
+    """Compile ``winograd.c`` into ``target`` atomically (concurrent builds are safe) and load it.
+
+    Args:
+        compiler: path of a C compiler that accepts GCC-style flags.
+        target: the shared library to write.
+        flag_sets: extra flags to try in turn, until one set compiles.
+
+    Raises:
+        RuntimeError: every flag set failed (the message holds the compiler's last line).
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         source = Path(tmp) / "winograd.c"
         source.write_bytes(_source())
         built = Path(tmp) / target.name
         errors = []
-        # -march=native first (AVX-512/AVX2/NEON as this CPU has); plain flags otherwise.
-        for extra in (["-march=native"], ["-mcpu=native"], []):
+        for extra in flag_sets:
             cmd = [compiler, *_BASE_FLAGS, *extra, "-o", str(built), str(source)]
             result = subprocess.run(
                 cmd, capture_output=True, text=True, timeout=_COMPILE_TIMEOUT_S, check=False
             )
             if result.returncode == 0:
                 os.replace(built, target)
-                return
+                return WinogradKernel(ctypes.CDLL(str(target)), target)
             errors.append(result.stderr.strip().splitlines()[-1:] or ["(no output)"])
         raise RuntimeError(f"{compiler} failed: {errors[-1][0]}")
 
@@ -141,19 +156,25 @@ def load_kernel() -> WinogradKernel | None:
         _status = "not built: no C compiler found (set CC, or install gcc or clang)"
         log.info("Winograd kernel %s; using oneDNN convolutions", _status)
         return None
-    version = subprocess.run(
-        [compiler, "--version"], capture_output=True, text=True, check=False
-    ).stdout
+    try:
+        version = subprocess.run(
+            [compiler, "--version"], capture_output=True, text=True, timeout=60, check=False
+        ).stdout
+    except (OSError, subprocess.SubprocessError) as error:
+        _status = f"not built: {compiler} --version failed ({error})"
+        log.warning("Winograd kernel %s; using oneDNN convolutions (slower)", _status)
+        return None
     key = hashlib.sha256()
     for part in (_source(), version.encode(), " ".join(_BASE_FLAGS).encode(),
                  platform.machine().encode(), _cpu_signature().encode()):  # fmt: skip
         key.update(part)
     target = _kernel_dir() / f"winograd-{key.hexdigest()[:16]}{_library_suffix()}"
     try:
-        if not target.is_file():
+        if target.is_file():
+            kernel = WinogradKernel(ctypes.CDLL(str(target)), target)
+        else:
             log.info("building the Winograd kernel into %s", target)
-            _build(compiler, target)
-        kernel = WinogradKernel(ctypes.CDLL(str(target)), target)
+            kernel = build_kernel(compiler, target)
     except (OSError, RuntimeError, subprocess.SubprocessError) as error:
         _status = f"not built: {error}"
         log.warning("Winograd kernel %s; using oneDNN convolutions (slower)", _status)

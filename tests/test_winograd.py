@@ -1,0 +1,206 @@
+"""The Winograd C kernel must equal PyTorch's convolution, build where it can, and step
+aside (to oneDNN) where it cannot."""
+
+from __future__ import annotations
+
+import platform
+import stat
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rave.inference import predict_light_map, winograd
+from rave.inference.tiled import select_backend
+from rave.network import EnhancementNet
+
+COMPILER = winograd._compiler()
+pytestmark = pytest.mark.skipif(COMPILER is None, reason="no C compiler on this machine")
+
+
+@pytest.fixture(scope="module")
+def kernel() -> winograd.WinogradKernel:
+    loaded = winograd.load_kernel()
+    # With a compiler present the kernel must build: a silent fallback would hide a bug.
+    assert loaded is not None, winograd.kernel_status()
+    return loaded
+
+
+@pytest.fixture
+def fresh_loader():
+    """Forget the loaded kernel around a test that changes how it is found or built."""
+    winograd.load_kernel.cache_clear()
+    yield
+    winograd.load_kernel.cache_clear()
+
+
+def _conv(cin: int, cout: int, bias: bool, seed: int) -> nn.Conv2d:
+    torch.manual_seed(seed)
+    return nn.Conv2d(cin, cout, 3, bias=bias)
+
+
+def _leaky(v: torch.Tensor, slope: float) -> torch.Tensor:
+    return torch.where(v > 0, v, v * slope)
+
+
+def _close(actual: torch.Tensor, expected: torch.Tensor) -> None:
+    # Winograd transforms round differently from a direct conv: relative error ~1e-6.
+    scale = expected.abs().max().item()
+    assert scale > 0.1
+    assert (actual - expected).abs().max().item() <= 2e-5 * scale
+
+
+@pytest.mark.parametrize(
+    ("cin", "cout", "height", "width"),
+    [(32, 32, 3, 3), (32, 64, 7, 9), (64, 32, 37, 29), (64, 64, 50, 51), (48, 16, 6, 11)],
+)
+@pytest.mark.parametrize("bias", [True, False])
+def test_equals_conv2d(kernel, cin, cout, height, width, bias) -> None:
+    if cin % kernel.vector_width or cout % kernel.vector_width:
+        pytest.skip(f"channels not a multiple of {kernel.vector_width}")
+    conv = _conv(cin, cout, bias, seed=height)
+    x = torch.randn(2, cin, height, width).contiguous(memory_format=torch.channels_last)
+    out = winograd.conv3x3_valid(kernel, x, conv)
+    assert out.shape == (2, cout, height - 2, width - 2)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    _close(out, F.conv2d(x, conv.weight, conv.bias))
+
+
+def test_closed_form_kernels(kernel) -> None:
+    """A centre tap copies the input; an all-ones kernel sums each 3x3 window."""
+    conv = nn.Conv2d(32, 32, 3, bias=False)
+    x = torch.rand(1, 32, 13, 10).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        conv.weight.zero_()
+        conv.weight[torch.arange(32), torch.arange(32), 1, 1] = 1.0
+    assert (winograd.conv3x3_valid(kernel, x, conv) - x[..., 1:-1, 1:-1]).abs().max() < 1e-6
+    with torch.no_grad():
+        conv.weight.zero_()
+        conv.weight[torch.arange(32), torch.arange(32)] = 1.0
+    window_sums = sum(x[..., i : i + 11, j : j + 8] for i in range(3) for j in range(3))
+    assert (winograd.conv3x3_valid(kernel, x, conv) - window_sums).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("slope", [0.2, 0.0, -0.5, 1.7])
+def test_fused_residual_and_activation(kernel, slope) -> None:
+    conv = _conv(32, 32, True, seed=3)
+    x = torch.randn(1, 32, 21, 26).contiguous(memory_format=torch.channels_last)
+    residual = torch.randn(1, 32, 19, 24).contiguous(memory_format=torch.channels_last)
+    out = winograd.conv3x3_valid(kernel, x, conv, slope=slope, residual=residual)
+    _close(out, _leaky(F.conv2d(x, conv.weight, conv.bias) + residual, slope))
+
+
+def test_crops_and_other_layouts(kernel) -> None:
+    """Crops of a channels-last tensor are read in place; NCHW input is accepted too."""
+    conv = _conv(64, 32, True, seed=4)
+    big = torch.randn(1, 64, 40, 50).contiguous(memory_format=torch.channels_last)
+    crop = big[..., 5:30, 7:41]
+    residual_big = torch.randn(1, 32, 40, 50).contiguous(memory_format=torch.channels_last)
+    residual = residual_big[..., 3:26, 2:34]
+    expected = _leaky(F.conv2d(crop, conv.weight, conv.bias) + residual, 0.2)
+    _close(winograd.conv3x3_valid(kernel, crop, conv, slope=0.2, residual=residual), expected)
+    _close(winograd.conv3x3_valid(kernel, crop.contiguous(), conv, slope=0.2,
+                                  residual=residual.contiguous()), expected)  # fmt: skip
+
+
+def test_threads_split_tiles_without_changing_results(kernel) -> None:
+    conv = _conv(32, 64, True, seed=5)
+    x = torch.randn(1, 32, 90, 77).contiguous(memory_format=torch.channels_last)
+    one = winograd.conv3x3_valid(kernel, x, conv, threads=1)
+    two = winograd.conv3x3_valid(kernel, x, conv, threads=2)
+    assert torch.equal(one, two)
+
+
+def test_weights_changed_in_place_are_transformed_again(kernel) -> None:
+    conv = _conv(32, 32, False, seed=6)
+    x = torch.randn(1, 32, 12, 12).contiguous(memory_format=torch.channels_last)
+    winograd.conv3x3_valid(kernel, x, conv)
+    with torch.no_grad():
+        conv.weight.mul_(-2.0)
+    _close(winograd.conv3x3_valid(kernel, x, conv), F.conv2d(x, conv.weight))
+
+
+def test_supports_only_what_the_kernel_runs(kernel) -> None:
+    width = kernel.vector_width
+    assert winograd.supports(nn.Conv2d(2 * width, width, 3), kernel)
+    assert not winograd.supports(nn.Conv2d(3, 32, 3), kernel)  # the RGB input conv
+    assert not winograd.supports(nn.Conv2d(32, 1, 3), kernel)  # the light-map conv
+    assert not winograd.supports(nn.Conv2d(32, 32, 3, stride=2), kernel)
+    assert not winograd.supports(nn.Conv2d(32, 32, 5), kernel)
+
+
+def test_too_small_input_is_refused(kernel) -> None:
+    with pytest.raises(ValueError, match="at least 3x3"):
+        winograd.conv3x3_valid(kernel, torch.rand(1, 32, 2, 8), nn.Conv2d(32, 32, 3))
+
+
+def test_network_on_winograd_backend_equals_reference(kernel, monkeypatch) -> None:
+    monkeypatch.setenv("RAVE_CONV_BACKEND", "winograd")
+    torch.manual_seed(0)
+    net = EnhancementNet().eval()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.mul_(3.0 if p.ndim == 4 else 1.0)
+        net.cond_add1.bias.fill_(0.5)
+        image = torch.rand(1, 3, 83, 121, generator=torch.Generator().manual_seed(8))
+        reference = net(image)
+    assert reference.std() > 1e-2
+    for tile in (None, 30):
+        light = predict_light_map(net, image, tile=tile)
+        assert (light - reference).abs().max().item() <= 1e-4
+
+
+@pytest.mark.skipif(
+    platform.machine() not in ("x86_64", "AMD64"), reason="x86 instruction sets only"
+)
+@pytest.mark.parametrize(
+    ("flags", "width"),
+    [(("-march=x86-64",), 4), (("-mavx2", "-mfma", "-mno-avx512f"), 8)],
+    ids=["sse2", "avx2"],
+)
+def test_portable_builds_are_exact(tmp_path, flags, width) -> None:
+    """The source also compiles for CPUs without AVX-512 (other vector widths and
+    register blockings), and gives the same results there."""
+    built = winograd.build_kernel(COMPILER, tmp_path / f"w{width}.so", [flags])
+    assert built.vector_width == width
+    for cin, cout in [(32, 64), (64, 32), (16, 16)]:
+        conv = _conv(cin, cout, True, seed=cin + cout)
+        x = torch.randn(1, cin, 23, 18).contiguous(memory_format=torch.channels_last)
+        _close(winograd.conv3x3_valid(built, x, conv, slope=0.2),
+               _leaky(F.conv2d(x, conv.weight, conv.bias), 0.2))  # fmt: skip
+
+
+def test_built_once_then_reused(fresh_loader, isolated_model_cache) -> None:
+    first = winograd.load_kernel()
+    assert first is not None and first.path.parent == isolated_model_cache / "kernels"
+    built_at = first.path.stat().st_mtime_ns
+    winograd.load_kernel.cache_clear()
+    second = winograd.load_kernel()
+    assert second is not None and second.path == first.path
+    assert second.path.stat().st_mtime_ns == built_at
+    assert "loaded from" in winograd.kernel_status()
+
+
+def test_without_a_compiler_the_engine_falls_back(fresh_loader, monkeypatch) -> None:
+    monkeypatch.setenv("CC", "/nonexistent/cc")
+    assert winograd.load_kernel() is None
+    assert "no C compiler" in winograd.kernel_status()
+    assert select_backend("cpu") == "channels_last"
+    monkeypatch.setenv("RAVE_CONV_BACKEND", "winograd")
+    with pytest.raises(ValueError, match=r"RAVE_CONV_BACKEND=winograd.*no C compiler"):
+        select_backend("cpu")
+
+
+def test_a_failing_compiler_falls_back(
+    fresh_loader, monkeypatch, tmp_path, isolated_model_cache
+) -> None:
+    broken = tmp_path / "broken-cc"
+    broken.write_text("#!/bin/sh\n[ \"$1\" = --version ] && exit 0\necho 'fatal: no' >&2\nexit 1\n")
+    broken.chmod(broken.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("CC", str(broken))
+    assert winograd.load_kernel() is None
+    assert "failed: fatal: no" in winograd.kernel_status()
+    assert select_backend("cpu") == "channels_last"
+    assert not list(Path(isolated_model_cache).glob("**/*.so"))  # nothing half-built left
