@@ -3,7 +3,8 @@
 Each variant runs in its own child process (so peak resident memory is its own), one after
 the other in one run, on the same image and weights; the script prints seconds per
 megapixel, the speed ratio, peak RSS, achieved GFLOP/s against the network's FLOP count per
-pixel, and the maximum difference between the outputs.
+pixel (for the Winograd backend an effective rate: it does a quarter of those
+multiplications), and the maximum difference between the outputs.
 
     .venv/bin/python benchmarks/bench_inference.py                 # 2048x1536, 2 threads
     .venv/bin/python benchmarks/bench_inference.py --size 6000x4000 --skip-reference
@@ -156,6 +157,11 @@ def main() -> int:
     print(f"network: {FLOPS_PER_PIXEL / 1e6:.3f} MFLOP per pixel ({MACS_PER_PIXEL:,} MACs)")
     print(f"weights: {'authors rave-unpaired' if CHECKPOINT.is_file() else 'random'}")
     print(f"allocator policy (both variants): {args.allocator}")
+    if args.device == "cpu":
+        from rave.inference import winograd
+
+        winograd.load_kernel()  # built here once, so that no timed child compiles it
+        print(f"Winograd kernel: {winograd.kernel_status()}")
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         image = _test_image(height, width)
@@ -199,6 +205,7 @@ def main() -> int:
             f"{diff:9.1e} {ratio}"
         )
     print("max|diff|: largest difference of the enhanced image clamp(I / L, 0, 1) on [0, 1]")
+    print("GFLOP/s: the network's direct-convolution FLOPs per second (Winograd does fewer)")
     return 0
 
 
