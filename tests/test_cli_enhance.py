@@ -416,3 +416,22 @@ def test_interrupted_batch_resumes(work: Path, checkpoint: Path, monkeypatch) ->
     assert second.exit_code == 0, second.output
     assert "2 enhanced, 1 skipped, 0 failed" in second.stdout
     assert sorted(os.listdir("enhanced")) == ["a.png", "b.png", "c.png"]
+
+
+def test_without_c_compiler_enhances_and_says_why_slower(
+    work: Path, checkpoint: Path, net: EnhancementNet, monkeypatch
+) -> None:
+    from rave.inference import winograd
+
+    monkeypatch.setenv("CC", "/nonexistent/cc")
+    winograd.load_kernel.cache_clear()
+    try:
+        Image.fromarray(_u8(_dim(21))).save("a.png")
+        result = _run(checkpoint, "a.png")
+    finally:
+        winograd.load_kernel.cache_clear()
+    assert result.exit_code == 0, result.output
+    assert "note: Winograd kernel not built: no C compiler found" in result.output
+    enhanced = np.asarray(Image.open("enhanced/a.png"), dtype=np.float64) / 255
+    expected = _reference(net, np.asarray(Image.open("a.png"), dtype=np.float64) / 255)
+    assert np.abs(enhanced - expected).max() <= 1 / 255 + 1e-6
