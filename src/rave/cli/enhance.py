@@ -186,20 +186,21 @@ _M_MMAP_THRESHOLD = -3
 def _tune_allocator(memory_bound: bool) -> None:
     """Choose glibc's allocation policy for the next photo (no-op without glibc).
 
-    Photos too large for the engine's feature cache are bound by memory: a fixed 1 MB mmap
-    threshold hands every freed tile tensor back to the OS at once (24 MP: 816 MB peak RSS;
-    glibc's own adaptive threshold kept 1308 MB against 1036 MB on a 1.5 MP photo). Smaller
-    photos are bound by time: re-mapping and re-faulting each large tensor cost 30% there
-    (2048x1536 on 2 threads: 4.57 s/MP with the 1 MB threshold, 3.49 s/MP with glibc's
-    default, 3.32 s/MP keeping freed memory in the heap, at 1.36 GB peak), so the heap keeps
-    its memory, and it is returned (``malloc_trim``) before the next memory-bound photo.
+    Photos too large for the engine's feature cache are bound by memory: tile tensors (a few
+    MB each) stay in the heap, which glibc trims as its top frees, while anything from 32 MB
+    up (whole-photo arrays) is mapped on its own and returned at once (24 MP, 2 threads:
+    845 MB peak RSS, 2.32 s/MP; a 1 MB threshold kept 809 MB but spent a third of the time in
+    page faults, 3.46 s/MP; keeping everything in the heap reached 972 MB). Smaller photos
+    are bound by time: the heap keeps all freed memory (2048x1536, oneDNN convolutions: 4.57
+    s/MP with the 1 MB threshold, 3.49 with glibc's default, 3.32 keeping it, at 1.36 GB
+    peak), and returns it (``malloc_trim``) before the next memory-bound photo.
     """
     if not sys.platform.startswith("linux"):
         return
     with contextlib.suppress(OSError, AttributeError):  # not glibc
         libc = ctypes.CDLL("libc.so.6")
         if memory_bound:
-            libc.mallopt(_M_MMAP_THRESHOLD, 1 << 20)
+            libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20)
             libc.malloc_trim(0)
         else:
             libc.mallopt(_M_MMAP_THRESHOLD, 1 << 30)
