@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import platform
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -204,3 +206,23 @@ def test_a_failing_compiler_falls_back(
     assert "failed: fatal: no" in winograd.kernel_status()
     assert select_backend("cpu") == "channels_last"
     assert not list(Path(isolated_model_cache).glob("**/*.so"))  # nothing half-built left
+
+
+def test_damaged_cached_library_is_rebuilt(isolated_model_cache) -> None:
+    # In subprocesses: a process that has loaded a library must not see it damaged.
+    script = (
+        "from rave.inference import winograd; k = winograd.load_kernel(); "
+        "print(k.path if k else winograd.kernel_status())"
+    )
+
+    def load() -> Path:
+        done = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, check=True
+        )
+        return Path(done.stdout.strip())
+
+    path = load()
+    assert path.parent == isolated_model_cache / "kernels"
+    path.write_bytes(b"\x7fELF truncated")  # e.g. a copy cut short by a full disk
+    assert load() == path
+    assert path.stat().st_size > 1000

@@ -88,32 +88,52 @@ static inline void output_1d(const vf m0, const vf m1, const vf m2, const vf m3,
     y[3] = d12 + splat(8.0f) * d34 + m5;
 }
 
+/* B^T d B of one 6x6 tile of one channel vector: pixel (i, j) at base[i * row + j * pixel];
+ * position (i, j) is stored at V[(6 * i + j) * plane]. */
+static inline __attribute__((always_inline)) void input_tile(const float *base, long row,
+                                                             long pixel, float *V, long plane) {
+    vf t[6][6];
+#pragma GCC unroll 6
+    for (int j = 0; j < 6; j++) {
+        const float *col = base + j * pixel;
+        vf out[6];
+        input_1d(load(col), load(col + row), load(col + 2 * row), load(col + 3 * row),
+                 load(col + 4 * row), load(col + 5 * row), out);
+#pragma GCC unroll 6
+        for (int i = 0; i < 6; i++) t[i][j] = out[i];
+    }
+#pragma GCC unroll 6
+    for (int i = 0; i < 6; i++) {
+        vf out[6];
+        input_1d(t[i][0], t[i][1], t[i][2], t[i][3], t[i][4], t[i][5], out);
+#pragma GCC unroll 6
+        for (int j = 0; j < 6; j++) store(V + (6 * i + j) * plane, out[j]);
+    }
+}
+
 /* Transform input tiles [t0, t0 + count) into V[p][t - t0][cin] (p = 6 * row + col). */
 static void transform_input(const float *in, long in_h, long in_w, long in_row, long cin,
                             long tiles_x, long t0, long count, long block, float *V) {
+    const long plane = block * cin;
     for (long k = 0; k < count; k++) {
         long ty = (t0 + k) / tiles_x, tx = (t0 + k) % tiles_x;
         long y0 = 4 * ty, x0 = 4 * tx;
-        int inside = y0 + 6 <= in_h && x0 + 6 <= in_w;
+        const float *base = in + y0 * in_row + x0 * cin;
+        float *Vk = V + k * cin;
+        if (y0 + 6 <= in_h && x0 + 6 <= in_w) {
+            for (long c = 0; c < cin; c += VEC) input_tile(base + c, in_row, cin, Vk + c, plane);
+            continue;
+        }
+        /* A tile over the crop's bottom or right edge: copy it, zero-filled, first. */
+        float padded[36 * VEC];
         for (long c = 0; c < cin; c += VEC) {
-            vf d[6][6], t[6][6];
             for (int i = 0; i < 6; i++)
                 for (int j = 0; j < 6; j++) {
-                    if (inside || (y0 + i < in_h && x0 + j < in_w))
-                        d[i][j] = load(in + (y0 + i) * in_row + (x0 + j) * cin + c);
-                    else
-                        d[i][j] = (vf){0};
+                    vf v = (vf){0};
+                    if (y0 + i < in_h && x0 + j < in_w) v = load(base + i * in_row + j * cin + c);
+                    store(padded + (6 * i + j) * VEC, v);
                 }
-            for (int j = 0; j < 6; j++) {
-                vf col[6];
-                input_1d(d[0][j], d[1][j], d[2][j], d[3][j], d[4][j], d[5][j], col);
-                for (int i = 0; i < 6; i++) t[i][j] = col[i];
-            }
-            for (int i = 0; i < 6; i++) {
-                vf row[6];
-                input_1d(t[i][0], t[i][1], t[i][2], t[i][3], t[i][4], t[i][5], row);
-                for (int j = 0; j < 6; j++) store(V + ((6 * i + j) * block + k) * cin + c, row[j]);
-            }
+            input_tile(padded, 6 * VEC, VEC, Vk + c, plane);
         }
     }
 }
@@ -168,37 +188,47 @@ static void multiply(const float *V, const float *U, float *M, long cin, long co
     }
 }
 
+/* A^T m A of one tile of one channel vector: position (i, j) at M[(6 * i + j) * plane]. */
+static inline __attribute__((always_inline)) void output_tile(const float *M, long plane,
+                                                              vf y[4][4]) {
+    vf t[4][6];
+#pragma GCC unroll 6
+    for (int j = 0; j < 6; j++) {
+        vf out[4];
+        output_1d(load(M + j * plane), load(M + (6 + j) * plane), load(M + (12 + j) * plane),
+                  load(M + (18 + j) * plane), load(M + (24 + j) * plane),
+                  load(M + (30 + j) * plane), out);
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; i++) t[i][j] = out[i];
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) output_1d(t[i][0], t[i][1], t[i][2], t[i][3], t[i][4], t[i][5], y[i]);
+}
+
 /* Output transform, bias, residual and activation for tiles [t0, t0 + count). */
 static void transform_output(const float *M, long block, long count, long t0, long tiles_x,
                              long out_h, long out_w, long cout, const float *bias,
                              const float *residual, long res_row, float slope, float *out,
                              long out_row) {
+    const long plane = block * cout;
     for (long k = 0; k < count; k++) {
         long ty = (t0 + k) / tiles_x, tx = (t0 + k) % tiles_x;
         long y0 = 4 * ty, x0 = 4 * tx;
+        int rows = out_h - y0 < 4 ? (int)(out_h - y0) : 4;
+        int cols = out_w - x0 < 4 ? (int)(out_w - x0) : 4;
+        float *dst = out + y0 * out_row + x0 * cout;
+        const float *res = residual ? residual + y0 * res_row + x0 * cout : NULL;
         for (long c = 0; c < cout; c += VEC) {
-            vf m[6][6], t[4][6];
-            for (int p = 0; p < 36; p++) m[p / 6][p % 6] = load(M + (p * block + k) * cout + c);
-            for (int j = 0; j < 6; j++) {
-                vf col[4];
-                output_1d(m[0][j], m[1][j], m[2][j], m[3][j], m[4][j], m[5][j], col);
-                for (int i = 0; i < 4; i++) t[i][j] = col[i];
-            }
+            vf y[4][4];
+            output_tile(M + k * cout + c, plane, y);
             vf b = bias ? load(bias + c) : (vf){0};
-            for (int i = 0; i < 4; i++) {
-                vf row[4];
-                output_1d(t[i][0], t[i][1], t[i][2], t[i][3], t[i][4], t[i][5], row);
-                long y = y0 + i;
-                if (y >= out_h) break;
-                for (int j = 0; j < 4; j++) {
-                    long x = x0 + j;
-                    if (x >= out_w) break;
-                    vf v = row[j] + b;
-                    if (residual) v += load(residual + y * res_row + x * cout + c);
+            for (int i = 0; i < rows; i++)
+                for (int j = 0; j < cols; j++) {
+                    vf v = y[i][j] + b;
+                    if (res) v += load(res + i * res_row + j * cout + c);
                     if (slope != 1.0f) v = leaky(v, slope);
-                    store(out + y * out_row + x * cout + c, v);
+                    store(dst + i * out_row + j * cout + c, v);
                 }
-            }
         }
     }
 }

@@ -24,6 +24,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import weakref
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -170,9 +171,8 @@ def load_kernel() -> WinogradKernel | None:
         key.update(part)
     target = _kernel_dir() / f"winograd-{key.hexdigest()[:16]}{_library_suffix()}"
     try:
-        if target.is_file():
-            kernel = WinogradKernel(ctypes.CDLL(str(target)), target)
-        else:
+        kernel = _load_cached(target)
+        if kernel is None:
             log.info("building the Winograd kernel into %s", target)
             kernel = build_kernel(compiler, target)
     except (OSError, RuntimeError, subprocess.SubprocessError) as error:
@@ -181,6 +181,17 @@ def load_kernel() -> WinogradKernel | None:
         return None
     _status = f"loaded from {target} ({kernel.vector_width} floats per vector)"
     return kernel
+
+
+def _load_cached(path: Path) -> WinogradKernel | None:
+    """The library built earlier, or ``None`` if absent or unloadable (then it is rebuilt)."""
+    if not path.is_file():
+        return None
+    try:
+        return WinogradKernel(ctypes.CDLL(str(path)), path)
+    except (OSError, AttributeError) as error:  # truncated or foreign file
+        log.warning("rebuilding the Winograd kernel: %s did not load (%s)", path, error)
+        return None
 
 
 def kernel_status() -> str:
@@ -227,12 +238,16 @@ _weights: weakref.WeakKeyDictionary[nn.Conv2d, tuple[int, int, Tensor]] = (
 )
 
 
+_weights_lock = threading.Lock()  # tiles run in threads; transform each conv once
+
+
 def _transformed(conv: nn.Conv2d) -> Tensor:
     stamp = (conv.weight._version, conv.weight.data_ptr())
-    cached = _weights.get(conv)
-    if cached is None or cached[:2] != stamp:
-        cached = (*stamp, transform_weight(conv.weight))
-        _weights[conv] = cached
+    with _weights_lock:
+        cached = _weights.get(conv)
+        if cached is None or cached[:2] != stamp:
+            cached = (*stamp, transform_weight(conv.weight))
+            _weights[conv] = cached
     return cached[2]
 
 
