@@ -226,3 +226,12 @@ def test_damaged_cached_library_is_rebuilt(isolated_model_cache) -> None:
     path.write_bytes(b"\x7fELF truncated")  # e.g. a copy cut short by a full disk
     assert load() == path
     assert path.stat().st_size > 1000
+
+
+def test_unwritable_cache_falls_back_and_says_where(fresh_loader, monkeypatch, tmp_path) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder should be")
+    monkeypatch.setenv("RAVE_HOME", str(blocker))
+    assert winograd.load_kernel() is None
+    assert "RAVE_HOME" in winograd.kernel_status()
+    assert select_backend("cpu") == "channels_last"

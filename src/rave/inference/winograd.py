@@ -175,7 +175,11 @@ def load_kernel() -> WinogradKernel | None:
         if kernel is None:
             log.info("building the Winograd kernel into %s", target)
             kernel = build_kernel(compiler, target)
-    except (OSError, RuntimeError, subprocess.SubprocessError) as error:
+    except OSError as error:  # e.g. a read-only cache folder
+        _status = f"not built in {target.parent}: {error} (RAVE_HOME moves that folder)"
+        log.warning("Winograd kernel %s; using oneDNN convolutions (slower)", _status)
+        return None
+    except (RuntimeError, subprocess.SubprocessError) as error:
         _status = f"not built: {error}"
         log.warning("Winograd kernel %s; using oneDNN convolutions (slower)", _status)
         return None
