@@ -235,3 +235,12 @@ def test_unwritable_cache_falls_back_and_says_where(fresh_loader, monkeypatch, t
     assert winograd.load_kernel() is None
     assert "RAVE_HOME" in winograd.kernel_status()
     assert select_backend("cpu") == "channels_last"
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="x86 only")
+def test_x86_build_without_avx_is_not_used(fresh_loader, monkeypatch) -> None:
+    # As if -march=native were refused: only the portable flags compile.
+    monkeypatch.setattr(winograd, "_NATIVE_FLAG_SETS", (("-march=x86-64",),))
+    assert winograd.load_kernel() is None
+    assert "without AVX" in winograd.kernel_status()
+    assert select_backend("cpu") == "channels_last"

@@ -112,14 +112,15 @@ def _kernel_dir() -> Path:
 
 
 def build_kernel(
-    compiler: str, target: Path, flag_sets: Sequence[Sequence[str]] = _NATIVE_FLAG_SETS
+    compiler: str, target: Path, flag_sets: Sequence[Sequence[str]] | None = None
 ) -> WinogradKernel:
     """Compile ``winograd.c`` into ``target`` atomically (concurrent builds are safe) and load it.
 
     Args:
         compiler: path of a C compiler that accepts GCC-style flags.
         target: the shared library to write.
-        flag_sets: extra flags to try in turn, until one set compiles.
+        flag_sets: extra flags to try in turn, until one set compiles (default: native
+            code first, portable code last).
 
     Raises:
         RuntimeError: every flag set failed (the message holds the compiler's last line).
@@ -130,7 +131,7 @@ def build_kernel(
         source.write_bytes(_source())
         built = Path(tmp) / target.name
         errors = []
-        for extra in flag_sets:
+        for extra in _NATIVE_FLAG_SETS if flag_sets is None else flag_sets:
             cmd = [compiler, *_BASE_FLAGS, *extra, "-o", str(built), str(source)]
             result = subprocess.run(
                 cmd, capture_output=True, text=True, timeout=_COMPILE_TIMEOUT_S, check=False
@@ -182,6 +183,12 @@ def load_kernel() -> WinogradKernel | None:
     except (RuntimeError, subprocess.SubprocessError) as error:
         _status = f"not built: {error}"
         log.warning("Winograd kernel %s; using oneDNN convolutions (slower)", _status)
+        return None
+    if kernel.vector_width < 8 and platform.machine().lower() in ("x86_64", "amd64", "i686"):
+        # Built without AVX (-march=native refused): slower than oneDNN on x86 (measured
+        # 0.65x of it), unlike NEON builds, whose 4-float vectors are the native width.
+        _status = f"built without AVX by {compiler}, slower than oneDNN here: not used"
+        log.warning("Winograd kernel %s", _status)
         return None
     _status = f"loaded from {target} ({kernel.vector_width} floats per vector)"
     return kernel
