@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "interpret": ("rave.cli.interpret", "interpret_command", "Explain a guidance direction."),
     "shift": ("rave.cli.shift", "shift_command", "Remove bias directions from a residual vector."),
     "serve": ("rave.cli.serve", "serve_command", "Enhance photos from a web page."),
+    "env": ("rave.cli.env", "env_command", "Show versions, devices and the conv backend."),
 }
 
 
