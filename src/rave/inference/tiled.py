@@ -16,6 +16,10 @@ block averages over the *whole* image. This module is exact in two passes:
    ``align_corners=True`` bilinear weights as ``F.interpolate``.
 
 The result equals whole-image inference to float32 rounding (about 1e-6), for any tile size.
+
+On CPU, tiles run one per thread and their 3x3 convolutions go through rave's Winograd
+kernel (:mod:`rave.inference.winograd`, with bias, residual and activation fused) when it
+can be built, else through oneDNN (:func:`select_backend`).
 """
 
 from __future__ import annotations
