@@ -64,10 +64,39 @@ def test_equals_conv2d(kernel, cin, cout, height, width, bias) -> None:
         pytest.skip(f"channels not a multiple of {kernel.vector_width}")
     conv = _conv(cin, cout, bias, seed=height)
     x = torch.randn(2, cin, height, width).contiguous(memory_format=torch.channels_last)
-    out = winograd.conv3x3_valid(kernel, x, conv)
+    out = winograd.conv3x3(kernel, x, conv)
     assert out.shape == (2, cout, height - 2, width - 2)
     assert out.is_contiguous(memory_format=torch.channels_last)
     _close(out, F.conv2d(x, conv.weight, conv.bias))
+
+
+@pytest.mark.parametrize("pad_mode", ["zeros", "reflect"])
+@pytest.mark.parametrize(("height", "width"), [(2, 2), (2, 9), (7, 5), (23, 18)])
+def test_padding_is_read_in_place_like_f_pad(kernel, pad_mode, height, width) -> None:
+    conv = _conv(32, 32, True, seed=height * width)
+    x = torch.randn(1, 32, height, width).contiguous(memory_format=torch.channels_last)
+    mode = "reflect" if pad_mode == "reflect" else "constant"
+    for sides in range(16):
+        padding = tuple((sides >> bit) & 1 for bit in range(4))  # left, right, top, bottom
+        if height + padding[2] + padding[3] < 3 or width + padding[0] + padding[1] < 3:
+            continue
+        expected = F.conv2d(F.pad(x, padding, mode=mode), conv.weight, conv.bias)
+        out = winograd.conv3x3(kernel, x, conv, padding=padding, pad_mode=pad_mode, slope=0.2)
+        _close(out, _leaky(expected, 0.2))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"padding": (2, 0, 0, 0)}, "0 or 1 per side"),
+        ({"pad_mode": "circular"}, "pad_mode"),
+        ({"padding": (1, 1, 0, 0), "pad_mode": "reflect", "width": 1}, "at least 2x2"),
+    ],
+)
+def test_bad_padding_is_refused(kernel, kwargs, message) -> None:
+    width = kwargs.pop("width", 8)
+    with pytest.raises(ValueError, match=message):
+        winograd.conv3x3(kernel, torch.rand(1, 32, 8, width), nn.Conv2d(32, 32, 3), **kwargs)
 
 
 def test_closed_form_kernels(kernel) -> None:
@@ -77,12 +106,12 @@ def test_closed_form_kernels(kernel) -> None:
     with torch.no_grad():
         conv.weight.zero_()
         conv.weight[torch.arange(32), torch.arange(32), 1, 1] = 1.0
-    assert (winograd.conv3x3_valid(kernel, x, conv) - x[..., 1:-1, 1:-1]).abs().max() < 1e-6
+    assert (winograd.conv3x3(kernel, x, conv) - x[..., 1:-1, 1:-1]).abs().max() < 1e-6
     with torch.no_grad():
         conv.weight.zero_()
         conv.weight[torch.arange(32), torch.arange(32)] = 1.0
     window_sums = sum(x[..., i : i + 11, j : j + 8] for i in range(3) for j in range(3))
-    assert (winograd.conv3x3_valid(kernel, x, conv) - window_sums).abs().max() < 1e-5
+    assert (winograd.conv3x3(kernel, x, conv) - window_sums).abs().max() < 1e-5
 
 
 @pytest.mark.parametrize("slope", [0.2, 0.0, -0.5, 1.7])
@@ -90,7 +119,7 @@ def test_fused_residual_and_activation(kernel, slope) -> None:
     conv = _conv(32, 32, True, seed=3)
     x = torch.randn(1, 32, 21, 26).contiguous(memory_format=torch.channels_last)
     residual = torch.randn(1, 32, 19, 24).contiguous(memory_format=torch.channels_last)
-    out = winograd.conv3x3_valid(kernel, x, conv, slope=slope, residual=residual)
+    out = winograd.conv3x3(kernel, x, conv, slope=slope, residual=residual)
     _close(out, _leaky(F.conv2d(x, conv.weight, conv.bias) + residual, slope))
 
 
@@ -102,26 +131,26 @@ def test_crops_and_other_layouts(kernel) -> None:
     residual_big = torch.randn(1, 32, 40, 50).contiguous(memory_format=torch.channels_last)
     residual = residual_big[..., 3:26, 2:34]
     expected = _leaky(F.conv2d(crop, conv.weight, conv.bias) + residual, 0.2)
-    _close(winograd.conv3x3_valid(kernel, crop, conv, slope=0.2, residual=residual), expected)
-    _close(winograd.conv3x3_valid(kernel, crop.contiguous(), conv, slope=0.2,
+    _close(winograd.conv3x3(kernel, crop, conv, slope=0.2, residual=residual), expected)
+    _close(winograd.conv3x3(kernel, crop.contiguous(), conv, slope=0.2,
                                   residual=residual.contiguous()), expected)  # fmt: skip
 
 
 def test_threads_split_tiles_without_changing_results(kernel) -> None:
     conv = _conv(32, 64, True, seed=5)
     x = torch.randn(1, 32, 90, 77).contiguous(memory_format=torch.channels_last)
-    one = winograd.conv3x3_valid(kernel, x, conv, threads=1)
-    two = winograd.conv3x3_valid(kernel, x, conv, threads=2)
+    one = winograd.conv3x3(kernel, x, conv, threads=1)
+    two = winograd.conv3x3(kernel, x, conv, threads=2)
     assert torch.equal(one, two)
 
 
 def test_weights_changed_in_place_are_transformed_again(kernel) -> None:
     conv = _conv(32, 32, False, seed=6)
     x = torch.randn(1, 32, 12, 12).contiguous(memory_format=torch.channels_last)
-    winograd.conv3x3_valid(kernel, x, conv)
+    winograd.conv3x3(kernel, x, conv)
     with torch.no_grad():
         conv.weight.mul_(-2.0)
-    _close(winograd.conv3x3_valid(kernel, x, conv), F.conv2d(x, conv.weight))
+    _close(winograd.conv3x3(kernel, x, conv), F.conv2d(x, conv.weight))
 
 
 def test_supports_only_what_the_kernel_runs(kernel) -> None:
@@ -135,7 +164,7 @@ def test_supports_only_what_the_kernel_runs(kernel) -> None:
 
 def test_too_small_input_is_refused(kernel) -> None:
     with pytest.raises(ValueError, match="at least 3x3"):
-        winograd.conv3x3_valid(kernel, torch.rand(1, 32, 2, 8), nn.Conv2d(32, 32, 3))
+        winograd.conv3x3(kernel, torch.rand(1, 32, 2, 8), nn.Conv2d(32, 32, 3))
 
 
 def test_network_on_winograd_backend_equals_reference(kernel, monkeypatch) -> None:
@@ -170,7 +199,7 @@ def test_portable_builds_are_exact(tmp_path, flags, width) -> None:
     for cin, cout in [(32, 64), (64, 32), (16, 16)]:
         conv = _conv(cin, cout, True, seed=cin + cout)
         x = torch.randn(1, cin, 23, 18).contiguous(memory_format=torch.channels_last)
-        _close(winograd.conv3x3_valid(built, x, conv, slope=0.2),
+        _close(winograd.conv3x3(built, x, conv, slope=0.2),
                _leaky(F.conv2d(x, conv.weight, conv.bias), 0.2))  # fmt: skip
 
 

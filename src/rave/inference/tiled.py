@@ -134,21 +134,23 @@ def _conv3x3(
     activation (``None``: no activation); ``residual`` is shaped like the output.
     """
     pad = region.padding()
-    if any(pad):
-        x = F.pad(x, pad, mode="reflect" if mode == "reflect" else "constant")
     if backend == "winograd":
         kernel = winograd.load_kernel()
         if kernel is not None and winograd.supports(conv, kernel):
-            out = winograd.conv3x3_valid(
+            out = winograd.conv3x3(
                 kernel,
                 x,
                 conv,
+                padding=pad,
+                pad_mode="reflect" if mode == "reflect" else "zeros",
                 slope=1.0 if slope is None else slope,
                 residual=residual,
                 threads=torch.get_num_threads(),
             )
             return out, region.shrink()
         x = x.contiguous(memory_format=torch.channels_last)
+    if any(pad):
+        x = F.pad(x, pad, mode="reflect" if mode == "reflect" else "constant")
     if backend == "nnpack":
         bias = conv.bias if conv.bias is not None else _zero_bias(conv)
         out = torch._nnpack_spatial_convolution(x.contiguous(), conv.weight, bias, [0, 0])

@@ -17,8 +17,9 @@
  *   out tile = A^T [ (G g G^T) . (B^T d B) ] A,   d: 6x6 input tile, g: 3x3 kernel.
  *
  * Layout: input pixel (y, x), channel c at in[y * in_row + x * cin + c]; output and
- * residual likewise with cout channels. The convolution is "valid" (no padding): an
- * H x W input gives an (H - 2) x (W - 2) output. Callers pad on image borders.
+ * residual likewise with cout channels. Padding (zeros or reflection, per side) is read
+ * in place, never copied: an H x W input padded by t, b, l, r gives an
+ * (H + t + b - 2) x (W + l + r - 2) output.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -111,26 +112,50 @@ static inline __attribute__((always_inline)) void input_tile(const float *base, 
     }
 }
 
+/* Where padded coordinate p (of an axis padded by `before` and `after` pixels, length n
+ * unpadded) reads from: its source index, or -1 for a zero. */
+static inline long source_index(long p, long n, long before, long after, int reflect) {
+    long i = p - before;
+    if (i >= 0 && i < n) return i;
+    if (i < -before || i >= n + after || !reflect) return -1; /* zero pad, or past the end */
+    return i < 0 ? -i : 2 * (n - 1) - i;
+}
+
+/* The input as the conv sees it: in_h x in_w pixels, padded by pad[0..3] = top, bottom,
+ * left, right (zeros, or reflection when `reflect`). */
+struct padded_input {
+    const float *in;
+    long in_h, in_w, in_row, cin;
+    long pad[4];
+    int reflect;
+};
+
 /* Transform input tiles [t0, t0 + count) into V[p][t - t0][cin] (p = 6 * row + col). */
-static void transform_input(const float *in, long in_h, long in_w, long in_row, long cin,
-                            long tiles_x, long t0, long count, long block, float *V) {
-    const long plane = block * cin;
+static void transform_input(const struct padded_input *src, long tiles_x, long t0, long count,
+                            long block, float *V) {
+    const long cin = src->cin, in_row = src->in_row, plane = block * cin;
     for (long k = 0; k < count; k++) {
         long ty = (t0 + k) / tiles_x, tx = (t0 + k) % tiles_x;
-        long y0 = 4 * ty, x0 = 4 * tx;
-        const float *base = in + y0 * in_row + x0 * cin;
+        long y0 = 4 * ty - src->pad[0], x0 = 4 * tx - src->pad[2]; /* unpadded coordinates */
         float *Vk = V + k * cin;
-        if (y0 + 6 <= in_h && x0 + 6 <= in_w) {
+        if (y0 >= 0 && x0 >= 0 && y0 + 6 <= src->in_h && x0 + 6 <= src->in_w) {
+            const float *base = src->in + y0 * in_row + x0 * cin;
             for (long c = 0; c < cin; c += VEC) input_tile(base + c, in_row, cin, Vk + c, plane);
             continue;
         }
-        /* A tile over the crop's bottom or right edge: copy it, zero-filled, first. */
+        /* A tile over the padding or past the end: gather it into a local copy first. */
+        long rows[6], cols[6];
+        for (int i = 0; i < 6; i++) {
+            rows[i] = source_index(4 * ty + i, src->in_h, src->pad[0], src->pad[1], src->reflect);
+            cols[i] = source_index(4 * tx + i, src->in_w, src->pad[2], src->pad[3], src->reflect);
+        }
         float padded[36 * VEC];
         for (long c = 0; c < cin; c += VEC) {
             for (int i = 0; i < 6; i++)
                 for (int j = 0; j < 6; j++) {
                     vf v = (vf){0};
-                    if (y0 + i < in_h && x0 + j < in_w) v = load(base + i * in_row + j * cin + c);
+                    if (rows[i] >= 0 && cols[j] >= 0)
+                        v = load(src->in + rows[i] * in_row + cols[j] * cin + c);
                     store(padded + (6 * i + j) * VEC, v);
                 }
             input_tile(padded, 6 * VEC, VEC, Vk + c, plane);
@@ -234,8 +259,11 @@ static void transform_output(const float *M, long block, long count, long t0, lo
 }
 
 /*
- * Valid 3x3 convolution of output tiles [tile_begin, tile_end) (row-major 4x4 tiles of the
- * (in_h - 2) x (in_w - 2) output), so that callers may split one image across threads.
+ * 3x3 convolution of output tiles [tile_begin, tile_end) (row-major 4x4 tiles of the
+ * output), so that callers may split one image across threads. The input is padded by
+ * pad_top, pad_bottom, pad_left, pad_right pixels (zeros, or reflection when `reflect`;
+ * reflection needs at least 2 pixels on a padded axis), so the output has
+ * (in_h + pad_top + pad_bottom - 2) x (in_w + pad_left + pad_right - 2) pixels.
  *
  *   U: transformed weights [36][cin][cout] (G g G^T, computed by the caller).
  *   bias: [cout] or NULL. residual: NULL or a tensor shaped like the output, added
@@ -244,10 +272,13 @@ static void transform_output(const float *M, long block, long count, long t0, lo
  * Returns 0, or -1 if scratch memory could not be allocated.
  */
 int rave_winograd_conv3x3(const float *in, long in_h, long in_w, long in_row, long cin,
-                          const float *U, const float *bias, long cout, const float *residual,
-                          long res_row, float slope, float *out, long out_row, long tile_begin,
-                          long tile_end) {
-    long out_h = in_h - 2, out_w = in_w - 2;
+                          long pad_top, long pad_bottom, long pad_left, long pad_right,
+                          int reflect, const float *U, const float *bias, long cout,
+                          const float *residual, long res_row, float slope, float *out,
+                          long out_row, long tile_begin, long tile_end) {
+    const struct padded_input src = {in, in_h, in_w, in_row, cin,
+                                     {pad_top, pad_bottom, pad_left, pad_right}, reflect};
+    long out_h = in_h + pad_top + pad_bottom - 2, out_w = in_w + pad_left + pad_right - 2;
     long tiles_x = (out_w + 3) / 4;
     long rows_multiple = ACC; /* padded block: a multiple of every kernel's row count */
     long block = (TILE_BLOCK + rows_multiple - 1) / rows_multiple * rows_multiple;
@@ -261,7 +292,7 @@ int rave_winograd_conv3x3(const float *in, long in_h, long in_w, long in_row, lo
     for (long t0 = tile_begin; t0 < tile_end; t0 += block) {
         long count = tile_end - t0 < block ? tile_end - t0 : block;
         long padded = (count + rows_multiple - 1) / rows_multiple * rows_multiple;
-        transform_input(in, in_h, in_w, in_row, cin, tiles_x, t0, count, block, V);
+        transform_input(&src, tiles_x, t0, count, block, V);
         multiply(V, U, M, cin, cout, block, padded);
         transform_output(M, block, count, t0, tiles_x, out_h, out_w, cout, bias, residual,
                          res_row, slope, out, out_row);

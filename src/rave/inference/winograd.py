@@ -37,7 +37,7 @@ from torch import Tensor, nn
 __all__ = [
     "WinogradKernel",
     "build_kernel",
-    "conv3x3_valid",
+    "conv3x3",
     "kernel_status",
     "load_kernel",
     "supports",
@@ -71,8 +71,12 @@ class WinogradKernel:
         self.vector_width = int(library.rave_winograd_vector_width())
         conv = library.rave_winograd_conv3x3
         long, ptr = ctypes.c_long, ctypes.c_void_p
-        conv.argtypes = [ptr, long, long, long, long, ptr, ptr, long, ptr, long,
-                         ctypes.c_float, ptr, long, long, long]  # fmt: skip
+        conv.argtypes = [
+            ptr, long, long, long, long,  # input, height, width, row stride, channels
+            long, long, long, long, ctypes.c_int,  # padding top, bottom, left, right, reflect
+            ptr, ptr, long, ptr, long, ctypes.c_float,  # weights, bias, cout, residual, slope
+            ptr, long, long, long,  # output, row stride, tiles begin, end
+        ]  # fmt: skip
         conv.restype = ctypes.c_int
         # ctypes releases the GIL during the call, so threads run tiles in parallel.
         self.conv = conv
@@ -273,37 +277,50 @@ def _is_pixel_major(x: Tensor) -> bool:
     return x.stride(1) == 1 and x.stride(3) == channels and x.stride(2) >= width * channels
 
 
-def conv3x3_valid(
+def conv3x3(
     kernel: WinogradKernel,
     x: Tensor,
     conv: nn.Conv2d,
     *,
+    padding: tuple[int, int, int, int] = (0, 0, 0, 0),
+    pad_mode: str = "zeros",
     slope: float = 1.0,
     residual: Tensor | None = None,
     threads: int = 1,
 ) -> Tensor:
-    """``act(conv(x) + residual)`` without padding, ``act(v) = v if v > 0 else slope * v``.
+    """``act(conv(pad(x)) + residual)``, ``act(v) = v if v > 0 else slope * v``.
 
     Args:
         kernel: from :func:`load_kernel`.
-        x: ``(B, C_in, H, W)`` float32 on CPU, H, W >= 3, channels-last (crops of a
-            channels-last tensor are fine; other layouts are copied first).
+        x: ``(B, C_in, H, W)`` float32 on CPU, channels-last (crops of a channels-last
+            tensor are read in place; other layouts are copied first).
         conv: a conv that :func:`supports` accepts; its bias is added if it has one.
+        padding: ``(left, right, top, bottom)`` pixels, as ``F.pad``; read in place.
+        pad_mode: ``"zeros"`` or ``"reflect"`` (needs at least 2 pixels on padded axes).
         slope: leaky-ReLU slope; 1 applies no activation, 0 is ReLU.
-        residual: optional ``(B, C_out, H - 2, W - 2)`` added before the activation.
+        residual: optional tensor shaped like the output, added before the activation.
         threads: split each image's output tiles across this many threads.
 
     Returns:
-        ``(B, C_out, H - 2, W - 2)`` float32, channels-last.
+        ``(B, C_out, H + top + bottom - 2, W + left + right - 2)`` float32, channels-last.
     """
     batch, _, height, width = x.shape
-    if height < 3 or width < 3:
-        raise ValueError(f"a valid 3x3 conv needs at least 3x3 pixels, got {height}x{width}")
+    left, right, top, bottom = padding
+    if pad_mode not in ("zeros", "reflect"):
+        raise ValueError(f"pad_mode must be 'zeros' or 'reflect', got {pad_mode!r}")
+    if not all(0 <= p <= 1 for p in padding):
+        raise ValueError(f"padding must be 0 or 1 per side, got {padding}")
+    out_height, out_width = height + top + bottom - 2, width + left + right - 2
+    if out_height < 1 or out_width < 1:
+        raise ValueError(f"a 3x3 conv needs at least 3x3 pixels, got {height}x{width} + padding")
+    too_thin = ((top or bottom) and height < 2) or ((left or right) and width < 2)
+    if pad_mode == "reflect" and too_thin:
+        raise ValueError(f"reflection padding needs at least 2x2 pixels, got {height}x{width}")
     if not _is_pixel_major(x):
         x = x.contiguous(memory_format=torch.channels_last)
     out_channels = conv.out_channels
     out = torch.empty(
-        (batch, out_channels, height - 2, width - 2), memory_format=torch.channels_last
+        (batch, out_channels, out_height, out_width), memory_format=torch.channels_last
     )
     if residual is not None:
         if residual.shape != out.shape:
@@ -312,11 +329,12 @@ def conv3x3_valid(
             residual = residual.contiguous(memory_format=torch.channels_last)
     weight = _transformed(conv)
     bias = conv.bias.detach() if conv.bias is not None else None
-    tiles = -(-(height - 2) // 4) * -(-(width - 2) // 4)
+    tiles = -(-out_height // 4) * -(-out_width // 4)
     calls = []
     for b in range(batch):
         args = (
             x[b].data_ptr(), height, width, x.stride(2), x.shape[1],
+            top, bottom, left, right, int(pad_mode == "reflect"),
             weight.data_ptr(), None if bias is None else bias.data_ptr(), out_channels,
             None if residual is None else residual[b].data_ptr(),
             0 if residual is None else residual.stride(2),
