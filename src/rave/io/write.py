@@ -70,10 +70,10 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], None]
         dir=path.parent, prefix=f".{path.name}.", suffix=".part"
     )
     try:
-        # Reopened by name: tifffile takes a file object's .name for a path (an fdopen
-        # object's is the descriptor number), and must not buffer the whole file instead.
-        os.close(descriptor)
-        with open(temporary, "wb") as stream:
+        with os.fdopen(descriptor, "wb") as stream:
+            # tifffile takes a file object's .name for a path; an fdopen object's is the
+            # descriptor number, so name it (rather than buffer the whole file in memory).
+            stream.raw.name = temporary  # type: ignore[attr-defined]
             write(stream)
             stream.flush()
             os.fsync(stream.fileno())
