@@ -187,3 +187,30 @@ def test_default_model_missing_names_the_fix(monkeypatch) -> None:
     monkeypatch.setattr(rave.zoo, "builtin_weights_path", lambda: None)
     with pytest.raises(rave.zoo.ZooError, match="--model"):
         rave.enhance(np.zeros((H, W, 3), np.uint8))
+
+
+@pytest.mark.parametrize(("dtype", "channels"), [(np.uint8, 3), (np.uint16, 4), (np.float32, 3)])
+def test_enhance_array_in_place(net: EnhancementNet, dtype: type, channels: int) -> None:
+    levels = {np.uint8: 255, np.uint16: 65535}.get(dtype, 1)
+    rng = np.random.default_rng(channels)
+    pixels = np.concatenate([_dim_rgb(5), rng.random((H, W, channels - 3))], axis=2)
+    pixels = (np.round(pixels * levels) if levels > 1 else pixels).astype(dtype)
+    expected = api.enhance_array(net, pixels, tile=16)
+    work = pixels.copy()
+    result = api.enhance_array(net, work, tile=16, in_place=True)
+    assert result is work
+    np.testing.assert_array_equal(result, expected)
+    np.testing.assert_array_equal(result[:, :, 3:], pixels[:, :, 3:])  # alpha untouched
+
+
+def test_in_place_falls_back_when_the_array_cannot_hold_the_result(net: EnhancementNet) -> None:
+    grey = np.round(_dim_rgb()[:, :, 0] * 255).astype(np.uint8)
+    read_only = np.round(_dim_rgb() * 255).astype(np.uint8)
+    read_only.flags.writeable = False
+    sixteen = np.round(_dim_rgb() * 65535).astype(np.uint16)
+    for pixels, out_dtype in ((grey, None), (read_only, None), (sixteen, np.uint8)):
+        before = pixels.copy()
+        result = api.enhance_array(net, pixels, out_dtype=out_dtype, in_place=True)
+        assert not np.shares_memory(result, pixels)
+        np.testing.assert_array_equal(pixels, before)
+        np.testing.assert_array_equal(result, api.enhance_array(net, before, out_dtype=out_dtype))

@@ -154,3 +154,30 @@ def test_memory_bound_photos_are_those_without_the_feature_cache() -> None:
     assert not is_memory_bound(1536, 2048)
     assert is_memory_bound(4000, 6000)
     assert is_memory_bound(2049, 2048) and not is_memory_bound(2048, 2048)
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.uint16, torch.float32])
+@pytest.mark.parametrize("cache_features", [True, False])
+def test_enhancing_in_place_equals_out_of_place(net, dtype, cache_features) -> None:
+    """out=image: every tile's result waits until no later tile reads under it, for tiles
+    smaller than the halo too."""
+    generator = torch.Generator().manual_seed(9)
+    unit = torch.rand(1, 3, 61, 47, generator=generator)
+    scale = {torch.uint8: 255, torch.uint16: 65535}.get(dtype)
+    image = unit if scale is None else (unit * scale).round().to(dtype)
+    for tile in (5, 13, 30, None):
+        expected = enhance_tensor(
+            net, image, tile=tile, out=torch.empty_like(image), cache_features=cache_features
+        )
+        work = image.clone()
+        result = enhance_tensor(net, work, tile=tile, out=work, cache_features=cache_features)
+        assert result.data_ptr() == work.data_ptr()
+        assert torch.equal(work, expected), f"tile={tile}"
+
+
+def test_partly_overlapping_out_is_refused(net) -> None:
+    buffer = torch.rand(1, 3, 20, 21)
+    with pytest.raises(ValueError, match="overlaps"):
+        enhance_tensor(net, buffer[..., :, :20], out=buffer[..., :, 1:])
+    disjoint = torch.rand(2, 3, 20, 20)  # two images in one storage: not in place
+    enhance_tensor(net, disjoint[:1], out=disjoint[1:])

@@ -18,6 +18,7 @@ import pytest
 import tifffile
 from PIL import Image, ImageCms, ImageFile, ImageOps
 
+import rave.io.read as read_module
 from rave.io import PhotoError, read_photo, write_photo
 from rave.io.metadata import (
     exif_orientation,
@@ -137,6 +138,30 @@ def test_16_bit_tiff_read_exactly_with_icc(tmp_path: Path, srgb_icc: bytes) -> N
     assert photo.icc_profile == srgb_icc
 
 
+@pytest.mark.parametrize(
+    ("channels", "options"),
+    [
+        (3, {"compression": "zlib", "predictor": True}),
+        (4, {"extrasamples": ("unassalpha",)}),
+        (1, {}),
+    ],
+    ids=["deflate-predictor", "rgba", "grey"],
+)
+def test_16_bit_tiff_layouts_read_exactly(tmp_path: Path, channels: int, options: dict) -> None:
+    rng = np.random.default_rng(channels)
+    pixels = rng.integers(0, 65536, (13, 17, channels), dtype=np.uint16)
+    if channels == 1:
+        pixels = pixels[:, :, 0]
+    path = tmp_path / "in16.tif"
+    photometric = "minisblack" if channels == 1 else "rgb"
+    tifffile.imwrite(path, pixels, photometric=photometric, **options)
+    photo = read_photo(path)
+    assert photo.pixels.dtype == np.uint16
+    np.testing.assert_array_equal(photo.pixels, pixels)
+    # decoded by tifffile (one copy of the pixels), not OpenCV (the file and two copies)
+    np.testing.assert_array_equal(read_module._decode_16_bit_tiff(path), pixels)
+
+
 def test_16_bit_grey_png_read_exactly(tmp_path: Path) -> None:
     grey = _rgb16(2)[:, :, 0]
     path = tmp_path / "grey16.png"
@@ -157,6 +182,22 @@ def test_write_16_bit_png_keeps_depth_icc_and_exif(tmp_path: Path, srgb_icc: byt
     image = Image.open(path)
     assert image.info["icc_profile"] == srgb_icc
     assert image.getexif()[0x010F] == "TestCam"
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+@pytest.mark.parametrize("writeable", [True, False])
+def test_write_16_bit_png_leaves_the_callers_array_as_it_was(
+    tmp_path: Path, channels: int, writeable: bool
+) -> None:
+    """The encoder swaps channels in place to save memory; the caller must not see it."""
+    rng = np.random.default_rng(channels)
+    pixels = rng.integers(0, 65536, (9, 11, channels), dtype=np.uint16)
+    original = pixels.copy()
+    pixels.flags.writeable = writeable
+    write_photo(tmp_path / "a.png", pixels)
+    np.testing.assert_array_equal(pixels, original)
+    decoded = cv2.imread(str(tmp_path / "a.png"), cv2.IMREAD_UNCHANGED)
+    np.testing.assert_array_equal(decoded[:, :, [2, 1, 0, 3][:channels]], original)
 
 
 def test_write_16_bit_tiff_keeps_depth_icc_and_camera_tags(tmp_path: Path, srgb_icc: bytes) -> None:

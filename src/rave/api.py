@@ -93,6 +93,7 @@ def enhance_array(
     *,
     tile: int | str | None = "auto",
     out_dtype: np.dtype | type | None = None,
+    in_place: bool = False,
 ) -> np.ndarray:
     """Enhance an image held in a numpy array; the array layout decides what is enhanced.
 
@@ -111,9 +112,13 @@ def enhance_array(
         out_dtype: dtype of the result (``uint8``, ``uint16`` or a float type); default
             the dtype of ``pixels``. Integer results are ``round(x * 255)`` or
             ``round(x * 65535)`` of the enhanced value ``x`` in [0, 1].
+        in_place: write the result into ``pixels`` itself when it can hold it (colour,
+            writeable, of dtype ``out_dtype``), saving one photo's worth of memory (144 MB
+            for a 24 MP 16-bit photo); otherwise a new array is returned as usual.
 
     Returns:
-        An array of the same shape as ``pixels`` and dtype ``out_dtype``.
+        An array of the same shape as ``pixels`` and dtype ``out_dtype`` (``pixels``
+        itself when enhanced in place).
     """
     out_dtype = np.dtype(out_dtype or pixels.dtype)
     if pixels.dtype.kind not in "uf" or (pixels.dtype.kind == "u" and pixels.itemsize > 2):
@@ -133,6 +138,10 @@ def enhance_array(
     if colour == 1:
         image = image.expand(-1, 3, -1, -1)  # a view: grey enhanced as grey
     compute_dtype = out_dtype if out_dtype.kind == "u" else np.dtype(np.float32)
+    if in_place and colour == 3 and pixels.dtype == compute_dtype and pixels.flags.writeable:
+        # The engine holds each tile's result back until no later tile reads under it.
+        enhance_tensor(net, image, tile=tile, out=image)
+        return pixels
     result = np.empty((height, width, max(channels, 3)), dtype=compute_dtype)
     enhance_tensor(net, image, tile=tile, out=_as_batch(result)[:, :3])
     if colour == 1:

@@ -413,14 +413,39 @@ def _prelu_slope(prelu: nn.PReLU) -> float:
     return float(prelu.weight)
 
 
+def _quantize(values: Tensor, dtype: torch.dtype) -> Tensor:
+    """Float values in [0, 1] as ``dtype``: ``round(v * 255)`` / ``round(v * 65535)`` for
+    integers, unchanged for floats."""
+    if dtype == torch.uint8:
+        return values.mul(255.0).round_().to(dtype)
+    if dtype == torch.uint16:
+        return values.mul(65535.0).round_().to(dtype)
+    return values
+
+
 def _write(out: Tensor, region: _Region, values: Tensor) -> None:
-    """Store float values in [0, 1] into ``out``, quantising for integer dtypes."""
+    """Store values (float in [0, 1], or already quantised) into ``out``."""
     target = out[..., region.top : region.bottom, region.left : region.right]
-    if out.dtype == torch.uint8:
-        values = values.mul(255.0).round_()
-    elif out.dtype == torch.uint16:
-        values = values.mul(65535.0).round_()
-    target.copy_(values)
+    target.copy_(_quantize(values, out.dtype) if values.is_floating_point() else values)
+
+
+def _aliases(out: Tensor, image: Tensor) -> bool:
+    """Whether ``out`` is ``image`` itself (enhancement in place); refuses partial overlap."""
+    if out.device != image.device:
+        return False
+
+    def byte_range(x: Tensor) -> tuple[int, int]:
+        last = sum((size - 1) * stride for size, stride in zip(x.shape, x.stride(), strict=True))
+        return x.data_ptr(), x.data_ptr() + (last + 1) * x.element_size()
+
+    (out_start, out_end), (image_start, image_end) = byte_range(out), byte_range(image)
+    if out_end <= image_start or image_end <= out_start:
+        return False
+    if out.data_ptr() == image.data_ptr() and out.stride() == image.stride():
+        if out.dtype != image.dtype:
+            raise ValueError("out is the image's memory with another dtype")
+        return True
+    raise ValueError("out overlaps image without being the same tensor")
 
 
 def _check_image(image: Tensor) -> None:
@@ -495,9 +520,30 @@ def _run_tiled(
                 ..., tile_region.top : tile_region.bottom, tile_region.left : tile_region.right
             ]
             enhanced = apply_light_map(_to_unit_float(source, device, False), light)
-            _write(enhanced_out, tile_region, enhanced.to(enhanced_out.device))
+            enhanced = _quantize(enhanced.to(enhanced_out.device), enhanced_out.dtype)
+            if in_place:
+                pending.append((tile_region, enhanced))
+            else:
+                _write(enhanced_out, tile_region, enhanced)
 
-    _for_each_tile(run_tile, _tile_grid(height, width, tile), workers)
+    tiles = _tile_grid(height, width, tile)
+    in_place = enhanced_out is not None and _aliases(enhanced_out, image)
+    if not in_place:
+        _for_each_tile(run_tile, tiles, workers)
+        return
+    # Writing into the image itself: a tile's result is held back until no later tile
+    # reads the pixels under it (their crops reach `halo` pixels above their own rows).
+    pending: list[tuple[_Region, Tensor]] = []
+    rows = sorted({(t.top, t.bottom) for t in tiles})
+    for top, _ in rows:
+        _for_each_tile(run_tile, [t for t in tiles if t.top == top], workers)
+        still_read_from = max(0, top - halo)  # later rows start lower, read from lower
+        done = [(r, v) for r, v in pending if r.bottom <= still_read_from]
+        pending = [(r, v) for r, v in pending if r.bottom > still_read_from]
+        for region, values in done:
+            _write(enhanced_out, region, values)
+    for region, values in pending:
+        _write(enhanced_out, region, values)
 
 
 def _tile_grid(height: int, width: int, tile: int) -> list[_Region]:
@@ -607,7 +653,9 @@ def enhance_tensor(
         tile, cache_features: as in :func:`predict_light_map`.
         out: optional ``(B, 3, H, W)`` tensor (uint8, uint16 or float32, any layout) to fill;
             integer outputs hold ``round(value * 255)`` or ``round(value * 65535)``. With
-            integer ``image`` and ``out`` no full-size float copy is ever made.
+            integer ``image`` and ``out`` no full-size float copy is ever made. ``out`` may
+            be ``image`` itself (same dtype): it is then enhanced in place, each tile's
+            result held back until no later tile reads the pixels under it.
 
     Returns:
         ``out`` if given, else a new ``(B, 3, H, W)`` float32 tensor in [0, 1] on

@@ -19,6 +19,8 @@ __all__ = [
     "exif_orientation",
     "icc_colour_space",
     "insert_png_chunks",
+    "png_header_end",
+    "png_metadata_chunks",
     "reset_exif_orientation",
     "strip_exif_prefix",
 ]
@@ -122,15 +124,26 @@ def insert_png_chunks(
     has no way to embed either, so the two chunks are inserted right after ``IHDR``, where
     the PNG specification allows both (before ``PLTE`` and ``IDAT``).
     """
+    end_of_ihdr = png_header_end(png)
+    extra = png_metadata_chunks(icc_profile=icc_profile, exif=exif)
+    return bytes(png[:end_of_ihdr]) + extra + bytes(png[end_of_ihdr:])
+
+
+def png_header_end(png: bytes | memoryview) -> int:
+    """Offset just past the ``IHDR`` chunk of an encoded PNG (where metadata may go)."""
     signature = b"\x89PNG\r\n\x1a\n"
-    if not png.startswith(signature) or png[12:16] != b"IHDR":
+    if bytes(png[:8]) != signature or bytes(png[12:16]) != b"IHDR":
         raise ValueError("not a PNG stream")
     (ihdr_length,) = struct.unpack_from(">I", png, 8)
-    end_of_ihdr = 8 + 12 + ihdr_length
+    return 8 + 12 + ihdr_length
+
+
+def png_metadata_chunks(*, icc_profile: bytes | None = None, exif: bytes | None = None) -> bytes:
+    """``iCCP`` and ``eXIf`` chunks (either may be absent) to place after ``IHDR``."""
     extra = b""
     if icc_profile:
         # iCCP: profile name, NUL, compression method 0 (zlib), compressed profile.
         extra += _png_chunk(b"iCCP", b"ICC Profile\x00\x00" + zlib.compress(icc_profile))
     if exif:
         extra += _png_chunk(b"eXIf", strip_exif_prefix(exif))
-    return png[:end_of_ihdr] + extra + png[end_of_ihdr:]
+    return extra
