@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import glob
 import os
@@ -197,24 +196,34 @@ def _tune_allocator(memory_bound: bool) -> None:
     s/MP with the 1 MB threshold, 3.49 with glibc's default, 3.32 keeping it, at 1.36 GB
     peak), and returns it (``malloc_trim``) before the next memory-bound photo.
     """
-    if not sys.platform.startswith("linux"):
+    libc = _glibc()
+    if libc is None:
         return
-    with contextlib.suppress(OSError, AttributeError):  # not glibc
-        libc = ctypes.CDLL("libc.so.6")
-        if memory_bound:
-            libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20)
-            libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30)
-            libc.malloc_trim(0)
-        else:
-            libc.mallopt(_M_MMAP_THRESHOLD, 1 << 30)
-            libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30)
+    libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30)  # freed tile memory stays for the next tile
+    if memory_bound:
+        libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20)
+        libc.malloc_trim(0)
+    else:
+        libc.mallopt(_M_MMAP_THRESHOLD, 1 << 30)
 
 
 def _return_freed_memory() -> None:
     """Hand memory freed in the heap back to the OS (glibc only; no-op elsewhere)."""
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL("libc.so.6").malloc_trim(0)
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
+def _glibc() -> ctypes.CDLL | None:
+    """The C library, where it is glibc (``mallopt``/``malloc_trim``), else ``None``."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+    # musl and other C libraries lack these glibc extensions
+    return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
 
 
 def _note_slow_convolutions(net: nn.Module, quiet: bool) -> None:
