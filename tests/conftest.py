@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -64,3 +65,54 @@ def isolated_model_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch) 
     monkeypatch.setenv("RAVE_HOME", str(cache))
     monkeypatch.setenv("RAVE_OFFLINE", "1")
     return cache
+
+
+# ------------------------------------------------------------------ the `shared` marker
+# Every test that reads ../shared (through the fixtures above) carries the `shared` marker,
+# so `pytest -m "not shared"` runs without it and the summary says how many were skipped.
+# In CI (CI=true) ../shared is present: a run where all of them skipped is a failure, since
+# the golden-output and real-photo tests would otherwise pass by not running.
+_shared_outcomes: dict[str, list[str]] = {"passed": [], "failed": [], "skipped": []}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if "shared_dir" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.shared)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if "shared" not in report.keywords:
+        return
+    if report.skipped:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        _shared_outcomes["skipped"].append(reason)
+    elif report.when == "call":
+        _shared_outcomes["passed" if report.passed else "failed"].append(report.nodeid)
+
+
+def _shared_ran() -> int:
+    return len(_shared_outcomes["passed"]) + len(_shared_outcomes["failed"])
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    skipped = _shared_outcomes["skipped"]
+    if not skipped and not _shared_ran():
+        return
+    line = f"reference material ({SHARED_DIR}): {_shared_ran()} tests ran, {len(skipped)} skipped"
+    if skipped:
+        line += f" ({sorted(set(skipped))[0]})"
+    terminalreporter.write_line(line)
+    if _ci_without_shared():
+        terminalreporter.write_line("CI=true but no test that needs ../shared ran: failing the run")
+
+
+def _ci_without_shared() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true") and bool(
+        _shared_outcomes["skipped"]
+    ) and not _shared_ran()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _ci_without_shared() and exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -42,6 +42,13 @@ def test_reproduces_golden_outputs(golden_name: str, golden_dir: Path, checkpoin
         enhanced = apply_light_map(image, light)
     assert np.abs(light[0, 0].numpy() - golden["light_map"]).max() <= 1e-4
     assert np.abs(enhanced[0].permute(1, 2, 0).numpy() - golden["enhanced"]).max() <= 1e-4
+    # and through the inference engine (the Winograd kernel on CPU, whole and tiled): `make
+    # test` runs this file once more with an AVX2 build of the kernel
+    from rave.inference import predict_light_map
+
+    for tile in (None, 96):
+        engine_light = predict_light_map(net, image, tile=tile)
+        assert np.abs(engine_light[0, 0].numpy() - golden["light_map"]).max() <= 1e-4
 
 
 def test_every_golden_file_is_covered(golden_dir: Path) -> None:

@@ -273,3 +273,24 @@ def test_x86_build_without_avx_is_not_used(fresh_loader, monkeypatch) -> None:
     assert winograd.load_kernel() is None
     assert "without AVX" in winograd.kernel_status()
     assert select_backend("cpu") == "channels_last"
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="x86 only")
+def test_kernel_flags_select_the_instruction_set(fresh_loader, monkeypatch) -> None:
+    """RAVE_KERNEL_FLAGS builds another instruction set than this CPU's best (the suite runs
+    the network through an AVX2 build that way on AVX-512 machines), cached apart from it."""
+    native = winograd.load_kernel()
+    assert native is not None
+    winograd.load_kernel.cache_clear()
+    monkeypatch.setenv("RAVE_KERNEL_FLAGS", "-march=x86-64")  # SSE2: 4 floats per vector
+    forced = winograd.load_kernel()
+    assert forced is not None and forced.vector_width == 4
+    assert forced.path != native.path
+    assert "RAVE_KERNEL_FLAGS=-march=x86-64" in winograd.kernel_status()
+    net = EnhancementNet().eval()
+    image = torch.rand(1, 3, 37, 29)
+    with torch.no_grad():
+        reference = net(image)
+    light = predict_light_map(net, image, tile=20)
+    assert select_backend("cpu") == "winograd"
+    assert (light - reference).abs().max().item() <= 1e-4

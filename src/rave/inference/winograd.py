@@ -151,7 +151,10 @@ def build_kernel(
 def load_kernel() -> WinogradKernel | None:
     """The compiled kernel, building it on first use; ``None`` where it cannot be built.
 
-    Set ``RAVE_CONV_BACKEND=channels_last`` to never build or use it.
+    Set ``RAVE_CONV_BACKEND=channels_last`` to never build or use it, and
+    ``RAVE_KERNEL_FLAGS`` (e.g. ``"-mavx2 -mfma -mno-avx512f"``) to build for another
+    instruction set than this CPU's best: the test suite runs the network through an AVX2
+    build that way on AVX-512 machines, so both code paths are checked wherever CI runs.
     """
     global _status
     if sys.platform == "win32":
@@ -170,8 +173,9 @@ def load_kernel() -> WinogradKernel | None:
         _status = f"not built: {compiler} --version failed ({error})"
         log.warning("Winograd kernel %s; using oneDNN convolutions (slower)", _status)
         return None
+    forced_flags = os.environ.get("RAVE_KERNEL_FLAGS", "").split()
     key = hashlib.sha256()
-    for part in (_source(), version.encode(), " ".join(_BASE_FLAGS).encode(),
+    for part in (_source(), version.encode(), " ".join(_BASE_FLAGS + forced_flags).encode(),
                  platform.machine().encode(), _cpu_signature().encode()):  # fmt: skip
         key.update(part)
     target = _kernel_dir() / f"winograd-{key.hexdigest()[:16]}{_library_suffix()}"
@@ -179,7 +183,7 @@ def load_kernel() -> WinogradKernel | None:
         kernel = _load_cached(target)
         if kernel is None:
             log.info("building the Winograd kernel into %s", target)
-            kernel = build_kernel(compiler, target)
+            kernel = build_kernel(compiler, target, [forced_flags] if forced_flags else None)
     except OSError as error:  # e.g. a read-only cache folder
         _status = f"not built in {target.parent}: {error} (RAVE_HOME moves that folder)"
         log.warning("Winograd kernel %s; using oneDNN convolutions (slower)", _status)
@@ -188,13 +192,16 @@ def load_kernel() -> WinogradKernel | None:
         _status = f"not built: {error}"
         log.warning("Winograd kernel %s; using oneDNN convolutions (slower)", _status)
         return None
-    if kernel.vector_width < 8 and platform.machine().lower() in ("x86_64", "amd64", "i686"):
+    on_x86 = platform.machine().lower() in ("x86_64", "amd64", "i686")
+    if not forced_flags and kernel.vector_width < 8 and on_x86:
         # Built without AVX (-march=native refused): slower than oneDNN on x86 (measured
         # 0.65x of it), unlike NEON builds, whose 4-float vectors are the native width.
         _status = f"built without AVX by {compiler}, slower than oneDNN here: not used"
         log.warning("Winograd kernel %s", _status)
         return None
     _status = f"loaded from {target} ({kernel.vector_width} floats per vector)"
+    if forced_flags:
+        _status += f", built with RAVE_KERNEL_FLAGS={' '.join(forced_flags)}"
     return kernel
 
 
