@@ -172,3 +172,12 @@ def test_interpret_cli_refuses_image_only_encoder(tmp_path: Path) -> None:
     save_prompt_features(prompts, torch.eye(2, 1280), "effnet-lite0", "clip-lit-latent")
     result = CliRunner().invoke(main, ["interpret", str(prompts)])
     assert result.exit_code != 0 and "no text encoder" in result.output
+
+
+def test_vocabulary_cache_is_in_the_one_cache_folder(monkeypatch, tmp_path) -> None:
+    from rave.guidance import interpret
+    from rave.zoo.download import cache_dir
+
+    monkeypatch.setenv("RAVE_HOME", "~/rave-cache-test")
+    assert interpret.cache_dir() == cache_dir() / "vocab"
+    assert "~" not in str(interpret.cache_dir())

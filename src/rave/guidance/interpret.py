@@ -73,13 +73,10 @@ class TokenRanking:
 
 
 def cache_dir() -> Path:
-    """Folder of cached vocabulary embeddings: ``$RAVE_HOME/vocab`` or the user cache."""
-    home = os.environ.get("RAVE_HOME")
-    if home:
-        return Path(home) / "vocab"
-    import platformdirs
+    """Folder of cached vocabulary embeddings: ``vocab`` in rave's one cache folder."""
+    from rave.zoo.download import cache_dir as rave_cache_dir
 
-    return Path(platformdirs.user_cache_dir("rave")) / "vocab"
+    return rave_cache_dir() / "vocab"
 
 
 def _tokenizer_of(encoder: Any) -> Any:
