@@ -373,7 +373,7 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes(folders: Path) -> None:
     assert [int(r["iteration"]) for r in read_metrics(Path(config.output_dir))] == list(range(6))
 
 
-def test_reconstruction_restarts_when_psnr_stays_low(folders: Path) -> None:
+def test_reconstruction_restarts_when_psnr_stays_low(folders: Path, caplog) -> None:
     from rave.training.loop import train
 
     # an impossible PSNR floor: every reconstruction stage fails, at most max_reinits restarts
@@ -381,6 +381,12 @@ def test_reconstruction_restarts_when_psnr_stays_low(folders: Path) -> None:
     train(config, encoder_factory=tiny_factory)
     stages = [r["stage"] for r in read_metrics(Path(config.output_dir))]
     assert stages == ["reconstruction"] * 6 + ["guided"] * 2
+    # each restart, and the failed stage without one left, is one line with its reason
+    messages = [r.getMessage() for r in caplog.records if "PSNR-Y" in r.getMessage()]
+    assert len(messages) == 2 and all("\n" not in m for m in messages)
+    assert "mean of the last 2 iterations" in messages[0]  # best_window 2
+    assert "re-initialising the network (1/1)" in messages[0]
+    assert "no re-initialisation is left" in messages[1]
 
 
 def test_dead_initialisation_is_replaced_at_once(folders: Path) -> None:
@@ -621,6 +627,21 @@ def test_round_is_extended_while_its_last_loss_is_high(folders: Path) -> None:
     run = _scripted_run(folders, losses, round_iterations=4, output_dir=str(folders / "plain"))
     assert [r["round"] for r in read_metrics(run)] == ["1"] * 4 + ["2"] * 4 + ["3"] * 4
     assert [index for index, _ in _Scripted.ended] == [0, 1, 2]
+
+
+def test_version_1_checkpoint_counters_become_a_run_state() -> None:
+    from rave.training.loop import _run_state_of
+
+    tracker = {"mode": "min", "recent": [1.0], "best": 1.0, "best_iteration": 40}
+    v1 = {"iteration": 45, "guided_start": 10, "reinits": 1, "dead_streak": 0,
+          "tracker": tracker, "best_model": None,
+          "best_info": {"iteration": 40, "stage": "guided", "round": 1}}  # fmt: skip
+    state = _run_state_of(v1, TrainConfig(round_iterations=20))
+    # guided rounds of 20 from iteration 10: 10-29 is round 1, 30-49 round 2 (v1 said 1)
+    assert (state["round"], state["round_end"], state["best_info"]["round"]) == (2, 50, 2)
+    v1.update(iteration=5)
+    state = _run_state_of(v1, TrainConfig(round_iterations=20))
+    assert (state["round"], state["round_end"]) == (0, 10)
 
 
 def test_old_top_level_rave_keys_still_load(tmp_path: Path, caplog) -> None:

@@ -213,7 +213,7 @@ def _train(
     # ---- logging sinks (rank 0) and the batches still to come
     start = state.iteration
     resume_rows = start if checkpoint else None
-    metrics = MetricsCSV(run_dir / "metrics.csv", resume_rows) if is_main else None
+    metrics = MetricsCSV(run_dir / "metrics.csv", resume_rows) if is_main else None  # rank 0
     writer = _tensorboard_writer(run_dir, start) if is_main and config.tensorboard else None
     progress = tqdm(total=config.iterations, initial=start, disable=not is_main, dynamic_ncols=True)
     loader = DataLoader(
@@ -252,12 +252,12 @@ def _train(
                 if state.iteration == state.round_end:
                     _end_of_round(state, values, method, core, config, files)
 
-                if is_main and config.log_every and (it % config.log_every == 0
-                                                     or state.iteration == config.iterations):
+                if metrics is not None and _due(config.log_every, it, config.iterations - 1):
                     row = {"iteration": it, "stage": stage, "round": round_number, **values}
-                    _log_row(metrics, writer, progress, row)  # fmt: skip
+                    _log_row(metrics, writer, progress, row)
                 progress.update(1)
-                if is_main and _due(config.sample_every, state.iteration, config.iterations):
+                if metrics is not None and _due(config.sample_every, state.iteration,
+                                                config.iterations):  # fmt: skip
                     _write_samples(core, held, run_dir / "samples" /
                                    f"iter_{state.iteration:06d}.png", config)  # fmt: skip
                     save_loss_plot(metrics.read(), run_dir / "loss_curves.png", state.guided_start)
@@ -270,7 +270,7 @@ def _train(
         progress.close()
 
     files.write_checkpoints(state, core, optimizer, scaler)
-    if is_main and metrics is not None:
+    if metrics is not None:
         save_loss_plot(metrics.read(), run_dir / "loss_curves.png", state.guided_start)
     if writer is not None:
         writer.close()
@@ -496,8 +496,7 @@ def _reinitialise(core: EnhancementNet, config: TrainConfig, reinits: int) -> to
     return _make_optimizer(core, config)
 
 
-def _log_row(metrics: MetricsCSV | None, writer: Any, progress: Any, row: dict[str, Any]) -> None:
-    assert metrics is not None
+def _log_row(metrics: MetricsCSV, writer: Any, progress: Any, row: dict[str, Any]) -> None:
     metrics.write(row)
     numbers = {k: v for k, v in row.items() if isinstance(v, float)}
     if writer is not None:
@@ -506,8 +505,9 @@ def _log_row(metrics: MetricsCSV | None, writer: Any, progress: Any, row: dict[s
     progress.set_postfix({k: f"{v:.4g}" for k, v in numbers.items()}, refresh=False)
 
 
-def _due(every: int, completed: int, total: int) -> bool:
-    return bool(every) and (completed % every == 0 or completed == total)
+def _due(every: int, count: int, last: int) -> bool:
+    """Every ``every``-th ``count`` (0: never), and always at ``last``."""
+    return bool(every) and (count % every == 0 or count == last)
 
 
 def _setup_processes(device_name: str) -> _Processes:
