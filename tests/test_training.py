@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import csv
 import math
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -28,8 +30,8 @@ from rave.training.data import (
     list_images,
     pair_by_stem,
 )
-from rave.training.methods import get_method, register_method
-from rave.training.methods.rave import RaveMethod
+from rave.training.methods import GuidanceMethod, get_method, register_method
+from rave.training.methods.rave import RaveMethod, RaveOptions
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -140,7 +142,7 @@ def test_config_defaults_are_the_papers() -> None:
     )
     assert config.reconstruction_iterations == 1000
     assert config.reconstruction_weight == 25
-    assert config.residual_weight == 6 * 16 * 20
+    assert RaveOptions().residual_weight == 6 * 16 * 20
     assert config.identity_weight == 0.9 * 25
     assert config.identity_layer_weights == (1, 1, 1, 1, 0.5)
     assert (config.guidance_encoder, config.identity_encoder) == ("clip:ViT-B-32", "clip:RN101")
@@ -175,11 +177,18 @@ def test_example_configs_load(name: str) -> None:
     config = load_config(REPO_ROOT / "configs" / name)
     assert config.method == "rave"
     if name == "rave_paper.yaml":
+        # the paper's values (the defaults) plus the authors' schedule (docs/method.md)
         assert config == TrainConfig(
             backlit_dir=config.backlit_dir,
             well_lit_dir=config.well_lit_dir,
             output_dir=config.output_dir,
             device=config.device,
+            method_options={"residual": "", "residual_weight": 1920.0},
+            iterations=1000 + 66 * 2100 + 384,  # 3000 epochs of 48 batches, see the file
+            best_rule="reference",
+            best_every=20,
+            round_extension_above=90.0,
+            round_extension=60,
         )
     else:
         assert config.guidance_encoder == config.identity_encoder == "effnet-lite0"
@@ -364,7 +373,7 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes(folders: Path) -> None:
     assert [int(r["iteration"]) for r in read_metrics(Path(config.output_dir))] == list(range(6))
 
 
-def test_reconstruction_restarts_when_psnr_stays_low(folders: Path) -> None:
+def test_reconstruction_restarts_when_psnr_stays_low(folders: Path, caplog) -> None:
     from rave.training.loop import train
 
     # an impossible PSNR floor: every reconstruction stage fails, at most max_reinits restarts
@@ -372,6 +381,12 @@ def test_reconstruction_restarts_when_psnr_stays_low(folders: Path) -> None:
     train(config, encoder_factory=tiny_factory)
     stages = [r["stage"] for r in read_metrics(Path(config.output_dir))]
     assert stages == ["reconstruction"] * 6 + ["guided"] * 2
+    # each restart, and the failed stage without one left, is one line with its reason
+    messages = [r.getMessage() for r in caplog.records if "PSNR-Y" in r.getMessage()]
+    assert len(messages) == 2 and all("\n" not in m for m in messages)
+    assert "mean of the last 2 iterations" in messages[0]  # best_window 2
+    assert "re-initialising the network (1/1)" in messages[0]
+    assert "no re-initialisation is left" in messages[1]
 
 
 def test_dead_initialisation_is_replaced_at_once(folders: Path) -> None:
@@ -414,7 +429,9 @@ def test_saved_residual_is_used_and_checked(folders: Path) -> None:
         progress=False,
     )
     save_residual(rv, folders / "r.pt")
-    config = tiny_config(folders, residual=str(folders / "r.pt"), iterations=4)
+    config = tiny_config(
+        folders, method_options={"residual": str(folders / "r.pt")}, iterations=4
+    )
     with pytest.raises(ValueError, match="encoder"):
         train(config, encoder_factory=tiny_factory)  # computed with "x", guidance is "tiny-guide"
 
@@ -427,24 +444,216 @@ def test_method_registry() -> None:
         register_method("rave", RaveMethod)
 
 
-def test_psnr_y_matches_numpy() -> None:
-    from rave.training.best import BestTracker, psnr_y
+def test_reconstruction_psnr_is_pyiqa_studio_range_y() -> None:
+    """Closed forms of the authors' metric (pyiqa psnr, test_y_channel, color_space ycbcr)."""
+    from rave.metrics import psnr_y
+    from rave.training.best import reconstruction_psnr
+
+    def expected(a: np.ndarray, b: np.ndarray) -> float:
+        # Y = (16 + 65.481 R + 128.553 G + 24.966 B) / 255 on [0, 1]; PSNR of each image with
+        # data range 1 and MSE + 1e-8, then the batch mean
+        def y(x: np.ndarray) -> np.ndarray:
+            return (16 + 65.481 * x[:, 0] + 128.553 * x[:, 1] + 24.966 * x[:, 2]) / 255
+
+        mse = ((y(a) - y(b)) ** 2).reshape(len(a), -1).mean(axis=1)
+        return float(np.mean(10 * np.log10(1 / (mse + 1e-8))))
 
     rng = np.random.default_rng(0)
-    a, b = rng.random((2, 3, 5, 5)), rng.random((2, 3, 5, 5))
-    expected = []
-    for x, y in zip(a, b, strict=True):
-        ya = 0.299 * x[0] + 0.587 * x[1] + 0.114 * x[2]
-        yb = 0.299 * y[0] + 0.587 * y[1] + 0.114 * y[2]
-        expected.append(10 * math.log10(1.0 / np.mean((ya - yb) ** 2)))
-    got = psnr_y(torch.tensor(a, dtype=torch.float32), torch.tensor(b, dtype=torch.float32))
-    assert got.item() == pytest.approx(np.mean(expected), rel=1e-5)
+    a, b = rng.random((3, 3, 7, 5)), rng.random((3, 3, 7, 5))
+    got = reconstruction_psnr(torch.tensor(a), torch.tensor(b)).item()
+    assert got == pytest.approx(expected(a, b), abs=1e-4)
+
+    # a grey offset d moves Y by 219 d / 255: 1.32 dB above the full-range (0.299, ...) Y
+    grey = torch.full((1, 3, 4, 4), 0.5)
+    d = 0.1
+    studio = reconstruction_psnr(grey + d, grey).item()
+    assert studio == pytest.approx(-10 * math.log10((219 * d / 255) ** 2 + 1e-8), abs=1e-4)
+    assert studio - (-20 * math.log10(d)) == pytest.approx(20 * math.log10(255 / 219), abs=1e-4)
+    # any two images in [0, 1] are at least 20 log10(255 / 219) = 1.32 dB apart
+    assert reconstruction_psnr(torch.ones(1, 3, 2, 2), torch.zeros(1, 3, 2, 2)).item() == (
+        pytest.approx(1.3216, abs=1e-3)
+    )
+    # one definition: evaluation's psnr_y (8-bit units, no 1e-8) agrees on each image
+    for x, z in zip(a, b, strict=True):
+        single = reconstruction_psnr(torch.tensor(x[None]), torch.tensor(z[None])).item()
+        hwc = (x.transpose(1, 2, 0), z.transpose(1, 2, 0))
+        assert psnr_y(*hwc) == pytest.approx(single, abs=1e-4)
+
+
+def test_best_tracker_project_rule_averages_what_it_has() -> None:
+    from rave.training.best import BestTracker
 
     tracker = BestTracker(3, "min")
     improved = [tracker.update(v, i) for i, v in enumerate([5, 4, 3, 9, 0, 0])]
-    # averages exist from the third value: 4, 16/3, 4, 3
-    assert improved == [False, False, True, False, False, True]
+    # means of the last <= 3 values: 5, 4.5, 4, 16/3, 4, 3
+    assert improved == [True, True, True, False, False, True]
     assert tracker.best == pytest.approx(3.0) and tracker.best_iteration == 5
+    # a window longer than the stage is still a mean of what was seen (issue 11)
+    short = BestTracker(30, "max")
+    for i, v in enumerate([10.0, 11.0, 12.0]):
+        short.update(v, i)
+    assert short.mean() == pytest.approx(11.0) and short.best == pytest.approx(11.0)
+
+
+def test_best_tracker_reference_rule_is_zero_filled_and_sparse() -> None:
+    from rave.training.best import BestTracker
+
+    tracker = BestTracker(3, "min", zero_fill=True, every=2)
+    values = [9, 9, 3, 3, 3, 9]
+    improved = [tracker.update(v, i) for i, v in enumerate(values)]
+    # compared after iterations 1, 3, 5: (9+9+0)/3 = 6, (9+3+3)/3 = 5, (3+3+9)/3 = 5
+    assert improved == [False, True, False, True, False, False]
+    assert tracker.best == pytest.approx(5.0) and tracker.best_iteration == 3
+    tracker.reset("min")
+    assert tracker.average() == 0.0 and tracker.mean() is None
+
+
+def test_extended_end_closed_form() -> None:
+    from rave.training.schedule import extended_end
+
+    assert extended_end(100, 100, 91.0, 90.0, 60) == 160
+    assert extended_end(100, 100, 90.0, 90.0, 60) == 100  # "above", not "at"
+    assert extended_end(100, 99, 500.0, 90.0, 60) == 100  # only at the planned end
+    assert extended_end(100, 100, 500.0, None, 60) == 100  # disabled
+
+
+def test_run_shorter_than_best_window_keeps_its_network(folders: Path, caplog) -> None:
+    """Issue 11: 3 reconstruction iterations, window 30: no restart from an empty average."""
+    from rave.training.loop import train
+
+    # any two images in [0, 1] have a luma PSNR >= 1.32 dB, so 1.3 dB is never missed
+    config = tiny_config(folders, best_window=30, reinit_below_psnr=1.3, max_reinits=3)
+    train(config, encoder_factory=tiny_factory)
+    rows = read_metrics(Path(config.output_dir))
+    assert [r["stage"] for r in rows] == ["reconstruction"] * 3 + ["guided"] * 3
+    assert "re-initialising" not in caplog.text
+    assert all(float(r["grad_norm"]) > 0 for r in rows)
+
+
+def test_dead_run_says_so_and_the_cli_exits_non_zero(folders: Path, monkeypatch) -> None:
+    from click.testing import CliRunner
+
+    import rave.training.loop as loop
+    from rave.cli import main
+
+    # seed 1 draws a dead network (see test_dead_initialisation_is_replaced_at_once)
+    config = tiny_config(folders, seed=1, iterations=5, max_reinits=0)
+    with pytest.raises(loop.DeadNetworkError, match="ends dead"):
+        loop.train(config, encoder_factory=tiny_factory)
+    assert (Path(config.output_dir) / "last.pt").is_file()  # written before raising
+
+    monkeypatch.setattr(loop, "_default_encoder_factory", tiny_factory)
+    config_file = folders / "dead.yaml"
+    config_file.write_text(
+        f"backlit_dir: {folders / 'backlit'}\nwell_lit_dir: {folders / 'well'}\n"
+        f"output_dir: {folders / 'cli_dead'}\nguidance_encoder: tiny-guide\n"
+        "identity_encoder: tiny-id\ncrop_size: 16\nbatch_size: 2\niterations: 5\n"
+        "reconstruction_iterations: 3\nbest_window: 2\nseed: 1\nmax_reinits: 0\n"
+        "device: cpu\ntensorboard: false\nlr: 0.001\n"
+    )
+    result = CliRunner().invoke(main, ["train", str(config_file)])
+    assert result.exit_code == 1, result.output
+    assert "ends dead" in result.output and "done" not in result.output
+
+
+@dataclass(frozen=True)
+class _ScriptOptions:
+    losses: tuple[float, ...] = ()
+
+
+class _Scripted(GuidanceMethod):
+    """Guided loss = a scripted value per iteration (gradient of mean(enhanced), value 0)."""
+
+    name = "scripted"
+    Options = _ScriptOptions
+    ended: ClassVar[list[tuple[int, int]]] = []
+
+    def guided_loss(self, enhanced, inputs, *, step):
+        drive = enhanced.mean()
+        return {"total": drive - drive.detach() + self.options.losses[step]}
+
+    def end_of_round(self, round_index, best_enhancer):
+        self.ended.append((round_index, self.context.config.iterations))
+
+
+def _scripted_run(folders: Path, losses: list[float], **overrides) -> Path:
+    from rave.training.loop import train
+    from rave.training.methods import list_methods
+
+    if "scripted" not in list_methods():
+        register_method("scripted", _Scripted)
+    _Scripted.ended.clear()
+    values = dict(method="scripted", method_options={"losses": losses}, iterations=len(losses),
+                  reconstruction_iterations=0, best_window=3)  # fmt: skip
+    values.update(overrides)
+    config = tiny_config(folders, **values)
+    train(config, encoder_factory=tiny_factory)
+    return Path(config.output_dir)
+
+
+def test_reference_rule_keeps_a_best_per_round(folders: Path) -> None:
+    from rave.training.loop import round_best_filename
+
+    losses = [9, 9, 3, 3, 3, 9, 4, 4, 1, 7, 7, 7]  # two rounds of 6
+    run = _scripted_run(folders, losses, round_iterations=6, best_rule="reference", best_every=2)
+    # round 1 (iterations 0-5): (9+9+0)/3 = 6 at 1, (9+3+3)/3 = 5 at 3, 5 at 5: best at 3;
+    # round 2 (6-11), window zero-filled again: (4+4+0)/3 at 7, 4 at 9, 7 at 11: best at 7
+    first = load_checkpoint_file(run / round_best_filename(1))["best_info"]
+    second = load_checkpoint_file(run / round_best_filename(2))["best_info"]
+    assert (first["iteration"], first["round"]) == (3, 1) and first["score"] == pytest.approx(5)
+    assert (second["iteration"], second["round"]) == (7, 2)
+    assert second["score"] == pytest.approx(8 / 3)
+    assert load_checkpoint_file(run / "best.pt")["best_info"] == second
+    assert not (run / round_best_filename(0)).exists()  # no reconstruction stage
+    assert [r["round"] for r in read_metrics(run)] == ["1"] * 6 + ["2"] * 6
+
+
+def test_project_rule_keeps_one_best_for_the_run(folders: Path) -> None:
+    losses = [9, 9, 3, 3, 3, 9, 4, 4, 1, 7, 7, 7]  # two rounds of 6
+    run = _scripted_run(folders, losses, round_iterations=6, best_every=2)
+    # means of the last 3, every 2 iterations, across rounds: 9, 5 (at 3), 5, 17/3, 4 (at 9), 7
+    info = load_checkpoint_file(run / "best.pt")["best_info"]
+    assert (info["iteration"], info["round"]) == (9, 2) and info["score"] == pytest.approx(4)
+    assert not list(run.glob("best_round_*.pt"))
+
+
+def test_round_is_extended_while_its_last_loss_is_high(folders: Path) -> None:
+    # rounds of 4, +2 while the last batch's loss > 5: round 1 ends at 4 (9), 6 (9), 8 (1)
+    losses = [1, 1, 1, 9, 1, 9, 1, 1, 1, 1, 1, 9]
+    run = _scripted_run(folders, losses, round_iterations=4, round_extension_above=5.0,
+                        round_extension=2)  # fmt: skip
+    assert [r["round"] for r in read_metrics(run)] == ["1"] * 8 + ["2"] * 4
+    assert [index for index, _ in _Scripted.ended] == [0]  # round 2 extends past the run
+    run = _scripted_run(folders, losses, round_iterations=4, output_dir=str(folders / "plain"))
+    assert [r["round"] for r in read_metrics(run)] == ["1"] * 4 + ["2"] * 4 + ["3"] * 4
+    assert [index for index, _ in _Scripted.ended] == [0, 1, 2]
+
+
+def test_version_1_checkpoint_counters_become_a_run_state() -> None:
+    from rave.training.loop import _run_state_of
+
+    tracker = {"mode": "min", "recent": [1.0], "best": 1.0, "best_iteration": 40}
+    v1 = {"iteration": 45, "guided_start": 10, "reinits": 1, "dead_streak": 0,
+          "tracker": tracker, "best_model": None,
+          "best_info": {"iteration": 40, "stage": "guided", "round": 1}}  # fmt: skip
+    state = _run_state_of(v1, TrainConfig(round_iterations=20))
+    # guided rounds of 20 from iteration 10: 10-29 is round 1, 30-49 round 2 (v1 said 1)
+    assert (state["round"], state["round_end"], state["best_info"]["round"]) == (2, 50, 2)
+    v1.update(iteration=5)
+    state = _run_state_of(v1, TrainConfig(round_iterations=20))
+    assert (state["round"], state["round_end"]) == (0, 10)
+
+
+def test_old_top_level_rave_keys_still_load(tmp_path: Path, caplog) -> None:
+    path = tmp_path / "old.yaml"
+    path.write_text("residual: r.pt\nresidual_weight: 10\n")
+    config = load_config(path)
+    assert config.method_options == {"residual": "r.pt", "residual_weight": 10}
+    assert "method_options.residual" in caplog.text
+    assert load_config(None, ["residual_weight=5"]).method_options == {"residual_weight": 5}
+    path.write_text("method: clip-lit\nresidual: r.pt\n")
+    with pytest.raises(ConfigError, match="option of the 'rave' method"):
+        load_config(path)
 
 
 @pytest.mark.slow

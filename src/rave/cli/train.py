@@ -54,7 +54,7 @@ def train_command(config_file: Path, resume: str | None, overrides: tuple[str, .
         raise click.ClickException(str(err)) from None
 
     from rave.network import CheckpointError
-    from rave.training.loop import train
+    from rave.training.loop import DeadNetworkError, train
 
     try:
         result = train(config, resume=resume)
@@ -62,7 +62,10 @@ def train_command(config_file: Path, resume: str | None, overrides: tuple[str, .
         if rank == 0:
             click.echo(f"interrupted; resume with --resume ({config.output_dir}/last.pt)", err=True)
         raise SystemExit(130) from None
-    except (ConfigError, CheckpointError, FileExistsError, FileNotFoundError, ValueError) as err:
+    except (
+        ConfigError, CheckpointError, DeadNetworkError, FileExistsError, FileNotFoundError,
+        ValueError,
+    ) as err:  # fmt: skip
         raise click.ClickException(str(err)) from None
     if rank == 0:
         click.echo(f"done: {result.iterations} iterations", err=True)

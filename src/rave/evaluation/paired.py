@@ -19,11 +19,15 @@ import logging
 import math
 
 import numpy as np
+import torch
+from torch import Tensor
 
 __all__ = [
+    "luma_y",
     "psnr",
     "psnr_reference",
     "psnr_y",
+    "psnr_y_batch",
     "reference_grey",
     "ssim",
     "ssim_reference",
@@ -118,17 +122,61 @@ def psnr(pred: np.ndarray, target: np.ndarray) -> float:
     return math.inf if mse == 0 else 10.0 * math.log10(1.0 / mse)
 
 
-def _luma_y(image: np.ndarray) -> np.ndarray:
-    from skimage.color import rgb2ycbcr
+# ITU-R BT.601 studio-range luma of RGB in [0, 1]: Y = (16 + 65.481 R + 128.553 G + 24.966 B)
+# / 255, in [16/255, 235/255]. The one Y channel of the project: scikit-image's (and MATLAB's)
+# ``rgb2ycbcr`` Y, and pyiqa's ``psnr(test_y_channel=True, color_space="ycbcr")`` Y, which the
+# authors' training code uses for its reconstruction PSNR (so their 8 dB means the same here).
+BT601_Y_WEIGHTS = (65.481 / 255.0, 128.553 / 255.0, 24.966 / 255.0)
+BT601_Y_OFFSET = 16.0 / 255.0
 
-    return rgb2ycbcr(_as_rgb(_as_float(image)))[..., 0]
+
+def luma_y(images: Tensor) -> Tensor:
+    """BT.601 studio-range luma: ``(..., 3, H, W)`` RGB in [0, 1] -> ``(..., H, W)``.
+
+    The result lies in [16/255, 235/255].
+    """
+    weights = torch.tensor(BT601_Y_WEIGHTS, dtype=images.dtype, device=images.device)
+    return torch.einsum("...chw,c->...hw", images, weights) + BT601_Y_OFFSET
+
+
+def psnr_y_batch(images: Tensor, references: Tensor, eps: float = 0.0) -> Tensor:
+    """Per-image PSNR in dB of :func:`luma_y`, data range 1 (so 219/255 of the RGB range).
+
+    Args:
+        images: ``(B, 3, H, W)`` RGB in [0, 1].
+        references: ``(B, 3, H, W)`` RGB in [0, 1].
+        eps: added to each MSE: 0 gives ``inf`` for identical images; pyiqa (and so the
+            authors' training code) adds 1e-8, which caps the PSNR at 80 dB.
+
+    Returns:
+        ``(B,)`` tensor in dB, in the images' dtype.
+    """
+    if images.shape != references.shape or images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(
+            f"expected two (B, 3, H, W) batches, got {tuple(images.shape)} and "
+            f"{tuple(references.shape)}"
+        )
+    mse = (luma_y(images) - luma_y(references)).pow(2).flatten(1).mean(dim=1)
+    return -10.0 * torch.log10(mse + eps)
+
+
+def _luma_y(image: np.ndarray) -> np.ndarray:
+    """``(H, W)`` float64 BT.601 luma in 8-bit units (16..235) of a numpy image."""
+    chw = torch.from_numpy(np.ascontiguousarray(_as_rgb(_as_float(image)))).permute(2, 0, 1)
+    return luma_y(chw).numpy() * 255.0
 
 
 def psnr_y(pred: np.ndarray, target: np.ndarray) -> float:
-    """PSNR in dB of the BT.601 luma (``rgb2ycbcr`` Y, 16..235), data range 255."""
+    """PSNR in dB of the BT.601 luma (``rgb2ycbcr`` Y, 16..235), data range 255.
+
+    The same number as :func:`psnr_y_batch` (which training uses) on float64 data.
+    """
     _check_pair(pred, target)
-    mse = float(np.mean((_luma_y(pred) - _luma_y(target)) ** 2))
-    return math.inf if mse == 0 else 10.0 * math.log10(255.0**2 / mse)
+    pair = [
+        torch.from_numpy(np.ascontiguousarray(_as_rgb(_as_float(x)))).permute(2, 0, 1)[None]
+        for x in (pred, target)
+    ]
+    return float(psnr_y_batch(*pair)[0])
 
 
 def _ssim_wang(pred: np.ndarray, target: np.ndarray, data_range: float, channel_axis: int | None):

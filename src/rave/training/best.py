@@ -1,9 +1,18 @@
-"""The paper's rule for the best checkpoint, and the PSNR it uses during reconstruction.
+"""Which network a run keeps: the best moving average of a per-iteration score.
 
-During the reconstruction stage the network should reproduce its input, so the score is the
-PSNR of the output's luma (Y) to the input's; in the guided stage it is the loss. Either way
-the score is a moving average over the last ``window`` iterations (30 in the paper), so one
-lucky batch cannot win.
+During the reconstruction stage the network should reproduce its input, so the score is
+the reconstruction PSNR of the luma channel (:func:`reconstruction_psnr`, higher is better);
+in the guided stage it is the loss (lower is better). Two rules (``best_rule`` in the config;
+docs/method.md, "Training schedule, checkpoint selection and restarts"):
+
+* ``"project"``: the mean of the last ``best_window`` scores (of all there are, while fewer
+  have been seen: a mean of fewer points is still a mean), compared every ``best_every``
+  iterations; one best for the run (CLIP-LIT, whose loss changes between rounds, restarts
+  the comparison each round).
+* ``"reference"``: the authors' ``train_rave.py``: a ``best_window``-slot buffer that is
+  zero-filled at the start of each stage and round, averaged as ``sum / best_window`` (so
+  it is biased toward 0 until full), compared every ``best_every`` (their 20) iterations,
+  one best per round.
 """
 
 from __future__ import annotations
@@ -12,62 +21,78 @@ import math
 from collections import deque
 from typing import Any, Literal
 
-import torch
 from torch import Tensor
 
-__all__ = ["BestTracker", "psnr_y"]
+from rave.evaluation.paired import psnr_y_batch
 
-# ITU-R BT.601 luma weights, the usual "Y channel" of image-restoration papers.
-_LUMA = (0.299, 0.587, 0.114)
+__all__ = ["PYIQA_EPS", "BestTracker", "reconstruction_psnr"]
+
+# pyiqa's PSNR adds this to the MSE (caps identical images at 80 dB); the authors' 8 dB
+# re-initialisation threshold is in pyiqa's units, so training uses them exactly.
+PYIQA_EPS = 1e-8
 
 
-def psnr_y(images: Tensor, references: Tensor, eps: float = 1e-10) -> Tensor:
-    """Mean over the batch of the PSNR between the luma (Y) channels, data range 1.
+def reconstruction_psnr(enhanced: Tensor, inputs: Tensor) -> Tensor:
+    """Batch mean of the per-image luma PSNR (dB) of ``enhanced`` to ``inputs``.
+
+    The authors' training metric: pyiqa ``psnr(test_y_channel=True, color_space="ycbcr")``,
+    i.e. BT.601 studio-range Y (:func:`rave.evaluation.paired.luma_y`), data range 1, MSE
+    plus 1e-8, averaged over the batch.
 
     Args:
-        images: ``(B, 3, H, W)`` RGB in [0, 1].
-        references: ``(B, 3, H, W)`` RGB in [0, 1].
-        eps: floor of the MSE, so identical images give a finite 100 dB.
+        enhanced: ``(B, 3, H, W)`` RGB in [0, 1].
+        inputs: ``(B, 3, H, W)`` RGB in [0, 1].
 
     Returns:
-        scalar tensor in dB.
+        scalar float32 tensor in dB.
     """
-    if images.shape != references.shape or images.ndim != 4 or images.shape[1] != 3:
-        raise ValueError(
-            f"expected two (B, 3, H, W) batches, got {tuple(images.shape)} and "
-            f"{tuple(references.shape)}"
-        )
-    weights = torch.tensor(_LUMA, dtype=torch.float32, device=images.device).view(1, 3, 1, 1)
-    y_a = (images.float() * weights).sum(dim=1)
-    y_b = (references.float() * weights).sum(dim=1)
-    mse = (y_a - y_b).pow(2).flatten(1).mean(dim=1).clamp_min(eps)
-    return (-10.0 * torch.log10(mse)).mean()
+    return psnr_y_batch(enhanced.float(), inputs.float(), eps=PYIQA_EPS).mean()
 
 
 class BestTracker:
-    """Moving average of a per-iteration value, and the best average seen so far.
+    """Moving average of a per-iteration score, and the best average seen so far.
 
     Args:
-        window: iterations averaged (no best is declared until the window is full).
+        window: scores averaged.
         mode: ``"max"`` (PSNR: higher is better) or ``"min"`` (loss).
+        zero_fill: average as ``sum / window`` over a zero-filled buffer (the authors' rule)
+            instead of the mean of the scores seen.
+        every: compare only after iterations ``i`` with ``(i + 1) % every == 0``.
     """
 
-    def __init__(self, window: int, mode: Literal["max", "min"]) -> None:
+    def __init__(
+        self,
+        window: int,
+        mode: Literal["max", "min"],
+        *,
+        zero_fill: bool = False,
+        every: int = 1,
+    ) -> None:
         self.window = window
         self.mode = mode
+        self.zero_fill = zero_fill
+        self.every = every
         self.recent: deque[float] = deque(maxlen=window)
         self.best: float | None = None
         self.best_iteration: int = -1
 
-    def average(self) -> float | None:
-        """The current moving average (None until the window is full)."""
-        if len(self.recent) < self.window:
+    def mean(self) -> float | None:
+        """Mean of the last ``window`` scores (fewer at first); None before the first."""
+        if not self.recent:
             return None
         return math.fsum(self.recent) / len(self.recent)
 
+    def average(self) -> float | None:
+        """The score the rule compares: :meth:`mean`, or ``sum / window`` with zero fill."""
+        if self.zero_fill:
+            return math.fsum(self.recent) / self.window
+        return self.mean()
+
     def update(self, value: float, iteration: int) -> bool:
-        """Record one iteration's value; True when the moving average is a new best."""
+        """Record iteration ``iteration``'s score; True when the average is a new best."""
         self.recent.append(float(value))
+        if (iteration + 1) % self.every:
+            return False
         average = self.average()
         if average is None or not math.isfinite(average):
             return False
@@ -81,8 +106,10 @@ class BestTracker:
         return better
 
     def reset(self, mode: Literal["max", "min"]) -> None:
-        """Forget everything (a new stage or round starts)."""
-        self.__init__(self.window, mode)  # type: ignore[misc]
+        """Forget every score and the best (a new stage or round starts)."""
+        self.mode = mode
+        self.recent.clear()
+        self.best, self.best_iteration = None, -1
 
     def state_dict(self) -> dict[str, Any]:
         return {

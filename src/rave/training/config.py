@@ -7,12 +7,15 @@ directory and in every checkpoint.
 
 Method plug-ins that need their own settings read them from ``method_options`` (a mapping
 validated by the plug-in's own ``Options`` dataclass; see
-:mod:`rave.training.methods.base`).
+:mod:`rave.training.methods.base`). RAVE's ``residual`` and ``residual_weight`` are such
+options since they moved out of the top level; a config file that still has them at the top
+level is read as if they were under ``method_options`` (with a warning).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import types
 import typing
 from dataclasses import dataclass, field
@@ -30,6 +33,9 @@ __all__ = [
     "load_config",
     "save_config",
 ]
+
+
+log = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
@@ -59,8 +65,6 @@ class TrainConfig:
     well_lit_dir: str = ""
     # "paired": well_lit_dir holds ground truth of the backlit scenes, matched by file stem
     regime: Literal["unpaired", "paired"] = "unpaired"
-    # a saved residual vector; empty: computed at start from the two folders, saved in the run
-    residual: str = ""
     guidance_encoder: str = "clip:ViT-B-32"
     identity_encoder: str = "clip:RN101"
     # every training image is resized to crop_size x crop_size, aspect not kept (as the paper)
@@ -85,7 +89,6 @@ class TrainConfig:
     reconstruction_iterations: int = 1000
     round_iterations: int = 2100
     reconstruction_weight: float = 25.0  # loss = 25 * L_id (all layer weights 1)
-    residual_weight: float = 1920.0  # 6 * 16 * 20
     identity_weight: float = 22.5  # 0.9 * 25
     identity_layer_weights: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0, 0.5)
     light_eps: float = 1e-9  # added to the light map in training only
@@ -94,9 +97,23 @@ class TrainConfig:
     lr: float = 2e-5
     weight_decay: float = 1e-3
 
-    # --- best checkpoint (moving average of the loss; PSNR-Y to the input in reconstruction)
+    # A guided round ends with round_extension more iterations while the method's loss on
+    # the round's last batch is above round_extension_above (the authors: 60 while > 90, in
+    # units of CLIP's losses; null: rounds are never extended). See docs/method.md.
+    round_extension_above: float | None = None
+    round_extension: int = 60
+
+    # --- best checkpoint (moving average of the loss; luma PSNR to the input in
+    # reconstruction). "project": one best per run, mean of the last best_window scores;
+    # "reference": the authors' rule, one best per round (best_round_NNN.pt) from a
+    # zero-filled window. Compared every best_every iterations (the authors: 20).
+    best_rule: Literal["project", "reference"] = "project"
     best_window: int = 30
-    # re-initialise the network when the reconstruction PSNR average stays under this (dB)
+    best_every: int = 1
+    # Re-initialise the network when it is dead (no gradient for min(best_window,
+    # reconstruction_iterations) iterations) or when, at the end of the reconstruction
+    # stage, the mean luma PSNR of its last best_window iterations is under this (dB, pyiqa's
+    # BT.601 Y, as the authors' 8 dB).
     reinit_below_psnr: float = 8.0
     max_reinits: int = 3
 
@@ -115,7 +132,12 @@ class TrainConfig:
         problems = []
         if self.regime not in ("unpaired", "paired"):
             problems.append(f"regime must be 'unpaired' or 'paired', got {self.regime!r}")
-        for name in ("crop_size", "batch_size", "iterations", "round_iterations", "best_window"):
+        if self.best_rule not in ("project", "reference"):
+            problems.append(f"best_rule must be 'project' or 'reference', got {self.best_rule!r}")
+        for name in (
+            "crop_size", "batch_size", "iterations", "round_iterations", "best_window",
+            "best_every", "round_extension",
+        ):  # fmt: skip
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("checkpoint_every", "sample_every", "log_every"):
@@ -231,6 +253,39 @@ def coerce_dataclass(cls: type, values: dict[str, Any], source: str) -> Any:
         raise ConfigError(f"{source}: {err}") from None
 
 
+# Top-level keys that became options of one method; old config files keep loading.
+_MOVED_TO_METHOD_OPTIONS = {"residual": "rave", "residual_weight": "rave"}
+
+
+def _move_method_keys(values: dict[str, Any], source: str) -> dict[str, Any]:
+    """``values`` with the keys of :data:`_MOVED_TO_METHOD_OPTIONS` moved into method_options.
+
+    Raises:
+        ConfigError: such a key with another method, or given in both places.
+    """
+    moved = [k for k in _MOVED_TO_METHOD_OPTIONS if k in values]
+    if not moved:
+        return values
+    values = dict(values)
+    options = dict(values.get("method_options") or {})
+    method = values.get("method", TrainConfig.method)
+    for key in moved:
+        owner = _MOVED_TO_METHOD_OPTIONS[key]
+        if method != owner:
+            raise ConfigError(
+                f"{source}: {key!r} is an option of the {owner!r} method "
+                f"(method_options.{key}), not of {method!r}"
+            )
+        if key in options:
+            raise ConfigError(
+                f"{source}: {key!r} given both at the top level and in method_options"
+            )
+        options[key] = values.pop(key)
+        log.warning("%s: %r is now method_options.%s; read as such", source, key, key)
+    values["method_options"] = options
+    return values
+
+
 def apply_overrides(config: TrainConfig, overrides: list[str] | tuple[str, ...]) -> TrainConfig:
     """``config`` with ``key=value`` overrides applied (values parsed as YAML scalars/lists).
 
@@ -250,7 +305,7 @@ def apply_overrides(config: TrainConfig, overrides: list[str] | tuple[str, ...])
             values["method_options"] = {**values["method_options"], key.split(".", 1)[1]: value}
         else:
             values[key] = value
-    return coerce_dataclass(TrainConfig, values, "--set")
+    return coerce_dataclass(TrainConfig, _move_method_keys(values, "--set"), "--set")
 
 
 def load_config(
@@ -275,7 +330,8 @@ def load_config(
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: expected a mapping of config keys at the top level")
         values = loaded
-    config = coerce_dataclass(TrainConfig, values, str(path) if path else "defaults")
+    source = str(path) if path else "defaults"
+    config = coerce_dataclass(TrainConfig, _move_method_keys(values, source), source)
     return apply_overrides(config, overrides) if overrides else config
 
 

@@ -2,14 +2,19 @@
 
 ``train(config)`` does, in order: processes and devices (torchrun/DDP when ``WORLD_SIZE>1``),
 the run directory, data, the enhancement network (zero padding while training), the
-optimiser, the guidance method, resume, then the loop. Each iteration: a batch, the light
-map, ``clamp(I / (L + eps), 0, 1)``, the method's loss, one Adam step, then logging, best
-checkpoint tracking, samples and checkpoints. Ctrl-C saves ``last.pt`` before leaving.
+optimiser, the guidance method, the run's state (fresh or resumed), then the loop. Each
+iteration: one optimisation step (:func:`_step`: the light map, ``clamp(I / (L + eps), 0,
+1)``, the method's loss, one Adam step), then the schedule's rules
+(:mod:`rave.training.schedule`: best checkpoint, dead-start restarts, end or extension of a
+round), logging, samples and checkpoints. Ctrl-C saves ``last.pt`` before leaving; a run
+that ends with a dead network (no gradient) raises :class:`DeadNetworkError` after saving.
 
 Files in the run directory (rank 0 only):
     config.yaml           the resolved config
     last.pt, best.pt      checkpoints (``{"model": state_dict, ...}``; ``rave enhance
                           --model`` loads them and switches padding to reflection)
+    best_round_NNN.pt     each round's best network (``best_rule: reference``; round 0 is
+                          the reconstruction stage)
     metrics.csv           logged terms per iteration
     loss_curves.png       the logged terms against the iteration
     samples/iter_N.png    fixed backlit images (top) and their enhancements (bottom)
@@ -36,6 +41,8 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from rave.encoders.base import ImageEncoder
 from rave.network import (
@@ -46,7 +53,7 @@ from rave.network import (
     start_as_identity,
 )
 from rave.training.artifacts import MetricsCSV, save_checkpoint, save_loss_plot, save_sample_grid
-from rave.training.best import BestTracker, psnr_y
+from rave.training.best import reconstruction_psnr
 from rave.training.config import TrainConfig, config_to_dict, save_config
 from rave.training.data import (
     AugmentParams,
@@ -56,13 +63,22 @@ from rave.training.data import (
     list_images,
     pair_by_stem,
 )
-from rave.training.methods import GuidanceMethod, MethodContext, get_method
+from rave.training.methods import GuidanceMethod, MethodContext, Stage, get_method
+from rave.training.schedule import RunState, extended_end, restart_reason
 
-__all__ = ["CHECKPOINT_FORMAT", "EncoderFactory", "TrainResult", "train"]
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "DeadNetworkError",
+    "EncoderFactory",
+    "TrainResult",
+    "round_best_filename",
+    "train",
+]
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_FORMAT = "rave-train/1"
+CHECKPOINT_FORMAT = "rave-train/2"
+_CHECKPOINT_FORMAT_V1 = "rave-train/1"  # still resumed: counters at the top level
 EncoderFactory = Callable[[str, torch.device], ImageEncoder]
 # config keys that may change between a run and its resumption without changing the result
 _RESUMABLE_CHANGES = frozenset(
@@ -85,6 +101,18 @@ class TrainResult:
     iterations: int
     interrupted: bool
     model: EnhancementNet
+
+
+class DeadNetworkError(RuntimeError):
+    """A run ended with a dead network (no gradient); its checkpoints are written.
+
+    Attributes:
+        result: the run's :class:`TrainResult`.
+    """
+
+    def __init__(self, message: str, result: TrainResult) -> None:
+        super().__init__(message)
+        self.result = result
 
 
 @dataclass(frozen=True)
@@ -133,14 +161,8 @@ def _train(
     last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
 
     # ---- resume point (read before anything is written)
-    checkpoint: dict[str, Any] | None = None
-    if resume is not None:
-        resume_path = last_path if str(resume) == "last" else Path(resume)
-        checkpoint = load_checkpoint_file(resume_path)
-        if checkpoint.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"{resume_path}: not a training checkpoint of this loop")
-        _warn_config_changes(checkpoint["config"], config, resume_path)
-    elif is_main and last_path.exists():
+    checkpoint = _read_resume_checkpoint(resume, last_path, config) if resume is not None else None
+    if checkpoint is None and is_main and last_path.exists():
         raise FileExistsError(
             f"{run_dir}: already holds a checkpoint; resume it (--resume) or pick another "
             "output_dir"
@@ -155,8 +177,7 @@ def _train(
     if config.regime == "paired":
         backlit_files, well_lit_files = pair_by_stem(backlit_files, well_lit_files)
     images = FolderImages(backlit_files, config.crop_size, cache=config.cache_images)
-    augment_params = _augment_params(config) if config.augment else None
-    dataset = TrainingImages(images, augment_params)
+    dataset = TrainingImages(images, _augment_params(config) if config.augment else None)
     held = torch.stack([images.get(i) for i in range(min(config.num_samples, len(images)))])
 
     # ---- network and optimiser (same seed on every rank: identical initial weights)
@@ -168,110 +189,33 @@ def _train(
             core, device_ids=[device.index] if device.type == "cuda" else None
         )
     optimizer = _make_optimizer(core, config)
-    use_amp = config.amp
-    amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
-    scaler = torch.amp.GradScaler(device.type, enabled=use_amp and device.type == "cuda")
+    scaler = torch.amp.GradScaler(device.type, enabled=config.amp and device.type == "cuda")
 
     # ---- the guidance method
-    encoders: dict[str, ImageEncoder] = {}
+    method = get_method(config.method)(_method_context(config, procs, run_dir, images,
+                                                       well_lit_files, factory))  # fmt: skip
 
-    def create_encoder(name: str) -> ImageEncoder:
-        if name not in encoders:
-            encoders[name] = factory(name, device).eval().requires_grad_(False)
-        return encoders[name]
-
-    context = MethodContext(
-        config=config,
-        device=device,
-        run_dir=run_dir,
-        is_main=is_main,
-        rank=procs.rank,
-        world_size=procs.world_size,
-        create_encoder=create_encoder,
-        backlit_files=tuple(images.files),
-        well_lit_files=tuple(well_lit_files),
-    )
-    method: GuidanceMethod = get_method(config.method)(context)
-
-    # ---- state that a checkpoint carries
-    start = 0
-    guided_start = config.reconstruction_iterations  # moves if the network is re-initialised
-    reinits = 0
-    dead_streak = 0  # consecutive reconstruction iterations without any gradient
-    tracker = BestTracker(config.best_window, "max" if guided_start > 0 else "min")
-    best_state: dict[str, Tensor] | None = None
-    best_info: dict[str, Any] = {}
+    # ---- the run's state: fresh, or as the checkpoint left it
+    state = RunState.fresh(config)
     if checkpoint is None:
-        if config.init_weights == "identity":
-            start_as_identity(core)
-        elif config.init_weights:
-            init = load_checkpoint_file(config.init_weights)
-            core.load_state_dict(extract_state_dict(init, config.init_weights))
+        _initial_weights(core, config)
         method.setup()
     else:
         core.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         scaler.load_state_dict(checkpoint["scaler"])
         method.load_state_dict(checkpoint["method"])
-        start, guided_start, reinits, dead_streak = (
-            int(checkpoint[k]) for k in ("iteration", "guided_start", "reinits", "dead_streak")
-        )
-        tracker.load_state_dict(checkpoint["tracker"])
-        if checkpoint.get("best_model") is not None:
-            best_state = {k: v.to(device) for k, v in checkpoint["best_model"].items()}
-            best_info = dict(checkpoint["best_info"])
+        state.load_state_dict(_run_state_of(checkpoint, config), device)
         _set_rng_state(checkpoint["rng"])
-        log.info("resumed from iteration %d", start)
+        log.info("resumed from iteration %d", state.iteration)
+    files = _RunFiles(run_dir, config, method, is_main)
 
-    def checkpoint_payload(completed: int) -> dict[str, Any]:
-        return {
-            "format": CHECKPOINT_FORMAT,
-            "model": _cpu_state(core),
-            "optimizer": optimizer.state_dict(),
-            "scaler": scaler.state_dict(),
-            "method_name": config.method,
-            "method": method.state_dict(),
-            "iteration": completed,
-            "guided_start": guided_start,
-            "reinits": reinits,
-            "dead_streak": dead_streak,
-            "tracker": tracker.state_dict(),
-            "best_model": None
-            if best_state is None
-            else {k: v.cpu() for k, v in best_state.items()},
-            "best_info": best_info,
-            "rng": _get_rng_state(),
-            "config": config_to_dict(config),
-        }
-
-    def write_checkpoints(completed: int) -> None:
-        if not is_main:
-            return
-        save_checkpoint(checkpoint_payload(completed), last_path)
-        model_state = best_state if best_state is not None else _cpu_state(core)
-        save_checkpoint(
-            {
-                "format": CHECKPOINT_FORMAT + "/best",
-                "model": {k: v.cpu() for k, v in model_state.items()},
-                "best_info": best_info or {"iteration": completed, "stage": "none"},
-                "method_name": config.method,
-                "method": method.state_dict(),
-                "config": config_to_dict(config),
-            },
-            best_path,
-        )
-
-    # ---- logging sinks (rank 0)
-    metrics = (
-        MetricsCSV(run_dir / "metrics.csv", resume_from=start if checkpoint else None)
-        if is_main
-        else None
-    )
+    # ---- logging sinks (rank 0) and the batches still to come
+    start = state.iteration
+    resume_rows = start if checkpoint else None
+    metrics = MetricsCSV(run_dir / "metrics.csv", resume_rows) if is_main else None  # rank 0
     writer = _tensorboard_writer(run_dir, start) if is_main and config.tensorboard else None
-    from tqdm.auto import tqdm
-
     progress = tqdm(total=config.iterations, initial=start, disable=not is_main, dynamic_ncols=True)
-
     loader = DataLoader(
         dataset,
         batch_sampler=ResumableBatchSampler(
@@ -283,122 +227,289 @@ def _train(
     )  # fmt: skip
 
     # ---- the loop
-    completed = start
     interrupted = False
     try:
-        for it, inputs in enumerate(loader, start=start):
-            stage = "reconstruction" if it < guided_start else "guided"
-            inputs = inputs.to(device, non_blocking=True)
-            autocast = torch.autocast(device.type, dtype=amp_dtype) if use_amp else nullcontext()
-            with autocast:
-                light = model(inputs)
-            # the division in float32: 1e-9 vanishes in float16
-            enhanced = apply_light_map(inputs, light.float(), eps=config.light_eps)
-            with autocast:
-                terms = method.loss(enhanced, inputs, step=it, stage=stage)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(terms["total"]).backward()
-            scaler.unscale_(optimizer)  # true gradients, for their norm
-            grad_norm = _grad_norm(core)
-            scaler.step(optimizer)
-            scaler.update()
-            completed = it + 1
+        with logging_redirect_tqdm():
+            for it, inputs in enumerate(loader, start=start):
+                stage, round_number = state.stage, state.round
+                values = _step(model, core, optimizer, scaler, method, inputs, it, stage, config)
+                values = _average_over_ranks(values, procs.world_size)
+                if not all(math.isfinite(v) for v in values.values()):
+                    log.warning("iteration %d: non-finite loss terms %s", it, values)
+                state.iteration = it + 1
+                score = values["psnr_y"] if stage == "reconstruction" else values["total"]
+                state.record(score, values["grad_norm"], core.state_dict())
 
-            # every rank sees the same (averaged) values, so all take the same decisions
-            values = {k: v.detach().float() for k, v in terms.items()}
-            values["grad_norm"] = grad_norm
-            if stage == "reconstruction":
-                values["psnr_y"] = psnr_y(enhanced.detach(), inputs)
-            values = _average_over_ranks(values, procs.world_size)
-            if not all(math.isfinite(v) for v in values.values()):
-                log.warning("iteration %d: non-finite loss terms %s", it, values)
+                reason = restart_reason(state, config)
+                if reason and state.reinits < config.max_reinits:
+                    state.restart_reconstruction(config)
+                    log.warning("iteration %d: %s: re-initialising the network (%d/%d)",
+                                it, reason, state.reinits, config.max_reinits)  # fmt: skip
+                    optimizer = _reinitialise(core, config, state.reinits)
+                elif reason:
+                    log.warning("iteration %d: %s, but no re-initialisation is left "
+                                "(max_reinits=%d)", it, reason, config.max_reinits)  # fmt: skip
+                if state.iteration == state.round_end:
+                    _end_of_round(state, values, method, core, config, files)
 
-            # best checkpoint: PSNR-Y average in reconstruction, loss average when guided
-            score = values["psnr_y"] if stage == "reconstruction" else values["total"]
-            if tracker.update(score, it):
-                best_state = {k: v.detach().clone() for k, v in core.state_dict().items()}
-                best_info = {"iteration": it, "stage": stage, "score": tracker.best,
-                             "round": _round_of(it, guided_start, config)}  # fmt: skip
-
-            # Restart the reconstruction stage with fresh weights when the network never learnt
-            # identity (the paper's rule, at the end of the stage), or as soon as it is dead:
-            # about half of all initialisations give a zero light map (negative output bias,
-            # then ReLU) or one so small that every pixel clamps to 1, and no gradient flows.
-            dead_streak = (
-                dead_streak + 1 if stage == "reconstruction" and values["grad_norm"] == 0 else 0
-            )
-            restart = ""
-            if dead_streak >= config.best_window:
-                restart = f"no gradient for {dead_streak} iterations (dead light map)"
-            elif completed == guided_start and (tracker.best or 0.0) < config.reinit_below_psnr:
-                restart = (
-                    f"reconstruction PSNR-Y average {tracker.best or 0.0:.2f} dB < "
-                    f"{config.reinit_below_psnr:.2f} dB"
-                )
-            if restart and reinits < config.max_reinits:
-                reinits += 1
-                log.warning(
-                    "%s: re-initialising the network (%d/%d)", restart, reinits, config.max_reinits
-                )
-                torch.manual_seed(config.seed + 7919 * reinits)
-                core.load_state_dict(EnhancementNet(padding_mode="zeros").state_dict())
-                optimizer = _make_optimizer(core, config)
-                guided_start = completed + config.reconstruction_iterations
-                tracker.reset("max")
-                best_state, best_info, dead_streak = None, {}, 0
-            elif completed == guided_start:
-                tracker.reset("min")  # the guided stage ranks by loss
-
-            # end of a guided round: the method's hook, with the round's best network
-            if stage == "guided" and (completed - guided_start) % config.round_iterations == 0:
-                round_index = (completed - guided_start) // config.round_iterations - 1
-                round_best = copy.deepcopy(core).eval()
-                if best_state is not None:
-                    round_best.load_state_dict(best_state)
-                method.end_of_round(round_index, round_best)
-                if not method.losses_comparable_across_rounds:
-                    tracker.reset("min")
-
-            # logging, samples, checkpoints (rank 0 writes)
-            last_iteration = completed == config.iterations
-            if is_main and config.log_every and (it % config.log_every == 0 or last_iteration):
-                row = {"iteration": it, "stage": stage, **values}
-                assert metrics is not None
-                metrics.write(row)
-                if writer is not None:
-                    for key, value in values.items():
-                        writer.add_scalar(f"train/{key}", value, it)
-                progress.set_postfix({k: f"{v:.4g}" for k, v in values.items()}, refresh=False)
-            progress.update(1)
-            if (
-                is_main
-                and config.sample_every
-                and (completed % config.sample_every == 0 or last_iteration)
-            ):
-                _write_samples(
-                    core, held, run_dir / "samples" / f"iter_{completed:06d}.png", config
-                )
-                assert metrics is not None
-                save_loss_plot(metrics.read(), run_dir / "loss_curves.png", guided_start)
-            if config.checkpoint_every and completed % config.checkpoint_every == 0:
-                write_checkpoints(completed)
+                if metrics is not None and _due(config.log_every, it, config.iterations - 1):
+                    row = {"iteration": it, "stage": stage, "round": round_number, **values}
+                    _log_row(metrics, writer, progress, row)
+                progress.update(1)
+                if metrics is not None and _due(config.sample_every, state.iteration,
+                                                config.iterations):  # fmt: skip
+                    _write_samples(core, held, run_dir / "samples" /
+                                   f"iter_{state.iteration:06d}.png", config)  # fmt: skip
+                    save_loss_plot(metrics.read(), run_dir / "loss_curves.png", state.guided_start)
+                if config.checkpoint_every and state.iteration % config.checkpoint_every == 0:
+                    files.write_checkpoints(state, core, optimizer, scaler)
     except KeyboardInterrupt:
         interrupted = True
-        log.warning("interrupted: saving a checkpoint at iteration %d", completed)
+        log.warning("interrupted: saving a checkpoint at iteration %d", state.iteration)
     finally:
         progress.close()
 
-    write_checkpoints(completed)
-    if is_main and metrics is not None:
-        save_loss_plot(metrics.read(), run_dir / "loss_curves.png", guided_start)
+    files.write_checkpoints(state, core, optimizer, scaler)
+    if metrics is not None:
+        save_loss_plot(metrics.read(), run_dir / "loss_curves.png", state.guided_start)
     if writer is not None:
         writer.close()
     if interrupted:
         raise KeyboardInterrupt
-    return TrainResult(run_dir, last_path, best_path, completed, interrupted, core)
+    result = TrainResult(run_dir, last_path, best_path, state.iteration, interrupted, core)
+    if state.dead_streak > 0:
+        raise DeadNetworkError(
+            f"{run_dir}: the network ends dead (no gradient in its last {state.dead_streak} "
+            f"iterations, after {state.reinits} re-initialisations): its light map is 0 or "
+            "so small that every pixel clamps; train again with another seed, a higher "
+            "max_reinits or init_weights: identity",
+            result,
+        )
+    return result
+
+
+def _step(
+    model: nn.Module,
+    core: EnhancementNet,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    method: GuidanceMethod,
+    inputs: Tensor,
+    iteration: int,
+    stage: Stage,
+    config: TrainConfig,
+) -> dict[str, Tensor]:
+    """One optimisation step on ``inputs``; the logged values as detached 0-d tensors."""
+    device = next(core.parameters()).device
+    inputs = inputs.to(device, non_blocking=True)
+    amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+    autocast = torch.autocast(device.type, dtype=amp_dtype) if config.amp else nullcontext()
+    with autocast:
+        light = model(inputs)
+    # the division in float32: 1e-9 vanishes in float16
+    enhanced = apply_light_map(inputs, light.float(), eps=config.light_eps)
+    with autocast:
+        terms = method.loss(enhanced, inputs, step=iteration, stage=stage)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(terms["total"]).backward()
+    scaler.unscale_(optimizer)  # true gradients, for their norm
+    grad_norm = _grad_norm(core)
+    scaler.step(optimizer)
+    scaler.update()
+    values = {k: v.detach().float() for k, v in terms.items()}
+    values["grad_norm"] = grad_norm
+    if stage == "reconstruction":
+        values["psnr_y"] = reconstruction_psnr(enhanced.detach(), inputs)
+    return values
+
+
+def _end_of_round(
+    state: RunState,
+    values: dict[str, float],
+    method: GuidanceMethod,
+    core: EnhancementNet,
+    config: TrainConfig,
+    files: _RunFiles,
+) -> None:
+    """The current stage or round reached its planned end: extend it, or start the next."""
+    if state.round > 0:
+        loss = method.extension_loss(values)
+        end = extended_end(state.round_end, state.iteration, loss, config.round_extension_above,
+                           config.round_extension)  # fmt: skip
+        if end != state.round_end:
+            log.info("round %d: loss %.4g > %g: %d more iterations", state.round, loss,
+                     config.round_extension_above, end - state.round_end)  # fmt: skip
+            state.round_end = end
+            return
+        # the method's hook, with the round's best network
+        round_best = copy.deepcopy(core).eval()
+        if state.best_model is not None:
+            round_best.load_state_dict(state.best_model)
+        method.end_of_round(state.round - 1, round_best)
+    files.write_round_best(state)
+    per_round = config.best_rule == "reference" or not method.losses_comparable_across_rounds
+    state.next_round(config, reset_tracker=state.round == 0 or per_round)
+
+
+class _RunFiles:
+    """Checkpoints a run writes (rank 0 only): last.pt, best.pt, best_round_NNN.pt."""
+
+    def __init__(
+        self, run_dir: Path, config: TrainConfig, method: GuidanceMethod, is_main: bool
+    ) -> None:
+        self.run_dir, self.config, self.method, self.is_main = run_dir, config, method, is_main
+
+    def write_checkpoints(
+        self,
+        state: RunState,
+        core: EnhancementNet,
+        optimizer: torch.optim.Optimizer,
+        scaler: torch.amp.GradScaler,
+    ) -> None:
+        """``last.pt`` (everything to resume), ``best.pt`` and the current round's best."""
+        if not self.is_main:
+            return
+        payload = {
+            "format": CHECKPOINT_FORMAT,
+            "model": _cpu_state(core),
+            "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict(),
+            "method_name": self.config.method,
+            "method": self.method.state_dict(),
+            "run": state.state_dict(),
+            "iteration": state.iteration,
+            "rng": _get_rng_state(),
+            "config": config_to_dict(self.config),
+        }
+        save_checkpoint(payload, self.run_dir / "last.pt")
+        if state.best_model is None:
+            model, info = _cpu_state(core), {"iteration": state.iteration, "stage": "none"}
+        else:
+            model, info = state.best_model, state.best_info
+        save_checkpoint(self._best_payload(model, info), self.run_dir / "best.pt")
+        self.write_round_best(state)
+
+    def write_round_best(self, state: RunState) -> None:
+        """``best_round_NNN.pt`` of the current round, under the authors' per-round rule."""
+        if not self.is_main or self.config.best_rule != "reference" or state.best_model is None:
+            return
+        if state.best_info.get("round") != state.round:
+            return  # no best found in this round yet
+        path = self.run_dir / round_best_filename(state.round)
+        save_checkpoint(self._best_payload(state.best_model, state.best_info), path)
+
+    def _best_payload(self, model: dict[str, Tensor], info: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "format": CHECKPOINT_FORMAT + "/best",
+            "model": {k: v.cpu() for k, v in model.items()},
+            "best_info": info,
+            "method_name": self.config.method,
+            "method": self.method.state_dict(),
+            "config": config_to_dict(self.config),
+        }
+
+
+def round_best_filename(round_number: int) -> str:
+    """File of round ``round_number``'s best network (0: the reconstruction stage)."""
+    return f"best_round_{round_number:03d}.pt"
 
 
 # --------------------------------------------------------------------------- helpers
+def _read_resume_checkpoint(
+    resume: str | Path, last_path: Path, config: TrainConfig
+) -> dict[str, Any]:
+    path = last_path if str(resume) == "last" else Path(resume)
+    checkpoint = load_checkpoint_file(path)
+    if checkpoint.get("format") not in (CHECKPOINT_FORMAT, _CHECKPOINT_FORMAT_V1):
+        raise ValueError(f"{path}: not a training checkpoint of this loop")
+    _warn_config_changes(checkpoint["config"], config, path)
+    return checkpoint
+
+
+def _run_state_of(checkpoint: dict[str, Any], config: TrainConfig) -> dict[str, Any]:
+    """The :class:`RunState` dict of a checkpoint (version 1 kept its counters at the top)."""
+    if "run" in checkpoint:
+        return checkpoint["run"]
+    iteration, guided_start = int(checkpoint["iteration"]), int(checkpoint["guided_start"])
+    if iteration < guided_start:
+        round_number, round_end = 0, guided_start
+    else:  # version 1 had no round extensions: rounds of round_iterations from guided_start
+        round_number = (iteration - guided_start) // config.round_iterations + 1
+        round_end = guided_start + round_number * config.round_iterations
+    info = dict(checkpoint.get("best_info") or {})
+    if "round" in info:
+        info["round"] = int(info["round"]) + 1  # version 1 numbered guided rounds from 0
+    return {
+        "iteration": iteration,
+        "guided_start": guided_start,
+        "round": round_number,
+        "round_end": round_end,
+        "reinits": checkpoint["reinits"],
+        "dead_streak": checkpoint["dead_streak"],
+        "tracker": checkpoint["tracker"],
+        "best_model": checkpoint.get("best_model"),
+        "best_info": info,
+    }
+
+
+def _method_context(
+    config: TrainConfig,
+    procs: _Processes,
+    run_dir: Path,
+    images: FolderImages,
+    well_lit_files: list[Path],
+    factory: EncoderFactory,
+) -> MethodContext:
+    encoders: dict[str, ImageEncoder] = {}
+
+    def create_encoder(name: str) -> ImageEncoder:
+        if name not in encoders:
+            encoders[name] = factory(name, procs.device).eval().requires_grad_(False)
+        return encoders[name]
+
+    return MethodContext(
+        config=config,
+        device=procs.device,
+        run_dir=run_dir,
+        is_main=procs.rank == 0,
+        rank=procs.rank,
+        world_size=procs.world_size,
+        create_encoder=create_encoder,
+        backlit_files=tuple(images.files),
+        well_lit_files=tuple(well_lit_files),
+    )
+
+
+def _initial_weights(core: EnhancementNet, config: TrainConfig) -> None:
+    """``config.init_weights``: the seeded random layers, the identity, or a checkpoint's."""
+    if config.init_weights == "identity":
+        start_as_identity(core)
+    elif config.init_weights:
+        init = load_checkpoint_file(config.init_weights)
+        core.load_state_dict(extract_state_dict(init, config.init_weights))
+
+
+def _reinitialise(core: EnhancementNet, config: TrainConfig, reinits: int) -> torch.optim.Optimizer:
+    """Fresh random weights (seeded by the restart count) and a fresh optimiser."""
+    torch.manual_seed(config.seed + 7919 * reinits)
+    core.load_state_dict(EnhancementNet(padding_mode="zeros").state_dict())
+    return _make_optimizer(core, config)
+
+
+def _log_row(metrics: MetricsCSV, writer: Any, progress: Any, row: dict[str, Any]) -> None:
+    metrics.write(row)
+    numbers = {k: v for k, v in row.items() if isinstance(v, float)}
+    if writer is not None:
+        for key, value in numbers.items():
+            writer.add_scalar(f"train/{key}", value, row["iteration"])
+    progress.set_postfix({k: f"{v:.4g}" for k, v in numbers.items()}, refresh=False)
+
+
+def _due(every: int, count: int, last: int) -> bool:
+    """Every ``every``-th ``count`` (0: never), and always at ``last``."""
+    return bool(every) and (count % every == 0 or count == last)
+
+
 def _setup_processes(device_name: str) -> _Processes:
     """Rank, world size and device; joins the torchrun process group when ``WORLD_SIZE>1``."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
@@ -442,11 +553,6 @@ def _augment_params(config: TrainConfig) -> AugmentParams:
         rotate_p=config.rotate_p,
         rotate_degrees=config.rotate_degrees,
     )
-
-
-def _round_of(iteration: int, guided_start: int, config: TrainConfig) -> int:
-    """Guided round of ``iteration`` (-1 during reconstruction)."""
-    return -1 if iteration < guided_start else (iteration - guided_start) // config.round_iterations
 
 
 def _average_over_ranks(values: dict[str, Tensor], world_size: int) -> dict[str, float]:

@@ -10,9 +10,11 @@ any state it learns on the side. The loop calls, in order:
    (so expensive initialisation such as CLIP-LIT's prompt training runs once).
 3. every iteration ``terms = method.loss(enhanced, inputs, step=i, stage=s)``; the loop
    backpropagates ``terms["total"]`` and logs every term (scalars, detached by the loop).
-4. after each round of ``config.round_iterations`` guided iterations:
-   ``method.end_of_round(round_index, best_enhancer)`` (CLIP-LIT fine-tunes its prompts
-   here, with the round's best network).
+4. at the planned end of each guided round (``config.round_iterations`` iterations), the
+   loop asks ``method.extension_loss(values)`` whether to extend the round (when
+   ``config.round_extension_above`` is set; :func:`rave.training.schedule.extended_end`);
+   when the round really ends, ``method.end_of_round(round_index, best_enhancer)``
+   (CLIP-LIT fine-tunes its prompts here, with the round's best network).
 5. ``method.state_dict()`` is stored in every checkpoint: plain containers and tensors only,
    because checkpoints are read with ``torch.load(weights_only=True)``.
 
@@ -26,7 +28,7 @@ Methods are looked up by name in :data:`rave.training.methods.METHODS`.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -114,6 +116,18 @@ class GuidanceMethod(abc.ABC):
             round_index: the round that just ended.
             best_enhancer: a copy of the round's best network (eval mode, zero padding).
         """
+
+    def extension_loss(self, values: Mapping[str, float]) -> float:
+        """The loss the round-extension rule compares with ``config.round_extension_above``.
+
+        Args:
+            values: the logged terms of the round's last iteration (this method's
+                :meth:`loss` terms as floats, averaged over processes).
+
+        Returns:
+            by default ``values["total"]``, the loss the network was trained on.
+        """
+        return values["total"]
 
     def state_dict(self) -> dict[str, Any]:
         """State to resume from: plain containers and tensors only."""

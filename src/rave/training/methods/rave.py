@@ -4,6 +4,9 @@ Guided-stage loss (METHOD.md section 2)::
 
     residual_weight * L_res(Phi(O), r, thr) + identity_weight * L_id(O, I)
 
+(``residual_weight`` and the residual file are :class:`RaveOptions`, ``method_options`` in
+the config).
+
 with ``Phi`` the guidance encoder (images squashed to its input size) and ``L_id`` the
 identity encoder's five-layer feature loss.
 """
@@ -11,6 +14,8 @@ identity encoder's five-layer feature loss.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -19,7 +24,7 @@ from torch import Tensor
 from rave.losses import residual_loss
 from rave.training.methods.base import GuidanceMethod, MethodContext
 
-__all__ = ["RESIDUAL_FILENAME", "RaveMethod"]
+__all__ = ["RESIDUAL_FILENAME", "RaveMethod", "RaveOptions"]
 
 log = logging.getLogger(__name__)
 
@@ -27,10 +32,23 @@ log = logging.getLogger(__name__)
 RESIDUAL_FILENAME = "residual.pt"
 
 
+@dataclass(frozen=True)
+class RaveOptions:
+    """RAVE's settings (``method_options``); defaults are the paper's."""
+
+    # a saved residual vector; empty: computed at start from the two folders, saved in the run
+    residual: str = ""
+    residual_weight: float = 1920.0  # 6 * 16 * 20
+    # weight of L_res in the loss the round-extension rule compares: the authors' code
+    # compares 16 * 20 * L_res + 22.5 * L_id (a sixth of the trained L_res weight) with 90
+    extension_residual_weight: float = 320.0
+
+
 class RaveMethod(GuidanceMethod):
-    """RAVE's residual-vector guidance (no options beyond the top-level config keys)."""
+    """RAVE's residual-vector guidance."""
 
     name = "rave"
+    Options = RaveOptions
 
     def __init__(self, context: MethodContext) -> None:
         super().__init__(context)
@@ -40,14 +58,14 @@ class RaveMethod(GuidanceMethod):
         self.encoder_name: str = self.guidance_encoder.name
 
     def setup(self) -> None:
-        """Load the residual file named by ``config.residual``, or compute it from the folders."""
+        """Load the residual file named by ``options.residual``, or compute it from the folders."""
         from rave.guidance import residual as residual_module
 
         ctx = self.context
-        if self.config.residual:
-            rv = residual_module.load_residual(self.config.residual)
+        if self.options.residual:
+            rv = residual_module.load_residual(self.options.residual)
             residual_module.check_encoder(rv, self.guidance_encoder.name)
-            log.info("residual vector loaded from %s", self.config.residual)
+            log.info("residual vector loaded from %s", self.options.residual)
         else:
             log.info(
                 "computing the residual vector from %d backlit and %d well-lit images",
@@ -56,7 +74,9 @@ class RaveMethod(GuidanceMethod):
             )
             # Every rank computes it (deterministic, identical), so no file handshake is needed.
             if not self.config.well_lit_dir:
-                raise ValueError("rave: set well_lit_dir (or residual: a residual file)")
+                raise ValueError(
+                    "rave: set well_lit_dir (or method_options.residual: a residual file)"
+                )
             rv = residual_module.compute_residual(
                 self.config.backlit_dir,
                 self.config.well_lit_dir,
@@ -81,11 +101,18 @@ class RaveMethod(GuidanceMethod):
         embeddings = self.guidance_encoder.embed(enhanced, resize="squash")
         l_res = residual_loss(embeddings, self.residual, self.threshold)
         l_id = self.identity(enhanced, inputs)
-        total = self.config.residual_weight * l_res + self.config.identity_weight * l_id
+        total = self.options.residual_weight * l_res + self.config.identity_weight * l_id
         with torch.no_grad():
             # the mean projection on r, to watch it approach thr (not part of the loss)
             projection = (embeddings.float() @ self.residual.float()).mean()
         return {"residual": l_res, "identity": l_id, "projection": projection, "total": total}
+
+    def extension_loss(self, values: Mapping[str, float]) -> float:
+        """``extension_residual_weight * L_res + identity_weight * L_id`` (the authors')."""
+        return (
+            self.options.extension_residual_weight * values["residual"]
+            + self.config.identity_weight * values["identity"]
+        )
 
     def state_dict(self) -> dict[str, Any]:
         if self.residual is None:
