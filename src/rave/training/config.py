@@ -63,6 +63,9 @@ class TrainConfig:
     residual: str = ""
     guidance_encoder: str = "clip:ViT-B-32"
     identity_encoder: str = "clip:RN101"
+    # the loss path's squash to the encoders' 224 px: False is the authors' torchvision 0.14.1
+    # (no antialiasing when shrinking), True low-pass filters first (docs/method.md)
+    loss_resize_antialias: bool = False
     # every training image is resized to crop_size x crop_size, aspect not kept (as the paper)
     crop_size: int = 512
     batch_size: int = 8

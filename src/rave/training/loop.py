@@ -178,6 +178,7 @@ def _train(
     def create_encoder(name: str) -> ImageEncoder:
         if name not in encoders:
             encoders[name] = factory(name, device).eval().requires_grad_(False)
+            encoders[name].squash_antialias = config.loss_resize_antialias
         return encoders[name]
 
     context = MethodContext(
