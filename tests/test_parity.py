@@ -130,3 +130,56 @@ def test_training_config_sets_the_loss_resize_of_every_encoder(tmp_path: Path) -
         config = tiny_config(root, loss_resize_antialias=flag, output_dir=str(tmp_path / f"{flag}"))
         train(config, encoder_factory=recording_factory)
         assert seen and set(seen) == {flag}
+
+
+# ---------------------------------------------------------- item 6: zoom per axis
+def _central_slopes(image: Tensor) -> tuple[float, float]:
+    """Slopes of channel 0 along x and channel 1 along y at the centre, per pixel."""
+    c = image.shape[-1] // 2
+    slope_x = float(image[0, c, c + 8] - image[0, c, c - 8]) / 16
+    slope_y = float(image[1, c + 8, c] - image[1, c - 8, c]) / 16
+    return slope_x, slope_y
+
+
+def test_zoom_draws_separate_x_and_y_factors_like_the_authors() -> None:
+    from rave.training.data import AugmentParams, augment
+
+    size = 64
+    ramp = 0.1 + 0.8 * torch.arange(size, dtype=torch.float32) / (size - 1)
+    image = torch.stack(
+        [ramp.expand(size, size), ramp[:, None].expand(size, size), torch.zeros(size, size)]
+    )
+    slope = 0.8 / (size - 1)
+    zoom_only = AugmentParams(0, 0, 0, 1.0, (0.7, 1.3), 0, 90)
+    assert zoom_only.zoom_per_axis  # the authors' default
+    zx, zy = [], []
+    for seed in range(200):
+        out = augment(image, torch.Generator().manual_seed(seed), zoom_only)
+        slope_x, slope_y = _central_slopes(out)
+        zx.append(slope / slope_x)  # a zoom z > 1 magnifies: the slope drops by 1 / z
+        zy.append(slope / slope_y)
+    zx_t, zy_t = torch.tensor(zx), torch.tensor(zy)
+    assert float(zx_t.min()) > 0.69 and float(zx_t.max()) < 1.31
+    assert float(zy_t.min()) > 0.69 and float(zy_t.max()) < 1.31
+    aspect = zx_t / zy_t
+    # two independent U(0.7, 1.3) draws: 5th/95th percentiles of the aspect about 0.66 / 1.52
+    assert float(aspect.quantile(0.05)) < 0.8 and float(aspect.quantile(0.95)) > 1.25
+    one_factor = AugmentParams(0, 0, 0, 1.0, (0.7, 1.3), 0, 90, zoom_per_axis=False)
+    for seed in range(20):
+        sx, sy = _central_slopes(augment(image, torch.Generator().manual_seed(seed), one_factor))
+        assert sx == pytest.approx(sy, rel=1e-3)
+
+
+def test_augmentation_settings_are_defined_once() -> None:
+    import dataclasses
+    import inspect
+
+    from rave.training.config import TrainConfig
+    from rave.training.data import AugmentParams
+
+    config = TrainConfig(zoom_range=(0.8, 1.2), zoom_per_axis=False)
+    assert isinstance(config, AugmentParams)
+    assert AugmentParams.of(config) == AugmentParams(zoom_range=(0.8, 1.2), zoom_per_axis=False)
+    names = {f.name for f in dataclasses.fields(AugmentParams)}
+    own = set(inspect.get_annotations(TrainConfig))
+    assert not names & own  # TrainConfig does not redeclare them

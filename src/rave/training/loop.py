@@ -434,15 +434,7 @@ def _make_optimizer(core: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
 
 
 def _augment_params(config: TrainConfig) -> AugmentParams:
-    return AugmentParams(
-        hflip_p=config.hflip_p,
-        vflip_p=config.vflip_p,
-        transpose_p=config.transpose_p,
-        zoom_p=config.zoom_p,
-        zoom_range=config.zoom_range,
-        rotate_p=config.rotate_p,
-        rotate_degrees=config.rotate_degrees,
-    )
+    return AugmentParams.of(config)
 
 
 def _round_of(iteration: int, guided_start: int, config: TrainConfig) -> int:
