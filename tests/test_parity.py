@@ -8,9 +8,11 @@ real CLIP weights cannot be downloaded here.
 
 from __future__ import annotations
 
+import csv
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -183,3 +185,52 @@ def test_augmentation_settings_are_defined_once() -> None:
     names = {f.name for f in dataclasses.fields(AugmentParams)}
     own = set(inspect.get_annotations(TrainConfig))
     assert not names & own  # TrainConfig does not redeclare them
+
+
+# ------------------------------------------------- item 4: the authors' file matching
+def _reference_code_pairs(pred_names: list[str], gt_names: list[str]) -> dict[str, str]:
+    """The pairs compute_metrics.py forms, worked out by hand for the folders below.
+
+    ``0153(1)`` loses its ``(1)`` and pairs with ``0153.png``; ``0153(2)`` is skipped;
+    ``152`` is a substring of ``1152.png``; ``0007`` is exact; ``0009`` has no partner.
+    """
+    del pred_names, gt_names  # documented inputs of the hand-derived answer
+    return {"0153(1)": "0153.png", "152": "1152.png", "0007": "0007.png"}
+
+
+def test_evaluate_match_reference_reproduces_the_authors_pairing(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from rave.cli import main
+
+    rng = np.random.default_rng(0)
+    gt_names = ["0007.png", "0153.png", "1152.png"]
+    gt_pixels = {n: rng.integers(0, 256, (40, 48, 3), dtype=np.uint8) for n in gt_names}
+    pred_names = ["0007.png", "0009.png", "0153(1).png", "0153(2).png", "152.png"]
+    expected = _reference_code_pairs(pred_names, gt_names)
+    (tmp_path / "gt").mkdir()
+    (tmp_path / "pred").mkdir()
+    for name, pixels in gt_pixels.items():
+        Image.fromarray(pixels).save(tmp_path / "gt" / name)
+    for name in pred_names:
+        stem = name[:-4]
+        # a prediction equals its expected partner: any other pairing has a finite PSNR
+        partner = expected.get(stem)
+        pixels = gt_pixels[partner] if partner else rng.integers(0, 256, (40, 48, 3), np.uint8)
+        Image.fromarray(pixels).save(tmp_path / "pred" / name)
+
+    args = ["evaluate", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt")]
+    args += ["--no-lpips", "--no-nr", "--protocol", "standard", "--out", str(tmp_path / "r")]
+    exact = CliRunner().invoke(main, args)
+    assert exact.exit_code == 1 and "no partner with the same stem" in exact.output  # default
+
+    result = CliRunner().invoke(main, [*args, "--match", "reference"])
+    assert result.exit_code == 0, result.output
+    with (tmp_path / "r" / "per_image.csv").open() as stream:
+        rows = {row["image"]: row for row in csv.DictReader(stream)}
+    assert {s: Path(r["reference"]).name for s, r in rows.items()} == expected
+    assert all(math.isinf(float(r["psnr"])) for r in rows.values())
+    warnings = [line for line in result.output.splitlines() if "warning:" in line]
+    assert len(warnings) == 2  # 0153(1) and 152: one per inexact pair
+    assert any("152.png scored against 1152.png" in w for w in warnings)
