@@ -234,3 +234,47 @@ def test_evaluate_match_reference_reproduces_the_authors_pairing(tmp_path: Path)
     warnings = [line for line in result.output.splitlines() if "warning:" in line]
     assert len(warnings) == 2  # 0153(1) and 152: one per inexact pair
     assert any("152.png scored against 1152.png" in w for w in warnings)
+
+
+# ------------------------------------------------------ item 5: the shifted residual
+def _authors_shift(model, tokenizer, r: np.ndarray, v_w: np.ndarray, k: int, ids: int):
+    """The authors' shift restated: decode each id, tokenize the text, key by the text."""
+    texts = [tokenizer.decode([i]) for i in range(ids)]
+    with torch.no_grad():
+        feats = model.encode_text(tokenizer(texts)).double().numpy()
+    table: dict[str, np.ndarray] = {}
+    for text, feat in zip(texts, feats, strict=True):
+        table[text] = feat
+    scores = {t: float(e @ r / np.linalg.norm(e)) for t, e in table.items()}
+    ranked = sorted(scores.items(), key=lambda item: item[1])
+    high = np.mean([table[t] * s for t, s in ranked[-k:]], axis=0)
+    low = np.mean([table[t] * s for t, s in ranked[:k]], axis=0)
+    u = high / np.linalg.norm(high) + low / np.linalg.norm(low)
+    u /= np.linalg.norm(u)
+    shifted = r - u * (u @ r)
+    shifted /= np.linalg.norm(shifted)
+    return shifted, float(v_w @ shifted)
+
+
+def test_shifted_residual_reproduces_the_authors_vocabulary(tiny_clip) -> None:
+    from rave.guidance.interpret import decoded_vocab_embeddings
+    from rave.guidance.shift import shift_residual
+    from test_shift import _residual
+
+    ids = 600  # bytes, bytes + word end, and the first merges: "a" and "a " both appear
+    vocab = decoded_vocab_embeddings(tiny_clip, limit=ids, use_cache=False)
+    assert len(set(vocab.tokens)) == len(vocab.tokens) < ids  # keyed by text
+    a, a_end = vocab.tokens.index("a"), vocab.tokens.index("a ")
+    assert torch.allclose(vocab.embeddings[a], vocab.embeddings[a_end])  # duplicates by meaning
+
+    rv = _residual(tiny_clip.embed_dim, tiny_clip.name, seed=3)
+    r, v_w = rv.residual.double().numpy(), rv.mean_well_lit.double().numpy()
+    expected, expected_thr = _authors_shift(tiny_clip.model, tiny_clip.tokenizer, r, v_w, 15, ids)
+
+    ours = shift_residual(rv, tiny_clip, 15, vocab_limit=ids)  # default: the authors' way
+    error = 1.0 - float(ours.residual.double().numpy() @ expected)
+    assert error < 1e-6
+    assert ours.threshold == pytest.approx(expected_thr, abs=1e-5)
+
+    by_id = shift_residual(rv, tiny_clip, 15, vocab_limit=ids, vocabulary="token-ids")
+    assert 1.0 - float(by_id.residual.double().numpy() @ expected) > 100 * max(error, 1e-9)
