@@ -30,3 +30,26 @@ def register_tiny_clip(folder: Path) -> str:
         path.write_text(json.dumps(_CONFIG), encoding="utf-8")
         open_clip.add_model_config(path)
     return TINY_ENCODER
+
+
+TINY224_ARCH = "RaveTinyTestCLIP224"
+TINY224_ENCODER = f"clip:{TINY224_ARCH}@random"
+
+# the same text tower, with the real 224 px image input (so the loss path squashes 512 -> 224)
+_CONFIG_224 = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 224, "layers": 2, "width": 32, "head_width": 16, "patch_size": 32},
+    "text_cfg": _CONFIG["text_cfg"],
+}
+
+
+def register_tiny_clip_224(folder: Path) -> str:
+    """Register a tiny architecture with a 224 px image tower (idempotent); its encoder name."""
+    import open_clip
+
+    if TINY224_ARCH not in open_clip.list_models():
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{TINY224_ARCH}.json"
+        path.write_text(json.dumps(_CONFIG_224), encoding="utf-8")
+        open_clip.add_model_config(path)
+    return TINY224_ENCODER

@@ -262,3 +262,36 @@ def test_checkpoint_without_weights_is_explained(
 def test_load_checkpoint_file_refuses_directories(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="no such checkpoint file"):
         load_checkpoint_file(tmp_path)
+
+
+def test_torch_load_is_called_only_by_the_one_safe_loader() -> None:
+    """Every ``.pt``/``.pth`` reader goes through ``rave.network.checkpoint.load_torch_payload``."""
+    import ast
+
+    source_root = Path(__file__).resolve().parents[1] / "src" / "rave"
+    callers = set()
+    for path in source_root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "load"
+                and isinstance(node.func.value, ast.Name)
+                and node.func.value.id == "torch"
+            ):
+                callers.add(str(path.relative_to(source_root)))
+    assert callers == {"network/checkpoint.py"}
+
+
+@pytest.mark.parametrize("reader", ["residual", "prompts"])
+def test_residual_and_prompt_readers_refuse_malicious_files(
+    reader: str, state: dict, tmp_path: Path
+) -> None:
+    from rave.guidance.residual import load_residual
+    from rave.training.methods.clip_lit import load_prompt_features
+
+    path = _evil_file(tmp_path, "torch-zip", "path-touch", state, "evil.pt")
+    load = load_residual if reader == "residual" else load_prompt_features
+    with pytest.raises(ValueError, match="refused to load"):
+        load(path)
+    assert _marker(tmp_path) == []

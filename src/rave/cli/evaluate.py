@@ -132,6 +132,14 @@ def _run_models(inputs: Path, models: tuple[str, ...], out: Path, tile: str) -> 
     help="Paired-metric protocol (reference = the RAVE code's quirks).",
 )
 @click.option(
+    "--match",
+    type=click.Choice(["stem", "reference"]),
+    default="stem",
+    show_default=True,
+    help="Pair predictions with --gt files by exact stem, or as the RAVE code's "
+    "compute_metrics.py does (0152(1) with 0152, substring matches warned).",
+)
+@click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
@@ -170,6 +178,7 @@ def evaluate_command(
     inputs: Path | None,
     models: tuple[str, ...],
     protocol: str,
+    match: str,
     out: Path | None,
     no_lpips: bool,
     no_nr: bool,
@@ -208,6 +217,7 @@ def evaluate_command(
             no_reference=not no_nr,
             resize=resize,
             skip_unmatched=skip_unmatched,
+            match=match,
             progress=(lambda path: click.echo(f"scoring {path}", err=True)) if verbose else None,
         )
     except EvaluationError as error:

@@ -44,6 +44,16 @@ __all__ = ["shift_command"]
     default=None,
     help="With --remove-tokens: use only the first N vocabulary tokens (quick looks).",
 )
+@click.option(
+    "--vocab",
+    "vocabulary",
+    type=click.Choice(["decoded", "token-ids"]),
+    default="decoded",
+    show_default=True,
+    help="With --remove-tokens: decoded = the authors' vocabulary (each token decoded to text "
+    "and re-tokenized, raw features weighted; reproduces rave-unpaired-shifted); token-ids = "
+    "each token id encoded alone, one entry per id (docs/method.md).",
+)
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
 def shift_command(
@@ -53,13 +63,14 @@ def shift_command(
     remove_tokens: int | None,
     concepts: tuple[str, ...],
     vocab_limit: int | None,
+    vocabulary: str,
     device: str,
     overwrite: bool,
 ) -> None:
     """Remove bias directions from the residual vector in RESIDUAL, writing a new file.
 
     With --remove-tokens K: r' = normalize(r - (u.r) u), u summarising the K tokens most and
-    least aligned with r (METHOD.md, shifted residual). With --remove TEXT: r loses the span
+    least aligned with r (docs/method.md, shifted residual). With --remove TEXT: r loses the span
     of the concepts' text embeddings. Both may be given (tokens first). The threshold is
     recomputed as v_w . r'.
 
@@ -72,9 +83,9 @@ def shift_command(
     import torch.nn.functional as F
 
     from rave.encoders import create_encoder
-    from rave.guidance.interpret import display_token, rank_tokens, vocab_embeddings
+    from rave.guidance.interpret import rank_tokens
     from rave.guidance.residual import check_encoder, load_residual, save_residual
-    from rave.guidance.shift import remove_concepts, shift_residual
+    from rave.guidance.shift import build_vocabulary, remove_concepts, shift_residual
 
     if remove_tokens is None and not concepts:
         raise click.UsageError("give --remove-tokens K and/or --remove TEXT")
@@ -94,11 +105,15 @@ def shift_command(
         encoder = create_encoder(name, device=torch.device(device))
         shifted = rv
         if remove_tokens is not None:
-            vocab = vocab_embeddings(encoder, limit=vocab_limit, progress=True)
+            vocab = build_vocabulary(encoder, vocabulary, limit=vocab_limit, progress=True)
             ranking = rank_tokens(rv.residual, vocab, remove_tokens)
-            click.echo("tokens defining the removed direction:")
-            click.echo("  well-lit side: " + ", ".join(display_token(t) for t, _ in ranking.most))
-            click.echo("  backlit side:  " + ", ".join(display_token(t) for t, _ in ranking.least))
+            index = {token: i for i, token in enumerate(vocab.tokens)}
+            click.echo(f"tokens defining the removed direction ({vocabulary} vocabulary):")
+            for side, items in (
+                ("well-lit side: ", ranking.most),
+                ("backlit side:  ", ranking.least),
+            ):
+                click.echo(f"  {side}" + ", ".join(vocab.label(index[t]) for t, _ in items))
             shifted = shift_residual(shifted, encoder, remove_tokens, vocab=vocab)
         if concepts:
             shifted = remove_concepts(shifted, concepts, encoder)

@@ -47,6 +47,10 @@ class ImageEncoder(nn.Module):
             ones where the method uses raw MSEs (CLIP, as in the paper).
         autocast_dtype: ``torch.float16`` or ``torch.bfloat16`` to run the forward pass under
             CUDA autocast, or ``None`` (always ``None`` on a CPU). Outputs are float32 either way.
+        squash_antialias: whether the ``"squash"`` resize (the loss path) antialiases when it
+            shrinks. The authors' code (torchvision 0.14.1, whose tensor ``Resize`` does not
+            antialias) corresponds to ``False``; training sets it from the config key
+            ``loss_resize_antialias`` (see docs/method.md, "Loss-path resize").
     """
 
     name: str
@@ -56,6 +60,7 @@ class ImageEncoder(nn.Module):
     std: tuple[float, float, float] = (1.0, 1.0, 1.0)
     feature_scales: tuple[float, ...] = ()
     autocast_dtype: torch.dtype | None = None
+    squash_antialias: bool = True
 
     def embed(self, images: Tensor, *, resize: ResizeMode = "squash") -> Tensor:
         """L2-normalised embeddings of ``images``.
@@ -97,7 +102,7 @@ class ImageEncoder(nn.Module):
         """
         check_images(images)
         if resize == "squash":
-            x = squash_resize(images, self.input_size)
+            x = squash_resize(images, self.input_size, antialias=self.squash_antialias)
         elif resize == "center_crop":
             x = center_crop_resize(images, self.input_size)
         else:
@@ -123,15 +128,18 @@ def check_images(images: Tensor) -> None:
         raise ValueError(f"expected floating-point images in [0, 1], got dtype {images.dtype}")
 
 
-def squash_resize(images: Tensor, size: int) -> Tensor:
+def squash_resize(images: Tensor, size: int, *, antialias: bool = True) -> Tensor:
     """Resize the whole image to ``size x size`` (aspect ratio not kept), bilinear.
 
-    Antialiased when shrinking, like torchvision's ``Resize`` on tensors, so that a 512 px
-    training crop does not alias on its way to 224 px. Differentiable.
+    With ``antialias`` (torchvision >= 0.17's tensor ``Resize``) a 512 px training image does
+    not alias on its way to 224 px; without it, this is the plain bilinear resize of the
+    torchvision 0.14.1 that the authors pin, which their numbers were trained with.
+    Differentiable.
 
     Args:
         images: ``(B, 3, H, W)`` in [0, 1].
         size: output side in pixels.
+        antialias: low-pass filter when shrinking (no effect when enlarging).
 
     Returns:
         ``(B, 3, size, size)``.
@@ -139,7 +147,7 @@ def squash_resize(images: Tensor, size: int) -> Tensor:
     if images.shape[-2:] == (size, size):
         return images
     return F.interpolate(
-        images, size=(size, size), mode="bilinear", align_corners=False, antialias=True
+        images, size=(size, size), mode="bilinear", align_corners=False, antialias=antialias
     )
 
 

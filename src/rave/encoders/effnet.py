@@ -81,7 +81,9 @@ def _build_network(pretrained: bool) -> nn.Module:
     net = timm.create_model("tf_efficientnet_lite0", pretrained=False)
     if pretrained:
         path = packaged_weights_path()
-        source = torch.load(path, map_location="cpu", weights_only=True)
+        from rave.network.checkpoint import load_checkpoint_file
+
+        source = load_checkpoint_file(path)
         target = net.state_dict()
         # The two layouts list the same tensors in the same order under different names
         # (``_blocks.3._bn1`` vs ``blocks.2.0.bn2``): pair them by position, checking shapes.

@@ -25,12 +25,14 @@ __all__ = [
     "MetricInfo",
     "evaluate_folders",
     "list_images",
+    "match_reference",
     "match_stems",
 ]
 
 logger = logging.getLogger(__name__)
 
 PROTOCOLS = ("reference", "standard", "both")
+MATCHES = ("stem", "reference")
 
 
 @dataclass(frozen=True)
@@ -158,6 +160,57 @@ def match_stems(
     return common, [f"{path}: no partner with the same stem, skipped" for path in unmatched]
 
 
+def match_reference(
+    pred: Mapping[str, Path], reference: Mapping[str, Path]
+) -> tuple[list[str], dict[str, Path], list[str]]:
+    """Pair files as the authors' ``compute_metrics.py`` does (BAID's published numbers).
+
+    Their rule, restated: a prediction's name up to its first dot is its base; a base with a
+    parenthesis is kept only if it holds ``(1)`` (BAID's duplicate inputs ``0152(1)``;
+    ``(2)``... are skipped), and then loses its last three characters. The first reference
+    file (here: in name order; theirs: directory order) whose *name* contains the base as a
+    substring is its partner, so ``152`` also pairs with ``1152.png``. Predictions without a
+    partner and unused references are dropped silently by their code; here each gets a note.
+    Every pair that is not an exact stem match gets a warning note naming both files.
+
+    Returns:
+        the prediction stems to score, prediction stem -> its reference file, and the notes.
+    """
+    names = sorted(reference.values(), key=lambda p: p.name)
+    stems: list[str] = []
+    partners: dict[str, Path] = {}
+    notes: list[str] = []
+    for stem, path in pred.items():
+        base = path.name.split(".")[0]
+        if "(" in base:
+            if "(1)" not in base:
+                notes.append(f"{path}: skipped (the reference code keeps only duplicates (1))")
+                continue
+            base = base[:-3]
+        partner = next((ref for ref in names if base in ref.name), None)
+        if partner is None:
+            notes.append(f"{path}: no reference file name contains {base!r}, skipped")
+            continue
+        if partner.stem != stem:
+            kind = "duplicate (1)" if partner.stem == base else "substring match"
+            notes.append(
+                f"warning: {path.name} scored against {partner.name} "
+                f"({kind}, the reference code's file matching)"
+            )
+        stems.append(stem)
+        partners[stem] = partner
+    unused = [p for p in names if p not in set(partners.values())]
+    if unused:
+        notes.append(
+            f"{len(unused)} reference file(s) matched no prediction: "
+            + ", ".join(p.name for p in unused[:20])
+            + (" ..." if len(unused) > 20 else "")
+        )
+    if not stems:
+        raise EvaluationError("no prediction matches a reference file by the reference code's rule")
+    return stems, partners, notes
+
+
 def _resize_to(image: np.ndarray, height: int, width: int) -> np.ndarray:
     import cv2
 
@@ -234,6 +287,7 @@ def evaluate_folders(
     resize: bool = False,
     skip_unmatched: bool = False,
     progress: Callable[[str], None] | None = None,
+    match: str = "stem",
 ) -> EvaluationResult:
     """Score each method's folder of enhanced images.
 
@@ -250,12 +304,16 @@ def evaluate_folders(
             is an error).
         skip_unmatched: score the matched files only instead of failing on unmatched ones.
         progress: called with each file path before it is scored.
+        match: ``"stem"`` (exact file stems) or ``"reference"``: the authors' pairing,
+            see :func:`match_reference` (unmatched files are then notes, not errors).
 
     Raises:
         EvaluationError: an empty folder, unmatched files (unless skipped), bad protocol.
     """
     if protocol not in PROTOCOLS:
         raise EvaluationError(f"unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
+    if match not in MATCHES:
+        raise EvaluationError(f"unknown file matching {match!r}; choose from {', '.join(MATCHES)}")
     result = EvaluationResult()
     scorers = _Scorers(protocol=protocol, no_reference=no_reference)
     if reference is not None and use_lpips:
@@ -285,7 +343,11 @@ def evaluate_folders(
 
     for name, images in folders.items():
         stems = list(images)
-        if references is not None:
+        partners = references  # prediction stem -> reference file
+        if references is not None and match == "reference":
+            stems, partners, notes = match_reference(images, references)
+            result.notes.extend(notes)
+        elif references is not None:
             stems, notes = match_stems(images, references, skip_unmatched=skip_unmatched)
             result.notes.extend(notes)
         for stem in stems:
@@ -293,7 +355,7 @@ def evaluate_folders(
             if progress is not None:
                 progress(str(path))
             record = _score_one(
-                name, stem, path, references, input_images, scorers, resize, cache, result
+                name, stem, path, partners, input_images, scorers, resize, cache, result
             )
             if record is not None:
                 result.records.append(record)

@@ -32,6 +32,7 @@ __all__ = [
     "TokenRanking",
     "VocabEmbeddings",
     "cache_dir",
+    "decoded_vocab_embeddings",
     "display_token",
     "encode_texts",
     "plot_ranking",
@@ -51,12 +52,27 @@ class VocabEmbeddings:
     """Text embeddings of (a prefix of) the BPE vocabulary.
 
     Attributes:
-        tokens: ``V`` raw vocabulary strings (``"sunset</w>"``), in token-id order.
-        embeddings: ``(V, D)`` float32, unit rows; row ``i`` is token id ``i``.
+        tokens: ``V`` raw vocabulary strings (``"sunset</w>"``), in token-id order; or, for
+            :func:`decoded_vocab_embeddings`, the distinct decoded texts (``"sunset "``).
+        embeddings: ``(V, D)`` float32, unit rows; row ``i`` is ``tokens[i]``.
+        norms: ``(V,)`` float32 norms of the text features before normalisation, kept by
+            :func:`decoded_vocab_embeddings` because the authors' shift weights raw features;
+            None for the token-id vocabulary.
     """
 
     tokens: list[str]
     embeddings: Tensor
+    norms: Tensor | None = None
+
+    @property
+    def decoded(self) -> bool:
+        """Whether ``tokens`` are decoded texts (shown as they are) rather than BPE strings."""
+        return self.norms is not None
+
+    def label(self, index: int) -> str:
+        """How to show entry ``index`` to a person."""
+        token = self.tokens[index]
+        return repr(token) if self.decoded else display_token(token)
 
 
 @dataclass(frozen=True)
@@ -229,6 +245,79 @@ def vocab_embeddings(
         _atomic_save({"embeddings": embeddings}, path)
         logger.info("vocabulary embeddings cached in %s", path)
     return VocabEmbeddings(tokens, embeddings)
+
+
+def decoded_vocab_embeddings(
+    encoder: Any,
+    *,
+    limit: int | None = None,
+    batch_size: int = 256,
+    use_cache: bool = True,
+    progress: bool = False,
+) -> VocabEmbeddings:
+    """The vocabulary as the authors' shifted-residual code builds it.
+
+    Each token id is decoded to text (``"star</w>"`` becomes ``"star "``), the text is
+    tokenized again as any prompt would be and encoded; entries are keyed by the decoded text.
+    So the list differs from :func:`vocab_embeddings`: ids that decode to the same text
+    collapse into one entry, while a word piece and its word-final form (``"star"``,
+    ``"star "``) are two entries with the same embedding (both re-tokenize to ``star</w>``),
+    which gives such words double weight among the top tokens. The raw feature norms are kept
+    (``norms``): the authors weight unnormalised features.
+
+    Args:
+        encoder: a CLIP encoder exposing ``model`` (OpenCLIP), ``tokenizer`` and ``name``.
+        limit: token ids ``0..limit-1`` only (quick looks and tests).
+        batch_size: texts per forward pass.
+        use_cache: read and write the disk cache (see :func:`cache_dir`).
+        progress: show a tqdm progress bar while encoding.
+
+    Returns:
+        distinct decoded texts (first-occurrence order), unit embeddings and raw norms.
+    """
+    from tqdm.auto import tqdm
+
+    tokenizer = _tokenizer_of(encoder)
+    model = _clip_model_of(encoder)
+    total = len(tokenizer.decoder)
+    count = total if limit is None else max(1, min(int(limit), total))
+    texts = list(dict.fromkeys(tokenizer.decode([i]) for i in range(count)))
+    name = str(getattr(encoder, "name", type(model).__name__)) + "-decoded"
+    path = _cache_file(name, text_tower_fingerprint(model), count) if use_cache else None
+    if path is not None and path.is_file():
+        from safetensors.torch import load_file
+
+        try:
+            cached = load_file(str(path))
+            if cached["embeddings"].shape[0] == len(texts) == cached["norms"].shape[0]:
+                logger.info("decoded vocabulary embeddings read from %s", path)
+                return VocabEmbeddings(texts, cached["embeddings"], cached["norms"])
+        except Exception as exc:  # a damaged cache is recomputed, not fatal
+            logger.warning("ignoring unreadable vocabulary cache %s: %s", path, exc)
+    device = _model_device(model)
+    fast = supports_token_embeddings(model)
+    chunks: list[Tensor] = []
+    bar = tqdm(total=len(texts), desc="encoding vocabulary", unit="tok", disable=not progress)
+    with torch.no_grad():
+        for start in range(0, len(texts), batch_size):
+            ids = tokenizer(texts[start : start + batch_size])
+            positions = ids.argmax(dim=1)  # the end-of-text token has the highest id
+            if fast:
+                # causal text tower: cutting after the longest end token changes nothing
+                ids = ids[:, : int(positions.max()) + 1].to(device)
+                feats = encode_token_embeddings(model, model.token_embedding(ids), positions)
+            else:
+                feats = model.encode_text(ids.to(device))
+            chunks.append(feats.float().cpu())
+            bar.update(len(ids))
+    bar.close()
+    raw = torch.cat(chunks)
+    norms = raw.norm(dim=1)
+    embeddings = raw / norms.clamp_min(1e-12)[:, None]
+    if path is not None:
+        _atomic_save({"embeddings": embeddings, "norms": norms}, path)
+        logger.info("decoded vocabulary embeddings cached in %s", path)
+    return VocabEmbeddings(texts, embeddings, norms)
 
 
 def _probe_dim(model: Any, tokenizer: Any) -> int:

@@ -325,10 +325,12 @@ def load_residual(path: str | Path) -> ResidualVector:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"residual file not found: {path}")
+    from rave.network.checkpoint import CheckpointError, load_torch_payload
+
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several types for corrupt or unsafe files
-        raise ValueError(f"{path}: not a readable residual file ({type(err).__name__})") from err
+        payload = load_torch_payload(path)
+    except CheckpointError as err:
+        raise ValueError(f"not a readable residual file: {err}") from err
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"{path}: not a rave residual file (no format={FORMAT!r} entry)")
     if payload.get("version") != FORMAT_VERSION:

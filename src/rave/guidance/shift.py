@@ -1,10 +1,13 @@
-"""Bias correction of a residual vector (METHOD.md section 2, "Shifted residual").
+"""Bias correction of a residual vector (docs/method.md, "Shifted residual").
 
 A residual vector ``r`` separates a well-lit from a backlit image set, but it also encodes
 whatever else the two sets differ by (content, season, place). Two corrections are offered:
 
 * :func:`shift_residual`, the paper's: remove from ``r`` the direction ``u`` summarising the
-  vocabulary tokens at both ends of ``r``;
+  vocabulary tokens at both ends of ``r``. Two vocabularies: ``"decoded"``, the authors' (each
+  token id decoded to text, re-tokenized, keyed by the text, raw features weighted), which is
+  how ``rave-unpaired-shifted`` was made; ``"token-ids"``, each id encoded as
+  ``[start, id, end]`` with unit features (one entry per id, no duplicates);
 * :func:`remove_concepts`, more general: remove the directions of user-given texts (e.g.
   ``"sunset"``, ``"beach"``), i.e. project ``r`` onto the orthogonal complement of their span.
 
@@ -17,16 +20,24 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from rave.guidance.interpret import VocabEmbeddings, encode_texts, vocab_embeddings
+from rave.guidance.interpret import (
+    VocabEmbeddings,
+    decoded_vocab_embeddings,
+    encode_texts,
+    vocab_embeddings,
+)
 
 __all__ = [
+    "VOCABULARIES",
+    "Vocabulary",
     "bias_direction",
+    "build_vocabulary",
     "project_out",
     "remove_concepts",
     "shift_residual",
@@ -34,17 +45,39 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+Vocabulary = Literal["decoded", "token-ids"]
+VOCABULARIES: tuple[Vocabulary, ...] = ("decoded", "token-ids")
 
-def bias_direction(residual: Tensor, embeddings: Tensor, top_k: int = 15) -> Tensor:
+
+def build_vocabulary(
+    encoder: Any,
+    vocabulary: Vocabulary | str = "decoded",
+    *,
+    limit: int | None = None,
+    progress: bool = False,
+) -> VocabEmbeddings:
+    """The vocabulary embeddings of ``encoder`` built the ``vocabulary`` way (module docstring)."""
+    if vocabulary == "decoded":
+        return decoded_vocab_embeddings(encoder, limit=limit, progress=progress)
+    if vocabulary == "token-ids":
+        return vocab_embeddings(encoder, limit=limit, progress=progress)
+    raise ValueError(f"vocabulary must be one of {', '.join(VOCABULARIES)}, got {vocabulary!r}")
+
+
+def bias_direction(
+    residual: Tensor, embeddings: Tensor, top_k: int = 15, *, norms: Tensor | None = None
+) -> Tensor:
     """The direction ``u`` of the shifted-residual construction.
 
     ``s_t = cos(e_t, r)``; ``A = normalize(mean of s_t e_t over the top_k highest s_t)``,
     ``B = normalize(mean of s_t e_t over the top_k lowest s_t)``; ``u = normalize(A + B)``.
+    ``e_t`` is the unit embedding, or with ``norms`` the raw feature ``norms_t * e_t``.
 
     Args:
         residual: ``(D,)`` the residual vector (normalised here).
         embeddings: ``(V, D)`` unit text embeddings of the vocabulary.
         top_k: tokens taken at each end (15 in the paper).
+        norms: ``(V,)`` raw feature norms, to weight raw features as the authors' code does.
 
     Returns:
         ``(D,)`` unit vector.
@@ -60,6 +93,8 @@ def bias_direction(residual: Tensor, embeddings: Tensor, top_k: int = 15) -> Ten
     e = embeddings.double()
     scores = e @ r
     weighted = scores[:, None] * e
+    if norms is not None:
+        weighted = weighted * norms.double()[:, None]
     a = F.normalize(weighted[torch.topk(scores, top_k).indices].mean(0), dim=0)
     b = F.normalize(weighted[torch.topk(-scores, top_k).indices].mean(0), dim=0)
     return F.normalize(a + b, dim=0).to(residual.dtype)
@@ -116,6 +151,7 @@ def shift_residual(
     vocab: VocabEmbeddings | None = None,
     vocab_limit: int | None = None,
     progress: bool = False,
+    vocabulary: Vocabulary | str = "decoded",
 ) -> Any:
     """The paper's shifted residual ``r' = normalize(r - (u . r) u)``.
 
@@ -127,6 +163,8 @@ def shift_residual(
         vocab: precomputed vocabulary embeddings (else computed or read from the cache).
         vocab_limit: use only the first ``vocab_limit`` tokens (quick looks and tests).
         progress: progress bar while encoding the vocabulary.
+        vocabulary: how ``vocab`` is built when not given: ``"decoded"`` (the authors' way,
+            reproduces ``rave-unpaired-shifted``) or ``"token-ids"`` (see the module docstring).
 
     Returns:
         a copy of ``rv`` with the shifted residual and its recomputed threshold.
@@ -136,8 +174,8 @@ def shift_residual(
     if vocab is None:
         if encoder is None:
             raise ValueError("shift_residual needs an encoder or precomputed vocabulary embeddings")
-        vocab = vocab_embeddings(encoder, limit=vocab_limit, progress=progress)
-    u = bias_direction(rv.residual.float().cpu(), vocab.embeddings, top_k)
+        vocab = build_vocabulary(encoder, vocabulary, limit=vocab_limit, progress=progress)
+    u = bias_direction(rv.residual.float().cpu(), vocab.embeddings, top_k, norms=vocab.norms)
     shifted = project_out(rv.residual.float().cpu(), u)
     logger.info(
         "shifted residual: cos(r, r') = %.4f",

@@ -20,6 +20,7 @@ __all__ = [
     "build_enhancer",
     "extract_state_dict",
     "load_checkpoint_file",
+    "load_torch_payload",
     "strip_module_prefix",
 ]
 
@@ -42,17 +43,38 @@ def load_checkpoint_file(path: str | Path) -> dict:
         CheckpointError: unreadable file, or a pickle that needs arbitrary objects.
     """
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
-    if path.stat().st_size == 0:
-        raise CheckpointError(f"{path}: empty file (0 bytes), not a checkpoint")
     if path.suffix == ".safetensors":
+        _check_file(path)
         from safetensors.torch import load_file
 
         try:
             return dict(load_file(str(path), device="cpu"))
         except Exception as err:  # safetensors raises several unrelated types
             raise CheckpointError(f"{path}: not a valid safetensors file ({err})") from err
+    data = load_torch_payload(path)
+    if not isinstance(data, Mapping):
+        raise CheckpointError(f"{path}: expected a dict of tensors, found {type(data).__name__}")
+    return dict(data)
+
+
+def _check_file(path: Path) -> None:
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: empty file (0 bytes), not a checkpoint")
+
+
+def load_torch_payload(path: str | Path) -> object:
+    """Whatever a PyTorch file holds (a tensor, a dict...), read without running pickled code.
+
+    The one place the package calls ``torch.load``: every reader of ``.pt``/``.pth`` files
+    (checkpoints, residual vectors, prompt tensors, encoder weights) goes through it.
+
+    Raises:
+        CheckpointError: missing, empty, damaged file, or a pickle needing arbitrary objects.
+    """
+    path = Path(path)
+    _check_file(path)
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -70,9 +92,7 @@ def load_checkpoint_file(path: str | Path) -> dict:
             f"{path}: not a readable PyTorch checkpoint (truncated, corrupt or another kind "
             f"of file; {detail})"
         ) from err
-    if not isinstance(data, Mapping):
-        raise CheckpointError(f"{path}: expected a dict of tensors, found {type(data).__name__}")
-    return dict(data)
+    return data
 
 
 def _unpickler_reason(err: pickle.UnpicklingError) -> str:

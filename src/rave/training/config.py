@@ -24,6 +24,8 @@ from typing import Any, Literal
 
 import yaml
 
+from rave.training.data import AugmentParams
+
 __all__ = [
     "ConfigError",
     "TrainConfig",
@@ -43,7 +45,7 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(AugmentParams):
     """Everything a training run depends on (METHOD.md section 2 gives the defaults).
 
     Batch size is per process: under ``torchrun`` with ``W`` processes the effective batch
@@ -67,6 +69,9 @@ class TrainConfig:
     regime: Literal["unpaired", "paired"] = "unpaired"
     guidance_encoder: str = "clip:ViT-B-32"
     identity_encoder: str = "clip:RN101"
+    # the loss path's squash to the encoders' 224 px: False is the authors' torchvision 0.14.1
+    # (no antialiasing when shrinking), True low-pass filters first (docs/method.md)
+    loss_resize_antialias: bool = False
     # every training image is resized to crop_size x crop_size, aspect not kept (as the paper)
     crop_size: int = 512
     batch_size: int = 8
@@ -74,15 +79,9 @@ class TrainConfig:
     # keep decoded, resized images in memory (uint8): the datasets are a few hundred images
     cache_images: bool = True
 
-    # --- augmentation (probabilities and ranges of the reference code)
+    # --- augmentation: on/off here; probabilities and ranges (the reference code's) are
+    # inherited from rave.training.data.AugmentParams
     augment: bool = True
-    hflip_p: float = 0.5
-    vflip_p: float = 0.5
-    transpose_p: float = 0.5
-    zoom_p: float = 0.3
-    zoom_range: tuple[float, float] = (0.7, 1.3)
-    rotate_p: float = 0.3
-    rotate_degrees: float = 90.0
 
     # --- schedule and losses
     iterations: int = 3100  # reconstruction stage + one round of 2100 guided iterations

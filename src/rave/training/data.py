@@ -162,7 +162,11 @@ class FolderImages:
 
 @dataclass(frozen=True)
 class AugmentParams:
-    """The paper's augmentations; each applies independently with its probability."""
+    """The paper's augmentations; each applies independently with its probability.
+
+    The one definition of these settings: :class:`rave.training.config.TrainConfig` inherits
+    them, so they are also top-level config keys (``zoom_range: [0.8, 1.2]``).
+    """
 
     hflip_p: float = 0.5
     vflip_p: float = 0.5
@@ -171,13 +175,25 @@ class AugmentParams:
     zoom_range: tuple[float, float] = (0.7, 1.3)
     rotate_p: float = 0.3
     rotate_degrees: float = 90.0
+    # separate zoom factors for x and y, each from zoom_range, as the authors' code draws them
+    # (aspect zx/zy from 0.66 to 1.52 between the 5th and 95th percentile); false: one factor
+    zoom_per_axis: bool = True
+
+    @classmethod
+    def of(cls, settings: object) -> AugmentParams:
+        """The augmentation settings of ``settings`` (e.g. a training config), as this class."""
+        import dataclasses
+
+        return cls(**{f.name: getattr(settings, f.name) for f in dataclasses.fields(cls)})
 
 
 def augment(image: Tensor, generator: torch.Generator, params: AugmentParams) -> Tensor:
     """Random flips, transpose, zoom and rotation (reflect border) of one square image.
 
     Every random number is drawn, whether or not its augmentation applies, so the draws of
-    one augmentation never shift those of another.
+    one augmentation never shift those of another. The zoom scales x by ``zx`` and y by
+    ``zy`` (``zy = zx`` unless ``params.zoom_per_axis``), then the rotation turns the result,
+    in one resampling.
 
     Args:
         image: ``(3, S, S)`` float in [0, 1].
@@ -187,26 +203,30 @@ def augment(image: Tensor, generator: torch.Generator, params: AugmentParams) ->
     Returns:
         ``(3, S, S)`` float in [0, 1].
     """
-    u = torch.rand(7, generator=generator, dtype=torch.float64).tolist()
+    u = torch.rand(8, generator=generator, dtype=torch.float64).tolist()
     if u[0] < params.hflip_p:
         image = image.flip(-1)
     if u[1] < params.vflip_p:
         image = image.flip(-2)
     if u[2] < params.transpose_p:
         image = image.transpose(-1, -2)
-    zoom = 1.0
+    zoom_x = zoom_y = 1.0
     if u[3] < params.zoom_p:
         low, high = params.zoom_range
-        zoom = low + (high - low) * u[4]
+        zoom_x = low + (high - low) * u[4]
+        zoom_y = low + (high - low) * u[7] if params.zoom_per_axis else zoom_x
     angle = 0.0
     if u[5] < params.rotate_p:
         angle = math.radians((2.0 * u[6] - 1.0) * params.rotate_degrees)
-    if zoom == 1.0 and angle == 0.0:
+    if zoom_x == zoom_y == 1.0 and angle == 0.0:
         return image.contiguous()
-    # One resampling for zoom and rotation together: theta maps output to input coordinates,
-    # so a zoom > 1 magnifies (samples a smaller input region).
-    cos, sin = math.cos(angle) / zoom, math.sin(angle) / zoom
-    theta = torch.tensor([[[cos, -sin, 0.0], [sin, cos, 0.0]]], dtype=image.dtype)
+    # One resampling for zoom and rotation together: theta maps output to input coordinates
+    # (inverse zoom after inverse rotation), so a zoom > 1 magnifies (a smaller input region).
+    cos, sin = math.cos(angle), math.sin(angle)
+    theta = torch.tensor(
+        [[[cos / zoom_x, -sin / zoom_x, 0.0], [sin / zoom_y, cos / zoom_y, 0.0]]],
+        dtype=image.dtype,
+    )
     grid = F.affine_grid(theta, [1, *image.shape], align_corners=False)
     out = F.grid_sample(
         image.unsqueeze(0), grid, mode="bilinear", padding_mode="reflection", align_corners=False

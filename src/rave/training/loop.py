@@ -465,6 +465,8 @@ def _method_context(
     def create_encoder(name: str) -> ImageEncoder:
         if name not in encoders:
             encoders[name] = factory(name, procs.device).eval().requires_grad_(False)
+            # the authors' pinned torchvision resizes without antialiasing (docs/method.md)
+            encoders[name].squash_antialias = config.loss_resize_antialias
         return encoders[name]
 
     return MethodContext(
@@ -544,15 +546,7 @@ def _make_optimizer(core: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
 
 
 def _augment_params(config: TrainConfig) -> AugmentParams:
-    return AugmentParams(
-        hflip_p=config.hflip_p,
-        vflip_p=config.vflip_p,
-        transpose_p=config.transpose_p,
-        zoom_p=config.zoom_p,
-        zoom_range=config.zoom_range,
-        rotate_p=config.rotate_p,
-        rotate_degrees=config.rotate_degrees,
-    )
+    return AugmentParams.of(config)
 
 
 def _average_over_ranks(values: dict[str, Tensor], world_size: int) -> dict[str, float]:

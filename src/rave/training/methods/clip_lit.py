@@ -50,6 +50,7 @@ from rave.guidance.prompts import (
     prompt_classification_loss,
     prompt_logits,
 )
+from rave.network.checkpoint import CheckpointError, load_torch_payload
 from rave.training.methods.base import GuidanceMethod, MethodContext
 
 __all__ = [
@@ -187,10 +188,7 @@ def load_prompt_features(path: str | Path) -> tuple[Tensor, str]:
         except (OSError, RuntimeError) as err:
             raise ValueError(f"{path}: not a readable safetensors file ({err})") from None
         return features.float(), metadata.get("encoder", "")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ValueError(f"{path}: cannot read as a checkpoint ({err})") from None
+    payload = load_torch_payload(path)  # CheckpointError (a ValueError) names the file
     found = _find_prompt_state(payload)
     if found is None:
         raise ValueError(f"{path}: no learned prompt pair (prompt_features) in this checkpoint")
@@ -548,10 +546,10 @@ class ClipLitMethod(PromptGuidedMethod):
         """
         path = Path(path)
         try:
-            payload = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:
+            payload = load_torch_payload(path)
+        except CheckpointError as err:
             raise ValueError(
-                f"{path}: clip-lit prompts must be a checkpoint or a (2, 77, W) tensor file ({err})"
+                f"clip-lit prompts must be a checkpoint or a (2, 77, W) tensor file: {err}"
             ) from None
         assert isinstance(self.prompts, TextPromptPair)
         if isinstance(payload, Tensor):
