@@ -1,0 +1,110 @@
+"""What a batch command does when one file fails, when it is interrupted, and when rave errs.
+
+The rule for every command that works through files (``rave enhance``, ``rave evaluate``,
+``rave residual``, training data loading): whatever goes wrong with one file is that
+file's error, reported on one line naming it, and the batch goes on. Only the user
+(Ctrl-C, SIGTERM) and a bug in rave itself stop a batch; a bug is reported as such, with
+its traceback behind ``--debug``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import signal
+import threading
+import traceback
+from collections.abc import Iterator
+from pathlib import Path
+from types import FrameType
+
+from rave.io.printable import printable
+
+__all__ = [
+    "STOP_BATCH_ERRNOS",
+    "Interrupted",
+    "bug_report",
+    "describe_failure",
+    "interrupt_on_sigterm",
+    "is_rave_bug",
+]
+
+_RAVE_ROOT = Path(__file__).resolve().parents[1]
+
+# Exceptions that mean the code is wrong rather than the file: when rave's own code raises
+# one of these, it is a bug (a library raising them on a malformed file is the file's fault,
+# e.g. Pillow's TypeError "Missing dimensions" for a TIFF page without ImageWidth).
+_PROGRAMMING_ERRORS = (
+    AssertionError,
+    AttributeError,
+    ImportError,
+    IndexError,
+    KeyError,
+    NameError,
+    TypeError,
+)
+
+STOP_BATCH_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
+"""Write errors after which every later photo would fail the same way."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM; ``exit_status`` is 128 + the signal number (130, 143)."""
+
+    def __init__(self, signal_number: int = signal.SIGINT) -> None:
+        super().__init__(signal.Signals(signal_number).name)
+        self.exit_status = 128 + signal_number
+
+
+def is_rave_bug(err: BaseException) -> bool:
+    """Whether ``err`` is a programming error raised from rave's own source files."""
+    if not isinstance(err, _PROGRAMMING_ERRORS):
+        return False
+    frame = err.__traceback__
+    if frame is None:
+        return False
+    while frame.tb_next is not None:
+        frame = frame.tb_next
+    try:
+        Path(frame.tb_frame.f_code.co_filename).resolve().relative_to(_RAVE_ROOT)
+    except ValueError:
+        return False
+    return True
+
+
+def describe_failure(err: BaseException, limit: int = 300) -> str:
+    """One escaped line for a file's failure: the message, or the type when it has none."""
+    text = " ".join(str(err).split())
+    if not text or isinstance(err, (*_PROGRAMMING_ERRORS, MemoryError)):
+        text = f"{type(err).__name__}: {text}" if text else type(err).__name__
+    return printable(text[:limit])
+
+
+def bug_report(err: BaseException, debug: bool) -> str:
+    """The lines that report a bug in rave: one line, or the traceback with ``debug``."""
+    summary = f"internal error (a bug in rave, please report it): {describe_failure(err)}"
+    if debug:
+        trace = "".join(traceback.format_exception(type(err), err, err.__traceback__))
+        return f"{summary}\n{trace.rstrip()}"
+    return f"{summary}; run again with --debug for the traceback"
+
+
+@contextlib.contextmanager
+def interrupt_on_sigterm() -> Iterator[None]:
+    """Turn SIGTERM into :class:`Interrupted` (like Ctrl-C) while the block runs.
+
+    Temporary files are removed and a summary printed the same way as for Ctrl-C. Only
+    the main thread can install signal handlers; elsewhere this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signal_number: int, frame: FrameType | None) -> None:
+        raise Interrupted(signal_number)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
