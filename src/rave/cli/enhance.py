@@ -537,10 +537,10 @@ def enhance_command(
     hint = " (skipped: results exist, --overwrite redoes them)" if tally.skipped else ""
     from rave.io.printable import printable
 
+    not_attempted = f", {tally.left} not attempted" if tally.left else ""
     click.echo(
-        f"{tally.enhanced} enhanced, {tally.skipped} skipped, {tally.failed} failed "
-        f"{f', {tally.left} not attempted' if tally.left else ''} in {elapsed:.1f} s; "
-        f"results {printable(where)}{hint}"
+        f"{tally.enhanced} enhanced, {tally.skipped} skipped, {tally.failed} failed"
+        f"{not_attempted} in {elapsed:.1f} s; results {printable(where)}{hint}"
     )
     if tally.failed:
         ctx.exit(1)

@@ -312,10 +312,15 @@ def conv3x3(
         raise ValueError(f"padding must be 0 or 1 per side, got {padding}")
     out_height, out_width = height + top + bottom - 2, width + left + right - 2
     if out_height < 1 or out_width < 1:
-        raise ValueError(f"a 3x3 conv needs at least 3x3 pixels, got {height}x{width} + padding")
+        raise ValueError(
+            f"a 3x3 conv needs at least 3x3 pixels, got {width}x{height} (width x height) "
+            "+ padding"
+        )
     too_thin = ((top or bottom) and height < 2) or ((left or right) and width < 2)
     if pad_mode == "reflect" and too_thin:
-        raise ValueError(f"reflection padding needs at least 2x2 pixels, got {height}x{width}")
+        raise ValueError(
+            f"reflection padding needs at least 2x2 pixels, got {width}x{height} (width x height)"
+        )
     if not _is_pixel_major(x):
         x = x.contiguous(memory_format=torch.channels_last)
     out_channels = conv.out_channels
