@@ -239,3 +239,28 @@ def test_full_tmpfs_16_bit_png_says_no_space(small_tmpfs: Path) -> None:
     assert caught.value.errno == errno.ENOSPC
     assert "No space left on device" in str(caught.value)
     assert _only(small_tmpfs) == ["fill"]
+
+
+def test_checkpoints_and_residual_files_follow_umask(tmp_path: Path) -> None:
+    """Before, checkpoints, reports and residual vectors were created 0600 whatever the umask."""
+    import torch
+
+    from rave.guidance.residual import ResidualVector, load_residual, save_residual
+    from rave.training.artifacts import save_checkpoint
+
+    unit = torch.nn.functional.normalize(torch.ones(4), dim=0)
+    residual = ResidualVector(
+        residual=unit, threshold=0.5, mean_well_lit=unit, mean_backlit=unit, encoder="test",
+        num_backlit=1, num_well_lit=1, num_skipped=0, files_sha256="0" * 64,
+        created="2026-01-01T00:00:00+00:00",
+    )  # fmt: skip
+    previous = os.umask(0o022)
+    try:
+        save_checkpoint({"weights": torch.zeros(2)}, tmp_path / "run" / "last.pt")
+        save_residual(residual, tmp_path / "rv.pt")
+    finally:
+        os.umask(previous)
+    for path in (tmp_path / "run" / "last.pt", tmp_path / "rv.pt"):
+        assert path.stat().st_mode & 0o777 == 0o644, path
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["weights"].shape == (2,)
+    assert torch.equal(load_residual(tmp_path / "rv.pt").residual, unit)

@@ -10,8 +10,6 @@ Examples::
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import click
@@ -36,22 +34,12 @@ def _method_names(preds: tuple[Path, ...], names: tuple[str, ...]) -> list[str]:
 
 
 def _write_png(path: Path, rgb_float) -> None:
-    """Write an ``(H, W, 3)`` float image in [0, 1] as 8-bit PNG, atomically."""
-    import cv2
+    """Write an ``(H, W, 3)`` float image in [0, 1] as 8-bit PNG (verified, atomic)."""
     import numpy as np
 
-    bgr = np.round(np.clip(rgb_float, 0, 1)[..., ::-1] * 255).astype(np.uint8)
-    ok, encoded = cv2.imencode(".png", bgr)
-    if not ok:
-        raise OSError(f"{path}: PNG encoding failed")
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(encoded.tobytes())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    from rave.io import write_photo
+
+    write_photo(path, np.round(np.clip(rgb_float, 0, 1) * 255).astype(np.uint8), format="png")
 
 
 def _run_models(inputs: Path, models: tuple[str, ...], out: Path, tile: str) -> dict[str, Path]:

@@ -15,8 +15,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,7 +25,7 @@ import torch
 from torch import Tensor
 
 from rave.encoders.base import ImageEncoder, center_crop_resize
-from rave.io import PhotoError
+from rave.io import PhotoError, atomic_write
 
 __all__ = [
     "ResidualVector",
@@ -292,14 +290,7 @@ def save_residual(rv: ResidualVector, path: str | Path, *, overwrite: bool = Fal
         "files_sha256": rv.files_sha256,
         "created": rv.created,
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda stream: torch.save(payload, stream))
     return path
 
 

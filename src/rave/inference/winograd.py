@@ -141,7 +141,9 @@ def build_kernel(
                 cmd, capture_output=True, text=True, timeout=_COMPILE_TIMEOUT_S, check=False
             )
             if result.returncode == 0:
-                os.replace(built, target)
+                from rave.io.atomic import atomic_write
+
+                atomic_write(target, built.read_bytes())  # verified, with the user's umask
                 return WinogradKernel(ctypes.CDLL(str(target)), target)
             errors.append(result.stderr.strip().splitlines()[-1:] or ["(no output)"])
         raise RuntimeError(f"{compiler} failed: {errors[-1][0]}")
