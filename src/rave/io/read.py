@@ -392,6 +392,36 @@ def _check_jpeg_scan(path: Path) -> None:
             )
 
 
+def _check_tiff_data(path: Path, page_index: int = 0) -> None:
+    """Refuse a TIFF page whose pixel data lies past the end of the file or is too short.
+
+    Pillow's own TIFF decoder fills rows that a strip does not hold with black: a header
+    claiming 800 rows over 16 rows of data reads as an 800-row photo. The strip (or tile)
+    offsets and byte counts tell: data beyond the end of the file means a truncated file;
+    uncompressed data shorter than the declared size means a lying header.
+    """
+    import tifffile
+
+    size = path.stat().st_size
+    try:
+        with tifffile.TiffFile(path) as tiff:
+            page = tiff.pages[page_index]
+            offsets, counts = page.dataoffsets, page.databytecounts
+            uncompressed = page.compression == tifffile.COMPRESSION.NONE
+            declared = page.size * page.dtype.itemsize if page.dtype is not None else 0
+            bits = page.bitspersample
+    except Exception:  # not a TIFF tifffile can parse: Pillow decides and reports
+        return
+    if any(offset + count > size for offset, count in zip(offsets, counts, strict=False)):
+        raise PhotoError(path, "truncated TIFF: its pixel data reaches past the end of the file")
+    if uncompressed and bits >= 8 and sum(counts) < declared:
+        raise PhotoError(
+            path,
+            f"corrupt TIFF: {sum(counts)} bytes of pixel data for the {declared} bytes its "
+            "header declares",
+        )
+
+
 def read_photo(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Photo:
     """Decode a photo upright, at its bit depth, keeping its ICC profile and EXIF.
 
@@ -417,9 +447,11 @@ def read_photo(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PI
     with _truncated_images_refused(), captured_messages() as messages:
         try:
             with open(path, "rb") as stream:
-                is_jpeg = stream.read(3) == b"\xff\xd8\xff"
-            if is_jpeg:
+                signature = stream.read(4)
+            if signature[:3] == b"\xff\xd8\xff":
                 _check_jpeg_scan(path)
+            elif signature in (b"II*\x00", b"MM\x00*"):
+                _check_tiff_data(path)
             photo = _decode_photo(path, max_pixels=max_pixels)
         except PhotoError:
             raise
