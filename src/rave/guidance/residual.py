@@ -20,7 +20,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -95,16 +94,9 @@ def read_image(path: str | Path) -> Tensor:
     Raises:
         rave.io.PhotoError: one line naming the file, if it is not a readable image.
     """
-    from rave.io import read_photo
+    from rave.io.views import read_tensor
 
-    pixels = read_photo(path).pixels
-    scale = 65535.0 if pixels.dtype == np.uint16 else 255.0
-    if pixels.ndim == 2:
-        pixels = pixels[:, :, None]
-    if pixels.shape[2] in (1, 2):  # grey, grey + alpha
-        pixels = np.repeat(pixels[:, :, :1], 3, axis=2)
-    array = pixels[:, :, :3].astype(np.float32) / scale
-    return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)
+    return read_tensor(path)
 
 
 def list_image_files(folder: str | Path) -> list[Path]:
