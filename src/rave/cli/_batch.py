@@ -15,10 +15,9 @@ import signal
 import threading
 import traceback
 from collections.abc import Iterator
-from pathlib import Path
 from types import FrameType
 
-from rave.io.printable import printable
+from rave.errors import describe_failure, is_rave_bug
 
 __all__ = [
     "STOP_BATCH_ERRNOS",
@@ -28,21 +27,6 @@ __all__ = [
     "interrupt_on_sigterm",
     "is_rave_bug",
 ]
-
-_RAVE_ROOT = Path(__file__).resolve().parents[1]
-
-# Exceptions that mean the code is wrong rather than the file: when rave's own code raises
-# one of these, it is a bug (a library raising them on a malformed file is the file's fault,
-# e.g. Pillow's TypeError "Missing dimensions" for a TIFF page without ImageWidth).
-_PROGRAMMING_ERRORS = (
-    AssertionError,
-    AttributeError,
-    ImportError,
-    IndexError,
-    KeyError,
-    NameError,
-    TypeError,
-)
 
 STOP_BATCH_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 """Write errors after which every later photo would fail the same way."""
@@ -54,30 +38,6 @@ class Interrupted(KeyboardInterrupt):
     def __init__(self, signal_number: int = signal.SIGINT) -> None:
         super().__init__(signal.Signals(signal_number).name)
         self.exit_status = 128 + signal_number
-
-
-def is_rave_bug(err: BaseException) -> bool:
-    """Whether ``err`` is a programming error raised from rave's own source files."""
-    if not isinstance(err, _PROGRAMMING_ERRORS):
-        return False
-    frame = err.__traceback__
-    if frame is None:
-        return False
-    while frame.tb_next is not None:
-        frame = frame.tb_next
-    try:
-        Path(frame.tb_frame.f_code.co_filename).resolve().relative_to(_RAVE_ROOT)
-    except ValueError:
-        return False
-    return True
-
-
-def describe_failure(err: BaseException, limit: int = 300) -> str:
-    """One escaped line for a file's failure: the message, or the type when it has none."""
-    text = " ".join(str(err).split())
-    if not text or isinstance(err, (*_PROGRAMMING_ERRORS, MemoryError)):
-        text = f"{type(err).__name__}: {text}" if text else type(err).__name__
-    return printable(text[:limit])
 
 
 def bug_report(err: BaseException, debug: bool) -> str:

@@ -53,8 +53,10 @@ def _run_models(inputs: Path, models: tuple[str, ...], out: Path, tile: str) -> 
         raise click.ClickException(
             f"--model needs rave.zoo and rave.inference, which cannot be imported ({error})"
         ) from error
+    from rave.errors import describe_failure, is_rave_bug
     from rave.evaluation.imread import ImageReadError, read_image
     from rave.evaluation.runner import list_images
+    from rave.io.printable import printable
 
     images = list_images(inputs)
     tile_arg: int | str | None = None if tile == "none" else (tile if tile == "auto" else int(tile))
@@ -73,12 +75,15 @@ def _run_models(inputs: Path, models: tuple[str, ...], out: Path, tile: str) -> 
         for stem, path in images.items():
             try:
                 pixels = read_image(path).pixels
+                batch = torch.from_numpy(pixels).permute(2, 0, 1)[None]
+                enhanced = enhance_tensor(net, batch, tile=tile_arg)[0].permute(1, 2, 0).numpy()
+                _write_png(folder / f"{stem}.png", enhanced)
             except ImageReadError as error:
                 click.echo(f"error: {error}", err=True)
-                continue
-            batch = torch.from_numpy(pixels).permute(2, 0, 1)[None]
-            enhanced = enhance_tensor(net, batch, tile=tile_arg)[0].permute(1, 2, 0).numpy()
-            _write_png(folder / f"{stem}.png", enhanced)
+            except Exception as error:  # one photo's failure is that photo's error line...
+                if is_rave_bug(error):  # ...unless rave's own code is wrong
+                    raise
+                click.echo(f"error: {printable(path)}: {describe_failure(error)}", err=True)
         folders[label] = folder
     return folders
 

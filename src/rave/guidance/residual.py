@@ -25,6 +25,7 @@ from torch import Tensor
 
 from rave.encoders.base import ImageEncoder, center_crop_resize
 from rave.io import PhotoError, atomic_write
+from rave.io.printable import printable
 
 __all__ = [
     "ResidualVector",
@@ -123,6 +124,8 @@ def _embed_folder(
     """Normalised embeddings ``(N, D)`` float64 of the readable images, their names, #skipped."""
     from tqdm.auto import tqdm
 
+    from rave.errors import describe_failure, is_rave_bug
+
     files = list_image_files(folder)
     embeddings: list[Tensor] = []
     names: list[str] = []
@@ -138,12 +141,15 @@ def _embed_folder(
     for path in tqdm(files, desc=f"{label} images", unit="img", disable=not progress):
         try:
             image = read_image(path)
-        except PhotoError as err:  # its message is one line naming the file and the problem
+            # Crop each image to the encoder's input on its own, so any size batches up.
+            batch.append(center_crop_resize(image[None], encoder.input_size)[0])
+        except Exception as err:  # one file's failure is that file's line (bugs excepted)
+            if is_rave_bug(err):
+                raise
             skipped += 1
-            logger.warning("skipped %s", err)
+            reason = err if isinstance(err, PhotoError) else f"{path}: {describe_failure(err)}"
+            logger.warning("skipped %s", printable(reason))
             continue
-        # Crop each image to the encoder's input on its own, so images of any size batch up.
-        batch.append(center_crop_resize(image[None], encoder.input_size)[0])
         names.append(path.name)
         if len(batch) == batch_size:
             flush()
