@@ -77,3 +77,26 @@ def test_training_reader_names_a_bad_file(tmp_path: Path) -> None:
     bad.write_bytes(b"\xff\xd8\xff\xe0 truncated")
     with pytest.raises(ValueError, match=r"bad\.jpg: "):
         load_image(bad, 16)
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_training_skips_truncated_file_at_start_naming_it(tmp_path: Path, caplog, cache) -> None:
+    """Before, the lazy mode only checked headers: a truncated file failed mid-training."""
+    import io
+    import logging
+
+    from PIL import Image
+
+    good = tmp_path / "good.png"
+    _deep_png(good)
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)).save(
+        buffer, "PNG"
+    )
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+    with caplog.at_level(logging.WARNING):
+        images = FolderImages([cut, good], SIDE, cache=cache)
+    assert images.files == [good]
+    assert any("cut.png: corrupt or truncated image" in r.getMessage() for r in caplog.records)
+    assert torch.equal(images.get(0), _reference(good))

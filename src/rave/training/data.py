@@ -147,11 +147,10 @@ class FolderImages:
         kept: list[Path] = []
         for path in files:
             try:
+                # Decoded in full either way: a truncated file is found now, not mid-run.
+                image = load_image(path, size)
                 if self._cache is not None:
-                    self._cache.append(load_image(path, size))
-                else:
-                    with Image.open(path) as img:
-                        img.verify()
+                    self._cache.append(image)
             except (ValueError, OSError, UnidentifiedImageError) as err:
                 log.warning("skipping %s", err if isinstance(err, ValueError) else f"{path}: {err}")
                 continue
