@@ -352,7 +352,7 @@ def _decode_photo(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX
     if exif is not None:
         exif = reset_exif_orientation(exif)
     for note in notes:
-        logger.info("%s: %s", path, note)
+        logger.info("%s: %s", printable(path), printable(note))
     return Photo(pixels=pixels, format=format_name, icc_profile=icc_profile, exif=exif, notes=notes)
 
 

@@ -27,6 +27,7 @@ from rave.io.metadata import (
     png_metadata_chunks,
     strip_exif_prefix,
 )
+from rave.io.printable import printable
 
 __all__ = [
     "FORMATS",
@@ -295,5 +296,5 @@ def write_photo(
     height, width = pixels.shape[:2]
     atomic_write(path, write, verify=lambda written: _verify_photo(written, fmt, width, height))
     for note in notes:
-        logger.info("%s: %s", path, note)
+        logger.info("%s: %s", printable(path), printable(note))
     return notes

@@ -27,6 +27,7 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import Dataset, Sampler
 
+from rave.io.printable import printable
 from rave.io.views import unit_float
 
 __all__ = [
@@ -152,7 +153,8 @@ class FolderImages:
                 if self._cache is not None:
                     self._cache.append(image)
             except (ValueError, OSError, UnidentifiedImageError) as err:
-                log.warning("skipping %s", err if isinstance(err, ValueError) else f"{path}: {err}")
+                reason = err if isinstance(err, ValueError) else f"{path}: {err}"
+                log.warning("skipping %s", printable(reason))
                 continue
             kept.append(Path(path))
         if not kept:
