@@ -52,10 +52,22 @@ _cleaned_folders: set[str] = set()
 
 def file_mode() -> int:
     """The permission bits a new file gets under the current umask (``0o666 & ~umask``)."""
-    # os.umask can only be read by setting it; put it back at once.
+    return 0o666 & ~_current_umask()
+
+
+def _current_umask() -> int:
+    # Linux shows the umask in /proc; elsewhere os.umask can only be read by setting it,
+    # which another thread creating a file at that instant would see.
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
     current = os.umask(0o022)
     os.umask(current)
-    return 0o666 & ~current
+    return current
 
 
 class _CheckedFile(io.RawIOBase):
