@@ -13,7 +13,6 @@ import contextlib
 import errno
 import signal
 import threading
-import traceback
 from collections.abc import Iterator
 from types import FrameType
 
@@ -40,13 +39,12 @@ class Interrupted(KeyboardInterrupt):
         self.exit_status = 128 + signal_number
 
 
-def bug_report(err: BaseException, debug: bool) -> str:
-    """The lines that report a bug in rave: one line, or the traceback with ``debug``."""
-    summary = f"internal error (a bug in rave, please report it): {describe_failure(err)}"
-    if debug:
-        trace = "".join(traceback.format_exception(type(err), err, err.__traceback__))
-        return f"{summary}\n{trace.rstrip()}"
-    return f"{summary}; run again with --debug for the traceback"
+def bug_report(err: BaseException) -> str:
+    """One line reporting a bug in rave (the traceback is printed only with ``--debug``)."""
+    return (
+        f"internal error (a bug in rave, please report it): {describe_failure(err)}; "
+        "--debug shows the traceback"
+    )
 
 
 @contextlib.contextmanager

@@ -259,6 +259,15 @@ def _say(message: str, quiet: bool = False) -> None:
         tqdm.write(printable(message), file=sys.stderr)
 
 
+def _say_traceback(err: BaseException) -> None:
+    """The traceback of ``err`` for --debug, each line escaped on its own."""
+    import traceback
+
+    for block in traceback.format_exception(err):
+        for line in block.rstrip("\n").split("\n"):
+            _say(line)
+
+
 def _load_network(ctx: click.Context, model: str, device_name: str) -> nn.Module:
     """The network, or exit with status 2 and one line saying what to do."""
     from rave.api import get_model
@@ -332,8 +341,6 @@ def _run_batch(
         _BatchStopped: a bug in rave (reported) or a full / read-only output disk.
         KeyboardInterrupt: Ctrl-C or SIGTERM (``tally.left`` says how many remain).
     """
-    import traceback
-
     from tqdm import tqdm
 
     from rave.cli._batch import STOP_BATCH_ERRNOS, bug_report, describe_failure, is_rave_bug
@@ -350,12 +357,14 @@ def _run_batch(
             _say(f"error: {err}")
         except Exception as err:  # whatever one photo raises is that photo's error...
             if is_rave_bug(err):  # ...unless rave's own code is wrong
-                _say(f"error: {job.source}: {bug_report(err, debug)}")
+                _say(f"error: {job.source}: {bug_report(err)}")
+                if debug:
+                    _say_traceback(err)
                 raise _BatchStopped(3) from err
             tally.failed += 1
             _say(f"error: {job.source}: {describe_failure(err)}")
             if debug:
-                _say("".join(traceback.format_exception(err)).rstrip())
+                _say_traceback(err)
             if isinstance(err, OSError) and err.errno in STOP_BATCH_ERRNOS:
                 tally.left -= 1
                 _say(

@@ -193,6 +193,8 @@ def _process_alive(pid: int) -> bool:
 def _clean_once(folder: Path) -> None:
     key = os.path.abspath(folder)
     if key not in _cleaned_folders:
+        if len(_cleaned_folders) >= 4096:  # a server writes into a fresh folder per request
+            _cleaned_folders.clear()
         _cleaned_folders.add(key)
         remove_stale_temporaries(folder)
 
