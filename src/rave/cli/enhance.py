@@ -347,6 +347,9 @@ def _run_batch(
     from rave.io import PhotoError
 
     tally.left = len(jobs)
+    # tqdm's monitor thread may redraw the bar at any time, also while the reader holds
+    # stderr to capture decoder messages: the bar is redrawn by this loop alone.
+    tqdm.monitor_interval = 0
     progress = tqdm(jobs, unit="photo", desc="enhance", disable=True if quiet else None)
     for job in progress:
         progress.set_postfix_str(job.source.name, refresh=False)

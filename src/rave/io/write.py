@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image
 
 from rave.io.atomic import atomic_write, scratch_file
+from rave.io.library_messages import captured_messages
 from rave.io.metadata import (
     EXIF_PREFIX,
     png_header_end,
@@ -120,7 +121,9 @@ def _write_png_16(
     # file lies beside the output (named like every rave temporary), not in $TMPDIR.
     with scratch_file(Path(getattr(stream, "name", ".")).parent, ".png") as encoded:
         try:
-            ok = cv2.imwrite(str(encoded), bgr, [cv2.IMWRITE_PNG_COMPRESSION, 6])
+            # libpng and OpenCV print their complaints to stderr: keep them for our message.
+            with captured_messages() as messages:
+                ok = cv2.imwrite(str(encoded), bgr, [cv2.IMWRITE_PNG_COMPRESSION, 6])
         finally:
             if in_place:
                 cv2.cvtColor(pixels, to_bgr, dst=pixels)  # the same swap restores RGB
@@ -128,7 +131,10 @@ def _write_png_16(
             # OpenCV says only "false": a full disk is the usual cause, so say so then.
             if _disk_full(encoded.parent):
                 raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} (16-bit PNG)")
-            raise OSError("OpenCV could not encode the 16-bit PNG")
+            detail = f" ({printable('; '.join(messages))})" if messages else ""
+            raise OSError(f"OpenCV could not encode the 16-bit PNG{detail}")
+        for message in messages:
+            logger.info("16-bit PNG encoder: %s", printable(message))
         with open(encoded, "rb") as png:
             head = png.read(33)  # signature (8) + IHDR chunk (8 + 13 + 4)
             end_of_ihdr = png_header_end(head)
