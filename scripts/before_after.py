@@ -9,9 +9,7 @@ a photo without a match is reported and left out. Used for the README picture::
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -125,16 +123,10 @@ def main(argv: Iterable[str] | None = None) -> int:
         print("error: no readable pair of photos", file=sys.stderr)
         return 1
     grid = image_grid(rows, ("before", "after"))
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".before_after.", suffix=args.output.suffix or ".png",
-                               dir=args.output.parent)  # fmt: skip
-    os.close(fd)
-    try:
-        grid.save(tmp, format="JPEG" if args.output.suffix.lower() in (".jpg", ".jpeg") else "PNG")
-        os.replace(tmp, args.output)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from rave.io import atomic_write
+
+    jpeg = args.output.suffix.lower() in (".jpg", ".jpeg")
+    atomic_write(args.output, lambda stream: grid.save(stream, format="JPEG" if jpeg else "PNG"))
     print(f"wrote {args.output} ({len(rows)} photos)")
     return 0
 

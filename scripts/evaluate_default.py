@@ -27,9 +27,7 @@ import argparse
 import csv
 import io
 import math
-import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -205,10 +203,9 @@ def summarise(rows: list[dict], models: Sequence[str], score_names: Sequence[str
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    from rave.io import atomic_write
+
+    atomic_write(path, data)
 
 
 def _thumb(image: np.ndarray, height: int) -> Image.Image:

@@ -16,8 +16,9 @@ import json
 import sys
 from pathlib import Path
 
-from safetensors.torch import save_file
+from safetensors.torch import save
 
+from rave.io import atomic_write
 from rave.network import build_enhancer, extract_state_dict, load_checkpoint_file
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -41,10 +42,7 @@ def main() -> int:
         "config": json.dumps(raw.get("config", {}), default=str),
         "exported": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    partial = args.output.with_name(f".{args.output.name}.part")
-    save_file(tensors, str(partial), metadata=metadata)
-    partial.replace(args.output)
+    atomic_write(args.output, save(tensors, metadata=metadata))
     digest = hashlib.sha256(args.output.read_bytes()).hexdigest()
     print(f"wrote {args.output} ({args.output.stat().st_size / 1e6:.2f} MB, sha256 {digest})")
     return 0

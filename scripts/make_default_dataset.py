@@ -31,10 +31,8 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import shutil
 import sys
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -315,15 +313,10 @@ def resize_max_side(im: Image.Image, max_side: int) -> Image.Image:
 
 
 def save_png_atomic(im: Image.Image, path: Path) -> None:
-    """Write ``im`` as PNG via a temporary file in the same folder and ``os.replace``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png.tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        im.save(tmp, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``im`` as PNG through rave's verified atomic write."""
+    from rave.io import atomic_write
+
+    atomic_write(path, lambda stream: im.save(stream, format="PNG"))
 
 
 def _sha256(path: Path) -> str:
@@ -414,10 +407,9 @@ def build_dataset(
 
 
 def _write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    from rave.io import atomic_write
+
+    atomic_write(path, text.encode("utf-8"))
 
 
 def render_data_card(manifest: dict) -> str:

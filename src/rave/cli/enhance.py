@@ -44,6 +44,15 @@ class _Tally:
     enhanced: int = 0
     skipped: int = 0
     failed: int = 0
+    left: int = 0  # photos of the batch not yet attempted
+
+
+class _BatchStopped(Exception):
+    """The batch cannot go on (a bug in rave: exit 3; the output disk is full: exit 1)."""
+
+    def __init__(self, exit_status: int) -> None:
+        super().__init__(exit_status)
+        self.exit_status = exit_status
 
 
 def _scan_folder(folder: Path, recursive: bool, exclude: Path | None) -> list[_Job]:
@@ -244,7 +253,19 @@ def _say(message: str, quiet: bool = False) -> None:
     if not quiet:
         from tqdm import tqdm
 
-        tqdm.write(message, file=sys.stderr)
+        from rave.io.printable import printable
+
+        # File names and metadata may hold escape sequences or newlines: one line, inert.
+        tqdm.write(printable(message), file=sys.stderr)
+
+
+def _say_traceback(err: BaseException) -> None:
+    """The traceback of ``err`` for --debug, each line escaped on its own."""
+    import traceback
+
+    for block in traceback.format_exception(err):
+        for line in block.rstrip("\n").split("\n"):
+            _say(line)
 
 
 def _load_network(ctx: click.Context, model: str, device_name: str) -> nn.Module:
@@ -307,12 +328,28 @@ def _enhance_one(job: _Job, net: nn.Module, options: dict[str, Any], quiet: bool
 
 
 def _run_batch(
-    jobs: list[_Job], net: nn.Module, options: dict[str, Any], tally: _Tally, quiet: bool
+    jobs: list[_Job],
+    net: nn.Module,
+    options: dict[str, Any],
+    tally: _Tally,
+    quiet: bool,
+    debug: bool = False,
 ) -> None:
+    """Enhance ``jobs``; any failure of one photo is that photo's error line.
+
+    Raises:
+        _BatchStopped: a bug in rave (reported) or a full / read-only output disk.
+        KeyboardInterrupt: Ctrl-C or SIGTERM (``tally.left`` says how many remain).
+    """
     from tqdm import tqdm
 
+    from rave.cli._batch import STOP_BATCH_ERRNOS, bug_report, describe_failure, is_rave_bug
     from rave.io import PhotoError
 
+    tally.left = len(jobs)
+    # tqdm's monitor thread may redraw the bar at any time, also while the reader holds
+    # stderr to capture decoder messages: the bar is redrawn by this loop alone.
+    tqdm.monitor_interval = 0
     progress = tqdm(jobs, unit="photo", desc="enhance", disable=True if quiet else None)
     for job in progress:
         progress.set_postfix_str(job.source.name, refresh=False)
@@ -321,12 +358,44 @@ def _run_batch(
         except PhotoError as err:
             tally.failed += 1
             _say(f"error: {err}")
-        except (OSError, ValueError, RuntimeError, MemoryError) as err:
+        except Exception as err:  # whatever one photo raises is that photo's error...
+            if is_rave_bug(err):  # ...unless rave's own code is wrong
+                _say(f"error: {job.source}: {bug_report(err)}")
+                if debug:
+                    _say_traceback(err)
+                raise _BatchStopped(3) from err
             tally.failed += 1
-            reason = " ".join(str(err).split())[:300] or type(err).__name__
-            _say(f"error: {job.source}: {reason}")
+            _say(f"error: {job.source}: {describe_failure(err)}")
+            if debug:
+                _say_traceback(err)
+            if isinstance(err, OSError) and err.errno in STOP_BATCH_ERRNOS:
+                tally.left -= 1
+                _say(
+                    f"error: stopping: the output cannot take more files; {tally.left} "
+                    "photo(s) not attempted"
+                )
+                raise _BatchStopped(1) from err
         else:
             tally.enhanced += 1
+        tally.left -= 1
+
+
+def _probe_output_folders(jobs: list[_Job]) -> str | None:
+    """Check every output folder can take a file before any photo is computed.
+
+    Returns:
+        One error line for the first folder that cannot be written, else None.
+    """
+    from rave.io import probe_folder
+
+    folders = dict.fromkeys(job.target.parent for job in jobs if job.target is not None)
+    for folder in folders:
+        try:
+            probe_folder(folder)
+        except OSError as err:
+            reason = err.strerror or str(err)
+            return f"output folder {folder} cannot be written ({reason}): nothing was enhanced"
+    return None
 
 
 HELP = f"""Enhance backlit photos: files, folders (-r for sub-folders) and globs.
@@ -349,7 +418,13 @@ Formats: the output has the input's format and bit depth (8/16-bit PNG and TIFF)
 orientation applied, ICC profile and EXIF kept. --format converts (alpha is dropped for
 JPEG). Palette and CMYK images are converted to RGB; grey stays grey; alpha is kept.
 
-Exit status: 0 if every photo was enhanced or skipped, 1 if any failed, 2 on usage errors.
+An output folder that cannot be written (read-only, full) is found before any photo is
+enhanced. Ctrl-C or SIGTERM stops after cleaning up, prints what is left, and a re-run
+finishes the batch.
+
+Exit status: 0 if every photo was enhanced or skipped, 1 if any failed, 2 on usage errors
+or an output folder that cannot be written, 3 on an internal error (a bug in rave; --debug
+shows the traceback), 130 on Ctrl-C (143 on SIGTERM).
 """
 
 
@@ -390,6 +465,7 @@ Exit status: 0 if every photo was enhanced or skipped, 1 if any failed, 2 on usa
 @tile_option()
 @max_pixels_option()
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no notes, errors only.")
+@click.option("--debug", is_flag=True, help="Print the traceback of each failure.")
 @click.pass_context
 def enhance_command(
     ctx: click.Context,
@@ -406,6 +482,7 @@ def enhance_command(
     tile: int | str | None,
     max_pixels: int,
     quiet: bool,
+    debug: bool,
 ) -> None:
     started = time.perf_counter()
     if beside and output_dir is not None:
@@ -441,17 +518,41 @@ def enhance_command(
             to_run.append(job)
 
     if to_run:
-        net = _load_network(ctx, model, device)
-        _note_slow_convolutions(net, quiet)
-        options = {"tile": tile, "quality": quality, "max_pixels": max_pixels}
-        _run_batch(to_run, net, options, tally, quiet)
+        from rave.cli._batch import Interrupted, interrupt_on_sigterm
+
+        tally.left = len(to_run)
+        try:
+            with interrupt_on_sigterm():
+                net = _load_network(ctx, model, device)
+                # After the model is known good, before any photo is computed.
+                problem = _probe_output_folders(to_run)
+                if problem is not None:
+                    _say(f"error: {problem}")
+                    ctx.exit(2)
+                _note_slow_convolutions(net, quiet)
+                options = {"tile": tile, "quality": quality, "max_pixels": max_pixels}
+                _run_batch(to_run, net, options, tally, quiet, debug)
+        except KeyboardInterrupt as err:
+            status = err.exit_status if isinstance(err, Interrupted) else 130
+            _say(
+                f"interrupted: {tally.enhanced} enhanced, {tally.failed} failed, {tally.left} "
+                "left; run the same command again to finish (results written so far are kept "
+                "and skipped)"
+            )
+            ctx.exit(status)
+        except _BatchStopped as stop:
+            if stop.exit_status == 3:
+                ctx.exit(3)
 
     elapsed = time.perf_counter() - started
     where = "next to the inputs" if output_dir is None else f"in {output_dir}"
     hint = " (skipped: results exist, --overwrite redoes them)" if tally.skipped else ""
+    from rave.io.printable import printable
+
+    not_attempted = f", {tally.left} not attempted" if tally.left else ""
     click.echo(
-        f"{tally.enhanced} enhanced, {tally.skipped} skipped, {tally.failed} failed "
-        f"in {elapsed:.1f} s; results {where}{hint}"
+        f"{tally.enhanced} enhanced, {tally.skipped} skipped, {tally.failed} failed"
+        f"{not_attempted} in {elapsed:.1f} s; results {printable(where)}{hint}"
     )
     if tally.failed:
         ctx.exit(1)

@@ -10,8 +10,6 @@ Examples::
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import click
@@ -36,22 +34,12 @@ def _method_names(preds: tuple[Path, ...], names: tuple[str, ...]) -> list[str]:
 
 
 def _write_png(path: Path, rgb_float) -> None:
-    """Write an ``(H, W, 3)`` float image in [0, 1] as 8-bit PNG, atomically."""
-    import cv2
+    """Write an ``(H, W, 3)`` float image in [0, 1] as 8-bit PNG (verified, atomic)."""
     import numpy as np
 
-    bgr = np.round(np.clip(rgb_float, 0, 1)[..., ::-1] * 255).astype(np.uint8)
-    ok, encoded = cv2.imencode(".png", bgr)
-    if not ok:
-        raise OSError(f"{path}: PNG encoding failed")
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(encoded.tobytes())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    from rave.io import write_photo
+
+    write_photo(path, np.round(np.clip(rgb_float, 0, 1) * 255).astype(np.uint8), format="png")
 
 
 def _run_models(inputs: Path, models: tuple[str, ...], out: Path, tile: str) -> dict[str, Path]:
@@ -65,8 +53,10 @@ def _run_models(inputs: Path, models: tuple[str, ...], out: Path, tile: str) -> 
         raise click.ClickException(
             f"--model needs rave.zoo and rave.inference, which cannot be imported ({error})"
         ) from error
+    from rave.errors import describe_failure, is_rave_bug
     from rave.evaluation.imread import ImageReadError, read_image
     from rave.evaluation.runner import list_images
+    from rave.io.printable import printable
 
     images = list_images(inputs)
     tile_arg: int | str | None = None if tile == "none" else (tile if tile == "auto" else int(tile))
@@ -85,12 +75,15 @@ def _run_models(inputs: Path, models: tuple[str, ...], out: Path, tile: str) -> 
         for stem, path in images.items():
             try:
                 pixels = read_image(path).pixels
+                batch = torch.from_numpy(pixels).permute(2, 0, 1)[None]
+                enhanced = enhance_tensor(net, batch, tile=tile_arg)[0].permute(1, 2, 0).numpy()
+                _write_png(folder / f"{stem}.png", enhanced)
             except ImageReadError as error:
                 click.echo(f"error: {error}", err=True)
-                continue
-            batch = torch.from_numpy(pixels).permute(2, 0, 1)[None]
-            enhanced = enhance_tensor(net, batch, tile=tile_arg)[0].permute(1, 2, 0).numpy()
-            _write_png(folder / f"{stem}.png", enhanced)
+            except Exception as error:  # one photo's failure is that photo's error line...
+                if is_rave_bug(error):  # ...unless rave's own code is wrong
+                    raise
+                click.echo(f"error: {printable(path)}: {describe_failure(error)}", err=True)
         folders[label] = folder
     return folders
 

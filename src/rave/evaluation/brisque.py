@@ -115,7 +115,10 @@ def brisque(image: np.ndarray) -> float:
     """
     grey = matlab_rgb2gray(image)
     if min(grey.shape) < MIN_SIZE:
-        raise ValueError(f"BRISQUE needs at least {MIN_SIZE}x{MIN_SIZE} pixels, got {grey.shape}")
+        raise ValueError(
+            f"BRISQUE needs at least {MIN_SIZE}x{MIN_SIZE} pixels, got {grey.shape[1]}x"
+            f"{grey.shape[0]} (width x height)"
+        )
     with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
         warnings.simplefilter("ignore", RuntimeWarning)  # empty means of a flat image -> NaN
         features = brisque_features(grey)

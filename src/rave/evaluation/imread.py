@@ -60,18 +60,11 @@ def read_image(path: str | Path) -> LoadedImage:
 
 def _from_array(path: Path, raw: np.ndarray) -> LoadedImage:
     """``(H, W)``, ``(H, W, C)`` uint8/uint16 array -> :class:`LoadedImage`."""
-    scale = 65535.0 if raw.dtype == np.uint16 else 255.0
-    if raw.ndim == 2:
-        raw, channels = raw[..., None], 1
-    elif raw.ndim == 3 and raw.shape[2] in (1, 2):
-        raw, channels = raw[..., :1], 1
-    elif raw.ndim == 3 and raw.shape[2] in (3, 4):
-        raw, channels = raw[..., :3], 3
-    else:
-        raise ImageReadError(path, f"unsupported pixel layout {raw.shape} {raw.dtype}")
-    pixels = raw.astype(np.float32) / scale
-    if channels == 1:
-        pixels = np.repeat(pixels, 3, axis=2)
-    return LoadedImage(
-        pixels=np.ascontiguousarray(pixels), bit_depth=8 * raw.dtype.itemsize, channels=channels
-    )
+    from rave.io.views import float_rgb
+
+    channels = 1 if raw.ndim == 2 or (raw.ndim == 3 and raw.shape[2] in (1, 2)) else 3
+    try:
+        pixels = float_rgb(raw)
+    except ValueError:
+        raise ImageReadError(path, f"unsupported pixel layout {raw.shape} {raw.dtype}") from None
+    return LoadedImage(pixels=pixels, bit_depth=8 * raw.dtype.itemsize, channels=channels)

@@ -1,6 +1,7 @@
 """Write an :class:`~rave.evaluation.runner.EvaluationResult` as a table, CSV, JSON and HTML.
 
-Files written into the output folder (each atomically: temporary file, then ``os.replace``):
+Files written into the output folder (each through :func:`rave.io.atomic.atomic_write`,
+verified, then renamed into place):
 ``metrics.csv`` (one row per method, mean scores), ``per_image.csv`` (one row per method and
 image), ``summary.json`` (means, protocol definitions, notes, errors), ``report.html`` (the
 summary table and a side-by-side grid of thumbnails with per-image scores, worst images
@@ -16,14 +17,13 @@ import html
 import io
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from rave.evaluation.runner import METRICS, EvaluationResult
+from rave.io.atomic import atomic_write
 
 __all__ = ["format_table", "write_report"]
 
@@ -73,17 +73,6 @@ def format_table(result: EvaluationResult) -> str:
     return "\n".join(lines)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def _csv_bytes(header: list[str], rows: list[list[Any]]) -> bytes:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -122,7 +111,7 @@ def write_report(
         "report": out / "report.html",
         "grid": out / "grid.jpg",
     }
-    _atomic_write(
+    atomic_write(
         paths["metrics"],
         _csv_bytes(
             ["method", "n_images", *result.metrics],
@@ -130,7 +119,7 @@ def write_report(
         ),
     )
     extra = ["path", "reference", "input"]
-    _atomic_write(
+    atomic_write(
         paths["per_image"],
         _csv_bytes(
             ["method", "image", *result.metrics, *extra],
@@ -156,11 +145,11 @@ def write_report(
         "notes": result.notes,
         "errors": result.errors,
     }
-    _atomic_write(paths["summary"], json.dumps(_json_safe(document), indent=2).encode())
+    atomic_write(paths["summary"], json.dumps(_json_safe(document), indent=2).encode())
     rows = _grid_rows(result)[:max_report_images]
     thumbs = _Thumbnails(thumbnail_size)
-    _atomic_write(paths["report"], _html(result, summary, rows, thumbs, protocol).encode())
-    _atomic_write(paths["grid"], _grid_jpeg(result, rows[:12], thumbs))
+    atomic_write(paths["report"], _html(result, summary, rows, thumbs, protocol).encode())
+    atomic_write(paths["grid"], _grid_jpeg(result, rows[:12], thumbs))
     return paths
 
 

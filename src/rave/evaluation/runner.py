@@ -268,6 +268,18 @@ class _Scorers:
         return scores
 
 
+def _failure_line(path: Path, error: Exception) -> str:
+    """One line naming the file for whatever failed on it; a bug in rave is re-raised."""
+    from rave.errors import describe_failure, is_rave_bug
+    from rave.io.printable import printable
+
+    if is_rave_bug(error):
+        raise error
+    if isinstance(error, ImageReadError):
+        return printable(error)
+    return f"{printable(path)}: {describe_failure(error)}"
+
+
 def _read(path: Path, cache: dict[Path, LoadedImage]) -> LoadedImage:
     if path not in cache:
         cache.clear()  # keep at most one decoded reference/input around
@@ -332,13 +344,13 @@ def evaluate_folders(
         for stem, path in input_images.items():
             if progress is not None:
                 progress(str(path))
+            record: dict[str, Any] = {"method": "input", "image": stem, "path": str(path)}
             try:
                 image = read_image(path)
-            except ImageReadError as error:
-                result.errors.append(str(error))
+                record.update(scorers.unpaired(image.pixels, path, result.notes))
+            except Exception as error:
+                result.errors.append(_failure_line(path, error))
                 continue
-            record: dict[str, Any] = {"method": "input", "image": stem, "path": str(path)}
-            record.update(scorers.unpaired(image.pixels, path, result.notes))
             result.records.append(record)
 
     for name, images in folders.items():
@@ -410,8 +422,8 @@ def _score_one(
                 record["shadow_p10_lift"] = lift.p10_lift
             else:
                 result.notes.append(f"{path}: size differs from its input, no shadow lift")
-    except (ImageReadError, ValueError) as error:
-        message = str(error) if isinstance(error, ImageReadError) else f"{path}: {error}"
+    except Exception as error:
+        message = _failure_line(path, error)
         result.errors.append(message)
         logger.warning("%s", message)
         return None

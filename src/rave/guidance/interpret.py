@@ -16,7 +16,6 @@ import hashlib
 import logging
 import os
 import re
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -170,17 +169,11 @@ def _cache_file(encoder_name: str, fingerprint: str, count: int) -> Path:
 
 
 def _atomic_save(tensors: dict[str, Tensor], path: Path) -> None:
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from rave.io.atomic import atomic_write
+
+    atomic_write(path, save(tensors))
 
 
 def _load_cached(path: Path, count: int, dim: int) -> Tensor | None:
@@ -431,14 +424,9 @@ def plot_ranking(ranking: TokenRanking, path: str | Path, *, title: str = "") ->
         axis.axvline(0.0, color="black", linewidth=0.5)
     if title:
         fig.suptitle(title)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".png")
-    os.close(fd)
+    from rave.io.atomic import atomic_write
+
     try:
-        fig.savefig(tmp, format="png", dpi=120)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        atomic_write(path, lambda stream: fig.savefig(stream, format="png", dpi=120))
     finally:
         plt.close(fig)

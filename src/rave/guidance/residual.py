@@ -15,19 +15,17 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from rave.encoders.base import ImageEncoder, center_crop_resize
-from rave.io import PhotoError
+from rave.io import PhotoError, atomic_write
+from rave.io.printable import printable
 
 __all__ = [
     "ResidualVector",
@@ -97,16 +95,9 @@ def read_image(path: str | Path) -> Tensor:
     Raises:
         rave.io.PhotoError: one line naming the file, if it is not a readable image.
     """
-    from rave.io import read_photo
+    from rave.io.views import read_tensor
 
-    pixels = read_photo(path).pixels
-    scale = 65535.0 if pixels.dtype == np.uint16 else 255.0
-    if pixels.ndim == 2:
-        pixels = pixels[:, :, None]
-    if pixels.shape[2] in (1, 2):  # grey, grey + alpha
-        pixels = np.repeat(pixels[:, :, :1], 3, axis=2)
-    array = pixels[:, :, :3].astype(np.float32) / scale
-    return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)
+    return read_tensor(path)
 
 
 def list_image_files(folder: str | Path) -> list[Path]:
@@ -133,6 +124,8 @@ def _embed_folder(
     """Normalised embeddings ``(N, D)`` float64 of the readable images, their names, #skipped."""
     from tqdm.auto import tqdm
 
+    from rave.errors import describe_failure, is_rave_bug
+
     files = list_image_files(folder)
     embeddings: list[Tensor] = []
     names: list[str] = []
@@ -148,12 +141,15 @@ def _embed_folder(
     for path in tqdm(files, desc=f"{label} images", unit="img", disable=not progress):
         try:
             image = read_image(path)
-        except PhotoError as err:  # its message is one line naming the file and the problem
+            # Crop each image to the encoder's input on its own, so any size batches up.
+            batch.append(center_crop_resize(image[None], encoder.input_size)[0])
+        except Exception as err:  # one file's failure is that file's line (bugs excepted)
+            if is_rave_bug(err):
+                raise
             skipped += 1
-            logger.warning("skipped %s", err)
+            reason = err if isinstance(err, PhotoError) else f"{path}: {describe_failure(err)}"
+            logger.warning("skipped %s", printable(reason))
             continue
-        # Crop each image to the encoder's input on its own, so images of any size batch up.
-        batch.append(center_crop_resize(image[None], encoder.input_size)[0])
         names.append(path.name)
         if len(batch) == batch_size:
             flush()
@@ -292,14 +288,7 @@ def save_residual(rv: ResidualVector, path: str | Path, *, overwrite: bool = Fal
         "files_sha256": rv.files_sha256,
         "created": rv.created,
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda stream: torch.save(payload, stream))
     return path
 
 

@@ -448,14 +448,38 @@ def _aliases(out: Tensor, image: Tensor) -> bool:
     raise ValueError("out overlaps image without being the same tensor")
 
 
+# Float pixels beyond this are not photo values on any scale (0-1, 0-255 or 0-65535).
+_MAX_PIXEL_MAGNITUDE = 1e6
+
+
+def _check_light_map(light: Tensor) -> None:
+    """Refuse a light map with NaN or infinity (broken weights or input), never an image."""
+    if not bool(torch.isfinite(light).all()):
+        raise ValueError(
+            "the network's light map is not finite (NaN or infinity): the model's weights "
+            "are broken"
+        )
+
+
 def _check_image(image: Tensor) -> None:
     if image.ndim != 4 or image.shape[1] != 3:
         raise ValueError(f"expected a (B, 3, H, W) image batch, got shape {tuple(image.shape)}")
     if min(image.shape[-2:]) < 2:
         raise ValueError(
-            f"image of {image.shape[-2]}x{image.shape[-1]} pixels is too small: "
-            "reflection padding needs at least 2x2"
+            f"image of {image.shape[-1]}x{image.shape[-2]} pixels (width x height) is too "
+            "small: reflection padding needs at least 2x2"
         )
+    if image.is_floating_point():
+        # One NaN, infinity or huge value spreads through the pyramid pooling (an average
+        # over the whole image) and turns every output pixel black.
+        low, high = torch.aminmax(image)
+        if not (bool(torch.isfinite(low)) and bool(torch.isfinite(high))):
+            raise ValueError("image has non-finite pixel values (NaN or infinity)")
+        if max(-float(low), float(high)) > _MAX_PIXEL_MAGNITUDE:
+            raise ValueError(
+                f"image has pixel values up to {max(-float(low), float(high)):.3g}; "
+                "float pixels must be in [0, 1]"
+            )
 
 
 def _run_tiled(
@@ -494,6 +518,7 @@ def _run_tiled(
     workers = _tile_workers(device, height, width, tile)
     context = _pooled_context(net, image, tile, backend, feature_cache, workers)
     halo = FULL_HALO if feature_cache is None else FULL_HALO - FEATURE_HALO
+    positive_seen: list[bool] = []  # appended to by the tile workers (list.append is atomic)
 
     def run_tile(tile_region: _Region) -> None:
         crop = tile_region.grow(halo)
@@ -513,6 +538,9 @@ def _run_tiled(
         # Crops clipped at the image border do not shrink there, so the result may extend
         # past the tile; keep the tile itself.
         light = _crop_to(light, region, tile_region)
+        _check_light_map(light)
+        if bool((light > 0).any()):
+            positive_seen.append(True)
         if light_out is not None:
             _write(light_out, tile_region, light.to(light_out.device))
         if enhanced_out is not None:
@@ -530,6 +558,7 @@ def _run_tiled(
     in_place = enhanced_out is not None and _aliases(enhanced_out, image)
     if not in_place:
         _for_each_tile(run_tile, tiles, workers)
+        _check_some_light(positive_seen)
         return
     # Writing into the image itself: a tile's result is held back until no later tile
     # reads the pixels under it (their crops reach `halo` pixels above their own rows).
@@ -544,6 +573,15 @@ def _run_tiled(
             _write(enhanced_out, region, values)
     for region, values in pending:
         _write(enhanced_out, region, values)
+    _check_some_light(positive_seen)
+
+
+def _check_some_light(positive_seen: list[bool]) -> None:
+    if not positive_seen:
+        raise ValueError(
+            "the network's light map is zero or negative everywhere (the result would be "
+            "blank): the model's weights are degenerate"
+        )
 
 
 def _tile_grid(height: int, width: int, tile: int) -> list[_Region]:

@@ -141,7 +141,9 @@ def build_kernel(
                 cmd, capture_output=True, text=True, timeout=_COMPILE_TIMEOUT_S, check=False
             )
             if result.returncode == 0:
-                os.replace(built, target)
+                from rave.io.atomic import atomic_write
+
+                atomic_write(target, built.read_bytes())  # verified, with the user's umask
                 return WinogradKernel(ctypes.CDLL(str(target)), target)
             errors.append(result.stderr.strip().splitlines()[-1:] or ["(no output)"])
         raise RuntimeError(f"{compiler} failed: {errors[-1][0]}")
@@ -319,10 +321,15 @@ def conv3x3(
         raise ValueError(f"padding must be 0 or 1 per side, got {padding}")
     out_height, out_width = height + top + bottom - 2, width + left + right - 2
     if out_height < 1 or out_width < 1:
-        raise ValueError(f"a 3x3 conv needs at least 3x3 pixels, got {height}x{width} + padding")
+        raise ValueError(
+            f"a 3x3 conv needs at least 3x3 pixels, got {width}x{height} (width x height) "
+            "+ padding"
+        )
     too_thin = ((top or bottom) and height < 2) or ((left or right) and width < 2)
     if pad_mode == "reflect" and too_thin:
-        raise ValueError(f"reflection padding needs at least 2x2 pixels, got {height}x{width}")
+        raise ValueError(
+            f"reflection padding needs at least 2x2 pixels, got {width}x{height} (width x height)"
+        )
     if not _is_pixel_major(x):
         x = x.contiguous(memory_format=torch.channels_last)
     out_channels = conv.out_channels

@@ -9,8 +9,9 @@ Example::
 
 from __future__ import annotations
 
+from rave.io.atomic import atomic_write, file_mode, probe_folder, remove_stale_temporaries
 from rave.io.read import DEFAULT_MAX_PIXELS, Photo, PhotoError, read_photo
-from rave.io.write import FORMATS, SIXTEEN_BIT_FORMATS, atomic_write, format_for_suffix, write_photo
+from rave.io.write import FORMATS, SIXTEEN_BIT_FORMATS, format_for_suffix, write_photo
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -19,7 +20,10 @@ __all__ = [
     "Photo",
     "PhotoError",
     "atomic_write",
+    "file_mode",
     "format_for_suffix",
+    "probe_folder",
     "read_photo",
+    "remove_stale_temporaries",
     "write_photo",
 ]

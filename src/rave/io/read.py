@@ -8,15 +8,19 @@ handles it.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import os
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageFile, UnidentifiedImageError
 
+from rave.io.library_messages import captured_messages, is_premature_end
 from rave.io.metadata import (
     EXIF_PREFIX,
     apply_orientation,
@@ -24,6 +28,7 @@ from rave.io.metadata import (
     icc_colour_space,
     reset_exif_orientation,
 )
+from rave.io.printable import printable
 
 __all__ = ["DEFAULT_MAX_PIXELS", "Photo", "PhotoError", "read_photo"]
 
@@ -44,10 +49,14 @@ _NATIVE_FORMATS = {
 
 
 class PhotoError(Exception):
-    """A photo that cannot be read or written; ``str()`` is one line naming the file."""
+    """A photo that cannot be read or written; ``str()`` is one line naming the file.
+
+    The name and the reason are escaped (:func:`rave.io.printable.printable`): neither a
+    file name nor a decoder's message can put control characters on a terminal.
+    """
 
     def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
-        super().__init__(f"{path}: {reason}")
+        super().__init__(f"{printable(path)}: {printable(reason)}")
         self.path = Path(path)
         self.reason = reason
 
@@ -82,8 +91,16 @@ class Photo:
 def _check_path(path: Path) -> None:
     if not os.path.lexists(path):
         raise PhotoError(path, "no such file")
-    if path.is_symlink() and not path.exists():
-        raise PhotoError(path, f"broken symbolic link (target {os.readlink(path)} is missing)")
+    try:
+        os.stat(path)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise PhotoError(path, "symbolic link loop (the link points back to itself)") from None
+        if path.is_symlink():
+            raise PhotoError(
+                path, f"broken symbolic link (target {os.readlink(path)} is missing)"
+            ) from None
+        raise PhotoError(path, f"cannot be opened ({err.strerror})") from None
     if path.is_dir():
         raise PhotoError(path, "is a directory, not an image file")
     if not path.is_file():
@@ -241,7 +258,7 @@ def _cmyk_to_srgb(
         return None
 
 
-def read_photo(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Photo:
+def _decode_photo(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Photo:
     """Decode a photo upright, at its bit depth, keeping its ICC profile and EXIF.
 
     Args:
@@ -326,8 +343,8 @@ def read_photo(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PI
     expected_space = "GRAY" if pixels.ndim == 2 or pixels.shape[2] == 2 else "RGB"
     if icc_profile is not None and icc_colour_space(icc_profile) != expected_space:
         notes.append(
-            f"{icc_colour_space(icc_profile)} ICC profile dropped: it does not describe "
-            f"{expected_space} pixels"
+            f"{printable(icc_colour_space(icc_profile))} ICC profile dropped: it does not "
+            f"describe {expected_space} pixels"
         )
         icc_profile = None
     if orientation != 1:
@@ -335,5 +352,120 @@ def read_photo(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PI
     if exif is not None:
         exif = reset_exif_orientation(exif)
     for note in notes:
-        logger.info("%s: %s", path, note)
+        logger.info("%s: %s", printable(path), printable(note))
     return Photo(pixels=pixels, format=format_name, icc_profile=icc_profile, exif=exif, notes=notes)
+
+
+@contextlib.contextmanager
+def _truncated_images_refused() -> Iterator[None]:
+    # Pillow fills a truncated image with grey when this global is on (some libraries turn
+    # it on for everyone); a photo with missing data must be an error, never an output.
+    previous = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        yield
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = previous
+
+
+def _check_jpeg_scan(path: Path) -> None:
+    """Refuse a JPEG whose compressed data ends before the picture its header declares.
+
+    libjpeg fills the missing part with grey and says so only in a warning, which Pillow
+    discards: a 205 KB file claiming 4000x3000 decodes "successfully" into 12 MP of grey
+    (and one claiming 192 MP takes minutes and 2 GB). OpenCV's libjpeg prints that warning;
+    decoding at 1/8 scale in grey still reads every compressed block, at a fraction of a
+    full decode's time and memory, so a lying file is refused before the real decode.
+    """
+    import cv2
+
+    with captured_messages() as messages:
+        data = np.fromfile(path, dtype=np.uint8)
+        cv2.imdecode(data, cv2.IMREAD_REDUCED_GRAYSCALE_8 | cv2.IMREAD_IGNORE_ORIENTATION)
+        del data
+    for message in messages:
+        if is_premature_end(message):
+            raise PhotoError(
+                path,
+                "truncated or corrupt JPEG: the compressed data ends before the picture its "
+                f"header declares ({message})",
+            )
+
+
+def _check_tiff_data(path: Path, page_index: int = 0) -> None:
+    """Refuse a TIFF page whose pixel data lies past the end of the file or is too short.
+
+    Pillow's own TIFF decoder fills rows that a strip does not hold with black: a header
+    claiming 800 rows over 16 rows of data reads as an 800-row photo. The strip (or tile)
+    offsets and byte counts tell: data beyond the end of the file means a truncated file;
+    uncompressed data shorter than the declared size means a lying header.
+    """
+    import tifffile
+
+    size = path.stat().st_size
+    try:
+        with tifffile.TiffFile(path) as tiff:
+            page = tiff.pages[page_index]
+            offsets, counts = page.dataoffsets, page.databytecounts
+            uncompressed = page.compression == tifffile.COMPRESSION.NONE
+            declared = page.size * page.dtype.itemsize if page.dtype is not None else 0
+            bits = page.bitspersample
+    except Exception:  # not a TIFF tifffile can parse: Pillow decides and reports
+        return
+    if any(offset + count > size for offset, count in zip(offsets, counts, strict=False)):
+        raise PhotoError(path, "truncated TIFF: its pixel data reaches past the end of the file")
+    if uncompressed and bits >= 8 and sum(counts) < declared:
+        raise PhotoError(
+            path,
+            f"corrupt TIFF: {sum(counts)} bytes of pixel data for the {declared} bytes its "
+            "header declares",
+        )
+
+
+def read_photo(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Photo:
+    """Decode a photo upright, at its bit depth, keeping its ICC profile and EXIF.
+
+    Args:
+        path: the image file (JPEG, PNG, TIFF, WebP, BMP, or anything else Pillow reads).
+        max_pixels: refuse images with more pixels than this, judged from the header
+            before any pixel is decoded (decompression bombs).
+
+    Returns:
+        A :class:`Photo`; ``pixels`` is ``uint16`` for 16-bit PNG/TIFF, else ``uint8``.
+        Messages the decoders printed or warned (libpng, libjpeg, OpenCV, Pillow) are in
+        ``notes``, escaped, instead of on the terminal.
+
+    Raises:
+        PhotoError: missing, empty, not an image, corrupt or truncated (including data
+            that ends before the pixels its header declares, and any decoder warning about
+            a premature end), too large, non-finite samples, or an unsupported sample
+            format. Whatever a decoder raises becomes a PhotoError; the message is one
+            line naming the file.
+    """
+    path = Path(path)
+    _check_path(path)
+    with _truncated_images_refused(), captured_messages() as messages:
+        try:
+            with open(path, "rb") as stream:
+                signature = stream.read(4)
+            if signature[:3] == b"\xff\xd8\xff":
+                _check_jpeg_scan(path)
+            elif signature in (b"II*\x00", b"MM\x00*"):
+                _check_tiff_data(path)
+            photo = _decode_photo(path, max_pixels=max_pixels)
+        except PhotoError:
+            raise
+        except MemoryError:
+            raise PhotoError(path, "not enough memory to decode the image") from None
+        except Exception as err:  # decoders fail in many ways (TypeError, KeyError...)
+            raise PhotoError(
+                path, f"corrupt or unreadable image ({type(err).__name__}: {_describe(err)})"
+            ) from None
+    for message in messages:
+        if is_premature_end(message):
+            raise PhotoError(path, f"truncated or corrupt image data ({message})")
+        photo.notes.append(f"decoder message: {printable(message)}")
+        logger.info("%s: decoder message: %s", printable(path), printable(message))
+    if photo.pixels.dtype.kind == "f" and not np.isfinite(photo.pixels).all():
+        raise PhotoError(path, "holds non-finite samples (NaN or infinity)")
+    return photo

@@ -1,30 +1,34 @@
 """Writing photos atomically, at their bit depth, with their ICC profile and EXIF.
 
-Every file is first written to a hidden temporary file in the target folder and then
-renamed over the target with :func:`os.replace`, so an interrupted run never leaves a
-half-written photo under the final name.
+Every file goes through :func:`rave.io.atomic.atomic_write`: a hidden temporary file in
+the target folder whose every write is checked, re-opened and checked as a photo of the
+expected size and complete (JPEG end marker, PNG ``IEND``...), then renamed over the
+target. A full disk or an interrupted run never leaves a half-written photo under the
+final name, and never replaces an existing one.
 """
 
 from __future__ import annotations
 
-import contextlib
+import errno
 import logging
 import os
 import shutil
-import tempfile
-from collections.abc import Callable
+import struct
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 from PIL import Image
 
+from rave.io.atomic import atomic_write, scratch_file
+from rave.io.library_messages import captured_messages
 from rave.io.metadata import (
     EXIF_PREFIX,
     png_header_end,
     png_metadata_chunks,
     strip_exif_prefix,
 )
+from rave.io.printable import printable
 
 __all__ = [
     "FORMATS",
@@ -53,43 +57,6 @@ _ALPHA_FORMATS = frozenset({"png", "tif", "webp", "bmp"})
 def format_for_suffix(suffix: str) -> str | None:
     """The output format a file suffix stands for (``".JPEG"`` -> ``"jpg"``), or None."""
     return _SUFFIXES.get(suffix.lower())
-
-
-def _umask() -> int:
-    # os.umask can only be read by setting it; do it once.
-    if not hasattr(_umask, "value"):
-        current = os.umask(0)
-        os.umask(current)
-        _umask.value = current  # type: ignore[attr-defined]
-    return _umask.value  # type: ignore[attr-defined]
-
-
-def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], None]) -> None:
-    """Call ``write(stream)`` on a temporary file beside ``path``, then rename it to ``path``.
-
-    The temporary file is removed if ``write`` fails or the process is interrupted, and
-    ``path`` is either untouched or complete.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.name}.", suffix=".part"
-    )
-    try:
-        with os.fdopen(descriptor, "wb") as stream:
-            # tifffile takes a file object's .name for a path; an fdopen object's is the
-            # descriptor number, so name it (rather than buffer the whole file in memory).
-            stream.raw.name = temporary  # type: ignore[attr-defined]
-            write(stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        # mkstemp creates the file readable by its owner only; give it the usual mode.
-        os.chmod(temporary, 0o666 & ~_umask())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
 
 
 def _to_8_bit(pixels: np.ndarray) -> np.ndarray:
@@ -150,16 +117,24 @@ def _write_png_16(
     else:
         in_place, bgr = False, pixels
     # libpng streams into a file of its own, then the metadata chunks are spliced in while
-    # copying: cv2.imencode's growing buffer would cost up to twice the encoded size.
-    with tempfile.TemporaryDirectory(prefix="rave-png-") as folder:
-        encoded = Path(folder) / "encoded.png"
+    # copying: cv2.imencode's growing buffer would cost up to twice the encoded size. That
+    # file lies beside the output (named like every rave temporary), not in $TMPDIR.
+    with scratch_file(Path(getattr(stream, "name", ".")).parent, ".png") as encoded:
         try:
-            ok = cv2.imwrite(str(encoded), bgr, [cv2.IMWRITE_PNG_COMPRESSION, 6])
+            # libpng and OpenCV print their complaints to stderr: keep them for our message.
+            with captured_messages() as messages:
+                ok = cv2.imwrite(str(encoded), bgr, [cv2.IMWRITE_PNG_COMPRESSION, 6])
         finally:
             if in_place:
                 cv2.cvtColor(pixels, to_bgr, dst=pixels)  # the same swap restores RGB
-        if not ok:
-            raise OSError("OpenCV could not encode the PNG")
+        if not ok or not _png_complete(encoded):
+            # OpenCV says only "false": a full disk is the usual cause, so say so then.
+            if _disk_full(encoded.parent):
+                raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} (16-bit PNG)")
+            detail = f" ({printable('; '.join(messages))})" if messages else ""
+            raise OSError(f"OpenCV could not encode the 16-bit PNG{detail}")
+        for message in messages:
+            logger.info("16-bit PNG encoder: %s", printable(message))
         with open(encoded, "rb") as png:
             head = png.read(33)  # signature (8) + IHDR chunk (8 + 13 + 4)
             end_of_ihdr = png_header_end(head)
@@ -167,6 +142,56 @@ def _write_png_16(
             stream.write(png_metadata_chunks(icc_profile=icc_profile, exif=exif))
             stream.write(head[end_of_ihdr:])
             shutil.copyfileobj(png, stream, 1 << 20)
+
+
+_PNG_END = struct.pack(">I", 0) + b"IEND" + struct.pack(">I", 0xAE426082)
+
+
+def _png_complete(path: Path) -> bool:
+    """Whether a PNG file ends with its ``IEND`` chunk (libpng may lose its last buffer)."""
+    try:
+        with open(path, "rb") as png:
+            png.seek(-len(_PNG_END), os.SEEK_END)
+            return png.read() == _PNG_END
+    except OSError:
+        return False
+
+
+def _disk_full(folder: Path) -> bool:
+    """Whether fewer than 1 MiB are left for us in ``folder``'s file system."""
+    try:
+        status = os.statvfs(folder)
+    except (OSError, AttributeError):  # AttributeError: no statvfs (Windows)
+        return False
+    return status.f_bavail * status.f_frsize < (1 << 20)
+
+
+def _verify_photo(path: Path, fmt: str, width: int, height: int) -> None:
+    """Re-open a written photo: its header must say ``width`` x ``height`` and its data end.
+
+    Raises:
+        OSError: the file is not the complete photo that was encoded.
+    """
+    size = path.stat().st_size
+    with open(path, "rb") as stream:
+        head = stream.read(16)
+        stream.seek(max(0, size - 12))
+        tail = stream.read()
+    complete = {
+        "jpg": tail.endswith(b"\xff\xd9"),
+        "png": tail == _PNG_END,
+        "webp": len(head) >= 8 and struct.unpack_from("<I", head, 4)[0] + 8 == size,
+        "bmp": len(head) >= 6 and struct.unpack_from("<I", head, 2)[0] == size,
+    }.get(fmt, True)
+    try:
+        with Image.open(path) as image:
+            found = image.size
+    except Exception as err:  # any decoder complaint means the file is not what we wrote
+        raise OSError(errno.EIO, f"written file does not read back ({err})") from None
+    if not complete or found != (width, height):
+        raise OSError(
+            errno.EIO, f"written file is incomplete ({size} bytes, reads as {found[0]}x{found[1]})"
+        )
 
 
 # Descriptive IFD0 tags (ImageDescription, Make, Model, DateTime, Artist, Copyright) that
@@ -236,7 +261,8 @@ def write_photo(
 
     Raises:
         ValueError: unknown format or unsupported array layout.
-        OSError: the file cannot be written (nothing is left behind).
+        OSError: the file cannot be written, or does not read back complete (nothing is
+            left behind and an existing ``path`` is kept as it was).
     """
     path = Path(path)
     fmt = format or format_for_suffix(path.suffix)
@@ -273,7 +299,8 @@ def write_photo(
             "EXIF reduced to make, model, date and credits: the 16-bit TIFF writer "
             "(tifffile) cannot embed the EXIF sub-IFD"
         )
-    atomic_write(path, write)
+    height, width = pixels.shape[:2]
+    atomic_write(path, write, verify=lambda written: _verify_photo(written, fmt, width, height))
     for note in notes:
-        logger.info("%s: %s", path, note)
+        logger.info("%s: %s", printable(path), printable(note))
     return notes

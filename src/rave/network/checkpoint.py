@@ -125,10 +125,24 @@ def extract_state_dict(checkpoint: Mapping, source: str = "checkpoint") -> dict[
     raise CheckpointError(f"{source}: no enhancement-network state_dict found in the file")
 
 
+def _check_weights(state_dict: Mapping[str, Tensor], source: str) -> None:
+    """Refuse weights that can only give a blank image: NaN/infinity, or all zero."""
+    for name, tensor in state_dict.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(f"{source}: weight {name} holds NaN or infinite values")
+    kernels = [t for t in state_dict.values() if t.is_floating_point() and t.ndim >= 2]
+    if kernels and not any(bool(t.any()) for t in kernels):
+        raise CheckpointError(
+            f"{source}: every convolution weight is zero (a degenerate checkpoint: the "
+            "output would not depend on the photo)"
+        )
+
+
 def build_enhancer(
     state_dict: Mapping[str, Tensor], source: str = "checkpoint", padding_mode: str = "reflect"
 ) -> EnhancementNet:
     """An :class:`EnhancementNet` (eval mode) holding ``state_dict``, loaded strictly."""
+    _check_weights(state_dict, source)
     net = EnhancementNet(padding_mode=padding_mode)  # type: ignore[arg-type]
     try:
         net.load_state_dict(strip_module_prefix(state_dict), strict=True)

@@ -9,8 +9,6 @@ from __future__ import annotations
 import csv
 import io
 import logging
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +16,10 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
+
+# rave's one verified atomic write (checked writes, fsync, umask); the name is kept for
+# the training code that imports it from here.
+from rave.io.atomic import atomic_write as atomic_write_bytes
 
 __all__ = [
     "MetricsCSV",
@@ -29,21 +31,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -23,9 +23,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import Dataset, Sampler
+
+from rave.io.printable import printable
+from rave.io.views import unit_float
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -93,27 +96,38 @@ def pair_by_stem(
 def load_image(path: Path, size: int) -> Tensor:
     """An image resized to ``size x size`` (aspect not kept, as the paper trains).
 
-    Pillow's Lanczos filter is the reference code's ``ANTIALIAS``. EXIF orientation is
-    applied; 16-bit and grey images are converted to 8-bit RGB.
+    Decoded by :func:`rave.io.read_photo` (the one reader: EXIF orientation, 16 bits kept,
+    grey replicated to RGB, alpha dropped). Pillow's Lanczos filter is the reference
+    code's ``ANTIALIAS``; 16-bit photos are resized per channel in float (Pillow holds
+    16-bit colour only as 8 bits) and rounded back to 16 bits.
 
     Returns:
-        ``(3, size, size)`` uint8.
+        ``(3, size, size)`` uint8 for 8-bit files, uint16 for 16-bit ones;
+        :func:`rave.io.views.unit_float` gives float32 in [0, 1].
 
     Raises:
-        ValueError: the file is not a readable image (message names the file).
+        ValueError: the file is not a readable image (one line naming the file).
     """
+    from rave.io import PhotoError, read_photo
+    from rave.io.views import rgb_samples
+
     try:
-        with Image.open(path) as img:
-            img = ImageOps.exif_transpose(img)
-            if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-                # Pillow cannot convert 16-bit grey to RGB directly: scale to 8 bits first.
-                arr = np.asarray(img, dtype=np.float64)
-                img = Image.fromarray(np.clip(arr / 257.0, 0, 255).astype(np.uint8))
-            img = img.convert("RGB").resize((size, size), Image.Resampling.LANCZOS)
-            array = np.asarray(img, dtype=np.uint8)
-    except (OSError, UnidentifiedImageError, ValueError) as err:
-        raise ValueError(f"{path}: cannot read image ({err})") from None
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
+        rgb = rgb_samples(read_photo(path).pixels)
+    except PhotoError as err:
+        raise ValueError(str(err)) from None
+    if rgb.dtype == np.uint8:
+        resized = np.asarray(Image.fromarray(rgb).resize((size, size), Image.Resampling.LANCZOS))
+    else:
+        channels = [
+            np.asarray(
+                Image.fromarray(np.ascontiguousarray(rgb[:, :, c], dtype=np.float32), "F").resize(
+                    (size, size), Image.Resampling.LANCZOS
+                )
+            )
+            for c in range(3)
+        ]
+        resized = np.clip(np.rint(np.dstack(channels)), 0, 65535).astype(np.uint16)
+    return torch.from_numpy(np.array(resized)).permute(2, 0, 1).contiguous()  # writable copy
 
 
 class FolderImages:
@@ -134,13 +148,13 @@ class FolderImages:
         kept: list[Path] = []
         for path in files:
             try:
+                # Decoded in full either way: a truncated file is found now, not mid-run.
+                image = load_image(path, size)
                 if self._cache is not None:
-                    self._cache.append(load_image(path, size))
-                else:
-                    with Image.open(path) as img:
-                        img.verify()
+                    self._cache.append(image)
             except (ValueError, OSError, UnidentifiedImageError) as err:
-                log.warning("skipping %s", err if isinstance(err, ValueError) else f"{path}: {err}")
+                reason = err if isinstance(err, ValueError) else f"{path}: {err}"
+                log.warning("skipping %s", printable(reason))
                 continue
             kept.append(Path(path))
         if not kept:
@@ -157,7 +171,7 @@ class FolderImages:
             if self._cache is not None
             else load_image(self.files[index], self.size)
         )
-        return image.float().div_(255.0)
+        return unit_float(image)
 
 
 @dataclass(frozen=True)

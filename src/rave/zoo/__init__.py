@@ -114,11 +114,10 @@ def builtin_weights_path() -> Path | None:
         # Package not on a file system (e.g. a zip): keep a copy in the cache so that
         # callers get a real path that stays valid.
         copy = cache_dir() / f"builtin-{filename}"
-        copy.parent.mkdir(parents=True, exist_ok=True)
-        partial = copy.with_name(f".{copy.name}.{os.getpid()}.part")
-        with resources.as_file(entry) as real:
-            shutil.copyfile(real, partial)
-        os.replace(partial, copy)
+        from rave.io.atomic import atomic_write
+
+        with resources.as_file(entry) as real, open(real, "rb") as source:
+            atomic_write(copy, lambda stream: shutil.copyfileobj(source, stream, 1 << 20))
         return copy
     return None
 

@@ -14,8 +14,8 @@ import hashlib
 import http.client
 import logging
 import os
-import tempfile
 from pathlib import Path
+from typing import BinaryIO
 from urllib.error import HTTPError, URLError
 from urllib.request import Request, urlopen
 
@@ -97,16 +97,14 @@ def download_file(url: str, destination: str | Path, sha256: str, *, progress: b
         ChecksumError: the downloaded bytes have another hash (nothing is left behind).
         OSError, urllib.error.URLError: network or disk failures, passed on.
     """
+    from rave.io.atomic import atomic_write
+
     destination = Path(destination)
-    destination.parent.mkdir(parents=True, exist_ok=True)
     request = Request(url, headers={"User-Agent": "rave-enhance"})
-    digest = hashlib.sha256()
-    fd, tmp_name = tempfile.mkstemp(
-        dir=destination.parent, prefix=f".{destination.name}.", suffix=".part"
-    )
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out, urlopen(request, timeout=_TIMEOUT_S) as response:
+
+    def download_into(out: BinaryIO) -> None:
+        digest = hashlib.sha256()
+        with urlopen(request, timeout=_TIMEOUT_S) as response:
             length = response.headers.get("Content-Length") if response.headers else None
             total = int(length) if length and length.isdigit() else None
             with tqdm(
@@ -128,9 +126,8 @@ def download_file(url: str, destination: str | Path, sha256: str, *, progress: b
                 f"download of {url} has sha256 {actual}, expected {sha256}: the file was "
                 "discarded (changed upstream or damaged in transit)"
             )
-        os.replace(tmp, destination)
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    atomic_write(destination, download_into)
     return destination
 
 

@@ -210,10 +210,11 @@ def _find_prompt_state(obj: Any, depth: int = 0) -> dict[str, Any] | None:
 def _read_image(path: Path, size: int) -> Tensor | None:
     """``(3, size, size)`` float RGB in [0, 1], resized as the training images are; None if bad."""
     # The loop's reader, so prompts see exactly the images the network trains on.
+    from rave.io.views import unit_float
     from rave.training.data import load_image
 
     try:
-        return load_image(path, size).float().div_(255.0)
+        return unit_float(load_image(path, size))
     except (OSError, ValueError) as err:
         log.warning("skipped: %s", err)
         return None
