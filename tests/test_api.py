@@ -159,7 +159,7 @@ def test_bad_inputs_raise(net: EnhancementNet) -> None:
         rave.enhance(torch.zeros(1, H, W), net)
     with pytest.raises(ValueError, match="uint8, uint16 or float"):
         rave.enhance(np.zeros((H, W, 3), np.int32), net)
-    with pytest.raises(TypeError, match="PIL image, numpy array or torch tensor"):
+    with pytest.raises(TypeError, match="PIL image, numpy array, torch tensor or file path"):
         rave.enhance([[0.5]], net)  # type: ignore[call-overload]
 
 

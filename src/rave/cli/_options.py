@@ -35,20 +35,12 @@ class TileSize(click.ParamType):
     def convert(
         self, value: Any, param: click.Parameter | None, ctx: click.Context | None
     ) -> int | str | None:
-        if value is None or isinstance(value, int):
-            return value
-        text = str(value).strip().lower()
-        if text == "auto":
-            return "auto"
-        if text in ("none", "off", "0"):
-            return None
+        from rave.devices import parse_tile
+
         try:
-            size = int(text)
-        except ValueError:
-            self.fail(f"{value!r} is not 'auto', 'none' or a whole number of pixels", param, ctx)
-        if size < 16:
-            self.fail(f"tile size {size} is too small (at least 16 pixels)", param, ctx)
-        return size
+            return parse_tile(value)
+        except ValueError as err:
+            self.fail(str(err), param, ctx)
 
 
 class PixelCount(click.ParamType):
@@ -92,7 +84,8 @@ def device_option(default: str = "auto") -> Callable[[F], F]:
         "--device",
         default=default,
         show_default=True,
-        help="Where to run the network: auto, cpu, cuda, cuda:N or mps.",
+        help="Where to run the network: auto (CUDA, then Apple MPS, then CPU), cpu, cuda, "
+        "cuda:N or mps.",
     )
 
 
@@ -123,25 +116,13 @@ def resolve_device(name: str) -> torch.device:
     """A ``torch.device`` for a ``--device`` value; ``auto`` picks the fastest available.
 
     Raises:
-        click.BadParameter: unknown device, or one this machine does not have.
+        click.BadParameter: unknown device, or one this machine does not have (the message
+            lists the devices that work here).
     """
-    import torch
+    from rave.devices import DeviceError
+    from rave.devices import resolve_device as resolve
 
-    text = name.strip().lower()
-    if text == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
     try:
-        device = torch.device(text)
-    except RuntimeError as err:
-        raise click.BadParameter(
-            f"unknown device {name!r} ({err})", param_hint="--device"
-        ) from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise click.BadParameter("CUDA is not available on this machine", param_hint="--device")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise click.BadParameter("Apple MPS is not available here", param_hint="--device")
-    return device
+        return resolve(name)
+    except DeviceError as err:
+        raise click.BadParameter(str(err), param_hint="--device") from None
