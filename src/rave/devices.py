@@ -91,7 +91,7 @@ def parse_tile(value: int | str | None) -> int | str | None:
             value = int(text)
         except ValueError:
             raise ValueError(
-                f"{value!r} is not 'auto', 'none' or a whole number of pixels"
+                f"tile {value!r} is not 'auto', 'none' or a whole number of pixels"
             ) from None
     if value == 0:
         return None

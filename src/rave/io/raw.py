@@ -16,7 +16,17 @@ import numpy as np
 
 from rave.io.formats import missing_reader
 
-__all__ = ["RAW_DECODE_SETTINGS", "RawReadError", "read_raw_pixels", "srgb_icc_profile"]
+__all__ = [
+    "RAW_DECODE_SETTINGS",
+    "RawReadError",
+    "raw_exif",
+    "read_raw_pixels",
+    "srgb_icc_profile",
+]
+
+# IFD0 tags carried out of TIFF-based RAW files: description, make, model, orientation,
+# software, date, artist, copyright.
+_DESCRIPTIVE_TAGS = (270, 271, 272, 274, 305, 306, 315, 33432)
 
 RAW_DECODE_SETTINGS = "LibRaw: camera white balance, sRGB primaries and tone curve, 16-bit"
 """What the decoder does, for notes and provenance."""
@@ -76,3 +86,35 @@ def srgb_icc_profile() -> bytes | None:
         return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
     except Exception:  # Pillow built without littleCMS: the output is untagged sRGB
         return None
+
+
+def raw_exif(path: Path) -> bytes | None:
+    """EXIF from a TIFF-based RAW file (DNG, CR2, NEF, ARW, ORF...), or None.
+
+    Pillow cannot open a CFA TIFF, so tifffile reads the IFD0 tags and the EXIF sub-IFD
+    (exposure, lens, date); Pillow serialises them. Tags of types Pillow cannot write are
+    left out. CR3 and RAF are not TIFF containers: None.
+    """
+    import tifffile
+    from PIL import Image
+
+    try:
+        with tifffile.TiffFile(path) as tiff:
+            tags = tiff.pages[0].tags
+            exif = Image.Exif()
+            for code in _DESCRIPTIVE_TAGS:
+                if code in tags and isinstance(tags[code].value, (str, int)):
+                    exif[code] = tags[code].value
+            sub_ifd = tags.get(34665)
+            if sub_ifd is not None and isinstance(sub_ifd.value, dict):
+                registry = tifffile.TIFF.TAGS
+                values = {}
+                for name, value in sub_ifd.value.items():
+                    code = registry.get(name) if isinstance(name, str) else name
+                    if isinstance(code, int) and isinstance(value, (str, int)):
+                        values[code] = value
+                if values:
+                    exif[0x8769] = values
+    except Exception:  # not a TIFF container, or tags tifffile cannot parse
+        return None
+    return exif.tobytes() if len(exif) else None

@@ -26,7 +26,7 @@ from rave.io.metadata import (
     icc_colour_space,
     reset_exif_orientation,
 )
-from rave.io.raw import RawReadError, read_raw_pixels, srgb_icc_profile
+from rave.io.raw import RawReadError, raw_exif, read_raw_pixels, srgb_icc_profile
 from rave.io.tiff import FloatRangeError, read_tiff_special
 
 __all__ = ["DEFAULT_MAX_PIXELS", "Photo", "PhotoError", "read_photo"]
@@ -285,6 +285,10 @@ def read_photo(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PI
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(path)
     except UnidentifiedImageError:
+        if suffix in (".tif", ".tiff"):
+            photo = _read_tiff_pillow_cannot_open(path, max_pixels)
+            if photo is not None:
+                return photo
         hint = unsupported_format_hint(suffix)
         raise PhotoError(
             path, hint or "not an image file, or a format Pillow cannot read"
@@ -393,19 +397,27 @@ def _xmp_and_dpi(image: Image.Image) -> tuple[bytes | None, tuple[float, float] 
     return (bytes(xmp) if xmp else None), dpi
 
 
+def _read_tiff_pillow_cannot_open(path: Path, max_pixels: int) -> Photo | None:
+    """Float RGB TIFFs and other layouts only tifffile reads, or None."""
+    try:
+        special = read_tiff_special(path, max_pixels, always=True)
+    except FloatRangeError as err:
+        raise PhotoError(path, str(err)) from None
+    except ValueError as err:
+        raise PhotoError(path, _describe(err)) from None
+    if special is None:
+        return None
+    pixels, notes = special
+    return Photo(pixels=pixels, format="tif", notes=notes)
+
+
 def _read_raw(path: Path, max_pixels: int) -> Photo:
     """A camera RAW file as a 16-bit sRGB photo, EXIF carried over where Pillow finds it."""
     try:
         pixels, notes = read_raw_pixels(path, max_pixels)
     except RawReadError as err:
         raise PhotoError(path, str(err)) from None
-    exif = None
-    try:
-        # TIFF-based RAW (DNG, CR2, NEF, ARW...) keeps EXIF in TIFF IFDs Pillow can read.
-        with Image.open(path) as container:
-            exif = _tiff_exif(container) if container.format == "TIFF" else None
-    except Exception:  # CR3/RAF/RW2 containers: no EXIF reader here
-        exif = None
+    exif = raw_exif(path)
     if exif is None:
         notes.append("EXIF not carried over (not readable from this RAW container)")
     else:

@@ -32,8 +32,13 @@ def _pixel_count(page: object) -> int:
     return int(page.imagewidth) * int(page.imagelength)  # type: ignore[attr-defined]
 
 
-def read_tiff_special(path: Path, max_pixels: int) -> tuple[np.ndarray, list[str]] | None:
+def read_tiff_special(
+    path: Path, max_pixels: int, *, always: bool = False
+) -> tuple[np.ndarray, list[str]] | None:
     """Pixels that Pillow's view of ``path`` would get wrong, else ``None``.
+
+    With ``always``, the largest image is returned whatever its layout (for files Pillow
+    cannot open at all).
 
     Returns:
         ``(pixels, notes)`` when the largest image is not the first page (``uint8`` or
@@ -56,7 +61,7 @@ def read_tiff_special(path: Path, max_pixels: int) -> tuple[np.ndarray, list[str
             return None
         largest = max(pages, key=_pixel_count)
         is_float = largest.dtype is not None and largest.dtype.kind == "f"
-        if largest is pages[0] and not is_float:
+        if largest is pages[0] and not is_float and not always:
             return None
         if _pixel_count(largest) > max_pixels:
             raise ValueError(
