@@ -216,3 +216,19 @@ def test_named_file_of_an_unsupported_format_says_which_package_reads_it(
     assert result.exit_code == 1
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "OpenEXR" in errors[0], errors
+
+
+def test_missing_raw_reader_names_the_extra(work: Path, monkeypatch) -> None:
+    import importlib.util
+
+    from rave.io import PhotoError
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "rawpy" else real(name, *a)
+    )
+    _make_dng(work / "a.nef")
+    with pytest.raises(
+        PhotoError, match=r"a\.nef: camera RAW files need rawpy: .*rave-enhance\[raw\]"
+    ):
+        read_photo(work / "a.nef")

@@ -7,6 +7,7 @@ when a device is resolved.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import click
@@ -15,11 +16,15 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = [
+    "HiddenAliasOption",
     "PixelCount",
     "TileSize",
     "device_option",
     "max_pixels_option",
     "model_option",
+    "output_option",
+    "overwrite_option",
+    "quiet_option",
     "resolve_device",
     "tile_option",
 ]
@@ -65,6 +70,62 @@ class PixelCount(click.ParamType):
         if count <= 0:
             self.fail("the pixel limit must be positive", param, ctx)
         return count
+
+
+class HiddenAliasOption(click.Option):
+    """An option whose older spellings still work but are not shown in ``--help``."""
+
+    def __init__(self, *args: Any, hidden_aliases: tuple[str, ...] = (), **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.hidden_aliases = frozenset(hidden_aliases)
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        shown = self.opts
+        self.opts = [name for name in shown if name not in self.hidden_aliases]
+        try:
+            return super().get_help_record(ctx)
+        finally:
+            self.opts = shown
+
+
+def output_option(
+    help: str,
+    *,
+    folder: bool,
+    required: bool = False,
+    old_names: tuple[str, ...] = (),
+    dest: str = "output",
+) -> Callable[[F], F]:
+    """``-o/--output``: where a command writes (a file or a folder), the same in every command.
+
+    ``old_names`` (e.g. ``--output-dir``, ``--out``) keep working but are not shown.
+    """
+    return click.option(
+        "-o",
+        "--output",
+        *old_names,
+        dest,
+        cls=HiddenAliasOption,
+        hidden_aliases=old_names,
+        required=required,
+        default=None,
+        type=click.Path(file_okay=not folder, dir_okay=folder, path_type=Path),
+        help=help,
+    )
+
+
+def overwrite_option(what: str = "OUTPUT") -> Callable[[F], F]:
+    """``--overwrite``: replace existing output; without it, a command refuses to."""
+    return click.option(
+        "--overwrite", is_flag=True, help=f"Replace {what} if it exists (refused otherwise)."
+    )
+
+
+def quiet_option() -> Callable[[F], F]:
+    """``-q/--quiet``: no progress bars and no notes; errors and results still shown."""
+    return click.option(
+        "-q", "--quiet", is_flag=True, help="No progress bars and no notes, errors only."
+    )
 
 
 def model_option(default: str = "default") -> Callable[[F], F]:

@@ -12,7 +12,14 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from rave.cli._options import device_option, max_pixels_option, model_option, tile_option
+from rave.cli._options import (
+    device_option,
+    max_pixels_option,
+    model_option,
+    output_option,
+    quiet_option,
+    tile_option,
+)
 
 if TYPE_CHECKING:  # torch is imported only once a photo is enhanced
     from torch import nn
@@ -254,7 +261,9 @@ class _TileProgress:
         if self.bar is None:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, unit="tile", desc=self.name, leave=False, position=1)
+            self.bar = tqdm(
+                total=total, unit="tile", desc=self.name, leave=False, position=1, disable=None
+            )
         self.bar.update(done - self.bar.n)
 
     def close(self) -> None:
@@ -392,12 +401,11 @@ Exit status: 0 if every photo was enhanced or skipped, 1 if any failed, 2 on usa
 
 @click.command("enhance", help=HELP)
 @click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
-@click.option(
-    "-o",
-    "--output-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help=f"Folder for the results [default: ./{DEFAULT_OUTPUT_DIR}].",
+@output_option(
+    f"Folder for the results [default: ./{DEFAULT_OUTPUT_DIR}].",
+    folder=True,
+    old_names=("--output-dir",),
+    dest="output_dir",
 )
 @click.option("--beside", is_flag=True, help="Write each result next to its input.")
 @model_option()
@@ -432,7 +440,7 @@ Exit status: 0 if every photo was enhanced or skipped, 1 if any failed, 2 on usa
 @device_option()
 @tile_option()
 @max_pixels_option()
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar and no notes, errors only.")
+@quiet_option()
 @click.pass_context
 def enhance_command(
     ctx: click.Context,
@@ -452,7 +460,7 @@ def enhance_command(
 ) -> None:
     started = time.perf_counter()
     if beside and output_dir is not None:
-        raise click.UsageError("-o/--output-dir and --beside exclude each other")
+        raise click.UsageError("-o/--output and --beside exclude each other")
     if not beside and output_dir is None:
         output_dir = Path(DEFAULT_OUTPUT_DIR)
     if suffix is None:

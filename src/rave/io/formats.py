@@ -110,12 +110,13 @@ def list_image_files(
 def missing_reader(suffix: str) -> str | None:
     """The pip command that adds the reader for ``suffix`` when it is not installed, else None.
 
-    HEIF and RAW support are optional extras (``pip install 'rave-enhance[heif]'`` /
-    ``[raw]``): their wheels bundle native codecs that not every user wants.
+    pillow-heif is a dependency of rave (iPhones shoot HEIC); RAW support is the optional
+    extra ``pip install 'rave-enhance[raw]'``: rawpy bundles LibRaw, which users of
+    JPEG/PNG/TIFF alone do not need.
     """
     suffix = suffix.lower()
     if suffix in HEIF_SUFFIXES and importlib.util.find_spec("pillow_heif") is None:
-        return "pip install 'rave-enhance[heif]' (pillow-heif)"
+        return "pip install pillow-heif (a dependency of rave-enhance: reinstall it)"
     if suffix in RAW_SUFFIXES and importlib.util.find_spec("rawpy") is None:
         return "pip install 'rave-enhance[raw]' (rawpy, LibRaw)"
     return None

@@ -13,9 +13,6 @@ import importlib.util
 
 __all__ = ["can_write_heif", "heif_available", "register_heif"]
 
-INSTALL_HINT = "pip install 'rave-enhance[heif]' (pillow-heif)"
-
-
 def heif_available() -> bool:
     """Whether ``pillow-heif`` is installed."""
     return importlib.util.find_spec("pillow_heif") is not None

@@ -130,7 +130,7 @@ def _write_pillow(
         from rave.io.heif import register_heif
 
         if not register_heif():
-            raise ValueError("writing HEIC needs pillow-heif: pip install 'rave-enhance[heif]'")
+            raise ValueError("writing HEIC needs pillow-heif: pip install pillow-heif")
         options.update(quality=quality)
     elif fmt == "tif":
         # Uncompressed: Pillow's libtiff-based compressed writer cannot store the EXIF
