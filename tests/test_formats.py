@@ -232,3 +232,22 @@ def test_missing_raw_reader_names_the_extra(work: Path, monkeypatch) -> None:
         PhotoError, match=r"a\.nef: camera RAW files need rawpy: .*rave-enhance\[raw\]"
     ):
         read_photo(work / "a.nef")
+
+
+def test_heic_without_encoder_written_as_jpeg_with_a_note(
+    work: Path, checkpoint: Path, monkeypatch
+) -> None:
+    pytest.importorskip("pillow_heif")
+    import rave.io.heif
+    import rave.io.read
+    from rave.io.heif import register_heif
+
+    register_heif()
+    Image.fromarray(np.round(_dim(8) * 255).astype(np.uint8)).save(work / "IMG_3.heic")
+    monkeypatch.setattr(rave.io.heif, "can_write_heif", lambda: False)  # decode-only libheif
+    monkeypatch.setattr(rave.io.read, "can_write_heif", lambda: False)
+    result = _run(checkpoint, "IMG_3.heic")
+    assert result.exit_code == 0, result.output
+    assert "HEIC input will be written as JPEG" in result.stderr
+    with Image.open(work / "enhanced" / "IMG_3.jpg") as out:
+        assert out.format == "JPEG" and out.size == (W, H)
