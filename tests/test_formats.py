@@ -65,8 +65,9 @@ def _make_dng(path: Path, *, preview_first: bool = False, seed: int = 0) -> None
     with tifffile.TiffWriter(path) as tiff:
         if preview_first:
             preview = np.zeros((6, 8, 3), np.uint8)
-            tiff.write(preview, photometric="rgb", subfiletype=1, subifds=1, extratags=dng,
-                       metadata=None)  # fmt: skip
+            tiff.write(
+                preview, photometric="rgb", subfiletype=1, subifds=1, extratags=dng, metadata=None
+            )
             tiff.write(cfa, photometric=32803, extratags=bayer, metadata=None)
         else:
             tiff.write(cfa, photometric=32803, extratags=dng + bayer, metadata=None)

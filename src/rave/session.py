@@ -62,8 +62,8 @@ class Enhancer:
         if isinstance(model, nn.Module):
             self.net = model
         else:
-            self.net = get_model(model if isinstance(model, str) else Path(model),
-                                 resolve_device(device))  # fmt: skip
+            name = model if isinstance(model, str) else Path(model)
+            self.net = get_model(name, resolve_device(device))
         self.model = model
         self.device = next(self.net.parameters()).device
 
@@ -112,10 +112,14 @@ class Enhancer:
         if output is not None:
             raise ValueError("output= is for file inputs; save the returned image instead")
         if isinstance(image, Image.Image):
+            self._tune_allocator(image.height, image.width)
             return _enhance_pil(self.net, image, self.tile)
         if isinstance(image, np.ndarray):
+            self._tune_allocator(*image.shape[:2])
             return enhance_array(self.net, image, tile=self.tile)
         if isinstance(image, Tensor):
+            if image.ndim >= 2:
+                self._tune_allocator(image.shape[-2], image.shape[-1])
             return _enhance_torch(self.net, image, self.tile)
         raise TypeError(
             "expected a PIL image, numpy array, torch tensor or file path, got "
@@ -140,14 +144,23 @@ class Enhancer:
             progress: a callable ``progress(done, total)`` called after each tile.
         """
         from rave.api import enhance_array
+
+        self._tune_allocator(pixels.shape[0], pixels.shape[1])
+        return enhance_array(
+            self.net,
+            pixels,
+            tile=self.tile,
+            out_dtype=out_dtype,
+            in_place=in_place,
+            progress=progress,
+        )
+
+    def _tune_allocator(self, height: int, width: int) -> None:
+        """The engine's memory policy for a photo of this size (glibc; see inference.memory)."""
         from rave.inference import is_memory_bound
         from rave.inference.memory import tune_allocator
 
-        tune_allocator(is_memory_bound(pixels.shape[0], pixels.shape[1], self.device))
-        return enhance_array(
-            self.net, pixels, tile=self.tile, out_dtype=out_dtype, in_place=in_place,
-            **({"progress": progress} if progress is not None else {}),
-        )  # fmt: skip
+        tune_allocator(is_memory_bound(height, width, self.device))
 
     def enhance_file(
         self,

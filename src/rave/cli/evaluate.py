@@ -68,8 +68,14 @@ def _write_png(path: Path, rgb_float) -> None:
 
 
 # What an evaluation writes into its output folder (refused without --overwrite).
-_OUTPUT_NAMES = ("metrics.csv", "per_image.csv", "summary.json", "report.html", "grid.jpg",
-                 "enhanced")  # fmt: skip
+_OUTPUT_NAMES = (
+    "metrics.csv",
+    "per_image.csv",
+    "summary.json",
+    "report.html",
+    "grid.jpg",
+    "enhanced",
+)
 
 
 def _run_models(

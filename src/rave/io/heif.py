@@ -13,6 +13,7 @@ import importlib.util
 
 __all__ = ["can_write_heif", "heif_available", "register_heif"]
 
+
 def heif_available() -> bool:
     """Whether ``pillow-heif`` is installed."""
     return importlib.util.find_spec("pillow_heif") is not None

@@ -94,9 +94,10 @@ def decide(target: Path, source: Path, recipe: Recipe) -> Decision:
             return Decision("rerun", "the previous run was interrupted")
         entry["output"] = written
     if not isinstance(entry, dict) or entry.get("output") != written:
-        what = "no record of rave writing it" if not isinstance(entry, dict) else (
-            "it was changed after rave wrote it"
-        )  # fmt: skip
+        if isinstance(entry, dict):
+            what = "it was changed after rave wrote it"
+        else:
+            what = "no record of rave writing it"
         return Decision(
             "refuse",
             f"{target} exists and is not a result of this photo ({what}); "
@@ -118,10 +119,8 @@ def decide(target: Path, source: Path, recipe: Recipe) -> Decision:
     if not same_content:
         return Decision("rerun", "the photo changed since its result was made")
     if entry.get("recipe") != asdict(recipe):
-        changed = [
-            key for key, value in asdict(recipe).items() if (entry.get("recipe") or {}).get(key)
-            != value
-        ]  # fmt: skip
+        recorded = entry.get("recipe") or {}
+        changed = [key for key, value in asdict(recipe).items() if recorded.get(key) != value]
         names = {"model_sha256": "model"}
         return Decision(
             "rerun",
@@ -146,9 +145,7 @@ def _folder_lock(folder: Path) -> Iterator[None]:
         os.close(descriptor)  # releases the lock
 
 
-def record_result(
-    target: Path, source: Path, recipe: Recipe, sha256: str | None = None
-) -> None:
+def record_result(target: Path, source: Path, recipe: Recipe, sha256: str | None = None) -> None:
     """Note in the folder's manifest that ``target`` is being made from ``source``.
 
     Called before the result is written; :func:`finish_record` completes the record once
