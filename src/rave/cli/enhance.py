@@ -102,7 +102,13 @@ def _file_id(path: Path) -> tuple[int, int] | None:
     return status.st_dev, status.st_ino
 
 
-def _target(job: _Job, output_dir: Path | None, suffix: str, format: str | None) -> Path:
+def _target(
+    job: _Job,
+    output_dir: Path | None,
+    suffix: str,
+    format: str | None,
+    listings: dict[Path, dict[str, list[str]]] | None = None,
+) -> Path:
     """Where ``job``'s result goes; sets ``job.format``.
 
     Photos of one stem in different formats (``img.avif``, ``img.jp2``; ``IMG_1.CR2`` and
@@ -114,7 +120,7 @@ def _target(job: _Job, output_dir: Path | None, suffix: str, format: str | None)
 
     name, job.format, own = _output_name(job.source.name, suffix, format)
     if not own:
-        for sibling in _same_stem_siblings(job.source):
+        for sibling in _same_stem_siblings(job.source, {} if listings is None else listings):
             if _output_name(sibling, suffix, format)[0].lower() == name.lower():
                 kind = job.source.suffix.lstrip(".").lower()
                 name = f"{job.source.stem}{suffix}_{kind}{FORMATS[job.format][1]}"
@@ -137,20 +143,27 @@ def _output_name(source_name: str, suffix: str, format: str | None) -> tuple[str
     return stem + suffix + extension, fmt, own
 
 
-def _same_stem_siblings(source: Path) -> list[str]:
-    """Other image files in ``source``'s folder with the same stem (any letter case)."""
+def _same_stem_siblings(source: Path, listings: dict[Path, dict[str, list[str]]]) -> list[str]:
+    """Other image files in ``source``'s folder with the same stem (any letter case).
+
+    ``listings`` caches each folder's image names by lower-case stem for one batch (a
+    folder of 10,000 photos is listed once, not once per photo).
+    """
     from rave.io.formats import is_image_name
 
-    stem = source.stem.lower()
-    try:
-        names = os.listdir(source.parent)
-    except OSError:
-        return []
-    return [
-        name
-        for name in names
-        if name != source.name and os.path.splitext(name)[0].lower() == stem and is_image_name(name)
-    ]
+    folder = source.parent
+    if folder not in listings:
+        by_stem: dict[str, list[str]] = {}
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            names = []
+        for name in names:
+            if is_image_name(name):
+                by_stem.setdefault(os.path.splitext(name)[0].lower(), []).append(name)
+        listings[folder] = by_stem
+    same_stem = listings[folder].get(source.stem.lower(), [])
+    return [name for name in same_stem if name != source.name]
 
 
 def _plan(
@@ -166,7 +179,8 @@ def _plan(
     Returns the jobs minus inputs that are results of other jobs (``a_enhanced.jpg`` beside
     ``a.jpg`` when a folder is enhanced ``--beside`` again): they are not new photos.
     """
-    planned = [(job, _target(job, output_dir, suffix, format)) for job in jobs]
+    listings: dict[Path, dict[str, list[str]]] = {}
+    planned = [(job, _target(job, output_dir, suffix, format, listings)) for job in jobs]
     result_paths = {
         os.path.realpath(target)
         for job, target in planned
@@ -305,19 +319,26 @@ def _enhance_one(job: _Job, enhancer: Enhancer, options: dict[str, Any], quiet: 
 
 
 def _reuse_or_refuse(
-    job: _Job, enhancer: Enhancer, options: dict[str, Any], tally: _Tally, quiet: bool
+    job: _Job,
+    enhancer: Enhancer,
+    options: dict[str, Any],
+    tally: _Tally,
+    quiet: bool,
+    manifests: dict[Path, dict[str, Any]],
 ) -> str | None:
     """Apply the re-run rule to an existing target: None to run the job, else an error.
 
     A reusable result marks the job done (``job.target = None``, counted as skipped).
+    ``manifests`` caches the output folders' records for the batch.
     """
     from rave.io.provenance import decide
 
     assert job.target is not None and job.format is not None
     if not os.path.lexists(job.target):
         return None
+    recipe = _recipe(enhancer, job.format, options)
     try:
-        decision = decide(job.target, job.source, _recipe(enhancer, job.format, options))
+        decision = decide(job.target, job.source, recipe, manifests)
     except OSError as err:
         return f"cannot check the existing result {job.target}: {err.strerror or err}"
     if decision.action == "reuse":
@@ -486,9 +507,10 @@ def enhance_command(
     for line in errors:
         _say(f"error: {line}")
     to_run = []
+    manifests: dict[Path, dict[str, Any]] = {}
     for job in jobs:
         if job.error is None and job.target is not None and not overwrite:
-            job.error = _reuse_or_refuse(job, enhancer, options, tally, quiet)
+            job.error = _reuse_or_refuse(job, enhancer, options, tally, quiet, manifests)
         if job.error is not None:
             tally.failed += 1
             _say(f"error: {job.source}: {job.error}")

@@ -76,12 +76,22 @@ def _read_manifest(folder: Path) -> dict[str, Any]:
     return results if isinstance(results, dict) else {}
 
 
-def decide(target: Path, source: Path, recipe: Recipe) -> Decision:
+def decide(
+    target: Path,
+    source: Path,
+    recipe: Recipe,
+    manifests: dict[Path, dict[str, Any]] | None = None,
+) -> Decision:
     """Whether the existing file ``target`` can stand for ``source`` enhanced by ``recipe``.
 
     The source's SHA-256 is computed only when its path, size or time differ from the record.
+    ``manifests`` caches each folder's records across the calls of one batch.
     """
-    entry = _read_manifest(target.parent).get(target.name)
+    manifests = {} if manifests is None else manifests
+    if target.parent not in manifests:
+        manifests[target.parent] = _read_manifest(target.parent)
+    entry = manifests[target.parent].get(target.name)
+    entry = dict(entry) if isinstance(entry, dict) else entry
     try:
         status = target.stat()
     except OSError:
