@@ -76,8 +76,8 @@ def _child(
 
     if allocator == "rave":
         # the policy `rave enhance` applies to a photo of this size (glibc only)
-        from rave.cli.enhance import _tune_allocator
         from rave.inference import is_memory_bound
+        from rave.inference.memory import tune_allocator as _tune_allocator
 
         height, width = np.load(image_path, mmap_mode="r").shape[:2]
         _tune_allocator(is_memory_bound(height, width, device))

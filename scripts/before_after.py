@@ -15,17 +15,14 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 LABEL_HEIGHT = 28
 GAP = 6
 
 
 def _images(folder: Path) -> dict[str, Path]:
-    return {
-        p.stem: p
-        for p in sorted(folder.iterdir())
-        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-    }
+    from rave.io.formats import list_image_files  # the package's one folder lister
+
+    return {p.stem: p for p in list_image_files(folder)}
 
 
 def match_pairs(before_dir: Path, after_dir: Path) -> tuple[list[tuple[Path, Path]], list[str]]:

@@ -44,7 +44,6 @@ from make_default_dataset import DEFAULT_DATA, REPO_ROOT, split_backlit
 
 REFERENCE_CKPT = REPO_ROOT.parent / "shared" / "reference" / "checkpoints" / "rave_unpaired.pth"
 CLIP_LEVEL = 0.99
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 
 Scorer = Callable[[np.ndarray], float]
 
@@ -155,7 +154,9 @@ def heldout_photos(data_dir: Path | None, images_dir: Path | None) -> tuple[list
     if images_dir is not None:
         if not images_dir.is_dir():
             return [], [f"{images_dir}: not a folder"]
-        files = sorted(p for p in images_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        from rave.io.formats import list_image_files  # the package's one folder lister
+
+        files = list_image_files(images_dir)
         return files, []
     _, heldout, notes = split_backlit(data_dir or DEFAULT_DATA)
     return heldout, [n for n in notes if "held-out" in n or "not found" in n]

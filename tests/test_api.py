@@ -159,7 +159,7 @@ def test_bad_inputs_raise(net: EnhancementNet) -> None:
         rave.enhance(torch.zeros(1, H, W), net)
     with pytest.raises(ValueError, match="uint8, uint16 or float"):
         rave.enhance(np.zeros((H, W, 3), np.int32), net)
-    with pytest.raises(TypeError, match="PIL image, numpy array or torch tensor"):
+    with pytest.raises(TypeError, match="PIL image, numpy array, torch tensor or file path"):
         rave.enhance([[0.5]], net)  # type: ignore[call-overload]
 
 
@@ -214,3 +214,84 @@ def test_in_place_falls_back_when_the_array_cannot_hold_the_result(net: Enhancem
         assert not np.shares_memory(result, pixels)
         np.testing.assert_array_equal(pixels, before)
         np.testing.assert_array_equal(result, api.enhance_array(net, before, out_dtype=out_dtype))
+
+
+# --- inputs the API refuses or accepts (issue 14) -------------------------------------------
+
+
+def test_float_outside_unit_range_or_not_finite_refused(net: EnhancementNet) -> None:
+    a8 = _u8_rgb(50)
+    with pytest.raises(ValueError, match=r"\[0, 1\].*0-255 scale\? divide by 255"):
+        rave.enhance(a8.astype(np.float32), net)  # silently clipped before
+    bad = a8.astype(np.float32) / 255
+    bad[0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        rave.enhance(bad, net)
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        rave.enhance(torch.full((3, H, W), float("inf")), net)
+
+
+def test_any_strides_accepted(net: EnhancementNet) -> None:
+    rgb = _u8_rgb(51)
+    bgr = np.ascontiguousarray(rgb[..., ::-1])
+    flipped_view = bgr[..., ::-1]  # OpenCV's BGR seen as RGB: negative strides
+    np.testing.assert_array_equal(rave.enhance(flipped_view, net), rave.enhance(rgb, net))
+
+
+def test_path_in_array_out_or_written_to_output(net: EnhancementNet, tmp_path: Path) -> None:
+    rgb = _u8_rgb(52)
+    Image.fromarray(rgb).save(tmp_path / "a.png", dpi=(240, 240))
+    expected = rave.enhance(rgb, net)
+    np.testing.assert_array_equal(rave.enhance(tmp_path / "a.png", net), expected)
+    np.testing.assert_array_equal(rave.enhance(str(tmp_path / "a.png"), net), expected)
+    written = rave.enhance(tmp_path / "a.png", net, output=tmp_path / "out" / "a.png")
+    assert written == tmp_path / "out" / "a.png"
+    with Image.open(written) as out:
+        np.testing.assert_array_equal(np.asarray(out), expected)
+        assert out.info["dpi"] == pytest.approx((240, 240), abs=0.01)
+
+
+def test_device_auto_by_default_and_missing_gpu_one_line(checkpoint: Path, monkeypatch) -> None:
+    from rave.devices import DeviceError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    enhancer = rave.Enhancer(checkpoint)  # device="auto"
+    assert enhancer.device.type in ("cpu", "mps")
+    with pytest.raises(DeviceError, match="CUDA is not available on this machine") as info:
+        rave.enhance(_u8_rgb(53), checkpoint, device="cuda")
+    assert "\n" not in str(info.value)
+    with pytest.raises(DeviceError, match=r"unknown device 'gpu'; choose one of: auto, cpu"):
+        rave.Enhancer(checkpoint, device="gpu")
+
+
+@pytest.mark.parametrize("tile", [3, -5, 0.5, True, "big"])
+def test_tile_values_the_cli_refuses_are_refused(net: EnhancementNet, tile: object) -> None:
+    with pytest.raises(ValueError, match="tile"):
+        rave.enhance(_u8_rgb(54), net, tile=tile)  # type: ignore[arg-type]
+
+
+def test_dir_shows_the_public_api_only() -> None:
+    names = dir(rave)
+    assert {"enhance", "Enhancer", "load_enhancer"} <= set(names)
+    assert not {"Any", "importlib", "annotations", "version"} & set(names)
+
+
+def test_enhancer_session_matches_enhance_and_writes_files(
+    checkpoint: Path, net: EnhancementNet, tmp_path: Path
+) -> None:
+    enhancer = rave.Enhancer(checkpoint, device="cpu", tile=16)
+    rgb = _u8_rgb(55)
+    np.testing.assert_array_equal(enhancer.enhance(rgb), rave.enhance(rgb, net))
+    Image.fromarray(rgb).save(tmp_path / "in.jpg", quality=95)
+    ticks: list[tuple[int, int]] = []
+    notes = enhancer.enhance_file(
+        tmp_path / "in.jpg", tmp_path / "out.png", progress=lambda *tick: ticks.append(tick)
+    )
+    assert notes == []
+    assert Image.open(tmp_path / "out.png").size == (W, H)
+    assert ticks[-1][0] == ticks[-1][1] > 1  # per-tile progress within one photo
+    assert len(enhancer.model_sha256) == 64
+
+
+def _u8_rgb(seed: int) -> np.ndarray:
+    return np.round(_dim_rgb(seed) * 255).astype(np.uint8)

@@ -22,6 +22,7 @@ from click.testing import CliRunner, Result
 from PIL import Image, ImageCms
 
 from rave.cli import main
+from rave.io.provenance import MANIFEST_NAME
 from rave.network.enhancer import EnhancementNet, apply_light_map
 
 H, W = 30, 40
@@ -66,6 +67,11 @@ def _assert_quantised(result: np.ndarray, reference: np.ndarray, levels: int) ->
     assert (difference > 0).mean() < 0.01
 
 
+def _listdir(folder: str | Path) -> list[str]:
+    """A folder's entries, temporaries included, minus rave's record of what made each result."""
+    return [name for name in os.listdir(folder) if name != MANIFEST_NAME]
+
+
 def _error_lines(result: Result) -> list[str]:
     return [line for line in result.stderr.splitlines() if line.startswith("error:")]
 
@@ -89,7 +95,7 @@ def test_png_result_matches_network_and_leaves_no_temporaries(
     result = _run(checkpoint, "photo.png")
     assert result.exit_code == 0, result.output
     assert "1 enhanced, 0 skipped, 0 failed" in result.stdout
-    assert os.listdir("enhanced") == ["photo.png"]
+    assert _listdir("enhanced") == ["photo.png"]
     out = np.asarray(Image.open("enhanced/photo.png"))
     _assert_quantised(out, _reference(net, pixels / 255), 255)
 
@@ -212,7 +218,7 @@ def test_bad_files_each_one_line_rest_of_batch_done(work: Path, checkpoint: Path
     assert sum("dangling.jpg: broken symbolic link" in line for line in errors) == 1
     assert sum("missing.jpg: no such file" in line for line in errors) == 1
     assert len(errors) == 8
-    assert sorted(os.listdir("enhanced")) == ["good1.jpg", "good2.png", "small-limit.png"]
+    assert sorted(_listdir("enhanced")) == ["good1.jpg", "good2.png", "small-limit.png"]
     assert "3 enhanced, 0 skipped, 8 failed" in result.stdout
 
 
@@ -229,18 +235,139 @@ def test_max_pixels_option(work: Path, checkpoint: Path) -> None:
 # --- naming, skipping and never overwriting inputs --------------------------------------
 
 
-def test_existing_results_skipped_unless_overwrite(work: Path, checkpoint: Path) -> None:
+def test_result_rave_did_not_write_is_refused_unless_overwrite(
+    work: Path, checkpoint: Path
+) -> None:
     Image.fromarray(_u8(_dim(11))).save("a.png")
     Image.fromarray(_u8(_dim(12))).save("b.png")
     assert _run(checkpoint, "a.png").exit_code == 0
-    (work / "enhanced" / "a.png").write_bytes(b"marker")  # a result from an earlier run
+    (work / "enhanced" / "a.png").write_bytes(b"marker")  # changed after rave wrote it
     result = _run(checkpoint, "a.png", "b.png")
-    assert result.exit_code == 0, result.output
-    assert "1 enhanced, 1 skipped" in result.stdout
+    assert result.exit_code == 1, result.output
+    assert "1 enhanced, 0 skipped, 1 failed" in result.stdout
+    assert _error_lines(result) == [
+        f"error: a.png: not enhanced: {Path('enhanced/a.png')} exists and is not a result of "
+        "this photo (it was changed after rave wrote it); --overwrite replaces it, or choose "
+        "another -o folder or --suffix"
+    ]
     assert (work / "enhanced" / "a.png").read_bytes() == b"marker"
     result = _run(checkpoint, "a.png", "b.png", "--overwrite")
     assert "2 enhanced, 0 skipped" in result.stdout
     assert Image.open("enhanced/a.png").size == (W, H)
+
+
+def _other_model(net: EnhancementNet, path: Path) -> Path:
+    """A checkpoint whose weights differ from ``net``'s (scaled last layer)."""
+    state = {key: value.clone() for key, value in net.state_dict().items()}
+    last = [key for key in state if key.endswith("weight")][-1]
+    state[last] *= 1.5
+    torch.save(state, path)
+    return path
+
+
+def test_results_reused_only_for_same_photo_model_and_options(
+    work: Path, checkpoint: Path, net: EnhancementNet
+) -> None:
+    Image.fromarray(_u8(_dim(40))).save("a.jpg")
+    assert _run(checkpoint, "a.jpg").exit_code == 0
+    again = _run(checkpoint, "a.jpg")
+    assert "0 enhanced, 1 skipped, 0 failed" in again.stdout, again.output
+
+    other = _other_model(net, work / "other.pth")
+    result = _run(other, "a.jpg")  # another model: made again, not skipped
+    assert "1 enhanced, 0 skipped" in result.stdout, result.output
+    assert "enhanced again (made with another model)" in result.stderr
+    assert "0 enhanced, 1 skipped" in _run(other, "a.jpg").stdout
+
+    result = _run(other, "a.jpg", "--quality", "70")  # JPEG quality changes the result
+    assert "1 enhanced, 0 skipped" in result.stdout
+    assert "made with another quality" in result.stderr
+
+    Image.fromarray(_u8(_dim(41))).save("a.jpg")  # the photo itself was edited
+    os.utime("a.jpg", ns=(1, 10**18))
+    result = _run(other, "a.jpg", "--quality", "70")
+    assert "1 enhanced, 0 skipped" in result.stdout
+    assert "the photo changed since its result was made" in result.stderr
+
+
+def test_same_name_from_another_card_is_refused_not_skipped(work: Path, checkpoint: Path) -> None:
+    for card, seed in (("cardA", 42), ("cardB", 43)):
+        (work / card).mkdir()
+        Image.fromarray(_u8(_dim(seed))).save(work / card / "IMG_0001.JPG")
+    assert _run(checkpoint, "cardA/IMG_0001.JPG", "-o", "out").exit_code == 0
+    made_from_a = (work / "out" / "IMG_0001.JPG").read_bytes()
+    result = _run(checkpoint, "cardB/IMG_0001.JPG", "-o", "out")
+    assert result.exit_code == 1
+    assert "0 enhanced, 0 skipped, 1 failed" in result.stdout
+    [line] = _error_lines(result)
+    assert line.startswith("error: cardB/IMG_0001.JPG: not enhanced: ")
+    assert f"holds the result of another photo ({work / 'cardA' / 'IMG_0001.JPG'})" in line
+    assert (work / "out" / "IMG_0001.JPG").read_bytes() == made_from_a
+    # A copy of card A's photo elsewhere is the same photo: its result is reused.
+    (work / "copy").mkdir()
+    (work / "copy" / "IMG_0001.JPG").write_bytes((work / "cardA" / "IMG_0001.JPG").read_bytes())
+    assert "0 enhanced, 1 skipped" in _run(checkpoint, "copy/IMG_0001.JPG", "-o", "out").stdout
+
+
+@pytest.mark.parametrize("pair", [("avif", "jp2"), ("gif", "ppm")])
+def test_same_stem_in_two_formats_gets_two_results(
+    work: Path, checkpoint: Path, pair: tuple[str, str]
+) -> None:
+    first, second = pair
+    Image.fromarray(_u8(_dim(44))).save(f"img.{first}")
+    Image.fromarray(_u8(_dim(45))).save(f"img.{second}")
+    one = _run(checkpoint, f"img.{first}")  # one at a time, as two separate runs
+    two = _run(checkpoint, f"img.{second}")
+    assert one.exit_code == two.exit_code == 0, one.output + two.output
+    assert sorted(_listdir("enhanced")) == [f"img_{first}.png", f"img_{second}.png"]
+    both = _run(checkpoint, f"img.{first}", f"img.{second}")
+    assert "0 enhanced, 2 skipped" in both.stdout
+
+
+def test_jpeg_keeps_its_name_beside_a_raw_of_the_same_stem(work: Path, checkpoint: Path) -> None:
+    Image.fromarray(_u8(_dim(46))).save("IMG_7.JPG")
+    Image.fromarray(_u8(_dim(47))).save("IMG_7.png")
+    result = _run(checkpoint, ".", "--format", "jpg")
+    assert result.exit_code == 0, result.output
+    assert sorted(_listdir("enhanced")) == ["IMG_7.JPG", "IMG_7_png.jpg"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model", "nosuchmodel"], "--model nosuchmodel"),
+        (["--device", "cuda:7"], "--device"),
+        (["--tile", "3"], "too small"),
+    ],
+)
+def test_options_checked_before_anything_is_skipped(
+    work: Path, checkpoint: Path, args: list[str], message: str
+) -> None:
+    Image.fromarray(_u8(_dim(48))).save("a.png")
+    assert _run(checkpoint, "a.png").exit_code == 0
+    result = CliRunner().invoke(main, ["enhance", "a.png", "--model", str(checkpoint), *args])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert "skipped" not in result.output
+
+
+def test_run_stopped_between_result_and_record_resumes(
+    work: Path, checkpoint: Path, monkeypatch
+) -> None:
+    import rave.io.provenance
+
+    Image.fromarray(_u8(_dim(49))).save("a.png")
+
+    def stopped(target: Path) -> None:
+        raise KeyboardInterrupt
+
+    real = rave.io.provenance.finish_record
+    monkeypatch.setattr(rave.io.provenance, "finish_record", stopped)
+    assert _run(checkpoint, "a.png").exit_code == 1
+    assert _listdir("enhanced") == ["a.png"]
+    monkeypatch.setattr(rave.io.provenance, "finish_record", real)
+    result = _run(checkpoint, "a.png")
+    assert "0 enhanced, 1 skipped, 0 failed" in result.stdout, result.output
 
 
 @pytest.mark.parametrize(
@@ -275,14 +402,14 @@ def test_in_place_only_when_explicitly_asked(work: Path, checkpoint: Path) -> No
     result = _run(checkpoint, "b.png", "--beside", "--suffix", "", "--overwrite")
     assert result.exit_code == 0, result.output
     assert (work / "b.png").read_bytes() != before
-    assert os.listdir(work) == ["b.png"]
+    assert _listdir(work) == ["b.png"]
 
 
 def test_beside_uses_suffix(work: Path, checkpoint: Path) -> None:
     Image.fromarray(_u8(_dim(16))).save("c.jpeg")
     result = _run(checkpoint, "c.jpeg", "--beside")
     assert result.exit_code == 0, result.output
-    assert sorted(os.listdir(work)) == ["c.jpeg", "c_enhanced.jpeg"]
+    assert sorted(_listdir(work)) == ["c.jpeg", "c_enhanced.jpeg"]
 
 
 def test_folders_keep_structure_and_globs_expand(work: Path, checkpoint: Path) -> None:
@@ -293,8 +420,10 @@ def test_folders_keep_structure_and_globs_expand(work: Path, checkpoint: Path) -
 
     flat = _run(checkpoint, "trip", "-o", "flat")
     assert flat.exit_code == 0, flat.output
-    assert sorted(str(p.relative_to(work / "flat")) for p in (work / "flat").rglob("*")) == [
-        "top.png"
+    flat_files = (work / "flat").rglob("*")
+    assert sorted(str(p.relative_to(work / "flat")) for p in flat_files) == [
+        MANIFEST_NAME,
+        "top.png",
     ]
     deep = _run(checkpoint, "trip", "-r", "-o", "deep")
     assert deep.exit_code == 0, deep.output
@@ -302,7 +431,7 @@ def test_folders_keep_structure_and_globs_expand(work: Path, checkpoint: Path) -
     assert found == ["day1/a.png", "day2/a.png", "top.png"]
     globbed = _run(checkpoint, "trip/day*/*.png", "-o", "globbed")
     assert globbed.exit_code == 1  # both a.png would land on globbed/a.png
-    assert os.listdir(work / "globbed") == ["a.png"]
+    assert _listdir(work / "globbed") == ["a.png"]
     assert any("would also be written from" in line for line in _error_lines(globbed))
 
 
@@ -311,7 +440,7 @@ def test_results_folder_not_reprocessed(work: Path, checkpoint: Path) -> None:
     assert _run(checkpoint, ".").exit_code == 0
     result = _run(checkpoint, ".", "-r")
     assert "0 enhanced, 1 skipped" in result.stdout
-    assert sorted(os.listdir("enhanced")) == ["a.png"]
+    assert sorted(_listdir("enhanced")) == ["a.png"]
 
 
 # --- model errors ----------------------------------------------------------------------------
@@ -344,7 +473,7 @@ def test_beside_rerun_on_folder_does_not_enhance_results(work: Path, checkpoint:
     again = _run(checkpoint, "shoot", "--beside", "--overwrite")
     assert again.exit_code == 0, again.output
     assert "1 enhanced, 0 skipped, 0 failed" in again.stdout
-    assert sorted(os.listdir("shoot")) == ["a.jpg", "a_enhanced.jpg"]
+    assert sorted(_listdir("shoot")) == ["a.jpg", "a_enhanced.jpg"]
 
 
 def test_16_bit_grey_stays_16_bit_grey(work: Path, checkpoint: Path, net: EnhancementNet) -> None:
@@ -397,7 +526,8 @@ def test_interrupted_batch_resumes(work: Path, checkpoint: Path, monkeypatch) ->
     calls = []
 
     def interrupted_write(path, write, **options):
-        calls.append(path)
+        if Path(path).name != MANIFEST_NAME:  # count photos, not records of them
+            calls.append(path)
         if len(calls) == 2:  # Ctrl-C while the second photo is being written
 
             def half_then_stop(stream):
@@ -415,12 +545,12 @@ def test_interrupted_batch_resumes(work: Path, checkpoint: Path, monkeypatch) ->
         "interrupted: 1 enhanced, 0 failed, 2 left; run the same command again to finish "
         "(results written so far are kept and skipped)"
     ]
-    assert os.listdir("enhanced") == ["a.png"]  # no half-written b.png, no temporary file
+    assert _listdir("enhanced") == ["a.png"]  # no half-written b.png, no temporary file
     monkeypatch.setattr(rave.io.write, "atomic_write", real_write)
     second = _run(checkpoint, "a.png", "b.png", "c.png")
     assert second.exit_code == 0, second.output
     assert "2 enhanced, 1 skipped, 0 failed" in second.stdout
-    assert sorted(os.listdir("enhanced")) == ["a.png", "b.png", "c.png"]
+    assert sorted(_listdir("enhanced")) == ["a.png", "b.png", "c.png"]
 
 
 def test_without_c_compiler_enhances_and_says_why_slower(

@@ -104,9 +104,23 @@ def test_protocol_selects_columns(dataset, tmp_path) -> None:
         "p10_luma",
         "clipped",
     ]
-    assert _run(*args, "--protocol", "standard", "--out", str(out)).exit_code == 0
+    assert _run(*args, "--protocol", "standard", "--out", str(out), "--overwrite").exit_code == 0
     header = (out / "metrics.csv").read_text().splitlines()[0].split(",")
     assert header[2:6] == ["psnr", "psnr_y", "ssim", "ssim_y"] and "psnr_ref" not in header
+
+
+def test_existing_report_kept_unless_overwrite(dataset, tmp_path) -> None:
+    out = tmp_path / "out"
+    args = ["--pred", str(dataset["a"]), "--gt", str(dataset["gt"]), "--no-lpips", "--no-nr"]
+    assert _run(*args, "-o", str(out)).exit_code == 0
+    before = (out / "summary.json").read_bytes()
+    (out / "summary.json").write_text("{}")  # the user's own edits are not lost
+    refused = _run(*args, "-o", str(out))
+    assert refused.exit_code == 2
+    assert "pass --overwrite" in refused.output and "summary.json" in refused.output
+    assert (out / "summary.json").read_text() == "{}"
+    assert _run(*args, "-o", str(out), "--overwrite").exit_code == 0
+    assert (out / "summary.json").read_bytes() == before
 
 
 def test_unmatched_files_are_listed(dataset) -> None:

@@ -235,7 +235,8 @@ def test_empty_and_missing_folders(tmp_path: Path, folders) -> None:
 
 def test_unreadable_files_are_skipped_and_counted(folders, rv, caplog) -> None:
     backlit, well_lit = folders
-    (backlit / "notes.txt").write_text("not an image")
+    (backlit / "notes.txt").write_text("not an image")  # not an image name: not listed
+    (backlit / "notes.jpg").write_text("not an image")
     (well_lit / "truncated.jpg").write_bytes(b"\xff\xd8\xff\xe0 broken")
     (well_lit / "empty.png").write_bytes(b"")
     with caplog.at_level(logging.WARNING, logger="rave.guidance"):
@@ -244,14 +245,15 @@ def test_unreadable_files_are_skipped_and_counted(folders, rv, caplog) -> None:
     assert (other.num_backlit, other.num_well_lit) == (3, 4)
     torch.testing.assert_close(other.residual, rv.residual)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    for name in ("notes.txt", "truncated.jpg", "empty.png"):
+    for name in ("notes.jpg", "truncated.jpg", "empty.png"):
         assert sum(name in w for w in warnings) == 1
+    assert not any("notes.txt" in w for w in warnings)
 
 
 def test_folder_of_only_non_images(tmp_path: Path, folders) -> None:
     junk = tmp_path / "junk"
     junk.mkdir()
-    (junk / "a.txt").write_text("x")
+    (junk / "a.jpg").write_text("x")
     with pytest.raises(ValueError, match=r"no readable images .*1 files, 1 skipped"):
         compute_residual(junk, folders[1], ColourEncoder(), progress=False)
 

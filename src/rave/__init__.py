@@ -4,6 +4,8 @@ The public API is imported lazily so that ``import rave`` stays cheap::
 
     import rave
     enhanced = rave.enhance(image, model="rave-unpaired")
+    enhancer = rave.Enhancer("rave-unpaired", device="auto")   # load once, enhance many
+    enhancer.enhance_file("IMG_0001.HEIC", "out/IMG_0001.heic")
     net = rave.load_enhancer("rave-unpaired")
 """
 
@@ -21,6 +23,7 @@ except PackageNotFoundError:  # running from a source tree without installation
 # public name -> module that defines it
 _LAZY_EXPORTS = {
     "enhance": "rave.api",
+    "Enhancer": "rave.session",
     "load_enhancer": "rave.zoo",
     "list_models": "rave.zoo",
     "compute_residual": "rave.guidance.residual",
@@ -29,6 +32,11 @@ _LAZY_EXPORTS = {
 }
 
 __all__ = ["__version__", *_LAZY_EXPORTS]
+
+
+def __dir__() -> list[str]:
+    # The public API only (not the helpers this module imports for itself).
+    return sorted(__all__)
 
 
 def __getattr__(name: str) -> Any:

@@ -14,8 +14,10 @@ numpy arrays (same dtype and shape) and torch tensors (same shape, dtype and dev
 
 from __future__ import annotations
 
+import os
 import threading
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar, overload
 
@@ -25,7 +27,6 @@ from PIL import Image
 from torch import Tensor, nn
 
 from rave.inference import enhance_tensor
-from rave.network.enhancer import EnhancementNet
 
 __all__ = ["clear_model_cache", "enhance", "enhance_array", "get_model"]
 
@@ -63,7 +64,9 @@ def get_model(
     """
     if isinstance(model, nn.Module):
         return model
-    device = torch.device(device)
+    from rave.devices import resolve_device
+
+    device = resolve_device(device)
     key = _cache_key(model, device)
     with _CACHE_LOCK:
         if key not in _MODEL_CACHE:
@@ -94,6 +97,7 @@ def enhance_array(
     tile: int | str | None = "auto",
     out_dtype: np.dtype | type | None = None,
     in_place: bool = False,
+    progress: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
     """Enhance an image held in a numpy array; the array layout decides what is enhanced.
 
@@ -115,18 +119,30 @@ def enhance_array(
         in_place: write the result into ``pixels`` itself when it can hold it (colour,
             writeable, of dtype ``out_dtype``), saving one photo's worth of memory (144 MB
             for a 24 MP 16-bit photo); otherwise a new array is returned as usual.
+        progress: called as ``progress(done, total)`` after each tile.
 
     Returns:
         An array of the same shape as ``pixels`` and dtype ``out_dtype`` (``pixels``
         itself when enhanced in place).
+
+    Raises:
+        ValueError: another dtype or layout, or float values outside [0, 1] (e.g. on a
+            0-255 scale: divide by 255 first) or not finite.
     """
     out_dtype = np.dtype(out_dtype or pixels.dtype)
     if pixels.dtype.kind not in "uf" or (pixels.dtype.kind == "u" and pixels.itemsize > 2):
         raise ValueError(f"pixels must be uint8, uint16 or float, got {pixels.dtype}")
     if out_dtype.kind not in "uf" or (out_dtype.kind == "u" and out_dtype.itemsize > 2):
         raise ValueError(f"out_dtype must be uint8, uint16 or float, got {out_dtype}")
+    if pixels.dtype.kind == "f":
+        _check_unit_range(pixels)
+    if any(stride < 0 for stride in pixels.strides):
+        # Flipped views (OpenCV's BGR as a[..., ::-1]): torch cannot wrap negative strides.
+        pixels = np.ascontiguousarray(pixels)
     if pixels.ndim == 2:
-        grey = enhance_array(net, pixels[:, :, None], tile=tile, out_dtype=out_dtype)
+        grey = enhance_array(
+            net, pixels[:, :, None], tile=tile, out_dtype=out_dtype, progress=progress
+        )
         return np.ascontiguousarray(grey[:, :, 0])
     if pixels.ndim != 3 or pixels.shape[2] not in (1, 2, 3, 4):
         raise ValueError(f"pixels must be (H, W) or (H, W, 1|2|3|4), got {pixels.shape}")
@@ -140,15 +156,31 @@ def enhance_array(
     compute_dtype = out_dtype if out_dtype.kind == "u" else np.dtype(np.float32)
     if in_place and colour == 3 and pixels.dtype == compute_dtype and pixels.flags.writeable:
         # The engine holds each tile's result back until no later tile reads under it.
-        enhance_tensor(net, image, tile=tile, out=image)
+        enhance_tensor(net, image, tile=tile, out=image, progress=progress)
         return pixels
     result = np.empty((height, width, max(channels, 3)), dtype=compute_dtype)
-    enhance_tensor(net, image, tile=tile, out=_as_batch(result)[:, :3])
+    enhance_tensor(net, image, tile=tile, out=_as_batch(result)[:, :3], progress=progress)
     if colour == 1:
         result = result[:, :, :channels]  # grey (all three channels agree), alpha slot
     if channels in (2, 4):
         result[:, :, -1] = _convert_alpha(pixels[:, :, -1], compute_dtype)
     return np.ascontiguousarray(result.astype(out_dtype, copy=False))
+
+
+def _check_unit_range(values: np.ndarray | Tensor) -> None:
+    """Refuse float images that are not finite values in [0, 1] (clipping would hide it)."""
+    if isinstance(values, np.ndarray):
+        finite, low, high = bool(np.isfinite(values).all()), values.min(), values.max()
+    else:
+        finite, low, high = bool(torch.isfinite(values).all()), values.min(), values.max()
+    if not finite:
+        raise ValueError("float image holds NaN or infinite values")
+    if low < 0 or high > 1:
+        hint = " (0-255 scale? divide by 255)" if high > 1 and high <= 255 else ""
+        raise ValueError(
+            f"float images must hold values in [0, 1]; this one spans "
+            f"[{float(low):.4g}, {float(high):.4g}]{hint}"
+        )
 
 
 def _convert_alpha(alpha: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -198,6 +230,7 @@ def _enhance_torch(net: nn.Module, image: Tensor, tile: int | str | None) -> Ten
         raise ValueError(f"tensors must be float in [0, 1], got {image.dtype}")
     if image.ndim not in (3, 4) or image.shape[-3] != 3:
         raise ValueError(f"tensors must be (3, H, W) or (B, 3, H, W), got {tuple(image.shape)}")
+    _check_unit_range(image)
     batch = image if image.ndim == 4 else image.unsqueeze(0)
     enhanced = enhance_tensor(net, batch, tile=tile)
     enhanced = enhanced.to(device=image.device, dtype=image.dtype)
@@ -228,13 +261,32 @@ def enhance(
     tile: int | str | None = ...,
     device: str | torch.device = ...,
 ) -> Tensor: ...
+@overload
 def enhance(
-    image: ImageLike,
+    image: str | os.PathLike[str],
+    model: str | Path | nn.Module = ...,
+    *,
+    tile: int | str | None = ...,
+    device: str | torch.device = ...,
+    output: None = ...,
+) -> np.ndarray: ...
+@overload
+def enhance(
+    image: str | os.PathLike[str],
+    model: str | Path | nn.Module = ...,
+    *,
+    tile: int | str | None = ...,
+    device: str | torch.device = ...,
+    output: str | os.PathLike[str],
+) -> Path: ...
+def enhance(
+    image: ImageLike | str | os.PathLike[str],
     model: str | Path | nn.Module = "default",
     *,
     tile: int | str | None = "auto",
-    device: str | torch.device = "cpu",
-) -> ImageLike:
+    device: str | torch.device = "auto",
+    output: str | os.PathLike[str] | None = None,
+) -> ImageLike | np.ndarray | Path:
     """Enhance a backlit image; returns the same kind of image.
 
     Args:
@@ -246,24 +298,33 @@ def enhance(
               stored: EXIF orientation is not applied (``rave.io.read_photo`` does that).
             - a numpy array ``(H, W)``, ``(H, W, 1|2|3|4)`` (grey, grey + alpha, RGB,
               RGBA) of ``uint8``, ``uint16`` or float in [0, 1]: same shape and dtype.
+              Any strides (e.g. OpenCV's BGR flipped to RGB as ``a[..., ::-1]``).
             - a torch tensor ``(3, H, W)`` or ``(B, 3, H, W)``, float in [0, 1]: same
               shape, dtype and device.
-            Grey is enhanced as grey; alpha is copied through untouched.
+            - a file path (``str`` or ``Path``): read upright at its bit depth (any format
+              ``rave enhance`` reads); the enhanced pixels come back as a numpy array,
+              or are written to ``output`` with the photo's metadata.
+            Grey is enhanced as grey; alpha is copied through untouched. Float values
+            outside [0, 1] (a 0-255 scale), NaN and infinity are refused.
         model: a model name (``"default"``, ``"rave-unpaired"``...), a checkpoint path,
             or an already loaded network. Named and file models are loaded once per
             (model, device) and cached.
-        tile: ``"auto"`` bounds memory, an int sets the tile size, None runs the whole
-            image at once; the result is the same.
-        device: where to run a model loaded by name or path (ignored for a module).
+        tile: ``"auto"`` bounds memory, an int (at least 16) sets the tile size, None runs
+            the whole image at once; the result is the same.
+        device: ``"auto"`` (CUDA, then Apple MPS, then CPU, as the command line), ``"cpu"``,
+            ``"cuda[:N]"`` or ``"mps"``; ignored for a loaded network.
+        output: for a file ``image``, the file to write (format from its suffix).
 
     Returns:
-        The enhanced image, ``clamp(image / L, 0, 1)`` with the network's light map ``L``.
+        The enhanced image, ``clamp(image / L, 0, 1)`` with the network's light map ``L``;
+        ``Path(output)`` when ``output`` is given.
+
+    Raises:
+        ValueError: float values outside [0, 1] or not finite, an unsupported layout, a
+            tile size the command line refuses, or an unknown/unavailable device
+            (:class:`rave.devices.DeviceError`).
+        rave.io.PhotoError: an unreadable file.
     """
-    net: EnhancementNet = get_model(model, device)  # type: ignore[assignment]
-    if isinstance(image, Image.Image):
-        return _enhance_pil(net, image, tile)
-    if isinstance(image, np.ndarray):
-        return enhance_array(net, image, tile=tile)
-    if isinstance(image, Tensor):
-        return _enhance_torch(net, image, tile)
-    raise TypeError(f"expected a PIL image, numpy array or torch tensor, got {type(image)}")
+    from rave.session import Enhancer
+
+    return Enhancer(model, device=device, tile=tile).enhance(image, output=output)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 
 import click
 
@@ -90,3 +91,14 @@ def _module_exists(module_name: str) -> bool:
 @click.version_option(__version__, prog_name="rave")
 def main() -> None:
     """rave: backlit photo enhancement guided by image-text embeddings (RAVE, ECCV 2024)."""
+    _forbid_hub_downloads_when_offline()
+
+
+def _forbid_hub_downloads_when_offline() -> None:
+    """With ``RAVE_OFFLINE=1``, OpenCLIP's Hugging Face downloads fail at once.
+
+    Without this, huggingface_hub retries an unreachable hub for about a minute before
+    giving up. It reads ``HF_HUB_OFFLINE`` when imported, which no command has done yet.
+    """
+    if os.environ.get("RAVE_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")

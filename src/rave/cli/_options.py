@@ -7,6 +7,7 @@ when a device is resolved.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import click
@@ -15,11 +16,15 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = [
+    "HiddenAliasOption",
     "PixelCount",
     "TileSize",
     "device_option",
     "max_pixels_option",
     "model_option",
+    "output_option",
+    "overwrite_option",
+    "quiet_option",
     "resolve_device",
     "tile_option",
 ]
@@ -35,20 +40,12 @@ class TileSize(click.ParamType):
     def convert(
         self, value: Any, param: click.Parameter | None, ctx: click.Context | None
     ) -> int | str | None:
-        if value is None or isinstance(value, int):
-            return value
-        text = str(value).strip().lower()
-        if text == "auto":
-            return "auto"
-        if text in ("none", "off", "0"):
-            return None
+        from rave.devices import parse_tile
+
         try:
-            size = int(text)
-        except ValueError:
-            self.fail(f"{value!r} is not 'auto', 'none' or a whole number of pixels", param, ctx)
-        if size < 16:
-            self.fail(f"tile size {size} is too small (at least 16 pixels)", param, ctx)
-        return size
+            return parse_tile(value)
+        except ValueError as err:
+            self.fail(str(err), param, ctx)
 
 
 class PixelCount(click.ParamType):
@@ -75,6 +72,62 @@ class PixelCount(click.ParamType):
         return count
 
 
+class HiddenAliasOption(click.Option):
+    """An option whose older spellings still work but are not shown in ``--help``."""
+
+    def __init__(self, *args: Any, hidden_aliases: tuple[str, ...] = (), **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.hidden_aliases = frozenset(hidden_aliases)
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        shown = self.opts
+        self.opts = [name for name in shown if name not in self.hidden_aliases]
+        try:
+            return super().get_help_record(ctx)
+        finally:
+            self.opts = shown
+
+
+def output_option(
+    help: str,
+    *,
+    folder: bool,
+    required: bool = False,
+    old_names: tuple[str, ...] = (),
+    dest: str = "output",
+) -> Callable[[F], F]:
+    """``-o/--output``: where a command writes (a file or a folder), the same in every command.
+
+    ``old_names`` (e.g. ``--output-dir``, ``--out``) keep working but are not shown.
+    """
+    return click.option(
+        "-o",
+        "--output",
+        *old_names,
+        dest,
+        cls=HiddenAliasOption,
+        hidden_aliases=old_names,
+        required=required,
+        default=None,
+        type=click.Path(file_okay=not folder, dir_okay=folder, path_type=Path),
+        help=help,
+    )
+
+
+def overwrite_option(what: str = "OUTPUT") -> Callable[[F], F]:
+    """``--overwrite``: replace existing output; without it, a command refuses to."""
+    return click.option(
+        "--overwrite", is_flag=True, help=f"Replace {what} if it exists (refused otherwise)."
+    )
+
+
+def quiet_option() -> Callable[[F], F]:
+    """``-q/--quiet``: no progress bars and no notes; errors and results still shown."""
+    return click.option(
+        "-q", "--quiet", is_flag=True, help="No progress bars and no notes, errors only."
+    )
+
+
 def model_option(default: str = "default") -> Callable[[F], F]:
     """``--model NAME|PATH``: a model name from ``rave models`` or a checkpoint file."""
     return click.option(
@@ -92,7 +145,8 @@ def device_option(default: str = "auto") -> Callable[[F], F]:
         "--device",
         default=default,
         show_default=True,
-        help="Where to run the network: auto, cpu, cuda, cuda:N or mps.",
+        help="Where to run the network: auto (CUDA, then Apple MPS, then CPU), cpu, cuda, "
+        "cuda:N or mps.",
     )
 
 
@@ -123,25 +177,13 @@ def resolve_device(name: str) -> torch.device:
     """A ``torch.device`` for a ``--device`` value; ``auto`` picks the fastest available.
 
     Raises:
-        click.BadParameter: unknown device, or one this machine does not have.
+        click.BadParameter: unknown device, or one this machine does not have (the message
+            lists the devices that work here).
     """
-    import torch
+    from rave.devices import DeviceError
+    from rave.devices import resolve_device as resolve
 
-    text = name.strip().lower()
-    if text == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
     try:
-        device = torch.device(text)
-    except RuntimeError as err:
-        raise click.BadParameter(
-            f"unknown device {name!r} ({err})", param_hint="--device"
-        ) from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise click.BadParameter("CUDA is not available on this machine", param_hint="--device")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise click.BadParameter("Apple MPS is not available here", param_hint="--device")
-    return device
+        return resolve(name)
+    except DeviceError as err:
+        raise click.BadParameter(str(err), param_hint="--device") from None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import glob
 import os
 import sys
@@ -13,18 +12,23 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from rave.cli._options import device_option, max_pixels_option, model_option, tile_option
+from rave.cli._options import (
+    device_option,
+    max_pixels_option,
+    model_option,
+    output_option,
+    quiet_option,
+    tile_option,
+)
 
 if TYPE_CHECKING:  # torch is imported only once a photo is enhanced
-    import torch
     from torch import nn
+
+    from rave.io.provenance import Recipe
+    from rave.session import Enhancer
 
 __all__ = ["enhance_command"]
 
-# Files picked up when a folder is given (any readable image may be named explicitly).
-IMAGE_SUFFIXES = frozenset(
-    {".jpg", ".jpeg", ".jpe", ".png", ".tif", ".tiff", ".webp", ".bmp", ".gif", ".ppm"}
-)
 DEFAULT_OUTPUT_DIR = "enhanced"
 BESIDE_SUFFIX = "_enhanced"
 _GLOB_CHARACTERS = frozenset("*?[")
@@ -57,33 +61,14 @@ class _BatchStopped(Exception):
 
 def _scan_folder(folder: Path, recursive: bool, exclude: Path | None) -> list[_Job]:
     """Image files in ``folder`` (sorted), relative paths kept for the output tree."""
-    jobs = []
-    for root, dirs, files in os.walk(folder):
-        root_path = Path(root)
-        kept_dirs = []
-        for name in sorted(dirs):
-            sub = root_path / name
-            if name.startswith(".") or (exclude is not None and _is_within(sub, exclude)):
-                continue
-            if not recursive and name.lower().endswith(tuple(IMAGE_SUFFIXES)):
-                # Named like a photo but a folder: report it rather than ignore it.
-                jobs.append(_Job(sub, sub.relative_to(folder)))
-            kept_dirs.append(name)
-        dirs[:] = kept_dirs if recursive else []
-        for name in sorted(files):
-            # Hidden files include our own temporary ".NAME.*.part" files.
-            if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_SUFFIXES:
-                path = root_path / name
-                jobs.append(_Job(path, path.relative_to(folder)))
+    from rave.io.formats import is_image_name, list_image_files
+
+    paths = list_image_files(folder, recursive=recursive, exclude=exclude)
+    if not recursive:
+        # Named like a photo but a folder: report it rather than ignore it.
+        paths += [p for p in folder.iterdir() if p.is_dir() and is_image_name(p.name)]
+    jobs = [_Job(path, path.relative_to(folder)) for path in paths]
     return sorted(jobs, key=lambda job: job.relative.parts)
-
-
-def _is_within(path: Path, folder: Path) -> bool:
-    try:
-        path.resolve().relative_to(folder.resolve())
-    except ValueError:
-        return False
-    return True
 
 
 def _collect(
@@ -126,16 +111,68 @@ def _file_id(path: Path) -> tuple[int, int] | None:
     return status.st_dev, status.st_ino
 
 
-def _target(job: _Job, output_dir: Path | None, suffix: str, format: str | None) -> Path:
-    """Where ``job``'s result goes; sets ``job.format``."""
-    from rave.io import FORMATS, format_for_suffix
+def _target(
+    job: _Job,
+    output_dir: Path | None,
+    suffix: str,
+    format: str | None,
+    listings: dict[Path, dict[str, list[str]]] | None = None,
+) -> Path:
+    """Where ``job``'s result goes; sets ``job.format``.
 
-    native = format_for_suffix(job.source.suffix)
-    job.format = format or native or "png"
-    keep_suffix = native == job.format  # keep the input's own spelling, e.g. ".JPG"
-    extension = job.source.suffix if keep_suffix else FORMATS[job.format][1]
+    Photos of one stem in different formats (``img.avif``, ``img.jp2``; ``IMG_1.CR2`` and
+    ``IMG_1.JPG`` with ``--format jpg``) would share a result name: those not already in
+    the output's format get their own suffix in the name (``img_avif.png``). The rule looks
+    at the source folder, not at the batch, so every run names a photo the same way.
+    """
+    from rave.io import FORMATS
+
+    name, job.format, own = _output_name(job.source.name, suffix, format)
+    if not own:
+        for sibling in _same_stem_siblings(job.source, {} if listings is None else listings):
+            if _output_name(sibling, suffix, format)[0].lower() == name.lower():
+                kind = job.source.suffix.lstrip(".").lower()
+                name = f"{job.source.stem}{suffix}_{kind}{FORMATS[job.format][1]}"
+                break
     folder = job.source.parent if output_dir is None else output_dir / job.relative.parent
-    return folder / (job.source.stem + suffix + extension)
+    return folder / name
+
+
+def _output_name(source_name: str, suffix: str, format: str | None) -> tuple[str, str, bool]:
+    """(result file name, output format, whether the source is already in that format)."""
+    from rave.io import FORMATS, format_for_suffix
+    from rave.io.formats import native_output_format
+
+    stem, source_suffix = os.path.splitext(source_name)
+    native = native_output_format(source_suffix)
+    fmt = format or native or "png"
+    # Keep the input's own spelling, e.g. ".JPG", where the format is unchanged.
+    own = native == fmt and format_for_suffix(source_suffix) == fmt
+    extension = source_suffix if own else FORMATS[fmt][1]
+    return stem + suffix + extension, fmt, own
+
+
+def _same_stem_siblings(source: Path, listings: dict[Path, dict[str, list[str]]]) -> list[str]:
+    """Other image files in ``source``'s folder with the same stem (any letter case).
+
+    ``listings`` caches each folder's image names by lower-case stem for one batch (a
+    folder of 10,000 photos is listed once, not once per photo).
+    """
+    from rave.io.formats import is_image_name
+
+    folder = source.parent
+    if folder not in listings:
+        by_stem: dict[str, list[str]] = {}
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            names = []
+        for name in names:
+            if is_image_name(name):
+                by_stem.setdefault(os.path.splitext(name)[0].lower(), []).append(name)
+        listings[folder] = by_stem
+    same_stem = listings[folder].get(source.stem.lower(), [])
+    return [name for name in same_stem if name != source.name]
 
 
 def _plan(
@@ -151,7 +188,8 @@ def _plan(
     Returns the jobs minus inputs that are results of other jobs (``a_enhanced.jpg`` beside
     ``a.jpg`` when a folder is enhanced ``--beside`` again): they are not new photos.
     """
-    planned = [(job, _target(job, output_dir, suffix, format)) for job in jobs]
+    listings: dict[Path, dict[str, list[str]]] = {}
+    planned = [(job, _target(job, output_dir, suffix, format, listings)) for job in jobs]
     result_paths = {
         os.path.realpath(target)
         for job, target in planned
@@ -184,55 +222,6 @@ def _plan(
                 continue
         job.target = target
     return [job for job, _ in planned]
-
-
-# glibc mallopt parameters
-_M_TRIM_THRESHOLD = -1
-_M_MMAP_THRESHOLD = -3
-
-
-def _tune_allocator(memory_bound: bool) -> None:
-    """Choose glibc's allocation policy for the next photo (no-op without glibc).
-
-    Photos too large for the engine's feature cache are bound by memory: tile tensors (a few
-    MB each) stay in the heap and are not trimmed away between tiles, while anything from
-    32 MB up (whole-photo arrays) is mapped on its own and returned at once (24 MP JPEG, 2
-    threads: 896 MB peak RSS, 2.34 s/MP; 16-bit TIFF: 974 MB). A 1 MB threshold kept 809 MB
-    but spent a third of the time in page faults (3.46 s/MP); glibc's default trimming made
-    the speed depend on what happened to lie above the tiles in the heap (2.1 to 2.9 s/MP);
-    keeping whole-photo arrays in the heap too reached 972 MB for a JPEG. Smaller photos
-    are bound by time: the heap keeps all freed memory (2048x1536, oneDNN convolutions: 4.57
-    s/MP with the 1 MB threshold, 3.49 with glibc's default, 3.32 keeping it, at 1.36 GB
-    peak), and returns it (``malloc_trim``) before the next memory-bound photo.
-    """
-    libc = _glibc()
-    if libc is None:
-        return
-    libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30)  # freed tile memory stays for the next tile
-    if memory_bound:
-        libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20)
-        libc.malloc_trim(0)
-    else:
-        libc.mallopt(_M_MMAP_THRESHOLD, 1 << 30)
-
-
-def _return_freed_memory() -> None:
-    """Hand memory freed in the heap back to the OS (glibc only; no-op elsewhere)."""
-    libc = _glibc()
-    if libc is not None:
-        libc.malloc_trim(0)
-
-
-def _glibc() -> ctypes.CDLL | None:
-    """The C library, where it is glibc (``mallopt``/``malloc_trim``), else ``None``."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return None
-    # musl and other C libraries lack these glibc extensions
-    return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
 
 
 def _note_slow_convolutions(net: nn.Module, quiet: bool) -> None:
@@ -268,15 +257,17 @@ def _say_traceback(err: BaseException) -> None:
             _say(line)
 
 
-def _load_network(ctx: click.Context, model: str, device_name: str) -> nn.Module:
-    """The network, or exit with status 2 and one line saying what to do."""
-    from rave.api import get_model
+def _load_enhancer(
+    ctx: click.Context, model: str, device_name: str, tile: int | str | None = "auto"
+) -> Enhancer:
+    """The loaded model, or exit with status 2 and one line saying what to do."""
     from rave.cli._options import resolve_device
+    from rave.session import Enhancer
     from rave.zoo import BuiltinModelMissingError
 
     device = resolve_device(device_name)
     try:
-        return get_model(model, device)
+        return Enhancer(model, device=device, tile=tile)
     except BuiltinModelMissingError:
         message = (
             "error: this version of rave ships no built-in default model; pass --model NAME "
@@ -288,48 +279,117 @@ def _load_network(ctx: click.Context, model: str, device_name: str) -> nn.Module
     ctx.exit(2)
 
 
-def _net_device(net: nn.Module) -> torch.device:
-    return next(net.parameters()).device
+def _load_network(ctx: click.Context, model: str, device_name: str) -> nn.Module:
+    """The network, or exit with status 2 and one line saying what to do."""
+    return _load_enhancer(ctx, model, device_name).net
 
 
-def _enhance_one(job: _Job, net: nn.Module, options: dict[str, Any], quiet: bool) -> None:
-    """Read, enhance and write one photo; raises PhotoError/OSError/ValueError on failure."""
-    import numpy as np
+class _TileProgress:
+    """A second progress bar, per tile, for photos made of several tiles (24 MP: minutes)."""
 
-    from rave.api import enhance_array
-    from rave.inference import is_memory_bound
-    from rave.io import SIXTEEN_BIT_FORMATS, read_photo, write_photo
+    def __init__(self, name: str, quiet: bool) -> None:
+        self.name, self.quiet, self.bar = name, quiet, None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.quiet or total < 2:
+            return
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(
+                total=total, unit="tile", desc=self.name, leave=False, position=1, disable=None
+            )
+        self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _enhance_one(job: _Job, enhancer: Enhancer, options: dict[str, Any], quiet: bool) -> None:
+    """Read, enhance and write one photo, and record what made it.
+
+    Raises:
+        PhotoError, OSError, ValueError: the photo could not be read or written.
+    """
+    from rave.io.provenance import finish_record, record_result, source_sha256
 
     assert job.target is not None and job.format is not None
-    photo = read_photo(job.source, max_pixels=options["max_pixels"])
-    notes = list(photo.notes)
-    pixels, photo.pixels = photo.pixels, np.empty(0, np.uint8)  # hold one reference only
-    _tune_allocator(is_memory_bound(pixels.shape[0], pixels.shape[1], _net_device(net)))
-    out_dtype = np.uint8
-    if pixels.dtype == np.uint16:
-        if job.format in SIXTEEN_BIT_FORMATS:
-            out_dtype = np.uint16
-        else:
-            notes.append(f"16-bit input written as 8-bit {job.format.upper()}")
-    # In place where the result has the input's type: a whole photo's worth less memory.
-    enhanced = enhance_array(net, pixels, tile=options["tile"], out_dtype=out_dtype, in_place=True)
-    del pixels
-    _return_freed_memory()  # tile buffers kept for speed, not needed while encoding
-    notes += write_photo(
-        job.target,
-        enhanced,
-        format=job.format,
-        icc_profile=photo.icc_profile,
-        exif=photo.exif,
-        quality=options["quality"],
-    )
+    try:
+        sha256 = source_sha256(job.source)  # before reading: the record names what was read
+    except OSError:
+        sha256 = None  # missing, a folder, unreadable: the reader below names the problem
+    else:
+        record_result(job.target, job.source, _recipe(enhancer, job.format, options), sha256)
+    tiles = _TileProgress(job.source.name, quiet)
+    try:
+        notes = enhancer.enhance_file(
+            job.source,
+            job.target,
+            format=job.format,
+            quality=options["quality"],
+            max_pixels=options["max_pixels"],
+            progress=tiles,
+        )
+    finally:
+        tiles.close()
+    if sha256 is not None:
+        finish_record(job.target)
     for note in notes:
         _say(f"note: {job.source}: {note}", quiet)
 
 
+def _reuse_or_refuse(
+    job: _Job,
+    enhancer: Enhancer,
+    options: dict[str, Any],
+    tally: _Tally,
+    quiet: bool,
+    manifests: dict[Path, dict[str, Any]],
+) -> str | None:
+    """Apply the re-run rule to an existing target: None to run the job, else an error.
+
+    A reusable result marks the job done (``job.target = None``, counted as skipped).
+    ``manifests`` caches the output folders' records for the batch.
+    """
+    from rave.io.provenance import decide
+
+    assert job.target is not None and job.format is not None
+    if not os.path.lexists(job.target):
+        return None
+    recipe = _recipe(enhancer, job.format, options)
+    try:
+        decision = decide(job.target, job.source, recipe, manifests)
+    except OSError as err:
+        return f"cannot check the existing result {job.target}: {err.strerror or err}"
+    if decision.action == "reuse":
+        tally.skipped += 1
+        job.target = None
+        return None
+    if decision.action == "refuse":
+        return f"not enhanced: {decision.reason}"
+    _say(f"note: {job.source}: enhanced again ({decision.reason})", quiet)
+    return None
+
+
+_LOSSY_FORMATS = frozenset({"jpg", "webp", "heic"})
+
+
+def _recipe(enhancer: Enhancer, fmt: str, options: dict[str, Any]) -> Recipe:
+    """What makes a result, for the re-run rule (strength as the option sets it, else 1)."""
+    from rave.io.provenance import Recipe
+
+    return Recipe(
+        model_sha256=enhancer.model_sha256,
+        format=fmt,
+        quality=options["quality"] if fmt in _LOSSY_FORMATS else None,
+        strength=float(options.get("strength", 1.0)),
+    )
+
+
 def _run_batch(
     jobs: list[_Job],
-    net: nn.Module,
+    enhancer: Enhancer,
     options: dict[str, Any],
     tally: _Tally,
     quiet: bool,
@@ -354,7 +414,7 @@ def _run_batch(
     for job in progress:
         progress.set_postfix_str(job.source.name, refresh=False)
         try:
-            _enhance_one(job, net, options, quiet)
+            _enhance_one(job, enhancer, options, quiet)
         except PhotoError as err:
             tally.failed += 1
             _say(f"error: {err}")
@@ -408,15 +468,22 @@ Where results go:
   --suffix TEXT is added to every name (default '' in DIR, '{BESIDE_SUFFIX}' with --beside).
 
 \b
-Existing results are skipped, so an interrupted batch can simply be re-run; --overwrite
-redoes them. Inputs are never overwritten, whatever the path says, unless you ask for it
-with both --overwrite and an explicit empty suffix (--beside --suffix '' --overwrite).
-Files are written to a temporary name and renamed when complete.
+Re-runs: a result is reused only if it was made from the same photo (same file, or the
+same content) with the same model and options (strength, format, quality); otherwise it is
+made again. A result of another photo (or a file rave did not write) under the same name
+is never replaced: that photo gets an error line; --overwrite replaces it. What made each
+result is recorded in a hidden .rave-results.json in its folder. Inputs are never
+overwritten unless you ask with both --overwrite and an explicit empty suffix
+(--beside --suffix '' --overwrite). Files are written to a temporary name and renamed.
 
 \b
-Formats: the output has the input's format and bit depth (8/16-bit PNG and TIFF), EXIF
-orientation applied, ICC profile and EXIF kept. --format converts (alpha is dropped for
-JPEG). Palette and CMYK images are converted to RGB; grey stays grey; alpha is kept.
+Formats: JPEG, PNG, TIFF, WebP, BMP, GIF, AVIF, JPEG 2000, PNM; HEIC/HEIF (pillow-heif);
+camera RAW: DNG, CR2, CR3, NEF, ARW, RAF, ORF, RW2 (rawpy/LibRaw: camera white balance,
+sRGB, 16-bit, written as 16-bit TIFF). The output has the input's format and bit depth
+(8/16-bit PNG and TIFF, float TIFF), HEIC as HEIC where libheif can encode it (else JPEG),
+other formats as PNG; EXIF orientation applied; ICC profile, EXIF, XMP and dpi kept.
+Photos of one name in two formats get distinct names (img_avif.png, img_jp2.png).
+--format converts (alpha is dropped for JPEG). Grey stays grey; alpha is kept.
 
 An output folder that cannot be written (read-only, full) is found before any photo is
 enhanced. Ctrl-C or SIGTERM stops after cleaning up, prints what is left, and a re-run
@@ -430,12 +497,11 @@ shows the traceback), 130 on Ctrl-C (143 on SIGTERM).
 
 @click.command("enhance", help=HELP)
 @click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
-@click.option(
-    "-o",
-    "--output-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help=f"Folder for the results [default: ./{DEFAULT_OUTPUT_DIR}].",
+@output_option(
+    f"Folder for the results [default: ./{DEFAULT_OUTPUT_DIR}].",
+    folder=True,
+    old_names=("--output-dir",),
+    dest="output_dir",
 )
 @click.option("--beside", is_flag=True, help="Write each result next to its input.")
 @model_option()
@@ -448,7 +514,9 @@ shows the traceback), 130 on Ctrl-C (143 on SIGTERM).
 @click.option(
     "--format",
     "output_format",
-    type=click.Choice(["png", "jpg", "jpeg", "tif", "tiff", "webp"], case_sensitive=False),
+    type=click.Choice(
+        ["png", "jpg", "jpeg", "tif", "tiff", "webp", "heic"], case_sensitive=False
+    ),
     default=None,
     help="Output format [default: that of each input].",
 )
@@ -457,14 +525,18 @@ shows the traceback), 130 on Ctrl-C (143 on SIGTERM).
     type=click.IntRange(1, 100),
     default=95,
     show_default=True,
-    help="JPEG/WebP quality.",
+    help="JPEG/WebP/HEIC quality.",
 )
-@click.option("--overwrite", is_flag=True, help="Replace results that already exist.")
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace existing results, even those of other photos or not written by rave.",
+)
 @click.option("-r", "--recursive", is_flag=True, help="Include sub-folders of folder inputs.")
 @device_option()
 @tile_option()
 @max_pixels_option()
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar and no notes, errors only.")
+@quiet_option()
 @click.option("--debug", is_flag=True, help="Print the traceback of each failure.")
 @click.pass_context
 def enhance_command(
@@ -486,7 +558,7 @@ def enhance_command(
 ) -> None:
     started = time.perf_counter()
     if beside and output_dir is not None:
-        raise click.UsageError("-o/--output-dir and --beside exclude each other")
+        raise click.UsageError("-o/--output and --beside exclude each other")
     if not beside and output_dir is None:
         output_dir = Path(DEFAULT_OUTPUT_DIR)
     if suffix is None:
@@ -496,6 +568,10 @@ def enhance_command(
     explicit_suffix = ctx.get_parameter_source("suffix") == click.core.ParameterSource.COMMANDLINE
     fmt = {"jpeg": "jpg", "tiff": "tif"}.get((output_format or "").lower(), output_format)
 
+    # The model and device are checked before anything is skipped, and what made each
+    # existing result is compared with what would make it now.
+    enhancer = _load_enhancer(ctx, model, device, tile)
+    options: dict[str, Any] = {"tile": tile, "quality": quality, "max_pixels": max_pixels}
     jobs, errors = _collect(inputs, recursive, output_dir)
     jobs = _plan(
         jobs,
@@ -508,13 +584,14 @@ def enhance_command(
     for line in errors:
         _say(f"error: {line}")
     to_run = []
+    manifests: dict[Path, dict[str, Any]] = {}
     for job in jobs:
+        if job.error is None and job.target is not None and not overwrite:
+            job.error = _reuse_or_refuse(job, enhancer, options, tally, quiet, manifests)
         if job.error is not None:
             tally.failed += 1
             _say(f"error: {job.source}: {job.error}")
-        elif job.target is not None and os.path.lexists(job.target) and not overwrite:
-            tally.skipped += 1
-        else:
+        elif job.target is not None:
             to_run.append(job)
 
     if to_run:
@@ -523,15 +600,13 @@ def enhance_command(
         tally.left = len(to_run)
         try:
             with interrupt_on_sigterm():
-                net = _load_network(ctx, model, device)
                 # After the model is known good, before any photo is computed.
                 problem = _probe_output_folders(to_run)
                 if problem is not None:
                     _say(f"error: {problem}")
                     ctx.exit(2)
-                _note_slow_convolutions(net, quiet)
-                options = {"tile": tile, "quality": quality, "max_pixels": max_pixels}
-                _run_batch(to_run, net, options, tally, quiet, debug)
+                _note_slow_convolutions(enhancer.net, quiet)
+                _run_batch(to_run, enhancer, options, tally, quiet, debug)
         except KeyboardInterrupt as err:
             status = err.exit_status if isinstance(err, Interrupted) else 130
             _say(
@@ -546,7 +621,12 @@ def enhance_command(
 
     elapsed = time.perf_counter() - started
     where = "next to the inputs" if output_dir is None else f"in {output_dir}"
-    hint = " (skipped: results exist, --overwrite redoes them)" if tally.skipped else ""
+    hint = (
+        " (skipped: made from the same photos with the same model and options; "
+        "--overwrite redoes them)"
+        if tally.skipped
+        else ""
+    )
     from rave.io.printable import printable
 
     not_attempted = f", {tally.left} not attempted" if tally.left else ""

@@ -2,17 +2,30 @@
 
 Examples::
 
-    rave evaluate --pred out/rave --gt BAID/test/gt --out report/
+    rave evaluate --pred out/rave --gt BAID/test/gt -o report/
     rave evaluate --pred out/rave --pred out/clip_lit --name RAVE --name CLIP-LIT --gt gt/
     rave evaluate --pred out/rave --input photos/           # no reference: NIQE, exposure
-    rave evaluate --input photos/ --model rave-unpaired --model clip-lit --out cmp/
+    rave evaluate --input photos/ --model rave-unpaired --model clip-lit -o cmp/
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
+
+from rave.cli._options import (
+    device_option,
+    output_option,
+    overwrite_option,
+    quiet_option,
+    resolve_device,
+    tile_option,
+)
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["evaluate_command"]
 
@@ -42,7 +55,24 @@ def _write_png(path: Path, rgb_float) -> None:
     write_photo(path, np.round(np.clip(rgb_float, 0, 1) * 255).astype(np.uint8), format="png")
 
 
-def _run_models(inputs: Path, models: tuple[str, ...], out: Path, tile: str) -> dict[str, Path]:
+# What an evaluation writes into its output folder (refused without --overwrite).
+_OUTPUT_NAMES = (
+    "metrics.csv",
+    "per_image.csv",
+    "summary.json",
+    "report.html",
+    "grid.jpg",
+    "enhanced",
+)
+
+
+def _run_models(
+    inputs: Path,
+    models: tuple[str, ...],
+    out: Path,
+    tile: int | str | None,
+    device: torch.device,
+) -> dict[str, Path]:
     """Enhance every image of ``inputs`` with each model into ``out/enhanced/<model>/``."""
     try:
         import torch
@@ -59,11 +89,11 @@ def _run_models(inputs: Path, models: tuple[str, ...], out: Path, tile: str) -> 
     from rave.io.printable import printable
 
     images = list_images(inputs)
-    tile_arg: int | str | None = None if tile == "none" else (tile if tile == "auto" else int(tile))
+    tile_arg = tile
     folders: dict[str, Path] = {}
     for model in models:
         try:
-            net = load_enhancer(model)
+            net = load_enhancer(model, device=device)
         except Exception as error:  # zoo errors carry their own one-line messages
             raise click.ClickException(f"model {model!r}: {error}") from error
         # A checkpoint path is shown (and stored) by its file stem, a zoo name as it is.
@@ -132,12 +162,15 @@ def _run_models(inputs: Path, models: tuple[str, ...], out: Path, tile: str) -> 
     help="Pair predictions with --gt files by exact stem, or as the RAVE code's "
     "compute_metrics.py does (0152(1) with 0152, substring matches warned).",
 )
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Write metrics.csv, per_image.csv, summary.json, report.html, grid.jpg here.",
+@output_option(
+    "Folder for metrics.csv, per_image.csv, summary.json, report.html, grid.jpg (and, with "
+    "--model, the enhanced images).",
+    folder=True,
+    old_names=("--out",),
+    dest="out",
 )
+@overwrite_option("the report (and enhanced images) in OUTPUT")
+@device_option()
 @click.option("--no-lpips", is_flag=True, help="Skip LPIPS.")
 @click.option(
     "--no-nr", "no_nr", is_flag=True, help="Skip the no-reference metrics (NIQE, BRISQUE)."
@@ -150,12 +183,7 @@ def _run_models(inputs: Path, models: tuple[str, ...], out: Path, tile: str) -> 
     is_flag=True,
     help="Score matched pairs only instead of failing on unmatched files.",
 )
-@click.option(
-    "--tile",
-    default="auto",
-    show_default=True,
-    help="Tile size for --model inference: auto, none or pixels.",
-)
+@tile_option()
 @click.option(
     "--max-report-images",
     type=click.IntRange(min=0),
@@ -164,6 +192,7 @@ def _run_models(inputs: Path, models: tuple[str, ...], out: Path, tile: str) -> 
     help="Images shown in report.html.",
 )
 @click.option("-v", "--verbose", is_flag=True, help="Print each file as it is scored.")
+@quiet_option()
 def evaluate_command(
     preds: tuple[Path, ...],
     names: tuple[str, ...],
@@ -173,13 +202,16 @@ def evaluate_command(
     protocol: str,
     match: str,
     out: Path | None,
+    overwrite: bool,
+    device: str,
     no_lpips: bool,
     no_nr: bool,
     resize: bool,
     skip_unmatched: bool,
-    tile: str,
+    tile: int | str | None,
     max_report_images: int,
     verbose: bool,
+    quiet: bool,
 ) -> None:
     """Exit status: 0 when every image was scored, 1 when some could not be (listed)."""
     from rave.evaluation.report import format_table, write_report
@@ -190,14 +222,19 @@ def evaluate_command(
     if models and inputs is None:
         raise click.UsageError("--model needs --input DIR (the images to enhance)")
     if models and out is None:
-        raise click.UsageError("--model needs --out DIR (where enhanced images are written)")
-    if tile not in ("auto", "none") and not tile.isdigit():
-        raise click.UsageError(f"--tile must be auto, none or a number of pixels, got {tile!r}")
+        raise click.UsageError("--model needs -o/--output DIR (where enhanced images go)")
+    if out is not None and not overwrite:
+        existing = [name for name in _OUTPUT_NAMES if (out / name).exists()]
+        if existing:
+            raise click.UsageError(
+                f"{out} already holds {', '.join(existing)}; pass --overwrite to replace them"
+            )
     methods = dict(zip(_method_names(preds, names), preds, strict=True))
     try:
         if models:
             assert inputs is not None and out is not None
-            for model, folder in _run_models(inputs, models, out, tile).items():
+            torch_device = resolve_device(device)
+            for model, folder in _run_models(inputs, models, out, tile, torch_device).items():
                 if model in methods:
                     raise click.UsageError(f"method name {model!r} given twice")
                 methods[model] = folder
@@ -215,13 +252,14 @@ def evaluate_command(
         )
     except EvaluationError as error:
         raise click.ClickException(str(error)) from error
-    for note in dict.fromkeys(result.notes):
+    for note in dict.fromkeys(result.notes) if not quiet else ():
         click.echo(f"note: {note}", err=True)
     if result.records:
         click.echo(format_table(result))
     if out is not None:
         paths = write_report(result, out, protocol=protocol, max_report_images=max_report_images)
-        click.echo(f"wrote {', '.join(str(p) for p in paths.values())}", err=True)
+        if not quiet:
+            click.echo(f"wrote {', '.join(str(p) for p in paths.values())}", err=True)
     for error in result.errors:
         click.echo(f"error: {error}", err=True)
     if result.errors:

@@ -7,6 +7,8 @@ from typing import Any
 
 import click
 
+from rave.cli._options import device_option, quiet_option, resolve_device
+
 __all__ = ["interpret_command", "load_direction"]
 
 
@@ -50,7 +52,14 @@ def load_direction(path: Path) -> tuple[Any, str, str]:
     help="CLIP encoder (clip:ARCH[@TAG]) whose text tower reads the direction; "
     "default: the encoder recorded in FILE.",
 )
-@click.option("--top", "top_k", default=15, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--top",
+    "top_k",
+    default=15,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="How many tokens to show at each end of the ranking.",
+)
 @click.option(
     "--plot",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -64,9 +73,16 @@ def load_direction(path: Path) -> tuple[Any, str, str]:
     help="Encode only the first N vocabulary tokens (a quick look; the full 49,408 take "
     "minutes on a CPU the first time, then come from the cache).",
 )
-@click.option("--batch-size", default=256, show_default=True, type=click.IntRange(min=1))
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, ...")
+@click.option(
+    "--batch-size",
+    default=256,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Vocabulary tokens encoded at once.",
+)
+@device_option()
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the vocabulary cache.")
+@quiet_option()
 def interpret_command(
     file: Path,
     encoder_name: str | None,
@@ -76,6 +92,7 @@ def interpret_command(
     batch_size: int,
     device: str,
     no_cache: bool,
+    quiet: bool,
 ) -> None:
     """Print the tokens most and least aligned with the direction stored in FILE.
 
@@ -89,7 +106,6 @@ def interpret_command(
       rave interpret residual.pt --top 20 --plot tokens.png
       rave interpret runs/latent/prompts.safetensors --encoder clip:ViT-B-32
     """
-    import torch
 
     from rave.encoders import canonical_name, create_encoder
     from rave.guidance.interpret import display_token, plot_ranking, rank_tokens, vocab_embeddings
@@ -112,7 +128,7 @@ def interpret_command(
             "directions of a CLIP encoder can be read as tokens"
         )
     try:
-        encoder = create_encoder(name, device=torch.device(device))
+        encoder = create_encoder(name, device=resolve_device(device))
         if encoder.embed_dim != direction.numel():
             raise ValueError(
                 f"{file}: a {direction.numel()}-d direction, but {name} embeds into "
@@ -123,7 +139,7 @@ def interpret_command(
             limit=vocab_limit,
             batch_size=batch_size,
             use_cache=not no_cache,
-            progress=True,
+            progress=not quiet,
         )
         ranking = rank_tokens(direction, vocab, top_k)
     except (ValueError, FileNotFoundError, RuntimeError) as err:

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from rave.cli._options import device_option, output_option, overwrite_option, quiet_option
+
 __all__ = ["residual_command"]
 
 
@@ -33,17 +35,21 @@ __all__ = ["residual_command"]
     help="Guidance encoder: clip:ARCH[@TAG] (TAG: pretrained tag, weights file, or random) "
     "or effnet-lite0 (works offline). Training must use the same one.",
 )
-@click.option(
-    "-o",
-    "--output",
+@output_option(
+    "Output file (.pt), readable with torch.load(weights_only=True).",
+    folder=False,
     required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Output file (.pt), readable with torch.load(weights_only=True).",
 )
-@click.option("--batch-size", default=16, show_default=True, type=click.IntRange(min=1))
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N, mps.")
-@click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
-@click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.option(
+    "--batch-size",
+    default=16,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Images embedded at once (lower it if memory runs out).",
+)
+@device_option()
+@overwrite_option()
+@quiet_option()
 def residual_command(
     backlit_dir: Path,
     well_lit_dir: Path,

@@ -11,11 +11,23 @@ __all__ = ["serve_command"]
 
 @click.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8000,
+    show_default=True,
+    help="Port to listen on (0: any free port).",
+)
 @model_option()
 @device_option()
 @tile_option()
-@click.option("--quality", type=click.IntRange(1, 100), default=95, show_default=True)
+@click.option(
+    "--quality",
+    type=click.IntRange(1, 100),
+    default=95,
+    show_default=True,
+    help="JPEG/WebP quality of the results.",
+)
 @click.option(
     "--max-upload-mb",
     type=click.IntRange(1),

@@ -6,18 +6,20 @@ from pathlib import Path
 
 import click
 
+from rave.cli._options import (
+    device_option,
+    output_option,
+    overwrite_option,
+    quiet_option,
+    resolve_device,
+)
+
 __all__ = ["shift_command"]
 
 
 @click.command("shift")
 @click.argument("residual", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option(
-    "-o",
-    "--output",
-    required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Where to write the corrected residual vector.",
-)
+@output_option("Where to write the corrected residual vector.", folder=False, required=True)
 @click.option(
     "--encoder",
     "encoder_name",
@@ -54,8 +56,9 @@ __all__ = ["shift_command"]
     "and re-tokenized, raw features weighted; reproduces rave-unpaired-shifted); token-ids = "
     "each token id encoded alone, one entry per id (docs/method.md).",
 )
-@click.option("--device", default="cpu", show_default=True)
-@click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
+@device_option()
+@overwrite_option()
+@quiet_option()
 def shift_command(
     residual: Path,
     output: Path,
@@ -66,6 +69,7 @@ def shift_command(
     vocabulary: str,
     device: str,
     overwrite: bool,
+    quiet: bool,
 ) -> None:
     """Remove bias directions from the residual vector in RESIDUAL, writing a new file.
 
@@ -79,7 +83,6 @@ def shift_command(
       rave shift residual.pt --remove-tokens 15 -o shifted.pt
       rave shift residual.pt --remove sunset --remove beach -o unbiased.pt
     """
-    import torch
     import torch.nn.functional as F
 
     from rave.encoders import create_encoder
@@ -102,10 +105,10 @@ def shift_command(
                 f"{residual} lives in the space of {name!r}, which has no text encoder; "
                 "removing text directions needs a CLIP residual"
             )
-        encoder = create_encoder(name, device=torch.device(device))
+        encoder = create_encoder(name, device=resolve_device(device))
         shifted = rv
         if remove_tokens is not None:
-            vocab = build_vocabulary(encoder, vocabulary, limit=vocab_limit, progress=True)
+            vocab = build_vocabulary(encoder, vocabulary, limit=vocab_limit, progress=not quiet)
             ranking = rank_tokens(rv.residual, vocab, remove_tokens)
             index = {token: i for i, token in enumerate(vocab.tokens)}
             click.echo(f"tokens defining the removed direction ({vocabulary} vocabulary):")

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import click
 
+from rave.cli._options import quiet_option
+
 __all__ = ["train_command"]
 
 
@@ -39,13 +41,28 @@ __all__ = ["train_command"]
     metavar="KEY=VALUE",
     help="Override a config key (value parsed as YAML); repeatable.",
 )
-def train_command(config_file: Path, resume: str | None, overrides: tuple[str, ...]) -> None:
+@click.option(
+    "--device",
+    default=None,
+    help="Where to train: auto, cpu, cuda, cuda:N or mps [default: the config's 'device', "
+    "auto].",
+)
+@quiet_option()
+def train_command(
+    config_file: Path,
+    resume: str | None,
+    overrides: tuple[str, ...],
+    device: str | None,
+    quiet: bool,
+) -> None:
     """Train an enhancement network from the YAML config CONFIG_FILE."""
     from rave.training.config import ConfigError, load_config
 
+    if device is not None:
+        overrides = (*overrides, f"device={device}")
     rank = int(os.environ.get("RANK", "0"))
     logging.basicConfig(
-        level=logging.INFO if rank == 0 else logging.WARNING,
+        level=logging.INFO if rank == 0 and not quiet else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
     try:

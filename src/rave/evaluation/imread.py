@@ -7,10 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["IMAGE_SUFFIXES", "ImageReadError", "LoadedImage", "read_image"]
+from rave.io.formats import IMAGE_SUFFIXES  # the package's one suffix set
 
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
-"""File suffixes (lower case) that the evaluator treats as images."""
+__all__ = ["IMAGE_SUFFIXES", "ImageReadError", "LoadedImage", "read_image"]
 
 
 class ImageReadError(Exception):

@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from rave.evaluation.imread import IMAGE_SUFFIXES, ImageReadError, LoadedImage, read_image
+from rave.evaluation.imread import ImageReadError, LoadedImage, read_image
+from rave.io.formats import IMAGE_SUFFIXES, list_image_files
 
 __all__ = [
     "METRICS",
@@ -113,11 +114,7 @@ def list_images(folder: str | Path) -> dict[str, Path]:
     if not folder.is_dir():
         raise EvaluationError(f"{folder}: not a folder")
     images: dict[str, Path] = {}
-    for path in sorted(folder.iterdir()):
-        if path.name.startswith(".") or path.suffix.lower() not in IMAGE_SUFFIXES:
-            continue  # hidden files include half-written temporaries of atomic writes
-        if not path.is_file():
-            continue
+    for path in list_image_files(folder):  # hidden temporaries of atomic writes skipped
         if path.stem in images:
             raise EvaluationError(
                 f"{folder}: two images share the stem {path.stem!r} "

@@ -14,7 +14,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
-import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass

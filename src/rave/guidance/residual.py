@@ -101,15 +101,14 @@ def read_image(path: str | Path) -> Tensor:
 
 
 def list_image_files(folder: str | Path) -> list[Path]:
-    """The regular, non-hidden files directly inside ``folder``, sorted by name.
+    """The image files directly inside ``folder``: :func:`rave.io.formats.list_image_files`.
 
     Raises:
         FileNotFoundError: if ``folder`` is not a directory.
     """
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"image folder not found: {folder}")
-    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    from rave.io.formats import list_image_files as list_images
+
+    return list_images(folder)
 
 
 def _embed_folder(

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -490,6 +491,7 @@ def _run_tiled(
     light_out: Tensor | None,
     enhanced_out: Tensor | None,
     cache_features: bool | str = "auto",
+    progress: Callable[[int, int], None] | None = None,
 ) -> None:
     _check_image(image)
     batch, _, height, width = image.shape
@@ -555,6 +557,8 @@ def _run_tiled(
                 _write(enhanced_out, tile_region, enhanced)
 
     tiles = _tile_grid(height, width, tile)
+    if progress is not None:
+        run_tile = _counting(run_tile, len(tiles), progress)
     in_place = enhanced_out is not None and _aliases(enhanced_out, image)
     if not in_place:
         _for_each_tile(run_tile, tiles, workers)
@@ -582,6 +586,23 @@ def _check_some_light(positive_seen: list[bool]) -> None:
             "the network's light map is zero or negative everywhere (the result would be "
             "blank): the model's weights are degenerate"
         )
+
+
+def _counting(
+    run: Callable[[_Region], None], total: int, progress: Callable[[int, int], None]
+) -> Callable[[_Region], None]:
+    """``run`` that reports ``progress(done, total)`` after each tile (from any worker)."""
+    lock = threading.Lock()
+    done = 0
+
+    def run_and_count(tile_region: _Region) -> None:
+        nonlocal done
+        run(tile_region)
+        with lock:
+            done += 1
+            progress(done, total)
+
+    return run_and_count
 
 
 def _tile_grid(height: int, width: int, tile: int) -> list[_Region]:
@@ -680,6 +701,7 @@ def enhance_tensor(
     tile: int | str | None = "auto",
     out: Tensor | None = None,
     cache_features: bool | str = "auto",
+    progress: Callable[[int, int], None] | None = None,
 ) -> Tensor:
     """Enhanced image ``clamp(image / L, 0, 1)``, computed tile by tile.
 
@@ -694,6 +716,8 @@ def enhance_tensor(
             integer ``image`` and ``out`` no full-size float copy is ever made. ``out`` may
             be ``image`` itself (same dtype): it is then enhanced in place, each tile's
             result held back until no later tile reads the pixels under it.
+        progress: called as ``progress(done, total)`` after each output tile (possibly from
+            a worker thread), for progress bars within one large photo.
 
     Returns:
         ``out`` if given, else a new ``(B, 3, H, W)`` float32 tensor in [0, 1] on
@@ -704,5 +728,13 @@ def enhance_tensor(
         out = torch.empty(image.shape, dtype=torch.float32, device=image.device)
     elif out.shape != image.shape:
         raise ValueError(f"out has shape {tuple(out.shape)}, image {tuple(image.shape)}")
-    _run_tiled(net, image, tile, light_out=None, enhanced_out=out, cache_features=cache_features)
+    _run_tiled(
+        net,
+        image,
+        tile,
+        light_out=None,
+        enhanced_out=out,
+        cache_features=cache_features,
+        progress=progress,
+    )
     return out

@@ -138,9 +138,22 @@ def png_header_end(png: bytes | memoryview) -> int:
     return 8 + 12 + ihdr_length
 
 
-def png_metadata_chunks(*, icc_profile: bytes | None = None, exif: bytes | None = None) -> bytes:
-    """``iCCP`` and ``eXIf`` chunks (either may be absent) to place after ``IHDR``."""
+def png_metadata_chunks(
+    *,
+    icc_profile: bytes | None = None,
+    exif: bytes | None = None,
+    xmp: bytes | None = None,
+    dpi: tuple[float, float] | None = None,
+) -> bytes:
+    """``iCCP``, ``eXIf``, XMP ``iTXt`` and ``pHYs`` chunks (each optional), after ``IHDR``."""
     extra = b""
+    if dpi:
+        # pHYs: pixels per metre, unit 1 (metre)
+        per_metre = [round(value / 0.0254) for value in dpi]
+        extra += _png_chunk(b"pHYs", struct.pack(">IIB", per_metre[0], per_metre[1], 1))
+    if xmp:
+        # iTXt: keyword, NUL, compression flag 0, method 0, no language, no translated key
+        extra += _png_chunk(b"iTXt", b"XML:com.adobe.xmp\x00\x00\x00\x00\x00" + xmp)
     if icc_profile:
         # iCCP: profile name, NUL, compression method 0 (zlib), compressed profile.
         extra += _png_chunk(b"iCCP", b"ICC Profile\x00\x00" + zlib.compress(icc_profile))

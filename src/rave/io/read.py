@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
+from rave.io.formats import HEIF_SUFFIXES, RAW_SUFFIXES, unsupported_format_hint
+from rave.io.heif import can_write_heif, register_heif
 from rave.io.library_messages import captured_messages, is_premature_end
 from rave.io.metadata import (
     EXIF_PREFIX,
@@ -29,6 +31,8 @@ from rave.io.metadata import (
     reset_exif_orientation,
 )
 from rave.io.printable import printable
+from rave.io.raw import RawReadError, raw_exif, read_raw_pixels, srgb_icc_profile
+from rave.io.tiff import FloatRangeError, read_tiff_special
 
 __all__ = ["DEFAULT_MAX_PIXELS", "Photo", "PhotoError", "read_photo"]
 
@@ -45,6 +49,7 @@ _NATIVE_FORMATS = {
     "TIFF": "tif",
     "WEBP": "webp",
     "BMP": "bmp",
+    "HEIF": "heic",
 }
 
 
@@ -74,6 +79,8 @@ class Photo:
         icc_profile: the embedded colour profile, if it still describes ``pixels``.
         exif: the EXIF block (JPEG ``Exif\\0\\0`` prefix included) with orientation reset
             to 1, or None.
+        xmp: the XMP packet (ratings, keywords, edits), or None.
+        dpi: the stored resolution in dots per inch ``(x, y)``, or None.
         notes: conversions made while reading, e.g. ``"palette image converted to RGB"``.
     """
 
@@ -82,6 +89,8 @@ class Photo:
     icc_profile: bytes | None = None
     exif: bytes | None = None
     notes: list[str] = field(default_factory=list)
+    xmp: bytes | None = None
+    dpi: tuple[float, float] | None = None
 
     @property
     def bit_depth(self) -> int:
@@ -267,7 +276,9 @@ def _decode_photo(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX
             before any pixel is decoded (decompression bombs).
 
     Returns:
-        A :class:`Photo`; ``pixels`` is ``uint16`` for 16-bit PNG/TIFF, else ``uint8``.
+        A :class:`Photo`; ``pixels`` is ``uint16`` for 16-bit PNG/TIFF and camera RAW,
+        ``float32`` (in [0, 1]) for float TIFF, else ``uint8``. For a TIFF whose first page
+        is a preview, the largest image; HEIF through pillow-heif, RAW through rawpy.
 
     Raises:
         PhotoError: missing, empty, not an image, corrupt or truncated, too large, or an
@@ -275,6 +286,11 @@ def _decode_photo(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX
     """
     path = Path(path)
     _check_path(path)
+    suffix = path.suffix.lower()
+    if suffix in RAW_SUFFIXES:
+        return _read_raw(path, max_pixels)
+    if suffix in HEIF_SUFFIXES and not register_heif():
+        raise PhotoError(path, f"HEIF photos need pillow-heif: {unsupported_format_hint(suffix)}")
     notes: list[str] = []
     if max_pixels > (Image.MAX_IMAGE_PIXELS or max_pixels):
         # Pillow's own guard (an error at twice its limit) must not be stricter than ours,
@@ -286,7 +302,14 @@ def _decode_photo(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(path)
     except UnidentifiedImageError:
-        raise PhotoError(path, "not an image file, or a format Pillow cannot read") from None
+        if suffix in (".tif", ".tiff"):
+            photo = _read_tiff_pillow_cannot_open(path, max_pixels)
+            if photo is not None:
+                return photo
+        hint = unsupported_format_hint(suffix)
+        raise PhotoError(
+            path, hint or "not an image file, or a format Pillow cannot read"
+        ) from None
     except Image.DecompressionBombError as err:
         # Pillow's own guard (PIL.Image.MAX_IMAGE_PIXELS) fires at twice its limit.
         raise PhotoError(path, f"refused as a possible decompression bomb ({err})") from None
@@ -307,8 +330,10 @@ def _decode_photo(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX
         format_name = _NATIVE_FORMATS.get(image.format or "", "png")
         if image.format not in _NATIVE_FORMATS:
             notes.append(f"{image.format} input will be written as PNG")
-        if getattr(image, "n_frames", 1) > 1 and image.format != "MPO":
-            notes.append(f"only the first of {image.n_frames} frames is enhanced")
+        elif format_name == "heic" and not can_write_heif():
+            format_name = "jpg"
+            notes.append("HEIC input will be written as JPEG (no HEVC encoder in libheif)")
+        xmp, dpi = _xmp_and_dpi(image)
         icc_profile = image.info.get("icc_profile") or None
         exif = image.info.get("exif") or None
         if exif is None and image.format == "TIFF":
@@ -318,7 +343,13 @@ def _decode_photo(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX
             exif = EXIF_PREFIX + exif  # WebP stores it bare; keep one convention
         orientation = exif_orientation(exif)
         try:
-            if _is_16_bit(image, path) and not image.mode.startswith("I;16"):
+            special = read_tiff_special(path, max_pixels) if image.format == "TIFF" else None
+            if special is None and getattr(image, "n_frames", 1) > 1 and image.format != "MPO":
+                notes.append(f"only the first of {image.n_frames} frames is enhanced")
+            if special is not None:
+                pixels, tiff_notes = special
+                notes += tiff_notes
+            elif _is_16_bit(image, path) and not image.mode.startswith("I;16"):
                 pixels = _decode_16_bit(path, tiff=image.format == "TIFF")
             else:
                 source = image
@@ -333,6 +364,8 @@ def _decode_photo(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX
                     orientation = 1
         except PhotoError:
             raise
+        except FloatRangeError as err:
+            raise PhotoError(path, str(err)) from None
         except MemoryError:
             raise PhotoError(path, "not enough memory to decode the image") from None
         except (OSError, SyntaxError, ValueError, EOFError) as err:
@@ -353,7 +386,15 @@ def _decode_photo(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX
         exif = reset_exif_orientation(exif)
     for note in notes:
         logger.info("%s: %s", printable(path), printable(note))
-    return Photo(pixels=pixels, format=format_name, icc_profile=icc_profile, exif=exif, notes=notes)
+    return Photo(
+        pixels=pixels,
+        format=format_name,
+        icc_profile=icc_profile,
+        exif=exif,
+        notes=notes,
+        xmp=xmp,
+        dpi=dpi,
+    )
 
 
 @contextlib.contextmanager
@@ -431,7 +472,9 @@ def read_photo(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PI
             before any pixel is decoded (decompression bombs).
 
     Returns:
-        A :class:`Photo`; ``pixels`` is ``uint16`` for 16-bit PNG/TIFF, else ``uint8``.
+        A :class:`Photo`; ``pixels`` is ``uint16`` for 16-bit PNG/TIFF and camera RAW,
+        ``float32`` (in [0, 1]) for float TIFF, else ``uint8``. For a TIFF whose first page
+        is a preview, the largest image; HEIF through pillow-heif, RAW through rawpy.
         Messages the decoders printed or warned (libpng, libjpeg, OpenCV, Pillow) are in
         ``notes``, escaped, instead of on the terminal.
 
@@ -469,3 +512,52 @@ def read_photo(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PI
     if photo.pixels.dtype.kind == "f" and not np.isfinite(photo.pixels).all():
         raise PhotoError(path, "holds non-finite samples (NaN or infinity)")
     return photo
+
+
+
+def _xmp_and_dpi(image: Image.Image) -> tuple[bytes | None, tuple[float, float] | None]:
+    """The XMP packet and the resolution in dots per inch, where the file stores them."""
+    xmp = image.info.get("xmp") or image.info.get("XML:com.adobe.xmp")
+    if not xmp and image.format == "TIFF":
+        xmp = getattr(image, "tag_v2", {}).get(700)
+    if isinstance(xmp, str):
+        xmp = xmp.encode("utf-8")
+    dpi = image.info.get("dpi")
+    if image.format == "JPEG" and image.info.get("jfif_unit") not in (1, 2):
+        dpi = None  # JFIF density 1:1 without a unit is an aspect ratio, not a resolution
+    if dpi is not None:
+        dpi = (float(dpi[0]), float(dpi[1]))
+        if min(dpi) <= 0:
+            dpi = None
+    return (bytes(xmp) if xmp else None), dpi
+
+
+def _read_tiff_pillow_cannot_open(path: Path, max_pixels: int) -> Photo | None:
+    """Float RGB TIFFs and other layouts only tifffile reads, or None."""
+    try:
+        special = read_tiff_special(path, max_pixels, always=True)
+    except FloatRangeError as err:
+        raise PhotoError(path, str(err)) from None
+    except ValueError as err:
+        raise PhotoError(path, _describe(err)) from None
+    if special is None:
+        return None
+    pixels, notes = special
+    return Photo(pixels=pixels, format="tif", notes=notes)
+
+
+def _read_raw(path: Path, max_pixels: int) -> Photo:
+    """A camera RAW file as a 16-bit sRGB photo, EXIF carried over where Pillow finds it."""
+    try:
+        pixels, notes = read_raw_pixels(path, max_pixels)
+    except RawReadError as err:
+        raise PhotoError(path, str(err)) from None
+    exif = raw_exif(path)
+    if exif is None:
+        notes.append("EXIF not carried over (not readable from this RAW container)")
+    else:
+        if not exif.startswith(EXIF_PREFIX):
+            exif = EXIF_PREFIX + exif
+        exif = reset_exif_orientation(exif)  # LibRaw has already turned the pixels upright
+    icc_profile = srgb_icc_profile()
+    return Photo(pixels=pixels, format="tif", icc_profile=icc_profile, exif=exif, notes=notes)

@@ -47,11 +47,15 @@ FORMATS: dict[str, tuple[str, str]] = {
     "tif": ("TIFF", ".tif"),
     "webp": ("WEBP", ".webp"),
     "bmp": ("BMP", ".bmp"),
+    "heic": ("HEIF", ".heic"),  # through pillow-heif (rave.io.heif)
 }
 SIXTEEN_BIT_FORMATS = frozenset({"png", "tif"})
 _SUFFIXES = {".jpg": "jpg", ".jpeg": "jpg", ".jpe": "jpg", ".png": "png", ".tif": "tif",
-             ".tiff": "tif", ".webp": "webp", ".bmp": "bmp"}  # fmt: skip
-_ALPHA_FORMATS = frozenset({"png", "tif", "webp", "bmp"})
+             ".tiff": "tif", ".webp": "webp", ".bmp": "bmp", ".heic": "heic",
+             ".heif": "heic", ".hif": "heic"}  # fmt: skip
+_ALPHA_FORMATS = frozenset({"png", "tif", "webp", "bmp", "heic"})
+_XMP_FORMATS = frozenset({"jpg", "png", "tif", "webp", "heic"})
+_DPI_FORMATS = frozenset({"jpg", "png", "tif"})
 
 
 def format_for_suffix(suffix: str) -> str | None:
@@ -71,21 +75,30 @@ def _write_pillow(
     icc_profile: bytes | None,
     exif: bytes | None,
     quality: int,
+    xmp: bytes | None = None,
+    dpi: tuple[float, float] | None = None,
 ) -> None:
     image = Image.fromarray(pixels)  # L, I;16, LA, RGB or RGBA from the shape
-    if fmt == "webp" and image.mode == "LA":
-        image = image.convert("RGBA")  # WebP has no grey + alpha mode
+    if fmt in ("webp", "heic") and image.mode == "LA":
+        image = image.convert("RGBA")  # WebP and HEIF have no grey + alpha mode
     options: dict[str, object] = {}
     if icc_profile and fmt != "bmp":
         options["icc_profile"] = icc_profile
     if exif and fmt != "bmp":
         options["exif"] = exif if exif.startswith(EXIF_PREFIX) else EXIF_PREFIX + exif
+    options.update(_xmp_and_dpi_options(fmt, options.get("exif"), xmp, dpi))
     if fmt == "jpg":
         # Full-resolution chroma at high quality (as photo editors do), 4:2:0 below. No
         # optimize=True: libjpeg would hold every DCT coefficient of the photo in memory.
         options.update(quality=quality, subsampling=0 if quality >= 90 else 2)
     elif fmt == "webp":
         options.update(quality=quality, method=4)
+    elif fmt == "heic":
+        from rave.io.heif import register_heif
+
+        if not register_heif():
+            raise ValueError("writing HEIC needs pillow-heif: pip install pillow-heif")
+        options.update(quality=quality)
     elif fmt == "tif":
         # Uncompressed: Pillow's libtiff-based compressed writer cannot store the EXIF
         # sub-IFD (camera settings), its own uncompressed writer can.
@@ -103,8 +116,41 @@ def _write_pillow(
         image.save(stream, format=FORMATS[fmt][0], **options)
 
 
+def _xmp_and_dpi_options(
+    fmt: str, exif: object, xmp: bytes | None, dpi: tuple[float, float] | None
+) -> dict[str, object]:
+    """Pillow save options that carry the XMP packet and the resolution into ``fmt``."""
+    options: dict[str, object] = {}
+    if dpi and fmt in _DPI_FORMATS:
+        options["dpi"] = dpi
+    if not xmp or fmt not in _XMP_FORMATS:
+        return options
+    if fmt == "png":
+        from PIL import PngImagePlugin
+
+        info = PngImagePlugin.PngInfo()
+        info.add_itxt("XML:com.adobe.xmp", xmp.decode("utf-8", "replace"))
+        options["pnginfo"] = info
+    elif fmt == "tif":
+        # Pillow's TIFF writer takes extra IFD0 tags only through the EXIF mapping (a
+        # separate tiffinfo would replace the EXIF): XMP is tag 700 there.
+        tags = Image.Exif()
+        if isinstance(exif, bytes):
+            tags.load(exif)
+        tags[700] = xmp
+        options["exif"] = tags
+    else:
+        options["xmp"] = xmp
+    return options
+
+
 def _write_png_16(
-    stream: BinaryIO, pixels: np.ndarray, icc_profile: bytes | None, exif: bytes | None
+    stream: BinaryIO,
+    pixels: np.ndarray,
+    icc_profile: bytes | None,
+    exif: bytes | None,
+    xmp: bytes | None = None,
+    dpi: tuple[float, float] | None = None,
 ) -> None:
     import cv2
 
@@ -139,7 +185,7 @@ def _write_png_16(
             head = png.read(33)  # signature (8) + IHDR chunk (8 + 13 + 4)
             end_of_ihdr = png_header_end(head)
             stream.write(head[:end_of_ihdr])
-            stream.write(png_metadata_chunks(icc_profile=icc_profile, exif=exif))
+            stream.write(png_metadata_chunks(icc_profile=icc_profile, exif=exif, xmp=xmp, dpi=dpi))
             stream.write(head[end_of_ihdr:])
             shutil.copyfileobj(png, stream, 1 << 20)
 
@@ -212,11 +258,20 @@ def _tiff_ascii_tags(exif: bytes | None) -> list[tuple[int, str, int, str, bool]
 
 
 def _write_tiff_16(
-    stream: BinaryIO, pixels: np.ndarray, icc_profile: bytes | None, exif: bytes | None
+    stream: BinaryIO,
+    pixels: np.ndarray,
+    icc_profile: bytes | None,
+    exif: bytes | None,
+    xmp: bytes | None = None,
+    dpi: tuple[float, float] | None = None,
 ) -> None:
+    """16-bit or float32 TIFF through tifffile (Pillow writes neither as colour)."""
     import tifffile
 
     channels = 1 if pixels.ndim == 2 else pixels.shape[2]
+    extratags = _tiff_ascii_tags(exif)
+    if xmp:
+        extratags.append((700, "B", len(xmp), xmp, True))
     tifffile.imwrite(
         stream,
         pixels,
@@ -225,11 +280,14 @@ def _write_tiff_16(
         # Deflate with horizontal differencing, as photo editors write 16-bit TIFF: a
         # 24 MP photo in 1.7 s and 44 MB on 2 cores (no predictor: 3.3 s and 117 MB).
         compression="zlib",
-        predictor=True,
+        # float predictor needs imagecodecs, which tifffile does not require
+        predictor=pixels.dtype != np.float32,
         maxworkers=min(4, os.cpu_count() or 1),
         iccprofile=icc_profile,
         metadata=None,  # ImageDescription is the photo's, not tifffile's shape JSON
-        extratags=_tiff_ascii_tags(exif),
+        extratags=extratags,
+        resolution=dpi,
+        resolutionunit="INCH" if dpi else None,
     )
 
 
@@ -241,6 +299,8 @@ def write_photo(
     icc_profile: bytes | None = None,
     exif: bytes | None = None,
     quality: int = 95,
+    xmp: bytes | None = None,
+    dpi: tuple[float, float] | None = None,
 ) -> list[str]:
     """Write ``pixels`` atomically to ``path``, with colour profile and EXIF.
 
@@ -253,7 +313,9 @@ def write_photo(
         icc_profile: colour profile to embed (every format but BMP).
         exif: EXIF block to embed (JPEG, PNG, WebP, 8-bit TIFF; 16-bit TIFF keeps only
             the descriptive IFD0 tags); orientation should say 1.
-        quality: JPEG/WebP quality, 1-100.
+        quality: JPEG/WebP/HEIC quality, 1-100.
+        xmp: XMP packet to embed (JPEG, PNG, TIFF, WebP, HEIC).
+        dpi: resolution in dots per inch to store (JPEG, PNG, TIFF).
 
     Returns:
         Notes on what could not be kept (alpha dropped for JPEG, 16 bits reduced to 8 for
@@ -268,11 +330,15 @@ def write_photo(
     fmt = format or format_for_suffix(path.suffix)
     if fmt not in FORMATS:
         raise ValueError(f"{path}: unknown output format {format or path.suffix!r}")
-    if pixels.dtype not in (np.uint8, np.uint16):
-        raise ValueError(f"pixels must be uint8 or uint16, got {pixels.dtype}")
+    if pixels.dtype not in (np.uint8, np.uint16, np.float32):
+        raise ValueError(f"pixels must be uint8, uint16 or float32, got {pixels.dtype}")
     if not (pixels.ndim == 2 or (pixels.ndim == 3 and pixels.shape[2] in (2, 3, 4))):
         raise ValueError(f"pixels must be (H, W) or (H, W, 2|3|4), got {pixels.shape}")
     notes: list[str] = []
+    if pixels.dtype == np.float32 and fmt != "tif":
+        # Only TIFF holds float samples: the nearest 16-bit values (in [0, 1] by contract).
+        notes.append(f"float samples written as integers: {fmt.upper()} holds no floats")
+        pixels = np.round(np.clip(pixels, 0, 1) * 65535).astype(np.uint16)
     if pixels.ndim == 3 and pixels.shape[2] in (2, 4) and fmt not in _ALPHA_FORMATS:
         notes.append(f"alpha channel dropped: {fmt.upper()} has no transparency")
         pixels = pixels[:, :, :-1] if pixels.shape[2] == 4 else pixels[:, :, 0]
@@ -287,14 +353,14 @@ def write_photo(
 
     def write(stream: BinaryIO) -> None:
         if pixels.dtype == np.uint16 and fmt == "png" and pixels.ndim == 3:
-            _write_png_16(stream, pixels, icc_profile, exif_bytes)
-        elif pixels.dtype == np.uint16 and fmt == "tif":
-            _write_tiff_16(stream, pixels, icc_profile, exif_bytes)
+            _write_png_16(stream, pixels, icc_profile, exif_bytes, xmp, dpi)
+        elif pixels.dtype != np.uint8 and fmt == "tif":
+            _write_tiff_16(stream, pixels, icc_profile, exif_bytes, xmp, dpi)
         else:
             # Pillow writes 8-bit images and 16-bit grey PNG (mode I;16) with metadata.
-            _write_pillow(stream, pixels, fmt, icc_profile, exif, quality)
+            _write_pillow(stream, pixels, fmt, icc_profile, exif, quality, xmp, dpi)
 
-    if pixels.dtype == np.uint16 and fmt == "tif" and exif_bytes:
+    if pixels.dtype != np.uint8 and fmt == "tif" and exif_bytes:
         notes.append(
             "EXIF reduced to make, model, date and credits: the 16-bit TIFF writer "
             "(tifffile) cannot embed the EXIF sub-IFD"

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -283,6 +284,26 @@ def _move_method_keys(values: dict[str, Any], source: str) -> dict[str, Any]:
         log.warning("%s: %r is now method_options.%s; read as such", source, key, key)
     values["method_options"] = options
     return values
+class _YamlLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading ``1e-4`` as a float as YAML 1.2 does.
+
+    PyYAML implements YAML 1.1, whose floats need a dot (``1.0e-4``): ``lr: 1e-4`` and
+    ``--set lr=1e-4`` would otherwise arrive as the string ``"1e-4"``.
+    """
+
+
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
 
 
 def apply_overrides(config: TrainConfig, overrides: list[str] | tuple[str, ...]) -> TrainConfig:
@@ -297,7 +318,7 @@ def apply_overrides(config: TrainConfig, overrides: list[str] | tuple[str, ...])
         if not sep or not key:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
+            value = yaml.load(raw, Loader=_YamlLoader) if raw.strip() else ""
         except yaml.YAMLError as err:
             raise ConfigError(f"--set {item!r}: value is not valid YAML ({err})") from None
         if key.startswith("method_options."):
@@ -319,7 +340,7 @@ def load_config(
     if path is not None:
         path = Path(path)
         try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+            loaded = yaml.load(path.read_text(encoding="utf-8"), Loader=_YamlLoader)
         except OSError as err:
             raise ConfigError(f"{path}: cannot read config ({err.strerror})") from None
         except yaml.YAMLError as err:

@@ -31,7 +31,6 @@ from rave.io.printable import printable
 from rave.io.views import unit_float
 
 __all__ = [
-    "IMAGE_EXTENSIONS",
     "AugmentParams",
     "FolderImages",
     "ResumableBatchSampler",
@@ -45,24 +44,18 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm"})
-
-
 def list_images(folder: str | Path) -> list[Path]:
-    """Files of ``folder`` (not recursive) with an image extension, sorted by name.
+    """Image files of ``folder`` (not recursive), sorted: :func:`rave.io.list_image_files`.
 
     Raises:
         FileNotFoundError: the folder does not exist.
         ValueError: it holds no image files.
     """
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{folder}: image folder not found")
-    files = sorted(
-        p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-    )
+    from rave.io.formats import IMAGE_SUFFIXES, list_image_files
+
+    files = list_image_files(folder)
     if not files:
-        raise ValueError(f"{folder}: no image files ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+        raise ValueError(f"{folder}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
     return files
 
 

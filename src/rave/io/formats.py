@@ -1,0 +1,151 @@
+"""Which files are photos: the one suffix set and the one folder lister of the package.
+
+Every command that scans a folder (``rave enhance``, ``rave evaluate``, ``rave train``,
+``rave residual``) lists it through :func:`list_image_files`, so they all see the same
+photos: every suffix below, in any letter case, hidden files (among them the ``.NAME.part``
+temporaries of atomic writes) skipped.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+__all__ = [
+    "HEIF_SUFFIXES",
+    "IMAGE_SUFFIXES",
+    "PILLOW_SUFFIXES",
+    "RAW_SUFFIXES",
+    "is_image_name",
+    "list_image_files",
+    "missing_reader",
+    "native_output_format",
+    "unsupported_format_hint",
+]
+
+# Read by Pillow itself (AVIF and JPEG 2000 with Pillow's optional codecs, which the
+# wheels ship); 16-bit PNG/TIFF go through OpenCV/tifffile (rave.io.read).
+PILLOW_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".tif", ".tiff", ".webp", ".bmp", ".gif"}
+    | {".ppm", ".pgm", ".pbm", ".pnm", ".avif", ".jp2", ".j2k", ".jpx", ".tga", ".qoi"}
+)
+HEIF_SUFFIXES = frozenset({".heic", ".heif", ".hif"})
+"""iPhone and other HEIF photos, read through ``pillow-heif``."""
+RAW_SUFFIXES = frozenset({".dng", ".cr2", ".cr3", ".nef", ".arw", ".raf", ".orf", ".rw2"})
+"""Camera RAW files, decoded by LibRaw through ``rawpy``."""
+IMAGE_SUFFIXES = PILLOW_SUFFIXES | HEIF_SUFFIXES | RAW_SUFFIXES
+"""Every suffix (lower case) that a folder scan picks up."""
+
+# Formats rave does not read, and the package that would (for the one-line refusal).
+_OTHER_READERS = {
+    ".exr": "OpenEXR (e.g. the 'OpenEXR' or 'imageio' packages)",
+    ".hdr": "Radiance HDR (e.g. 'imageio' or OpenCV's cv2.imread)",
+    ".jxl": "JPEG XL ('pillow-jxl-plugin')",
+    ".psd": "Photoshop documents (export a TIFF; 'psd-tools' reads layers)",
+    ".svg": "vector drawings ('cairosvg' renders them)",
+    ".pdf": "PDF documents ('pdf2image' / 'pypdfium2')",
+    ".x3f": "Sigma RAW (convert to DNG with Adobe DNG Converter)",
+    ".srw": "Samsung RAW ('rawpy' can, rename or convert to DNG)",
+    ".pef": "Pentax RAW ('rawpy' can, rename or convert to DNG)",
+}
+
+
+def is_image_name(name: str) -> bool:
+    """Whether a file name has an image suffix (any case) and is not hidden."""
+    return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES
+
+
+def _walk(folder: Path, recursive: bool, exclude: Path | None) -> Iterator[Path]:
+    excluded = exclude.resolve() if exclude is not None else None
+    for root, dirs, files in os.walk(folder):
+        root_path = Path(root)
+        kept = []
+        for name in sorted(dirs):
+            sub = root_path / name
+            if name.startswith(".") or (excluded is not None and _is_within(sub, excluded)):
+                continue
+            kept.append(name)
+        dirs[:] = kept if recursive else []
+        for name in sorted(files):
+            if is_image_name(name):
+                yield root_path / name
+
+
+def _is_within(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder)
+    except ValueError:
+        return False
+    return True
+
+
+def list_image_files(
+    folder: str | os.PathLike[str], *, recursive: bool = False, exclude: Path | None = None
+) -> list[Path]:
+    """The image files of ``folder`` (and its sub-folders if ``recursive``), sorted.
+
+    Args:
+        folder: the folder to scan.
+        recursive: descend into sub-folders (hidden ones are skipped).
+        exclude: a folder left out of the scan (e.g. the output folder inside the input).
+
+    Returns:
+        Paths of regular files and links (even broken ones) whose suffix is in
+        :data:`IMAGE_SUFFIXES` (any letter case), hidden names skipped, sorted by their
+        path below ``folder``.
+
+    Raises:
+        FileNotFoundError: ``folder`` is not a folder.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: image folder not found")
+    # Broken links are kept so that the reader can name the problem rather than skip it.
+    found = [p for p in _walk(folder, recursive, exclude) if p.is_file() or p.is_symlink()]
+    return sorted(found, key=lambda path: path.relative_to(folder).parts)
+
+
+def missing_reader(suffix: str) -> str | None:
+    """The pip command that adds the reader for ``suffix`` when it is not installed, else None.
+
+    pillow-heif is a dependency of rave (iPhones shoot HEIC); RAW support is the optional
+    extra ``pip install 'rave-enhance[raw]'``: rawpy bundles LibRaw, which users of
+    JPEG/PNG/TIFF alone do not need.
+    """
+    suffix = suffix.lower()
+    if suffix in HEIF_SUFFIXES and importlib.util.find_spec("pillow_heif") is None:
+        return "pip install pillow-heif (a dependency of rave-enhance: reinstall it)"
+    if suffix in RAW_SUFFIXES and importlib.util.find_spec("rawpy") is None:
+        return "pip install 'rave-enhance[raw]' (rawpy, LibRaw)"
+    return None
+
+
+def unsupported_format_hint(suffix: str) -> str | None:
+    """For a suffix rave does not read, which package would read it; else None."""
+    suffix = suffix.lower()
+    if suffix in IMAGE_SUFFIXES:
+        reader = missing_reader(suffix)
+        return f"needs an optional reader: {reader}" if reader else None
+    if suffix in _OTHER_READERS:
+        return f"{suffix} files are not supported by rave; {_OTHER_READERS[suffix]} reads them"
+    return None
+
+
+def native_output_format(suffix: str) -> str | None:
+    """The output format that keeps a source of this suffix as it is, else None (-> PNG).
+
+    Writable formats map to themselves (``".JPEG"`` -> ``"jpg"``); camera RAW to 16-bit
+    ``"tif"``; HEIF to ``"heic"`` where libheif has an encoder, else ``"jpg"``.
+    """
+    from rave.io.write import format_for_suffix
+
+    suffix = suffix.lower()
+    if suffix in RAW_SUFFIXES:
+        return "tif"
+    if suffix in HEIF_SUFFIXES:
+        from rave.io.heif import can_write_heif
+
+        return "heic" if can_write_heif() else "jpg"
+    return format_for_suffix(suffix)

@@ -1,0 +1,233 @@
+"""A loaded model and how to run it, kept for many photos: :class:`Enhancer`.
+
+In the spirit of rembg's sessions: load once, then enhance images or files. ``rave.enhance``
+and ``rave enhance`` both go through it, so the read-enhance-write pipeline (and the
+allocator policy around each photo) exists once::
+
+    import rave
+    enhancer = rave.Enhancer("rave-unpaired", device="auto", tile="auto")
+    enhanced = enhancer.enhance(image)               # PIL image, numpy array or tensor
+    notes = enhancer.enhance_file("IMG_0001.HEIC", "out/IMG_0001.heic")
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from rave.devices import parse_tile, resolve_device
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+__all__ = ["Enhancer"]
+
+
+class Enhancer:
+    """An enhancement model loaded on a device, with its tiling, ready for many images.
+
+    Args:
+        model: a model name (``rave models`` lists them), a checkpoint path, or an already
+            loaded network.
+        device: ``"auto"`` (CUDA, then Apple MPS, then CPU), ``"cpu"``, ``"cuda"``,
+            ``"cuda:N"`` or ``"mps"``; ignored for a loaded network.
+        tile: ``"auto"`` bounds memory, an int (at least 16) sets the tile size, None runs
+            the whole image at once; the result is the same.
+
+    Raises:
+        rave.devices.DeviceError: unknown device or one this machine lacks (one line).
+        ValueError: a tile setting the command line would refuse too.
+        rave.zoo.ZooError / rave.network.checkpoint.CheckpointError: the model cannot be
+            found or loaded.
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str] | nn.Module = "default",
+        *,
+        device: str | torch.device = "auto",
+        tile: int | str | None = "auto",
+    ) -> None:
+        from torch import nn
+
+        from rave.api import get_model
+
+        self.tile = parse_tile(tile)
+        if isinstance(model, nn.Module):
+            self.net = model
+        else:
+            name = model if isinstance(model, str) else Path(model)
+            self.net = get_model(name, resolve_device(device))
+        self.model = model
+        self.device = next(self.net.parameters()).device
+
+    def __repr__(self) -> str:
+        name = self.model if isinstance(self.model, (str, Path)) else type(self.model).__name__
+        return f"Enhancer(model={str(name)!r}, device={str(self.device)!r}, tile={self.tile!r})"
+
+    @functools.cached_property
+    def model_sha256(self) -> str:
+        """SHA-256 identifying the weights: the checkpoint file's, or of the tensors' bytes."""
+        from torch import nn
+
+        if not isinstance(self.model, nn.Module):
+            from rave.zoo import get_model_info, looks_like_path, resolve_checkpoint, sha256_file
+
+            if not looks_like_path(self.model):
+                pinned = get_model_info(str(self.model)).sha256
+                if pinned is not None:
+                    return pinned  # the loaded file was checked against it
+            return sha256_file(resolve_checkpoint(self.model, download=False))
+        digest = hashlib.sha256()
+        for name, tensor in sorted(self.net.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        return digest.hexdigest()
+
+    def enhance(self, image: Any, *, output: str | os.PathLike[str] | None = None) -> Any:
+        """Enhance an image and return the same kind (see :func:`rave.enhance`).
+
+        A ``str``/``Path`` is read with :func:`rave.io.read_photo` (upright, at its bit
+        depth); the enhanced pixels are returned as a numpy array, or written to ``output``
+        (format from its suffix, metadata kept) and ``output`` returned as a ``Path``.
+        """
+        from PIL import Image
+        from torch import Tensor
+
+        from rave.api import _enhance_pil, _enhance_torch, enhance_array
+
+        if isinstance(image, (str, os.PathLike)):
+            if output is not None:
+                self.enhance_file(image, output)
+                return Path(output)
+            from rave.io import read_photo
+
+            return self.enhance_pixels(read_photo(image).pixels)
+        if output is not None:
+            raise ValueError("output= is for file inputs; save the returned image instead")
+        if isinstance(image, Image.Image):
+            self._tune_allocator(image.height, image.width)
+            return _enhance_pil(self.net, image, self.tile)
+        if isinstance(image, np.ndarray):
+            self._tune_allocator(*image.shape[:2])
+            return enhance_array(self.net, image, tile=self.tile)
+        if isinstance(image, Tensor):
+            if image.ndim >= 2:
+                self._tune_allocator(image.shape[-2], image.shape[-1])
+            return _enhance_torch(self.net, image, self.tile)
+        raise TypeError(
+            "expected a PIL image, numpy array, torch tensor or file path, got "
+            f"{type(image).__name__}"
+        )
+
+    def enhance_pixels(
+        self,
+        pixels: np.ndarray,
+        *,
+        out_dtype: np.dtype | type | None = None,
+        in_place: bool = False,
+        progress: Any = None,
+    ) -> np.ndarray:
+        """Enhance ``(H, W[, C])`` pixels under the engine's memory policy.
+
+        Args:
+            pixels: as :func:`rave.api.enhance_array` takes them.
+            out_dtype: dtype of the result (default that of ``pixels``).
+            in_place: write into ``pixels`` when it can hold the result (one photo's worth
+                of memory less).
+            progress: a callable ``progress(done, total)`` called after each tile.
+        """
+        from rave.api import enhance_array
+
+        self._tune_allocator(pixels.shape[0], pixels.shape[1])
+        return enhance_array(
+            self.net,
+            pixels,
+            tile=self.tile,
+            out_dtype=out_dtype,
+            in_place=in_place,
+            progress=progress,
+        )
+
+    def _tune_allocator(self, height: int, width: int) -> None:
+        """The engine's memory policy for a photo of this size (glibc; see inference.memory)."""
+        from rave.inference import is_memory_bound
+        from rave.inference.memory import tune_allocator
+
+        tune_allocator(is_memory_bound(height, width, self.device))
+
+    def enhance_file(
+        self,
+        source: str | os.PathLike[str],
+        target: str | os.PathLike[str],
+        *,
+        format: str | None = None,
+        quality: int = 95,
+        max_pixels: int | None = None,
+        progress: Any = None,
+    ) -> list[str]:
+        """Read ``source``, enhance it and write ``target`` atomically, metadata kept.
+
+        Args:
+            source: any photo :func:`rave.io.read_photo` reads (JPEG, PNG, TIFF, WebP,
+                HEIC, camera RAW...).
+            target: the file to write; its folder is created.
+            format: ``"jpg"``, ``"png"``, ``"tif"``, ``"webp"``, ``"bmp"`` or ``"heic"``;
+                default from the suffix of ``target``.
+            quality: JPEG/WebP/HEIC quality, 1-100.
+            max_pixels: decompression-bomb limit (default :data:`rave.io.DEFAULT_MAX_PIXELS`).
+            progress: a callable ``progress(done, total)`` called after each tile.
+
+        Returns:
+            Notes on conversions made while reading and writing (one line each).
+
+        Raises:
+            rave.io.PhotoError: unreadable source (one line naming it).
+            OSError, ValueError: the target cannot be written (nothing is left behind).
+        """
+        from rave.inference.memory import return_freed_memory
+        from rave.io import (
+            DEFAULT_MAX_PIXELS,
+            SIXTEEN_BIT_FORMATS,
+            format_for_suffix,
+            read_photo,
+            write_photo,
+        )
+
+        target = Path(target)
+        fmt = format or format_for_suffix(target.suffix)
+        if fmt is None:
+            raise ValueError(f"{target}: unknown output format {target.suffix!r}")
+        photo = read_photo(source, max_pixels=max_pixels or DEFAULT_MAX_PIXELS)
+        notes = list(photo.notes)
+        pixels, photo.pixels = photo.pixels, np.empty(0, np.uint8)  # hold one reference only
+        out_dtype: type = np.uint8
+        if pixels.dtype == np.float32:
+            out_dtype = np.float32 if fmt == "tif" else np.uint16
+        elif pixels.dtype == np.uint16 and fmt in SIXTEEN_BIT_FORMATS:
+            out_dtype = np.uint16
+        elif pixels.dtype == np.uint16:
+            notes.append(f"16-bit input written as 8-bit {fmt.upper()}")
+        # In place where the result has the input's type: a whole photo's worth less memory.
+        enhanced = self.enhance_pixels(
+            pixels, out_dtype=out_dtype, in_place=True, progress=progress
+        )
+        del pixels
+        return_freed_memory()  # tile buffers kept for speed, not needed while encoding
+        notes += write_photo(
+            target,
+            enhanced,
+            format=fmt,
+            icc_profile=photo.icc_profile,
+            exif=photo.exif,
+            quality=quality,
+            xmp=photo.xmp,
+            dpi=photo.dpi,
+        )
+        return notes
