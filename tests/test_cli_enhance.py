@@ -363,7 +363,7 @@ def test_run_stopped_between_result_and_record_resumes(
 
     real = rave.io.provenance.finish_record
     monkeypatch.setattr(rave.io.provenance, "finish_record", stopped)
-    assert _run(checkpoint, "a.png").exit_code == 1
+    assert _run(checkpoint, "a.png").exit_code == 130  # Ctrl-C
     assert _listdir("enhanced") == ["a.png"]
     monkeypatch.setattr(rave.io.provenance, "finish_record", real)
     result = _run(checkpoint, "a.png")
