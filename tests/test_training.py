@@ -530,6 +530,18 @@ def test_run_shorter_than_best_window_keeps_its_network(folders: Path, caplog) -
     assert all(float(r["grad_norm"]) > 0 for r in rows)
 
 
+def test_exact_identity_network_is_not_taken_for_dead(folders: Path) -> None:
+    # L = 1 exactly and no weight decay: reconstruction has loss 0 and no gradient
+    config = tiny_config(folders, init_weights="identity", weight_decay=0.0, best_window=2)
+    from rave.training.loop import train
+
+    train(config, encoder_factory=tiny_factory)
+    rows = read_metrics(Path(config.output_dir))
+    assert [r["stage"] for r in rows] == ["reconstruction"] * 3 + ["guided"] * 3
+    assert [float(r["grad_norm"]) for r in rows[:3]] == [0.0] * 3
+    assert all(float(r["total"]) == 0.0 for r in rows[:3])
+
+
 def test_dead_run_says_so_and_the_cli_exits_non_zero(folders: Path, monkeypatch) -> None:
     from click.testing import CliRunner
 

@@ -238,7 +238,7 @@ def _train(
                     log.warning("iteration %d: non-finite loss terms %s", it, values)
                 state.iteration = it + 1
                 score = values["psnr_y"] if stage == "reconstruction" else values["total"]
-                state.record(score, values["grad_norm"], core.state_dict())
+                state.record(score, values["total"], values["grad_norm"], core.state_dict())
 
                 reason = restart_reason(state, config)
                 if reason and state.reinits < config.max_reinits:

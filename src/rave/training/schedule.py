@@ -71,7 +71,8 @@ class RunState:
         round_end: the iteration count at which the current stage or round ends
             (extensions move it).
         reinits: re-initialisations so far.
-        dead_streak: consecutive iterations without any gradient (the last ones).
+        dead_streak: consecutive iterations (the last ones) without any gradient at a
+            positive loss.
         tracker: the best-checkpoint tracker of the current stage/round.
         best_model: a copy of the best network's state so far (None before the first).
         best_info: where that best was found (iteration, stage, round, score).
@@ -106,11 +107,14 @@ class RunState:
         """The stage of the next iteration."""
         return "reconstruction" if self.iteration < self.guided_start else "guided"
 
-    def record(self, score: float, grad_norm: float, model_state: dict[str, Tensor]) -> bool:
+    def record(
+        self, score: float, loss: float, grad_norm: float, model_state: dict[str, Tensor]
+    ) -> bool:
         """Count the iteration just completed (``iteration`` already advanced).
 
         Args:
             score: its PSNR (reconstruction) or loss (guided).
+            loss: its training loss.
             grad_norm: its gradient norm (0 when no gradient flowed).
             model_state: the network's state now; copied if it is a new best.
 
@@ -118,7 +122,10 @@ class RunState:
             True when it is a new best.
         """
         completed = self.iteration - 1
-        self.dead_streak = self.dead_streak + 1 if grad_norm == 0 else 0
+        # No gradient at a positive loss: stuck (a dead light map). A network at the exact
+        # identity also has no gradient in reconstruction, but its loss is 0: not dead.
+        stuck = grad_norm == 0 and loss > 0
+        self.dead_streak = self.dead_streak + 1 if stuck else 0
         if not self.tracker.update(score, completed):
             return False
         self.best_model = {k: v.detach().clone() for k, v in model_state.items()}
