@@ -230,14 +230,26 @@ def _verify_photo(path: Path, fmt: str, width: int, height: int) -> None:
         "bmp": len(head) >= 6 and struct.unpack_from("<I", head, 2)[0] == size,
     }.get(fmt, True)
     try:
-        with Image.open(path) as image:
-            found = image.size
+        found = _stored_size(path, fmt)
     except Exception as err:  # any decoder complaint means the file is not what we wrote
         raise OSError(errno.EIO, f"written file does not read back ({err})") from None
     if not complete or found != (width, height):
         raise OSError(
             errno.EIO, f"written file is incomplete ({size} bytes, reads as {found[0]}x{found[1]})"
         )
+
+
+def _stored_size(path: Path, fmt: str) -> tuple[int, int]:
+    """``(width, height)`` that the written file's header declares."""
+    if fmt == "tif":
+        # tifffile reads every layout rave writes (float32 RGB too, which Pillow cannot).
+        import tifffile
+
+        with tifffile.TiffFile(path) as tiff:
+            page = tiff.pages[0]
+            return int(page.imagewidth), int(page.imagelength)
+    with Image.open(path) as image:
+        return image.size
 
 
 # Descriptive IFD0 tags (ImageDescription, Make, Model, DateTime, Artist, Copyright) that
