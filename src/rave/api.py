@@ -94,6 +94,8 @@ def enhance_array(
     tile: int | str | None = "auto",
     out_dtype: np.dtype | type | None = None,
     in_place: bool = False,
+    strength: float = 1.0,
+    light_map: np.ndarray | None = None,
 ) -> np.ndarray:
     """Enhance an image held in a numpy array; the array layout decides what is enhanced.
 
@@ -115,6 +117,10 @@ def enhance_array(
         in_place: write the result into ``pixels`` itself when it can hold it (colour,
             writeable, of dtype ``out_dtype``), saving one photo's worth of memory (144 MB
             for a 24 MP 16-bit photo); otherwise a new array is returned as usual.
+        strength: ``S >= 0``, the result is ``clamp(I / L**S, 0, 1)``: 0 is the input, 1
+            (default) the paper's output, above 1 stronger.
+        light_map: ``(H, W)`` float32 light map of these pixels (from
+            :func:`rave.inference.predict_light_map`): applied without running ``net``.
 
     Returns:
         An array of the same shape as ``pixels`` and dtype ``out_dtype`` (``pixels``
@@ -126,7 +132,14 @@ def enhance_array(
     if out_dtype.kind not in "uf" or (out_dtype.kind == "u" and out_dtype.itemsize > 2):
         raise ValueError(f"out_dtype must be uint8, uint16 or float, got {out_dtype}")
     if pixels.ndim == 2:
-        grey = enhance_array(net, pixels[:, :, None], tile=tile, out_dtype=out_dtype)
+        grey = enhance_array(
+            net,
+            pixels[:, :, None],
+            tile=tile,
+            out_dtype=out_dtype,
+            strength=strength,
+            light_map=light_map,
+        )
         return np.ascontiguousarray(grey[:, :, 0])
     if pixels.ndim != 3 or pixels.shape[2] not in (1, 2, 3, 4):
         raise ValueError(f"pixels must be (H, W) or (H, W, 1|2|3|4), got {pixels.shape}")
@@ -138,12 +151,15 @@ def enhance_array(
     if colour == 1:
         image = image.expand(-1, 3, -1, -1)  # a view: grey enhanced as grey
     compute_dtype = out_dtype if out_dtype.kind == "u" else np.dtype(np.float32)
+    options = {"tile": tile, "strength": strength}
+    if light_map is not None:
+        options["light_map"] = torch.from_numpy(np.asarray(light_map, np.float32))[None, None]
     if in_place and colour == 3 and pixels.dtype == compute_dtype and pixels.flags.writeable:
         # The engine holds each tile's result back until no later tile reads under it.
-        enhance_tensor(net, image, tile=tile, out=image)
+        enhance_tensor(net, image, out=image, **options)
         return pixels
     result = np.empty((height, width, max(channels, 3)), dtype=compute_dtype)
-    enhance_tensor(net, image, tile=tile, out=_as_batch(result)[:, :3])
+    enhance_tensor(net, image, out=_as_batch(result)[:, :3], **options)
     if colour == 1:
         result = result[:, :, :channels]  # grey (all three channels agree), alpha slot
     if channels in (2, 4):
@@ -166,7 +182,9 @@ def _convert_alpha(alpha: np.ndarray, dtype: np.dtype) -> np.ndarray:
 _PIL_MODES_KEPT = frozenset({"L", "LA", "RGB", "RGBA", "I;16"})
 
 
-def _enhance_pil(net: nn.Module, image: Image.Image, tile: int | str | None) -> Image.Image:
+def _enhance_pil(
+    net: nn.Module, image: Image.Image, tile: int | str | None, strength: float = 1.0
+) -> Image.Image:
     mode = image.mode
     if mode in _PIL_MODES_KEPT:
         working = image
@@ -183,7 +201,9 @@ def _enhance_pil(net: nn.Module, image: Image.Image, tile: int | str | None) -> 
         working = image.convert("RGBA" if mode == "RGBa" else "LA")
     else:
         raise ValueError(f"PIL images of mode {mode!r} are not supported")
-    enhanced = Image.fromarray(enhance_array(net, np.asarray(working), tile=tile))
+    enhanced = Image.fromarray(
+        enhance_array(net, np.asarray(working), tile=tile, strength=strength)
+    )
     if mode in ("CMYK", "YCbCr", "LAB", "HSV", "RGBX", "1", "I;16B", "I;16L", "I;16N"):
         enhanced = enhanced.convert(mode)
     # Palette images come back as RGB(A): a palette cannot hold the enhanced colours.
@@ -193,13 +213,15 @@ def _enhance_pil(net: nn.Module, image: Image.Image, tile: int | str | None) -> 
     return enhanced
 
 
-def _enhance_torch(net: nn.Module, image: Tensor, tile: int | str | None) -> Tensor:
+def _enhance_torch(
+    net: nn.Module, image: Tensor, tile: int | str | None, strength: float = 1.0
+) -> Tensor:
     if not image.is_floating_point():
         raise ValueError(f"tensors must be float in [0, 1], got {image.dtype}")
     if image.ndim not in (3, 4) or image.shape[-3] != 3:
         raise ValueError(f"tensors must be (3, H, W) or (B, 3, H, W), got {tuple(image.shape)}")
     batch = image if image.ndim == 4 else image.unsqueeze(0)
-    enhanced = enhance_tensor(net, batch, tile=tile)
+    enhanced = enhance_tensor(net, batch, tile=tile, strength=strength)
     enhanced = enhanced.to(device=image.device, dtype=image.dtype)
     return enhanced if image.ndim == 4 else enhanced.squeeze(0)
 
@@ -211,6 +233,7 @@ def enhance(
     *,
     tile: int | str | None = ...,
     device: str | torch.device = ...,
+    strength: float = ...,
 ) -> Image.Image: ...
 @overload
 def enhance(
@@ -219,6 +242,7 @@ def enhance(
     *,
     tile: int | str | None = ...,
     device: str | torch.device = ...,
+    strength: float = ...,
 ) -> np.ndarray: ...
 @overload
 def enhance(
@@ -227,6 +251,7 @@ def enhance(
     *,
     tile: int | str | None = ...,
     device: str | torch.device = ...,
+    strength: float = ...,
 ) -> Tensor: ...
 def enhance(
     image: ImageLike,
@@ -234,6 +259,7 @@ def enhance(
     *,
     tile: int | str | None = "auto",
     device: str | torch.device = "cpu",
+    strength: float = 1.0,
 ) -> ImageLike:
     """Enhance a backlit image; returns the same kind of image.
 
@@ -255,15 +281,18 @@ def enhance(
         tile: ``"auto"`` bounds memory, an int sets the tile size, None runs the whole
             image at once; the result is the same.
         device: where to run a model loaded by name or path (ignored for a module).
+        strength: ``S >= 0``: 0 returns the image, 1 (default) the paper's output, larger
+            values relight more. A power of the light map, not a blend with the input.
 
     Returns:
-        The enhanced image, ``clamp(image / L, 0, 1)`` with the network's light map ``L``.
+        The enhanced image, ``clamp(image / L**strength, 0, 1)`` with the network's light
+        map ``L``.
     """
     net: EnhancementNet = get_model(model, device)  # type: ignore[assignment]
     if isinstance(image, Image.Image):
-        return _enhance_pil(net, image, tile)
+        return _enhance_pil(net, image, tile, strength)
     if isinstance(image, np.ndarray):
-        return enhance_array(net, image, tile=tile)
+        return enhance_array(net, image, tile=tile, strength=strength)
     if isinstance(image, Tensor):
-        return _enhance_torch(net, image, tile)
+        return _enhance_torch(net, image, tile, strength)
     raise TypeError(f"expected a PIL image, numpy array or torch tensor, got {type(image)}")

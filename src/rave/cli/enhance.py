@@ -13,7 +13,13 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from rave.cli._options import device_option, max_pixels_option, model_option, tile_option
+from rave.cli._options import (
+    device_option,
+    max_pixels_option,
+    model_option,
+    strength_option,
+    tile_option,
+)
 
 if TYPE_CHECKING:  # torch is imported only once a photo is enhanced
     import torch
@@ -291,7 +297,14 @@ def _enhance_one(job: _Job, net: nn.Module, options: dict[str, Any], quiet: bool
         else:
             notes.append(f"16-bit input written as 8-bit {job.format.upper()}")
     # In place where the result has the input's type: a whole photo's worth less memory.
-    enhanced = enhance_array(net, pixels, tile=options["tile"], out_dtype=out_dtype, in_place=True)
+    enhanced = enhance_array(
+        net,
+        pixels,
+        tile=options["tile"],
+        out_dtype=out_dtype,
+        in_place=True,
+        strength=options.get("strength", 1.0),
+    )
     del pixels
     _return_freed_memory()  # tile buffers kept for speed, not needed while encoding
     notes += write_photo(
@@ -389,6 +402,7 @@ Exit status: 0 if every photo was enhanced or skipped, 1 if any failed, 2 on usa
 @device_option()
 @tile_option()
 @max_pixels_option()
+@strength_option()
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no notes, errors only.")
 @click.pass_context
 def enhance_command(
@@ -406,6 +420,7 @@ def enhance_command(
     tile: int | str | None,
     max_pixels: int,
     quiet: bool,
+    strength: float = 1.0,
 ) -> None:
     started = time.perf_counter()
     if beside and output_dir is not None:
@@ -444,6 +459,7 @@ def enhance_command(
         net = _load_network(ctx, model, device)
         _note_slow_convolutions(net, quiet)
         options = {"tile": tile, "quality": quality, "max_pixels": max_pixels}
+        options["strength"] = strength
         _run_batch(to_run, net, options, tally, quiet)
 
     elapsed = time.perf_counter() - started
