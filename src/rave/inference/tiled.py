@@ -56,6 +56,9 @@ __all__ = [
     "select_backend",
 ]
 
+Deadline = float | Callable[[], bool] | None
+"""A ``time.monotonic()`` value, or a function that says when to give up (e.g. on Ctrl-C)."""
+
 FEATURE_HALO = 5  # 3x3 convs before the pyramid pooling: cond1 + 2 residual blocks x 2
 FULL_HALO = 17  # all 3x3 convs of the network
 _BACKENDS = ("winograd", "nnpack", "channels_last", "default")
@@ -353,7 +356,7 @@ def _pooled_context(
     backend: str,
     feature_cache: Tensor | None = None,
     workers: int = 1,
-    deadline: float | None = None,
+    deadline: Deadline = None,
 ) -> _PooledContext:
     """Pass 1: sums of the pyramid-pooling input over every bin, tile by tile.
 
@@ -416,9 +419,11 @@ class DeadlineExceeded(TimeoutError):
     """The computation passed its deadline (``time.monotonic()``) and was abandoned."""
 
 
-def _check_deadline(deadline: float | None) -> None:
+def _check_deadline(deadline: Deadline) -> None:
     # Checked once per tile: a caller's time budget (rave serve) ends the run within a tile.
-    if deadline is not None and time.monotonic() > deadline:
+    if deadline is None:
+        return
+    if deadline() if callable(deadline) else time.monotonic() > deadline:
         raise DeadlineExceeded("the time budget ran out")
 
 
@@ -483,7 +488,7 @@ def _run_tiled(
     cache_features: bool | str = "auto",
     strength: float = 1.0,
     light_in: Tensor | None = None,
-    deadline: float | None = None,
+    deadline: Deadline = None,
 ) -> None:
     _check_image(image)
     batch, _, height, width = image.shape
@@ -647,7 +652,7 @@ def predict_light_map(
     *,
     tile: int | str | None = "auto",
     cache_features: bool | str = "auto",
-    deadline: float | None = None,
+    deadline: Deadline = None,
 ) -> Tensor:
     """Light map of an image batch, tiled exactly when large.
 
@@ -660,8 +665,8 @@ def predict_light_map(
             float32 rounding) in every case.
         cache_features: keep the pyramid-pooling input of pass 1 for pass 2 (``True``),
             recompute it (``False``), or keep it when it fits a memory budget (``"auto"``).
-        deadline: a ``time.monotonic()`` value; past it, :class:`DeadlineExceeded` is raised
-            at the start of the next tile.
+        deadline: a ``time.monotonic()`` value, or a function returning True when the run
+            must stop; then :class:`DeadlineExceeded` is raised at the start of the next tile.
 
     Returns:
         ``(B, 1, H, W)`` float32 light map on ``image``'s device, non-negative.
@@ -691,7 +696,7 @@ def enhance_tensor(
     cache_features: bool | str = "auto",
     strength: float = 1.0,
     light_map: Tensor | None = None,
-    deadline: float | None = None,
+    deadline: Deadline = None,
 ) -> Tensor:
     """Enhanced image ``clamp(image / L**strength, 0, 1)``, computed tile by tile.
 
