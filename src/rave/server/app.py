@@ -156,6 +156,10 @@ class _Handler(BaseHTTPRequestHandler):
         # body that followed is unread.
         self.close_connection = True
         self._responded = True
+        if self.request_version == "HTTP/0.9":
+            # The parser's default for an unparsable line; HTTP/0.9 replies have no status
+            # line, so the client could not tell an error from a page.
+            self.request_version = "HTTP/1.0"
         super().send_error(code, message, explain)
         self._log_line(code, "")
 
@@ -287,7 +291,7 @@ class _Handler(BaseHTTPRequestHandler):
         path = printable(urlsplit(self.path).path if hasattr(self, "path") else "-")
         what = f" {self._what}" if self._what else ""
         self.server.log_line(
-            f"{self.client_address[0]} {getattr(self, 'command', '-')} {path}{what} "
+            f"{self.client_address[0]} {getattr(self, 'command', None) or '-'} {path}{what} "
             f"-> {status if isinstance(status, str) else int(status)} {size} {elapsed:.2f} s"
         )
 
