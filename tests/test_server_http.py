@@ -297,3 +297,32 @@ def test_ctrl_c_during_a_photo_stops_cleanly(tmp_path: Path) -> None:
     assert process.returncode == 0, stderr
     assert "terminate called" not in stderr and "Traceback" not in stderr, stderr
     assert "stopped" in stderr
+
+
+def test_time_budget_and_lower_pixel_limit(tiny_net) -> None:
+    import struct
+    import zlib
+
+    server = make_server(
+        tiny_net, "127.0.0.1", 0, limits=Limits(time_limit=0.001), log_line=lambda line: None
+    )
+    assert server.limits.max_pixels == 50_000_000  # below rave enhance's 200 M
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        body = _png(64)
+        with _connect(server) as sock:
+            sock.sendall(_post_head(len(body), extra="Connection: close\r\n") + body)
+            data = _read_all(sock, seconds=60)
+        assert _statuses(data) == [503] and b"time limit" in data
+        # a PNG header claiming 8000 x 8000 (64 MP) is refused from its header
+        ihdr = struct.pack(">IIBBBBB", 8000, 8000, 8, 2, 0, 0, 0)
+        chunk = b"IHDR" + ihdr
+        liar = b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + chunk
+        liar += struct.pack(">I", zlib.crc32(chunk)) + b"\0" * 100
+        with _connect(server) as sock:
+            sock.sendall(_post_head(len(liar), extra="Connection: close\r\n") + liar)
+            data = _read_all(sock, seconds=60)
+        assert _statuses(data) == [400] and b"a.png" in data
+    finally:
+        server.stop()

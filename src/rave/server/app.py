@@ -127,7 +127,9 @@ class _Handler(BaseHTTPRequestHandler):
     server: EnhanceServer
     protocol_version = "HTTP/1.1"
     server_version = "rave"
-    sys_version = ""
+
+    def version_string(self) -> str:
+        return self.server_version  # no Python version on the wire
 
     # -- framing ---------------------------------------------------------------------------
 
