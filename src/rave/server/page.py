@@ -34,7 +34,10 @@ PAGE = r"""<!doctype html>
   #list { list-style: none; margin: 0; padding: 0; display: flex; flex-direction: column;
           gap: 0.4rem; max-height: 75vh; overflow-y: auto; }
   @media (max-width: 700px) { #list { flex-direction: row; overflow-x: auto;
-          max-height: none; } #list li { min-width: 9rem; } }
+          max-height: none; } #list li { min-width: 12rem; max-width: 12rem; }
+    /* the full error of a failed photo is shown below when it is selected */
+    .thumb .state { display: -webkit-box; -webkit-line-clamp: 2; -webkit-box-orient: vertical;
+                    overflow: hidden; } }
   .thumb { display: flex; gap: 0.5rem; width: 100%; align-items: center; text-align: left;
            border: 1px solid #ccc; border-radius: 6px; background: #fff; padding: 0.3rem;
            font: inherit; cursor: pointer; }
@@ -197,6 +200,7 @@ function setState(photo, state, text) {
   photo.state = state;
   photo.li.querySelector(".thumb").classList.toggle("failed", state === "failed");
   photo.li.querySelector(".state").textContent = text;
+  photo.li.querySelector(".thumb").title = text;
   const bar = photo.li.querySelector("progress");
   bar.hidden = state === "done" || state === "failed";
   if (state === "enhancing") bar.removeAttribute("value");
