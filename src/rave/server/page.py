@@ -340,6 +340,7 @@ $("allstrength").addEventListener("input", (e) => {
 });
 $("allvalue").textContent = currentAll().toFixed(2);
 $("split").addEventListener("input", draw);
+window.addEventListener("resize", draw);  // the split line follows the canvas' new size
 
 const hold = $("hold");
 const holdOn = () => { holding = true; hold.setAttribute("aria-pressed", "true"); draw(); };
