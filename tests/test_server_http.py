@@ -289,6 +289,9 @@ def test_ctrl_c_during_a_photo_stops_cleanly(tmp_path: Path) -> None:
         sock.sendall(_post_head(len(body)) + body)
         time.sleep(1.5)  # the network is running
         process.send_signal(signal.SIGINT)
+        time.sleep(0.1)
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)  # an impatient second Ctrl-C
         _, stderr = process.communicate(timeout=30)
         sock.close()
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 import sys
 import time
@@ -120,7 +121,11 @@ def serve_command(
     try:
         server.serve_forever()
     except KeyboardInterrupt:
-        click.echo("stopping: the photo in progress is abandoned", err=True)
+        click.echo("stopping", err=True)
     finally:
-        server.stop()  # joins every connection thread: no engine thread killed at exit
+        # A second Ctrl-C must not cut the stop short: it is bounded (the running photo
+        # stops within a tile, connections are closed) and joins every thread, so no
+        # engine thread is killed at exit.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # until exit: the command is ending
+        server.stop()
     click.echo("stopped", err=True)
