@@ -519,6 +519,7 @@ class EnhanceServer(ThreadingHTTPServer):
         self._one_at_a_time = threading.Lock()
         self._slots = threading.BoundedSemaphore(limits.max_connections)
         self._deadlines: dict[_Handler, float | None] = {}
+        self._phase_started: dict[_Handler, float] = {}
         self._watch_lock = threading.Lock()
         self._watchdog = threading.Thread(target=self._watch_loop, daemon=True)
         self._watchdog.start()
@@ -526,7 +527,9 @@ class EnhanceServer(ThreadingHTTPServer):
     # -- connections -----------------------------------------------------------------------
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
+        if not self._slots.acquire(blocking=False) and not (
+            self._evict_slowest() and self._slots.acquire(timeout=1.0)
+        ):
             # Over the cap: answered here, without a thread.
             body = b"too many connections; try again shortly\n"
             try:
@@ -557,8 +560,28 @@ class EnhanceServer(ThreadingHTTPServer):
         with self._watch_lock:
             if seconds is None:
                 self._deadlines.pop(handler, None)
+                self._phase_started.pop(handler, None)
             else:
                 self._deadlines[handler] = time.monotonic() + seconds
+                self._phase_started.setdefault(handler, time.monotonic())
+
+    def _evict_slowest(self) -> bool:
+        """At the connection cap: close the connection that has spent longest sending a
+        request (at least 1 s), so that slow clients cannot keep a new one out.
+
+        Connections whose photo is computing are not watched, hence never evicted.
+        """
+        now = time.monotonic()
+        with self._watch_lock:
+            waiting = [(t, h) for h, t in self._phase_started.items() if now - t >= 1.0]
+            if not waiting:
+                return False
+            _, slowest = min(waiting, key=lambda pair: pair[0])
+            self._deadlines.pop(slowest, None)
+            self._phase_started.pop(slowest, None)
+        with contextlib.suppress(OSError):
+            slowest.connection.shutdown(socket.SHUT_RDWR)
+        return True
 
     def _watch_loop(self) -> None:
         while True:
@@ -570,6 +593,7 @@ class EnhanceServer(ThreadingHTTPServer):
                     late = list(self._deadlines)
                 for handler in late:
                     self._deadlines.pop(handler, None)
+                    self._phase_started.pop(handler, None)
             for handler in late:
                 # wakes the thread blocked on this socket with an error or EOF
                 with contextlib.suppress(OSError):
