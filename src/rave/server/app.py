@@ -10,7 +10,8 @@ Each case below is tested over real sockets (``tests/test_server_http.py``):
   response), enforced by a watchdog thread that shuts the socket down, so a client that
   trickles or stops never holds a thread for longer;
 - at most ``max_connections`` connections are served at once (one thread each); beyond
-  that a connection gets a 503 at once;
+  that, the connection that has spent longest (over a second) sending its request is
+  closed to make room, or else the newcomer gets a 503 at once;
 - uploads are streamed to a private temporary folder, never held in memory; their declared
   sizes in flight are capped (``max_queued_bytes``, 503 beyond); an upload over the limit
   gets its 413 before its body is read;
@@ -82,7 +83,8 @@ class Limits:
     Attributes:
         max_upload_bytes: larger uploads get a 413 before their body is read.
         max_pixels: larger images get a 400 from their header (decompression bombs).
-        max_connections: connections served at once; more get a 503 at once.
+        max_connections: connections served at once; beyond, the slowest sender is
+            dropped for the newcomer, or the newcomer gets a 503.
         max_queued_bytes: total declared size of the uploads being received or waiting for
             the one-photo lock; an upload that would exceed it gets a 503.
         header_seconds: time to send a request's headers (and idle time on keep-alive).
