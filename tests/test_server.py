@@ -1,33 +1,40 @@
-"""``rave serve``: the page, the enhance endpoint, and its refusals, over real HTTP."""
+"""``rave serve``: the page, enhance/view/download/zip, over real HTTP on 127.0.0.1."""
 
 from __future__ import annotations
 
 import io
+import json
+import struct
 import threading
 import urllib.error
+import urllib.parse
 import urllib.request
+import zipfile
 from collections.abc import Iterator
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image, ImageCms
 
 from rave.api import enhance_array
+from rave.inference import predict_light_map
 from rave.server import make_server
 
 
 @pytest.fixture(scope="module")
 def server(net) -> Iterator[str]:
-    httpd = make_server(net, "127.0.0.1", 0, max_upload_bytes=200_000)
+    lines: list[str] = []
+    httpd = make_server(net, "127.0.0.1", 0, max_upload_bytes=200_000, log_line=lines.append)
+    httpd.lines = lines  # type: ignore[attr-defined]
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{httpd.server_port}"
-    httpd.shutdown()
-    httpd.server_close()
+    httpd.stop()
 
 
-def _post(url: str, body: bytes) -> tuple[int, dict[str, str], bytes]:
-    request = urllib.request.Request(url, data=body, method="POST")
+def _request(url: str, body: bytes | None = None) -> tuple[int, dict[str, str], bytes]:
+    request = urllib.request.Request(url, data=body, method="POST" if body is not None else "GET")
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
             return response.status, dict(response.headers), response.read()
@@ -35,56 +42,174 @@ def _post(url: str, body: bytes) -> tuple[int, dict[str, str], bytes]:
         return err.code, dict(err.headers), err.read()
 
 
-def _dark_photo() -> np.ndarray:
+def _upload(server: str, name: str, data: bytes) -> dict:
+    status, headers, body = _request(f"{server}/enhance?name={urllib.parse.quote(name)}", data)
+    assert status == 200, body
+    assert headers["Content-Type"] == "application/json"
+    return json.loads(body)
+
+
+def _dark_photo(height: int = 64, width: int = 96) -> np.ndarray:
     rng = np.random.default_rng(0)
-    ramp = np.linspace(0.02, 0.35, 96)[None, :, None] * np.ones((64, 1, 3))
+    ramp = np.linspace(0.02, 0.35, width)[None, :, None] * np.ones((height, 1, 3))
     return np.clip((ramp + rng.normal(0, 0.01, ramp.shape)) * 255, 0, 255).astype(np.uint8)
 
 
-def test_page_is_served(server: str) -> None:
-    with urllib.request.urlopen(server + "/", timeout=10) as response:
-        page = response.read().decode()
-        assert response.headers["Content-Type"].startswith("text/html")
+def _encoded(pixels: np.ndarray, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+def _decode_view(body: bytes) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
+    assert body[:8] == b"RAVEVIEW"
+    width, height, *box = struct.unpack("<6I", body[8:32])
+    rgb = np.frombuffer(body, np.uint8, width * height * 3, 32).reshape(height, width, 3)
+    codes = np.frombuffer(body, "<u2", width * height, 32 + width * height * 3)
+    light = 2.0 ** (codes.reshape(height, width) / 2048.0 - 16.0)
+    return rgb, light, tuple(box)
+
+
+def test_page_is_served_offline(server: str) -> None:
+    status, headers, body = _request(server + "/")
+    page = body.decode()
+    assert status == 200 and headers["Content-Type"].startswith("text/html")
     assert "<title>rave" in page and "/enhance" in page
+    assert "http://" not in page and "https://" not in page  # nothing from a CDN
 
 
-def test_enhance_returns_the_engines_result_with_metadata(server: str, net) -> None:
+def test_download_at_strength_one_is_the_engines_result_with_metadata(server: str, net) -> None:
     photo = _dark_photo()
     profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
-    buffer = io.BytesIO()
-    Image.fromarray(photo).save(buffer, format="PNG", icc_profile=profile)
-    status, headers, body = _post(f"{server}/enhance?name=my%20dark.png", buffer.getvalue())
-    assert status == 200
-    assert headers["Content-Type"] == "image/png"
-    assert 'filename="my_dark_enhanced.png"' in headers["Content-Disposition"]
+    info = _upload(server, "café ☀.png", _encoded(photo, "PNG", icc_profile=profile))
+    assert (info["name"], info["format"], info["width"], info["height"]) == (
+        "café ☀.png", "png", 96, 64,
+    )  # fmt: skip
+    status, headers, body = _request(f"{server}/result/{info['id']}/download?strength=1")
+    assert status == 200 and headers["Content-Type"] == "image/png"
+    disposition = headers["Content-Disposition"]
+    assert 'filename="caf_enhanced.png"' in disposition  # ASCII fallback
+    assert "filename*=UTF-8''caf%C3%A9%20%E2%98%80_enhanced.png" in disposition
     with Image.open(io.BytesIO(body)) as result:
         assert result.info.get("icc_profile") == profile
         pixels = np.asarray(result.convert("RGB"))
-    # the same output as the Python API, and brighter than the input
     assert np.array_equal(pixels, enhance_array(net, photo, out_dtype=np.uint8))
     assert pixels.mean() > photo.mean() + 5
 
 
+def test_strength_download_is_computed_from_the_kept_light_map(server: str, net) -> None:
+    photo = _dark_photo()
+    info = _upload(server, "a.png", _encoded(photo, "PNG"))
+    for strength in ("0", "0.5", "2"):
+        status, _, body = _request(f"{server}/result/{info['id']}/download?strength={strength}")
+        assert status == 200
+        got = np.asarray(Image.open(io.BytesIO(body)))
+        assert np.array_equal(got, enhance_array(net, photo, strength=float(strength)))
+    status, _, body = _request(f"{server}/result/{info['id']}/download?strength=-1")
+    assert status == 400 and b"strength" in body
+
+
+def test_view_holds_the_preview_and_the_light_map(server: str, net) -> None:
+    photo = _dark_photo()
+    info = _upload(server, "v.png", _encoded(photo, "PNG"))
+    status, _, body = _request(f"{server}/result/{info['id']}/view")
+    assert status == 200
+    rgb, light, box = _decode_view(body)
+    assert box == (0, 0, 96, 64) and np.array_equal(rgb, photo)
+    expected = predict_light_map(net, torch.from_numpy(photo).permute(2, 0, 1)[None])[0, 0]
+    np.testing.assert_allclose(light, expected.numpy(), rtol=1e-3)
+    # a region at 100%
+    status, _, body = _request(
+        f"{server}/result/{info['id']}/view?left=10&top=5&right=42&bottom=37&max=2048"
+    )
+    rgb, _, box = _decode_view(body)
+    assert box == (10, 5, 42, 37) and np.array_equal(rgb, photo[5:37, 10:42])
+    status, _, _ = _request(f"{server}/result/{info['id']}/view?left=0&top=0&right=500&bottom=5")
+    assert status == 400
+
+
+def test_sixteen_bit_and_tiff_get_previews(server: str) -> None:
+    wide = (_dark_photo().astype(np.uint16) * 257 + 100).astype(np.uint16)
+    import cv2
+
+    ok, png16 = cv2.imencode(".png", wide[:, :, ::-1])
+    assert ok
+    for name, data in (("deep.png", png16.tobytes()), ("t.tif", _encoded(_dark_photo(), "TIFF"))):
+        info = _upload(server, name, data)
+        rgb, _, _ = _decode_view(_request(f"{server}/result/{info['id']}/view")[2])
+        assert rgb.shape == (64, 96, 3) and rgb.std() > 1
+    status, _, body = _request(f"{server}/result/{info['id']}/download")
+    assert status == 200
+    assert Image.open(io.BytesIO(body)).format == "TIFF"
+
+
+def test_zip_holds_every_result_at_its_strength(server: str, net) -> None:
+    photo = _dark_photo()
+    first = _upload(server, "same.png", _encoded(photo, "PNG"))
+    second = _upload(server, "same.png", _encoded(photo, "PNG"))
+    status, headers, body = _request(
+        f"{server}/zip?items={first['id']}:0.5,{second['id']}:0"
+    )  # fmt: skip
+    assert status == 200 and headers["Content-Type"] == "application/zip"
+    with zipfile.ZipFile(io.BytesIO(body)) as bundle:
+        names = bundle.namelist()
+        assert names == ["same_enhanced.png", "same_enhanced (2).png"]
+        first_pixels = np.asarray(Image.open(io.BytesIO(bundle.read(names[0]))))
+        second_pixels = np.asarray(Image.open(io.BytesIO(bundle.read(names[1]))))
+    assert np.array_equal(first_pixels, enhance_array(net, photo, strength=0.5))
+    assert np.array_equal(second_pixels, photo)  # strength 0: the input
+    status, _, _ = _request(f"{server}/zip?items=nonexistent:1")
+    assert status == 410
+
+
+def test_notes_reach_the_json_and_names_never_split_headers(server: str) -> None:
+    frames = [Image.fromarray(_dark_photo()), Image.fromarray(_dark_photo()[::-1])]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, format="TIFF", save_all=True, append_images=frames[1:])
+    evil = "x\r\nX-Evil: 1\r\n\r\nbody.tif"
+    info = _upload(server, evil, buffer.getvalue())
+    assert any("first of 2 frames" in note for note in info["notes"])
+    status, headers, _ = _request(f"{server}/result/{info['id']}/download")
+    assert status == 200 and "X-Evil" not in headers
+    assert "\r" not in headers["Content-Disposition"] and "\n" not in headers["Content-Disposition"]
+
+
 def test_bad_upload_gets_one_line_naming_it(server: str) -> None:
-    status, _, body = _post(f"{server}/enhance?name=holiday.jpg", b"\xff\xd8 not really a jpeg")
+    status, _, body = _request(f"{server}/enhance?name=holiday.jpg", b"\xff\xd8 not a jpeg")
     assert status == 400
     message = body.decode().strip()
     assert message.startswith("holiday.jpg: ") and "\n" not in message
 
 
 def test_empty_and_oversized_uploads_are_refused(server: str) -> None:
-    status, _, body = _post(f"{server}/enhance?name=a.png", b"")
+    status, _, body = _request(f"{server}/enhance?name=a.png", b"")
     assert status == 400 and b"empty" in body
-    status, _, body = _post(f"{server}/enhance?name=big.png", b"x" * 300_000)
+    status, _, body = _request(f"{server}/enhance?name=big.png", b"x" * 300_000)
     assert status == 413 and b"big.png" in body and b"upload limit" in body
 
 
-def test_unknown_paths_are_404(server: str) -> None:
-    with pytest.raises(urllib.error.HTTPError) as err:
-        urllib.request.urlopen(server + "/nothing", timeout=10)
-    assert err.value.code == 404
-    status, _, _ = _post(f"{server}/upload", b"abc")
+def test_unknown_paths_are_404_and_every_request_is_logged(server: str) -> None:
+    status, _, _ = _request(server + "/nothing")
     assert status == 404
+    status, _, _ = _request(f"{server}/upload", b"abc")
+    assert status == 404
+
+
+def test_one_log_line_per_request_with_name_size_time_result(net) -> None:
+    lines: list[str] = []
+    httpd = make_server(net, "127.0.0.1", 0, log_line=lines.append)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_port}"
+        _upload(url, "evil\x1b[2Jname.png", _encoded(_dark_photo(), "PNG"))
+        _request(url + "/missing")
+    finally:
+        httpd.stop()
+    assert len(lines) == 2, lines
+    assert "POST /enhance" in lines[0] and "-> 200" in lines[0] and " s" in lines[0]
+    assert "96x64 png" in lines[0] and "\\x1b[2J" in lines[0] and "\x1b" not in lines[0]
+    assert "GET /missing" in lines[1] and "-> 404" in lines[1]
 
 
 def test_cli_reports_a_busy_port_in_one_line() -> None:
@@ -101,3 +226,12 @@ def test_cli_reports_a_busy_port_in_one_line() -> None:
         result = CliRunner().invoke(main, ["serve", "--port", str(port)])
     assert result.exit_code == 2
     assert f"cannot listen on 127.0.0.1:{port}" in result.output
+
+
+def test_any_address_prints_addresses_a_browser_can_open() -> None:
+    from rave.cli.serve import _addresses
+
+    urls = _addresses("0.0.0.0", 8123)
+    assert urls[0] == "http://127.0.0.1:8123/"
+    assert all("0.0.0.0" not in url for url in urls)
+    assert _addresses("::1", 80) == ["http://[::1]:80/"]

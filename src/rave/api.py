@@ -98,6 +98,8 @@ def enhance_array(
     out_dtype: np.dtype | type | None = None,
     in_place: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    strength: float = 1.0,
+    light_map: np.ndarray | None = None,
 ) -> np.ndarray:
     """Enhance an image held in a numpy array; the array layout decides what is enhanced.
 
@@ -120,6 +122,10 @@ def enhance_array(
             writeable, of dtype ``out_dtype``), saving one photo's worth of memory (144 MB
             for a 24 MP 16-bit photo); otherwise a new array is returned as usual.
         progress: called as ``progress(done, total)`` after each tile.
+        strength: ``S >= 0``, the result is ``clamp(I / L**S, 0, 1)``: 0 is the input, 1
+            (default) the paper's output, above 1 stronger.
+        light_map: ``(H, W)`` float32 light map of these pixels (from
+            :func:`rave.inference.predict_light_map`): applied without running ``net``.
 
     Returns:
         An array of the same shape as ``pixels`` and dtype ``out_dtype`` (``pixels``
@@ -141,7 +147,13 @@ def enhance_array(
         pixels = np.ascontiguousarray(pixels)
     if pixels.ndim == 2:
         grey = enhance_array(
-            net, pixels[:, :, None], tile=tile, out_dtype=out_dtype, progress=progress
+            net,
+            pixels[:, :, None],
+            tile=tile,
+            out_dtype=out_dtype,
+            progress=progress,
+            strength=strength,
+            light_map=light_map,
         )
         return np.ascontiguousarray(grey[:, :, 0])
     if pixels.ndim != 3 or pixels.shape[2] not in (1, 2, 3, 4):
@@ -154,12 +166,15 @@ def enhance_array(
     if colour == 1:
         image = image.expand(-1, 3, -1, -1)  # a view: grey enhanced as grey
     compute_dtype = out_dtype if out_dtype.kind == "u" else np.dtype(np.float32)
+    options = {"tile": tile, "strength": strength}
+    if light_map is not None:
+        options["light_map"] = torch.from_numpy(np.asarray(light_map, np.float32))[None, None]
     if in_place and colour == 3 and pixels.dtype == compute_dtype and pixels.flags.writeable:
         # The engine holds each tile's result back until no later tile reads under it.
-        enhance_tensor(net, image, tile=tile, out=image, progress=progress)
+        enhance_tensor(net, image, out=image, progress=progress, **options)
         return pixels
     result = np.empty((height, width, max(channels, 3)), dtype=compute_dtype)
-    enhance_tensor(net, image, tile=tile, out=_as_batch(result)[:, :3], progress=progress)
+    enhance_tensor(net, image, out=_as_batch(result)[:, :3], progress=progress, **options)
     if colour == 1:
         result = result[:, :, :channels]  # grey (all three channels agree), alpha slot
     if channels in (2, 4):
@@ -198,7 +213,9 @@ def _convert_alpha(alpha: np.ndarray, dtype: np.dtype) -> np.ndarray:
 _PIL_MODES_KEPT = frozenset({"L", "LA", "RGB", "RGBA", "I;16"})
 
 
-def _enhance_pil(net: nn.Module, image: Image.Image, tile: int | str | None) -> Image.Image:
+def _enhance_pil(
+    net: nn.Module, image: Image.Image, tile: int | str | None, strength: float = 1.0
+) -> Image.Image:
     mode = image.mode
     if mode in _PIL_MODES_KEPT:
         working = image
@@ -215,7 +232,9 @@ def _enhance_pil(net: nn.Module, image: Image.Image, tile: int | str | None) -> 
         working = image.convert("RGBA" if mode == "RGBa" else "LA")
     else:
         raise ValueError(f"PIL images of mode {mode!r} are not supported")
-    enhanced = Image.fromarray(enhance_array(net, np.asarray(working), tile=tile))
+    enhanced = Image.fromarray(
+        enhance_array(net, np.asarray(working), tile=tile, strength=strength)
+    )
     if mode in ("CMYK", "YCbCr", "LAB", "HSV", "RGBX", "1", "I;16B", "I;16L", "I;16N"):
         enhanced = enhanced.convert(mode)
     # Palette images come back as RGB(A): a palette cannot hold the enhanced colours.
@@ -225,14 +244,16 @@ def _enhance_pil(net: nn.Module, image: Image.Image, tile: int | str | None) -> 
     return enhanced
 
 
-def _enhance_torch(net: nn.Module, image: Tensor, tile: int | str | None) -> Tensor:
+def _enhance_torch(
+    net: nn.Module, image: Tensor, tile: int | str | None, strength: float = 1.0
+) -> Tensor:
     if not image.is_floating_point():
         raise ValueError(f"tensors must be float in [0, 1], got {image.dtype}")
     if image.ndim not in (3, 4) or image.shape[-3] != 3:
         raise ValueError(f"tensors must be (3, H, W) or (B, 3, H, W), got {tuple(image.shape)}")
     _check_unit_range(image)
     batch = image if image.ndim == 4 else image.unsqueeze(0)
-    enhanced = enhance_tensor(net, batch, tile=tile)
+    enhanced = enhance_tensor(net, batch, tile=tile, strength=strength)
     enhanced = enhanced.to(device=image.device, dtype=image.dtype)
     return enhanced if image.ndim == 4 else enhanced.squeeze(0)
 
@@ -244,6 +265,7 @@ def enhance(
     *,
     tile: int | str | None = ...,
     device: str | torch.device = ...,
+    strength: float = ...,
 ) -> Image.Image: ...
 @overload
 def enhance(
@@ -252,6 +274,7 @@ def enhance(
     *,
     tile: int | str | None = ...,
     device: str | torch.device = ...,
+    strength: float = ...,
 ) -> np.ndarray: ...
 @overload
 def enhance(
@@ -260,6 +283,7 @@ def enhance(
     *,
     tile: int | str | None = ...,
     device: str | torch.device = ...,
+    strength: float = ...,
 ) -> Tensor: ...
 @overload
 def enhance(
@@ -269,6 +293,7 @@ def enhance(
     tile: int | str | None = ...,
     device: str | torch.device = ...,
     output: None = ...,
+    strength: float = ...,
 ) -> np.ndarray: ...
 @overload
 def enhance(
@@ -278,6 +303,7 @@ def enhance(
     tile: int | str | None = ...,
     device: str | torch.device = ...,
     output: str | os.PathLike[str],
+    strength: float = ...,
 ) -> Path: ...
 def enhance(
     image: ImageLike | str | os.PathLike[str],
@@ -286,6 +312,7 @@ def enhance(
     tile: int | str | None = "auto",
     device: str | torch.device = "auto",
     output: str | os.PathLike[str] | None = None,
+    strength: float = 1.0,
 ) -> ImageLike | np.ndarray | Path:
     """Enhance a backlit image; returns the same kind of image.
 
@@ -314,17 +341,21 @@ def enhance(
         device: ``"auto"`` (CUDA, then Apple MPS, then CPU, as the command line), ``"cpu"``,
             ``"cuda[:N]"`` or ``"mps"``; ignored for a loaded network.
         output: for a file ``image``, the file to write (format from its suffix).
+        strength: ``S >= 0``: 0 returns the image, 1 (default) the paper's output, larger
+            values relight more. A power of the light map, not a blend with the input.
 
     Returns:
-        The enhanced image, ``clamp(image / L, 0, 1)`` with the network's light map ``L``;
-        ``Path(output)`` when ``output`` is given.
+        The enhanced image, ``clamp(image / L**strength, 0, 1)`` with the network's light
+        map ``L``; ``Path(output)`` when ``output`` is given.
 
     Raises:
         ValueError: float values outside [0, 1] or not finite, an unsupported layout, a
-            tile size the command line refuses, or an unknown/unavailable device
-            (:class:`rave.devices.DeviceError`).
+            tile size the command line refuses, a negative strength, or an
+            unknown/unavailable device (:class:`rave.devices.DeviceError`).
         rave.io.PhotoError: an unreadable file.
     """
     from rave.session import Enhancer
 
-    return Enhancer(model, device=device, tile=tile).enhance(image, output=output)
+    return Enhancer(model, device=device, tile=tile).enhance(
+        image, output=output, strength=strength
+    )

@@ -26,6 +26,7 @@ __all__ = [
     "overwrite_option",
     "quiet_option",
     "resolve_device",
+    "strength_option",
     "tile_option",
 ]
 
@@ -170,6 +171,19 @@ def tile_option(default: str = "auto") -> Callable[[F], F]:
         show_default=True,
         help="Tile size in pixels for bounded memory; 'auto' picks one, 'none' runs the "
         "whole image at once. The output is the same either way.",
+    )
+
+
+def strength_option(help_text: str = "") -> Callable[[F], F]:
+    """``--strength S``: ``clamp(I / L**S, 0, 1)``, 0 = the input, 1 = the paper's output."""
+    return click.option(
+        "--strength",
+        type=click.FloatRange(0, 100),
+        default=1.0,
+        show_default=True,
+        metavar="S",
+        help="How strongly to relight: result = clamp(I / L**S, 0, 1) with the light map L; "
+        "0 = unchanged, 1 = the model's output, above 1 stronger." + help_text,
     )
 
 

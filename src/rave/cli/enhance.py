@@ -18,6 +18,7 @@ from rave.cli._options import (
     model_option,
     output_option,
     quiet_option,
+    strength_option,
     tile_option,
 )
 
@@ -330,6 +331,7 @@ def _enhance_one(job: _Job, enhancer: Enhancer, options: dict[str, Any], quiet: 
             quality=options["quality"],
             max_pixels=options["max_pixels"],
             progress=tiles,
+            strength=options.get("strength", 1.0),
         )
     finally:
         tiles.close()
@@ -537,6 +539,7 @@ shows the traceback), 130 on Ctrl-C (143 on SIGTERM).
 @tile_option()
 @max_pixels_option()
 @quiet_option()
+@strength_option()
 @click.option("--debug", is_flag=True, help="Print the traceback of each failure.")
 @click.pass_context
 def enhance_command(
@@ -555,6 +558,7 @@ def enhance_command(
     max_pixels: int,
     quiet: bool,
     debug: bool,
+    strength: float = 1.0,
 ) -> None:
     started = time.perf_counter()
     if beside and output_dir is not None:
@@ -571,7 +575,12 @@ def enhance_command(
     # The model and device are checked before anything is skipped, and what made each
     # existing result is compared with what would make it now.
     enhancer = _load_enhancer(ctx, model, device, tile)
-    options: dict[str, Any] = {"tile": tile, "quality": quality, "max_pixels": max_pixels}
+    options: dict[str, Any] = {
+        "tile": tile,
+        "quality": quality,
+        "max_pixels": max_pixels,
+        "strength": strength,
+    }
     jobs, errors = _collect(inputs, recursive, output_dir)
     jobs = _plan(
         jobs,

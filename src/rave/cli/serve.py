@@ -2,11 +2,40 @@
 
 from __future__ import annotations
 
+import signal
+import socket
+import sys
+import time
+
 import click
 
-from rave.cli._options import device_option, max_pixels_option, model_option, tile_option
+from rave.cli._options import (
+    device_option,
+    max_pixels_option,
+    model_option,
+    strength_option,
+    tile_option,
+)
 
 __all__ = ["serve_command"]
+
+
+def _addresses(host: str, port: int) -> list[str]:
+    """Addresses a browser can open for a listening host (``0.0.0.0`` is not one)."""
+    if host not in ("0.0.0.0", "::", ""):
+        shown = f"[{host}]" if ":" in host else host
+        return [f"http://{shown}:{port}/"]
+    urls = [f"http://127.0.0.1:{port}/"]
+    try:
+        # Which local address routes outwards; a UDP connect sends no packet.
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect(("10.254.254.254", 1))
+            lan = probe.getsockname()[0]
+        if lan and not lan.startswith("127."):
+            urls.append(f"http://{lan}:{port}/ (from other machines)")
+    except OSError:
+        pass
+    return urls
 
 
 @click.command("serve")
@@ -35,7 +64,15 @@ __all__ = ["serve_command"]
     show_default=True,
     help="Refuse larger uploads without reading them.",
 )
-@max_pixels_option()
+@max_pixels_option("50M")
+@strength_option(" The page's starting value; each photo has its own slider.")
+@click.option(
+    "--time-limit",
+    type=click.FloatRange(1, 3600),
+    default=120,
+    show_default=True,
+    help="Seconds one photo may take (queue and network) before it is refused.",
+)
 @click.pass_context
 def serve_command(
     ctx: click.Context,
@@ -47,11 +84,15 @@ def serve_command(
     quality: int,
     max_upload_mb: int,
     max_pixels: int,
+    strength: float,
+    time_limit: float,
 ) -> None:
     """Serve a page that enhances photos dropped on it.
 
     Photos are enhanced one at a time at full resolution, with their EXIF and colour
-    profile kept, and are not stored. Listens on localhost unless --host says otherwise.
+    profile kept; each gets a strength slider computed in the browser (the network runs
+    once per photo). Results are kept in a temporary folder only while the server runs.
+    Listens on localhost unless --host says otherwise. One line per request is printed.
 
     \b
     Example:
@@ -59,25 +100,44 @@ def serve_command(
     """
     from rave.cli.enhance import _load_network
     from rave.server import make_server
+    from rave.server.app import Limits
 
     net = _load_network(ctx, model, device)
+    upload_bytes = max_upload_mb * 2**20
+    limits = Limits(max_queued_bytes=2 * upload_bytes, time_limit=time_limit)
+
+    def log_line(line: str) -> None:
+        click.echo(f"{time.strftime('%H:%M:%S')} {line}", err=True)
+
     try:
         server = make_server(
             net,
             host,
             port,
-            max_upload_bytes=max_upload_mb * 2**20,
+            max_upload_bytes=upload_bytes,
             max_pixels=max_pixels,
             quality=quality,
             tile=tile,
+            strength=strength,
+            limits=limits,
+            log_line=log_line,
         )
     except OSError as err:
         click.echo(f"error: cannot listen on {host}:{port} ({err.strerror or err})", err=True)
         ctx.exit(2)
-    click.echo(f"rave: open http://{host}:{server.server_port}/ (Ctrl-C stops)")
+    urls = _addresses(host, server.server_port)
+    click.echo(f"rave: open {urls[0]} (Ctrl-C stops)")
+    for url in urls[1:]:
+        click.echo(f"      or {url}")
+    sys.stdout.flush()
     try:
         server.serve_forever()
     except KeyboardInterrupt:
-        click.echo("stopped")
+        click.echo("stopping", err=True)
     finally:
-        server.server_close()
+        # A second Ctrl-C must not cut the stop short: it is bounded (the running photo
+        # stops within a tile, connections are closed) and joins every thread, so no
+        # engine thread is killed at exit.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # until exit: the command is ending
+        server.stop()
+    click.echo("stopped", err=True)

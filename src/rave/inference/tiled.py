@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 import os
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -42,17 +43,22 @@ from rave.network.enhancer import (
     PyramidPooling,
     ResidualBlock,
     apply_light_map,
+    check_strength,
 )
 
 __all__ = [
     "FEATURE_HALO",
     "FULL_HALO",
+    "DeadlineExceeded",
     "auto_tile_size",
     "enhance_tensor",
     "is_memory_bound",
     "predict_light_map",
     "select_backend",
 ]
+
+Deadline = float | Callable[[], bool] | None
+"""A ``time.monotonic()`` value, or a function that says when to give up (e.g. on Ctrl-C)."""
 
 FEATURE_HALO = 5  # 3x3 convs before the pyramid pooling: cond1 + 2 residual blocks x 2
 FULL_HALO = 17  # all 3x3 convs of the network
@@ -351,6 +357,7 @@ def _pooled_context(
     backend: str,
     feature_cache: Tensor | None = None,
     workers: int = 1,
+    deadline: Deadline = None,
 ) -> _PooledContext:
     """Pass 1: sums of the pyramid-pooling input over every bin, tile by tile.
 
@@ -367,6 +374,7 @@ def _pooled_context(
     partial_sums: list[Tensor] = []  # (B, C, n_bins, n_bins) per tile, float64
 
     def run_tile(inner: _Region) -> None:
+        _check_deadline(deadline)
         crop = inner.grow(FEATURE_HALO)
         x = _to_unit_float(
             image[..., crop.top : crop.bottom, crop.left : crop.right],
@@ -406,6 +414,18 @@ def _head(
     x, region = _residual_block(net.ResidualBlock5, x, region, backend)
     x, region = _residual_block(net.ResidualBlock6, x, region, backend)
     return _conv3x3(x, region, net.cond_add1, net.cond_add1.padding_mode, backend, slope=0.0)
+
+
+class DeadlineExceeded(TimeoutError):
+    """The computation passed its deadline (``time.monotonic()``) and was abandoned."""
+
+
+def _check_deadline(deadline: Deadline) -> None:
+    # Checked once per tile: a caller's time budget (rave serve) ends the run within a tile.
+    if deadline is None:
+        return
+    if deadline() if callable(deadline) else time.monotonic() > deadline:
+        raise DeadlineExceeded("the time budget ran out")
 
 
 def _prelu_slope(prelu: nn.PReLU) -> float:
@@ -492,12 +512,17 @@ def _run_tiled(
     enhanced_out: Tensor | None,
     cache_features: bool | str = "auto",
     progress: Callable[[int, int], None] | None = None,
+    strength: float = 1.0,
+    light_in: Tensor | None = None,
+    deadline: Deadline = None,
 ) -> None:
     _check_image(image)
     batch, _, height, width = image.shape
     device = next(net.parameters()).device
     backend = select_backend(device)
     channels_last = backend in _CHANNELS_LAST_BACKENDS
+    if light_in is not None:
+        cache_features = False  # the light map is given: no network pass at all
     if cache_features == "auto":
         cache_features = _feature_cache_fits(batch * height * width, device)
     if tile == "auto":
@@ -518,11 +543,21 @@ def _run_tiled(
             (batch, 32, height, width), dtype=torch.float32, device=device, memory_format=layout
         )
     workers = _tile_workers(device, height, width, tile)
-    context = _pooled_context(net, image, tile, backend, feature_cache, workers)
+    context = None
+    if light_in is None:
+        context = _pooled_context(net, image, tile, backend, feature_cache, workers, deadline)
     halo = FULL_HALO if feature_cache is None else FULL_HALO - FEATURE_HALO
     positive_seen: list[bool] = []  # appended to by the tile workers (list.append is atomic)
 
     def run_tile(tile_region: _Region) -> None:
+        _check_deadline(deadline)
+        if light_in is not None:
+            light = light_in[
+                ..., tile_region.top : tile_region.bottom, tile_region.left : tile_region.right
+            ]
+            emit(tile_region, light.to(device=device, dtype=torch.float32))
+            return
+        assert context is not None
         crop = tile_region.grow(halo)
         if feature_cache is None:
             pixels = _to_unit_float(
@@ -539,7 +574,9 @@ def _run_tiled(
         del feats
         # Crops clipped at the image border do not shrink there, so the result may extend
         # past the tile; keep the tile itself.
-        light = _crop_to(light, region, tile_region)
+        emit(tile_region, _crop_to(light, region, tile_region))
+
+    def emit(tile_region: _Region, light: Tensor) -> None:
         _check_light_map(light)
         if bool((light > 0).any()):
             positive_seen.append(True)
@@ -549,7 +586,9 @@ def _run_tiled(
             source = image[
                 ..., tile_region.top : tile_region.bottom, tile_region.left : tile_region.right
             ]
-            enhanced = apply_light_map(_to_unit_float(source, device, False), light)
+            enhanced = apply_light_map(
+                _to_unit_float(source, device, False), light, strength=strength
+            )
             enhanced = _quantize(enhanced.to(enhanced_out.device), enhanced_out.dtype)
             if in_place:
                 pending.append((tile_region, enhanced))
@@ -560,6 +599,8 @@ def _run_tiled(
     if progress is not None:
         run_tile = _counting(run_tile, len(tiles), progress)
     in_place = enhanced_out is not None and _aliases(enhanced_out, image)
+    if light_in is not None:
+        halo = 0  # tiles read only their own pixels
     if not in_place:
         _for_each_tile(run_tile, tiles, workers)
         _check_some_light(positive_seen)
@@ -670,6 +711,7 @@ def predict_light_map(
     *,
     tile: int | str | None = "auto",
     cache_features: bool | str = "auto",
+    deadline: Deadline = None,
 ) -> Tensor:
     """Light map of an image batch, tiled exactly when large.
 
@@ -682,6 +724,8 @@ def predict_light_map(
             float32 rounding) in every case.
         cache_features: keep the pyramid-pooling input of pass 1 for pass 2 (``True``),
             recompute it (``False``), or keep it when it fits a memory budget (``"auto"``).
+        deadline: a ``time.monotonic()`` value, or a function returning True when the run
+            must stop; then :class:`DeadlineExceeded` is raised at the start of the next tile.
 
     Returns:
         ``(B, 1, H, W)`` float32 light map on ``image``'s device, non-negative.
@@ -689,7 +733,15 @@ def predict_light_map(
     _check_image(image)
     batch, _, height, width = image.shape
     light = torch.empty(batch, 1, height, width, dtype=torch.float32, device=image.device)
-    _run_tiled(net, image, tile, light_out=light, enhanced_out=None, cache_features=cache_features)
+    _run_tiled(
+        net,
+        image,
+        tile,
+        light_out=light,
+        enhanced_out=None,
+        cache_features=cache_features,
+        deadline=deadline,
+    )
     return light
 
 
@@ -702,8 +754,11 @@ def enhance_tensor(
     out: Tensor | None = None,
     cache_features: bool | str = "auto",
     progress: Callable[[int, int], None] | None = None,
+    strength: float = 1.0,
+    light_map: Tensor | None = None,
+    deadline: Deadline = None,
 ) -> Tensor:
-    """Enhanced image ``clamp(image / L, 0, 1)``, computed tile by tile.
+    """Enhanced image ``clamp(image / L**strength, 0, 1)``, computed tile by tile.
 
     Args:
         net: the enhancement network (its device is where the computation runs).
@@ -718,6 +773,13 @@ def enhance_tensor(
             result held back until no later tile reads the pixels under it.
         progress: called as ``progress(done, total)`` after each output tile (possibly from
             a worker thread), for progress bars within one large photo.
+        strength: ``S >= 0``; 0 returns the image, 1 (default) the network's output exactly,
+            larger values relight more (:func:`rave.network.apply_light_map`). The light
+            map is computed once whatever the strength.
+        light_map: a ``(B, 1, H, W)`` light map from :func:`predict_light_map` for this
+            image: the network is not run, only ``clamp(image / L**S, 0, 1)`` (e.g. to
+            render another strength). Equal to running the network with the same ``tile``.
+        deadline: as in :func:`predict_light_map`.
 
     Returns:
         ``out`` if given, else a new ``(B, 3, H, W)`` float32 tensor in [0, 1] on
@@ -728,6 +790,13 @@ def enhance_tensor(
         out = torch.empty(image.shape, dtype=torch.float32, device=image.device)
     elif out.shape != image.shape:
         raise ValueError(f"out has shape {tuple(out.shape)}, image {tuple(image.shape)}")
+    strength = check_strength(strength)
+    if light_map is not None and (
+        light_map.ndim != 4 or light_map.shape[1] != 1 or light_map.shape[-2:] != image.shape[-2:]
+    ):
+        raise ValueError(
+            f"light_map has shape {tuple(light_map.shape)}, image {tuple(image.shape)}"
+        )
     _run_tiled(
         net,
         image,
@@ -736,5 +805,8 @@ def enhance_tensor(
         enhanced_out=out,
         cache_features=cache_features,
         progress=progress,
+        strength=strength,
+        light_in=light_map,
+        deadline=deadline,
     )
     return out

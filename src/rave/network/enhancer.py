@@ -17,6 +17,7 @@ pads with zeros.
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
@@ -29,6 +30,7 @@ __all__ = [
     "PyramidPooling",
     "ResidualBlock",
     "apply_light_map",
+    "check_strength",
     "count_parameters",
     "start_as_identity",
 ]
@@ -170,21 +172,41 @@ class EnhancementNet(nn.Module):
         return self.forward_head(self.PPM1(self.forward_features(image)))
 
 
-def apply_light_map(image: Tensor, light_map: Tensor, eps: float = 0.0) -> Tensor:
-    """Enhanced image ``clamp(image / (light_map + eps), 0, 1)``.
+def apply_light_map(
+    image: Tensor, light_map: Tensor, eps: float = 0.0, strength: float = 1.0
+) -> Tensor:
+    """Enhanced image ``clamp(image / (light_map + eps) ** strength, 0, 1)``.
 
     Args:
         image: ``(B, 3, H, W)`` in [0, 1].
         light_map: ``(B, 1, H, W)``, non-negative (broadcast over channels).
         eps: added to the light map; training uses 1e-9, inference divides by L as it is
             (a zero light map gives inf or nan, and the clamp maps inf to 1).
+        strength: ``S >= 0`` (see :func:`check_strength`): 0 returns the image (clamped to
+            [0, 1]), 1 the network's result, larger values relight more. A power of the
+            light map, not a cross-fade, so every strength is a relighting.
 
     Returns:
         ``(B, 3, H, W)`` in [0, 1].
     """
-    enhanced = image / (light_map + eps) if eps else image / light_map
+    light = light_map + eps if eps else light_map
+    if strength != 1.0:  # exactly the paper's output at 1 (no pow rounding)
+        light = light.pow(strength)  # 0 ** 0 == 1: strength 0 is the input, black included
+    enhanced = image / light
     # nan arises only from 0/0 (black pixel, zero light): black stays black.
     return torch.nan_to_num(enhanced, nan=0.0).clamp_(0.0, 1.0)
+
+
+def check_strength(strength: float) -> float:
+    """The enhancement strength ``S`` as a float; raises ValueError unless finite and >= 0.
+
+    The result at strength ``S`` is ``clamp(I / L**S, 0, 1)`` for the input ``I`` and the
+    network's light map ``L``: 0 is the input, 1 the paper's output, above 1 stronger.
+    """
+    value = float(strength)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"strength must be a finite number >= 0, got {strength!r}")
+    return value
 
 
 def start_as_identity(net: EnhancementNet) -> EnhancementNet:

@@ -1,36 +1,67 @@
 """``rave serve``: a one-page web app over the same engine as ``rave enhance``.
 
-The standard library's HTTP server is enough here: one local user (or a few) uploading
-photos; a framework would add a dependency for nothing. The browser posts the raw file
-bytes (no multipart parsing), the server decodes them with :func:`rave.io.read_photo`
-(EXIF orientation, ICC profile, 16-bit PNG/TIFF, decompression-bomb guard), enhances with
-the tiled engine and answers with the enhanced file in the same format, metadata kept.
-One photo is enhanced at a time, so memory stays that of one ``rave enhance``.
+The standard library's HTTP server, hardened here, rather than an ASGI stack: the page
+talks to four endpoints of one local process, and uvicorn/starlette would add two
+dependencies while still leaving the limits that matter here (bytes queued before the
+one-photo lock, a time budget per photo, stopping the engine on Ctrl-C) to this code.
+Each case below is tested over real sockets (``tests/test_server_http.py``):
+
+- every request has a deadline (headers, then the body at a minimum rate, then the
+  response), enforced by a watchdog thread that shuts the socket down, so a client that
+  trickles or stops never holds a thread for longer;
+- at most ``max_connections`` connections are served at once (one thread each); beyond
+  that, the connection that has spent longest (over a second) sending its request is
+  closed to make room, or else the newcomer gets a 503 at once;
+- uploads are streamed to a private temporary folder, never held in memory; their declared
+  sizes in flight are capped (``max_queued_bytes``, 503 beyond); an upload over the limit
+  gets its 413 before its body is read;
+- request framing is strict: no ``Content-Length`` -> 411, chunked -> 411/400, a malformed
+  or repeated length -> 400 and the connection closed; a body that no handler wants is read
+  and discarded (small) or the connection closed (large), so it is never parsed as a
+  second request;
+- header values are checked (no control characters: no response splitting); notes travel
+  in JSON bodies; download names use RFC 6266 ``filename*`` for non-ASCII names.
+
+Endpoints: ``POST /enhance?name=N`` (raw file bytes) runs the network once and answers
+JSON ``{id, name, format, width, height, notes, seconds}``; ``GET /result/ID/view`` the
+preview (:func:`rave.server.store.encode_view`; with ``left, top, right, bottom, max`` a
+region, e.g. at 100%); ``GET /result/ID/download?strength=S`` the full-resolution file at
+strength S; ``GET /zip?items=ID:S,ID:S`` all of them. The page computes ``I / L**S`` itself,
+so moving a strength slider sends nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
+import math
 import re
-import tempfile
+import socket
 import threading
+import time
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
+from typing import Any
+from urllib.parse import parse_qs, quote, urlsplit
 
+import numpy as np
 from torch import nn
 
+from rave.io.printable import printable
 from rave.server.page import PAGE
+from rave.server.store import Result, ResultStore, encode_view
 
-__all__ = ["DEFAULT_MAX_UPLOAD_BYTES", "make_server"]
+__all__ = ["DEFAULT_MAX_UPLOAD_BYTES", "EnhanceServer", "Limits", "make_server"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_UPLOAD_BYTES = 100 * 2**20
-# Over-limit uploads up to this much larger are read and discarded before the refusal;
-# larger ones get the refusal and a closed connection.
-_DRAIN_LIMIT_BYTES = 16 * 2**20
+DEFAULT_MAX_PIXELS = 50_000_000  # lower than rave enhance's: one slow photo blocks the queue
 _CONTENT_TYPES = {
     "jpg": "image/jpeg",
     "png": "image/png",
@@ -39,136 +70,663 @@ _CONTENT_TYPES = {
     "bmp": "image/bmp",
 }
 _SAFE_STEM = re.compile(r"[^A-Za-z0-9._-]+")
+_LENGTH = re.compile(r"[0-9]{1,15}")
+_RESULT_PATH = re.compile(r"/result/([A-Za-z0-9_-]{1,64})/(view|download)")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_SMALL_BODY_BYTES = 64 * 2**10  # unwanted bodies up to this size are read and dropped
+_CHUNK = 2**20
 
 
-def _safe_stem(name: str) -> str:
-    """A file stem fit for a download name (the upload's name is untrusted)."""
-    stem = _SAFE_STEM.sub("_", Path(name.replace("\\", "/")).stem).strip("._")
-    return stem[:100] or "photo"
+@dataclass
+class Limits:
+    """What one client may cost the server; the defaults suit a machine on a LAN.
+
+    Attributes:
+        max_upload_bytes: larger uploads get a 413 before their body is read.
+        max_pixels: larger images get a 400 from their header (decompression bombs).
+        max_connections: connections served at once; beyond, the slowest sender is
+            dropped for the newcomer, or the newcomer gets a 503.
+        max_queued_bytes: total declared size of the uploads being received or waiting for
+            the one-photo lock; an upload that would exceed it gets a 503.
+        header_seconds: time to send a request's headers (and idle time on keep-alive).
+        min_upload_rate: bytes per second an upload must average (after header_seconds).
+        time_limit: seconds one photo may compute (and wait for the lock) before a 503.
+        results_bytes: disk kept for results (upload + light map), oldest forgotten first.
+    """
+
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_connections: int = 32
+    max_queued_bytes: int = 2 * DEFAULT_MAX_UPLOAD_BYTES
+    header_seconds: float = 10.0
+    min_upload_rate: float = 100e3
+    time_limit: float = 120.0
+    results_bytes: int = 2 * 2**30
+
+
+def _download_names(name: str, fmt: str) -> tuple[str, str]:
+    """(ASCII fallback, Unicode) download names for an upload name (untrusted)."""
+    stem = Path(name.replace("\\", "/")).stem
+    stem = _CONTROL.sub("", stem).strip(" .")[:120] or "photo"
+    ascii_stem = _SAFE_STEM.sub("_", stem).strip("._")[:100] or "photo"
+    return f"{ascii_stem}_enhanced.{fmt}", f"{stem}_enhanced.{fmt}"
+
+
+def _disposition(name: str, fmt: str) -> str:
+    fallback, full = _download_names(name, fmt)
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(full, safe='')}"
+
+
+class _Closed(Exception):
+    """The client's connection ended or was ended (deadline, shutdown) mid-request."""
 
 
 class _Handler(BaseHTTPRequestHandler):
-    server: _EnhanceServer
+    server: EnhanceServer
     protocol_version = "HTTP/1.1"
+    server_version = "rave"
 
-    def log_message(self, format: str, *args: object) -> None:
-        log.info("%s %s", self.address_string(), format % args)
+    def version_string(self) -> str:
+        return self.server_version  # no Python version on the wire
 
-    def _reply(self, status: HTTPStatus, body: bytes, content_type: str, **headers: str) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("X-Content-Type-Options", "nosniff")
-        for key, value in headers.items():
-            self.send_header(key.replace("_", "-"), value)
-        self.end_headers()
-        self.wfile.write(body)
+    # -- framing ---------------------------------------------------------------------------
 
-    def _error(self, status: HTTPStatus, message: str) -> None:
-        self._reply(status, (message + "\n").encode(), "text/plain; charset=utf-8")
+    def handle_one_request(self) -> None:
+        self._responded = False
+        self._unread = 0
+        self._started = time.monotonic()
+        self._what = ""
+        self.server.watch(self, self.server.limits.header_seconds)
+        try:
+            super().handle_one_request()
+        except (OSError, _Closed):
+            self.close_connection = True
+        finally:
+            self.server.watch(self, None)
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        pass  # one line per request is written by _log_line, with the photo's details
+
+    def log_error(self, format: str, *args: Any) -> None:
+        log.info("%s", printable(format % args))
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        # Errors raised by the standard library's parser (bad request line, unknown
+        # method, headers too long): answered once, and the connection is closed, as any
+        # body that followed is unread.
+        self.close_connection = True
+        self._responded = True
+        if self.request_version == "HTTP/0.9":
+            # The parser's default for an unparsable line; HTTP/0.9 replies have no status
+            # line, so the client could not tell an error from a page.
+            self.request_version = "HTTP/1.0"
+        super().send_error(code, message, explain)
+        self._log_line(code, "")
+
+    def _framing(self) -> int | None:
+        """The body's length (None without one); raises _Refused on bad framing."""
+        if self.headers.get_all("Transfer-Encoding"):
+            status = HTTPStatus.LENGTH_REQUIRED if self.command == "POST" else 400
+            raise _Refused(status, "chunked bodies are not accepted: send a Content-Length")
+        lengths = self.headers.get_all("Content-Length") or []
+        if not lengths:
+            return None
+        if len(set(lengths)) != 1 or not _LENGTH.fullmatch(lengths[0].strip()):
+            raise _Refused(HTTPStatus.BAD_REQUEST, "malformed Content-Length")
+        self._unread = int(lengths[0].strip())
+        return self._unread
+
+    def _dispatch(self, route: Callable[[], None]) -> None:
+        try:
+            self._framing()
+            route()
+        except _Refused as refusal:
+            self._error(refusal.status, refusal.message, close=refusal.close)
+        except (_Closed, OSError):  # the client went away, or its deadline passed
+            self.close_connection = True
+            self._log_line("closed", "")
+        except Exception as err:  # a bug in rave: one 500, and the server goes on
+            log.exception("rave serve: internal error")
+            if not self._responded:
+                reason = f"internal error ({type(err).__name__}: {err})"
+                self._error(HTTPStatus.INTERNAL_SERVER_ERROR, printable(reason), close=True)
+            self.close_connection = True
 
     def do_GET(self) -> None:
-        path = urlsplit(self.path).path
-        if path == "/":
-            self._reply(HTTPStatus.OK, PAGE.encode(), "text/html; charset=utf-8")
-        elif path == "/health":
-            self._reply(HTTPStatus.OK, b"ok\n", "text/plain; charset=utf-8")
-        else:
-            self._error(HTTPStatus.NOT_FOUND, f"no page {path}")
+        self._dispatch(self._route_get)
 
     def do_POST(self) -> None:
+        self._dispatch(self._route_post)
+
+    # -- replies ---------------------------------------------------------------------------
+
+    def _prepare_reply(self, close: bool) -> bool:
+        """Deal with an unread request body; returns whether the connection must close."""
+        if 0 < self._unread <= _SMALL_BODY_BYTES and not close:
+            self._read_exactly(self._unread, None)  # small: drop it, keep the connection
+        return close or self._unread > 0
+
+    def _send_head(self, status: int, headers: dict[str, str], close: bool) -> None:
+        self.send_response(status)
+        headers = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store", **headers}
+        if close:
+            headers["Connection"] = "close"
+            self.close_connection = True
+        for key, value in headers.items():
+            if _CONTROL.search(value) or len(value) > 4096 or not value.isascii():
+                raise ValueError(f"refusing to send header {key}: {value[:60]!r}")
+            self.send_header(key, value)
+        self.end_headers()
+        self._responded = True
+
+    def _reply(
+        self,
+        status: int,
+        body: bytes,
+        content_type: str,
+        *,
+        close: bool = False,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        close = self._prepare_reply(close)
+        all_headers = {"Content-Type": content_type, "Content-Length": str(len(body))}
+        self.server.watch(self, self.server.limits.header_seconds + self._send_seconds(len(body)))
+        self._send_head(status, {**all_headers, **(headers or {})}, close)
+        if self.command != "HEAD":
+            self.wfile.write(body)
+        self.wfile.flush()
+        self._log_line(status, f"{len(body) / 1e6:.1f} MB")
+        if close:
+            self._linger()
+
+    def _reply_file(self, path: Path, content_type: str, headers: dict[str, str]) -> None:
+        size = path.stat().st_size
+        close = self._prepare_reply(False)
+        self.server.watch(self, self.server.limits.header_seconds + self._send_seconds(size))
+        all_headers = {"Content-Type": content_type, "Content-Length": str(size), **headers}
+        self._send_head(HTTPStatus.OK, all_headers, close)
+        with path.open("rb") as source:
+            while chunk := source.read(_CHUNK):
+                self.wfile.write(chunk)
+        self.wfile.flush()
+        self._log_line(HTTPStatus.OK, f"{size / 1e6:.1f} MB")
+
+    def _json(self, payload: dict[str, Any]) -> None:
+        self._reply(HTTPStatus.OK, json.dumps(payload).encode(), "application/json")
+
+    def _error(self, status: int, message: str, *, close: bool = False) -> None:
+        if self._responded:
+            self.close_connection = True
+            return
+        self._what = self._what or printable(message)
+        body = (printable(message) + "\n").encode()
+        headers = {"Retry-After": "5"} if status == HTTPStatus.SERVICE_UNAVAILABLE else {}
+        self._reply(status, body, "text/plain; charset=utf-8", close=close, headers=headers)
+
+    def _linger(self) -> None:
+        """After a reply that leaves a body unread: stop sending, drain briefly, close.
+
+        Closing a socket with unread data makes the kernel send a reset, which can destroy
+        the reply before the client reads it (a broken pipe instead of the 413); reading
+        and dropping for a bounded time lets the client see the answer.
+        """
+        try:
+            self.connection.shutdown(socket.SHUT_WR)
+            self.connection.settimeout(0.5)
+            deadline = time.monotonic() + 2.0
+            left = self._unread or 64 * 2**20
+            while left > 0 and time.monotonic() < deadline:
+                chunk = self.connection.recv(min(_CHUNK, left))
+                if not chunk:
+                    break
+                left -= len(chunk)
+        except OSError:
+            pass
+
+    def _send_seconds(self, size: int) -> float:
+        return size / self.server.limits.min_upload_rate
+
+    def _log_line(self, status: int | str, size: str) -> None:
+        elapsed = time.monotonic() - self._started
+        path = printable(urlsplit(self.path).path if hasattr(self, "path") else "-")
+        what = f" {self._what}" if self._what else ""
+        self.server.log_line(
+            f"{self.client_address[0]} {getattr(self, 'command', None) or '-'} {path}{what} "
+            f"-> {status if isinstance(status, str) else int(status)} {size} {elapsed:.2f} s"
+        )
+
+    # -- bodies ----------------------------------------------------------------------------
+
+    def _read_exactly(self, length: int, sink: Any) -> None:
+        """Read ``length`` body bytes into ``sink`` (a file) or drop them, within a deadline."""
+        limits = self.server.limits
+        self.server.watch(self, limits.header_seconds + length / limits.min_upload_rate)
+        left = length
+        while left > 0:
+            chunk = self.rfile.read(min(_CHUNK, left))
+            if not chunk:
+                self._unread = left
+                raise _Refused(
+                    HTTPStatus.BAD_REQUEST,
+                    f"the upload ended after {length - left} of {length} bytes",
+                    close=True,
+                )
+            left -= len(chunk)
+            if sink is not None:
+                sink.write(chunk)
+        self._unread = 0
+        self.server.watch(self, None)
+
+    # -- routes ----------------------------------------------------------------------------
+
+    def _route_get(self) -> None:
+        url = urlsplit(self.path)
+        query = parse_qs(url.query)
+        if url.path == "/":
+            page = PAGE.replace("__RAVE_STRENGTH__", f"{self.server.strength:g}")
+            self._reply(HTTPStatus.OK, page.encode(), "text/html; charset=utf-8")
+        elif url.path == "/health":
+            self._reply(HTTPStatus.OK, b"ok\n", "text/plain; charset=utf-8")
+        elif url.path == "/zip":
+            self._zip(query.get("items", [""])[0], query.get("name", ["rave-enhanced"])[0])
+        elif match := _RESULT_PATH.fullmatch(url.path):
+            result = self.server.store.get(match.group(1))
+            if result is None:
+                raise _Refused(HTTPStatus.GONE, "this result is no longer kept: upload it again")
+            self._what = f'"{printable(result.name)}"'
+            if match.group(2) == "view":
+                self._view(result, query)
+            else:
+                self._download(result, _strength(query.get("strength", ["1"])[0]))
+        else:
+            raise _Refused(HTTPStatus.NOT_FOUND, f"no page {url.path}")
+
+    def _route_post(self) -> None:
         url = urlsplit(self.path)
         if url.path != "/enhance":
-            self._error(HTTPStatus.NOT_FOUND, f"no endpoint {url.path}")
-            return
-        name = parse_qs(url.query).get("name", ["photo"])[0]
-        length_header = self.headers.get("Content-Length")
-        if length_header is None or not length_header.isdigit():
-            self._error(HTTPStatus.LENGTH_REQUIRED, "send the photo with a Content-Length")
-            return
-        length = int(length_header)
+            raise _Refused(HTTPStatus.NOT_FOUND, f"no endpoint {url.path}")
+        name = parse_qs(url.query).get("name", ["photo"])[0][:255]
+        self._what = f'"{printable(name)}"'
+        if self._unread == 0 and self.headers.get("Content-Length") is None:
+            raise _Refused(HTTPStatus.LENGTH_REQUIRED, "send the photo with a Content-Length")
+        length = self._unread
         if length == 0:
-            self._error(HTTPStatus.BAD_REQUEST, f"{name}: empty upload")
-            return
-        if length > self.server.max_upload_bytes:
-            if length <= self.server.max_upload_bytes + _DRAIN_LIMIT_BYTES:
-                # Read what was sent so that the client sees the answer, not a reset.
-                for start in range(0, length, 2**20):
-                    self.rfile.read(min(2**20, length - start))
-            else:
-                self.close_connection = True
-            limit_mb = self.server.max_upload_bytes / 2**20
-            self._error(
+            raise _Refused(HTTPStatus.BAD_REQUEST, f"{name}: empty upload")
+        limits = self.server.limits
+        if length > limits.max_upload_bytes:
+            limit_mb = limits.max_upload_bytes / 2**20
+            raise _Refused(
                 HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
                 f"{name}: {length / 2**20:.1f} MB is over the {limit_mb:.0f} MB upload limit",
+                close=True,
             )
+        with self.server.queued(length) as admitted:
+            if not admitted:
+                raise _Refused(
+                    HTTPStatus.SERVICE_UNAVAILABLE,
+                    f"{name}: the server is busy with other uploads; try again shortly",
+                    close=True,
+                )
+            result_id, folder = self.server.store.new_folder()
+            try:
+                with (folder / "upload").open("wb") as sink:
+                    self._read_exactly(length, sink)
+                result = self.server.enhance_upload(result_id, folder, name)
+            except BaseException:
+                self.server.store.discard(folder)
+                raise
+        self._what += f" {result.width}x{result.height} {result.format}"
+        self._json(
+            {
+                "id": result.id,
+                "name": result.name,
+                "format": result.format,
+                "width": result.width,
+                "height": result.height,
+                "notes": result.notes,
+                "seconds": round(time.monotonic() - self._started, 3),
+            }
+        )
+
+    def _view(self, result: Result, query: dict[str, list[str]]) -> None:
+        if "left" not in query:
+            self._reply(HTTPStatus.OK, result.view.read_bytes(), "application/octet-stream")
             return
-        data = self.rfile.read(length)
         try:
-            body, fmt, notes = self.server.enhance_bytes(data, name)
-        except ValueError as err:  # not a readable photo: one line naming it
-            self._error(HTTPStatus.BAD_REQUEST, str(err))
-            return
-        headers = {
-            "Content_Disposition": f'attachment; filename="{_safe_stem(name)}_enhanced.{fmt}"',
-        }
-        if notes:
-            headers["X_Rave_Notes"] = "; ".join(notes).encode("ascii", "replace").decode()
-        content_type = _CONTENT_TYPES.get(fmt, "application/octet-stream")
-        self._reply(HTTPStatus.OK, body, content_type, **headers)
+            box = tuple(int(query[k][0]) for k in ("left", "top", "right", "bottom"))
+            max_side = min(int(query.get("max", ["1024"])[0]), 2048)
+        except (KeyError, ValueError):
+            raise _Refused(
+                HTTPStatus.BAD_REQUEST, "left, top, right, bottom must be integers"
+            ) from None
+        left, top, right, bottom = box
+        if not (0 <= left < right <= result.width and 0 <= top < bottom <= result.height):
+            raise _Refused(HTTPStatus.BAD_REQUEST, f"region {box} is outside the photo")
+        body = self.server.render_view(result, (left, top, right, bottom), max(16, max_side))
+        self._reply(HTTPStatus.OK, body, "application/octet-stream")
+
+    def _download(self, result: Result, strength: float) -> None:
+        target = self.server.render(result, strength)
+        try:
+            headers = {"Content-Disposition": _disposition(result.name, result.format)}
+            self._what += f" strength {strength:g}"
+            self._reply_file(target, _CONTENT_TYPES.get(result.format, "image/png"), headers)
+        finally:
+            target.unlink(missing_ok=True)
+
+    def _zip(self, items: str, name: str) -> None:
+        wanted: list[tuple[Result, float]] = []
+        for item in filter(None, items.split(",")):
+            result_id, _, strength = item.partition(":")
+            result = self.server.store.get(result_id)
+            if result is None:
+                raise _Refused(HTTPStatus.GONE, "a result is no longer kept: upload it again")
+            wanted.append((result, _strength(strength or "1")))
+        if not wanted:
+            raise _Refused(HTTPStatus.BAD_REQUEST, "no items to download")
+        self._what = f"{len(wanted)} photos"
+        archive = self.server.store.new_folder()[1] / "all.zip"
+        try:
+            used: set[str] = set()
+            # Stored, not deflated: the photos are compressed already.
+            with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as bundle:
+                for result, strength in wanted:
+                    target = self.server.render(result, strength)
+                    arcname = _download_names(result.name, result.format)[1]
+                    stem, dot, ext = arcname.rpartition(".")
+                    count = 1
+                    while arcname in used:
+                        count += 1
+                        arcname = f"{stem} ({count}){dot}{ext}"
+                    used.add(arcname)
+                    bundle.write(target, arcname)
+                    target.unlink()
+            stem = _SAFE_STEM.sub("_", name)[:60] or "rave-enhanced"
+            headers = {"Content-Disposition": f'attachment; filename="{stem}.zip"'}
+            self._reply_file(archive, "application/zip", headers)
+        finally:
+            self.server.store.discard(archive.parent)
 
 
-class _EnhanceServer(ThreadingHTTPServer):
-    daemon_threads = True
+class _Refused(Exception):
+    """A request refused with a status and one line; ``close`` ends the connection."""
+
+    def __init__(self, status: int, message: str, close: bool = False) -> None:
+        super().__init__(message)
+        self.status, self.message, self.close = status, message, close
+
+
+def _strength(text: str) -> float:
+    from rave.network.enhancer import check_strength
+
+    try:
+        return check_strength(float(text))
+    except ValueError:
+        raise _Refused(
+            HTTPStatus.BAD_REQUEST, f"strength {text[:20]!r} is not a number >= 0"
+        ) from None
+
+
+class _Admission:
+    def __init__(self, server: EnhanceServer, size: int) -> None:
+        self.server, self.size, self.admitted = server, size, False
+
+    def __enter__(self) -> bool:
+        with self.server._queue_lock:
+            if self.server.queued_bytes + self.size <= self.server.limits.max_queued_bytes:
+                self.server.queued_bytes += self.size
+                self.admitted = True
+        return self.admitted
+
+    def __exit__(self, *exc: object) -> None:
+        if self.admitted:
+            with self.server._queue_lock:
+                self.server.queued_bytes -= self.size
+
+
+class EnhanceServer(ThreadingHTTPServer):
+    """The HTTP server of ``rave serve``; see the module docstring for its limits."""
+
+    daemon_threads = False  # server_close() joins them: no torch thread killed at exit
+    block_on_close = True
+    request_queue_size = 64
+    allow_reuse_address = True
 
     def __init__(
         self,
         address: tuple[str, int],
         net: nn.Module,
         *,
-        max_upload_bytes: int,
-        max_pixels: int,
+        limits: Limits,
         quality: int,
         tile: int | str | None,
+        strength: float = 1.0,
+        log_line: Callable[[str], None] | None = None,
     ) -> None:
         super().__init__(address, _Handler)
+        self.strength = strength
         self.net = net
-        self.max_upload_bytes = max_upload_bytes
-        self.max_pixels = max_pixels
+        self.limits = limits
         self.quality = quality
         self.tile = tile
+        self.log_line = log_line or (lambda line: log.info("%s", line))
+        self.store = ResultStore(limits.results_bytes)
+        self.stopping = threading.Event()
+        self.queued_bytes = 0
+        self._queue_lock = threading.Lock()
         self._one_at_a_time = threading.Lock()
+        self._slots = threading.BoundedSemaphore(limits.max_connections)
+        self._deadlines: dict[_Handler, float | None] = {}
+        self._phase_started: dict[_Handler, float] = {}
+        self._watch_lock = threading.Lock()
+        self._watchdog = threading.Thread(target=self._watch_loop, daemon=True)
+        self._watchdog.start()
 
-    def enhance_bytes(self, data: bytes, name: str) -> tuple[bytes, str, list[str]]:
-        """Enhance an uploaded file; returns (file bytes, format, notes).
+    # -- connections -----------------------------------------------------------------------
 
-        Raises:
-            ValueError: the upload is not a readable photo (one line naming it).
-        """
-        from rave.api import enhance_array
-        from rave.io import PhotoError, read_photo, write_photo
-
-        with tempfile.TemporaryDirectory(prefix="rave-serve-") as tmp:
-            source = Path(tmp) / f"upload{Path(name).suffix.lower()[:8]}"
-            source.write_bytes(data)
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False) and not (
+            self._evict_slowest() and self._slots.acquire(timeout=1.0)
+        ):
+            # Over the cap: answered here, without a thread.
+            body = b"too many connections; try again shortly\n"
             try:
-                with self._one_at_a_time:
-                    photo = read_photo(source, max_pixels=self.max_pixels)
-                    enhanced = enhance_array(
-                        self.net, photo.pixels, tile=self.tile, out_dtype=photo.pixels.dtype
-                    )
-                    target = Path(tmp) / f"enhanced.{photo.format}"
-                    notes = list(photo.notes) + write_photo(
-                        target,
-                        enhanced,
-                        format=photo.format,
-                        icc_profile=photo.icc_profile,
-                        exif=photo.exif,
-                        quality=self.quality,
-                    )
-            except PhotoError as err:
-                raise ValueError(f"{name}: {err.reason}") from None
-            return target.read_bytes(), photo.format, notes
+                request.settimeout(1.0)
+                request.sendall(
+                    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
+                    b"Retry-After: 5\r\nConnection: close\r\n"
+                    b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+                )
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def watch(self, handler: _Handler, seconds: float | None) -> None:
+        """Give a connection ``seconds`` for what it does next (None: no deadline)."""
+        with self._watch_lock:
+            if seconds is None:
+                self._deadlines.pop(handler, None)
+                self._phase_started.pop(handler, None)
+            else:
+                self._deadlines[handler] = time.monotonic() + seconds
+                self._phase_started.setdefault(handler, time.monotonic())
+
+    def _evict_slowest(self) -> bool:
+        """At the connection cap: close the connection that has spent longest sending a
+        request (at least 1 s), so that slow clients cannot keep a new one out.
+
+        Connections whose photo is computing are not watched, hence never evicted.
+        """
+        now = time.monotonic()
+        with self._watch_lock:
+            waiting = [(t, h) for h, t in self._phase_started.items() if now - t >= 1.0]
+            if not waiting:
+                return False
+            _, slowest = min(waiting, key=lambda pair: pair[0])
+            self._deadlines.pop(slowest, None)
+            self._phase_started.pop(slowest, None)
+        with contextlib.suppress(OSError):
+            slowest.connection.shutdown(socket.SHUT_RDWR)
+        return True
+
+    def _watch_loop(self) -> None:
+        while True:
+            time.sleep(0.2)
+            now = time.monotonic()
+            with self._watch_lock:
+                late = [h for h, d in self._deadlines.items() if d is not None and d < now]
+                if self.stopping.is_set():
+                    late = list(self._deadlines)
+                for handler in late:
+                    self._deadlines.pop(handler, None)
+                    self._phase_started.pop(handler, None)
+            for handler in late:
+                # wakes the thread blocked on this socket with an error or EOF
+                with contextlib.suppress(OSError):
+                    handler.connection.shutdown(socket.SHUT_RDWR)
+
+    def queued(self, size: int) -> _Admission:
+        """Admits an upload of ``size`` bytes if the queue's byte budget allows it."""
+        return _Admission(self, size)
+
+    def stop(self) -> None:
+        """Stop serving: the running photo stops within one tile, connections are closed."""
+        self.stopping.set()
+        self.shutdown()
+        self.server_close()  # joins the connection threads
+        self.store.close()
+
+    # -- the engine ------------------------------------------------------------------------
+
+    def _compute(self, name: str, work: Callable[[float], Any]) -> Any:
+        """Run ``work(deadline)`` alone (one photo at a time), within the time budget."""
+        from rave.inference import DeadlineExceeded
+        from rave.io import PhotoError
+
+        limit = self.limits.time_limit
+        deadline = time.monotonic() + limit
+        if not self._one_at_a_time.acquire(timeout=limit):
+            raise _Refused(HTTPStatus.SERVICE_UNAVAILABLE, f"{name}: the server is busy")
+        try:
+            if self.stopping.is_set():
+                raise _Refused(HTTPStatus.SERVICE_UNAVAILABLE, "the server is stopping")
+            return work(deadline)
+        except PhotoError as err:
+            raise _Refused(HTTPStatus.BAD_REQUEST, f"{name}: {err.reason}") from None
+        except DeadlineExceeded:
+            reason = (
+                "the server is stopping"
+                if self.stopping.is_set()
+                else (f"over the {limit:g} s time limit per photo")
+            )
+            raise _Refused(HTTPStatus.SERVICE_UNAVAILABLE, f"{name}: {reason}") from None
+        except (ValueError, MemoryError, OSError) as err:  # the photo's own error
+            reason = " ".join(str(err).split())[:300] or type(err).__name__
+            raise _Refused(HTTPStatus.BAD_REQUEST, printable(f"{name}: {reason}")) from None
+        finally:
+            self._one_at_a_time.release()
+            _return_freed_memory()
+
+    def _deadline(self, at: float) -> Callable[[], bool]:
+        return lambda: self.stopping.is_set() or time.monotonic() > at
+
+    def enhance_upload(self, result_id: str, folder: Path, name: str) -> Result:
+        """Decode the upload, run the network once, keep the light map and a preview."""
+        from rave.io import read_photo
+
+        def work(deadline: float) -> Result:
+            photo = read_photo(folder / "upload", max_pixels=self.limits.max_pixels)
+            light = _light_map(self.net, photo.pixels, self.tile, self._deadline(deadline))
+            if not np.isfinite(light).all():
+                raise ValueError("the model's light map is not finite on this photo")
+            np.save(folder / "light.npy", light)
+            (folder / "view.bin").write_bytes(encode_view(photo.pixels, light))
+            height, width = light.shape
+            notes = list(photo.notes)
+            if photo.pixels.dtype == np.uint16 and photo.format not in ("png", "tif"):
+                notes.append(f"16-bit input written as 8-bit {photo.format.upper()}")
+            return Result(result_id, name, photo.format, width, height, folder, notes)
+
+        result = self._compute(name, work)
+        self.store.add(result)
+        return result
+
+    def render_view(self, result: Result, box: tuple[int, int, int, int], max_side: int) -> bytes:
+        """A region of a kept result at up to full resolution (e.g. zoom to 100%)."""
+        from rave.io import read_photo
+
+        def work(deadline: float) -> bytes:
+            photo = read_photo(result.upload, max_pixels=self.limits.max_pixels)
+            light = np.load(result.light, mmap_mode="r")
+            return encode_view(photo.pixels, light, box, max_side)
+
+        return self._compute(result.name, work)
+
+    def render(self, result: Result, strength: float) -> Path:
+        """The full-resolution file at ``strength`` (the network is not run again)."""
+        from rave.api import enhance_array
+        from rave.io import SIXTEEN_BIT_FORMATS, read_photo, write_photo
+
+        def work(deadline: float) -> Path:
+            photo = read_photo(result.upload, max_pixels=self.limits.max_pixels)
+            pixels = photo.pixels
+            out_dtype = np.uint16 if pixels.dtype == np.uint16 else np.uint8
+            if result.format not in SIXTEEN_BIT_FORMATS:
+                out_dtype = np.uint8
+            enhanced = enhance_array(
+                self.net,
+                pixels,
+                tile=self.tile,
+                out_dtype=out_dtype,
+                strength=strength,
+                light_map=np.load(result.light),
+            )
+            target = result.folder / f"out-{time.monotonic_ns()}.{result.format}"
+            write_photo(
+                target,
+                enhanced,
+                format=result.format,
+                icc_profile=photo.icc_profile,
+                exif=photo.exif,
+                quality=self.quality,
+            )
+            return target
+
+        return self._compute(result.name, work)
+
+
+def _light_map(
+    net: nn.Module, pixels: np.ndarray, tile: int | str | None, deadline: Callable[[], bool]
+) -> np.ndarray:
+    """``(H, W)`` float32 light map of decoded pixels (grey as grey, alpha ignored)."""
+    from rave.api import _as_batch
+    from rave.inference import predict_light_map
+
+    layered = pixels if pixels.ndim == 3 else pixels[:, :, None]
+    image = _as_batch(layered)[:, : 3 if layered.shape[2] >= 3 else 1]
+    if image.shape[1] == 1:
+        image = image.expand(-1, 3, -1, -1)  # grey enhanced as grey, as enhance_array does
+    return predict_light_map(net, image, tile=tile, deadline=deadline)[0, 0].numpy()
+
+
+def _return_freed_memory() -> None:
+    # The same allocator policy as rave enhance: freed tile memory goes back to the system
+    # after each photo, so a long-lived server does not keep the peak of its largest photo.
+    from rave.inference.memory import return_freed_memory
+
+    return_freed_memory()
 
 
 def make_server(
@@ -180,28 +738,41 @@ def make_server(
     max_pixels: int | None = None,
     quality: int = 95,
     tile: int | str | None = "auto",
-) -> ThreadingHTTPServer:
+    strength: float = 1.0,
+    limits: Limits | None = None,
+    log_line: Callable[[str], None] | None = None,
+) -> EnhanceServer:
     """An HTTP server (not yet serving) for the enhancement page.
 
     Args:
         net: the enhancement network, in eval mode.
         host, port: where to listen; port 0 picks a free one (``server.server_port``).
-        max_upload_bytes: larger uploads are refused (413), without being kept.
-        max_pixels: larger images are refused (400) from their header; default that of
-            :func:`rave.io.read_photo`.
+        max_upload_bytes: larger uploads are refused (413) before they are read.
+        max_pixels: larger images are refused (400) from their header; default 50 M.
         quality: JPEG/WebP quality of the results.
         tile: tile size for the engine (``"auto"`` bounds memory).
+        strength: the page's initial strength (each photo's slider starts there).
+        limits: every other limit (:class:`Limits`); its upload and pixel limits are
+            replaced by the two arguments above when those are given.
+        log_line: called with one line per request (default: this module's logger).
 
     Returns:
-        the server; call ``serve_forever()`` (and ``shutdown()`` from another thread).
+        the server; call ``serve_forever()`` and, from another thread, ``stop()``.
     """
-    from rave.io import DEFAULT_MAX_PIXELS
+    limits = limits or Limits(max_queued_bytes=max(2 * max_upload_bytes, 2**20))
+    limits.max_upload_bytes = max_upload_bytes
+    if max_pixels is not None:
+        limits.max_pixels = max_pixels
+    if math.isinf(limits.time_limit) or limits.time_limit <= 0:
+        raise ValueError("the time limit must be a positive number of seconds")
+    from rave.network.enhancer import check_strength
 
-    return _EnhanceServer(
+    return EnhanceServer(
         (host, port),
         net,
-        max_upload_bytes=max_upload_bytes,
-        max_pixels=DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels,
+        limits=limits,
         quality=quality,
         tile=tile,
+        strength=check_strength(strength),
+        log_line=log_line,
     )

@@ -1,94 +1,416 @@
-"""The single HTML page of ``rave serve`` (no external assets: it works offline)."""
+"""The single HTML page of ``rave serve`` (no external assets: it works offline).
 
-PAGE = """<!doctype html>
+The server runs the network once per photo and sends a preview with its light map
+(:func:`rave.server.store.encode_view`); the page computes ``I / L**S`` itself, so a
+strength slider moves without any request. ``__RAVE_STRENGTH__`` is replaced by the
+server's ``--strength``.
+"""
+
+PAGE = r"""<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>rave: backlit photo enhancement</title>
 <style>
-  body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 72rem;
-         padding: 0 1rem; color: #222; }
-  #drop { border: 2px dashed #888; border-radius: 8px; padding: 2rem; text-align: center;
+  :root { --accent: #1d5fbf; --bad: #b3261e; --muted: #555; }
+  * { box-sizing: border-box; }
+  [hidden] { display: none !important; }
+  body { font-family: system-ui, sans-serif; margin: 0 auto; max-width: 80rem;
+         padding: 0.75rem; color: #1b1b1b; }
+  h1 { font-size: 1.3rem; margin: 0.2rem 0 0.6rem; }
+  .sr-only { position: absolute; width: 1px; height: 1px; overflow: hidden;
+             clip: rect(0 0 0 0); white-space: nowrap; }
+  #drop { border: 2px dashed #888; border-radius: 8px; padding: 1rem; text-align: center;
           cursor: pointer; }
-  #drop.over { background: #eef; }
-  .pair { display: grid; grid-template-columns: 1fr 1fr; gap: 1rem; margin-top: 1rem; }
-  .pair figure { margin: 0; }
-  .pair img { width: 100%; height: auto; background: #eee; }
-  #status { margin-top: 1rem; min-height: 1.5em; }
-  .error { color: #b00; }
+  #drop:focus-visible, button:focus-visible, input:focus-visible, a:focus-visible,
+  .thumb:focus-visible, canvas:focus-visible { outline: 3px solid var(--accent);
+          outline-offset: 2px; }
+  #drop.over { background: #e8efff; }
+  #file:focus-visible + label { outline: 3px solid var(--accent); outline-offset: 2px; }
+  #status { margin: 0.6rem 0; min-height: 1.4em; font-weight: 600; }
+  .layout { display: grid; grid-template-columns: 15rem 1fr; gap: 0.8rem; }
+  @media (max-width: 700px) { .layout { grid-template-columns: 1fr; } }
+  #list { list-style: none; margin: 0; padding: 0; display: flex; flex-direction: column;
+          gap: 0.4rem; max-height: 75vh; overflow-y: auto; }
+  @media (max-width: 700px) { #list { flex-direction: row; overflow-x: auto;
+          max-height: none; } #list li { min-width: 12rem; max-width: 12rem; }
+    /* the full error of a failed photo is shown below when it is selected */
+    .thumb .state { display: -webkit-box; -webkit-line-clamp: 2; -webkit-box-orient: vertical;
+                    overflow: hidden; } }
+  .thumb { display: flex; gap: 0.5rem; width: 100%; align-items: center; text-align: left;
+           border: 1px solid #ccc; border-radius: 6px; background: #fff; padding: 0.3rem;
+           font: inherit; cursor: pointer; }
+  .thumb[aria-current="true"] { border-color: var(--accent); box-shadow: 0 0 0 1px var(--accent); }
+  .thumb canvas { width: 56px; height: 42px; object-fit: contain; background: #eee;
+                  flex: none; }
+  .thumb .name { display: block; font-size: 0.85rem; overflow-wrap: anywhere; }
+  .thumb .state { display: block; font-size: 0.8rem; color: var(--muted); }
+  .thumb.failed .state { color: var(--bad); }
+  .thumb progress { width: 100%; height: 0.5rem; }
+  .controls { display: flex; flex-wrap: wrap; gap: 0.5rem 1rem; align-items: center;
+              margin: 0.4rem 0; }
+  .controls label { display: flex; gap: 0.4rem; align-items: center; }
+  input[type=range] { width: 11rem; max-width: 45vw; }
+  button, .button { font: inherit; padding: 0.35rem 0.7rem; border-radius: 6px;
+           border: 1px solid #888; background: #f4f4f4; color: inherit; cursor: pointer;
+           text-decoration: none; display: inline-block; }
+  .button.primary { background: var(--accent); color: #fff; border-color: var(--accent); }
+  [aria-disabled="true"] { opacity: 0.5; pointer-events: none; }
+  #stage { position: relative; background: #222; border-radius: 6px; min-height: 8rem;
+           display: flex; justify-content: center; align-items: center; overflow: hidden;
+           touch-action: none; }
+  #view { max-width: 100%; max-height: 72vh; display: block; }
+  #view.zoomed { max-width: none; max-height: none; }
+  #splitline { position: absolute; top: 0; bottom: 0; width: 2px; background: #fff;
+               pointer-events: none; }
+  .tag { position: absolute; top: 0.3rem; font-size: 0.75rem; color: #fff;
+         background: rgba(0,0,0,0.55); padding: 0.1rem 0.35rem; border-radius: 3px; }
+  #notes { color: var(--muted); font-size: 0.9rem; margin: 0.3rem 0; }
+  #error { color: var(--bad); font-weight: 600; }
+  #empty { color: var(--muted); padding: 2rem 0; text-align: center; }
 </style>
 </head>
 <body>
-<h1>rave</h1>
-<p>Enhance backlit photos at full resolution. Photos are processed on this computer and
-are not kept.</p>
-<div id="drop">Drop photos here, or click to choose (JPEG, PNG, TIFF, WebP)
-  <input id="files" type="file" accept="image/*" multiple hidden>
+<h1>rave: brighten backlit photos</h1>
+<div id="drop">
+  <strong>Drop photos here</strong> or
+  <input id="file" class="sr-only" type="file" multiple accept="image/*,.tif,.tiff"
+         aria-describedby="drophelp">
+  <label for="file" id="choose" class="button">choose photos</label>
+  <div id="drophelp" style="font-size:0.85rem;color:#555">JPEG, PNG, TIFF, WebP, BMP;
+  enhanced one at a time on this computer, at full resolution, EXIF and colour profile kept.
+  </div>
 </div>
-<div id="status"></div>
-<div id="results"></div>
+<div id="status" role="status" aria-live="polite"></div>
+<div class="controls">
+  <label>All photos: strength
+    <input id="allstrength" type="range" min="0" max="2" step="0.05" value="__RAVE_STRENGTH__">
+    <output id="allvalue"></output></label>
+  <a id="zipall" class="button" href="#" aria-disabled="true" download>Download all (zip)</a>
+</div>
+<div class="layout">
+  <ul id="list" aria-label="Photos, in upload order"></ul>
+  <section aria-label="Selected photo">
+    <div id="empty">No photo yet.</div>
+    <div id="viewer" hidden>
+      <div class="controls">
+        <label>Strength <input id="strength" type="range" min="0" max="2" step="0.05">
+          <output id="value"></output></label>
+        <label>Split <input id="split" type="range" min="0" max="100" step="1" value="100"
+          aria-label="Before/after split: original shown right of it"></label>
+        <button id="hold" type="button" aria-pressed="false"
+          title="Hold (or press B) to see the original">Hold: original</button>
+        <button id="zoom" type="button" aria-pressed="false">Zoom 100%</button>
+        <a id="download" class="button primary" href="#" download>Download</a>
+      </div>
+      <div id="stage">
+        <canvas id="view" tabindex="0"
+          aria-label="Enhanced photo; click or Zoom 100% for full size, arrow keys move">
+        </canvas>
+        <div id="splitline" hidden></div>
+        <span class="tag" style="left:0.3rem">enhanced</span>
+        <span class="tag" id="origtag" style="right:0.3rem" hidden>original</span>
+      </div>
+      <div id="error" role="alert"></div>
+      <div id="notes"></div>
+    </div>
+  </section>
+</div>
 <script>
-const drop = document.getElementById("drop");
-const input = document.getElementById("files");
-const statusLine = document.getElementById("status");
-const results = document.getElementById("results");
-drop.addEventListener("click", () => input.click());
-drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
-drop.addEventListener("dragleave", () => drop.classList.remove("over"));
-drop.addEventListener("drop", (e) => {
-  e.preventDefault(); drop.classList.remove("over"); enhanceAll(e.dataTransfer.files);
+"use strict";
+const $ = (id) => document.getElementById(id);
+const DEFAULT_STRENGTH = parseFloat("__RAVE_STRENGTH__") || 1;
+const photos = [];  // in upload order
+let selected = null, queue = Promise.resolve(), holding = false;
+let zoom = null;  // {view, cx, cy} when showing a region at 100%
+
+function decodeView(buffer) {
+  const head = new DataView(buffer, 8, 24);
+  const w = head.getUint32(0, true), h = head.getUint32(4, true);
+  const box = [8, 12, 16, 20].map((o) => head.getUint32(o, true));
+  const rgb = new Uint8Array(buffer, 32, w * h * 3);
+  const codes = new Uint16Array(buffer.slice(32 + w * h * 3, 32 + w * h * 5));
+  return {w, h, box, rgb, codes};
+}
+
+// factor(code) = L ** -S with log2(L) = code / 2048 - 16: one table per strength, so a
+// frame costs one multiply per channel.
+let tableStrength = NaN;
+const table = new Float32Array(65536);
+function factors(strength) {
+  if (strength !== tableStrength) {
+    for (let c = 0; c < 65536; c++) table[c] = Math.pow(2, -strength * (c / 2048 - 16));
+    tableStrength = strength;
+  }
+  return table;
+}
+
+function render(view, strength, canvas, split) {
+  const {w, h, rgb, codes} = view;
+  if (canvas.width !== w || canvas.height !== h) { canvas.width = w; canvas.height = h; }
+  const ctx = canvas.getContext("2d");
+  const image = ctx.createImageData(w, h), out = image.data, f = factors(strength);
+  const cut = split === undefined ? w : Math.round(w * split);
+  for (let y = 0, i = 0, j = 0; y < h; y++) {
+    for (let x = 0; x < w; x++, i++, j += 3) {
+      const o = i * 4;
+      if (x < cut) {
+        const k = f[codes[i]];
+        out[o] = Math.min(255, rgb[j] * k + 0.5); out[o + 1] = Math.min(255, rgb[j + 1] * k + 0.5);
+        out[o + 2] = Math.min(255, rgb[j + 2] * k + 0.5);
+      } else { out[o] = rgb[j]; out[o + 1] = rgb[j + 1]; out[o + 2] = rgb[j + 2]; }
+      out[o + 3] = 255;
+    }
+  }
+  ctx.putImageData(image, 0, 0);
+}
+
+function thumbView(view) {  // nearest-neighbour copy at 112 px for the list
+  const s = Math.min(1, 112 / Math.max(view.w, view.h));
+  const w = Math.max(1, Math.round(view.w * s)), h = Math.max(1, Math.round(view.h * s));
+  const rgb = new Uint8Array(w * h * 3), codes = new Uint16Array(w * h);
+  for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) {
+    const sx = Math.min(view.w - 1, Math.floor(x / s));
+    const sy = Math.min(view.h - 1, Math.floor(y / s));
+    const i = sy * view.w + sx, k = y * w + x;
+    codes[k] = view.codes[i];
+    rgb.set(view.rgb.subarray(i * 3, i * 3 + 3), k * 3);
+  }
+  return {w, h, rgb, codes};
+}
+
+function updateStatus() {
+  const done = photos.filter((p) => p.state === "done").length;
+  const failed = photos.filter((p) => p.state === "failed").length;
+  const busy = photos.length - done - failed;
+  const parts = [`${done} done`];
+  if (failed) parts.push(`${failed} failed`);
+  $("status").textContent = photos.length === 0 ? "" : busy
+    ? `Enhancing: ${photos.length - busy} of ${photos.length} finished (${parts.join(", ")})`
+    : `${photos.length} photo${photos.length > 1 ? "s" : ""}: ${parts.join(", ")}`;
+  const ready = photos.filter((p) => p.state === "done");
+  const zip = $("zipall");
+  zip.setAttribute("aria-disabled", ready.length ? "false" : "true");
+  const items = ready.map((p) => `${p.id}:${p.strength}`).join(",");
+  zip.href = ready.length ? "/zip?items=" + items : "#";
+}
+
+function setState(photo, state, text) {
+  photo.state = state;
+  photo.li.querySelector(".thumb").classList.toggle("failed", state === "failed");
+  photo.li.querySelector(".state").textContent = text;
+  photo.li.querySelector(".thumb").title = text;
+  const bar = photo.li.querySelector("progress");
+  bar.hidden = state === "done" || state === "failed";
+  if (state === "enhancing") bar.removeAttribute("value");
+  updateStatus();
+  if (photo === selected) showSelected();
+}
+
+function addPhoto(file) {
+  const photo = {file, name: file.name, state: "queued", strength: currentAll()};
+  const li = document.createElement("li");
+  li.innerHTML = '<button type="button" class="thumb" aria-current="false"><canvas width="56" ' +
+    'height="42" aria-hidden="true"></canvas><span><span class="name"></span>' +
+    '<span class="state">queued</span><progress max="100" value="0"></progress></span></button>';
+  li.querySelector(".name").textContent = file.name;
+  li.querySelector("button").addEventListener("click", () => select(photo));
+  photo.li = li;
+  $("list").appendChild(li);
+  photos.push(photo);
+  if (!selected) select(photo);
+  updateStatus();
+  queue = queue.then(() => upload(photo));  // one at a time, in upload order
+}
+
+function upload(photo) {
+  return new Promise((resolve) => {
+    const xhr = new XMLHttpRequest();
+    xhr.open("POST", "/enhance?name=" + encodeURIComponent(photo.name));
+    xhr.responseType = "text";
+    const bar = photo.li.querySelector("progress");
+    setState(photo, "uploading", "uploading");
+    xhr.upload.onprogress = (e) => {
+      if (e.lengthComputable) { bar.value = (100 * e.loaded) / e.total;
+        photo.li.querySelector(".state").textContent = `uploading ${Math.round(bar.value)}%`; }
+    };
+    xhr.upload.onload = () => setState(photo, "enhancing", "enhancing…");
+    xhr.onload = async () => {
+      if (xhr.status !== 200) {
+        photo.error = (xhr.responseText || `error ${xhr.status}`).trim();
+        setState(photo, "failed", photo.error);
+        return resolve();
+      }
+      const info = JSON.parse(xhr.responseText);
+      Object.assign(photo, {id: info.id, notes: info.notes, width: info.width, height: info.height,
+                            format: info.format});
+      try {
+        const response = await fetch(`/result/${info.id}/view`);
+        if (!response.ok) throw new Error((await response.text()).trim());
+        photo.view = decodeView(await response.arrayBuffer());
+        photo.thumb = thumbView(photo.view);
+        setState(photo, "done", `done, ${info.width}×${info.height} ${info.format.toUpperCase()}`);
+        drawThumb(photo);
+      } catch (err) {
+        photo.error = `${photo.name}: ${err.message}`;
+        setState(photo, "failed", photo.error);
+      }
+      resolve();
+    };
+    xhr.onerror = () => { photo.error = `${photo.name}: the server did not answer`;
+      setState(photo, "failed", photo.error); resolve(); };
+    xhr.send(photo.file);
+  });
+}
+
+function drawThumb(photo) {
+  if (photo.thumb) render(photo.thumb, photo.strength, photo.li.querySelector("canvas"));
+}
+
+function select(photo) {
+  selected = photo; zoom = null;
+  for (const p of photos) {
+    p.li.querySelector(".thumb").setAttribute("aria-current", String(p === photo));
+  }
+  $("zoom").setAttribute("aria-pressed", "false");
+  showSelected();
+}
+
+function showSelected() {
+  const photo = selected;
+  $("empty").hidden = !!photo; $("viewer").hidden = !photo;
+  if (!photo) return;
+  $("error").textContent = photo.state === "failed" ? photo.error : "";
+  const notes = photo.notes || [];
+  $("notes").textContent = notes.length ? "Notes: " + notes.join("; ") : "";
+  $("strength").value = photo.strength; $("value").textContent = Number(photo.strength).toFixed(2);
+  const dl = $("download");
+  dl.setAttribute("aria-disabled", photo.state === "done" ? "false" : "true");
+  dl.href = downloadUrl(photo);
+  $("stage").hidden = photo.state !== "done";
+  draw();
+}
+
+let pending = false;
+function draw() {  // at most one frame per animation frame
+  if (pending) return;
+  pending = true;
+  requestAnimationFrame(() => { pending = false; drawNow(); });
+}
+function drawNow() {
+  const photo = selected;
+  if (!photo || !photo.view) return;
+  const view = zoom ? zoom.view : photo.view, canvas = $("view");
+  const split = holding ? 0 : $("split").value / 100;
+  const started = performance.now();
+  render(view, photo.strength, canvas, split);
+  window.raveLastFrameMs = performance.now() - started;
+  canvas.classList.toggle("zoomed", !!zoom);
+  const line = $("splitline");
+  line.hidden = split >= 1 || split <= 0;
+  $("origtag").hidden = split >= 1;
+  if (!line.hidden) line.style.left = canvas.offsetLeft + canvas.clientWidth * split + "px";
+}
+
+function downloadUrl(photo) {
+  return photo.state === "done" ? `/result/${photo.id}/download?strength=${photo.strength}` : "#";
+}
+
+function currentAll() { return parseFloat($("allstrength").value); }
+
+function setStrength(photo, value) {
+  photo.strength = value;
+  drawThumb(photo);
+  if (photo === selected) {
+    $("value").textContent = value.toFixed(2);
+    $("download").href = downloadUrl(photo);
+    draw();
+  }
+}
+
+$("strength").addEventListener("input", (e) => { if (selected) { setStrength(selected,
+  parseFloat(e.target.value)); updateStatus(); } });
+$("allstrength").addEventListener("input", (e) => {
+  const value = parseFloat(e.target.value);
+  $("allvalue").textContent = value.toFixed(2);
+  for (const p of photos) setStrength(p, value);
+  if (selected) $("strength").value = value;
+  updateStatus();
 });
-input.addEventListener("change", () => enhanceAll(input.files));
+$("allvalue").textContent = currentAll().toFixed(2);
+$("split").addEventListener("input", draw);
+window.addEventListener("resize", draw);  // the split line follows the canvas' new size
 
-async function enhanceAll(files) {
-  const list = Array.from(files);
-  for (let i = 0; i < list.length; i++) {
-    statusLine.className = "";
-    statusLine.textContent = `Enhancing ${list[i].name} (${i + 1} of ${list.length})...`;
-    await enhanceOne(list[i]);
+const hold = $("hold");
+const holdOn = () => { holding = true; hold.setAttribute("aria-pressed", "true"); draw(); };
+const holdOff = () => { holding = false; hold.setAttribute("aria-pressed", "false"); draw(); };
+hold.addEventListener("pointerdown", holdOn);
+for (const ev of ["pointerup", "pointerleave", "blur"]) hold.addEventListener(ev, holdOff);
+hold.addEventListener("keydown", (e) => {
+  if (e.key === " " || e.key === "Enter") { e.preventDefault(); holdOn(); }
+});
+hold.addEventListener("keyup", (e) => { if (e.key === " " || e.key === "Enter") holdOff(); });
+document.addEventListener("keydown", (e) => { if ((e.key === "b" || e.key === "B") && !e.repeat
+  && e.target.tagName !== "INPUT") holdOn(); });
+document.addEventListener("keyup", (e) => { if (e.key === "b" || e.key === "B") holdOff(); });
+
+async function zoomAt(cx, cy) {
+  const photo = selected;
+  const w = Math.min(photo.width, 1024), h = Math.min(photo.height, 768);
+  const left = Math.max(0, Math.min(photo.width - w, Math.round(cx - w / 2)));
+  const top = Math.max(0, Math.min(photo.height - h, Math.round(cy - h / 2)));
+  const box = `left=${left}&top=${top}&right=${left + w}&bottom=${top + h}`;
+  const url = `/result/${photo.id}/view?${box}&max=2048`;
+  const response = await fetch(url);
+  if (!response.ok) { $("error").textContent = (await response.text()).trim(); return; }
+  zoom = {view: decodeView(await response.arrayBuffer()), cx: left + w / 2, cy: top + h / 2};
+  $("zoom").setAttribute("aria-pressed", "true");
+  draw();
+}
+$("zoom").addEventListener("click", () => {
+  if (!selected || selected.state !== "done") return;
+  if (zoom) { zoom = null; $("zoom").setAttribute("aria-pressed", "false"); draw(); }
+  else zoomAt(selected.width / 2, selected.height / 2);
+});
+$("view").addEventListener("click", (e) => {
+  const photo = selected, canvas = $("view");
+  if (!photo || !photo.view) return;
+  const rect = canvas.getBoundingClientRect();
+  const fx = (e.clientX - rect.left) / rect.width, fy = (e.clientY - rect.top) / rect.height;
+  if (zoom) { const [l, t, r, b] = zoom.view.box; zoomAt(l + fx * (r - l), t + fy * (b - t)); }
+  else zoomAt(fx * photo.width, fy * photo.height);
+});
+$("view").addEventListener("keydown", (e) => {
+  const steps = {ArrowLeft: [-256, 0], ArrowRight: [256, 0], ArrowUp: [0, -256],
+                 ArrowDown: [0, 256]};
+  const step = steps[e.key];
+  if (zoom && step) { e.preventDefault(); zoomAt(zoom.cx + step[0], zoom.cy + step[1]); }
+  if (e.key === "Escape" && zoom) {
+    zoom = null; $("zoom").setAttribute("aria-pressed", "false"); draw();
   }
-  statusLine.textContent = list.length ? "Done." : "";
-}
+});
 
-async function enhanceOne(file) {
-  let response;
-  try {
-    response = await fetch("/enhance?name=" + encodeURIComponent(file.name),
-                           { method: "POST", body: file });
-  } catch (err) {
-    showError(`${file.name}: the server did not answer (${err})`);
-    return;
-  }
-  if (!response.ok) { showError((await response.text()).trim()); return; }
-  const blob = await response.blob();
-  const disposition = response.headers.get("Content-Disposition") || "";
-  const match = /filename="([^"]+)"/.exec(disposition);
-  const name = match ? match[1] : "enhanced_" + file.name;
-  const pair = document.createElement("div");
-  pair.className = "pair";
-  pair.append(figure(URL.createObjectURL(file), "before: " + file.name));
-  const after = figure(URL.createObjectURL(blob), "after: ");
-  const link = document.createElement("a");
-  link.href = URL.createObjectURL(blob); link.download = name; link.textContent = name;
-  after.querySelector("figcaption").append(link);
-  pair.append(after);
-  results.prepend(pair);
+const drop = $("drop"), input = $("file");
+// The whole zone opens the chooser for mice; the label and the input do it themselves.
+drop.addEventListener("click", (e) => { if (e.target === drop) input.click(); });
+input.addEventListener("change", () => {
+  for (const f of input.files) addPhoto(f);
+  input.value = "";
+});
+for (const ev of ["dragenter", "dragover"]) {
+  drop.addEventListener(ev, (e) => { e.preventDefault(); drop.classList.add("over"); });
 }
-
-function figure(src, caption) {
-  const fig = document.createElement("figure");
-  const img = document.createElement("img"); img.src = src; img.alt = caption;
-  const cap = document.createElement("figcaption"); cap.textContent = caption;
-  fig.append(img, cap);
-  return fig;
+for (const ev of ["dragleave", "drop"]) {
+  drop.addEventListener(ev, () => drop.classList.remove("over"));
 }
-
-function showError(message) {
-  const line = document.createElement("p");
-  line.className = "error"; line.textContent = message;
-  results.prepend(line);
-}
+drop.addEventListener("drop", (e) => {
+  e.preventDefault();
+  for (const f of e.dataTransfer.files) addPhoto(f);
+});
+document.addEventListener("dragover", (e) => e.preventDefault());
+document.addEventListener("drop", (e) => { if (!drop.contains(e.target)) { e.preventDefault();
+  for (const f of e.dataTransfer.files) addPhoto(f); } });
 </script>
 </body>
 </html>

@@ -1,0 +1,149 @@
+"""What ``rave serve`` keeps of each enhanced photo so that strength changes are free.
+
+For every upload the server runs the network once and keeps, in a private temporary
+folder, the uploaded file and its full-resolution light map ``L`` (float32). Any strength
+``S`` is then ``clamp(I / L**S, 0, 1)`` without the network: the page computes it on a
+preview, the download computes it at full resolution. The folder is bounded in bytes
+(oldest results are forgotten first) and removed when the server stops.
+"""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import struct
+import tempfile
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+__all__ = ["LIGHT_CODE_OFFSET", "LIGHT_CODE_SCALE", "Result", "ResultStore", "encode_view"]
+
+# The light map sent to the page as uint16 codes of log2(L): code = (log2(L) + 16) * 2048,
+# covering L in [2**-16, 2**16) at a relative step of 0.03% (8-bit pixels need 0.4%).
+LIGHT_CODE_OFFSET = 16.0
+LIGHT_CODE_SCALE = 2048.0
+VIEW_MAGIC = b"RAVEVIEW"
+
+
+@dataclass
+class Result:
+    """One enhanced upload: its name, its files in the store and what the page shows."""
+
+    id: str
+    name: str
+    format: str
+    width: int
+    height: int
+    folder: Path
+    notes: list[str] = field(default_factory=list)
+    nbytes: int = 0
+
+    @property
+    def upload(self) -> Path:
+        return self.folder / "upload"
+
+    @property
+    def light(self) -> Path:
+        return self.folder / "light.npy"
+
+    @property
+    def view(self) -> Path:
+        return self.folder / "view.bin"
+
+
+class ResultStore:
+    """Results by id in a temporary folder, at most ``max_bytes`` on disk (LRU)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._root = Path(tempfile.mkdtemp(prefix="rave-serve-"))
+        self._results: OrderedDict[str, Result] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def new_folder(self) -> tuple[str, Path]:
+        """A fresh id and its (empty) folder, for an upload being received."""
+        result_id = secrets.token_urlsafe(12)
+        folder = self._root / result_id
+        folder.mkdir()
+        return result_id, folder
+
+    def add(self, result: Result) -> None:
+        """Keep a finished result; forgets the oldest ones beyond the byte budget."""
+        result.nbytes = sum(f.stat().st_size for f in result.folder.iterdir())
+        with self._lock:
+            self._results[result.id] = result
+            total = sum(r.nbytes for r in self._results.values())
+            while total > self.max_bytes and len(self._results) > 1:
+                _, old = self._results.popitem(last=False)
+                total -= old.nbytes
+                shutil.rmtree(old.folder, ignore_errors=True)
+
+    def get(self, result_id: str) -> Result | None:
+        with self._lock:
+            result = self._results.get(result_id)
+            if result is not None:
+                self._results.move_to_end(result_id)
+            return result
+
+    def discard(self, folder: Path) -> None:
+        shutil.rmtree(folder, ignore_errors=True)
+
+    def close(self) -> None:
+        """Remove every stored file."""
+        with self._lock:
+            self._results.clear()
+        shutil.rmtree(self._root, ignore_errors=True)
+
+
+def _preview_rgb(pixels: np.ndarray) -> np.ndarray:
+    """``(H, W, 3)`` uint8 of any photo layout (16-bit scaled, grey replicated, alpha dropped)."""
+    if pixels.ndim == 2:
+        pixels = pixels[:, :, None]
+    colour = pixels[:, :, :3] if pixels.shape[2] >= 3 else pixels[:, :, :1].repeat(3, axis=2)
+    if colour.dtype == np.uint16:
+        return ((colour.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+    return np.ascontiguousarray(colour, dtype=np.uint8)
+
+
+def encode_view(
+    pixels: np.ndarray,
+    light: np.ndarray,
+    box: tuple[int, int, int, int] | None = None,
+    max_side: int = 1024,
+) -> bytes:
+    """A region of a photo and its light map, downscaled to fit ``max_side``, for the page.
+
+    Args:
+        pixels: the photo as decoded (:attr:`rave.io.Photo.pixels`), any layout.
+        light: ``(H, W)`` float32 light map of the whole photo.
+        box: ``(left, top, right, bottom)`` in pixels, default the whole photo.
+        max_side: the longest side of the view.
+
+    Returns:
+        ``b"RAVEVIEW"``, then little-endian uint32 width, height and the region's left, top,
+        right, bottom; then ``width * height`` RGB bytes (row-major, 8-bit: the browser
+        cannot show 16-bit or TIFF files) and ``width * height`` little-endian uint16
+        light codes ``round((log2(L) + 16) * 2048)``, clipped to [0, 65535].
+    """
+    height, width = light.shape
+    left, top, right, bottom = box or (0, 0, width, height)
+    rgb = _preview_rgb(pixels[top:bottom, left:right])
+    region_light = np.asarray(light[top:bottom, left:right], dtype=np.float32)
+    scale = min(1.0, max_side / max(right - left, bottom - top))
+    size = (max(1, round((right - left) * scale)), max(1, round((bottom - top) * scale)))
+    if scale < 1.0:
+        # Area averaging for both, so that each preview pixel sees the light of its pixels.
+        rgb = np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BOX))
+        region_light = np.asarray(
+            Image.fromarray(region_light, mode="F").resize(size, Image.Resampling.BOX)
+        )
+    with np.errstate(divide="ignore"):
+        codes = (np.log2(np.maximum(region_light, 0)) + LIGHT_CODE_OFFSET) * LIGHT_CODE_SCALE
+    codes = np.clip(np.nan_to_num(codes, nan=0.0, neginf=0.0), 0, 65535).round()
+    header = VIEW_MAGIC + struct.pack("<6I", size[0], size[1], left, top, right, bottom)
+    return header + rgb.tobytes() + codes.astype("<u2").tobytes()

@@ -1,0 +1,250 @@
+"""The ``rave serve`` page driven in headless Chromium (Playwright + Debian's chromium).
+
+Playwright's own browser download cannot work offline, so the system Chromium is used by
+its path (``RAVE_CHROMIUM`` or ``chromium`` on PATH). Without one these tests skip with a
+message; in CI (``CI=true``) they fail instead, as ``.ci/run`` installs it.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import os
+import shutil
+import threading
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageCms
+
+from rave.network import EnhancementNet
+from rave.server import make_server
+
+# About 35 s in all (Chromium start-up, six pages): slow lane, which CI runs.
+pytestmark = pytest.mark.slow
+
+
+def _need(reason: str) -> None:
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"{reason} (CI must run the browser tests: see .ci/run)")
+    pytest.skip(reason)
+
+
+def _chromium() -> str:
+    for candidate in (os.environ.get("RAVE_CHROMIUM"), "chromium", "chromium-browser"):
+        path = candidate and shutil.which(candidate)
+        if path:
+            return path
+    _need("no Chromium found: apt-get install -y chromium (or set RAVE_CHROMIUM)")
+    raise AssertionError  # unreachable
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    executable = _chromium()
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _need("the playwright package is not installed (pip install playwright)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=executable, args=["--no-sandbox", "--disable-gpu"]
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def light_half_net() -> EnhancementNet:
+    """A network whose light map is 0.5 everywhere: the result is min(1, I * 2**S)."""
+    net = EnhancementNet().eval()
+    with torch.no_grad():
+        net.cond_add1.weight.zero_()
+        net.cond_add1.bias.fill_(0.5)
+    return net
+
+
+@pytest.fixture(scope="module")
+def site(light_half_net) -> Iterator[str]:
+    httpd = make_server(light_half_net, "127.0.0.1", 0, log_line=lambda line: None)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_port}"
+    httpd.stop()
+
+
+@pytest.fixture
+def page(browser, site) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1280, "height": 860}, accept_downloads=True)
+    page = context.new_page()
+    page.goto(site + "/")
+    yield page
+    context.close()
+
+
+def _dark(height: int = 120, width: int = 160, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    ramp = np.linspace(0.03, 0.3, width)[None, :, None] * np.ones((height, 1, 3))
+    ramp[..., 2] *= 0.8
+    return np.clip((ramp + rng.normal(0, 0.01, ramp.shape)) * 255, 0, 255).astype(np.uint8)
+
+
+SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+def _jpeg_with_metadata(path: Path, pixels: np.ndarray) -> Path:
+    exif = Image.Exif()
+    exif[0x010F] = "rave-test-camera"  # Make
+    Image.fromarray(pixels).save(path, "JPEG", quality=95, exif=exif, icc_profile=SRGB)
+    return path
+
+
+def _wait_status(page, text: str) -> None:
+    page.wait_for_function(
+        "t => document.getElementById('status').textContent.includes(t)", arg=text, timeout=30000
+    )
+
+
+def _canvas_mean(page) -> float:
+    page.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+    return page.evaluate(
+        """() => { const c = document.getElementById('view');
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        let s = 0; for (let i = 0; i < d.length; i += 4) s += d[i] + d[i+1] + d[i+2];
+        return s / (d.length / 4 * 3); }"""
+    )
+
+
+def test_file_input_upload_and_a_local_strength_slider(page, tmp_path: Path) -> None:
+    photo = _jpeg_with_metadata(tmp_path / "dusk.jpg", _dark())
+    page.set_input_files("#file", str(photo))
+    _wait_status(page, "1 photo: 1 done")
+    requests: list[str] = []
+    page.on("request", lambda request: requests.append(request.url))
+    means = []
+    for strength in ("0", "0.5", "1", "1.5", "2"):
+        page.fill("#strength", strength)
+        means.append(_canvas_mean(page))
+    assert all(a < b for a, b in itertools.pairwise(means)), means
+    # strength 0 shows the input, 1 doubles it (the light map is 0.5): within JPEG rounding
+    assert abs(means[0] - _dark().mean()) < 2 and abs(means[2] - 2 * means[0]) < 2
+    assert requests == []  # the slider never touches the network
+
+
+def test_drop_upload_download_one_and_all(page, tmp_path: Path) -> None:
+    first = _jpeg_with_metadata(tmp_path / "café ☀.jpg", _dark(seed=1))
+    second = tmp_path / "b.png"
+    Image.fromarray(_dark(90, 70, seed=2)).save(second)
+    for path in (first, second):
+        page.evaluate(
+            """([name, bytes]) => { const dt = new DataTransfer();
+            dt.items.add(new File([new Uint8Array(bytes)], name));
+            document.getElementById('drop').dispatchEvent(
+                new DragEvent('drop', {dataTransfer: dt, bubbles: true, cancelable: true})); }""",
+            [path.name, list(path.read_bytes())],
+        )
+    _wait_status(page, "2 photos: 2 done")
+    names = page.locator("#list .name").all_text_contents()
+    assert names == ["café ☀.jpg", "b.png"]  # upload order
+    page.locator("#list .thumb").first.click()
+    page.fill("#strength", "0.5")
+    with page.expect_download() as info:
+        page.click("#download")
+    download = info.value
+    assert download.suggested_filename == "café ☀_enhanced.jpg"
+    saved = tmp_path / "one.jpg"
+    download.save_as(saved)
+    with Image.open(saved) as result:
+        assert result.format == "JPEG" and result.size == (160, 120)
+        assert result.getexif().get(0x010F) == "rave-test-camera"
+        assert result.info.get("icc_profile") == SRGB
+        brightness = np.asarray(result).mean()
+    assert abs(brightness - _dark(seed=1).mean() * 2**0.5) < 3  # strength 0.5: I * 2**0.5
+    with page.expect_download() as info:
+        page.click("#zipall")
+    bundle_path = tmp_path / "all.zip"
+    info.value.save_as(bundle_path)
+    with zipfile.ZipFile(bundle_path) as bundle:
+        assert bundle.namelist() == ["café ☀_enhanced.jpg", "b_enhanced.png"]
+        with Image.open(io.BytesIO(bundle.read("b_enhanced.png"))) as png:
+            assert png.format == "PNG" and png.size == (70, 90)
+
+
+def test_a_bad_file_shows_its_own_error_and_is_counted(page, tmp_path: Path) -> None:
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff not a photo")
+    good = _jpeg_with_metadata(tmp_path / "good.jpg", _dark())
+    page.set_input_files("#file", [str(bad), str(good)])
+    _wait_status(page, "2 photos: 1 done, 1 failed")
+    states = page.locator("#list .state").all_text_contents()
+    assert states[0].startswith("broken.jpg: ") and states[1].startswith("done")
+    assert "failed" in page.locator("#list .thumb").first.get_attribute("class")
+
+
+def test_tiff_and_sixteen_bit_png_get_visible_previews(page, tmp_path: Path) -> None:
+    import cv2
+
+    tiff = tmp_path / "scan.tif"
+    Image.fromarray(_dark()).save(tiff, compression="tiff_deflate")
+    deep = tmp_path / "deep.png"
+    cv2.imwrite(str(deep), (_dark().astype(np.uint16) * 257)[:, :, ::-1])
+    page.set_input_files("#file", [str(tiff), str(deep)])
+    _wait_status(page, "2 photos: 2 done")
+    for index in range(2):
+        page.locator("#list .thumb").nth(index).click()
+        page.fill("#strength", "0")
+        assert abs(_canvas_mean(page) - _dark().mean()) < 1.5  # the photo, not a broken image
+
+
+def test_keyboard_only(page, tmp_path: Path) -> None:
+    photo = _jpeg_with_metadata(tmp_path / "k.jpg", _dark())
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.id") == "file"  # the chooser, labelled
+    chooser = None
+    for _ in range(3):  # headless Chromium now and then ignores a key right after loading
+        try:
+            with page.expect_file_chooser(timeout=3000) as opened:
+                page.keyboard.press("Space")
+            chooser = opened.value
+            break
+        except Exception:
+            page.wait_for_timeout(300)
+    assert chooser is not None, "Space on the focused file input opened no chooser"
+    chooser.set_files(str(photo))
+    _wait_status(page, "1 photo: 1 done")
+    focused = []
+    for _ in range(12):  # Tab through the controls
+        page.keyboard.press("Tab")
+        focused.append(
+            page.evaluate("document.activeElement.id || document.activeElement.className")
+        )
+        if focused[-1] == "strength":
+            break
+    assert "strength" in focused, focused
+    before = page.input_value("#strength")
+    page.keyboard.press("ArrowRight")
+    assert float(page.input_value("#strength")) > float(before)
+    for _ in range(6):
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement.id") == "download":
+            break
+    with page.expect_download() as info:
+        page.keyboard.press("Enter")
+    assert info.value.suggested_filename == "k_enhanced.jpg"
+
+
+def test_narrow_screen_has_no_sideways_scroll(browser, site, tmp_path: Path) -> None:
+    context = browser.new_context(viewport={"width": 390, "height": 844})
+    page = context.new_page()
+    page.goto(site + "/")
+    page.set_input_files("#file", str(_jpeg_with_metadata(tmp_path / "n.jpg", _dark(400, 600))))
+    _wait_status(page, "1 photo: 1 done")
+    width = page.evaluate("document.scrollingElement.scrollWidth")
+    view = page.locator("#view").bounding_box()
+    context.close()
+    assert width <= 390 and view is not None and view["width"] <= 390

@@ -1,0 +1,352 @@
+"""``rave serve`` under slow, broken and hostile clients: real sockets on 127.0.0.1.
+
+Every loop here is bounded (socket timeouts, fixed counts); the server's limits are set
+small so that each case takes about a second.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from rave.network import EnhancementNet
+from rave.server import make_server
+from rave.server.app import EnhanceServer, Limits
+
+UPLOAD_LIMIT = 1 * 2**20
+
+
+@pytest.fixture(scope="module")
+def tiny_net() -> EnhancementNet:
+    torch.manual_seed(0)
+    net = EnhancementNet().eval()
+    with torch.no_grad():
+        net.cond_add1.bias.fill_(0.5)
+    return net
+
+
+@pytest.fixture
+def httpd(tiny_net) -> Iterator[EnhanceServer]:
+    limits = Limits(
+        max_connections=6,
+        max_queued_bytes=int(1.5 * UPLOAD_LIMIT),
+        header_seconds=1.0,
+        min_upload_rate=2e6,
+        time_limit=30,
+    )
+    server = make_server(
+        tiny_net, "127.0.0.1", 0, max_upload_bytes=UPLOAD_LIMIT, limits=limits, log_line=print
+    )
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.stop()
+    thread.join(5)
+
+
+def _connect(server: EnhanceServer) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", server.server_port), timeout=5)
+    return sock
+
+
+def _read_all(sock: socket.socket, seconds: float = 5.0) -> bytes:
+    """Everything the server sends until it closes (or ``seconds`` pass)."""
+    sock.settimeout(0.25)
+    data = b""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            continue
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def _statuses(data: bytes) -> list[int]:
+    return [int(line.split()[1]) for line in data.split(b"\r\n") if line.startswith(b"HTTP/1.")]
+
+
+def _png(side: int = 32) -> bytes:
+    buffer = io.BytesIO()
+    rng = np.random.default_rng(1)
+    Image.fromarray(rng.integers(0, 80, (side, side, 3), dtype=np.uint8)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def _post_head(
+    length: int | str | None, path: str = "/enhance?name=a.png", extra: str = ""
+) -> bytes:
+    head = f"POST {path} HTTP/1.1\r\nHost: x\r\n"
+    if length is not None:
+        head += f"Content-Length: {length}\r\n"
+    return (head + extra + "\r\n").encode()
+
+
+def test_a_stalled_body_is_cut_off_by_its_deadline(httpd: EnhanceServer) -> None:
+    with _connect(httpd) as sock:
+        started = time.monotonic()
+        sock.sendall(_post_head(100_000) + b"x" * 10)  # then nothing
+        data = _read_all(sock, seconds=10)
+        elapsed = time.monotonic() - started
+    # header_seconds (1) + 100 kB at 2 MB/s + watchdog period: well under 3 s
+    assert elapsed < 3.0, elapsed
+    assert _statuses(data) in ([], [400])
+
+
+def test_a_trickling_client_does_not_hold_a_thread(httpd: EnhanceServer) -> None:
+    with _connect(httpd) as sock:
+        started = time.monotonic()
+        sock.sendall(_post_head(50_000))
+        closed = False
+        for _ in range(60):  # one byte every 0.1 s for at most 6 s
+            try:
+                sock.sendall(b"x")
+            except OSError:
+                closed = True
+                break
+            time.sleep(0.1)
+            sock.settimeout(0.01)
+            try:
+                if sock.recv(65536) == b"":
+                    closed = True
+                    break
+            except TimeoutError:
+                pass
+            except OSError:
+                closed = True
+                break
+        assert closed and time.monotonic() - started < 3.0
+
+
+def test_slow_headers_are_cut_off(httpd: EnhanceServer) -> None:
+    with _connect(httpd) as sock:
+        started = time.monotonic()
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")  # headers never finish
+        _read_all(sock, seconds=6)
+        assert time.monotonic() - started < 3.0
+
+
+def test_slow_clients_do_not_block_a_normal_client(httpd: EnhanceServer) -> None:
+    slow = [_connect(httpd) for _ in range(4)]  # under the cap of 6
+    try:
+        for sock in slow:
+            sock.sendall(_post_head(500_000) + b"x")
+        time.sleep(0.2)
+        started = time.monotonic()
+        with _connect(httpd) as sock:
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            data = _read_all(sock)
+        assert _statuses(data) == [200] and time.monotonic() - started < 1.0
+    finally:
+        for sock in slow:
+            sock.close()
+
+
+def test_connections_over_the_cap_get_503_and_threads_stay_bounded(httpd: EnhanceServer) -> None:
+    before = threading.active_count()
+    slow = [_connect(httpd) for _ in range(6)]
+    try:
+        for sock in slow:
+            sock.sendall(b"GET / HTTP/1.1\r\n")  # holds a slot until its deadline
+        time.sleep(0.3)
+        extra = [_connect(httpd) for _ in range(20)]
+        answers = [_statuses(_read_all(sock, seconds=1)) for sock in extra]
+        assert threading.active_count() <= before + 6
+        for sock in extra:
+            sock.close()
+        # Each extra connection is refused at once, unless it took the slot of a slow
+        # client that had spent over a second on its request (then it holds that slot).
+        assert all(answer in ([503], []) for answer in answers), answers
+        assert answers.count([503]) >= 20 - 6
+    finally:
+        for sock in slow:
+            sock.close()
+    # once the slow clients are gone, their threads end
+    deadline = time.monotonic() + 3
+    while threading.active_count() > before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert threading.active_count() <= before
+
+
+def test_slow_clients_filling_every_slot_do_not_keep_a_normal_client_out(
+    httpd: EnhanceServer,
+) -> None:
+    slow = [_connect(httpd) for _ in range(6)]  # the cap
+    try:
+        for sock in slow:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")  # headers never finish
+        time.sleep(1.3)  # they have spent over a second on their requests
+        started = time.monotonic()
+        with _connect(httpd) as sock:
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            data = _read_all(sock)
+        assert _statuses(data) == [200] and time.monotonic() - started < 2.0
+    finally:
+        for sock in slow:
+            sock.close()
+
+
+@pytest.mark.parametrize(
+    ("head", "status"),
+    [
+        (_post_head(None), 411),
+        (_post_head(None, extra="Transfer-Encoding: chunked\r\n"), 411),
+        (_post_head("\u00b2".encode().decode("latin-1")), 400),  # 'Content-Length: ²'
+        (_post_head("-1"), 400),
+        (_post_head(5, extra="Content-Length: 6\r\n"), 400),
+        (b"GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+        (b"BREW / HTTP/1.1\r\n\r\n", 501),
+        (b"garbage\r\n\r\n", 400),
+    ],
+)
+def test_bad_framing_gets_one_clear_answer(httpd: EnhanceServer, head: bytes, status: int) -> None:
+    with _connect(httpd) as sock:
+        sock.sendall(head)
+        data = _read_all(sock)
+    assert _statuses(data) == [status], data[:300]
+
+
+def test_unwanted_bodies_are_never_parsed_as_requests(httpd: EnhanceServer) -> None:
+    smuggled = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+    # POST to an unknown path, then GET with a body: one response each, nothing smuggled
+    for head in (
+        _post_head(len(smuggled), path="/nowhere"),
+        f"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: {len(smuggled)}\r\n\r\n".encode(),
+    ):
+        with _connect(httpd) as sock:
+            sock.sendall(head + smuggled)
+            time.sleep(0.3)
+            sock.sendall(b"GET /nothing-here HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            data = _read_all(sock)
+        statuses = _statuses(data)
+        assert statuses[0] in (200, 404) and b"ok\n" not in data, data[-200:]
+        assert statuses in ([statuses[0]], [statuses[0], 404])  # the second is the real GET
+
+
+def test_an_oversize_upload_is_refused_before_its_body_is_sent(httpd: EnhanceServer) -> None:
+    with _connect(httpd) as sock:
+        sock.sendall(_post_head(20 * 2**20))  # no body byte sent
+        data = _read_all(sock, seconds=3)
+    assert _statuses(data) == [413] and b"upload limit" in data
+
+
+def test_an_oversize_upload_sent_whole_gets_its_413_not_a_broken_pipe(httpd) -> None:
+    import urllib.error
+    import urllib.request
+
+    url = f"http://127.0.0.1:{httpd.server_port}/enhance?name=huge.jpg"
+    request = urllib.request.Request(url, data=b"\0" * (20 * 2**20), method="POST")
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(request, timeout=10)
+    assert err.value.code == 413 and b"huge.jpg" in err.value.read()
+
+
+def test_queued_upload_bytes_are_bounded(httpd: EnhanceServer) -> None:
+    size = UPLOAD_LIMIT - 10
+    with _connect(httpd) as first, _connect(httpd) as second:
+        first.sendall(_post_head(size) + b"x" * 1000)  # admitted, still sending
+        time.sleep(0.2)
+        second.sendall(_post_head(size))
+        data = _read_all(second, seconds=3)
+    assert _statuses(data) == [503] and b"busy" in data
+
+
+def test_a_good_request_after_all_that_still_works(httpd: EnhanceServer) -> None:
+    body = _png()
+    with _connect(httpd) as sock:
+        sock.sendall(_post_head(len(body), extra="Connection: close\r\n") + body)
+        data = _read_all(sock, seconds=20)
+    assert _statuses(data) == [200] and b'"format": "png"' in data
+
+
+def test_stop_returns_promptly_with_clients_connected(tiny_net) -> None:
+    server = make_server(tiny_net, "127.0.0.1", 0, log_line=lambda line: None)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    with _connect(server) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\n")
+        time.sleep(0.2)
+        started = time.monotonic()
+        server.stop()
+        assert time.monotonic() - started < 2.0
+    thread.join(2)
+    assert not thread.is_alive()
+
+
+def test_ctrl_c_during_a_photo_stops_cleanly(tmp_path: Path) -> None:
+    """A real ``rave serve`` process, interrupted while it enhances a 4 MP photo."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+    process = subprocess.Popen(
+        [sys.executable, "-c", "from rave.cli import main; main()", "serve", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        text=True,
+    )
+    try:
+        line = process.stdout.readline()  # "rave: open http://127.0.0.1:PORT/ ..."
+        assert "http://127.0.0.1:" in line, line + process.stderr.read()
+        port = int(line.split("127.0.0.1:")[1].split("/")[0])
+        body = _png(2048)
+        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        sock.sendall(_post_head(len(body)) + body)
+        time.sleep(1.5)  # the network is running
+        process.send_signal(signal.SIGINT)
+        time.sleep(0.1)
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)  # an impatient second Ctrl-C
+        _, stderr = process.communicate(timeout=30)
+        sock.close()
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, stderr
+    assert "terminate called" not in stderr and "Traceback" not in stderr, stderr
+    assert "stopped" in stderr
+
+
+def test_time_budget_and_lower_pixel_limit(tiny_net) -> None:
+    import struct
+    import zlib
+
+    server = make_server(
+        tiny_net, "127.0.0.1", 0, limits=Limits(time_limit=0.001), log_line=lambda line: None
+    )
+    assert server.limits.max_pixels == 50_000_000  # below rave enhance's 200 M
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        body = _png(64)
+        with _connect(server) as sock:
+            sock.sendall(_post_head(len(body), extra="Connection: close\r\n") + body)
+            data = _read_all(sock, seconds=60)
+        assert _statuses(data) == [503] and b"time limit" in data
+        # a PNG header claiming 8000 x 8000 (64 MP) is refused from its header
+        ihdr = struct.pack(">IIBBBBB", 8000, 8000, 8, 2, 0, 0, 0)
+        chunk = b"IHDR" + ihdr
+        liar = b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + chunk
+        liar += struct.pack(">I", zlib.crc32(chunk)) + b"\0" * 100
+        with _connect(server) as sock:
+            sock.sendall(_post_head(len(liar), extra="Connection: close\r\n") + liar)
+            data = _read_all(sock, seconds=60)
+        assert _statuses(data) == [400] and b"a.png" in data
+    finally:
+        server.stop()
