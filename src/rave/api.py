@@ -189,11 +189,11 @@ def _check_unit_range(values: np.ndarray | Tensor) -> None:
     else:
         finite, low, high = bool(torch.isfinite(values).all()), values.min(), values.max()
     if not finite:
-        raise ValueError("float image holds NaN or infinite values")
+        raise ValueError("float image has non-finite pixel values (NaN or infinity)")
     if low < 0 or high > 1:
         hint = " (0-255 scale? divide by 255)" if high > 1 and high <= 255 else ""
         raise ValueError(
-            f"float images must hold values in [0, 1]; this one spans "
+            f"float pixels must be in [0, 1]; this image spans "
             f"[{float(low):.4g}, {float(high):.4g}]{hint}"
         )
 
