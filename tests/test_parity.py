@@ -327,7 +327,12 @@ def prompt_method(tmp_path: Path):
         (tmp_path / "data").mkdir(exist_ok=True)
         folders = _make_folders(tmp_path / "data")
         tiny = register_tiny_clip(tmp_path / "cfg")
-        defaults = dict(prompt_init_iterations=6, refine_iterations=3, prompt_batch_size=4)
+        defaults = dict(
+            prompt_init_iterations=6,
+            refine_iterations=3,
+            prompt_batch_size=4,
+            prompt_extend_iterations=0,  # random prompts would extend every stage
+        )
         ctx = _context(tiny, folders, tmp_path / "run", method, **{**defaults, **options})
         return get_method(method)(ctx)
 
@@ -445,9 +450,15 @@ def test_evaluation_png_writer_rounds_half_up_like_save_image(tmp_path: Path) ->
 
     # float32 values whose 255-multiple is exactly k + 0.5 with k even: half-to-even rounds
     # them down, save_image's "+ 0.5 then truncate" rounds them up
-    grid = torch.arange(0, 2**20, dtype=torch.float32) / 2**20
-    scaled = grid * 255
-    halves = grid[(scaled - scaled.floor() == 0.5) & (scaled.floor() % 2 == 0)][:64]
+    even = torch.arange(0, 255, 2, dtype=torch.float64)
+    nearest = ((even + 0.5) / 255).float()
+    found = []
+    for direction in (0.0, 1.0):  # the float32 neighbours of (k + 0.5) / 255
+        candidate = nearest.clone()
+        for _ in range(3):
+            found.append(candidate[candidate * 255 == (even + 0.5).float()])
+            candidate = torch.nextafter(candidate, torch.full_like(candidate, direction))
+    halves = torch.unique(torch.cat(found))
     assert len(halves) >= 8
     image = halves.view(1, -1, 1).expand(1, -1, 3).numpy()
     _write_png(tmp_path / "x.png", image)
@@ -478,3 +489,16 @@ def test_reference_lpips_resizes_the_8_bit_images_with_pillow() -> None:
         resized = Image.fromarray(image).resize((1365, 1024), Image.Resampling.BILINEAR)
         expected = torch.from_numpy(np.asarray(resized).copy()).permute(2, 0, 1) / 255.0
         assert torch.allclose(tensor[0], (expected - mean) / std, atol=1e-6)
+
+
+def test_prompt_stage_is_extended_while_its_loss_stays_high(prompt_method) -> None:
+    method = prompt_method(
+        prompt_image_size=32,
+        prompt_extend_iterations=2,
+        prompt_extend_above=-1.0,  # always above: extended up to the cap
+        prompt_max_extensions=3,
+    )
+    method.setup()
+    assert method.init_iterations_done == 6 + 3 * 2
+    method.end_of_round(0, _constant_light_net(0.6))
+    assert method.refine_iterations_done == 3 + 3 * 2
