@@ -1,4 +1,4 @@
-"""RAVE's losses against direct numpy computations of METHOD.md's formulas."""
+"""RAVE's losses against direct numpy computations of docs/method.md's formulas."""
 
 from __future__ import annotations
 

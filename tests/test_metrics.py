@@ -140,8 +140,9 @@ def test_lpips_reference_normalisation_differs_from_standard(random_lpips, monke
     # protocols differ only by the input normalisation (ImageNet mean/std vs [-1, 1]).
     monkeypatch.setattr(perceptual, "REFERENCE_SHORT_SIDE", 96)  # the real 1024 is slow
     rng = np.random.default_rng(2)
-    a = rng.random((96, 96, 3)).astype(np.float32)
-    b = np.clip(a + 0.2, 0, 1)
+    # 8-bit values, as the files the reference protocol reads (it resizes the 8-bit images)
+    a = (rng.integers(0, 256, (96, 96, 3)) / 255).astype(np.float32)
+    b = (np.clip(a * 255 + 51, 0, 255) / 255).astype(np.float32)
     standard = metrics.lpips(a, b, model=random_lpips)
     x = torch.from_numpy(a).permute(2, 0, 1)[None]
     y = torch.from_numpy(b).permute(2, 0, 1)[None]

@@ -278,3 +278,227 @@ def test_shifted_residual_reproduces_the_authors_vocabulary(tiny_clip) -> None:
 
     by_id = shift_residual(rv, tiny_clip, 15, vocab_limit=ids, vocabulary="token-ids")
     assert 1.0 - float(by_id.residual.double().numpy() @ expected) > 100 * max(error, 1e-9)
+
+
+# ------------------------------------------------ item 3: CLIP-LIT refinement rounds
+def _four_margin_reference(p_inp, p_semi1, p_semi2, p_ref, large: float, small: float):
+    """The authors' four-image margin loss, restated: hinge mean(max(0, m - (x1 - x2)))."""
+
+    def hinge(x1: Tensor, x2: Tensor, margin: float) -> Tensor:
+        return (margin - (x1 - x2)).clamp_min(0).mean()
+
+    return (
+        hinge(p_inp, p_ref, large)
+        + hinge(p_inp, p_semi1, large)
+        + hinge(p_semi1, p_semi2, small)
+        + hinge(p_semi2, p_ref, small)
+    )
+
+
+def test_margin_loss_puts_the_newest_round_first() -> None:
+    from rave.guidance.prompts import margin_ranking_loss, prompt_probabilities
+    from rave.training.methods.clip_lit import PromptOptions, ranking_pairs
+
+    g = torch.Generator().manual_seed(0)
+    unit = lambda *shape: F.normalize(torch.randn(*shape, generator=g), dim=-1)  # noqa: E731
+    prompts = unit(2, 16)
+    backlit, well, newest, older = (unit(8, 16) for _ in range(4))
+    opts = PromptOptions()
+
+    def p_neg(x: Tensor) -> Tensor:
+        return prompt_probabilities(x, prompts, 5.0)[:, 0]
+
+    expected = 200 * _four_margin_reference(
+        p_neg(backlit), p_neg(newest), p_neg(older), p_neg(well), 0.9, 0.1
+    )
+    pairs = ranking_pairs(backlit, well, [newest, older], opts)
+    ours = opts.ranking_weight * sum(
+        margin_ranking_loss(a, b, prompts, m, 5.0) for a, b, m in pairs
+    )
+    assert float(ours) == pytest.approx(float(expected), rel=1e-6)
+
+
+@pytest.fixture()
+def prompt_method(tmp_path: Path):
+    from rave.training.methods import get_method
+    from test_baselines_training import _context, _make_folders
+
+    def build(method: str = "clip-lit-latent", **options):
+        (tmp_path / "data").mkdir(exist_ok=True)
+        folders = _make_folders(tmp_path / "data")
+        tiny = register_tiny_clip(tmp_path / "cfg")
+        defaults = dict(
+            prompt_init_iterations=6,
+            refine_iterations=3,
+            prompt_batch_size=4,
+            prompt_extend_iterations=0,  # random prompts would extend every stage
+        )
+        ctx = _context(tiny, folders, tmp_path / "run", method, **{**defaults, **options})
+        return get_method(method)(ctx)
+
+    return build
+
+
+def _constant_light_net(light: float):
+    """An enhancement network whose light map is ``light`` everywhere (output = x / light)."""
+    from rave.network import EnhancementNet
+
+    net = EnhancementNet(padding_mode="zeros")
+    with torch.no_grad():
+        net.cond_add1.weight.zero_()
+        net.cond_add1.bias.fill_(light)
+    return net
+
+
+@pytest.mark.parametrize(
+    ("schedule", "expected"),
+    # pairs per refinement, traced by hand through the reference scripts' slot logic with the
+    # paper's lengths (1000 reconstruction, rounds of 2100, 1000 refinement, 8000 initialisation)
+    [("clip-lit", [3, 4, 4, 4, 4]), ("rave-train-py", [1, 1, 3, 4, 4])],
+)
+def test_refinement_schedules_follow_the_reference_scripts(
+    prompt_method, schedule: str, expected: list[int], monkeypatch
+) -> None:
+    import dataclasses
+
+    from rave.training.methods.clip_lit import ranking_pairs
+
+    method = prompt_method(refinement_schedule=schedule, prompt_image_size=32)
+    method.setup()
+    # the paper's lengths, for the bookkeeping only (no iteration is run here)
+    method.config = dataclasses.replace(
+        method.config, reconstruction_iterations=1000, round_iterations=2100
+    )
+    method.options = dataclasses.replace(method.options, prompt_init_iterations=8000)
+    method.init_iterations_done = 8000
+    seen: list[tuple[int, list[float]]] = []
+
+    def fake_refine(refinement: int) -> None:
+        sets = method.enhanced_sets
+        pairs = ranking_pairs("b", "w", sets, method.options)
+        lights = [round(float(s.images.float().mean()), 1) for s in sets]
+        seen.append((len(pairs), lights))
+        method.refine_iterations_done += 1000
+
+    monkeypatch.setattr(method, "_refine_prompts", fake_refine)
+    lights = [0.9, 0.7, 0.5, 0.3, 0.2]  # each round's network brightens more
+    for round_index, light in enumerate(lights):
+        method.end_of_round(round_index, _constant_light_net(light))
+    assert [count for count, _ in seen] == expected
+    # s1 is always the newest recorded round: the brightest enhanced set comes first
+    for _, means in seen:
+        assert means == sorted(means, reverse=True)
+    assert seen[-1][1][0] > seen[-2][1][0]
+
+
+def test_refinement_pairs_each_backlit_image_with_its_own_enhanced_versions(
+    prompt_method, monkeypatch
+) -> None:
+    from rave.training.methods.clip_lit import PromptOptions
+
+    assert PromptOptions().prompt_image_size == 256  # the authors' prompt-stage size
+    method = prompt_method(prompt_image_size=32)  # 256 px is slow to enhance on a CPU
+    method.setup()
+    assert method.backlit_set.images.shape[-1] == 32
+    calls: list[list[tuple[str, int, int]]] = []
+    original = method._embed_items
+
+    def recording(items):
+        calls.append([(pset.name, index, seed) for pset, index, seed in items])
+        return original(items)
+
+    monkeypatch.setattr(method, "_embed_items", recording)
+    for round_index in range(2):
+        method.end_of_round(round_index, _constant_light_net(0.5 + 0.2 * round_index))
+    # the last refinement embeds four roles per iteration: backlit, s1, s2, well-lit
+    last = calls[-4:]
+    by_role = {batch[0][0]: batch for batch in last if batch[0][0] != "enhanced"}
+    enhanced = [batch for batch in last if batch[0][0] == "enhanced"]
+    assert set(by_role) == {"backlit", "well-lit"} and len(enhanced) == 2
+    backlit = [(i, seed) for _, i, seed in by_role["backlit"]]
+    for batch in enhanced:
+        assert [(i, seed) for _, i, seed in batch] == backlit  # same scene, same augmentation
+    assert [seed for _, _, seed in by_role["well-lit"]] == [seed for _, seed in backlit]
+
+
+def test_one_adam_serves_the_initialisation_and_every_refinement(prompt_method) -> None:
+    method = prompt_method(prompt_init_iterations=5, refine_iterations=3, prompt_image_size=32)
+    method.setup()
+    optimizer = method._optimizer_obj
+    for round_index in range(2):
+        method.end_of_round(round_index, _constant_light_net(0.6))
+    assert method._optimizer_obj is optimizer
+    steps = {int(state["step"]) for state in optimizer.state.values()}
+    assert steps == {5 + 2 * 3}
+
+
+def test_prompt_images_are_augmented_afresh_with_the_items_seed(prompt_method) -> None:
+    method = prompt_method(prompt_image_size=32)
+    method.setup()
+    backlit = method.backlit_set
+    same = method._embed_items([(backlit, 0, 7), (backlit, 0, 7)])
+    assert torch.equal(same[0], same[1])
+    drawn = method._embed_items([(backlit, 0, seed) for seed in range(12)])
+    assert len({tuple(row.tolist()) for row in drawn}) > 1  # most seeds change the image
+
+
+# --------------------------------------------------- item 9: PNG writer and LPIPS resize
+def test_evaluation_png_writer_rounds_half_up_like_save_image(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from rave.cli.evaluate import _write_png
+
+    # float32 values whose 255-multiple is exactly k + 0.5 with k even: half-to-even rounds
+    # them down, save_image's "+ 0.5 then truncate" rounds them up
+    even = torch.arange(0, 255, 2, dtype=torch.float64)
+    nearest = ((even + 0.5) / 255).float()
+    found = []
+    for direction in (0.0, 1.0):  # the float32 neighbours of (k + 0.5) / 255
+        candidate = nearest.clone()
+        for _ in range(3):
+            found.append(candidate[candidate * 255 == (even + 0.5).float()])
+            candidate = torch.nextafter(candidate, torch.full_like(candidate, direction))
+    halves = torch.unique(torch.cat(found))
+    assert len(halves) >= 8
+    image = halves.view(1, -1, 1).expand(1, -1, 3).numpy()
+    _write_png(tmp_path / "x.png", image)
+    written = np.asarray(Image.open(tmp_path / "x.png"))[0, :, 0]
+    expected = (halves * 255 + 0.5).to(torch.uint8).numpy()  # torchvision save_image's rule
+    assert np.array_equal(written, expected)
+
+
+def test_reference_lpips_resizes_the_8_bit_images_with_pillow() -> None:
+    from PIL import Image
+
+    from rave.evaluation.perceptual import lpips_reference
+
+    rng = np.random.default_rng(0)
+    pred = rng.integers(0, 256, (300, 400, 3), dtype=np.uint8)
+    target = rng.integers(0, 256, (300, 400, 3), dtype=np.uint8)
+    seen: list[Tensor] = []
+
+    def model(a: Tensor, b: Tensor, normalize: bool = False) -> Tensor:
+        seen.extend([a, b])
+        return torch.zeros(())
+
+    lpips_reference(pred.astype(np.float32) / 255, target, model=model)
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+    for image, tensor in zip((pred, target), seen, strict=True):
+        # short side to 1024, the long side scaled and truncated, Pillow bilinear on 8 bits
+        resized = Image.fromarray(image).resize((1365, 1024), Image.Resampling.BILINEAR)
+        expected = torch.from_numpy(np.asarray(resized).copy()).permute(2, 0, 1) / 255.0
+        assert torch.allclose(tensor[0], (expected - mean) / std, atol=1e-6)
+
+
+def test_prompt_stage_is_extended_while_its_loss_stays_high(prompt_method) -> None:
+    method = prompt_method(
+        prompt_image_size=32,
+        prompt_extend_iterations=2,
+        prompt_extend_above=-1.0,  # always above: extended up to the cap
+        prompt_max_extensions=3,
+    )
+    method.setup()
+    assert method.init_iterations_done == 6 + 3 * 2
+    method.end_of_round(0, _constant_light_net(0.6))
+    assert method.refine_iterations_done == 3 + 3 * 2

@@ -1,4 +1,4 @@
-"""Prompt pairs and the CLIP-LIT losses (METHOD.md section 3)."""
+"""Prompt pairs and the CLIP-LIT losses (docs/method.md, "CLIP-LIT and CLIP-LIT-Latent")."""
 
 from __future__ import annotations
 

@@ -55,7 +55,7 @@ def _flat_images(folder: Path, colours: list[tuple[int, int, int]], size=(20, 12
 
 
 def _expected(backlit: list, well_lit: list) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
-    """METHOD.md section 2 in numpy, for flat colours under ColourEncoder."""
+    """docs/method.md ("The residual vector") in numpy, for flat colours under ColourEncoder."""
 
     def unit(v: np.ndarray) -> np.ndarray:
         return v / np.linalg.norm(v, axis=-1, keepdims=True)

@@ -44,7 +44,7 @@ def _residual(dim: int, encoder: str, seed: int = 0) -> ResidualVector:
 
 
 def _bias_direction_numpy(r: np.ndarray, e: np.ndarray, k: int) -> np.ndarray:
-    """METHOD.md's recipe written independently in NumPy (sorting instead of top-k)."""
+    """docs/method.md's recipe written independently in NumPy (sorting instead of top-k)."""
     r = r / np.linalg.norm(r)
     s = e @ r
     order = np.argsort(s)

@@ -778,7 +778,7 @@ def test_baseline_configs_load(name: str, method: str, options_class: str, promp
 
     config = load_config(REPO_ROOT / "configs" / name)
     assert config.method == method
-    # METHOD.md section 3: the prompt learning rates, 320 L_clip + 22.5 L_id, rounds of 2100
+    # docs/method.md: the prompt learning rates, 320 L_clip + 22.5 L_id, rounds of 2100
     options_type = getattr(clip_lit, options_class, None) or getattr(clip_lit_latent, options_class)
     options = options_type(**config.method_options)
     assert options.prompt_lr == prompt_lr and options.clip_weight == 320.0

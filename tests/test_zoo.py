@@ -42,7 +42,7 @@ NAME_TO_FILE = {
     "clip-lit": "clip_lit_original.pth",
 }
 RELEASED = list(NAME_TO_FILE)
-N_PARAMETERS = 278_790  # METHOD.md section 1
+N_PARAMETERS = 278_790  # docs/method.md, "Enhancement network"
 
 
 def _sha256(path: Path) -> str:

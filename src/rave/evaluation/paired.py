@@ -1,7 +1,7 @@
 """Full-reference metrics (PSNR, SSIM) under the reference code's protocol and the standard one.
 
 Images are numpy arrays ``(H, W, 3)`` RGB or ``(H, W)`` grey, float in [0, 1] (any float
-dtype) or uint8. The two protocols differ on purpose (see ``METHOD.md`` section 4):
+dtype) or uint8. The two protocols differ on purpose (see docs/method.md, "Evaluation"):
 
 * **reference** (what the RAVE / CLIP-LIT evaluation scripts compute): both images are
   quantised to 8 bits, put in BGR order (as ``cv2.imread`` returns them) and converted with

@@ -121,22 +121,33 @@ def lpips(pred: np.ndarray, target: np.ndarray, *, model: Any | None = None) -> 
 def lpips_reference(pred: np.ndarray, target: np.ndarray, *, model: Any | None = None) -> float:
     """LPIPS as the reference evaluation computes it.
 
-    Both images are resized (bilinear, antialiased, as torchvision's ``Resize`` does on PIL
-    images) so that the short side is 1024 pixels, then normalised with ImageNet mean/std
-    instead of LPIPS's [-1, 1] (LPIPS then applies its own input scaling on top).
+    As the authors' ``compute_metrics.py``: each image, as the 8-bit file it was read from,
+    is resized by Pillow (bilinear, through torchvision's ``Resize`` on PIL images) so that
+    the short side is 1024 pixels, then scaled to [0, 1] and normalised with ImageNet
+    mean/std instead of LPIPS's [-1, 1] (LPIPS then applies its own input scaling on top).
+    Resizing the float image with torch instead differs by about 1.5e-5 in LPIPS
+    (docs/method.md, "Evaluation").
     """
-    from torchvision.transforms.functional import InterpolationMode, normalize, resize
+    from PIL import Image
+    from torchvision.transforms.functional import (
+        InterpolationMode,
+        normalize,
+        resize,
+        to_tensor,
+    )
+
+    from rave.evaluation.paired import to_uint8
 
     if pred.shape[:2] != target.shape[:2]:
         raise ValueError(f"image sizes differ: {pred.shape[:2]} vs {target.shape[:2]}")
     model = load_lpips() if model is None else model
     tensors = []
     for image in (pred, target):
-        tensor = resize(
-            _to_tensor(image),
-            REFERENCE_SHORT_SIDE,
-            interpolation=InterpolationMode.BILINEAR,
-            antialias=True,
+        rgb = to_uint8(image)
+        if rgb.ndim == 2:
+            rgb = np.repeat(rgb[..., None], 3, axis=2)
+        pil = resize(
+            Image.fromarray(rgb), REFERENCE_SHORT_SIDE, interpolation=InterpolationMode.BILINEAR
         )
-        tensors.append(normalize(tensor, _IMAGENET_MEAN, _IMAGENET_STD))
+        tensors.append(normalize(to_tensor(pil), _IMAGENET_MEAN, _IMAGENET_STD)[None])
     return _distance(model, tensors[0], tensors[1])

@@ -1,4 +1,4 @@
-"""Reading a guidance direction through CLIP's text vocabulary (METHOD.md section 2).
+"""Reading a guidance direction through CLIP's text vocabulary (docs/method.md, "Shifted residual").
 
 Every token of CLIP's byte-pair vocabulary (49,408 entries) is encoded as a one-token text
 (start token, the token, end token) and L2-normalised. The tokens whose embeddings are most

@@ -1,4 +1,4 @@
-"""Learnable prompt pairs of the CLIP-LIT baselines (METHOD.md section 3).
+"""Learnable prompt pairs of the CLIP-LIT baselines (docs/method.md, CLIP-LIT section).
 
 A prompt pair holds two directions in an encoder's embedding space, index 0 = negative
 (backlit), index 1 = positive (well-lit). An image with unit embedding ``e`` is classified by

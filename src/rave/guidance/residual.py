@@ -1,6 +1,6 @@
 """RAVE's residual vector: the direction from backlit to well-lit images in an embedding space.
 
-For a folder of backlit images B and one of well-lit images W (METHOD.md, section 2)::
+For a folder of backlit images B and one of well-lit images W (docs/method.md, "RAVE")::
 
     e_i  = normalize(encoder(image_i))         centre-crop preprocessing, per image
     v_b  = normalize(mean_{i in B} e_i)        v_w = normalize(mean_{i in W} e_i)
@@ -164,7 +164,7 @@ def _embed_folder(
 def residual_from_embeddings(
     backlit: Tensor, well_lit: Tensor
 ) -> tuple[Tensor, float, Tensor, Tensor]:
-    """The residual vector of two sets of embeddings (the arithmetic of METHOD.md).
+    """The residual vector of two sets of embeddings (the arithmetic of docs/method.md).
 
     Args:
         backlit: ``(N_b, D)`` per-image embeddings, unit norm.

@@ -1,4 +1,4 @@
-"""RAVE's guidance and identity losses (METHOD.md section 2), as small pure functions."""
+"""RAVE's guidance and identity losses (docs/method.md, "RAVE"), as small pure functions."""
 
 from __future__ import annotations
 

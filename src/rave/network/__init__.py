@@ -1,4 +1,4 @@
-"""The enhancement network (METHOD.md section 1) and safe checkpoint loading."""
+"""The enhancement network (docs/method.md, "Enhancement network") and safe checkpoint loading."""
 
 from rave.network.checkpoint import (
     CheckpointError,

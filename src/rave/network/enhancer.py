@@ -4,7 +4,7 @@ The network predicts a one-channel light map ``L`` from an RGB image ``I`` in [0
 enhanced image is ``clamp(I / L, 0, 1)`` (Retinex-style division). Layer names follow the
 authors' checkpoints exactly so that their state_dicts load strictly.
 
-Layout (METHOD.md section 1)::
+Layout (docs/method.md, "Enhancement network")::
 
     cond1 (3->32) -> LReLU -> ResidualBlock1, 2 -> PPM1 (pyramid pooling, bins 1, 2, 3, 6)
     -> condx (32->64) -> ResidualBlock3, 4 -> condy (64->32) -> ResidualBlock5, 6

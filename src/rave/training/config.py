@@ -47,7 +47,7 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class TrainConfig(AugmentParams):
-    """Everything a training run depends on (METHOD.md section 2 gives the defaults).
+    """Everything a training run depends on (docs/method.md gives the defaults).
 
     Batch size is per process: under ``torchrun`` with ``W`` processes the effective batch
     is ``W * batch_size`` (as nanoGPT does), and one process reproduces the paper exactly.

@@ -1,40 +1,43 @@
-"""CLIP-LIT: guidance by a learned pair of text prompts (METHOD.md section 3).
+"""CLIP-LIT: guidance by a learned pair of text prompts (docs/method.md, "CLIP-LIT").
 
 Lifecycle inside the training loop:
 
-1. :meth:`setup` (fresh runs): embed the backlit and well-lit training images once with the
-   frozen guidance encoder, then initialise the prompts by cross-entropy (backlit = 0,
-   well-lit = 1) for ``prompt_init_iterations`` iterations.
+1. :meth:`setup` (fresh runs): read the backlit and well-lit training images at
+   ``prompt_image_size`` (256 px, as the authors' prompt loaders), then initialise the prompts
+   by cross-entropy (backlit = 0, well-lit = 1) for ``prompt_init_iterations`` iterations.
 2. Guided stage: ``clip_weight * L_clip + identity_weight * L_id`` with
    ``L_clip = mean_i p_negative(O_i)``; the prompts are frozen here.
-3. :meth:`end_of_round`: refine the prompts for ``refine_iterations`` iterations with margin
-   ranking losses on the training images and on the backlit set enhanced by the best networks
-   of earlier rounds (``s1`` older, ``s2`` newer), then embed the backlit set enhanced by this
-   round's best network for the rounds after it.
+3. :meth:`end_of_round`: enhance the backlit set with this round's best network, then refine
+   the prompts for ``refine_iterations`` iterations with margin ranking losses.
 
-Because the encoder is frozen and the prompt stages use no augmentation, every image's
-embedding is fixed: they are computed once and the prompt stages run on embeddings only,
-which makes them cheap (the text tower, for CLIP-LIT, is the only network evaluated).
+As in the authors' code, every prompt iteration draws fresh augmentations (flips, transpose,
+zoom in [0.5, 1.5] per axis, rotation), applied identically to a backlit image, its own
+enhanced versions and the well-lit image it is paired with, and encodes them; one Adam
+optimiser serves the initialisation and every refinement. ``prompt_augment: false`` embeds
+every image once instead (much cheaper, not the authors' way).
 
 Ranking pairs ``(a, b, m)`` mean "``a`` is more backlit than ``b`` by ``m``" and are turned into
-``ranking_weight * sum_pairs mean_i max(0, m - (p_neg(a_i) - p_neg(b_i)))``:
+``ranking_weight * sum_pairs mean_i max(0, m - (p_neg(a_i) - p_neg(b_i)))``, with ``s1`` the
+backlit set enhanced by the newest round's best network and ``s2`` by the one before:
 
-- refinement 1: ``(backlit, well-lit, first_margin)``;
-- refinement 2: ``(backlit, well-lit)``, ``(backlit, s1)`` with ``backlit_margin``, and
+- no enhanced set yet: ``(backlit, well-lit, first_margin)``;
+- ``s1`` only: ``(backlit, well-lit)``, ``(backlit, s1)`` with ``backlit_margin`` and
   ``(s1, well-lit, s1_well_lit_margin)``;
-- later: ``(backlit, well-lit)``, ``(backlit, s1)`` with ``backlit_margin``, and
+- ``s1`` and ``s2``: ``(backlit, well-lit)``, ``(backlit, s1)`` with ``backlit_margin``, and
   ``(s1, s2)``, ``(s2, well-lit)`` with ``later_margin``.
 
-METHOD.md calls ``s1, s2`` "the backlit set enhanced by the previous two rounds' best
-networks"; here "previous" means rounds before the one whose refinement is running, which
-is why refinement 1 has no enhanced set.
+Which enhanced sets a refinement sees is the ``refinement_schedule``: ``"clip-lit"`` (the
+original CLIP-LIT: refinement ``r`` sees rounds ``r`` and ``r - 1``, so three pairs from
+refinement 1) or ``"rave-train-py"`` (the RAVE repository's ``train.py``, whose enhanced sets
+are only recorded once its iteration counter passes reconstruction + prompt initialisation,
+so the first refinements see the backlit/well-lit pair only). See docs/method.md.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -55,6 +58,7 @@ from rave.training.methods.base import GuidanceMethod, MethodContext
 
 __all__ = [
     "PROMPTS_FILENAME",
+    "REFINEMENT_SCHEDULES",
     "ClipLitMethod",
     "ClipLitOptions",
     "PromptGuidedMethod",
@@ -70,6 +74,7 @@ log = logging.getLogger(__name__)
 PROMPTS_FILENAME = "prompts.safetensors"
 PROMPT_METRICS_FILENAME = "prompt_metrics.csv"
 PROMPT_PLOT_FILENAME = "prompt_loss.png"
+REFINEMENT_SCHEDULES = ("clip-lit", "rave-train-py")
 
 
 @dataclass(frozen=True)
@@ -84,10 +89,20 @@ class PromptOptions:
     prompt_weight_decay: float = 1e-3
     refine_iterations: int = 1000  # prompt iterations after each round of network iterations
     ranking_weight: float = 200.0
-    first_margin: float = 1.0  # refinement 1: (backlit, well-lit)
-    backlit_margin: float = 0.9  # later: (backlit, well-lit) and (backlit, s1)
-    s1_well_lit_margin: float = 0.2  # refinement 2: (s1, well-lit)
-    later_margin: float = 0.1  # refinement >= 3: (s1, s2) and (s2, well-lit)
+    first_margin: float = 1.0  # no enhanced set yet: (backlit, well-lit)
+    backlit_margin: float = 0.9  # (backlit, well-lit) and (backlit, s1)
+    s1_well_lit_margin: float = 0.2  # s1 only: (s1, well-lit)
+    later_margin: float = 0.1  # s1 and s2: (s1, s2) and (s2, well-lit)
+    refinement_schedule: str = "clip-lit"  # or "rave-train-py" (module docstring)
+    prompt_image_size: int = 256  # side of the prompt stages' images; 0: the training crop
+    prompt_augment: bool = True  # fresh augmentations every prompt iteration (the authors')
+    prompt_zoom_range: tuple[float, float] = (0.5, 1.5)  # the prompt loaders' zoom, per axis
+    one_prompt_optimizer: bool = True  # one Adam for initialisation and all refinements
+    # the authors' extension: while a stage's last loss is above prompt_extend_above, run
+    # prompt_extend_iterations more (at most prompt_max_extensions times; 0 iterations: off)
+    prompt_extend_iterations: int = 100
+    prompt_extend_above: float = 60.0
+    prompt_max_extensions: int = 30
     embed_batch_size: int = 16  # images per forward pass when embedding whole sets
     prompts: str = ""  # start from this prompts file (skips the initialisation)
 
@@ -98,11 +113,25 @@ class PromptOptions:
         for name in ("prompt_batch_size", "embed_batch_size"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1")
-        for name in ("prompt_init_iterations", "refine_iterations"):
+        for name in (
+            "prompt_init_iterations",
+            "refine_iterations",
+            "prompt_image_size",
+            "prompt_extend_iterations",
+            "prompt_max_extensions",
+        ):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must be >= 0")
         if self.prompt_lr <= 0 or self.prompt_weight_decay < 0 or self.logit_scale <= 0:
             problems.append("prompt_lr and logit_scale must be > 0, prompt_weight_decay >= 0")
+        if self.refinement_schedule not in REFINEMENT_SCHEDULES:
+            problems.append(
+                f"refinement_schedule must be one of {', '.join(REFINEMENT_SCHEDULES)}, "
+                f"got {self.refinement_schedule!r}"
+            )
+        low, high = self.prompt_zoom_range
+        if not 0 < low <= high:
+            problems.append(f"prompt_zoom_range must be (low, high), 0 < low <= high: {low, high}")
         if problems:
             raise ConfigError("invalid method_options: " + "; ".join(problems))
 
@@ -116,35 +145,30 @@ class ClipLitOptions(PromptOptions):
 
 
 def ranking_pairs(
-    refinement: int,
-    backlit: Tensor,
-    well_lit: Tensor,
-    outputs: Sequence[Tensor],
-    options: PromptOptions,
-) -> list[tuple[Tensor, Tensor, float]]:
+    backlit: Any, well_lit: Any, enhanced: Sequence[Any], options: PromptOptions
+) -> list[tuple[Any, Any, float]]:
     """The ``(a, b, margin)`` pairs of a prompt refinement (see the module docstring).
 
     Args:
-        refinement: 1 for the refinement after the first round, 2 after the second, ...
-        backlit: ``(N_b, D)`` embeddings of the backlit set.
-        well_lit: ``(N_w, D)`` embeddings of the well-lit set.
-        outputs: embeddings of the backlit set enhanced by earlier rounds' best networks,
-            oldest first (only the last two are used).
+        backlit: the backlit set (embeddings, or anything standing for the set).
+        well_lit: the well-lit set.
+        enhanced: the backlit set enhanced by earlier rounds' best networks, **newest first**
+            (``s1``, then ``s2``; only the first two are used).
         options: margins.
 
     Returns:
         the pairs, each ``(a, b, m)`` with ``a`` expected more backlit than ``b`` by ``m``.
     """
-    if refinement <= 1 or not outputs:
+    if not enhanced:
         return [(backlit, well_lit, options.first_margin)]
-    if refinement == 2 or len(outputs) == 1:
-        s1 = outputs[-1]
+    s1 = enhanced[0]
+    if len(enhanced) == 1:
         return [
             (backlit, well_lit, options.backlit_margin),
             (backlit, s1, options.backlit_margin),
             (s1, well_lit, options.s1_well_lit_margin),
         ]
-    s1, s2 = outputs[-2], outputs[-1]
+    s2 = enhanced[1]
     return [
         (backlit, well_lit, options.backlit_margin),
         (backlit, s1, options.backlit_margin),
@@ -208,7 +232,7 @@ def _find_prompt_state(obj: Any, depth: int = 0) -> dict[str, Any] | None:
 
 
 def _read_image(path: Path, size: int) -> Tensor | None:
-    """``(3, size, size)`` float RGB in [0, 1], resized as the training images are; None if bad."""
+    """``(3, size, size)`` uint8 RGB, resized as the training images are; None if unreadable."""
     # The loop's reader, so prompts see exactly the images the network trains on.
     from rave.io.views import unit_float
     from rave.training.data import load_image
@@ -218,6 +242,23 @@ def _read_image(path: Path, size: int) -> Tensor | None:
     except (OSError, ValueError) as err:
         log.warning("skipped: %s", err)
         return None
+
+
+class _PromptSet:
+    """One image set of the prompt stages: ``(N, 3, S, S)`` uint8 images, embeddings cached
+    when the prompt stages do not augment."""
+
+    def __init__(self, name: str, images: Tensor) -> None:
+        self.name = name
+        self.images = images
+        self.embeddings: Tensor | None = None  # (N, D), filled on first use without augmentation
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+
+# (set, image index, augmentation seed): the seed is shared by the images of one ranking tuple
+_Item = tuple[_PromptSet, int, int]
 
 
 class PromptGuidedMethod(GuidanceMethod):
@@ -230,11 +271,18 @@ class PromptGuidedMethod(GuidanceMethod):
         super().__init__(context)
         self.guidance_encoder = context.create_encoder(self.config.guidance_encoder)
         self.prompts: PromptPair = self.build_prompts().to(context.device)
-        self.backlit_embeddings: Tensor | None = None  # (N_b, D) on the CPU
-        self.well_lit_embeddings: Tensor | None = None  # (N_w, D)
-        self.round_outputs: list[Tensor] = []  # the last two enhanced backlit sets, oldest first
+        self.backlit_set: _PromptSet | None = None
+        self.well_lit_set: _PromptSet | None = None
+        # Two slots for the enhanced backlit sets, filled and read as the reference code does
+        # (see _record_round): each holds the enhancing network's weights and its _PromptSet.
+        self.slot_weights: list[dict[str, Tensor] | None] = [None, None]
+        self.slot_sets: list[_PromptSet | None] = [None, None]
+        self.slot = 0
         self.refinements_done = 0
-        self.prompt_iterations_done = 0
+        self.prompt_iterations_done = 0  # initialisation and refinements, for the metrics file
+        self.init_iterations_done = 0
+        self.refine_iterations_done = 0
+        self._optimizer_obj: torch.optim.Optimizer | None = None
         self._features: Tensor | None = None  # frozen (2, D) prompt features for the loss
 
     # ------------------------------------------------------------------ to override
@@ -245,7 +293,7 @@ class PromptGuidedMethod(GuidanceMethod):
     # ------------------------------------------------------------------- lifecycle
     def setup(self) -> None:
         opts = self.options
-        self._embed_training_sets()
+        self._load_sets()
         if opts.prompts:
             self.load_prompts_file(opts.prompts)
             log.info("prompts read from %s (initialisation skipped)", opts.prompts)
@@ -256,12 +304,23 @@ class PromptGuidedMethod(GuidanceMethod):
 
     def end_of_round(self, round_index: int, best_enhancer: nn.Module) -> None:
         refinement = round_index + 1
+        self._record_round(round_index, best_enhancer)
         self._refine_prompts(refinement)
         self.refinements_done = refinement
-        enhanced = self._embed_enhanced_backlit(best_enhancer)
-        self.round_outputs = [*self.round_outputs, enhanced][-2:]
         self._sync_prompts()
         self._publish_prompts()
+
+    @property
+    def enhanced_sets(self) -> list[_PromptSet]:
+        """The enhanced backlit sets the next refinement compares, newest (``s1``) first."""
+        first, second = self.slot_sets
+        if first is None:  # the reference code checks slot 0 first
+            return []
+        if second is None:
+            return [first]
+        newest, older = self.slot_sets[1 - self.slot], self.slot_sets[self.slot]
+        assert newest is not None and older is not None
+        return [newest, older]
 
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = {
@@ -270,11 +329,13 @@ class PromptGuidedMethod(GuidanceMethod):
             "encoder": self.guidance_encoder.name,
             "refinements_done": self.refinements_done,
             "prompt_iterations_done": self.prompt_iterations_done,
-            "round_outputs": [t.cpu() for t in self.round_outputs],
+            "init_iterations_done": self.init_iterations_done,
+            "refine_iterations_done": self.refine_iterations_done,
+            "slot": self.slot,
+            "slot_weights": [w if w is not None else {} for w in self.slot_weights],
         }
-        if self.backlit_embeddings is not None and self.well_lit_embeddings is not None:
-            state["backlit_embeddings"] = self.backlit_embeddings
-            state["well_lit_embeddings"] = self.well_lit_embeddings
+        if self._optimizer_obj is not None:
+            state["prompt_optimizer"] = self._optimizer_obj.state_dict()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -285,12 +346,24 @@ class PromptGuidedMethod(GuidanceMethod):
         self.prompts.load_state_dict(state["prompts"])
         self.refinements_done = int(state.get("refinements_done", 0))
         self.prompt_iterations_done = int(state.get("prompt_iterations_done", 0))
-        self.round_outputs = [t.float() for t in state.get("round_outputs", [])]
-        if "backlit_embeddings" in state:
-            self.backlit_embeddings = state["backlit_embeddings"].float()
-            self.well_lit_embeddings = state["well_lit_embeddings"].float()
-        else:
-            self._embed_training_sets()
+        self.init_iterations_done = int(state.get("init_iterations_done", 0))
+        self.refine_iterations_done = int(state.get("refine_iterations_done", 0))
+        self.slot = int(state.get("slot", 0))
+        self._load_sets()
+        weights = state.get("slot_weights")
+        if weights is None:
+            log.warning(
+                "%s: checkpoint without enhanced-set weights; refinements restart "
+                "from the backlit/well-lit pair",
+                self.name,
+            )
+            weights = [{}, {}]
+        for index, entry in enumerate(weights):
+            if entry:
+                self.slot_weights[index] = entry
+                self.slot_sets[index] = self._enhance_backlit(self._network(entry))
+        if "prompt_optimizer" in state:
+            self._optimizer().load_state_dict(state["prompt_optimizer"])
         self._features = None
 
     # ---------------------------------------------------------------------- losses
@@ -332,122 +405,245 @@ class PromptGuidedMethod(GuidanceMethod):
             for parameter in self.prompts.parameters():
                 dist.broadcast(parameter.data, src=0)
 
-    @torch.no_grad()
-    def _embed_images(self, files: Sequence[Path], enhancer: nn.Module | None = None) -> Tensor:
-        size = self.config.crop_size
-        device = self.context.device
-        chunks: list[Tensor] = []
-        batch: list[Tensor] = []
-        files = list(files)
-        for index, path in enumerate(files):
-            image = _read_image(Path(path), size)
-            if image is not None:
-                batch.append(image)
-            if batch and (len(batch) == self.options.embed_batch_size or index == len(files) - 1):
-                images = torch.stack(batch).to(device)
-                if enhancer is not None:
-                    from rave.network.enhancer import apply_light_map
+    @property
+    def prompt_image_size(self) -> int:
+        return self.options.prompt_image_size or self.config.crop_size
 
-                    images = apply_light_map(images, enhancer(images))
-                chunks.append(self.guidance_encoder.embed(images, resize="squash").float().cpu())
-                batch = []
-        if not chunks:
-            raise ValueError(f"{self.name}: none of the {len(files)} images could be read")
-        return torch.cat(chunks)
-
-    def _embed_training_sets(self) -> None:
+    def _load_sets(self) -> None:
         ctx = self.context
+        size = self.prompt_image_size
         log.info(
-            "%s: embedding %d backlit and %d well-lit images",
+            "%s: reading %d backlit and %d well-lit images at %d px for the prompt stages",
             self.name,
             len(ctx.backlit_files),
             len(ctx.well_lit_files),
+            size,
         )
-        self.backlit_embeddings = self._embed_images(ctx.backlit_files)
-        self.well_lit_embeddings = self._embed_images(ctx.well_lit_files)
+        for attribute, name, files in (
+            ("backlit_set", "backlit", ctx.backlit_files),
+            ("well_lit_set", "well-lit", ctx.well_lit_files),
+        ):
+            images = [im for im in (_read_image(Path(p), size) for p in files) if im is not None]
+            if not images:
+                raise ValueError(f"{self.name}: none of the {len(files)} {name} images is readable")
+            setattr(self, attribute, _PromptSet(name, torch.stack(images)))
 
-    def _embed_enhanced_backlit(self, enhancer: nn.Module) -> Tensor:
-        enhancer = enhancer.to(self.context.device).eval()
-        return self._embed_images(self.context.backlit_files, enhancer=enhancer)
+    @staticmethod
+    def _network(weights: dict[str, Tensor]) -> nn.Module:
+        from rave.network.checkpoint import strip_module_prefix
+        from rave.network.enhancer import EnhancementNet
+
+        net = EnhancementNet(padding_mode="zeros")  # the training network, as the authors'
+        net.load_state_dict(strip_module_prefix(weights))
+        return net
+
+    @torch.no_grad()
+    def _enhance_backlit(self, enhancer: nn.Module) -> _PromptSet:
+        """The backlit set enhanced at the prompt size, stored in 8 bits as the authors' PNGs."""
+        from rave.network.enhancer import apply_light_map
+
+        assert self.backlit_set is not None
+        device = self.context.device
+        was_training = enhancer.training
+        enhancer = enhancer.to(device).eval()
+        chunks = []
+        for batch in self.backlit_set.images.split(self.options.embed_batch_size):
+            x = batch.to(device).float() / 255.0
+            out = apply_light_map(x, enhancer(x))
+            chunks.append((out * 255.0 + 0.5).floor().clamp(0, 255).to(torch.uint8).cpu())
+        enhancer.train(was_training)
+        return _PromptSet("enhanced", torch.cat(chunks))
+
+    def _record_round(self, round_index: int, best_enhancer: nn.Module) -> None:
+        """Keep this round's enhanced backlit set where the reference code would.
+
+        Both reference scripts write the enhanced set of a round's best network into slot
+        ``slot`` and flip ``slot`` at the start of each refinement, but only once one
+        iteration counter has passed a point. In the original CLIP-LIT that counter includes
+        the prompt initialisation, so every round is recorded (``"clip-lit"``). The RAVE
+        repository's ``train.py`` counts network and refinement iterations only but compares
+        with reconstruction + prompt initialisation, so the first rounds are not recorded and
+        slots flip only from the refinement whose counter reaches the initialisation's length
+        (``"rave-train-py"``). Here a round counts as recorded when its last iteration is past
+        that point (their best network may come earlier in that round).
+        """
+        opts = self.options
+        record = flip = True
+        if opts.refinement_schedule == "rave-train-py":
+            counter = (
+                self.config.reconstruction_iterations
+                + (round_index + 1) * self.config.round_iterations
+                + self.refine_iterations_done
+            )
+            record = counter > self.config.reconstruction_iterations + opts.prompt_init_iterations
+            flip = counter >= opts.prompt_init_iterations
+        if record:
+            weights = {k: v.detach().cpu().clone() for k, v in best_enhancer.state_dict().items()}
+            self.slot_weights[self.slot] = weights
+            self.slot_sets[self.slot] = self._enhance_backlit(best_enhancer)
+        if flip:
+            self.slot = 1 - self.slot
+
+    def _augment_params(self) -> Any:
+        from rave.training.data import AugmentParams
+
+        return AugmentParams(zoom_range=self.options.prompt_zoom_range, zoom_per_axis=True)
+
+    @torch.no_grad()
+    def _embed_items(self, items: Sequence[_Item]) -> Tensor:
+        """``(len(items), D)`` unit embeddings on the method's device.
+
+        With ``prompt_augment`` each image is augmented with its item's seed and encoded now;
+        otherwise every image of a set is embedded once and looked up.
+        """
+        from rave.training.data import augment
+
+        device = self.context.device
+        encoder = self.guidance_encoder
+        if not self.options.prompt_augment:
+            for pset in {id(item[0]): item[0] for item in items}.values():
+                if pset.embeddings is None:
+                    pset.embeddings = torch.cat(
+                        [
+                            encoder.embed(b.to(device).float() / 255.0, resize="squash").float()
+                            for b in pset.images.split(self.options.embed_batch_size)
+                        ]
+                    )
+            return torch.stack([pset.embeddings[i] for pset, i, _ in items])  # type: ignore[index]
+        params = self._augment_params()
+        images = [
+            augment(pset.images[i].float() / 255.0, torch.Generator().manual_seed(seed), params)
+            for pset, i, seed in items
+        ]
+        return encoder.embed(torch.stack(images).to(device), resize="squash").float()
 
     def _generator(self, salt: int) -> torch.Generator:
         # Every rank draws the same batches, so the prompts stay identical across processes.
         return torch.Generator().manual_seed(self.config.seed * 1_000_003 + salt)
 
     def _optimizer(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(
-            self.prompts.parameters(),
-            lr=self.options.prompt_lr,
-            weight_decay=self.options.prompt_weight_decay,
-        )
+        """The prompt optimiser: one for all prompt stages (the authors'), or a new one."""
+        if self._optimizer_obj is None or not self.options.one_prompt_optimizer:
+            self._optimizer_obj = torch.optim.Adam(
+                self.prompts.parameters(),
+                lr=self.options.prompt_lr,
+                weight_decay=self.options.prompt_weight_decay,
+            )
+        return self._optimizer_obj
+
+    def _run_stage(
+        self, stage: str, round_: int, iterations: int, step: Callable[[], Tensor]
+    ) -> int:
+        """Run ``iterations`` prompt steps, then the authors' extensions; returns the count."""
+        opts = self.options
+        done, extensions, total = 0, 0, iterations
+        loss: Tensor | None = None
+        while done < total:
+            loss = step()
+            self._log_prompt_step(stage, round_, done, total, loss, None)
+            done += 1
+            if (
+                done == total
+                and opts.prompt_extend_iterations > 0
+                and extensions < opts.prompt_max_extensions
+                and float(loss.detach()) > opts.prompt_extend_above
+            ):
+                total += opts.prompt_extend_iterations
+                extensions += 1
+        if extensions:
+            log.info(
+                "%s: %s stage extended %d times (loss above %g)",
+                self.name,
+                stage,
+                extensions,
+                opts.prompt_extend_above,
+            )
+        return done
+
+    def _seeds(self, generator: torch.Generator, count: int) -> list[int]:
+        return torch.randint(0, 2**62, (count,), generator=generator).tolist()
 
     def _initialise_prompts(self) -> None:
-        assert self.backlit_embeddings is not None and self.well_lit_embeddings is not None
+        assert self.backlit_set is not None and self.well_lit_set is not None
         opts = self.options
         device = self.context.device
-        embeddings = torch.cat([self.backlit_embeddings, self.well_lit_embeddings]).to(device)
-        labels = torch.cat(
-            [
-                torch.zeros(len(self.backlit_embeddings), dtype=torch.long),
-                torch.ones(len(self.well_lit_embeddings), dtype=torch.long),
-            ]
-        ).to(device)
+        # as the reference loader: the shorter set is cycled to the longer one's length, so
+        # both labels are equally frequent; epochs of shuffled items
+        n = max(len(self.backlit_set), len(self.well_lit_set))
+        pool = [(self.backlit_set, i % len(self.backlit_set), 0) for i in range(n)]
+        pool += [(self.well_lit_set, i % len(self.well_lit_set), 1) for i in range(n)]
         generator = self._generator(0)
         optimizer = self._optimizer()
         self.prompts.train()
-        order = torch.empty(0, dtype=torch.long)
-        for iteration in range(opts.prompt_init_iterations):
-            if len(order) < opts.prompt_batch_size:
-                # epochs of shuffled images, as a shuffling data loader would give
-                order = torch.cat([order, torch.randperm(len(labels), generator=generator)])
+        order: list[int] = []
+
+        def step() -> Tensor:
+            nonlocal order
+            while len(order) < opts.prompt_batch_size:
+                order += torch.randperm(len(pool), generator=generator).tolist()
             index, order = order[: opts.prompt_batch_size], order[opts.prompt_batch_size :]
-            index = index.to(device)
-            features = self.prompts()
-            loss = prompt_classification_loss(
-                embeddings[index], labels[index], features, opts.logit_scale
-            )
+            seeds = self._seeds(generator, len(index))
+            items = [(pool[i][0], pool[i][1], seed) for i, seed in zip(index, seeds, strict=True)]
+            labels = torch.tensor([pool[i][2] for i in index], device=device)
+            embeddings = self._embed_items(items)
+            loss = prompt_classification_loss(embeddings, labels, self.prompts(), opts.logit_scale)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            self._log_prompt_step("init", 0, iteration, opts.prompt_init_iterations, loss, None)
+            return loss
+
+        self.init_iterations_done = self._run_stage("init", 0, opts.prompt_init_iterations, step)
         optimizer.zero_grad(set_to_none=True)  # no stale gradients on the frozen prompts
         self._features = None
-        accuracy = self._accuracy(embeddings, labels)
+        accuracy = self._accuracy()
         log.info("%s: prompts initialised, training accuracy %.3f", self.name, accuracy)
         self._write_prompt_row("init", 0, float("nan"), accuracy)
 
     def _refine_prompts(self, refinement: int) -> None:
-        assert self.backlit_embeddings is not None and self.well_lit_embeddings is not None
+        assert self.backlit_set is not None and self.well_lit_set is not None
         opts = self.options
-        device = self.context.device
-        pairs = [
-            (a.to(device), b.to(device), m)
-            for a, b, m in ranking_pairs(
-                refinement,
-                self.backlit_embeddings,
-                self.well_lit_embeddings,
-                self.round_outputs,
-                opts,
-            )
-        ]
+        backlit, well_lit = self.backlit_set, self.well_lit_set
+        pairs = ranking_pairs(backlit, well_lit, self.enhanced_sets, opts)
+        roles = list({id(p): p for a, b, _ in pairs for p in (a, b)}.values())
         generator = self._generator(refinement)
         optimizer = self._optimizer()
         self.prompts.train()
         batch = opts.prompt_batch_size
-        for iteration in range(opts.refine_iterations):
+        order: list[int] = []
+
+        def step() -> Tensor:
+            nonlocal order
+            # each backlit image with its own enhanced versions; a well-lit partner drawn at
+            # random; one augmentation per tuple
+            while len(order) < batch:
+                order += torch.randperm(len(backlit), generator=generator).tolist()
+            ib, order = order[:batch], order[batch:]
+            iw = torch.randint(len(well_lit), (batch,), generator=generator).tolist()
+            seeds = self._seeds(generator, batch)
+            embedded = {
+                id(role): self._embed_items(
+                    [
+                        (role, w if role is well_lit else b, seed)
+                        for b, w, seed in zip(ib, iw, seeds, strict=True)
+                    ]
+                )
+                for role in roles
+            }
             features = self.prompts()
             loss = features.new_zeros(())
             for a, b, margin in pairs:
-                ia = torch.randint(len(a), (batch,), generator=generator).to(device)
-                ib = torch.randint(len(b), (batch,), generator=generator).to(device)
-                loss = loss + margin_ranking_loss(a[ia], b[ib], features, margin, opts.logit_scale)
+                loss = loss + margin_ranking_loss(
+                    embedded[id(a)], embedded[id(b)], features, margin, opts.logit_scale
+                )
             loss = opts.ranking_weight * loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            self._log_prompt_step(
-                "refine", refinement, iteration, opts.refine_iterations, loss, None
-            )
+            return loss
+
+        self.refine_iterations_done += self._run_stage(
+            "refine", refinement, opts.refine_iterations, step
+        )
         optimizer.zero_grad(set_to_none=True)
         self._features = None
         log.info(
@@ -458,9 +654,20 @@ class PromptGuidedMethod(GuidanceMethod):
         )
 
     @torch.no_grad()
-    def _accuracy(self, embeddings: Tensor, labels: Tensor) -> float:
-        logits = prompt_logits(embeddings, self.prompts().float(), self.options.logit_scale)
-        return float((logits.argmax(dim=1) == labels).float().mean())
+    def _accuracy(self) -> float:
+        """Share of the (unaugmented) training images the prompts classify correctly."""
+        assert self.backlit_set is not None and self.well_lit_set is not None
+        correct = 0
+        total = 0
+        features = self.prompts().float()
+        device = self.context.device
+        for label, pset in ((0, self.backlit_set), (1, self.well_lit_set)):
+            for batch in pset.images.split(self.options.embed_batch_size):
+                emb = self.guidance_encoder.embed(batch.to(device).float() / 255.0)
+                logits = prompt_logits(emb.float(), features, self.options.logit_scale)
+                correct += int((logits.argmax(dim=1) == label).sum())
+                total += len(batch)
+        return correct / max(total, 1)
 
     def _log_prompt_step(
         self, stage: str, round_: int, iteration: int, total: int, loss: Tensor, acc: float | None

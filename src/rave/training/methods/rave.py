@@ -1,6 +1,6 @@
 """RAVE: guidance by the residual vector between well-lit and backlit embeddings.
 
-Guided-stage loss (METHOD.md section 2)::
+Guided-stage loss (docs/method.md, "Guidance and identity losses")::
 
     residual_weight * L_res(Phi(O), r, thr) + identity_weight * L_id(O, I)
 
