@@ -79,27 +79,23 @@ def _run_models(
     tile: int | str | None,
     device: torch.device,
 ) -> dict[str, Path]:
-    """Enhance every image of ``inputs`` with each model into ``out/enhanced/<model>/``."""
-    try:
-        import torch
+    """Enhance every image of ``inputs`` with each model into ``out/enhanced/<model>/``.
 
-        from rave.inference import enhance_tensor
-        from rave.zoo import load_enhancer, looks_like_path
-    except ImportError as error:
-        raise click.ClickException(
-            f"--model needs rave.zoo and rave.inference, which cannot be imported ({error})"
-        ) from error
+    Each model runs through :class:`rave.Enhancer`, the session ``rave enhance`` and
+    ``rave.enhance`` use (same engine, tiling and memory policy).
+    """
     from rave.errors import describe_failure, is_rave_bug
     from rave.evaluation.imread import ImageReadError, read_image
     from rave.evaluation.runner import list_images
     from rave.io.printable import printable
+    from rave.session import Enhancer
+    from rave.zoo import looks_like_path
 
     images = list_images(inputs)
-    tile_arg = tile
     folders: dict[str, Path] = {}
     for model in models:
         try:
-            net = load_enhancer(model, device=device)
+            enhancer = Enhancer(model, device=device, tile=tile)
         except Exception as error:  # zoo errors carry their own one-line messages
             raise click.ClickException(f"model {model!r}: {error}") from error
         # A checkpoint path is shown (and stored) by its file stem, a zoo name as it is.
@@ -110,9 +106,7 @@ def _run_models(
         folder.mkdir(parents=True, exist_ok=True)
         for stem, path in images.items():
             try:
-                pixels = read_image(path).pixels
-                batch = torch.from_numpy(pixels).permute(2, 0, 1)[None]
-                enhanced = enhance_tensor(net, batch, tile=tile_arg)[0].permute(1, 2, 0).numpy()
+                enhanced = enhancer.enhance_pixels(read_image(path).pixels)
                 _write_png(folder / f"{stem}.png", enhanced)
             except ImageReadError as error:
                 click.echo(f"error: {error}", err=True)
