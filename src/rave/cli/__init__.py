@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "shift": ("rave.cli.shift", "shift_command", "Remove bias directions from a residual vector."),
     "serve": ("rave.cli.serve", "serve_command", "Enhance photos from a web page."),
     "env": ("rave.cli.env", "env_command", "Show versions, devices and the conv backend."),
+    "export": ("rave.cli.export", "export_command", "Export a model to ONNX."),
 }
 
 
