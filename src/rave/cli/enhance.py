@@ -244,7 +244,9 @@ def _say(message: str, quiet: bool = False) -> None:
     if not quiet:
         from tqdm import tqdm
 
-        tqdm.write(message, file=sys.stderr)
+        from rave.inference.pipeline import in_order
+
+        in_order(lambda: tqdm.write(message, file=sys.stderr))
 
 
 def _load_network(ctx: click.Context, model: str, device_name: str) -> nn.Module:
@@ -277,12 +279,14 @@ def _enhance_one(job: _Job, net: nn.Module, options: dict[str, Any], quiet: bool
 
     from rave.api import enhance_array
     from rave.inference import is_memory_bound
+    from rave.inference.pipeline import end_turn, wait_for_turn
     from rave.io import SIXTEEN_BIT_FORMATS, read_photo, write_photo
 
     assert job.target is not None and job.format is not None
     photo = read_photo(job.source, max_pixels=options["max_pixels"])
     notes = list(photo.notes)
     pixels, photo.pixels = photo.pixels, np.empty(0, np.uint8)  # hold one reference only
+    wait_for_turn()  # batches: the network is used by one photo at a time, in input order
     _tune_allocator(is_memory_bound(pixels.shape[0], pixels.shape[1], _net_device(net)))
     out_dtype = np.uint8
     if pixels.dtype == np.uint16:
@@ -294,6 +298,7 @@ def _enhance_one(job: _Job, net: nn.Module, options: dict[str, Any], quiet: bool
     enhanced = enhance_array(net, pixels, tile=options["tile"], out_dtype=out_dtype, in_place=True)
     del pixels
     _return_freed_memory()  # tile buffers kept for speed, not needed while encoding
+    end_turn()
     notes += write_photo(
         job.target,
         enhanced,
@@ -311,13 +316,18 @@ def _run_batch(
 ) -> None:
     from tqdm import tqdm
 
+    from rave.inference.pipeline import overlapped, photo_bytes
     from rave.io import PhotoError
 
     progress = tqdm(jobs, unit="photo", desc="enhance", disable=True if quiet else None)
-    for job in progress:
+    # Decodes the next photo and encodes the previous one while one is enhanced.
+    outcomes = overlapped(
+        jobs, lambda job: _enhance_one(job, net, options, quiet), lambda j: photo_bytes(j.source)
+    )
+    for job, outcome in zip(progress, outcomes, strict=True):
         progress.set_postfix_str(job.source.name, refresh=False)
         try:
-            _enhance_one(job, net, options, quiet)
+            outcome.result()
         except PhotoError as err:
             tally.failed += 1
             _say(f"error: {err}")
