@@ -117,6 +117,14 @@ def test_unknown_sizes_count_as_large() -> None:
     assert not any(recorder.concurrent.values())
 
 
+def test_overlap_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RAVE_OVERLAP", "0")
+    recorder = _Recorder()
+    for future in overlapped(range(3), recorder.run, lambda _: SMALL):
+        future.exception()
+    assert recorder.most_running == 1
+
+
 def test_outside_a_pipeline_turns_are_no_ops_and_lines_print_at_once() -> None:
     lines: list[str] = []
     wait_for_turn()

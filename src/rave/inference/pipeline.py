@@ -14,6 +14,8 @@ larger photo runs alone, with nothing decoded or encoded beside it, so its peak 
 the photo alone (a 24 MP photo stays under 1 GB). Small photos in flight add at most three
 photos' arrays (and their codecs' buffers) to the enhancement's working set.
 
+``RAVE_OVERLAP=0`` turns overlapping off (one photo after another, as before).
+
 Results are reported in input order whatever the order the threads finish in: a photo's
 exception is raised where that photo is reported, and what its job prints through
 :func:`in_order` is held back until then, so every photo's lines come in input order.
@@ -21,6 +23,7 @@ exception is raised where that photo is reported, and what its job prints throug
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -129,6 +132,7 @@ def overlapped(
     import torch
 
     threads = threads or torch.get_num_threads()
+    allowed = os.environ.get("RAVE_OVERLAP", "1").strip() != "0"
     turns = _Turns()
     pending: deque[tuple[Future[None], bool, list[Callable[[], None]]]] = deque()
 
@@ -152,7 +156,7 @@ def overlapped(
     with ThreadPoolExecutor(_MAX_IN_FLIGHT, thread_name_prefix="rave-photo") as pool:
         for ticket, job in enumerate(jobs):
             size = size_of(job)
-            small = size is not None and size <= OVERLAP_MAX_BYTES
+            small = allowed and size is not None and size <= OVERLAP_MAX_BYTES
             while pending and not (
                 small and len(pending) < _MAX_IN_FLIGHT and all(s for _, s, _ in pending)
             ):

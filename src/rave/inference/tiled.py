@@ -468,6 +468,11 @@ def _run_tiled(
     _check_image(image)
     batch, _, height, width = image.shape
     device = next(net.parameters()).device
+    dtype = next(net.parameters()).dtype
+    if dtype != torch.float32:
+        # Unmeasured on GPUs so far (benchmarks/gpu_check.py measures it): refuse rather
+        # than return a light map of unknown accuracy.
+        raise ValueError(f"the network's weights are {dtype}; rave's engine runs float32 only")
     backend = select_backend(device)
     channels_last = backend in _CHANNELS_LAST_BACKENDS
     if cache_features == "auto":
