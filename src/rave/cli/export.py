@@ -38,8 +38,8 @@ def export_command(
 
     The model takes 'image', (B, 3, H, W) float32 RGB in [0, 1] of any size from 2x2 up,
     and gives 'light_map' (B, 1, H, W); with --enhanced it also takes 'strength' (1,) and
-    gives 'enhanced' (B, 3, H, W). It runs the whole image at once (about 1.9 GB of
-    memory per megapixel in ONNX Runtime): see the README for the tiled recipe.
+    gives 'enhanced' (B, 3, H, W). It runs the whole image at once (in ONNX Runtime
+    about 1 GB of memory per megapixel): see the README for the tiled recipe.
 
     \b
     Examples:

@@ -6,9 +6,9 @@ exported copy pools with :func:`rave.network.enhancer.adaptive_avg_pool_by_membe
 (two matrix products with 0/1 bin-membership matrices built from the traced image size),
 which gives the same values at every size; everything else is the network's own forward.
 
-The exported graph runs the whole image at once, so its memory grows with the photo like
-eager PyTorch's (about 1.9 GB per megapixel in ONNX Runtime; see README): large photos need
-rave's tiled engine (:mod:`rave.inference.tiled`).
+The exported graph runs the whole image at once, so its memory grows with the photo (in ONNX
+Runtime about 0.6 GB + 0.95 GB per megapixel; see README): large photos need rave's tiled
+engine (:mod:`rave.inference.tiled`).
 
 Inputs and outputs of the exported model:
 
