@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
-import resource
 import sys
 import tempfile
 import time
@@ -73,7 +72,7 @@ def _peer_child(
         light = compiled({"image": pixels})[compiled.output(0)]
     seconds = time.perf_counter() - start
     np.save(out_path, np.asarray(light)[0, 0])
-    queue.put((seconds, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
+    queue.put((seconds, shared.peak_rss_mb()))
 
 
 def _run_peer(kind: str, model_path: Path, image_path: str, threads: int, tmp: Path):
