@@ -31,6 +31,22 @@ MACS_PER_PIXEL += 64 * 32 * 9 + 32 * 9
 FLOPS_PER_PIXEL = 2 * MACS_PER_PIXEL
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory in MB.
+
+    ``VmHWM`` rather than ``ru_maxrss``: Linux keeps ``ru_maxrss`` across ``execve``, so a
+    spawned child would report at least its parent's size at the fork.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _load_net(device: str):
     import torch
 
@@ -101,8 +117,7 @@ def _child(
             torch.cuda.synchronize()
         seconds = time.perf_counter() - start
     np.save(out_path, light[0, 0].numpy())
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    queue.put((seconds, peak_mb))
+    queue.put((seconds, peak_rss_mb()))
 
 
 def _run(

@@ -181,3 +181,10 @@ def test_partly_overlapping_out_is_refused(net) -> None:
         enhance_tensor(net, buffer[..., :, :20], out=buffer[..., :, 1:])
     disjoint = torch.rand(2, 3, 20, 20)  # two images in one storage: not in place
     enhance_tensor(net, disjoint[:1], out=disjoint[1:])
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_networks_not_in_float32_are_refused(dtype: torch.dtype) -> None:
+    net = EnhancementNet().eval().to(dtype)
+    with pytest.raises(ValueError, match="float32 only"):
+        predict_light_map(net, torch.rand(1, 3, 8, 8))

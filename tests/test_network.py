@@ -16,6 +16,7 @@ from rave.network import (
     extract_state_dict,
     load_checkpoint_file,
 )
+from rave.network.enhancer import PYRAMID_BINS, adaptive_avg_pool_by_membership
 
 
 def test_parameter_count_matches_the_paper_network() -> None:
@@ -93,3 +94,11 @@ def test_apply_light_map_is_clamped_division() -> None:
 def test_rejects_non_rgb_batches() -> None:
     with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
         EnhancementNet()(torch.rand(3, 8, 8))
+
+
+@pytest.mark.parametrize(("height", "width"), [(2, 2), (7, 9), (13, 5), (37, 61)])
+def test_membership_pooling_equals_adaptive_avg_pool(height: int, width: int) -> None:
+    x = torch.rand(2, 4, height, width, generator=torch.Generator().manual_seed(height))
+    for bins in PYRAMID_BINS:
+        expected = torch.nn.functional.adaptive_avg_pool2d(x, bins)
+        assert torch.allclose(adaptive_avg_pool_by_membership(x, bins), expected, atol=1e-6)

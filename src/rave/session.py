@@ -210,6 +210,7 @@ class Enhancer:
             OSError, ValueError: the target cannot be written (nothing is left behind).
         """
         from rave.inference.memory import return_freed_memory
+        from rave.inference.pipeline import end_turn, wait_for_turn
         from rave.io import (
             DEFAULT_MAX_PIXELS,
             SIXTEEN_BIT_FORMATS,
@@ -232,12 +233,18 @@ class Enhancer:
             out_dtype = np.uint16
         elif pixels.dtype == np.uint16:
             notes.append(f"16-bit input written as 8-bit {fmt.upper()}")
-        # In place where the result has the input's type: a whole photo's worth less memory.
-        enhanced = self.enhance_pixels(
-            pixels, out_dtype=out_dtype, in_place=True, progress=progress, strength=strength
-        )
-        del pixels
-        return_freed_memory()  # tile buffers kept for speed, not needed while encoding
+        # In an overlapped batch (rave.inference.pipeline) one photo uses the network at a
+        # time, in input order, while others decode or encode; elsewhere these are no-ops.
+        wait_for_turn()
+        try:
+            # In place where the result has the input's type: one photo's worth less memory.
+            enhanced = self.enhance_pixels(
+                pixels, out_dtype=out_dtype, in_place=True, progress=progress, strength=strength
+            )
+            del pixels
+            return_freed_memory()  # tile buffers kept for speed, not needed while encoding
+        finally:
+            end_turn()
         notes += write_photo(
             target,
             enhanced,

@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "shift": ("rave.cli.shift", "shift_command", "Remove bias directions from a residual vector."),
     "serve": ("rave.cli.serve", "serve_command", "Enhance photos from a web page."),
     "env": ("rave.cli.env", "env_command", "Show versions, devices and the conv backend."),
+    "export": ("rave.cli.export", "export_command", "Export a model to ONNX."),
 }
 
 
@@ -43,6 +44,10 @@ EXTRA_FOR_MODULE: dict[str, str] = {
     "scipy": "eval",
     "skimage": "eval",
     "lpips": "eval",
+    "rawpy": "raw",
+    "onnx": "export",
+    "onnxruntime": "export",
+    "openvino": "bench",
 }
 
 

@@ -243,10 +243,12 @@ def _say(message: str, quiet: bool = False) -> None:
     if not quiet:
         from tqdm import tqdm
 
+        from rave.inference.pipeline import in_order
         from rave.io.printable import printable
 
         # File names and metadata may hold escape sequences or newlines: one line, inert.
-        tqdm.write(printable(message), file=sys.stderr)
+        # In an overlapped batch the line waits until its photo is reported (input order).
+        in_order(lambda: tqdm.write(printable(message), file=sys.stderr))
 
 
 def _say_traceback(err: BaseException) -> None:
@@ -406,6 +408,7 @@ def _run_batch(
     from tqdm import tqdm
 
     from rave.cli._batch import STOP_BATCH_ERRNOS, bug_report, describe_failure, is_rave_bug
+    from rave.inference.pipeline import overlapped, photo_bytes
     from rave.io import PhotoError
 
     tally.left = len(jobs)
@@ -413,10 +416,16 @@ def _run_batch(
     # stderr to capture decoder messages: the bar is redrawn by this loop alone.
     tqdm.monitor_interval = 0
     progress = tqdm(jobs, unit="photo", desc="enhance", disable=True if quiet else None)
-    for job in progress:
+    # Decodes the next photo and encodes the previous one while one is enhanced.
+    outcomes = overlapped(
+        jobs,
+        lambda job: _enhance_one(job, enhancer, options, quiet),
+        lambda job: photo_bytes(job.source),
+    )
+    for job, outcome in zip(progress, outcomes, strict=True):
         progress.set_postfix_str(job.source.name, refresh=False)
         try:
-            _enhance_one(job, enhancer, options, quiet)
+            outcome.result()
         except PhotoError as err:
             tally.failed += 1
             _say(f"error: {err}")

@@ -44,6 +44,7 @@ from rave.network.enhancer import (
     ResidualBlock,
     apply_light_map,
     check_strength,
+    bin_membership,
 )
 
 __all__ = [
@@ -233,11 +234,6 @@ def _features(
     return _residual_block(net.ResidualBlock2, x, region, backend)
 
 
-def _bin_edges(length: int, bins: int) -> list[tuple[int, int]]:
-    """Bin ``[start, end)`` intervals of ``adaptive_avg_pool`` (bins may overlap)."""
-    return [(i * length // bins, -(-(i + 1) * length // bins)) for i in range(bins)]
-
-
 def _cumulative(sizes: tuple[int, ...]) -> list[int]:
     """Start offsets of consecutive blocks of the given sizes."""
     starts, total = [], 0
@@ -247,11 +243,16 @@ def _cumulative(sizes: tuple[int, ...]) -> list[int]:
     return starts
 
 
-def _membership(edges: list[tuple[int, int]], start: int, stop: int, like: Tensor) -> Tensor:
-    """``(bins, stop - start)`` 0/1 matrix: does coordinate ``start + j`` fall in bin ``i``."""
+def _membership(length: int, bins: tuple[int, ...], start: int, stop: int, like: Tensor) -> Tensor:
+    """``(sum(bins), stop - start)`` 0/1 matrix: does coordinate ``start + j`` fall in bin
+    ``i`` (the bins of every grid size, one after another)."""
     coords = torch.arange(start, stop, device=like.device)
-    rows = [((coords >= a) & (coords < b)) for a, b in edges]
-    return torch.stack(rows).to(like.dtype)
+    return torch.cat([bin_membership(coords, length, b) for b in bins]).to(like.dtype)
+
+
+def _bin_sizes(length: int, bins: int) -> Tensor:
+    """``(bins,)`` number of coordinates in each adaptive-pooling bin (float64)."""
+    return bin_membership(torch.arange(length), length, bins).sum(dim=1).double()
 
 
 def _upsample_weights(out_size: int, in_size: int, start: int, stop: int, like: Tensor) -> Tensor:
@@ -333,9 +334,8 @@ class _PooledContext:
         self.height, self.width = height, width
         self.branches: list[Tensor] = []  # (B, 8, b, b) after the 1x1 conv and PReLU
         for branch, bins, total in zip(ppm.features, ppm.bins, sums, strict=True):
-            rows = torch.tensor([b - a for a, b in _bin_edges(height, bins)], dtype=total.dtype)
-            cols = torch.tensor([b - a for a, b in _bin_edges(width, bins)], dtype=total.dtype)
-            counts = (rows[:, None] * cols[None, :]).to(total.device)
+            rows, cols = _bin_sizes(height, bins), _bin_sizes(width, bins)
+            counts = (rows[:, None] * cols[None, :]).to(total.device, total.dtype)
             pooled = (total / counts).float()
             self.branches.append(branch[2](branch[1](pooled)))
 
@@ -367,8 +367,6 @@ def _pooled_context(
     _, _, height, width = image.shape
     device = next(net.parameters()).device
     bins = net.PPM1.bins
-    edges_y = [edge for b in bins for edge in _bin_edges(height, b)]
-    edges_x = [edge for b in bins for edge in _bin_edges(width, b)]
     # Diagonal blocks of the all-bins sum matrix: rows/cols of bin size b.
     blocks = [slice(start, start + b) for start, b in zip(_cumulative(bins), bins, strict=True)]
     partial_sums: list[Tensor] = []  # (B, C, n_bins, n_bins) per tile, float64
@@ -387,8 +385,8 @@ def _pooled_context(
             feature_cache[..., inner.top : inner.bottom, inner.left : inner.right] = feats
         # One pair of matmuls sums every bin of every grid size at once (float32 within a
         # tile); tiles add up in float64, as a 24 MP image adds millions of terms.
-        rows = _membership(edges_y, inner.top, inner.bottom, feats)
-        cols = _membership(edges_x, inner.left, inner.right, feats)
+        rows = _membership(height, bins, inner.top, inner.bottom, feats)
+        cols = _membership(width, bins, inner.left, inner.right, feats)
         partial_sums.append(torch.matmul(torch.matmul(rows, feats), cols.T).double())
 
     _for_each_tile(run_tile, _tile_grid(height, width, tile), workers)
@@ -519,6 +517,11 @@ def _run_tiled(
     _check_image(image)
     batch, _, height, width = image.shape
     device = next(net.parameters()).device
+    dtype = next(net.parameters()).dtype
+    if dtype != torch.float32:
+        # Unmeasured on GPUs so far (benchmarks/gpu_check.py measures it): refuse rather
+        # than return a light map of unknown accuracy.
+        raise ValueError(f"the network's weights are {dtype}; rave's engine runs float32 only")
     backend = select_backend(device)
     channels_last = backend in _CHANNELS_LAST_BACKENDS
     if light_in is not None:

@@ -29,8 +29,10 @@ __all__ = [
     "EnhancementNet",
     "PyramidPooling",
     "ResidualBlock",
+    "adaptive_avg_pool_by_membership",
     "apply_light_map",
     "check_strength",
+    "bin_membership",
     "count_parameters",
     "start_as_identity",
 ]
@@ -58,6 +60,51 @@ class ResidualBlock(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         y = self.lrelu(self.conv1(x))
         return self.lrelu(self.conv2(y) + x)
+
+
+def bin_membership(coords: Tensor, length: Tensor | int, bins: int) -> Tensor:
+    """Which adaptive-average-pooling bins each coordinate falls in.
+
+    ``adaptive_avg_pool`` splits ``length`` into ``bins`` intervals
+    ``[floor(i * length / bins), ceil((i + 1) * length / bins))``, which overlap when
+    ``bins`` does not divide ``length``. Integer tensor arithmetic only, so that ``length``
+    may be a traced size and the result exports to ONNX with a dynamic image size.
+
+    Args:
+        coords: ``(n,)`` int64 coordinates along the axis.
+        length: the axis length (an int or a 0-d int64 tensor).
+        bins: number of bins.
+
+    Returns:
+        ``(bins, n)`` bool: ``coords[j]`` lies in bin ``i``.
+    """
+    index = torch.arange(bins, device=coords.device)
+    start = torch.div(index * length, bins, rounding_mode="floor")
+    end = torch.div((index + 1) * length + (bins - 1), bins, rounding_mode="floor")
+    return (coords[None, :] >= start[:, None]) & (coords[None, :] < end[:, None])
+
+
+def adaptive_avg_pool_by_membership(x: Tensor, bins: int) -> Tensor:
+    """``F.adaptive_avg_pool2d(x, bins)`` as two matrix products with 0/1 bin matrices.
+
+    ONNX has no adaptive pooling whose bins overlap (the exporter refuses sizes that
+    ``bins`` does not divide); matrix products export at any size. The tiled engine sums
+    the same bins with the same matrices tile by tile.
+
+    Args:
+        x: ``(B, C, H, W)`` float.
+        bins: output grid side.
+
+    Returns:
+        ``(B, C, bins, bins)``: the mean of ``x`` over every bin.
+    """
+    height, width = x.shape[-2], x.shape[-1]
+    # Sizes as tensors: the tracer then records them as dynamic (shape ops), not constants.
+    rows = bin_membership(torch.arange(height, device=x.device), height, bins).to(x.dtype)
+    cols = bin_membership(torch.arange(width, device=x.device), width, bins).to(x.dtype)
+    sums = torch.matmul(torch.matmul(rows, x), cols.transpose(0, 1))
+    counts = rows.sum(dim=1)[:, None] * cols.sum(dim=1)[None, :]
+    return sums / counts
 
 
 class PyramidPooling(nn.Module):
@@ -91,12 +138,17 @@ class PyramidPooling(nn.Module):
             nn.Conv2d(fused_in, in_channels, 3, padding=1, bias=False),
             nn.PReLU(),
         )
+        # True: pool with adaptive_avg_pool_by_membership (same values; exports to ONNX).
+        self.pool_by_membership = False
 
     def forward(self, x: Tensor) -> Tensor:
         size = x.shape[-2:]
         branches = [x]
-        for branch in self.features:
-            pooled = branch(x)
+        for bins, branch in zip(self.bins, self.features, strict=True):
+            if self.pool_by_membership:
+                pooled = branch[1:](adaptive_avg_pool_by_membership(x, bins))
+            else:
+                pooled = branch(x)
             branches.append(F.interpolate(pooled, size=size, mode="bilinear", align_corners=True))
         return self.fuse(torch.cat(branches, dim=1))
 
