@@ -43,8 +43,8 @@ from rave.network.enhancer import (
     PyramidPooling,
     ResidualBlock,
     apply_light_map,
-    check_strength,
     bin_membership,
+    check_strength,
 )
 
 __all__ = [

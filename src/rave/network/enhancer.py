@@ -31,8 +31,8 @@ __all__ = [
     "ResidualBlock",
     "adaptive_avg_pool_by_membership",
     "apply_light_map",
-    "check_strength",
     "bin_membership",
+    "check_strength",
     "count_parameters",
     "start_as_identity",
 ]
