@@ -30,6 +30,14 @@ def work(tmp_path: Path, monkeypatch) -> Path:
     return tmp_path
 
 
+def _listdir(folder: str) -> list[str]:
+    """Names in ``folder``, sorted, without rave's record of what made each result (a
+    temporary ``.part`` file left behind would still show)."""
+    from rave.io.provenance import MANIFEST_NAME
+
+    return sorted(name for name in os.listdir(folder) if name != MANIFEST_NAME)
+
+
 def _run(checkpoint: Path, *args: str) -> Result:
     return CliRunner().invoke(
         main, ["enhance", *args, "--model", str(checkpoint), "--device", "cpu"]
@@ -73,7 +81,7 @@ def test_malformed_tiff_is_one_photo_error_and_batch_goes_on(work: Path, checkpo
         "error: b.tif: corrupt or unreadable image (TypeError: Missing dimensions)"
     ]
     assert "2 enhanced, 0 skipped, 1 failed" in result.stdout
-    assert sorted(os.listdir("enhanced")) == ["a.png", "c.png"]
+    assert _listdir("enhanced") == ["a.png", "c.png"]
 
 
 def test_library_exception_while_enhancing_is_that_photos_error(
@@ -96,7 +104,7 @@ def test_library_exception_while_enhancing_is_that_photos_error(
     result = _run(checkpoint, "a.png", "b.png")
     assert result.exit_code == 1, result.output
     assert _lines(result) == ["error: a.png: TypeError: a library failed on this photo"]
-    assert os.listdir("enhanced") == ["b.png"]
+    assert _listdir("enhanced") == ["b.png"]
 
 
 @pytest.mark.parametrize("debug", [False, True])
@@ -190,7 +198,7 @@ def test_in_place_replacement_never_loses_the_original(
     assert result.exit_code == 1, result.output
     assert "No space left on device" in _lines(result)[0]
     assert Path("photo.jpg").read_bytes() == original
-    assert os.listdir(".") == ["photo.jpg"]
+    assert _listdir(".") == ["photo.jpg"]
 
 
 def test_write_probe_stops_before_any_photo_is_computed(
@@ -213,7 +221,7 @@ def test_write_probe_stops_before_any_photo_is_computed(
     assert _lines(result) == [
         "error: output folder out cannot be written (Read-only file system): nothing was enhanced"
     ]
-    assert os.listdir("out") == []
+    assert _listdir("out") == []
 
 
 def test_full_disk_stops_the_batch_with_one_line_per_photo(
@@ -243,19 +251,26 @@ def test_full_disk_stops_the_batch_with_one_line_per_photo(
         errors[1] == "error: stopping: the output cannot take more files; 2 photo(s) not attempted"
     )
     assert "0 enhanced, 0 skipped, 1 failed, 2 not attempted" in result.stdout
-    assert os.listdir("enhanced") == []
+    assert _listdir("enhanced") == []
 
 
 def test_sigterm_cleans_up_and_says_what_is_left(work: Path, checkpoint: Path, monkeypatch) -> None:
     import rave.io.write
 
+    # One photo after another, so that "1 enhanced, 2 left" is exact (with overlapping, a
+    # photo finished by a worker but not yet reported is kept and skipped on the re-run,
+    # and not counted: see test_pipeline.py for what an early stop does to workers).
+    monkeypatch.setenv("RAVE_OVERLAP", "0")
     for name in ("a.png", "b.png", "c.png"):
         _photo(name)
     real_write = rave.io.write.atomic_write
     calls = []
 
     def terminated_while_writing(path, content, **options):
-        calls.append(path)
+        from rave.io.provenance import MANIFEST_NAME
+
+        if Path(path).name != MANIFEST_NAME:  # count photos, not records of them
+            calls.append(path)
         if len(calls) == 2:
 
             def half_then_sigterm(stream):
@@ -272,7 +287,7 @@ def test_sigterm_cleans_up_and_says_what_is_left(work: Path, checkpoint: Path, m
         "interrupted: 1 enhanced, 0 failed, 2 left; run the same command again to finish "
         "(results written so far are kept and skipped)"
     ]
-    assert os.listdir("enhanced") == ["a.png"]
+    assert _listdir("enhanced") == ["a.png"]
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handler removed afterwards
 
 
@@ -285,7 +300,7 @@ def test_leftover_of_a_killed_run_is_removed_by_the_next(work: Path, checkpoint:
     _photo("a.png")
     result = _run(checkpoint, "a.png")
     assert result.exit_code == 0, result.output
-    assert os.listdir("enhanced") == ["a.png"]
+    assert _listdir("enhanced") == ["a.png"]
 
 
 @pytest.fixture

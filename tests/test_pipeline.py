@@ -141,3 +141,53 @@ def test_photo_bytes_reads_the_header(tmp_path: Path) -> None:
     assert photo_bytes(tmp_path / "grey16.png") == 30 * 20 * 2
     assert photo_bytes(tmp_path / "bad.jpg") is None
     assert photo_bytes(tmp_path / "missing.jpg") is None
+
+
+def test_an_early_stop_lets_no_photo_run_on() -> None:
+    """Closing the results early (Ctrl-C, a bug, a full disk) stops photos that have not
+    reached the network and joins every worker before close() returns: nothing is written
+    after the caller has reported (a write after the command returned would land in
+    whatever folder is current by then)."""
+    turns_taken: list[int] = []
+    finished: list[int] = []
+
+    def run(job: int) -> None:
+        if job == 0:
+            time.sleep(0.2)  # photo 0 is still being read while 1 and 2 wait for their turns
+        wait_for_turn()
+        turns_taken.append(job)
+        time.sleep(0.05)
+        end_turn()
+        finished.append(job)
+
+    results = overlapped(range(6), run, lambda job: SMALL)
+    first = next(results)  # photo 0's result
+    assert first is not None
+    results.close()  # the caller stops here
+    snapshot = (list(turns_taken), list(finished))
+    time.sleep(0.2)
+    assert (turns_taken, finished) == snapshot  # nothing ran on after close()
+    assert 0 in finished and not {3, 4, 5} & set(turns_taken)  # never submitted or stopped
+
+
+def test_a_stopped_photo_gives_up_before_the_network() -> None:
+    from rave.inference.pipeline import BatchStopped
+
+    outcome: list[BaseException | None] = []
+
+    def run(job: int) -> None:
+        if job == 0:
+            time.sleep(0.3)  # photo 1 waits for its turn meanwhile
+        try:
+            wait_for_turn()
+        except BatchStopped as stop:
+            outcome.append(stop)
+            raise
+        outcome.append(None)
+        end_turn()
+
+    results = overlapped(range(2), run, lambda job: SMALL)
+    next(results)
+    results.close()
+    # photo 1 either already had its turn when the caller closed, or gave up: never both
+    assert len(outcome) == 2 and outcome[0] is None

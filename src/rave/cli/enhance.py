@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import sys
@@ -22,7 +23,11 @@ from rave.cli._options import (
     tile_option,
 )
 
-if TYPE_CHECKING:  # torch is imported only once a photo is enhanced
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from concurrent.futures import Future
+
+    # torch is imported only once a photo is enhanced
     from torch import nn
 
     from rave.io.provenance import Recipe
@@ -407,9 +412,7 @@ def _run_batch(
     """
     from tqdm import tqdm
 
-    from rave.cli._batch import STOP_BATCH_ERRNOS, bug_report, describe_failure, is_rave_bug
     from rave.inference.pipeline import overlapped, photo_bytes
-    from rave.io import PhotoError
 
     tally.left = len(jobs)
     # tqdm's monitor thread may redraw the bar at any time, also while the reader holds
@@ -422,6 +425,19 @@ def _run_batch(
         lambda job: _enhance_one(job, enhancer, options, quiet),
         lambda job: photo_bytes(job.source),
     )
+    # Whatever ends the loop early, the workers are stopped and joined before the summary
+    # (no photo is written after rave enhance has returned).
+    with contextlib.closing(outcomes):
+        _report_outcomes(jobs, outcomes, progress, tally, debug)
+
+
+def _report_outcomes(
+    jobs: list[_Job], outcomes: Iterator[Future[None]], progress: Any, tally: _Tally, debug: bool
+) -> None:
+    """Count and report each photo's outcome, in input order; see :func:`_run_batch`."""
+    from rave.cli._batch import STOP_BATCH_ERRNOS, bug_report, describe_failure, is_rave_bug
+    from rave.io import PhotoError
+
     for job, outcome in zip(progress, outcomes, strict=True):
         progress.set_postfix_str(job.source.name, refresh=False)
         try:

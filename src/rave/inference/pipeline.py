@@ -33,6 +33,7 @@ from typing import TypeVar
 
 __all__ = [
     "OVERLAP_MAX_BYTES",
+    "BatchStopped",
     "end_turn",
     "in_order",
     "overlapped",
@@ -46,6 +47,11 @@ _MAX_IN_FLIGHT = 3  # one decoding, one enhancing, one encoding
 Job = TypeVar("Job")
 
 
+class BatchStopped(Exception):
+    """Raised in a photo's job when the batch stopped (Ctrl-C, a bug, a full disk) before
+    the photo reached the network: nothing of it is written."""
+
+
 class _Turns:
     """The network's turns, given in input order; a ticket finishes once (used or not)."""
 
@@ -53,10 +59,19 @@ class _Turns:
         self._condition = threading.Condition()
         self._finished: set[int] = set()
         self._serving = 0
+        self._stopped = False
 
     def wait(self, ticket: int) -> None:
         with self._condition:
-            self._condition.wait_for(lambda: self._serving == ticket)
+            self._condition.wait_for(lambda: self._serving == ticket or self._stopped)
+            if self._stopped:
+                raise BatchStopped("the batch stopped before this photo's turn")
+
+    def stop(self) -> None:
+        """No more turns: photos that have not reached the network give up."""
+        with self._condition:
+            self._stopped = True
+            self._condition.notify_all()
 
     def finish(self, ticket: int) -> None:
         with self._condition:
@@ -97,13 +112,19 @@ def end_turn() -> None:
 
 def photo_bytes(path: Path) -> int | None:
     """Bytes of a photo's decoded pixels from its header, or ``None`` when unknown."""
+    import warnings
+
     from PIL import Image
 
     try:
-        with Image.open(path) as image:
-            width, height = image.size
-            bands = len(image.getbands())
-            depth = 2 if image.mode.startswith("I;16") or image.mode in ("I", "F") else 1
+        # Only the size is wanted here: the job's own reader reports what is wrong with the
+        # file (Pillow warns about corrupt EXIF on open, which must not reach the terminal).
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as image:
+                width, height = image.size
+                bands = len(image.getbands())
+                depth = 2 if image.mode.startswith("I;16") or image.mode in ("I", "F") else 1
     except Exception:  # any reader error: the job itself reports it
         return None
     return width * height * bands * depth
@@ -153,7 +174,8 @@ def overlapped(
             action()
         return future
 
-    with ThreadPoolExecutor(_MAX_IN_FLIGHT, thread_name_prefix="rave-photo") as pool:
+    pool = ThreadPoolExecutor(_MAX_IN_FLIGHT, thread_name_prefix="rave-photo")
+    try:
         for ticket, job in enumerate(jobs):
             size = size_of(job)
             small = allowed and size is not None and size <= OVERLAP_MAX_BYTES
@@ -165,3 +187,9 @@ def overlapped(
             pending.append((pool.submit(work, job, ticket, held), small, held))
         while pending:
             yield report()
+    finally:
+        # Closed early (Ctrl-C, a bug, a full disk): photos not yet at the network give up,
+        # those past it finish their (atomic) write, and none runs on after the caller has
+        # reported: close() returns only when every worker is done.
+        turns.stop()
+        pool.shutdown(wait=True, cancel_futures=True)
