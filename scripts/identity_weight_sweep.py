@@ -35,7 +35,9 @@ from rave.training.data import AugmentParams, FolderImages, TrainingImages, batc
 CLIP_LEVEL = 0.99  # as scripts/evaluate_default.py: a pixel is clipped if a channel >= this
 
 
-def clip_highlights(brighter: torch.Tensor, inputs: torch.Tensor, low: float, high: float):
+def clip_highlights(
+    brighter: torch.Tensor, inputs: torch.Tensor, low: float, high: float
+) -> torch.Tensor:
     """``brighter`` with the pixels whose input is bright blended to white.
 
     The blend weight is a smoothstep of the input's largest channel from ``low`` (0, the
