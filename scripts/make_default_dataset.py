@@ -4,16 +4,19 @@ Writes three folders of PNG images (and a ``manifest.json`` and ``data_card.md``
 
     OUT/train_backlit/     dim and backlit photos from ../shared/data (minus the held-out split)
     OUT/train_well_lit/    well-lit natural colour photos that installed packages ship
+    OUT/val_backlit/       a validation split taken from the training photos (VAL_DICM +
+                           VAL_LIME), for choosing checkpoints; not trained on
     OUT/heldout_backlit/   the fixed evaluation split (HELDOUT_DICM + HELDOUT_LIME); never
-                           used for training
+                           used for training or for choosing anything
 
 Backlit/dim photos come from ``DATA/dicm/*.jpg`` and ``DATA/lime/*.bmp`` (``--data``,
 default ``../shared/data`` beside the repository). Well-lit photos come from scikit-image,
 matplotlib, scikit-learn (optional extra ``rave-enhance[data]``) and the Debian packages
-``libjxl-testdata`` and ``opencv-doc`` (``scripts/install_data_sources.sh``); a source that
-is not installed is skipped with a note. Every photo is resized so that its longer side is at
-most ``--max-side`` pixels (area interpolation) and stored as 8-bit sRGB PNG (lossless, so
-no second round of JPEG artefacts).
+``libjxl-testdata``, ``opencv-doc``, ``mate-backgrounds`` and ``plasma-workspace-wallpapers``
+(``scripts/install_data_sources.sh``); a source that is not installed is skipped with a note.
+Every photo is resized so that its longer side is at most ``--max-side`` pixels (area
+interpolation) and stored as 8-bit sRGB PNG (lossless, so no second round of JPEG
+artefacts).
 
 ``--synthetic N`` adds N synthetic backlit variants of every well-lit photo to
 ``train_backlit`` (off by default; see :func:`synthesize_backlit`).
@@ -43,7 +46,7 @@ from PIL import Image
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data"
 DEFAULT_OUT = REPO_ROOT / "runs" / "data" / "default"
-SPLITS = ("train_backlit", "train_well_lit", "heldout_backlit")
+SPLITS = ("train_backlit", "train_well_lit", "val_backlit", "heldout_backlit")
 
 # The evaluation split, fixed by name so that it never changes with the file set: every 4th
 # DICM file in sorted order of the 64-file set (01.jpg, 05.jpg, ...) plus two LIME images.
@@ -54,10 +57,20 @@ HELDOUT_DICM: tuple[str, ...] = (
 )  # fmt: skip
 HELDOUT_LIME: tuple[str, ...] = ("2.bmp", "7.bmp")
 
+# The validation split, taken from the training photos (never from the held-out ones) and
+# fixed by name: every 6th DICM training file in sorted order from 07.jpg, plus one LIME
+# image. Checkpoints and recipes are chosen on it, so the held-out figures stay unbiased.
+VAL_DICM: tuple[str, ...] = (
+    "07.jpg", "15.jpg", "25.jpg", "33.jpg", "41.jpg", "49.jpg", "57.jpg", "66.jpg",
+)  # fmt: skip
+VAL_LIME: tuple[str, ...] = ("8.bmp",)
+
 # DICM (Lee et al., 2012) and LIME (Guo et al., 2017) ship without a licence statement.
 BACKLIT_LICENCE = "not stated (research benchmark; not redistributed)"
 DEB_JXL = "/usr/share/libjxl-testdata"
 DEB_OCV = "/usr/share/doc/opencv-doc/examples"
+DEB_MATE = "/usr/share/backgrounds/mate/nature"
+DEB_PLASMA = "/usr/share/wallpapers"
 
 
 @dataclass(frozen=True)
@@ -86,7 +99,11 @@ class WellLitSource:
 # a night launch (skimage rocket), astronomy/medical images (skimage hubble_deep_field,
 # retina, immunohistochemistry), the Middlebury motorcycle pair (skimage ships it without a
 # licence statement) and two OpenCV photos of doubtful provenance despite the package's
-# blanket licence (baboon: the USC-SIPI mandrill; messi5: a press photo).
+# blanket licence (baboon: the USC-SIPI mandrill; messi5: a press photo). Desktop
+# wallpapers: only photographs; left out are renders and drawings (all of gnome-backgrounds
+# 43 and ukui-wallpapers, mate abstract/desktop, most Plasma wallpapers), grey-only shots
+# (Plasma ColdRipple, Grey), dim, night or sunset scenes (mate Storm, Plasma DarkestHour,
+# EveningGlow, summer_1am) and Plasma Kite (a drawn kite on a sky photo).
 WELL_LIT: tuple[WellLitSource, ...] = (
     WellLitSource("skimage_astronaut", "scikit-image", "skimage:astronaut",
                   "public domain (NASA)"),
@@ -128,6 +145,28 @@ WELL_LIT: tuple[WellLitSource, ...] = (
                   "Apache-2.0 (OpenCV sample data, Debian copyright)"),
     WellLitSource("opencv_reg_home", "opencv-doc", f"{DEB_OCV}/reg/home.png",
                   "Apache-2.0 (OpenCV sample data, Debian copyright)"),
+    *(
+        WellLitSource(f"mate_{stem.lower()}", "mate-backgrounds", f"{DEB_MATE}/{stem}.jpg",
+                      f"GPL-2+ ({author}; Debian copyright)")
+        for stem, author in (
+            ("Aqua", "Charles Barbin"), ("Blinds", "Lennart Poettering, Andrea Cimitan"),
+            ("Dune", "Marco Cogoni, Hylke Bons"), ("FreshFlower", "Jens Ansorg"),
+            ("Garden", "Charles Barbin"), ("GreenMeadow", "Timothy Schellhase, Lapo Calamandrei"),
+            ("LadyBird", "Charles Barbin"), ("RainDrops", "blackcombwhistler07"),
+            ("TwoWings", "Charles Barbin, Hylke Bons"), ("Wood", "Jean-Francois Fortin Tam"),
+            ("YellowFlower", "Charles Barbin"),
+        )
+    ),
+    *(
+        WellLitSource(f"plasma_{name.lower()}", "plasma-workspace-wallpapers",
+                      f"{DEB_PLASMA}/{name}/contents/images/2560x1600.jpg",
+                      f"LGPL-3 ({author}; metadata.json)")
+        for name, author in (
+            ("BytheWater", "Maciej Wiklo"), ("ColorfulCups", "Dmitri Popov"),
+            ("FallenLeaf", "Martin Klapetek"), ("OneStandsOut", "Risto Saukonpää"),
+            ("Path", "Risto Saukonpää"),
+        )
+    ),
 )  # fmt: skip
 
 
@@ -160,6 +199,21 @@ def split_backlit(data_dir: Path) -> tuple[list[Path], list[Path], list[str]]:
         for path in files:
             (heldout if path.name in held else train).append(path)
     return train, heldout, notes
+
+
+def split_validation(train: Sequence[Path]) -> tuple[list[Path], list[Path]]:
+    """Split training photos (from :func:`split_backlit`) into training and validation.
+
+    A file is in the validation split if and only if its name is in ``VAL_DICM`` (``dicm/``)
+    or ``VAL_LIME`` (``lime/``); the held-out photos are never in ``train``, so never here.
+
+    Returns:
+        ``(train, validation)``, both in the order of ``train``.
+    """
+    val_names = {("dicm", n) for n in VAL_DICM} | {("lime", n) for n in VAL_LIME}
+    keep = [p for p in train if (p.parent.name, p.name) not in val_names]
+    val = [p for p in train if (p.parent.name, p.name) in val_names]
+    return keep, val
 
 
 # --------------------------------------------------------------------------- well-lit
@@ -333,7 +387,7 @@ def build_dataset(
     sources: Sequence[WellLitSource] = WELL_LIT,
     log: Callable[[str], None] = print,
 ) -> dict:
-    """Write the three split folders, ``manifest.json`` and ``data_card.md`` into ``out_dir``.
+    """Write the four split folders, ``manifest.json`` and ``data_card.md`` into ``out_dir``.
 
     Returns the manifest: ``{"splits": {split: [record, ...]}, "skipped": [note, ...], ...}``.
     """
@@ -346,8 +400,10 @@ def build_dataset(
     skipped: list[str] = []
 
     train, heldout, notes = split_backlit(data_dir)
+    train, val = split_validation(train)
     skipped += notes
-    for split, paths in (("train_backlit", train), ("heldout_backlit", heldout)):
+    backlit_splits = (("train_backlit", train), ("val_backlit", val), ("heldout_backlit", heldout))
+    for split, paths in backlit_splits:
         for path in paths:
             name = f"{path.parent.name}_{path.stem}"
             try:
@@ -395,6 +451,7 @@ def build_dataset(
     manifest = {
         "data_dir": str(data_dir), "max_side": max_side, "synthetic_per_photo": synthetic,
         "seed": seed, "heldout_dicm": list(HELDOUT_DICM), "heldout_lime": list(HELDOUT_LIME),
+        "val_dicm": list(VAL_DICM), "val_lime": list(VAL_LIME),
         "splits": records, "skipped": skipped,
     }  # fmt: skip
     _write_text_atomic(out_dir / "manifest.json", json.dumps(manifest, indent=2))
@@ -430,6 +487,10 @@ def render_data_card(manifest: dict) -> str:
         + ", ".join(manifest["heldout_dicm"])
         + "; LIME "
         + ", ".join(manifest["heldout_lime"]),
+        "- validation (from the training photos, not trained on): DICM "
+        + ", ".join(manifest["val_dicm"])
+        + "; LIME "
+        + ", ".join(manifest["val_lime"]),
         "",
         "| split | images |",
         "|---|---|",

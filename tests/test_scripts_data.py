@@ -108,6 +108,30 @@ def test_heldout_split_on_the_real_photos(photos_dir: Path) -> None:
     assert not {p.resolve() for p in train} & {p.resolve() for p in heldout}
 
 
+def test_validation_split_comes_from_the_training_photos(photos_dir: Path) -> None:
+    train, heldout, _ = dataset.split_backlit(photos_dir)
+    kept, val = dataset.split_validation(train)
+    assert {(p.parent.name, p.name) for p in val} == {
+        ("dicm", n) for n in dataset.VAL_DICM
+    } | {("lime", n) for n in dataset.VAL_LIME}
+    assert set(kept) | set(val) == set(train) and not set(kept) & set(val)
+    assert not {p.resolve() for p in val} & {p.resolve() for p in heldout}
+
+
+def test_sweep_clips_bright_input_pixels_and_keeps_the_rest() -> None:
+    import torch
+
+    sweep = _load_script("identity_weight_sweep")
+    inputs = torch.tensor([0.2, 0.5, 0.7, 0.9]).view(1, 1, 1, 4).expand(1, 3, 1, 4)
+    brighter = inputs**0.5
+    clipped = sweep.clip_highlights(brighter, inputs, 0.6, 0.85)
+    # below LOW unchanged, at or above HIGH white, in between pushed up but not to white
+    assert torch.equal(clipped[..., :2], brighter[..., :2])
+    assert torch.equal(clipped[..., 3], torch.ones(1, 3, 1))
+    assert brighter[0, 0, 0, 2] < clipped[0, 0, 0, 2] < 1
+    assert sweep.clipped_share(clipped) == 0.25 and sweep.clipped_share(brighter) == 0.0
+
+
 def test_dataset_script_on_a_tiny_fake_source(tmp_path: Path) -> None:
     data = _fake_source(tmp_path)
     well = tmp_path / "well.png"

@@ -355,6 +355,24 @@ class _Interrupting(RaveMethod):
         return super().guided_loss(enhanced, inputs, step=step)
 
 
+def test_rave_highlight_term_is_added_only_when_asked(folders: Path) -> None:
+    # the offline recipe's term (docs/method.md), not RAVE's: logged and added to the total
+    from rave.training.loop import train
+
+    options = {"highlight_weight": 1000.0, "highlight_knee": 0.01}
+    config = tiny_config(folders, method_options=options)
+    train(config, encoder_factory=tiny_factory)
+    guided = read_metrics(Path(config.output_dir))[3]
+    # with the knee near 0, any pixel brighter than its input costs: the term is not vacuous
+    assert float(guided["highlight"]) > 0
+    total = (
+        1920 * float(guided["residual"])
+        + 22.5 * float(guided["identity"])
+        + 1000 * float(guided["highlight"])
+    )
+    assert float(guided["total"]) == pytest.approx(total, rel=1e-5)
+
+
 def test_ctrl_c_saves_a_checkpoint_that_resumes(folders: Path) -> None:
     from rave.training.loop import train
 

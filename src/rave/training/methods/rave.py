@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from rave.losses import residual_loss
+from rave.losses import highlight_loss, residual_loss
 from rave.training.methods.base import GuidanceMethod, MethodContext
 
 __all__ = ["RESIDUAL_FILENAME", "RaveMethod", "RaveOptions"]
@@ -42,6 +42,11 @@ class RaveOptions:
     # weight of L_res in the loss the round-extension rule compares: the authors' code
     # compares 16 * 20 * L_res + 22.5 * L_id (a sixth of the trained L_res weight) with 90
     extension_residual_weight: float = 320.0
+    # Not RAVE: weight of rave.losses.highlight_loss (0 = off, the paper's method). The
+    # built-in model's offline recipe (docs/method.md) uses it because its EfficientNet
+    # guidance does not penalise blown highlights; highlight_knee is where it starts.
+    highlight_weight: float = 0.0
+    highlight_knee: float = 0.9
 
 
 class RaveMethod(GuidanceMethod):
@@ -102,10 +107,15 @@ class RaveMethod(GuidanceMethod):
         l_res = residual_loss(embeddings, self.residual, self.threshold)
         l_id = self.identity(enhanced, inputs)
         total = self.options.residual_weight * l_res + self.config.identity_weight * l_id
+        terms: dict[str, Tensor] = {"residual": l_res, "identity": l_id}
+        if self.options.highlight_weight:
+            l_hi = highlight_loss(enhanced, inputs, knee=self.options.highlight_knee)
+            total = total + self.options.highlight_weight * l_hi
+            terms["highlight"] = l_hi
         with torch.no_grad():
             # the mean projection on r, to watch it approach thr (not part of the loss)
             projection = (embeddings.float() @ self.residual.float()).mean()
-        return {"residual": l_res, "identity": l_id, "projection": projection, "total": total}
+        return {**terms, "projection": projection, "total": total}
 
     def extension_loss(self, values: Mapping[str, float]) -> float:
         """``extension_residual_weight * L_res + identity_weight * L_id`` (the authors')."""

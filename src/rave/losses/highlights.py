@@ -1,0 +1,49 @@
+"""Highlight preservation: a penalty on outputs that saturate where the input does not.
+
+Not part of RAVE (the paper has no such term): the built-in ``default`` model's guidance
+(EfficientNet statistics) does not penalise blown highlights the way CLIP's space does, so
+its offline recipe can add this term (``method_options.highlight_weight``, docs/method.md).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = ["highlight_loss"]
+
+
+def highlight_loss(
+    enhanced: Tensor, inputs: Tensor, *, knee: float = 0.9, saturated: float = 0.99
+) -> Tensor:
+    """Mean squared overshoot of the output's brightest channel above ``max(input, knee)``.
+
+    Per pixel, with ``m_out`` and ``m_in`` the largest channel of output and input::
+
+        (m_in < saturated) * relu(m_out - max(m_in, knee)) ** 2
+
+    averaged over all pixels. It is zero for an output that keeps every pixel below
+    ``knee`` or no brighter than its input (so it never pushes dark regions down), and it
+    grows as a pixel that was not saturated in the input approaches white. Pixels already
+    saturated in the input are free (they cannot be kept). Outputs of
+    :func:`rave.network.apply_light_map` are clamped at 1, and the clamp passes no gradient,
+    so the term acts while pixels move through ``[knee, 1)``, before they clip.
+
+    Args:
+        enhanced: ``(B, 3, H, W)`` output in [0, 1].
+        inputs: ``(B, 3, H, W)`` input in [0, 1], same shape (no gradient needed).
+        knee: level in (0, 1) above which brightening a pixel costs.
+        saturated: input level at or above which a pixel counts as already clipped.
+
+    Returns:
+        scalar tensor, >= 0, at most ``(1 - knee) ** 2``.
+    """
+    if enhanced.shape != inputs.shape or enhanced.ndim != 4:
+        raise ValueError(f"expected two (B, C, H, W) tensors, got {enhanced.shape}, {inputs.shape}")
+    if not 0.0 < knee < 1.0:
+        raise ValueError(f"knee must be in (0, 1), got {knee}")
+    m_in = inputs.detach().amax(dim=1)
+    m_out = enhanced.amax(dim=1)
+    ceiling = m_in.clamp(min=knee)
+    overshoot = torch.relu(m_out - ceiling) * (m_in < saturated)
+    return overshoot.square().mean()
