@@ -38,6 +38,8 @@ from torch import Tensor, nn
 
 from rave.inference import winograd
 from rave.network.enhancer import (
+    FEATURE_LAYERS,
+    HEAD_LAYERS,
     LEAKY_SLOPE,
     EnhancementNet,
     PyramidPooling,
@@ -223,15 +225,34 @@ def _residual_block(
     )  # fmt: skip
 
 
+# Slope of the activation that follows a "conv:NAME" layer of FEATURE_LAYERS/HEAD_LAYERS
+# (fused into the convolution); None: no activation.
+_ACTIVATION_SLOPES: dict[str, float | None] = {"": None, "lrelu": LEAKY_SLOPE, "relu": 0.0}
+
+
+def _run_layers(
+    net: EnhancementNet,
+    layers: tuple[tuple[str, str], ...],
+    x: Tensor,
+    region: _Region,
+    backend: str,
+) -> tuple[Tensor, _Region]:
+    """``layers`` of the network (its own declared order) on a crop, shrinking ``region``."""
+    for name, kind in layers:
+        layer = getattr(net, name)
+        if kind == "block":
+            x, region = _residual_block(layer, x, region, backend)
+        else:
+            slope = _ACTIVATION_SLOPES[kind.partition(":")[2]]
+            x, region = _conv3x3(x, region, layer, layer.padding_mode, backend, slope=slope)
+    return x, region
+
+
 def _features(
     net: EnhancementNet, image: Tensor, region: _Region, backend: str
 ) -> tuple[Tensor, _Region]:
     """The pyramid-pooling input for a crop of the image (shrunk by up to 5 px per side)."""
-    x, region = _conv3x3(
-        image, region, net.cond1, net.cond1.padding_mode, backend, slope=LEAKY_SLOPE
-    )
-    x, region = _residual_block(net.ResidualBlock1, x, region, backend)
-    return _residual_block(net.ResidualBlock2, x, region, backend)
+    return _run_layers(net, FEATURE_LAYERS, image, region, backend)
 
 
 def _cumulative(sizes: tuple[int, ...]) -> list[int]:
@@ -405,13 +426,7 @@ def _head(
     fuse_conv, fuse_act = net.PPM1.fuse
     x, region = _conv3x3(fused, region, fuse_conv, "zeros", backend, slope=_prelu_slope(fuse_act))
     del fused
-    x, region = _conv3x3(x, region, net.condx, net.condx.padding_mode, backend)
-    x, region = _residual_block(net.ResidualBlock3, x, region, backend)
-    x, region = _residual_block(net.ResidualBlock4, x, region, backend)
-    x, region = _conv3x3(x, region, net.condy, net.condy.padding_mode, backend)
-    x, region = _residual_block(net.ResidualBlock5, x, region, backend)
-    x, region = _residual_block(net.ResidualBlock6, x, region, backend)
-    return _conv3x3(x, region, net.cond_add1, net.cond_add1.padding_mode, backend, slope=0.0)
+    return _run_layers(net, HEAD_LAYERS, x, region, backend)
 
 
 class DeadlineExceeded(TimeoutError):

@@ -25,6 +25,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
+    "FEATURE_LAYERS",
+    "HEAD_LAYERS",
     "PYRAMID_BINS",
     "EnhancementNet",
     "PyramidPooling",
@@ -153,6 +155,26 @@ class PyramidPooling(nn.Module):
         return self.fuse(torch.cat(branches, dim=1))
 
 
+# The network's layer order, declared once: EnhancementNet.forward and the tiled engine
+# (rave.inference.tiled) both walk these lists. Each entry is (attribute, kind): "conv" is a
+# 3x3 convolution followed by the activation named after the colon ("lrelu", "relu"; none
+# when absent), "block" a ResidualBlock. The pyramid pooling (PPM1) sits between the two.
+FEATURE_LAYERS: tuple[tuple[str, str], ...] = (
+    ("cond1", "conv:lrelu"),
+    ("ResidualBlock1", "block"),
+    ("ResidualBlock2", "block"),
+)
+HEAD_LAYERS: tuple[tuple[str, str], ...] = (
+    ("condx", "conv"),
+    ("ResidualBlock3", "block"),
+    ("ResidualBlock4", "block"),
+    ("condy", "conv"),
+    ("ResidualBlock5", "block"),
+    ("ResidualBlock6", "block"),
+    ("cond_add1", "conv:relu"),
+)
+
+
 class EnhancementNet(nn.Module):
     """The light-map network of RAVE / CLIP-LIT (278,790 parameters).
 
@@ -205,18 +227,23 @@ class EnhancementNet(nn.Module):
             if isinstance(module, nn.Conv2d):
                 nn.init.normal_(module.weight, 0.0, 0.02)
 
+    def _run_layers(self, layers: tuple[tuple[str, str], ...], x: Tensor) -> Tensor:
+        for name, kind in layers:
+            x = getattr(self, name)(x)
+            activation = kind.partition(":")[2]
+            if activation:
+                x = getattr(self, activation)(x)
+        return x
+
     def forward_features(self, image: Tensor) -> Tensor:
-        """Layers before the pyramid pooling: ``(B, 3, H, W)`` -> ``(B, 32, H, W)``."""
-        x = self.lrelu(self.cond1(image))
-        return self.ResidualBlock2(self.ResidualBlock1(x))
+        """Layers before the pyramid pooling (:data:`FEATURE_LAYERS`):
+        ``(B, 3, H, W)`` -> ``(B, 32, H, W)``."""
+        return self._run_layers(FEATURE_LAYERS, image)
 
     def forward_head(self, pooled_context: Tensor) -> Tensor:
-        """Layers after the pyramid pooling: ``(B, 32, H, W)`` -> light map ``(B, 1, H, W)``."""
-        x = self.condx(pooled_context)
-        x = self.ResidualBlock4(self.ResidualBlock3(x))
-        x = self.condy(x)
-        x = self.ResidualBlock6(self.ResidualBlock5(x))
-        return self.relu(self.cond_add1(x))
+        """Layers after the pyramid pooling (:data:`HEAD_LAYERS`): ``(B, 32, H, W)`` ->
+        light map ``(B, 1, H, W)``."""
+        return self._run_layers(HEAD_LAYERS, pooled_context)
 
     def forward(self, image: Tensor) -> Tensor:
         if image.ndim != 4 or image.shape[1] != 3:
