@@ -31,7 +31,18 @@ _LAZY_EXPORTS = {
     "metrics": "rave.metrics",
 }
 
-__all__ = ["__version__", *_LAZY_EXPORTS]
+# Spelled out (not built from _LAZY_EXPORTS) so type checkers and IDEs can read it;
+# tests/test_api.py checks the two agree.
+__all__ = [
+    "__version__",
+    "enhance",
+    "Enhancer",
+    "load_enhancer",
+    "list_models",
+    "compute_residual",
+    "create_encoder",
+    "metrics",
+]
 
 
 def __dir__() -> list[str]:
