@@ -34,13 +34,13 @@ _LAZY_EXPORTS = {
 # Spelled out (not built from _LAZY_EXPORTS) so type checkers and IDEs can read it;
 # tests/test_api.py checks the two agree.
 __all__ = [
-    "__version__",
-    "enhance",
     "Enhancer",
-    "load_enhancer",
-    "list_models",
+    "__version__",
     "compute_residual",
     "create_encoder",
+    "enhance",
+    "list_models",
+    "load_enhancer",
     "metrics",
 ]
 

@@ -182,7 +182,8 @@ def enhance_array(
         enhance_tensor(_engine_net(net), image, out=image, progress=progress, **options)
         return pixels
     result = np.empty((height, width, max(channels, 3)), dtype=compute_dtype)
-    enhance_tensor(_engine_net(net), image, out=_as_batch(result)[:, :3], progress=progress, **options)
+    out = _as_batch(result)[:, :3]
+    enhance_tensor(_engine_net(net), image, out=out, progress=progress, **options)
     if colour == 1:
         result = result[:, :, :channels]  # grey (all three channels agree), alpha slot
     if channels in (2, 4):
