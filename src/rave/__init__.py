@@ -13,12 +13,20 @@ from __future__ import annotations
 
 import importlib
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 try:
     __version__ = version("rave-enhance")
 except PackageNotFoundError:  # running from a source tree without installation
     __version__ = "0.0.0+unknown"
+
+if TYPE_CHECKING:  # what the lazy names below resolve to, for type checkers and IDEs
+    from rave import metrics
+    from rave.api import enhance
+    from rave.encoders import create_encoder
+    from rave.guidance.residual import compute_residual
+    from rave.session import Enhancer
+    from rave.zoo import list_models, load_enhancer
 
 # public name -> module that defines it
 _LAZY_EXPORTS = {
