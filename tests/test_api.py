@@ -276,6 +276,13 @@ def test_dir_shows_the_public_api_only() -> None:
     assert not {"Any", "importlib", "annotations", "version"} & set(names)
 
 
+def test_all_lists_every_lazy_export_and_each_resolves() -> None:
+    # __all__ is spelled out for type checkers; it must not drift from the lazy table.
+    assert set(rave.__all__) == {"__version__", *rave._LAZY_EXPORTS}
+    for name in rave.__all__:
+        assert getattr(rave, name) is not None
+
+
 def test_enhancer_session_matches_enhance_and_writes_files(
     checkpoint: Path, net: EnhancementNet, tmp_path: Path
 ) -> None:

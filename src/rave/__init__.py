@@ -13,12 +13,20 @@ from __future__ import annotations
 
 import importlib
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 try:
     __version__ = version("rave-enhance")
 except PackageNotFoundError:  # running from a source tree without installation
     __version__ = "0.0.0+unknown"
+
+if TYPE_CHECKING:  # what the lazy names below resolve to, for type checkers and IDEs
+    from rave import metrics
+    from rave.api import enhance
+    from rave.encoders import create_encoder
+    from rave.guidance.residual import compute_residual
+    from rave.session import Enhancer
+    from rave.zoo import list_models, load_enhancer
 
 # public name -> module that defines it
 _LAZY_EXPORTS = {
@@ -31,7 +39,18 @@ _LAZY_EXPORTS = {
     "metrics": "rave.metrics",
 }
 
-__all__ = ["__version__", *_LAZY_EXPORTS]
+# Spelled out (not built from _LAZY_EXPORTS) so type checkers and IDEs can read it;
+# tests/test_api.py checks the two agree.
+__all__ = [
+    "Enhancer",
+    "__version__",
+    "compute_residual",
+    "create_encoder",
+    "enhance",
+    "list_models",
+    "load_enhancer",
+    "metrics",
+]
 
 
 def __dir__() -> list[str]:

@@ -19,7 +19,7 @@ import threading
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar, overload
+from typing import TYPE_CHECKING, TypeVar, cast, overload
 
 import numpy as np
 import torch
@@ -27,6 +27,9 @@ from PIL import Image
 from torch import Tensor, nn
 
 from rave.inference import enhance_tensor
+
+if TYPE_CHECKING:
+    from rave.network import EnhancementNet
 
 __all__ = ["clear_model_cache", "enhance", "enhance_array", "get_model"]
 
@@ -80,6 +83,11 @@ def clear_model_cache() -> None:
     """Forget the networks loaded by :func:`enhance` / :func:`get_model`."""
     with _CACHE_LOCK:
         _MODEL_CACHE.clear()
+
+
+def _engine_net(net: nn.Module) -> EnhancementNet:
+    # The API takes any loaded module; the engine reads EnhancementNet's layers by name.
+    return cast("EnhancementNet", net)
 
 
 def _as_batch(pixels: np.ndarray) -> Tensor:
@@ -171,10 +179,11 @@ def enhance_array(
         options["light_map"] = torch.from_numpy(np.asarray(light_map, np.float32))[None, None]
     if in_place and colour == 3 and pixels.dtype == compute_dtype and pixels.flags.writeable:
         # The engine holds each tile's result back until no later tile reads under it.
-        enhance_tensor(net, image, out=image, progress=progress, **options)
+        enhance_tensor(_engine_net(net), image, out=image, progress=progress, **options)
         return pixels
     result = np.empty((height, width, max(channels, 3)), dtype=compute_dtype)
-    enhance_tensor(net, image, out=_as_batch(result)[:, :3], progress=progress, **options)
+    out = _as_batch(result)[:, :3]
+    enhance_tensor(_engine_net(net), image, out=out, progress=progress, **options)
     if colour == 1:
         result = result[:, :, :channels]  # grey (all three channels agree), alpha slot
     if channels in (2, 4):
@@ -253,7 +262,7 @@ def _enhance_torch(
         raise ValueError(f"tensors must be (3, H, W) or (B, 3, H, W), got {tuple(image.shape)}")
     _check_unit_range(image)
     batch = image if image.ndim == 4 else image.unsqueeze(0)
-    enhanced = enhance_tensor(net, batch, tile=tile, strength=strength)
+    enhanced = enhance_tensor(_engine_net(net), batch, tile=tile, strength=strength)
     enhanced = enhanced.to(device=image.device, dtype=image.dtype)
     return enhanced if image.ndim == 4 else enhanced.squeeze(0)
 

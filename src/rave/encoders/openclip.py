@@ -113,7 +113,8 @@ class OpenClipEncoder(ImageEncoder):
         arch, source = parse_clip_name(name)
         self.arch, self.source = arch, source
         self.name = f"clip:{arch}@{source}"
-        self.model = _load_model(arch, source)
+        # CLIP or CustomTextCLIP, whose towers vary by architecture: read duck-typed.
+        self.model: Any = _load_model(arch, source)
         self.tokenizer = _import_open_clip().get_tokenizer(arch)
         visual = self.model.visual
         size = visual.image_size

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import cast
 
 import numpy as np
 import torch
@@ -111,7 +112,9 @@ def ssim_reference(pred: np.ndarray, target: np.ndarray) -> float:
     if data_range == 0:
         logger.warning("reference SSIM undefined: the enhanced image is constant")
         return math.nan
-    return float(structural_similarity(target_grey, pred_grey, data_range=data_range))
+    # skimage is unannotated; pyright infers its `full=True` tuple into the return type.
+    score = structural_similarity(target_grey, pred_grey, data_range=data_range)
+    return float(cast(float, score))
 
 
 def psnr(pred: np.ndarray, target: np.ndarray) -> float:
@@ -176,23 +179,22 @@ def psnr_y(pred: np.ndarray, target: np.ndarray) -> float:
         torch.from_numpy(np.ascontiguousarray(_as_rgb(_as_float(x)))).permute(2, 0, 1)[None]
         for x in (pred, target)
     ]
-    return float(psnr_y_batch(*pair)[0])
+    return float(psnr_y_batch(pair[0], pair[1])[0])
 
 
 def _ssim_wang(pred: np.ndarray, target: np.ndarray, data_range: float, channel_axis: int | None):
     from skimage.metrics import structural_similarity
 
-    return float(
-        structural_similarity(
-            target,
-            pred,
-            data_range=data_range,
-            channel_axis=channel_axis,
-            gaussian_weights=True,
-            sigma=1.5,
-            use_sample_covariance=False,
-        )
+    score = structural_similarity(
+        target,
+        pred,
+        data_range=data_range,
+        channel_axis=channel_axis,
+        gaussian_weights=True,
+        sigma=1.5,
+        use_sample_covariance=False,
     )
+    return float(cast(float, score))  # skimage is unannotated; without full=True: a float
 
 
 def ssim(pred: np.ndarray, target: np.ndarray) -> float:

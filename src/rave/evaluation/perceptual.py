@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -146,8 +146,13 @@ def lpips_reference(pred: np.ndarray, target: np.ndarray, *, model: Any | None =
         rgb = to_uint8(image)
         if rgb.ndim == 2:
             rgb = np.repeat(rgb[..., None], 3, axis=2)
+        # torchvision annotates `resize` for tensors only; PIL images (and an int size) are
+        # documented and take the Pillow path this metric is defined by.
         pil = resize(
-            Image.fromarray(rgb), REFERENCE_SHORT_SIDE, interpolation=InterpolationMode.BILINEAR
+            Image.fromarray(rgb),  # pyright: ignore[reportArgumentType]
+            REFERENCE_SHORT_SIDE,  # pyright: ignore[reportArgumentType]
+            interpolation=InterpolationMode.BILINEAR,
         )
-        tensors.append(normalize(to_tensor(pil), _IMAGENET_MEAN, _IMAGENET_STD)[None])
+        pixels = to_tensor(cast(Image.Image, pil))
+        tensors.append(normalize(pixels, list(_IMAGENET_MEAN), list(_IMAGENET_STD))[None])
     return _distance(model, tensors[0], tensors[1])

@@ -363,11 +363,11 @@ def evaluate_folders(
             path = images[stem]
             if progress is not None:
                 progress(str(path))
-            record = _score_one(
+            scored = _score_one(
                 name, stem, path, partners, input_images, scorers, resize, cache, result
             )
-            if record is not None:
-                result.records.append(record)
+            if scored is not None:
+                result.records.append(scored)
 
     present = {key for record in result.records for key in record}
     result.metrics = [name for name in METRICS if name in present]

@@ -156,6 +156,8 @@ class TextPromptPair(PromptPair):
         init_word: the word repeated to initialise each prompt.
     """
 
+    eot_positions: Tensor  # a buffer, ``(2,)`` long
+
     def __init__(self, model: Any, tokenizer: Any, *, n_ctx: int = 16, init_word: str = "X"):
         super().__init__()
         if not supports_token_embeddings(model):

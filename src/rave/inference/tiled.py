@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -163,7 +164,10 @@ def _conv3x3(
         x = F.pad(x, pad, mode="reflect" if mode == "reflect" else "constant")
     if backend == "nnpack":
         bias = conv.bias if conv.bias is not None else _zero_bias(conv)
-        out = torch._nnpack_spatial_convolution(x.contiguous(), conv.weight, bias, [0, 0])
+        # A private op torch's stubs do not export (the NNPACK backend has no public name).
+        out = torch._nnpack_spatial_convolution(  # pyright: ignore[reportPrivateImportUsage]
+            x.contiguous(), conv.weight, bias, [0, 0]
+        )
     else:
         out = F.conv2d(x, conv.weight, conv.bias)
     if residual is not None:
@@ -358,7 +362,8 @@ class _PooledContext:
             rows, cols = _bin_sizes(height, bins), _bin_sizes(width, bins)
             counts = (rows[:, None] * cols[None, :]).to(total.device, total.dtype)
             pooled = (total / counts).float()
-            self.branches.append(branch[2](branch[1](pooled)))
+            _, conv, act = cast(nn.Sequential, branch)  # (pool, 1x1 conv, PReLU)
+            self.branches.append(act(conv(pooled)))
 
     def at(self, region: _Region) -> list[Tensor]:
         """Upsampled branches over ``region``: a list of ``(B, 8, h, w)`` tensors."""
@@ -424,6 +429,7 @@ def _head(
     if backend in _CHANNELS_LAST_BACKENDS:
         fused = fused.contiguous(memory_format=torch.channels_last)
     fuse_conv, fuse_act = net.PPM1.fuse
+    fuse_conv, fuse_act = cast(nn.Conv2d, fuse_conv), cast(nn.PReLU, fuse_act)
     x, region = _conv3x3(fused, region, fuse_conv, "zeros", backend, slope=_prelu_slope(fuse_act))
     del fused
     return _run_layers(net, HEAD_LAYERS, x, region, backend)
@@ -567,7 +573,7 @@ def _run_tiled(
     halo = FULL_HALO if feature_cache is None else FULL_HALO - FEATURE_HALO
     positive_seen: list[bool] = []  # appended to by the tile workers (list.append is atomic)
 
-    def run_tile(tile_region: _Region) -> None:
+    def run_tile(tile_region: _Region, /) -> None:  # positional-only: _counting wraps it
         _check_deadline(deadline)
         if light_in is not None:
             light = light_in[
@@ -623,6 +629,7 @@ def _run_tiled(
         _for_each_tile(run_tile, tiles, workers)
         _check_some_light(positive_seen)
         return
+    assert enhanced_out is not None  # in_place implies it
     # Writing into the image itself: a tile's result is held back until no later tile
     # reads the pixels under it (their crops reach `halo` pixels above their own rows).
     pending: list[tuple[_Region, Tensor]] = []

@@ -203,4 +203,4 @@ def _update(target: Path, entry: dict[str, Any]) -> None:
         results = _read_manifest(folder)
         results[target.name] = entry
         text = json.dumps({"version": _FORMAT_VERSION, "results": results}, indent=1)
-        atomic_write(folder / MANIFEST_NAME, lambda stream: stream.write(text.encode()))
+        atomic_write(folder / MANIFEST_NAME, text.encode())

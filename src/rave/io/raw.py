@@ -11,6 +11,7 @@ keep), and turns the picture upright. The result is enhanced at 16 bits and writ
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -100,7 +101,7 @@ def raw_exif(path: Path) -> bytes | None:
 
     try:
         with tifffile.TiffFile(path) as tiff:
-            tags = tiff.pages[0].tags
+            tags = cast(tifffile.TiffPage, tiff.pages[0]).tags  # a frame only with useframes
             exif = Image.Exif()
             for code in _DESCRIPTIVE_TAGS:
                 if code in tags and isinstance(tags[code].value, (str, int)):
@@ -110,7 +111,7 @@ def raw_exif(path: Path) -> bytes | None:
                 registry = tifffile.TIFF.TAGS
                 values = {}
                 for name, value in sub_ifd.value.items():
-                    code = registry.get(name) if isinstance(name, str) else name
+                    code = registry.get(name, None) if isinstance(name, str) else name
                     if isinstance(code, int) and isinstance(value, (str, int)):
                         values[code] = value
                 if values:

@@ -16,6 +16,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
@@ -193,7 +194,7 @@ def _decode_16_bit_tiff(path: Path) -> np.ndarray | None:
 
     try:
         with tifffile.TiffFile(path) as tiff:
-            page = tiff.pages[0]
+            page = cast(tifffile.TiffPage, tiff.pages[0])  # a frame only with useframes
             photometric = page.photometric
             if (
                 page.dtype != np.uint16
@@ -227,7 +228,7 @@ def _to_supported_mode(
         return image.convert("RGB"), None
     if mode == "I":
         # Pillow opens some 16-bit grey files as 32-bit integers.
-        low, high = image.getextrema()
+        low, high = cast(tuple[int, int], image.getextrema())  # one band: (min, max)
         if low >= 0 and high <= 65535:
             return image.convert("I;16"), icc_profile
         raise PhotoError(path, "32-bit integer images are not supported")
@@ -262,6 +263,7 @@ def _cmyk_to_srgb(
         srgb = ImageCms.createProfile("sRGB")
         source = ImageCms.ImageCmsProfile(BytesIO(icc_profile))  # type: ignore[arg-type]
         converted = ImageCms.profileToProfile(image, source, srgb, outputMode="RGB")
+        assert converted is not None  # None only with inPlace=True
         return converted, ImageCms.ImageCmsProfile(srgb).tobytes()
     except Exception:  # littleCMS missing or a profile it cannot use: fall back
         return None
@@ -344,8 +346,9 @@ def _decode_photo(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX
         orientation = exif_orientation(exif)
         try:
             special = read_tiff_special(path, max_pixels) if image.format == "TIFF" else None
-            if special is None and getattr(image, "n_frames", 1) > 1 and image.format != "MPO":
-                notes.append(f"only the first of {image.n_frames} frames is enhanced")
+            frames: int = getattr(image, "n_frames", 1)
+            if special is None and frames > 1 and image.format != "MPO":
+                notes.append(f"only the first of {frames} frames is enhanced")
             if special is not None:
                 pixels, tiff_notes = special
                 notes += tiff_notes
@@ -446,7 +449,7 @@ def _check_tiff_data(path: Path, page_index: int = 0) -> None:
     size = path.stat().st_size
     try:
         with tifffile.TiffFile(path) as tiff:
-            page = tiff.pages[page_index]
+            page = cast(tifffile.TiffPage, tiff.pages[page_index])  # a frame only with useframes
             offsets, counts = page.dataoffsets, page.databytecounts
             uncompressed = page.compression == tifffile.COMPRESSION.NONE
             declared = page.size * page.dtype.itemsize if page.dtype is not None else 0

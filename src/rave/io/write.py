@@ -15,7 +15,7 @@ import os
 import shutil
 import struct
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 import numpy as np
 from PIL import Image
@@ -154,6 +154,7 @@ def _write_png_16(
 ) -> None:
     import cv2
 
+    to_bgr = None
     if pixels.ndim == 3:
         # OpenCV encodes BGR. Swapping the channels in place (and back afterwards) spares a
         # copy of the photo: 144 MB for 24 MP, which the 1 GB memory budget has not got.
@@ -171,7 +172,7 @@ def _write_png_16(
             with captured_messages() as messages:
                 ok = cv2.imwrite(str(encoded), bgr, [cv2.IMWRITE_PNG_COMPRESSION, 6])
         finally:
-            if in_place:
+            if in_place and to_bgr is not None:
                 cv2.cvtColor(pixels, to_bgr, dst=pixels)  # the same swap restores RGB
         if not ok or not _png_complete(encoded):
             # OpenCV says only "false": a full disk is the usual cause, so say so then.
@@ -246,7 +247,7 @@ def _stored_size(path: Path, fmt: str) -> tuple[int, int]:
         import tifffile
 
         with tifffile.TiffFile(path) as tiff:
-            page = tiff.pages[0]
+            page = cast(tifffile.TiffPage, tiff.pages[0])  # a frame only with useframes
             return int(page.imagewidth), int(page.imagelength)
     with Image.open(path) as image:
         return image.size
@@ -257,7 +258,7 @@ def _stored_size(path: Path, fmt: str) -> tuple[int, int]:
 _TIFF_ASCII_TAGS = (270, 271, 272, 306, 315, 33432)
 
 
-def _tiff_ascii_tags(exif: bytes | None) -> list[tuple[int, str, int, str, bool]]:
+def _tiff_ascii_tags(exif: bytes | None) -> list[tuple[int, str, int, str | bytes, bool]]:
     if not exif:
         return []
     parsed = Image.Exif()

@@ -298,6 +298,7 @@ def start_as_identity(net: EnhancementNet) -> EnhancementNet:
     """
     with torch.no_grad():
         net.cond_add1.weight.zero_()
+        assert net.cond_add1.bias is not None  # built with bias=True
         net.cond_add1.bias.fill_(1.0)
     return net
 

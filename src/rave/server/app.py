@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import parse_qs, quote, urlsplit
 
 import numpy as np
@@ -55,6 +55,9 @@ from torch import nn
 from rave.io.printable import printable
 from rave.server.page import PAGE
 from rave.server.store import Result, ResultStore, encode_view
+
+if TYPE_CHECKING:
+    from rave.network import EnhancementNet
 
 __all__ = ["DEFAULT_MAX_UPLOAD_BYTES", "EnhanceServer", "Limits", "make_server"]
 
@@ -122,7 +125,9 @@ class _Closed(Exception):
 
 
 class _Handler(BaseHTTPRequestHandler):
-    server: EnhanceServer
+    # Only EnhanceServer constructs this handler; typeshed declares `server` as a mutable
+    # BaseServer attribute, so pyright flags any narrowing of it.
+    server: EnhanceServer  # pyright: ignore[reportIncompatibleVariableOverride]
     protocol_version = "HTTP/1.1"
     server_version = "rave"
 
@@ -718,7 +723,8 @@ def _light_map(
     image = _as_batch(layered)[:, : 3 if layered.shape[2] >= 3 else 1]
     if image.shape[1] == 1:
         image = image.expand(-1, 3, -1, -1)  # grey enhanced as grey, as enhance_array does
-    return predict_light_map(net, image, tile=tile, deadline=deadline)[0, 0].numpy()
+    engine_net = cast("EnhancementNet", net)  # the engine reads its layers by name
+    return predict_light_map(engine_net, image, tile=tile, deadline=deadline)[0, 0].numpy()
 
 
 def _return_freed_memory() -> None:

@@ -601,7 +601,9 @@ def _warn_config_changes(saved: dict[str, Any], config: TrainConfig, source: Pat
 
 def _get_rng_state() -> dict[str, Any]:
     py_version, py_state, py_gauss = random.getstate()
-    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    np_state = np.random.get_state()
+    assert isinstance(np_state, tuple)  # the global MT19937 generator gives the legacy form
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np_state
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],

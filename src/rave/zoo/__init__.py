@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -55,7 +56,10 @@ from rave.zoo.registry import (
 )
 
 if TYPE_CHECKING:
-    from importlib.resources.abc import Traversable
+    if sys.version_info >= (3, 11):
+        from importlib.resources.abc import Traversable
+    else:  # what resources.files() is annotated with on 3.10
+        from importlib.abc import Traversable
 
 __all__ = [
     "DEFAULT_MODEL",

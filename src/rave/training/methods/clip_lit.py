@@ -369,10 +369,11 @@ class PromptGuidedMethod(GuidanceMethod):
     # ---------------------------------------------------------------------- losses
     def prompt_features(self) -> Tensor:
         """The current ``(2, D)`` unit prompt features, frozen (cached between refinements)."""
-        if self._features is None:
+        features = self._features
+        if features is None:
             with torch.no_grad():
-                self._features = self.prompts().detach().float()
-        return self._features
+                features = self._features = self.prompts().detach().float()
+        return features
 
     def guided_loss(self, enhanced: Tensor, inputs: Tensor, *, step: int) -> dict[str, Tensor]:
         embeddings = self.guidance_encoder.embed(enhanced, resize="squash")
