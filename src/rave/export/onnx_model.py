@@ -127,7 +127,8 @@ def _trace(module: nn.Module, output: Output, opset: int) -> bytes:
         torch.onnx.export(
             module,
             args,
-            buffer,
+            # torch documents file objects here; its type hint lists only paths
+            buffer,  # pyright: ignore[reportArgumentType]
             input_names=inputs,
             output_names=[out_name],
             dynamic_axes=dynamic,
@@ -219,5 +220,5 @@ def export_onnx(
     )
     onnx.checker.check_model(proto)
     data = proto.SerializeToString()
-    atomic_write(destination, lambda stream: stream.write(data))
+    atomic_write(destination, data)
     return proto

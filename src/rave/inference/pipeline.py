@@ -26,7 +26,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
@@ -136,7 +136,7 @@ def overlapped(
     size_of: Callable[[Job], int | None],
     *,
     threads: int | None = None,
-) -> Iterator[Future[None]]:
+) -> Generator[Future[None], None, None]:
     """Run ``run(job)`` for every job, overlapping small photos, in input order.
 
     Args:

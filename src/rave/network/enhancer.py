@@ -18,7 +18,7 @@ pads with zeros.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -148,7 +148,8 @@ class PyramidPooling(nn.Module):
         branches = [x]
         for bins, branch in zip(self.bins, self.features, strict=True):
             if self.pool_by_membership:
-                pooled = branch[1:](adaptive_avg_pool_by_membership(x, bins))
+                # the branch is (AdaptiveAvgPool2d, conv, activation): pool the exportable way
+                pooled = cast(nn.Sequential, branch)[1:](adaptive_avg_pool_by_membership(x, bins))
             else:
                 pooled = branch(x)
             branches.append(F.interpolate(pooled, size=size, mode="bilinear", align_corners=True))
