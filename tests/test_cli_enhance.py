@@ -447,8 +447,10 @@ def test_results_folder_not_reprocessed(work: Path, checkpoint: Path) -> None:
 
 
 def test_missing_default_model_says_pass_model(work: Path, monkeypatch) -> None:
+    import rave.api
     import rave.zoo
 
+    rave.api.clear_model_cache()  # another test may have loaded the built-in model already
     monkeypatch.setattr(rave.zoo, "builtin_weights_path", lambda: None)
     Image.fromarray(_u8(_dim(19))).save("a.png")
     result = _run(None, "a.png")
