@@ -25,6 +25,7 @@ demo: $(STAMP)
 AVX2_FLAGS := -mavx2 -mfma -mno-avx512f
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/ruff format --check src tests benchmarks scripts
 	$(BIN)/pyright --pythonpath $(BIN)/python src
 	$(BIN)/python -m pytest -q
 	@if [ "$$(uname -m)" = x86_64 ]; then \

@@ -108,9 +108,11 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
 
 
 def _ci_without_shared() -> bool:
-    return os.environ.get("CI", "").lower() in ("1", "true") and bool(
-        _shared_outcomes["skipped"]
-    ) and not _shared_ran()
+    return (
+        os.environ.get("CI", "").lower() in ("1", "true")
+        and bool(_shared_outcomes["skipped"])
+        and not _shared_ran()
+    )
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -111,9 +111,9 @@ def test_heldout_split_on_the_real_photos(photos_dir: Path) -> None:
 def test_validation_split_comes_from_the_training_photos(photos_dir: Path) -> None:
     train, heldout, _ = dataset.split_backlit(photos_dir)
     kept, val = dataset.split_validation(train)
-    assert {(p.parent.name, p.name) for p in val} == {
-        ("dicm", n) for n in dataset.VAL_DICM
-    } | {("lime", n) for n in dataset.VAL_LIME}
+    assert {(p.parent.name, p.name) for p in val} == {("dicm", n) for n in dataset.VAL_DICM} | {
+        ("lime", n) for n in dataset.VAL_LIME
+    }
     assert set(kept) | set(val) == set(train) and not set(kept) & set(val)
     assert not {p.resolve() for p in val} & {p.resolve() for p in heldout}
 

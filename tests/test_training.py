@@ -447,9 +447,7 @@ def test_saved_residual_is_used_and_checked(folders: Path) -> None:
         progress=False,
     )
     save_residual(rv, folders / "r.pt")
-    config = tiny_config(
-        folders, method_options={"residual": str(folders / "r.pt")}, iterations=4
-    )
+    config = tiny_config(folders, method_options={"residual": str(folders / "r.pt")}, iterations=4)
     with pytest.raises(ValueError, match="encoder"):
         train(config, encoder_factory=tiny_factory)  # computed with "x", guidance is "tiny-guide"
 

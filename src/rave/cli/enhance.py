@@ -541,9 +541,7 @@ shows the traceback), 130 on Ctrl-C (143 on SIGTERM).
 @click.option(
     "--format",
     "output_format",
-    type=click.Choice(
-        ["png", "jpg", "jpeg", "tif", "tiff", "webp", "heic"], case_sensitive=False
-    ),
+    type=click.Choice(["png", "jpg", "jpeg", "tif", "tiff", "webp", "heic"], case_sensitive=False),
     default=None,
     help="Output format [default: that of each input].",
 )

@@ -44,8 +44,7 @@ __all__ = ["train_command"]
 @click.option(
     "--device",
     default=None,
-    help="Where to train: auto, cpu, cuda, cuda:N or mps [default: the config's 'device', "
-    "auto].",
+    help="Where to train: auto, cpu, cuda, cuda:N or mps [default: the config's 'device', auto].",
 )
 @quiet_option()
 def train_command(

@@ -322,8 +322,7 @@ def conv3x3(
     out_height, out_width = height + top + bottom - 2, width + left + right - 2
     if out_height < 1 or out_width < 1:
         raise ValueError(
-            f"a 3x3 conv needs at least 3x3 pixels, got {width}x{height} (width x height) "
-            "+ padding"
+            f"a 3x3 conv needs at least 3x3 pixels, got {width}x{height} (width x height) + padding"
         )
     too_thin = ((top or bottom) and height < 2) or ((left or right) and width < 2)
     if pad_mode == "reflect" and too_thin:

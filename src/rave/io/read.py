@@ -517,7 +517,6 @@ def read_photo(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PI
     return photo
 
 
-
 def _xmp_and_dpi(image: Image.Image) -> tuple[bytes | None, tuple[float, float] | None]:
     """The XMP packet and the resolution in dots per inch, where the file stores them."""
     xmp = image.info.get("xmp") or image.info.get("XML:com.adobe.xmp")

@@ -284,6 +284,8 @@ def _move_method_keys(values: dict[str, Any], source: str) -> dict[str, Any]:
         log.warning("%s: %r is now method_options.%s; read as such", source, key, key)
     values["method_options"] = options
     return values
+
+
 class _YamlLoader(yaml.SafeLoader):
     """PyYAML's safe loader, reading ``1e-4`` as a float as YAML 1.2 does.
 

@@ -44,6 +44,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+
 def list_images(folder: str | Path) -> list[Path]:
     """Image files of ``folder`` (not recursive), sorted: :func:`rave.io.list_image_files`.
 
