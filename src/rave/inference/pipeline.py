@@ -112,19 +112,18 @@ def end_turn() -> None:
 
 def photo_bytes(path: Path) -> int | None:
     """Bytes of a photo's decoded pixels from its header, or ``None`` when unknown."""
-    import warnings
-
     from PIL import Image
+
+    from rave.io.library_messages import captured_messages
 
     try:
         # Only the size is wanted here: the job's own reader reports what is wrong with the
-        # file (Pillow warns about corrupt EXIF on open, which must not reach the terminal).
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(path) as image:
-                width, height = image.size
-                bands = len(image.getbands())
-                depth = 2 if image.mode.startswith("I;16") or image.mode in ("I", "F") else 1
+        # file. What Pillow warns or logs on open (corrupt EXIF, absurd TIFF tags) is caught
+        # and dropped, never printed raw on the terminal.
+        with captured_messages(), Image.open(path) as image:
+            width, height = image.size
+            bands = len(image.getbands())
+            depth = 2 if image.mode.startswith("I;16") or image.mode in ("I", "F") else 1
     except Exception:  # any reader error: the job itself reports it
         return None
     return width * height * bands * depth
