@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -249,11 +248,12 @@ def _say(message: str, quiet: bool = False) -> None:
         from tqdm import tqdm
 
         from rave.inference.pipeline import in_order
+        from rave.io.library_messages import TerminalStream
         from rave.io.printable import printable
 
         # File names and metadata may hold escape sequences or newlines: one line, inert.
         # In an overlapped batch the line waits until its photo is reported (input order).
-        in_order(lambda: tqdm.write(printable(message), file=sys.stderr))
+        in_order(lambda: tqdm.write(printable(message), file=TerminalStream()))
 
 
 def _say_traceback(err: BaseException) -> None:
@@ -304,8 +304,16 @@ class _TileProgress:
         if self.bar is None:
             from tqdm import tqdm
 
+            from rave.io.library_messages import TerminalStream
+
             self.bar = tqdm(
-                total=total, unit="tile", desc=self.name, leave=False, position=1, disable=None
+                total=total,
+                unit="tile",
+                desc=self.name,
+                leave=False,
+                position=1,
+                disable=None,
+                file=TerminalStream(),
             )
         self.bar.update(done - self.bar.n)
 
@@ -418,7 +426,12 @@ def _run_batch(
     # tqdm's monitor thread may redraw the bar at any time, also while the reader holds
     # stderr to capture decoder messages: the bar is redrawn by this loop alone.
     tqdm.monitor_interval = 0
-    progress = tqdm(jobs, unit="photo", desc="enhance", disable=True if quiet else None)
+    from rave.io.library_messages import TerminalStream
+
+    # Bars and lines wait while another photo's decoder has fd 2 captured (overlapped batches).
+    progress = tqdm(
+        jobs, unit="photo", desc="enhance", disable=True if quiet else None, file=TerminalStream()
+    )
     # Decodes the next photo and encodes the previous one while one is enhanced.
     outcomes = overlapped(
         jobs,

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import tempfile
 import threading
 import warnings
 from collections.abc import Iterator
+from typing import TextIO
 
-__all__ = ["captured_messages", "is_premature_end"]
+__all__ = ["TerminalStream", "captured_messages", "is_premature_end"]
 
 _lock = threading.RLock()
 _MAX_LINES = 20
@@ -70,3 +72,37 @@ def captured_messages(*, native: bool = True) -> Iterator[list[str]]:
                 line = " ".join(line.split())
                 if line and line not in messages and len(messages) < _MAX_LINES:
                     messages.append(line)
+
+
+class TerminalStream:
+    """A text stream (default ``sys.stderr``) whose writes wait while fd 2 is captured.
+
+    :func:`captured_messages` redirects the process's file descriptor 2 while a decoder
+    runs; in a batch whose photos overlap (rave.inference.pipeline) another thread may print
+    a progress bar or an error line meanwhile, which would land in the capture (lost, or
+    misread as a decoder message). Writes through this stream take the capture's lock, so
+    they reach the terminal after the capture ends.
+    """
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self._stream = stream
+
+    @property
+    def stream(self) -> TextIO:
+        return self._stream if self._stream is not None else sys.stderr
+
+    def write(self, text: str) -> int:
+        with _lock:
+            written = self.stream.write(text)
+            self.stream.flush()
+        return written
+
+    def flush(self) -> None:
+        with _lock:
+            self.stream.flush()
+
+    def isatty(self) -> bool:
+        return self.stream.isatty()
+
+    def fileno(self) -> int:
+        return self.stream.fileno()
