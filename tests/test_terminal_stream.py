@@ -2,29 +2,38 @@
 
 from __future__ import annotations
 
-import io
+import os
 import threading
 import time
+from pathlib import Path
 
 from rave.io.library_messages import TerminalStream, captured_messages
 
 
-def test_a_line_written_during_a_capture_waits_and_is_not_swallowed() -> None:
-    terminal = io.StringIO()
-    stream = TerminalStream(terminal)
+def test_a_line_written_during_a_capture_waits_and_is_not_swallowed(tmp_path: Path) -> None:
     captured: list[str] = []
     inside = threading.Event()
 
     def decoder() -> None:
         with captured_messages() as messages:
             inside.set()
-            time.sleep(0.2)  # the other thread writes meanwhile
+            time.sleep(0.3)  # the main thread writes meanwhile
         captured.extend(messages)
 
-    worker = threading.Thread(target=decoder)
-    worker.start()
-    inside.wait(5)
-    stream.write("error: a.jpg: broken\n")  # while fd 2 is captured (unless the host stalled)
-    worker.join()
-    assert terminal.getvalue() == "error: a.jpg: broken\n"
+    with open(tmp_path / "terminal", "w+b") as terminal:
+        saved = os.dup(2)
+        os.dup2(terminal.fileno(), 2)  # stands for the user's terminal
+        try:
+            stream = TerminalStream(open(2, "w", closefd=False))  # noqa: SIM115
+            worker = threading.Thread(target=decoder)
+            worker.start()
+            inside.wait(5)
+            stream.write("error: a.jpg: broken\n")  # while fd 2 is redirected by the decoder
+            worker.join()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        terminal.seek(0)
+        shown = terminal.read().decode()
+    assert "error: a.jpg: broken" in shown
     assert captured == []  # not taken for a decoder message of the other photo
