@@ -302,3 +302,21 @@ def test_enhancer_session_matches_enhance_and_writes_files(
 
 def _u8_rgb(seed: int) -> np.ndarray:
     return np.round(_dim_rgb(seed) * 255).astype(np.uint8)
+
+
+def test_every_call_hands_freed_memory_back(net: EnhancementNet, monkeypatch) -> None:
+    """A long-lived process (a loop over rave.enhance, rave serve) keeps a flat RSS only if
+    the heap memory freed by each call is returned (glibc keeps it otherwise: RSS grew
+    979 -> 1112 MB over 300 calls of 16-400 px before, benchmarks/soak_memory.py). Every
+    input kind, and a call that fails, must hand it back."""
+    import rave.inference.memory as memory
+
+    calls = []
+    monkeypatch.setattr(memory, "return_freed_memory", lambda: calls.append(1))
+    pixels = _u8_rgb(60)
+    rave.enhance(pixels, net)
+    rave.enhance(Image.fromarray(pixels), net)
+    rave.enhance(torch.rand(3, 20, 24), net)
+    with pytest.raises(ValueError):
+        rave.enhance(pixels.astype(np.float32), net)  # 0-255 floats are refused
+    assert len(calls) == 4
