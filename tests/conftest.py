@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -56,6 +59,30 @@ def checkpoint(checkpoints_dir: Path) -> Path:
 def net(checkpoint: Path) -> EnhancementNet:
     """``checkpoint`` loaded as an inference network (eval mode, reflect padding)."""
     return build_enhancer(extract_state_dict(load_checkpoint_file(checkpoint)))
+
+
+@pytest.fixture
+def mount_tmpfs(tmp_path: Path) -> Iterator[Callable[[str, str], Path]]:
+    """``mount(name, options)``: a tmpfs mounted on ``tmp_path / name`` (unmounted after the
+    test), or skip where this process cannot mount one (needs root on Linux)."""
+    mounted: list[Path] = []
+
+    def mount(name: str, options: str) -> Path:
+        folder = tmp_path / name
+        folder.mkdir()
+        if sys.platform != "linux" or os.geteuid() != 0:
+            pytest.skip("mounting a tmpfs needs root on Linux")
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True
+        )
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+        mounted.append(folder)
+        return folder
+
+    yield mount
+    for folder in reversed(mounted):
+        subprocess.run(["umount", str(folder)], check=False)
 
 
 @pytest.fixture(autouse=True)

@@ -201,22 +201,11 @@ def test_probe_finds_unwritable_folder(tmp_path: Path, monkeypatch) -> None:
 
 
 @pytest.fixture
-def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
+def small_tmpfs(mount_tmpfs) -> Path:
     """A 2 MiB tmpfs with 100 KiB left, or skip where this process cannot mount one."""
-    folder = tmp_path / "small"
-    folder.mkdir()
-    if sys.platform != "linux" or os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root on Linux")
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(folder)], capture_output=True
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
-        (folder / "fill").write_bytes(bytes(2048 * 1024 - 100 * 1024))
-        yield folder
-    finally:
-        subprocess.run(["umount", str(folder)], check=False)
+    folder = mount_tmpfs("small", "size=2m")
+    (folder / "fill").write_bytes(bytes(2048 * 1024 - 100 * 1024))
+    return folder
 
 
 @pytest.mark.parametrize("fmt", FORMATS)

@@ -13,7 +13,6 @@ import signal
 import struct
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -304,20 +303,8 @@ def test_leftover_of_a_killed_run_is_removed_by_the_next(work: Path, checkpoint:
 
 
 @pytest.fixture
-def read_only_tmpfs(tmp_path: Path) -> Iterator[Path]:
-    folder = tmp_path / "ro"
-    folder.mkdir()
-    if sys.platform != "linux" or os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root on Linux")
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)], capture_output=True
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
-        yield folder
-    finally:
-        subprocess.run(["umount", str(folder)], check=False)
+def read_only_tmpfs(mount_tmpfs) -> Path:
+    return mount_tmpfs("ro", "ro,size=1m")
 
 
 def test_read_only_output_folder_found_by_probe(

@@ -270,22 +270,8 @@ def _cmyk_to_srgb(
 
 
 def _decode_photo(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Photo:
-    """Decode a photo upright, at its bit depth, keeping its ICC profile and EXIF.
-
-    Args:
-        path: the image file (JPEG, PNG, TIFF, WebP, BMP, or anything else Pillow reads).
-        max_pixels: refuse images with more pixels than this, judged from the header
-            before any pixel is decoded (decompression bombs).
-
-    Returns:
-        A :class:`Photo`; ``pixels`` is ``uint16`` for 16-bit PNG/TIFF and camera RAW,
-        ``float32`` (in [0, 1]) for float TIFF, else ``uint8``. For a TIFF whose first page
-        is a preview, the largest image; HEIF through pillow-heif, RAW through rawpy.
-
-    Raises:
-        PhotoError: missing, empty, not an image, corrupt or truncated, too large, or an
-            unsupported sample format; the message is one line naming the file.
-    """
+    """The decoding part of :func:`read_photo` (same arguments, result and errors), without
+    its checks for truncated data and its capture of the decoders' messages."""
     path = Path(path)
     _check_path(path)
     suffix = path.suffix.lower()
