@@ -89,8 +89,9 @@ class _Provenance:
 
 
 def _provenance(model: str | Path) -> tuple[EnhancementNet, _Provenance]:
-    from rave.zoo import MODELS, load_enhancer, looks_like_path, resolve_checkpoint
+    from rave.zoo import load_enhancer, looks_like_path, resolve_checkpoint
     from rave.zoo.download import sha256_file
+    from rave.zoo.registry import MODELS
 
     net = load_enhancer(model)
     path = resolve_checkpoint(model)
