@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import sys
@@ -59,6 +60,26 @@ def checkpoint(checkpoints_dir: Path) -> Path:
 def net(checkpoint: Path) -> EnhancementNet:
     """``checkpoint`` loaded as an inference network (eval mode, reflect padding)."""
     return build_enhancer(extract_state_dict(load_checkpoint_file(checkpoint)))
+
+
+@pytest.fixture
+def short_disk(monkeypatch) -> Iterator[list[int]]:
+    """``os.write`` on a disk with 20 kB left: a short write, then ENOSPC (like a full tmpfs).
+
+    Yields a one-item list holding the bytes left, which a test may change.
+    """
+    real_write = os.write
+    left = [20_000]
+
+    def write(descriptor: int, data) -> int:
+        if left[0] <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        written = real_write(descriptor, bytes(memoryview(data)[: left[0]]))
+        left[0] -= written
+        return written
+
+    monkeypatch.setattr(os, "write", write)
+    yield left
 
 
 @pytest.fixture

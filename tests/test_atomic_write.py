@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -28,26 +27,6 @@ def _noise(height: int = 200, width: int = 240, dtype: type = np.uint8) -> np.nd
     top = 255 if dtype == np.uint8 else 65535
     rng = np.random.default_rng(height * width)
     return rng.integers(0, top, (height, width, 3), endpoint=True).astype(dtype)
-
-
-@pytest.fixture
-def short_disk(monkeypatch) -> Iterator[list[int]]:
-    """``os.write`` on a disk with 20 kB left: a short write, then ENOSPC (like a full tmpfs).
-
-    Yields a one-item list holding the bytes left, which a test may change.
-    """
-    real_write = os.write
-    left = [20_000]
-
-    def write(descriptor: int, data) -> int:
-        if left[0] <= 0:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        written = real_write(descriptor, bytes(memoryview(data)[: left[0]]))
-        left[0] -= written
-        return written
-
-    monkeypatch.setattr(os, "write", write)
-    yield left
 
 
 def _only(folder: Path) -> list[str]:

@@ -157,40 +157,14 @@ def test_sizes_are_width_by_height(work: Path, checkpoint: Path) -> None:
 # --- writing ---------------------------------------------------------------------------
 
 
-@pytest.fixture
-def full_disk(monkeypatch) -> None:
-    """Every ``os.write`` fails with ENOSPC after the first 20 kB (then nothing fits)."""
-    real_write = os.write
-    left = [20_000]
-
-    def write(descriptor: int, data) -> int:
-        if left[0] <= 0:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        written = real_write(descriptor, bytes(memoryview(data)[: left[0]]))
-        left[0] -= written
-        return written
-
-    monkeypatch.setattr(os, "write", write)
-
-
 def test_in_place_replacement_never_loses_the_original(
-    work: Path, checkpoint: Path, monkeypatch
+    work: Path, checkpoint: Path, monkeypatch, short_disk: list[int]
 ) -> None:
     original = _photo("photo.jpg", 3, size=(240, 200))
     import rave.io.atomic
 
     monkeypatch.setattr(rave.io.atomic, "_PROBE_BYTES", 1)  # the probe fits, the photo not
-    real_write = os.write
-    left = [50_000]
-
-    def write(descriptor: int, data) -> int:
-        if left[0] <= 0:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        written = real_write(descriptor, bytes(memoryview(data)[: left[0]]))
-        left[0] -= written
-        return written
-
-    monkeypatch.setattr(os, "write", write)
+    short_disk[0] = 50_000  # the disk takes this much more, then ENOSPC
     result = _run(
         checkpoint, "photo.jpg", "--beside", "--suffix", "", "--overwrite", "--quality", "100"
     )
@@ -224,24 +198,14 @@ def test_write_probe_stops_before_any_photo_is_computed(
 
 
 def test_full_disk_stops_the_batch_with_one_line_per_photo(
-    work: Path, checkpoint: Path, monkeypatch
+    work: Path, checkpoint: Path, monkeypatch, short_disk: list[int]
 ) -> None:
     import rave.io.atomic
 
     monkeypatch.setattr(rave.io.atomic, "_PROBE_BYTES", 1)
     for index, name in enumerate(("a.png", "b.png", "c.png")):
         _photo(name, index, size=(200, 160))
-    real_write = os.write
-    left = [20_000]
-
-    def write(descriptor: int, data) -> int:
-        if left[0] <= 0:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        written = real_write(descriptor, bytes(memoryview(data)[: left[0]]))
-        left[0] -= written
-        return written
-
-    monkeypatch.setattr(os, "write", write)
+    short_disk[0] = 20_000  # the disk takes this much more, then ENOSPC
     result = _run(checkpoint, "a.png", "b.png", "c.png")
     assert result.exit_code == 1
     errors = _lines(result)
