@@ -320,3 +320,39 @@ def test_every_call_hands_freed_memory_back(net: EnhancementNet, monkeypatch) ->
     with pytest.raises(ValueError):
         rave.enhance(pixels.astype(np.float32), net)  # 0-255 floats are refused
     assert len(calls) == 4
+
+
+def test_light_map_applied_later_equals_running_the_network(net: EnhancementNet) -> None:
+    """The server's slider path: the network runs once (Enhancer.light_map), each strength
+    is applied from the kept map. It must give what a full run gives, bit for bit, for
+    colour, grey and grey + alpha, and the map must be the network's own (closed form:
+    enhanced = clamp(I / L, 0, 1) at strength 1)."""
+    enhancer = rave.Enhancer(net, tile=16)
+    rgb = _u8_rgb(61)
+    light = enhancer.light_map(rgb)
+    assert light.shape == rgb.shape[:2] and light.dtype == np.float32
+    for strength in (0.0, 0.5, 1.0, 1.7):
+        np.testing.assert_array_equal(
+            enhancer.enhance_pixels(rgb, light_map=light, strength=strength),
+            enhancer.enhance_pixels(rgb, strength=strength),
+        )
+    unit = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255
+    expected = apply_light_map(unit, torch.from_numpy(light)[None, None])
+    got = enhancer.enhance_pixels(rgb, out_dtype=np.float32)
+    np.testing.assert_allclose(got, expected[0].permute(1, 2, 0).numpy(), atol=1e-6)
+    for layered in (rgb[:, :, 1], np.dstack([rgb[:, :, 1], rgb[:, :, 0]])):
+        grey_light = enhancer.light_map(layered)
+        np.testing.assert_array_equal(
+            enhancer.enhance_pixels(layered, light_map=grey_light, strength=0.8),
+            enhancer.enhance_pixels(layered, strength=0.8),
+        )
+
+
+def test_deadline_stops_the_engine_between_tiles(net: EnhancementNet) -> None:
+    from rave.inference import DeadlineExceeded
+
+    enhancer = rave.Enhancer(net, tile=16)
+    with pytest.raises(DeadlineExceeded):
+        enhancer.light_map(_u8_rgb(62), deadline=lambda: True)
+    with pytest.raises(DeadlineExceeded):
+        enhancer.enhance_pixels(_u8_rgb(62), deadline=0.0)  # a monotonic time long past

@@ -128,6 +128,17 @@ def test_float_tiff_read_and_written_as_float(work: Path, checkpoint: Path) -> N
     assert out.mean() > _dim(4).mean()  # brightened
 
 
+@pytest.mark.parametrize("name", ["upload", "misnamed.dat", "big.tif"])
+def test_float_tiff_recognised_by_content_not_name(work: Path, name: str) -> None:
+    """Uploads are stored without a suffix (rave serve): a float TIFF is a TIFF by its
+    signature, BigTIFF included."""
+    pixels = _dim(6).astype(np.float32)
+    tifffile.imwrite(work / name, pixels, photometric="rgb", bigtiff=name == "big.tif")
+    photo = read_photo(work / name)
+    assert photo.format == "tif" and photo.pixels.dtype == np.float32
+    np.testing.assert_array_equal(photo.pixels, pixels)
+
+
 def test_scene_referred_float_tiff_gets_one_clear_line(work: Path, checkpoint: Path) -> None:
     tifffile.imwrite(work / "hdr.tif", (_dim(5) * 8).astype(np.float32), photometric="rgb")
     result = _run(checkpoint, "hdr.tif")

@@ -21,9 +21,12 @@ from rave.api import enhance_array
 from rave.inference import predict_light_map
 from rave.server import make_server
 
+_SERVED_NET: list = []  # the network the module's server runs
+
 
 @pytest.fixture(scope="module")
 def server(net) -> Iterator[str]:
+    _SERVED_NET[:] = [net]
     lines: list[str] = []
     httpd = make_server(net, "127.0.0.1", 0, max_upload_bytes=200_000, log_line=lines.append)
     httpd.lines = lines  # type: ignore[attr-defined]
@@ -235,3 +238,35 @@ def test_any_address_prints_addresses_a_browser_can_open() -> None:
     assert urls[0] == "http://127.0.0.1:8123/"
     assert all("0.0.0.0" not in url for url in urls)
     assert _addresses("::1", 80) == ["http://[::1]:80/"]
+
+
+def test_server_writes_through_the_same_session_as_rave_enhance(server: str, tmp_path) -> None:
+    """The page's download and `rave enhance` are one pipeline (rave.Enhancer.enhance_file):
+    what the CLI keeps (XMP, resolution) the download keeps, and a float TIFF stays float
+    (before, the server wrote its own files and dropped both)."""
+    photo = _dark_photo()
+    xmp = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF/></x:xmpmeta>'
+    jpeg = _encoded(photo, "JPEG", quality=95, dpi=(300, 300), xmp=xmp)
+    info = _upload(server, "with-xmp.jpg", jpeg)
+    status, _, body = _request(f"{server}/result/{info['id']}/download?strength=0.7")
+    assert status == 200
+    (tmp_path / "in.jpg").write_bytes(jpeg)
+    rave_enhance_output = tmp_path / "out.jpg"
+    from rave.session import Enhancer
+
+    # the server's Enhancer, applied as `rave enhance --strength 0.7` would
+    httpd_enhancer = Enhancer(_SERVED_NET[0], tile="auto")
+    httpd_enhancer.enhance_file(tmp_path / "in.jpg", rave_enhance_output, strength=0.7)
+    with Image.open(io.BytesIO(body)) as served, Image.open(rave_enhance_output) as cli:
+        assert served.info.get("xmp") == cli.info.get("xmp") and xmp in served.info["xmp"]
+        assert tuple(round(v) for v in served.info["dpi"]) == (300, 300)
+        assert np.array_equal(np.asarray(served), np.asarray(cli))
+
+    tifffile = pytest.importorskip("tifffile")
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, (photo / 255.0).astype(np.float32), photometric="rgb")
+    info = _upload(server, "float.tif", buffer.getvalue())
+    status, _, body = _request(f"{server}/result/{info['id']}/download")
+    assert status == 200
+    result = tifffile.imread(io.BytesIO(body))
+    assert result.dtype == np.float32 and result.shape == photo.shape

@@ -14,6 +14,7 @@ numpy arrays (same dtype and shape) and torch tensors (same shape, dtype and dev
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import warnings
@@ -31,7 +32,7 @@ from rave.inference import enhance_tensor
 if TYPE_CHECKING:
     from rave.network import EnhancementNet
 
-__all__ = ["clear_model_cache", "enhance", "enhance_array", "get_model"]
+__all__ = ["clear_model_cache", "enhance", "enhance_array", "get_model", "light_map_array"]
 
 ImageLike = TypeVar("ImageLike", Image.Image, np.ndarray, Tensor)
 
@@ -108,6 +109,7 @@ def enhance_array(
     progress: Callable[[int, int], None] | None = None,
     strength: float = 1.0,
     light_map: np.ndarray | None = None,
+    deadline: float | Callable[[], bool] | None = None,
 ) -> np.ndarray:
     """Enhance an image held in a numpy array; the array layout decides what is enhanced.
 
@@ -133,7 +135,10 @@ def enhance_array(
         strength: ``S >= 0``, the result is ``clamp(I / L**S, 0, 1)``: 0 is the input, 1
             (default) the paper's output, above 1 stronger.
         light_map: ``(H, W)`` float32 light map of these pixels (from
-            :func:`rave.inference.predict_light_map`): applied without running ``net``.
+            :func:`rave.inference.predict_light_map` or :func:`light_map_array`): applied
+            without running ``net``.
+        deadline: a ``time.monotonic()`` value, or a function returning True when the run
+            must stop; checked between tiles (:class:`rave.inference.DeadlineExceeded`).
 
     Returns:
         An array of the same shape as ``pixels`` and dtype ``out_dtype`` (``pixels``
@@ -144,15 +149,9 @@ def enhance_array(
             0-255 scale: divide by 255 first) or not finite.
     """
     out_dtype = np.dtype(out_dtype or pixels.dtype)
-    if pixels.dtype.kind not in "uf" or (pixels.dtype.kind == "u" and pixels.itemsize > 2):
-        raise ValueError(f"pixels must be uint8, uint16 or float, got {pixels.dtype}")
+    pixels = _checked_pixels(pixels)
     if out_dtype.kind not in "uf" or (out_dtype.kind == "u" and out_dtype.itemsize > 2):
         raise ValueError(f"out_dtype must be uint8, uint16 or float, got {out_dtype}")
-    if pixels.dtype.kind == "f":
-        _check_unit_range(pixels)
-    if any(stride < 0 for stride in pixels.strides):
-        # Flipped views (OpenCV's BGR as a[..., ::-1]): torch cannot wrap negative strides.
-        pixels = np.ascontiguousarray(pixels)
     if pixels.ndim == 2:
         grey = enhance_array(
             net,
@@ -162,33 +161,95 @@ def enhance_array(
             progress=progress,
             strength=strength,
             light_map=light_map,
+            deadline=deadline,
         )
         return np.ascontiguousarray(grey[:, :, 0])
-    if pixels.ndim != 3 or pixels.shape[2] not in (1, 2, 3, 4):
-        raise ValueError(f"pixels must be (H, W) or (H, W, 1|2|3|4), got {pixels.shape}")
+    pixels, image = _network_view(pixels)
     height, width, channels = pixels.shape
     colour = 1 if channels <= 2 else 3
-    if pixels.dtype.kind == "f" and pixels.dtype != np.float32:
-        pixels = pixels.astype(np.float32)
-    image = _as_batch(pixels)[:, :colour]
-    if colour == 1:
-        image = image.expand(-1, 3, -1, -1)  # a view: grey enhanced as grey
     compute_dtype = out_dtype if out_dtype.kind == "u" else np.dtype(np.float32)
-    options = {"tile": tile, "strength": strength}
+    kept_light = None
     if light_map is not None:
-        options["light_map"] = torch.from_numpy(np.asarray(light_map, np.float32))[None, None]
+        kept_light = torch.from_numpy(np.asarray(light_map, np.float32))[None, None]
+    engine = functools.partial(
+        enhance_tensor,
+        _engine_net(net),
+        tile=tile,
+        strength=strength,
+        light_map=kept_light,
+        deadline=deadline,
+        progress=progress,
+    )
     if in_place and colour == 3 and pixels.dtype == compute_dtype and pixels.flags.writeable:
         # The engine holds each tile's result back until no later tile reads under it.
-        enhance_tensor(_engine_net(net), image, out=image, progress=progress, **options)
+        engine(image, out=image)
         return pixels
     result = np.empty((height, width, max(channels, 3)), dtype=compute_dtype)
     out = _as_batch(result)[:, :3]
-    enhance_tensor(_engine_net(net), image, out=out, progress=progress, **options)
+    engine(image, out=out)
     if colour == 1:
         result = result[:, :, :channels]  # grey (all three channels agree), alpha slot
     if channels in (2, 4):
         result[:, :, -1] = _convert_alpha(pixels[:, :, -1], compute_dtype)
     return np.ascontiguousarray(result.astype(out_dtype, copy=False))
+
+
+def _checked_pixels(pixels: np.ndarray) -> np.ndarray:
+    """``pixels`` if its dtype and values are usable, made contiguous if flipped."""
+    if pixels.dtype.kind not in "uf" or (pixels.dtype.kind == "u" and pixels.itemsize > 2):
+        raise ValueError(f"pixels must be uint8, uint16 or float, got {pixels.dtype}")
+    if pixels.dtype.kind == "f":
+        _check_unit_range(pixels)
+    if any(stride < 0 for stride in pixels.strides):
+        # Flipped views (OpenCV's BGR as a[..., ::-1]): torch cannot wrap negative strides.
+        pixels = np.ascontiguousarray(pixels)
+    return pixels
+
+
+def _network_view(pixels: np.ndarray) -> tuple[np.ndarray, Tensor]:
+    """The pixels (float32 if float) and the ``(1, 3, H, W)`` view the network reads.
+
+    ``pixels`` is ``(H, W, 1|2|3|4)``: grey (with or without alpha) is expanded to three
+    equal channels without a copy, alpha is left out.
+    """
+    if pixels.ndim != 3 or pixels.shape[2] not in (1, 2, 3, 4):
+        raise ValueError(f"pixels must be (H, W) or (H, W, 1|2|3|4), got {pixels.shape}")
+    if pixels.dtype.kind == "f" and pixels.dtype != np.float32:
+        pixels = pixels.astype(np.float32)
+    colour = 1 if pixels.shape[2] <= 2 else 3
+    image = _as_batch(pixels)[:, :colour]
+    if colour == 1:
+        image = image.expand(-1, 3, -1, -1)  # a view: grey enhanced as grey
+    return pixels, image
+
+
+def light_map_array(
+    net: nn.Module,
+    pixels: np.ndarray,
+    *,
+    tile: int | str | None = "auto",
+    deadline: float | Callable[[], bool] | None = None,
+) -> np.ndarray:
+    """The network's light map ``L`` of an image held in a numpy array.
+
+    Keep it to apply the model at several strengths without running the network again
+    (``enhance_array(..., light_map=L, strength=S)``), as ``rave serve``'s slider does.
+
+    Args:
+        net: the enhancement network.
+        pixels: as :func:`enhance_array` takes them (grey and alpha handled the same way).
+        tile: as in :func:`enhance_array`; the light map does not depend on it.
+        deadline: as in :func:`enhance_array`.
+
+    Returns:
+        ``(H, W)`` float32 light map, values in (0, 1] for the shipped models.
+    """
+    from rave.inference import predict_light_map
+
+    pixels = _checked_pixels(pixels)
+    _, image = _network_view(pixels if pixels.ndim == 3 else pixels[:, :, None])
+    light = predict_light_map(_engine_net(net), image, tile=tile, deadline=deadline)
+    return light[0, 0].numpy()
 
 
 def _check_unit_range(values: np.ndarray | Tensor) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +27,30 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-__all__ = ["Enhancer"]
+__all__ = ["Enhancer", "output_dtype"]
+
+# When the engine must stop: a time.monotonic() value or a function returning True.
+Deadline = float | Callable[[], bool] | None
+
+
+def output_dtype(input_dtype: np.dtype, fmt: str) -> tuple[type, str | None]:
+    """The sample type a photo decoded as ``input_dtype`` is written in as ``fmt``.
+
+    Returns:
+        ``(dtype, note)``: the photo's own depth where the format holds it (float TIFF as
+        float; other float inputs as 16-bit, which :func:`rave.io.write_photo` reduces,
+        with its own note, where the format cannot hold it); 16-bit as 8-bit with a
+        one-line note where the format cannot hold it.
+    """
+    from rave.io import SIXTEEN_BIT_FORMATS
+
+    if input_dtype == np.float32:
+        return (np.float32 if fmt == "tif" else np.uint16), None
+    if input_dtype == np.uint16:
+        if fmt in SIXTEEN_BIT_FORMATS:
+            return np.uint16, None
+        return np.uint8, f"16-bit input written as 8-bit {fmt.upper()}"
+    return np.uint8, None
 
 
 class Enhancer:
@@ -149,6 +173,8 @@ class Enhancer:
         in_place: bool = False,
         progress: Any = None,
         strength: float = 1.0,
+        light_map: np.ndarray | None = None,
+        deadline: Deadline = None,
     ) -> np.ndarray:
         """Enhance ``(H, W[, C])`` pixels under the engine's memory policy.
 
@@ -159,6 +185,11 @@ class Enhancer:
                 of memory less).
             progress: a callable ``progress(done, total)`` called after each tile.
             strength: ``S >= 0``; the result is ``clamp(I / L**S, 0, 1)``.
+            light_map: ``(H, W)`` light map of these pixels from :meth:`light_map`: applied
+                without running the network (e.g. another strength of the same photo).
+            deadline: a ``time.monotonic()`` value, or a function returning True when the
+                run must stop; checked between tiles
+                (:class:`rave.inference.DeadlineExceeded`).
         """
         from rave.api import enhance_array
 
@@ -171,7 +202,20 @@ class Enhancer:
             in_place=in_place,
             progress=progress,
             strength=strength,
+            light_map=light_map,
+            deadline=deadline,
         )
+
+    def light_map(self, pixels: np.ndarray, *, deadline: Deadline = None) -> np.ndarray:
+        """The network's ``(H, W)`` float32 light map ``L`` of ``(H, W[, C])`` pixels.
+
+        Apply it at any strength with ``enhance_pixels(pixels, light_map=L, strength=S)``
+        or ``enhance_file(..., light_map=L)``; the network runs only here.
+        """
+        from rave.api import light_map_array
+
+        self._tune_allocator(pixels.shape[0], pixels.shape[1])
+        return light_map_array(self.net, pixels, tile=self.tile, deadline=deadline)
 
     def _tune_allocator(self, height: int, width: int) -> None:
         """The engine's memory policy for a photo of this size (glibc; see inference.memory)."""
@@ -190,6 +234,8 @@ class Enhancer:
         max_pixels: int | None = None,
         progress: Any = None,
         strength: float = 1.0,
+        light_map: np.ndarray | None = None,
+        deadline: Deadline = None,
     ) -> list[str]:
         """Read ``source``, enhance it and write ``target`` atomically, metadata kept.
 
@@ -203,6 +249,8 @@ class Enhancer:
             max_pixels: decompression-bomb limit (default :data:`rave.io.DEFAULT_MAX_PIXELS`).
             progress: a callable ``progress(done, total)`` called after each tile.
             strength: ``S >= 0``; the result is ``clamp(I / L**S, 0, 1)``.
+            light_map, deadline: as in :meth:`enhance_pixels` (the light map of ``source``
+                as :func:`rave.io.read_photo` decodes it).
 
         Returns:
             Notes on conversions made while reading and writing (one line each).
@@ -213,13 +261,7 @@ class Enhancer:
         """
         from rave.inference.memory import return_freed_memory
         from rave.inference.pipeline import end_turn, wait_for_turn
-        from rave.io import (
-            DEFAULT_MAX_PIXELS,
-            SIXTEEN_BIT_FORMATS,
-            format_for_suffix,
-            read_photo,
-            write_photo,
-        )
+        from rave.io import DEFAULT_MAX_PIXELS, format_for_suffix, read_photo, write_photo
 
         target = Path(target)
         fmt = format or format_for_suffix(target.suffix)
@@ -228,20 +270,21 @@ class Enhancer:
         photo = read_photo(source, max_pixels=max_pixels or DEFAULT_MAX_PIXELS)
         notes = list(photo.notes)
         pixels, photo.pixels = photo.pixels, np.empty(0, np.uint8)  # hold one reference only
-        out_dtype: type = np.uint8
-        if pixels.dtype == np.float32:
-            out_dtype = np.float32 if fmt == "tif" else np.uint16
-        elif pixels.dtype == np.uint16 and fmt in SIXTEEN_BIT_FORMATS:
-            out_dtype = np.uint16
-        elif pixels.dtype == np.uint16:
-            notes.append(f"16-bit input written as 8-bit {fmt.upper()}")
+        out_dtype, note = output_dtype(pixels.dtype, fmt)
+        notes += [note] if note else []
         # In an overlapped batch (rave.inference.pipeline) one photo uses the network at a
         # time, in input order, while others decode or encode; elsewhere these are no-ops.
         wait_for_turn()
         try:
             # In place where the result has the input's type: one photo's worth less memory.
             enhanced = self.enhance_pixels(
-                pixels, out_dtype=out_dtype, in_place=True, progress=progress, strength=strength
+                pixels,
+                out_dtype=out_dtype,
+                in_place=True,
+                progress=progress,
+                strength=strength,
+                light_map=light_map,
+                deadline=deadline,
             )
             del pixels
             return_freed_memory()  # tile buffers kept for speed, not needed while encoding

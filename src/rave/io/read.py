@@ -290,7 +290,8 @@ def _decode_photo(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(path)
     except UnidentifiedImageError:
-        if suffix in (".tif", ".tiff"):
+        # By content, not name: uploads and misnamed files are TIFFs all the same.
+        if suffix in (".tif", ".tiff") or _has_tiff_signature(path):
             photo = _read_tiff_pillow_cannot_open(path, max_pixels)
             if photo is not None:
                 return photo
@@ -518,6 +519,12 @@ def _xmp_and_dpi(image: Image.Image) -> tuple[bytes | None, tuple[float, float] 
         if min(dpi) <= 0:
             dpi = None
     return (bytes(xmp) if xmp else None), dpi
+
+
+def _has_tiff_signature(path: Path) -> bool:
+    """Whether the file starts as a TIFF or BigTIFF does."""
+    with open(path, "rb") as stream:
+        return stream.read(4) in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
 
 def _read_tiff_pillow_cannot_open(path: Path, max_pixels: int) -> Photo | None:

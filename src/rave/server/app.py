@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
 import numpy as np
@@ -55,9 +55,7 @@ from torch import nn
 from rave.io.printable import printable
 from rave.server.page import PAGE
 from rave.server.store import Result, ResultStore, encode_view
-
-if TYPE_CHECKING:
-    from rave.network import EnhancementNet
+from rave.session import Enhancer, output_dtype
 
 __all__ = ["DEFAULT_MAX_UPLOAD_BYTES", "EnhanceServer", "Limits", "make_server"]
 
@@ -500,20 +498,18 @@ class EnhanceServer(ThreadingHTTPServer):
     def __init__(
         self,
         address: tuple[str, int],
-        net: nn.Module,
+        enhancer: Enhancer,
         *,
         limits: Limits,
         quality: int,
-        tile: int | str | None,
         strength: float = 1.0,
         log_line: Callable[[str], None] | None = None,
     ) -> None:
         super().__init__(address, _Handler)
         self.strength = strength
-        self.net = net
+        self.enhancer = enhancer
         self.limits = limits
         self.quality = quality
-        self.tile = tile
         self.log_line = log_line or (lambda line: log.info("%s", line))
         self.store = ResultStore(limits.results_bytes)
         self.stopping = threading.Event()
@@ -653,15 +649,14 @@ class EnhanceServer(ThreadingHTTPServer):
 
         def work(deadline: float) -> Result:
             photo = read_photo(folder / "upload", max_pixels=self.limits.max_pixels)
-            light = _light_map(self.net, photo.pixels, self.tile, self._deadline(deadline))
+            light = self.enhancer.light_map(photo.pixels, deadline=self._deadline(deadline))
             if not np.isfinite(light).all():
                 raise ValueError("the model's light map is not finite on this photo")
             np.save(folder / "light.npy", light)
             (folder / "view.bin").write_bytes(encode_view(photo.pixels, light))
             height, width = light.shape
-            notes = list(photo.notes)
-            if photo.pixels.dtype == np.uint16 and photo.format not in ("png", "tif"):
-                notes.append(f"16-bit input written as 8-bit {photo.format.upper()}")
+            _, depth_note = output_dtype(photo.pixels.dtype, photo.format)
+            notes = [*photo.notes, *([depth_note] if depth_note else [])]
             return Result(result_id, name, photo.format, width, height, folder, notes)
 
         result = self._compute(name, work)
@@ -681,50 +676,22 @@ class EnhanceServer(ThreadingHTTPServer):
 
     def render(self, result: Result, strength: float) -> Path:
         """The full-resolution file at ``strength`` (the network is not run again)."""
-        from rave.api import enhance_array
-        from rave.io import SIXTEEN_BIT_FORMATS, read_photo, write_photo
 
         def work(deadline: float) -> Path:
-            photo = read_photo(result.upload, max_pixels=self.limits.max_pixels)
-            pixels = photo.pixels
-            out_dtype = np.uint16 if pixels.dtype == np.uint16 else np.uint8
-            if result.format not in SIXTEEN_BIT_FORMATS:
-                out_dtype = np.uint8
-            enhanced = enhance_array(
-                self.net,
-                pixels,
-                tile=self.tile,
-                out_dtype=out_dtype,
+            target = result.folder / f"out-{time.monotonic_ns()}.{result.format}"
+            self.enhancer.enhance_file(
+                result.upload,
+                target,
+                format=result.format,
+                quality=self.quality,
+                max_pixels=self.limits.max_pixels,
                 strength=strength,
                 light_map=np.load(result.light),
-            )
-            target = result.folder / f"out-{time.monotonic_ns()}.{result.format}"
-            write_photo(
-                target,
-                enhanced,
-                format=result.format,
-                icc_profile=photo.icc_profile,
-                exif=photo.exif,
-                quality=self.quality,
+                deadline=self._deadline(deadline),
             )
             return target
 
         return self._compute(result.name, work)
-
-
-def _light_map(
-    net: nn.Module, pixels: np.ndarray, tile: int | str | None, deadline: Callable[[], bool]
-) -> np.ndarray:
-    """``(H, W)`` float32 light map of decoded pixels (grey as grey, alpha ignored)."""
-    from rave.api import _as_batch
-    from rave.inference import predict_light_map
-
-    layered = pixels if pixels.ndim == 3 else pixels[:, :, None]
-    image = _as_batch(layered)[:, : 3 if layered.shape[2] >= 3 else 1]
-    if image.shape[1] == 1:
-        image = image.expand(-1, 3, -1, -1)  # grey enhanced as grey, as enhance_array does
-    engine_net = cast("EnhancementNet", net)  # the engine reads its layers by name
-    return predict_light_map(engine_net, image, tile=tile, deadline=deadline)[0, 0].numpy()
 
 
 def _return_freed_memory() -> None:
@@ -736,7 +703,7 @@ def _return_freed_memory() -> None:
 
 
 def make_server(
-    net: nn.Module,
+    model: Enhancer | nn.Module,
     host: str = "127.0.0.1",
     port: int = 8000,
     *,
@@ -751,12 +718,14 @@ def make_server(
     """An HTTP server (not yet serving) for the enhancement page.
 
     Args:
-        net: the enhancement network, in eval mode.
+        model: the :class:`rave.Enhancer` to serve with (its tile setting is used), or an
+            enhancement network in eval mode, served with ``tile``.
         host, port: where to listen; port 0 picks a free one (``server.server_port``).
         max_upload_bytes: larger uploads are refused (413) before they are read.
         max_pixels: larger images are refused (400) from their header; default 50 M.
         quality: JPEG/WebP quality of the results.
-        tile: tile size for the engine (``"auto"`` bounds memory).
+        tile: tile size for the engine (``"auto"`` bounds memory) when ``model`` is a
+            network.
         strength: the page's initial strength (each photo's slider starts there).
         limits: every other limit (:class:`Limits`); its upload and pixel limits are
             replaced by the two arguments above when those are given.
@@ -773,12 +742,12 @@ def make_server(
         raise ValueError("the time limit must be a positive number of seconds")
     from rave.network.enhancer import check_strength
 
+    enhancer = model if isinstance(model, Enhancer) else Enhancer(model, tile=tile)
     return EnhanceServer(
         (host, port),
-        net,
+        enhancer,
         limits=limits,
         quality=quality,
-        tile=tile,
         strength=check_strength(strength),
         log_line=log_line,
     )

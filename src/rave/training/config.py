@@ -121,6 +121,10 @@ class TrainConfig(AugmentParams):
     seed: int = 0
     output_dir: str = "runs/rave"
     checkpoint_every: int = 500
+    # Every snapshot_every iterations, the network as it is then (model only, the best.pt
+    # format) goes to snapshots/iter_NNNNNN.pt, so that a checkpoint can be chosen afterwards
+    # by a validation score (scripts/select_checkpoint.py); 0 keeps none.
+    snapshot_every: int = 0
     sample_every: int = 500
     log_every: int = 10
     num_samples: int = 4  # fixed backlit images shown in the sample grid
@@ -140,7 +144,7 @@ class TrainConfig(AugmentParams):
         ):  # fmt: skip
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("checkpoint_every", "sample_every", "log_every"):
+        for name in ("checkpoint_every", "snapshot_every", "sample_every", "log_every"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must be >= 0 (0 disables), got {getattr(self, name)}")
         if self.reconstruction_iterations < 0 or self.num_workers < 0 or self.max_reinits < 0:

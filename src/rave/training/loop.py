@@ -82,8 +82,8 @@ _CHECKPOINT_FORMAT_V1 = "rave-train/1"  # still resumed: counters at the top lev
 EncoderFactory = Callable[[str, torch.device], ImageEncoder]
 # config keys that may change between a run and its resumption without changing the result
 _RESUMABLE_CHANGES = frozenset(
-    {"iterations", "checkpoint_every", "sample_every", "log_every", "device", "num_workers",
-     "output_dir", "tensorboard", "num_samples"}
+    {"iterations", "checkpoint_every", "snapshot_every", "sample_every", "log_every", "device",
+     "num_workers", "output_dir", "tensorboard", "num_samples"}
 )  # fmt: skip
 
 
@@ -263,6 +263,8 @@ def _train(
                     save_loss_plot(metrics.read(), run_dir / "loss_curves.png", state.guided_start)
                 if config.checkpoint_every and state.iteration % config.checkpoint_every == 0:
                     files.write_checkpoints(state, core, optimizer, scaler)
+                if config.snapshot_every and state.iteration % config.snapshot_every == 0:
+                    files.write_snapshot(state, core)
     except KeyboardInterrupt:
         interrupted = True
         log.warning("interrupted: saving a checkpoint at iteration %d", state.iteration)
@@ -352,7 +354,7 @@ def _end_of_round(
 
 
 class _RunFiles:
-    """Checkpoints a run writes (rank 0 only): last.pt, best.pt, best_round_NNN.pt."""
+    """Checkpoints a run writes (rank 0 only): last.pt, best.pt, best_round_NNN.pt, snapshots."""
 
     def __init__(
         self, run_dir: Path, config: TrainConfig, method: GuidanceMethod, is_main: bool
@@ -388,6 +390,14 @@ class _RunFiles:
             model, info = state.best_model, state.best_info
         save_checkpoint(self._best_payload(model, info), self.run_dir / "best.pt")
         self.write_round_best(state)
+
+    def write_snapshot(self, state: RunState, core: EnhancementNet) -> None:
+        """``snapshots/iter_NNNNNN.pt``: the network now, for choosing by validation later."""
+        if not self.is_main:
+            return
+        info = {"iteration": state.iteration, "stage": "snapshot", "round": state.round}
+        path = self.run_dir / "snapshots" / f"iter_{state.iteration:06d}.pt"
+        save_checkpoint(self._best_payload(_cpu_state(core), info), path)
 
     def write_round_best(self, state: RunState) -> None:
         """``best_round_NNN.pt`` of the current round, under the authors' per-round rule."""
