@@ -765,13 +765,21 @@ def test_cli_trains_resumes_and_rejects_bad_keys(folders: Path) -> None:
     result = runner.invoke(main, ["train", str(config_file), "--set", "log_every=1"])
     assert result.exit_code == 0, result.output
     assert "best checkpoint:" in result.output
-    result = runner.invoke(
-        main,
-        ["train", str(config_file), "--resume", "--set", "iterations=3", "--set", "log_every=1"],
-    )
+    assert "2/2 [" in result.output  # the iteration bar
+    resume_quietly = ["--resume", "-q", "--set", "iterations=3", "--set", "snapshot_every=1"]
+    result = runner.invoke(main, ["train", str(config_file), *resume_quietly])
     assert result.exit_code == 0, result.output
+    assert "it/s" not in result.output and "s/it" not in result.output  # -q: no bars
     assert [int(r["iteration"]) for r in read_metrics(folders / "cli_run")] == [0, 1, 2]
     assert load_checkpoint_file(folders / "cli_run" / "last.pt")["iteration"] == 3
+    # snapshot_every: the network at each multiple, loadable as a model
+    snapshots = sorted(p.name for p in (folders / "cli_run" / "snapshots").iterdir())
+    assert snapshots == ["iter_000003.pt"]
+    from rave import load_enhancer
+
+    last = load_checkpoint_file(folders / "cli_run" / "last.pt")["model"]
+    snapshot = load_enhancer(folders / "cli_run" / "snapshots" / "iter_000003.pt").state_dict()
+    assert all(torch.equal(snapshot[k], last[k]) for k in last)
 
     result = runner.invoke(main, ["train", str(config_file), "--set", "bacth_size=2"])
     assert result.exit_code != 0

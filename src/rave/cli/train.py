@@ -73,7 +73,7 @@ def train_command(
     from rave.training.loop import DeadNetworkError, train
 
     try:
-        result = train(config, resume=resume)
+        result = train(config, resume=resume, progress=not quiet)
     except KeyboardInterrupt:
         if rank == 0:
             click.echo(f"interrupted; resume with --resume ({config.output_dir}/last.pt)", err=True)

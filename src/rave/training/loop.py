@@ -25,6 +25,7 @@ Files in the run directory (rank 0 only):
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import math
 import os
@@ -121,6 +122,7 @@ class _Processes:
     world_size: int
     device: torch.device
     owns_group: bool  # we initialised the process group, so we destroy it
+    show_progress: bool = True  # progress bars, on rank 0 only
 
 
 def train(
@@ -128,6 +130,7 @@ def train(
     *,
     resume: str | Path | None = None,
     encoder_factory: EncoderFactory | None = None,
+    progress: bool = True,
 ) -> TrainResult:
     """Train an enhancement network as ``config`` says.
 
@@ -138,6 +141,7 @@ def train(
             checkpoint stopped (same batches, same losses).
         encoder_factory: ``(name, device) -> ImageEncoder``; by default
             :func:`rave.encoders.create_encoder` (tests pass small stand-ins).
+        progress: show progress bars (iterations, the residual's images) on rank 0.
 
     Returns:
         the run's :class:`TrainResult`.
@@ -145,7 +149,7 @@ def train(
     Raises:
         FileExistsError: a fresh run in a directory that already holds a checkpoint.
     """
-    procs = _setup_processes(config.device)
+    procs = dataclasses.replace(_setup_processes(config.device), show_progress=progress)
     try:
         return _train(config, procs, resume, encoder_factory or _default_encoder_factory)
     finally:
@@ -215,7 +219,8 @@ def _train(
     resume_rows = start if checkpoint else None
     metrics = MetricsCSV(run_dir / "metrics.csv", resume_rows) if is_main else None  # rank 0
     writer = _tensorboard_writer(run_dir, start) if is_main and config.tensorboard else None
-    progress = tqdm(total=config.iterations, initial=start, disable=not is_main, dynamic_ncols=True)
+    shown = is_main and procs.show_progress
+    progress = tqdm(total=config.iterations, initial=start, disable=not shown, dynamic_ncols=True)
     loader = DataLoader(
         dataset,
         batch_sampler=ResumableBatchSampler(
@@ -484,6 +489,7 @@ def _method_context(
         device=procs.device,
         run_dir=run_dir,
         is_main=procs.rank == 0,
+        show_progress=procs.rank == 0 and procs.show_progress,
         rank=procs.rank,
         world_size=procs.world_size,
         create_encoder=create_encoder,

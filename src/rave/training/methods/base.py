@@ -66,6 +66,8 @@ class MethodContext:
         backlit_files: the training images (sorted).
         well_lit_files: the well-lit images (sorted; in the paired regime, only those whose
             stem matches a backlit image, in the same order as their backlit partners).
+        show_progress: whether long steps (e.g. encoding the data) may show progress bars;
+            False off rank 0 and under ``rave train --quiet``.
     """
 
     config: TrainConfig
@@ -77,6 +79,7 @@ class MethodContext:
     create_encoder: Callable[[str], ImageEncoder]
     backlit_files: tuple[Path, ...]
     well_lit_files: tuple[Path, ...]
+    show_progress: bool = True
 
 
 class GuidanceMethod(abc.ABC):

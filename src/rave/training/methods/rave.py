@@ -87,7 +87,7 @@ class RaveMethod(GuidanceMethod):
                 self.config.well_lit_dir,
                 self.guidance_encoder,
                 device=ctx.device,
-                progress=ctx.is_main,
+                progress=ctx.show_progress,
             )
             if ctx.is_main:
                 path = ctx.run_dir / RESIDUAL_FILENAME
