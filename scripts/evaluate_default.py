@@ -5,7 +5,10 @@ For every held-out photo (the fixed split of ``make_default_dataset.py``) and ev
 
 - ``mean lift``: mean luminance of the darkest half of the photo after minus before;
 - ``p10 lift``: 10th percentile of luminance in that half, after minus before;
-- ``clipped``: share of pixels whose largest channel is >= 0.99 (before = identity row);
+- ``clipped``: share of pixels whose largest channel is >= 0.99 (before = identity row),
+  and how many photos gain more than 2 points of it (and the largest gain);
+- ``chroma shift``: mean change of chromaticity ``rgb / (r + g + b)`` (0 for a pure
+  brightening; a colour cast or clipped channels raise it), ``rave.evaluation.exposure``;
 - ``NIQE`` (lower is more natural), when a no-reference scorer is importable.
 
 Luminance is Rec. 709 luma of the sRGB-encoded values, ``Y = 0.2126 R + 0.7152 G +
@@ -36,6 +39,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from rave.evaluation.exposure import chroma_shift
 from rave.metrics import shadow_lift
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -74,6 +78,7 @@ def exposure_stats(before: np.ndarray, after: np.ndarray) -> dict[str, float]:
         "dark_mean_after": lift.mean_after,
         "clipped_before": lift.clipped_before,
         "clipped_after": lift.clipped_after,
+        "chroma_shift": chroma_shift(before, after),
     }
 
 
@@ -183,16 +188,23 @@ def _fmt(value: float, digits: int = 3) -> str:
 def summarise(rows: list[dict], models: Sequence[str], score_names: Sequence[str]) -> str:
     """Markdown table: per model, mean (and median) over photos of each figure."""
     head = ["model", "mean lift", "p10 lift", "dark-half mean after", "clipped before",
-            "clipped after", *score_names]  # fmt: skip
-    keys = ["mean_lift", "p10_lift", "dark_mean_after", "clipped_before", "clipped_after",
+            "clipped after", "photos gaining > 2 points of clipping (max)", "chroma shift",
             *score_names]  # fmt: skip
+    keys = ["mean_lift", "p10_lift", "dark_mean_after", "clipped_before", "clipped_after",
+            "clipping_gains", "chroma_shift", *score_names]  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for model in models:
         mine = [r for r in rows if r["model"] == model]
         cells = [model]
         for key in keys:
+            if key == "clipping_gains":
+                gains = [100 * (r["clipped_after"] - r["clipped_before"]) for r in mine]
+                over = sum(g > 2.0 for g in gains)
+                cells.append(f"{over} of {len(gains)} ({max(gains):.1f})")
+                continue
             values = np.array([r.get(key, math.nan) for r in mine], dtype=float)
             digits = 2 if key in score_names else (4 if key.startswith("clipped") else 3)
+            digits = 4 if key == "chroma_shift" else digits
             if np.isnan(values).all():
                 cells.append("n/a")
             else:

@@ -79,6 +79,8 @@ def test_paired_comparison_writes_all_outputs(dataset, tmp_path) -> None:
         assert float(summary[name]["psnr"]) == pytest.approx(expected, abs=1e-6)
         assert float(summary[name]["psnr_ref"]) == pytest.approx(expected, abs=1e-6)
         assert float(summary[name]["shadow_mean_lift"]) > 0
+    # adding the same offset to every channel moves colours toward grey, 8 more than 4
+    assert float(summary["plus8"]["chroma_shift"]) > float(summary["plus4"]["chroma_shift"]) > 0
     per_image = _rows(out / "per_image.csv")
     assert len(per_image) == 6
     assert all(row["niqe"] for row in per_image)

@@ -302,3 +302,29 @@ def test_brisque_rejects_flat_and_tiny_images() -> None:
         metrics.brisque(np.full((64, 64, 3), 0.5))
     with pytest.raises(ValueError, match="16x16"):
         metrics.brisque(np.zeros((8, 64), np.uint8))
+
+
+def test_chroma_shift_closed_forms() -> None:
+    from rave.evaluation.exposure import chroma_shift
+
+    rng = np.random.default_rng(3)
+    colours = rng.uniform(0.05, 0.5, (16, 16, 3))
+    gains = rng.uniform(1.0, 1.9, (16, 16, 1))  # per-pixel brightening, nothing clips
+    assert chroma_shift(colours, colours * gains) == pytest.approx(0.0, abs=1e-9)
+    # one pixel colour, red and blue swapped: |c_after - c_before| = sqrt(2) |r - b| / sum
+    pixel = np.array([0.4, 0.2, 0.1])
+    swapped = pixel[[2, 1, 0]]
+    expected = np.sqrt(2) * 0.3 / 0.7
+    assert chroma_shift(np.tile(pixel, (4, 4, 1)), np.tile(swapped, (4, 4, 1))) == pytest.approx(
+        expected, rel=1e-9
+    )
+    # black pixels have no colour: left out, not counted as zero
+    mixed_before = np.zeros((2, 2, 3))
+    mixed_before[0, 0] = pixel
+    mixed_after = mixed_before.copy()
+    mixed_after[0, 0] = swapped
+    mixed_after[1, 1] = [0.9, 0.0, 0.0]  # was black: ignored
+    assert chroma_shift(mixed_before, mixed_after) == pytest.approx(expected, rel=1e-9)
+    assert chroma_shift(np.zeros((3, 3, 3)), np.ones((3, 3, 3))) == 0.0
+    with pytest.raises(ValueError, match="one size"):
+        chroma_shift(np.zeros((3, 3, 3)), np.zeros((3, 4, 3)))

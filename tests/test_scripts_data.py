@@ -224,6 +224,7 @@ def test_exposure_stats_closed_form() -> None:
     assert stats["p10_lift"] == pytest.approx(0.1)
     assert stats["dark_mean_after"] == pytest.approx(0.2)
     assert stats["clipped_before"] == 0.0 and stats["clipped_after"] == 0.5
+    assert stats["chroma_shift"] == 0.0  # grey stays grey, clipped or not
 
 
 def test_evaluate_writes_table_csv_and_grid(tmp_path: Path) -> None:
@@ -242,6 +243,12 @@ def test_evaluate_writes_table_csv_and_grid(tmp_path: Path) -> None:
     doubled = [r for r in rows if r["model"] == "double"]
     assert all(r["mean_lift"] == pytest.approx(40 / 255) for r in doubled)
     assert "| double |" in table
+    double_row = next(line for line in table.splitlines() if line.startswith("| double |"))
+    assert "| 0 of 2 (0.0) |" in double_row  # no photo gains clipping (40 -> 80 of 255)
+    clipping = [ev.Model("identity", lambda x: x), ev.Model("blow", lambda x: x * 0 + 1)]
+    _, table = ev.evaluate(files[:2], clipping, tmp_path / "blow", grid_height=16, log=print)
+    blow_row = next(line for line in table.splitlines() if line.startswith("| blow |"))
+    assert "| 2 of 2 (100.0) |" in blow_row
     assert (tmp_path / "out" / "results.md").read_text().count("| identity |") == 1
     assert len((tmp_path / "out" / "per_image.csv").read_text().splitlines()) == 5
     grid = Image.open(tmp_path / "out" / "grid.png")
@@ -255,3 +262,25 @@ def test_evaluate_reference_model_runs(checkpoints_dir: Path) -> None:
     out = model.run(image)
     assert out.shape == image.shape and out.min() >= 0.0 and out.max() <= 1.0
     assert ev.exposure_stats(image, out)["mean_lift"] > 0  # it brightens dark input
+
+
+def test_checkpoint_selection_rule() -> None:
+    """scripts/select_checkpoint.py: clip no more than the reference, then lift most."""
+    sel = _load_script("select_checkpoint")
+
+    def fig(mean: float, p10: float, clipped: float, gain: float) -> dict[str, float]:
+        return {"mean_lift": mean, "p10_lift": p10, "clipped_after": clipped,
+                "max_gain_points": gain, "chroma_shift": 0.0}  # fmt: skip
+
+    figures = {
+        "rave-unpaired": fig(0.06, 0.03, 0.04, 5.0),
+        "iter_000100": fig(0.09, 0.05, 0.06, 1.0),  # lifts most, but clips more
+        "iter_000200": fig(0.05, 0.04, 0.03, 1.0),  # min ratio 0.83
+        "iter_000300": fig(0.07, 0.027, 0.03, 1.5),  # min ratio 0.90: chosen
+        "iter_000400": fig(0.08, 0.04, 0.02, 2.5),  # one photo gains > 2 points
+    }
+    chosen, why = sel.choose(figures, "rave-unpaired")
+    assert chosen == "iter_000300" and "0.90" in why
+    del figures["iter_000200"], figures["iter_000300"]
+    chosen, why = sel.choose(figures, "rave-unpaired")
+    assert chosen == "iter_000400" and "clips least" in why

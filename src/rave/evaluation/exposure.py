@@ -10,6 +10,10 @@ Definitions (used unchanged by the evaluator and by model-card reports):
 * **crushed shadow**: a pixel whose luma is ``<= crush_threshold`` (0.01 by default).
 * **input**: numpy ``(H, W, 3)`` RGB or ``(H, W)`` grey (float in [0, 1], uint8 or uint16),
   or a torch tensor ``(3, H, W)`` / ``(1, 3, H, W)`` float in [0, 1].
+* **chromaticity** (for :func:`chroma_shift`): ``(R', G', B') / (R' + G' + B')``, the
+  colour of a pixel without its brightness; a per-pixel gain (what a one-channel light map
+  does until a channel clips) leaves it unchanged, a colour cast or a clipped channel
+  moves it.
 * **darkest half** (for :func:`shadow_lift`): the pixels whose luma in the *input* (before)
   image is ``<=`` the median luma of the input image. Ties at the median are included, so
   the region can be slightly more than half. The same pixel set is then measured in the
@@ -23,7 +27,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ExposureStats", "ShadowLift", "exposure_stats", "luma", "shadow_lift"]
+__all__ = [
+    "ExposureStats", "ShadowLift", "chroma_shift", "exposure_stats", "luma", "shadow_lift",
+]  # fmt: skip
 
 _BT709 = np.array([0.2126, 0.7152, 0.0722])
 CLIP_THRESHOLD = 0.99
@@ -191,3 +197,47 @@ def shadow_lift(
         clipped_after=float(np.mean(rgb_after.max(axis=2) >= clip_threshold)),
         region_fraction=float(region.mean()),
     )
+
+
+# Chromaticity is noise where the three channels sum to nearly nothing (near-black pixels).
+_CHROMA_MIN_SUM = 0.06
+
+
+def chroma_shift(before: np.ndarray, after: np.ndarray) -> float:
+    """Mean distance between the chromaticities of ``before`` and ``after``.
+
+    Per pixel, ``|| c(after) - c(before) ||_2`` with ``c = rgb / (r + g + b)``, averaged over
+    the pixels whose input channels sum to at least 0.06 (chromaticity is undefined at
+    black). 0 for any brightening that scales a pixel's three channels alike; a uniform
+    cast of ``d`` in one chromaticity coordinate scores about ``d``; a pixel clipped to white
+    from a saturated colour scores up to about 0.8.
+
+    Args:
+        before: input image ``(H, W, 3)`` / ``(H, W)``; float in [0, 1], uint8 or uint16.
+        after: enhanced image of the same size.
+
+    Returns:
+        the mean shift, >= 0 (0.0 when no pixel is bright enough to have a colour).
+
+    Example:
+        >>> import numpy as np
+        >>> x = np.random.default_rng(0).uniform(0.1, 0.5, (4, 4, 3))
+        >>> chroma_shift(x, x * 1.8)  # a gain, no channel clipped
+        0.0
+        >>> round(chroma_shift(x, np.clip(x * 4, 0, 1)), 3) > 0  # clipping moves colours
+        True
+    """
+    rgb_before, rgb_after = _as_float_rgb(before), _as_float_rgb(after)
+    if rgb_before.shape != rgb_after.shape:
+        raise ValueError(
+            f"chroma_shift needs images of one size: before {rgb_before.shape[1]}x"
+            f"{rgb_before.shape[0]}, after {rgb_after.shape[1]}x{rgb_after.shape[0]}"
+        )
+    sum_before, sum_after = rgb_before.sum(axis=2), rgb_after.sum(axis=2)
+    kept = sum_before >= _CHROMA_MIN_SUM
+    if not kept.any():
+        return 0.0
+    c_before = rgb_before[kept] / sum_before[kept, None]
+    c_after = rgb_after[kept] / np.maximum(sum_after[kept, None], 1e-12)
+    distance = np.linalg.norm(c_after - c_before, axis=1)
+    return float(np.round(distance.mean(), 12))

@@ -62,6 +62,7 @@ METRICS: dict[str, MetricInfo] = {
     "clipped": MetricInfo("clipped", False, "exposure"),
     "shadow_mean_lift": MetricInfo("shadow lift (mean)", True, "exposure"),
     "shadow_p10_lift": MetricInfo("shadow lift (p10)", True, "exposure"),
+    "chroma_shift": MetricInfo("chroma shift", False, "exposure"),
 }
 
 
@@ -385,7 +386,7 @@ def _score_one(
     cache: dict[Path, LoadedImage],
     result: EvaluationResult,
 ) -> dict[str, Any] | None:
-    from rave.evaluation.exposure import shadow_lift
+    from rave.evaluation.exposure import chroma_shift, shadow_lift
 
     record: dict[str, Any] = {"method": method, "image": stem, "path": str(path)}
     try:
@@ -417,6 +418,7 @@ def _score_one(
                 lift = shadow_lift(source.pixels, pixels)
                 record["shadow_mean_lift"] = lift.mean_lift
                 record["shadow_p10_lift"] = lift.p10_lift
+                record["chroma_shift"] = chroma_shift(source.pixels, pixels)
             else:
                 result.notes.append(f"{path}: size differs from its input, no shadow lift")
     except Exception as error:
