@@ -284,3 +284,21 @@ def test_checkpoint_selection_rule() -> None:
     del figures["iter_000200"], figures["iter_000300"]
     chosen, why = sel.choose(figures, "rave-unpaired")
     assert chosen == "iter_000400" and "clips least" in why
+
+
+def test_crop_grid_finds_the_window_where_models_disagree() -> None:
+    cg = _load_script("crop_grid")
+    values = np.arange(20.0).reshape(4, 5)
+    sums, tops, lefts = cg.window_sums(values, 2, 1)
+    assert tops == [0, 1, 2] and lefts == [0, 1, 2, 3]
+    for i, top in enumerate(tops):  # against direct sums
+        for j, left in enumerate(lefts):
+            assert sums[i, j] == pytest.approx(values[top : top + 2, left : left + 2].sum())
+    base = np.full((120, 160, 3), 0.3)
+    other = base.copy()
+    other[72:92, 104:124] = 0.9  # the only place where the two outputs differ
+    top, left, score = cg.most_telling_window([base, other], 32)
+    assert top <= 72 and top + 32 >= 92 and left <= 104 and left + 32 >= 124
+    assert score == pytest.approx(0.6 * 20 * 20 / 32**2)
+    # windows larger than the image are clamped to it
+    assert cg.most_telling_window([base[:10, :12], other[:10, :12]], 32)[:2] == (0, 0)
