@@ -40,6 +40,7 @@ import numpy as np
 from PIL import Image
 
 from rave.evaluation.exposure import chroma_shift
+from rave.io import PhotoError
 from rave.metrics import shadow_lift
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -168,14 +169,20 @@ def heldout_photos(data_dir: Path | None, images_dir: Path | None) -> tuple[list
 
 
 def read_rgb(path: Path, max_pixels: int) -> np.ndarray:
-    """``(H, W, 3)`` float32 RGB in [0, 1], area-downscaled to at most ``max_pixels``."""
-    with Image.open(path) as im:
-        im = im.convert("RGB")
-    scale = math.sqrt(max_pixels / (im.width * im.height))
-    if scale < 1:
-        size = (max(1, int(im.width * scale)), max(1, int(im.height * scale)))
-        im = im.resize(size, Image.Resampling.BOX)
-    return np.asarray(im, dtype=np.float32) / 255.0
+    """``(H, W, 3)`` float32 RGB in [0, 1], area-downscaled to at most ``max_pixels``.
+
+    Read with the package's reader (``rave.io``: upright, 16-bit kept until the scaling).
+    """
+    from rave.io.views import read_float_rgb
+
+    rgb = read_float_rgb(path)
+    scale = math.sqrt(max_pixels / (rgb.shape[0] * rgb.shape[1]))
+    if scale >= 1:
+        return rgb
+    size = (max(1, int(rgb.shape[1] * scale)), max(1, int(rgb.shape[0] * scale)))
+    channels = [Image.fromarray(rgb[:, :, c], mode="F").resize(size, Image.Resampling.BOX)
+                for c in range(3)]  # fmt: skip
+    return np.stack([np.asarray(c) for c in channels], axis=2).astype(np.float32)
 
 
 # --------------------------------------------------------------------------- report
@@ -251,7 +258,7 @@ def evaluate(
     for path in photos:
         try:
             image = read_rgb(path, max_pixels)
-        except (OSError, ValueError) as err:
+        except (OSError, ValueError, PhotoError) as err:
             log(f"skipped: {path}: unreadable image ({err})")
             continue
         thumbs = [_thumb(image, grid_height)]
