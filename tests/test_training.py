@@ -346,6 +346,49 @@ def test_resume_reproduces_an_uninterrupted_run(tmp_path: Path) -> None:
     assert best_full["best_info"] == best_resumed["best_info"]
 
 
+def test_weight_average_is_the_closed_form_and_resumes_exactly(tmp_path: Path) -> None:
+    """ema_decay: averaged.pt and the snapshots hold avg_n = d_n avg_(n-1) + (1 - d_n) w_n
+    over the guided iterations, d_n = min(decay, (1 + n) / (10 + n)); the training itself
+    is unchanged, and a resumed run ends with the same average."""
+    from rave.training.loop import train
+
+    make_folders(tmp_path)
+    common = dict(iterations=6, snapshot_every=1)  # 3 reconstruction + 3 guided
+    plain = train(tiny_config(tmp_path, output_dir=str(tmp_path / "plain"), **common),
+                  encoder_factory=tiny_factory)  # fmt: skip
+    averaged_run = tmp_path / "ema"
+    result = train(tiny_config(tmp_path, output_dir=str(averaged_run), ema_decay=0.5, **common),
+                   encoder_factory=tiny_factory)  # fmt: skip
+    for key, value in plain.model.state_dict().items():  # averaging does not steer training
+        assert torch.equal(result.model.state_dict()[key], value)
+
+    def weights(run: Path, name: str) -> dict[str, torch.Tensor]:
+        return load_checkpoint_file(run / name)["model"]
+
+    raw = [weights(tmp_path / "plain", f"snapshots/iter_{i:06d}.pt") for i in (4, 5, 6)]
+    expected = dict(raw[0])
+    for n, w in enumerate(raw[1:], start=1):
+        d = min(0.5, (1 + n) / (10 + n))
+        expected = {k: d * expected[k] + (1 - d) * w[k] for k in w}
+    got = weights(averaged_run, "averaged.pt")
+    assert got.keys() == expected.keys()
+    for key in expected:
+        torch.testing.assert_close(got[key], expected[key], rtol=1e-6, atol=1e-7)
+        assert torch.equal(weights(averaged_run, "snapshots/iter_000006.pt")[key], got[key])
+    # reconstruction-stage snapshots are the raw network (nothing averaged yet)
+    before_guidance = weights(averaged_run, "snapshots/iter_000002.pt")
+    for key, value in weights(tmp_path / "plain", "snapshots/iter_000002.pt").items():
+        assert torch.equal(before_guidance[key], value)
+
+    half = tmp_path / "half"
+    train(tiny_config(tmp_path, output_dir=str(half), ema_decay=0.5, iterations=5),
+          encoder_factory=tiny_factory)  # fmt: skip
+    train(tiny_config(tmp_path, output_dir=str(half), ema_decay=0.5, iterations=6),
+          resume="last", encoder_factory=tiny_factory)  # fmt: skip
+    for key, value in weights(half, "averaged.pt").items():
+        torch.testing.assert_close(value, got[key], rtol=1e-6, atol=1e-7)
+
+
 class _Interrupting(RaveMethod):
     name = "interrupting-rave"
 

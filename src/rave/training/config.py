@@ -116,14 +116,20 @@ class TrainConfig(AugmentParams):
     # BT.601 Y, as the authors' 8 dB).
     reinit_below_psnr: float = 8.0
     max_reinits: int = 3
+    # Not in the paper: an exponential moving average of the weights over the guided
+    # iterations (0 = off). With batches of a few small crops the network oscillates from
+    # one iteration to the next; the average is written as averaged.pt and is what the
+    # snapshots hold.
+    ema_decay: float = 0.0
 
     # --- run
     seed: int = 0
     output_dir: str = "runs/rave"
     checkpoint_every: int = 500
     # Every snapshot_every iterations, the network as it is then (model only, the best.pt
-    # format) goes to snapshots/iter_NNNNNN.pt, so that a checkpoint can be chosen afterwards
-    # by a validation score (scripts/select_checkpoint.py); 0 keeps none.
+    # format; its weight average when ema_decay > 0) goes to snapshots/iter_NNNNNN.pt, so
+    # that a checkpoint can be chosen afterwards by a validation score
+    # (scripts/select_checkpoint.py); 0 keeps none.
     snapshot_every: int = 0
     sample_every: int = 500
     log_every: int = 10
@@ -147,6 +153,8 @@ class TrainConfig(AugmentParams):
         for name in ("checkpoint_every", "snapshot_every", "sample_every", "log_every"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must be >= 0 (0 disables), got {getattr(self, name)}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            problems.append(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.reconstruction_iterations < 0 or self.num_workers < 0 or self.max_reinits < 0:
             problems.append("reconstruction_iterations, num_workers, max_reinits must be >= 0")
         for name in ("hflip_p", "vflip_p", "transpose_p", "zoom_p", "rotate_p"):

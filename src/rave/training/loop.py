@@ -15,6 +15,8 @@ Files in the run directory (rank 0 only):
                           --model`` loads them and switches padding to reflection)
     best_round_NNN.pt     each round's best network (``best_rule: reference``; round 0 is
                           the reconstruction stage)
+    averaged.pt           the weights' moving average at the end (``ema_decay > 0``)
+    snapshots/iter_N.pt   the network every ``snapshot_every`` iterations (averaged if kept)
     metrics.csv           logged terms per iteration
     loss_curves.png       the logged terms against the iteration
     samples/iter_N.png    fixed backlit images (top) and their enhancements (bottom)
@@ -244,6 +246,8 @@ def _train(
                 state.iteration = it + 1
                 score = values["psnr_y"] if stage == "reconstruction" else values["total"]
                 state.record(score, values["total"], values["grad_norm"], core.state_dict())
+                if config.ema_decay and stage == "guided":
+                    state.average_weights(core.state_dict(), config.ema_decay)
 
                 reason = restart_reason(state, config)
                 if reason and state.reinits < config.max_reinits:
@@ -277,6 +281,7 @@ def _train(
         progress.close()
 
     files.write_checkpoints(state, core, optimizer, scaler)
+    files.write_average(state)
     if metrics is not None:
         save_loss_plot(metrics.read(), run_dir / "loss_curves.png", state.guided_start)
     if writer is not None:
@@ -359,7 +364,7 @@ def _end_of_round(
 
 
 class _RunFiles:
-    """Checkpoints a run writes (rank 0 only): last.pt, best.pt, best_round_NNN.pt, snapshots."""
+    """Checkpoints a run writes (rank 0 only): last/best/averaged.pt, rounds' bests, snapshots."""
 
     def __init__(
         self, run_dir: Path, config: TrainConfig, method: GuidanceMethod, is_main: bool
@@ -397,12 +402,25 @@ class _RunFiles:
         self.write_round_best(state)
 
     def write_snapshot(self, state: RunState, core: EnhancementNet) -> None:
-        """``snapshots/iter_NNNNNN.pt``: the network now, for choosing by validation later."""
+        """``snapshots/iter_NNNNNN.pt``: the network now (its weight average, if kept)."""
         if not self.is_main:
             return
         info = {"iteration": state.iteration, "stage": "snapshot", "round": state.round}
+        weights = _cpu_state(core)
+        if state.averaged_model is not None:
+            weights = {k: v.cpu() for k, v in state.averaged_model.items()}
+            info["averaged_updates"] = state.averaged_updates
         path = self.run_dir / "snapshots" / f"iter_{state.iteration:06d}.pt"
-        save_checkpoint(self._best_payload(_cpu_state(core), info), path)
+        save_checkpoint(self._best_payload(weights, info), path)
+
+    def write_average(self, state: RunState) -> None:
+        """``averaged.pt``: the weight average at the end of the run (``ema_decay > 0``)."""
+        if not self.is_main or state.averaged_model is None:
+            return
+        info = {"iteration": state.iteration, "stage": "averaged",
+                "averaged_updates": state.averaged_updates}  # fmt: skip
+        weights = {k: v.cpu() for k, v in state.averaged_model.items()}
+        save_checkpoint(self._best_payload(weights, info), self.run_dir / "averaged.pt")
 
     def write_round_best(self, state: RunState) -> None:
         """``best_round_NNN.pt`` of the current round, under the authors' per-round rule."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from rave.training.best import BestTracker
@@ -76,6 +77,9 @@ class RunState:
         tracker: the best-checkpoint tracker of the current stage/round.
         best_model: a copy of the best network's state so far (None before the first).
         best_info: where that best was found (iteration, stage, round, score).
+        averaged_model: exponential moving average of the network's weights over the
+            guided iterations (``ema_decay > 0``; None before the first guided one).
+        averaged_updates: guided iterations averaged into ``averaged_model``.
     """
 
     iteration: int
@@ -87,6 +91,8 @@ class RunState:
     dead_streak: int = 0
     best_model: dict[str, Tensor] | None = None
     best_info: dict[str, Any] = field(default_factory=dict)
+    averaged_model: dict[str, Tensor] | None = None
+    averaged_updates: int = 0
 
     @classmethod
     def fresh(cls, config: TrainConfig) -> RunState:
@@ -138,6 +144,26 @@ class RunState:
         }
         return True
 
+    def average_weights(self, model_state: dict[str, Tensor], decay: float) -> None:
+        """Fold the network's current weights into :attr:`averaged_model`.
+
+        ``avg <- d avg + (1 - d) w`` with ``d = min(decay, (1 + n) / (10 + n))`` after ``n``
+        updates, so that the first guided iterations (and the identity the run started
+        from) do not dominate the average of a short run. Non-float tensors are copied.
+        """
+        if self.averaged_model is None:
+            self.averaged_model = {k: v.detach().clone() for k, v in model_state.items()}
+        else:
+            d = min(decay, (1 + self.averaged_updates) / (10 + self.averaged_updates))
+            with torch.no_grad():
+                for name, value in model_state.items():
+                    average = self.averaged_model[name]
+                    if average.is_floating_point():
+                        average.mul_(d).add_(value.detach(), alpha=1 - d)
+                    else:
+                        average.copy_(value)
+        self.averaged_updates += 1
+
     def restart_reconstruction(self, config: TrainConfig) -> None:
         """A re-initialised network starts a whole reconstruction stage from here."""
         self.reinits += 1
@@ -146,6 +172,7 @@ class RunState:
         self.dead_streak = 0
         self.tracker.reset("max")
         self.best_model, self.best_info = None, {}
+        self.averaged_model, self.averaged_updates = None, 0
 
     def next_round(self, config: TrainConfig, *, reset_tracker: bool) -> None:
         """The current stage or round ended: the next guided round starts."""
@@ -168,6 +195,10 @@ class RunState:
             if self.best_model is None
             else {k: v.cpu() for k, v in self.best_model.items()},
             "best_info": dict(self.best_info),
+            "averaged_model": None
+            if self.averaged_model is None
+            else {k: v.cpu() for k, v in self.averaged_model.items()},
+            "averaged_updates": self.averaged_updates,
         }
 
     def load_state_dict(self, state: dict[str, Any], device: Any = None) -> None:
@@ -178,6 +209,11 @@ class RunState:
         best = state.get("best_model")
         self.best_model = None if best is None else {k: v.to(device) for k, v in best.items()}
         self.best_info = dict(state.get("best_info") or {})
+        averaged = state.get("averaged_model")
+        self.averaged_model = (
+            None if averaged is None else {k: v.to(device) for k, v in averaged.items()}
+        )
+        self.averaged_updates = int(state.get("averaged_updates", 0))
 
 
 def restart_reason(state: RunState, config: TrainConfig) -> str:
