@@ -8,9 +8,14 @@ reference model (``rave-unpaired``), and picks:
 
 1. among the checkpoints that clip no more than the reference on the validation photos (mean
    share of clipped pixels) and let no photo gain more than 2 points of clipping,
-2. the one with the largest ``min(mean lift / reference's, p10 lift / reference's)``: the
+2. with ``--scores``, also NIQE no worse than the reference's and BRISQUE no worse than the
+   input's (the photos themselves) on the validation photos;
+3. the one with the largest ``min(mean lift / reference's, p10 lift / reference's)``: the
    shadows lifted at least as much as the reference's on both figures, as far as it goes;
-3. if none meets (1), the one that clips least.
+4. if none meets (1) and (2), the one that clips least.
+
+Several runs can be given: their checkpoints compete under the same rule (the run is a
+hyperparameter chosen on validation too).
 
 Writes ``OUT/results.md``, ``OUT/per_image.csv``, ``OUT/grid.png`` (evaluate_default's
 files) and ``OUT/choice.json``; prints the choice::
@@ -34,6 +39,7 @@ from evaluate_default import (  # sibling script, not a package
     evaluate,
     heldout_photos,
     load_model,
+    no_reference_scorers,
     reference_model_source,
 )
 
@@ -49,13 +55,17 @@ def candidates(run_dir: Path) -> list[Path]:
 def summarise_model(rows: Sequence[dict]) -> dict[str, float]:
     """Mean figures over photos and the largest per-photo clipping gain (points)."""
     gains = [100 * (r["clipped_after"] - r["clipped_before"]) for r in rows]
-    return {
+    figures = {
         "mean_lift": float(np.mean([r["mean_lift"] for r in rows])),
         "p10_lift": float(np.mean([r["p10_lift"] for r in rows])),
         "clipped_after": float(np.mean([r["clipped_after"] for r in rows])),
         "max_gain_points": float(max(gains)),
         "chroma_shift": float(np.mean([r["chroma_shift"] for r in rows])),
     }
+    for score in ("NIQE", "BRISQUE"):
+        if all(score in r for r in rows):
+            figures[score] = float(np.nanmean([r[score] for r in rows]))
+    return figures
 
 
 def choose(figures: dict[str, dict[str, float]], reference: str) -> tuple[str, str]:
@@ -72,27 +82,44 @@ def choose(figures: dict[str, dict[str, float]], reference: str) -> tuple[str, s
             own["p10_lift"] / max(ref["p10_lift"], 1e-9),
         )
 
+    def natural(name: str) -> bool:  # only when the scores were computed
+        own, source = figures[name], figures.get("identity", {})
+        return own.get("NIQE", 0.0) <= ref.get("NIQE", 0.0) and own.get(
+            "BRISQUE", 0.0
+        ) <= source.get("BRISQUE", 0.0)
+
     admissible = [
         n
         for n in names
         if figures[n]["clipped_after"] <= ref["clipped_after"]
         and figures[n]["max_gain_points"] <= MAX_GAIN_POINTS
+        and natural(n)
     ]
     if admissible:
         best = max(admissible, key=lift_ratio)
         return best, (
-            f"clips no more than {reference} on the validation photos and lifts the shadows "
-            f"most: min(mean, p10 lift ratio) = {lift_ratio(best):.2f}"
+            f"clips no more than {reference} on the validation photos (and is as natural, "
+            f"where scored) and lifts the shadows most: min(mean, p10 lift ratio) = "
+            f"{lift_ratio(best):.2f}"
         )
     best = min(names, key=lambda n: figures[n]["clipped_after"])
     return best, f"no checkpoint clips as little as {reference}; this one clips least"
 
 
+def _label(checkpoint: Path, several_runs: bool) -> str:
+    """``iter_000250`` or, with several runs, ``RUN/iter_000250``."""
+    if not several_runs:
+        return checkpoint.stem
+    run = checkpoint.parent.parent if checkpoint.parent.name == "snapshots" else checkpoint.parent
+    return f"{run.name}/{checkpoint.stem}"
+
+
 def main(argv: Iterable[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("run_dir", type=Path, help="a training run's output_dir")
+    parser.add_argument("run_dirs", type=Path, nargs="+", help="training runs' output_dirs")
     parser.add_argument("--val", type=Path, required=True, help="the validation photos' folder")
-    parser.add_argument("--out", type=Path, default=None, help="default RUN/selection")
+    parser.add_argument("--out", type=Path, default=None, help="default FIRST_RUN/selection")
+    parser.add_argument("--scores", action="store_true", help="NIQE/BRISQUE in the rule too")
     parser.add_argument("--max-pixels", type=int, default=1_000_000)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     args = parser.parse_args(list(argv) if argv is not None else None)
@@ -103,18 +130,20 @@ def main(argv: Iterable[str] | None = None) -> int:
     photos, notes = heldout_photos(None, args.val)
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
-    files = candidates(args.run_dir)
+    files = [path for run in args.run_dirs for path in candidates(run)]
     if not photos or not files:
-        print(f"error: no validation photos in {args.val} or no checkpoints in {args.run_dir}")
+        print(f"error: no validation photos in {args.val} or no checkpoints in {args.run_dirs}")
         return 1
     reference = "rave-unpaired"
     models = [Model("identity", lambda x: x), load_model(reference_model_source(), reference)]
-    models += [load_model(str(p), p.stem) for p in files]
-    out = args.out or args.run_dir / "selection"
-    rows, table = evaluate(photos, models, out, max_pixels=args.max_pixels, scorers={})
+    labels = [_label(p, len(args.run_dirs) > 1) for p in files]
+    models += [load_model(str(p), label) for p, label in zip(files, labels, strict=True)]
+    out = args.out or args.run_dirs[0] / "selection"
+    scorers = no_reference_scorers()[0] if args.scores else {}
+    rows, table = evaluate(photos, models, out, max_pixels=args.max_pixels, scorers=scorers)
     figures = {m.name: summarise_model([r for r in rows if r["model"] == m.name]) for m in models}
     chosen, why = choose(figures, reference)
-    path = next(p for p in files if p.stem == chosen)
+    path = next(p for p, label in zip(files, labels, strict=True) if label == chosen)
     from rave.io import atomic_write
 
     record = {"chosen": str(path), "why": why, "validation": str(args.val), "figures": figures}

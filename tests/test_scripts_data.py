@@ -302,3 +302,21 @@ def test_crop_grid_finds_the_window_where_models_disagree() -> None:
     assert score == pytest.approx(0.6 * 20 * 20 / 32**2)
     # windows larger than the image are clamped to it
     assert cg.most_telling_window([base[:10, :12], other[:10, :12]], 32)[:2] == (0, 0)
+
+
+def test_checkpoint_selection_with_scores_requires_natural_outputs() -> None:
+    sel = _load_script("select_checkpoint")
+
+    def fig(mean: float, p10: float, niqe: float, brisque: float) -> dict[str, float]:
+        return {"mean_lift": mean, "p10_lift": p10, "clipped_after": 0.01,
+                "max_gain_points": 0.5, "chroma_shift": 0.0, "NIQE": niqe,
+                "BRISQUE": brisque}  # fmt: skip
+
+    figures = {
+        "identity": fig(0.0, 0.0, 3.9, 16.0),
+        "rave-unpaired": fig(0.06, 0.03, 3.5, 15.0) | {"clipped_after": 0.04},
+        "a/iter_000250": fig(0.09, 0.05, 3.4, 16.3),  # lifts most, BRISQUE worse than input
+        "b/iter_000600": fig(0.07, 0.035, 3.4, 14.7),
+        "b/iter_000700": fig(0.08, 0.04, 3.6, 14.0),  # NIQE worse than the reference's
+    }
+    assert sel.choose(figures, "rave-unpaired")[0] == "b/iter_000600"
