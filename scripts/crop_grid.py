@@ -24,7 +24,7 @@ from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from before_after import image_grid  # sibling scripts, not a package
-from evaluate_default import Model, heldout_photos, load_model, read_rgb, reference_model_source
+from evaluate_default import Model, load_model, photos_or_notes, read_rgb, reference_model_source
 
 
 def window_sums(
@@ -108,9 +108,7 @@ def main(argv: Iterable[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    photos, notes = heldout_photos(args.data, args.images)
-    for note in notes:
-        print(f"note: {note}", file=sys.stderr)
+    photos = photos_or_notes(args.data, args.images)
     if not photos:
         print("error: no photos to show", file=sys.stderr)
         return 1

@@ -168,6 +168,14 @@ def heldout_photos(data_dir: Path | None, images_dir: Path | None) -> tuple[list
     return heldout, [n for n in notes if "held-out" in n or "not found" in n]
 
 
+def photos_or_notes(data_dir: Path | None, images_dir: Path | None) -> list[Path]:
+    """:func:`heldout_photos`, with its notes printed to stderr (empty list: none found)."""
+    photos, notes = heldout_photos(data_dir, images_dir)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    return photos
+
+
 def read_rgb(path: Path, max_pixels: int) -> np.ndarray:
     """``(H, W, 3)`` float32 RGB in [0, 1], area-downscaled to at most ``max_pixels``.
 
@@ -343,9 +351,7 @@ def main(argv: Iterable[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    photos, notes = heldout_photos(args.data, args.images)
-    for note in notes:
-        print(f"note: {note}", file=sys.stderr)
+    photos = photos_or_notes(args.data, args.images)
     if not photos:
         print("error: no held-out photos found", file=sys.stderr)
         return 2

@@ -37,9 +37,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from evaluate_default import (  # sibling script, not a package
     Model,
     evaluate,
-    heldout_photos,
     load_model,
     no_reference_scorers,
+    photos_or_notes,
     reference_model_source,
 )
 
@@ -127,9 +127,7 @@ def main(argv: Iterable[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    photos, notes = heldout_photos(None, args.val)
-    for note in notes:
-        print(f"note: {note}", file=sys.stderr)
+    photos = photos_or_notes(None, args.val)
     files = [path for run in args.run_dirs for path in candidates(run)]
     if not photos or not files:
         print(f"error: no validation photos in {args.val} or no checkpoints in {args.run_dirs}")
