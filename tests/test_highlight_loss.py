@@ -73,3 +73,36 @@ def test_bad_arguments() -> None:
 def test_off_by_default_in_rave() -> None:
     # RAVE stays the paper's method unless a config asks for the offline recipe's term
     assert RaveOptions().highlight_weight == 0.0
+
+
+def test_darkening_term_costs_only_bright_pixels_made_darker() -> None:
+    from rave.losses import highlight_darkening_loss
+
+    inputs = torch.tensor([0.2, 0.5, 0.95, 1.0]).reshape(1, 1, 1, 4).expand(1, 3, 1, 4).clone()
+    # brightening anything, or darkening pixels below the knee, is free
+    assert float(highlight_darkening_loss((inputs * 1.04).clamp(max=1), inputs)) == 0.0
+    darker_shadows = inputs.clone()
+    darker_shadows[..., :2] *= 0.5
+    assert float(highlight_darkening_loss(darker_shadows, inputs, knee=0.9)) == 0.0
+    # the two bright pixels darkened by 0.1 each: mean over 4 pixels of 0.1 ** 2, twice
+    darker = inputs - 0.1
+    expected = 2 * 0.1**2 / 4
+    assert float(highlight_darkening_loss(darker, inputs, knee=0.9)) == pytest.approx(expected)
+    # a saturated input pixel counts (white clouds stay white); the largest channel decides
+    cloud = torch.ones(1, 3, 1, 1)
+    tinted = torch.tensor([1.0, 0.7, 0.7]).reshape(1, 3, 1, 1)
+    assert float(highlight_darkening_loss(tinted, cloud)) == 0.0
+    assert float(highlight_darkening_loss(cloud * 0.8, cloud)) == pytest.approx(0.04)
+    with pytest.raises(ValueError, match="knee"):
+        highlight_darkening_loss(cloud, cloud, knee=0.0)
+
+
+def test_darkening_term_gradient_raises_a_darkened_highlight() -> None:
+    from rave.losses import highlight_darkening_loss
+
+    inputs = torch.full((1, 3, 2, 2), 0.95)
+    enhanced = torch.full((1, 3, 2, 2), 0.8, requires_grad=True)
+    highlight_darkening_loss(enhanced, inputs).backward()
+    assert enhanced.grad is not None
+    # only the largest channel (amax picks one per pixel) is pulled, and upward
+    assert float(enhanced.grad.sum()) < 0

@@ -286,6 +286,31 @@ def test_checkpoint_selection_rule() -> None:
     assert chosen == "iter_000400" and "clips least" in why
 
 
+def test_checkpoint_selection_requires_median_clipping_and_colour() -> None:
+    """Each held-out target has a validation counterpart: median clipping, chroma shift."""
+    sel = _load_script("select_checkpoint")
+
+    def fig(mean: float, median: float, chroma: float) -> dict[str, float]:
+        return {"mean_lift": mean, "p10_lift": mean / 2, "clipped_after": 0.02,
+                "clipped_after_median": median, "max_gain_points": 1.0,
+                "chroma_shift": chroma}  # fmt: skip
+
+    figures = {
+        "rave-unpaired": fig(0.06, 0.007, 0.0005),
+        "a": fig(0.14, 0.012, 0.0004),  # lifts most, median clipping above the reference's
+        "b": fig(0.12, 0.005, 0.0008),  # shifts colours more than the reference
+        "c": fig(0.07, 0.005, 0.0003),  # chosen
+    }
+    chosen, why = sel.choose(figures, "rave-unpaired")
+    assert chosen == "c" and "median" in why
+    rows = [{"mean_lift": 0.1, "p10_lift": 0.05, "clipped_after": c, "clipped_before": 0.0,
+             "chroma_shift": 0.0} for c in (0.01, 0.02, 0.09)]  # fmt: skip
+    summary = sel.summarise_model(rows)
+    assert summary["clipped_after_median"] == pytest.approx(0.02)
+    assert summary["clipped_after"] == pytest.approx(0.04)
+    assert summary["max_gain_points"] == pytest.approx(9.0)
+
+
 def test_crop_grid_finds_the_window_where_models_disagree() -> None:
     cg = _load_script("crop_grid")
     values = np.arange(20.0).reshape(4, 5)

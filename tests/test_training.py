@@ -402,7 +402,7 @@ def test_rave_highlight_term_is_added_only_when_asked(folders: Path) -> None:
     # the offline recipe's term (docs/method.md), not RAVE's: logged and added to the total
     from rave.training.loop import train
 
-    options = {"highlight_weight": 1000.0, "highlight_knee": 0.01}
+    options = {"highlight_weight": 1000.0, "highlight_knee": 0.01, "highlight_keep_weight": 700.0}
     config = tiny_config(folders, method_options=options)
     train(config, encoder_factory=tiny_factory)
     guided = read_metrics(Path(config.output_dir))[3]
@@ -412,6 +412,7 @@ def test_rave_highlight_term_is_added_only_when_asked(folders: Path) -> None:
         1920 * float(guided["residual"])
         + 22.5 * float(guided["identity"])
         + 1000 * float(guided["highlight"])
+        + 700 * float(guided["highlight_keep"])
     )
     assert float(guided["total"]) == pytest.approx(total, rel=1e-5)
 

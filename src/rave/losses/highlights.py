@@ -47,3 +47,34 @@ def highlight_loss(
     ceiling = m_in.clamp(min=knee)
     overshoot = torch.relu(m_out - ceiling) * (m_in < saturated)
     return overshoot.square().mean()
+
+
+def highlight_darkening_loss(enhanced: Tensor, inputs: Tensor, *, knee: float = 0.9) -> Tensor:
+    """Mean squared drop of the output's brightest channel below the input's, where the
+    input is bright.
+
+    Per pixel, with ``m_out`` and ``m_in`` the largest channel of output and input::
+
+        (m_in >= knee) * relu(m_in - m_out) ** 2
+
+    averaged over all pixels: the counterpart of :func:`highlight_loss`. With both, a
+    highlight stays where it was, neither blown nor darkened (a network guided only to look
+    well-lit learns ``L > 1`` on skies and clouds, which darkens them; saturated input
+    pixels count here, so white clouds stay white). Dark and mid-tone pixels are free.
+
+    Args:
+        enhanced: ``(B, 3, H, W)`` output in [0, 1].
+        inputs: ``(B, 3, H, W)`` input in [0, 1], same shape (no gradient needed).
+        knee: input level in (0, 1) from which darkening a pixel costs.
+
+    Returns:
+        scalar tensor, >= 0, at most ``1``.
+    """
+    if enhanced.shape != inputs.shape or enhanced.ndim != 4:
+        raise ValueError(f"expected two (B, C, H, W) tensors, got {enhanced.shape}, {inputs.shape}")
+    if not 0.0 < knee < 1.0:
+        raise ValueError(f"knee must be in (0, 1), got {knee}")
+    m_in = inputs.detach().amax(dim=1)
+    m_out = enhanced.amax(dim=1)
+    drop = torch.relu(m_in - m_out) * (m_in >= knee)
+    return drop.square().mean()

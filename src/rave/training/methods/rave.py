@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from rave.losses import highlight_loss, residual_loss
+from rave.losses import highlight_darkening_loss, highlight_loss, residual_loss
 from rave.training.methods.base import GuidanceMethod, MethodContext
 
 __all__ = ["RESIDUAL_FILENAME", "RaveMethod", "RaveOptions"]
@@ -47,6 +47,9 @@ class RaveOptions:
     # guidance does not penalise blown highlights; highlight_knee is where it starts.
     highlight_weight: float = 0.0
     highlight_knee: float = 0.9
+    # Not RAVE either: weight of rave.losses.highlight_darkening_loss (0 = off), which keeps
+    # bright input pixels from being darkened (skies, clouds), same knee.
+    highlight_keep_weight: float = 0.0
 
 
 class RaveMethod(GuidanceMethod):
@@ -112,6 +115,10 @@ class RaveMethod(GuidanceMethod):
             l_hi = highlight_loss(enhanced, inputs, knee=self.options.highlight_knee)
             total = total + self.options.highlight_weight * l_hi
             terms["highlight"] = l_hi
+        if self.options.highlight_keep_weight:
+            l_keep = highlight_darkening_loss(enhanced, inputs, knee=self.options.highlight_knee)
+            total = total + self.options.highlight_keep_weight * l_keep
+            terms["highlight_keep"] = l_keep
         with torch.no_grad():
             # the mean projection on r, to watch it approach thr (not part of the loss)
             projection = (embeddings.float() @ self.residual.float()).mean()
