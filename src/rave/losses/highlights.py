@@ -13,6 +13,15 @@ from torch import Tensor
 __all__ = ["highlight_loss"]
 
 
+def _largest_channels(enhanced: Tensor, inputs: Tensor, knee: float) -> tuple[Tensor, Tensor]:
+    """``(m_in, m_out)``: each pixel's largest channel, ``(B, H, W)``, after checking shapes."""
+    if enhanced.shape != inputs.shape or enhanced.ndim != 4:
+        raise ValueError(f"expected two (B, C, H, W) tensors, got {enhanced.shape}, {inputs.shape}")
+    if not 0.0 < knee < 1.0:
+        raise ValueError(f"knee must be in (0, 1), got {knee}")
+    return inputs.detach().amax(dim=1), enhanced.amax(dim=1)
+
+
 def highlight_loss(
     enhanced: Tensor, inputs: Tensor, *, knee: float = 0.9, saturated: float = 0.99
 ) -> Tensor:
@@ -38,12 +47,7 @@ def highlight_loss(
     Returns:
         scalar tensor, >= 0, at most ``(1 - knee) ** 2``.
     """
-    if enhanced.shape != inputs.shape or enhanced.ndim != 4:
-        raise ValueError(f"expected two (B, C, H, W) tensors, got {enhanced.shape}, {inputs.shape}")
-    if not 0.0 < knee < 1.0:
-        raise ValueError(f"knee must be in (0, 1), got {knee}")
-    m_in = inputs.detach().amax(dim=1)
-    m_out = enhanced.amax(dim=1)
+    m_in, m_out = _largest_channels(enhanced, inputs, knee)
     ceiling = m_in.clamp(min=knee)
     overshoot = torch.relu(m_out - ceiling) * (m_in < saturated)
     return overshoot.square().mean()
@@ -70,11 +74,6 @@ def highlight_darkening_loss(enhanced: Tensor, inputs: Tensor, *, knee: float = 
     Returns:
         scalar tensor, >= 0, at most ``1``.
     """
-    if enhanced.shape != inputs.shape or enhanced.ndim != 4:
-        raise ValueError(f"expected two (B, C, H, W) tensors, got {enhanced.shape}, {inputs.shape}")
-    if not 0.0 < knee < 1.0:
-        raise ValueError(f"knee must be in (0, 1), got {knee}")
-    m_in = inputs.detach().amax(dim=1)
-    m_out = enhanced.amax(dim=1)
+    m_in, m_out = _largest_channels(enhanced, inputs, knee)
     drop = torch.relu(m_in - m_out) * (m_in >= knee)
     return drop.square().mean()
