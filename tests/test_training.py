@@ -853,3 +853,42 @@ def test_baseline_configs_load(name: str, method: str, options_class: str, promp
     assert options.prompt_init_iterations == 8000 and options.refine_iterations == 1000
     assert config.identity_weight == 22.5 and config.round_iterations == 2100
     assert (config.iterations - config.reconstruction_iterations) % config.round_iterations == 0
+
+
+class _MeanBrightness:
+    """A stand-in method whose loss is the enhanced image's mean (for one _step)."""
+
+    def loss(self, enhanced: Tensor, inputs: Tensor, *, step: int, stage: str) -> dict:
+        return {"total": enhanced.mean()}
+
+
+@pytest.mark.parametrize("clip", [0.0, 1e-3])
+def test_grad_clip_norm_bounds_the_step(clip: float) -> None:
+    # With plain SGD a step moves the weights by lr * gradient: its norm is lr * ||g|| without
+    # clipping and lr * clip with it (the logged norm stays the unclipped one).
+    from rave.network import EnhancementNet
+    from rave.training.loop import _step
+
+    torch.manual_seed(0)
+    net = EnhancementNet()
+    before = [p.detach().clone() for p in net.parameters()]
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.5)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    config = TrainConfig(grad_clip_norm=clip)
+    inputs = torch.rand(2, 3, 16, 16) * 0.5
+    values = _step(net, net, optimizer, scaler, _MeanBrightness(), inputs, 1, "guided", config)  # type: ignore[arg-type]
+    moved = math.sqrt(
+        sum(
+            float((p.detach() - b).square().sum())
+            for p, b in zip(net.parameters(), before, strict=True)
+        )
+    )
+    grad_norm = float(values["grad_norm"])
+    assert grad_norm > 10 * 1e-3  # so that the clip below actually bites
+    expected = 0.5 * (min(grad_norm, clip) if clip else grad_norm)
+    assert moved == pytest.approx(expected, rel=1e-4)
+
+
+def test_grad_clip_norm_must_not_be_negative() -> None:
+    with pytest.raises(ConfigError, match="grad_clip_norm"):
+        load_config(None, ["grad_clip_norm=-1"])

@@ -96,6 +96,12 @@ class TrainConfig(AugmentParams):
     # --- optimiser
     lr: float = 2e-5
     weight_decay: float = 1e-3
+    # Not in the paper: clip the gradient's global norm to this before each step (0 = off).
+    # The light map divides the image, so a dark pixel whose L nears 0 gives a gradient
+    # ~ I / L^2: single batches reach norms 50x the usual, inflate Adam's second moment
+    # (time constant 1 / (1 - beta2) = 1000 steps) and freeze the network for hundreds of
+    # iterations afterwards (docs/model_card.md).
+    grad_clip_norm: float = 0.0
 
     # A guided round ends with round_extension more iterations while the method's loss on
     # the round's last batch is above round_extension_above (the authors: 60 while > 90, in
@@ -153,6 +159,8 @@ class TrainConfig(AugmentParams):
         for name in ("checkpoint_every", "snapshot_every", "sample_every", "log_every"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must be >= 0 (0 disables), got {getattr(self, name)}")
+        if not self.grad_clip_norm >= 0.0:
+            problems.append(f"grad_clip_norm must be >= 0 (0 = off), got {self.grad_clip_norm}")
         if not 0.0 <= self.ema_decay < 1.0:
             problems.append(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.reconstruction_iterations < 0 or self.num_workers < 0 or self.max_reinits < 0:

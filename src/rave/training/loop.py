@@ -325,7 +325,9 @@ def _step(
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(terms["total"]).backward()
     scaler.unscale_(optimizer)  # true gradients, for their norm
-    grad_norm = _grad_norm(core)
+    grad_norm = _grad_norm(core)  # logged before clipping: the bursts stay visible
+    if config.grad_clip_norm > 0:
+        torch.nn.utils.clip_grad_norm_(core.parameters(), config.grad_clip_norm)
     scaler.step(optimizer)
     scaler.update()
     values = {k: v.detach().float() for k, v in terms.items()}
