@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["highlight_loss"]
+__all__ = ["highlight_darkening_loss", "highlight_loss"]
 
 
 def _largest_channels(enhanced: Tensor, inputs: Tensor, knee: float) -> tuple[Tensor, Tensor]:

@@ -325,9 +325,10 @@ def _step(
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(terms["total"]).backward()
     scaler.unscale_(optimizer)  # true gradients, for their norm
-    grad_norm = _grad_norm(core)  # logged before clipping: the bursts stay visible
-    if config.grad_clip_norm > 0:
-        torch.nn.utils.clip_grad_norm_(core.parameters(), config.grad_clip_norm)
+    if config.grad_clip_norm > 0:  # returns the norm before clipping: bursts stay in the log
+        grad_norm = torch.nn.utils.clip_grad_norm_(core.parameters(), config.grad_clip_norm)
+    else:
+        grad_norm = _grad_norm(core)
     scaler.step(optimizer)
     scaler.update()
     values = {k: v.detach().float() for k, v in terms.items()}
