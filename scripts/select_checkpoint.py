@@ -7,10 +7,15 @@ A run with ``snapshot_every`` keeps the network every N iterations
 reference model (``rave-unpaired``), and picks:
 
 1. among the checkpoints that clip no more than the reference on the validation photos (mean
-   and median share of clipped pixels), let no photo gain more than 2 points of clipping and
-   shift colours no more than the reference (mean chroma shift): each of issue 12's targets
-   on the held-out photos has its counterpart here (the median and the chroma shift were
-   added after a candidate chosen without them missed both on the held-out photos),
+   and median share of clipped pixels) *or no more than the photos themselves*, let no photo
+   gain more than 2 points of clipping and shift colours no more than the reference (mean
+   chroma shift): each of issue 12's targets on the held-out photos has its counterpart
+   here (the median and the chroma shift were added after a candidate chosen without them
+   missed both on the held-out photos). The clipping bound is the larger of the
+   reference's and the input's because the reference darkens white areas: where the
+   validation photos clip more than the reference leaves (10.5% against 7.7% on the
+   project's split), a model that leaves highlights as they are could never be admitted,
+   while the per-photo gain still refuses any model that blows highlights,
 2. with ``--scores``, also NIQE no worse than the reference's and BRISQUE no worse than the
    input's (the photos themselves) on the validation photos;
 3. the one with the largest ``min(mean lift / reference's, p10 lift / reference's)``: the
@@ -92,11 +97,17 @@ def choose(figures: dict[str, dict[str, float]], reference: str) -> tuple[str, s
             "BRISQUE", 0.0
         ) <= source.get("BRISQUE", 0.0)
 
+    # The input's own clipping counts as a bound too (module docstring, rule 1).
+    source = figures.get("identity", ref)
+    clip_bound = max(ref["clipped_after"], source["clipped_after"])
+    median_bound = max(
+        ref.get("clipped_after_median", 0.0), source.get("clipped_after_median", 0.0)
+    )
     admissible = [
         n
         for n in names
-        if figures[n]["clipped_after"] <= ref["clipped_after"]
-        and figures[n].get("clipped_after_median", 0.0) <= ref.get("clipped_after_median", 0.0)
+        if figures[n]["clipped_after"] <= clip_bound
+        and figures[n].get("clipped_after_median", 0.0) <= median_bound
         and figures[n]["max_gain_points"] <= MAX_GAIN_POINTS
         and figures[n]["chroma_shift"] <= ref["chroma_shift"]
         and natural(n)
@@ -104,12 +115,13 @@ def choose(figures: dict[str, dict[str, float]], reference: str) -> tuple[str, s
     if admissible:
         best = max(admissible, key=lift_ratio)
         return best, (
-            f"clips (mean and median) and shifts colours no more than {reference} on the "
-            f"validation photos (and is as natural, where scored) and lifts the shadows "
+            f"clips (mean and median) no more than {reference} or the input, shifts colours "
+            f"no more than {reference} on the validation photos (and is as natural, where "
+            f"scored) and lifts the shadows "
             f"most: min(mean, p10 lift ratio) = {lift_ratio(best):.2f}"
         )
     best = min(names, key=lambda n: figures[n]["clipped_after"])
-    return best, f"no checkpoint clips as little as {reference}; this one clips least"
+    return best, ("no checkpoint meets every criterion; this one clips least")
 
 
 def _label(checkpoint: Path, several_runs: bool) -> str:

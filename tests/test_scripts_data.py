@@ -311,6 +311,31 @@ def test_checkpoint_selection_requires_median_clipping_and_colour() -> None:
     assert summary["max_gain_points"] == pytest.approx(9.0)
 
 
+def test_checkpoint_selection_clipping_bound_includes_the_input() -> None:
+    """Where the photos clip more than the reference leaves, keeping them as they are passes."""
+    sel = _load_script("select_checkpoint")
+
+    def fig(mean: float, clipped: float, median: float) -> dict[str, float]:
+        return {"mean_lift": mean, "p10_lift": mean / 2, "clipped_after": clipped,
+                "clipped_after_median": median, "max_gain_points": 1.0,
+                "chroma_shift": 0.0}  # fmt: skip
+
+    figures = {
+        "identity": fig(0.0, 0.105, 0.010),
+        "rave-unpaired": fig(0.06, 0.077, 0.007),
+        "keeps": fig(0.07, 0.104, 0.010),  # the input's own clipping: admissible
+        "blows": fig(0.12, 0.110, 0.009),  # mean clipping above both bounds
+        "median": fig(0.11, 0.090, 0.012),  # median clipping above both bounds
+    }
+    assert sel.choose(figures, "rave-unpaired")[0] == "keeps"
+    # where the input clips less than the reference, the reference's figure is the bound
+    figures["identity"] = fig(0.0, 0.03, 0.004)
+    figures["keeps"] = fig(0.07, 0.076, 0.006)
+    assert sel.choose(figures, "rave-unpaired")[0] == "keeps"
+    figures["keeps"] = fig(0.07, 0.078, 0.006)
+    assert "clips least" in sel.choose(figures, "rave-unpaired")[1]
+
+
 def test_crop_grid_finds_the_window_where_models_disagree() -> None:
     cg = _load_script("crop_grid")
     values = np.arange(20.0).reshape(4, 5)
