@@ -156,6 +156,26 @@ def test_memory_bound_photos_are_those_without_the_feature_cache() -> None:
     assert is_memory_bound(2049, 2048) and not is_memory_bound(2048, 2048)
 
 
+def test_memory_bound_tiles_return_freed_memory_once_per_row(net, monkeypatch) -> None:
+    """Large photos hand freed heap memory back after each row of tiles, in both passes,
+    with the same result; photos that fit the feature cache keep it for speed."""
+    import rave.inference.memory as memory
+    import rave.inference.tiled as tiled
+
+    trims: list[int] = []
+    monkeypatch.setattr(memory, "return_freed_memory", lambda: trims.append(1))
+    image = torch.rand(1, 3, 40, 45, generator=torch.Generator().manual_seed(4))
+    expected = predict_light_map(net, image, tile=15, cache_features=False)
+    assert not trims  # fits the cache: no trimming
+    monkeypatch.setattr(tiled, "_CPU_FEATURE_CACHE_BYTES", 0)  # as if 24 MP
+    light = predict_light_map(net, image, tile=15)
+    assert len(trims) == 2 * 3  # 3 rows of 3 tiles, in pass 1 and in pass 2
+    assert (light - expected).abs().max() <= 1e-6  # tiles add up in any order
+    trims.clear()
+    enhance_tensor(net, image, tile=15, light_map=light)  # no network: nothing to trim
+    assert not trims
+
+
 @pytest.mark.parametrize("dtype", [torch.uint8, torch.uint16, torch.float32])
 @pytest.mark.parametrize("cache_features", [True, False])
 def test_enhancing_in_place_equals_out_of_place(net, dtype, cache_features) -> None:

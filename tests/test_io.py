@@ -72,6 +72,22 @@ def test_orientation_matches_pillow_exif_transpose(tmp_path: Path, orientation: 
     assert exif_orientation(photo.exif) == 1
 
 
+@pytest.mark.parametrize("mode", ["RGB", "L", "RGBA", "I;16"])
+def test_decoded_pixels_are_pillows_own_in_a_writeable_array(
+    tmp_path: Path, mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Copied out of Pillow in bands of rows (here 7, so that the last band is partial):
+    the same pixels as np.asarray, but writeable, so that rave enhance works in place."""
+    monkeypatch.setattr(read_module, "_COPY_BAND_ROWS", 7)
+    source = _rgb16() if mode == "I;16" else _rgb8()
+    image = Image.fromarray(source[:, :, 0]) if mode == "I;16" else Image.fromarray(source)
+    path = tmp_path / ("p.png" if mode in ("I;16", "RGBA") else "p.jpg")
+    image.convert(mode).save(path)
+    photo = read_photo(path)
+    np.testing.assert_array_equal(photo.pixels, np.asarray(Image.open(path)))
+    assert photo.pixels.flags.writeable and photo.pixels.flags.c_contiguous
+
+
 def test_orientation_6_on_jpeg_transposes_and_resets_tag(tmp_path: Path) -> None:
     path = tmp_path / "portrait.jpg"
     Image.fromarray(_rgb8()).save(path, exif=_exif(6), quality=95)

@@ -344,8 +344,7 @@ def _decode_photo(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX
             else:
                 source = image
                 image, icc_profile = _to_supported_mode(image, path, icc_profile, notes)
-                # asarray wraps Pillow's byte copy without a second copy (read-only).
-                pixels = np.asarray(image)
+                pixels = _pixel_array(image)
                 if pixels.dtype.byteorder == ">":  # I;16B
                     pixels = pixels.astype(np.uint16)
                 if source.format == "TIFF" and 0x0112 not in getattr(source, "tag_v2", {}):
@@ -385,6 +384,35 @@ def _decode_photo(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX
         xmp=xmp,
         dpi=dpi,
     )
+
+
+# Rows copied out of Pillow at a time by _pixel_array: 4.6 MB for a 6000-pixel-wide RGB photo.
+_COPY_BAND_ROWS = 256
+
+
+def _pixel_array(image: Image.Image) -> np.ndarray:
+    """The decoded image as a new, writeable numpy array, copied in bands of rows.
+
+    ``np.asarray(image)`` goes through ``Image.tobytes``, which holds Pillow's image, the
+    encoded chunks and their joined copy at once (three times the pixels: 216 MB for a 24 MP
+    JPEG) and gives a read-only array, which the engine cannot enhance in place. Band by
+    band, Pillow's image and the array are the only full-size copies.
+
+    Args:
+        image: a loaded or lazily decoded Pillow image of any mode numpy can take.
+
+    Returns:
+        ``(H, W)`` or ``(H, W, C)`` array of the image's sample type (as ``np.asarray``).
+    """
+    image.load()
+    width, height = image.size
+    first = np.asarray(image.crop((0, 0, width, min(height, _COPY_BAND_ROWS))))
+    pixels = np.empty((height, *first.shape[1:]), dtype=first.dtype)
+    pixels[: len(first)] = first
+    for top in range(len(first), height, _COPY_BAND_ROWS):
+        bottom = min(height, top + _COPY_BAND_ROWS)
+        pixels[top:bottom] = np.asarray(image.crop((0, top, width, bottom)))
+    return pixels
 
 
 @contextlib.contextmanager
