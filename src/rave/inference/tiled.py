@@ -665,21 +665,31 @@ def _check_some_light(positive_seen: list[bool]) -> None:
         )
 
 
-def _counting(
-    run: Callable[[_Region], None], total: int, progress: Callable[[int, int], None]
+def _after_each_tile(
+    run: Callable[[_Region], None], then: Callable[[int], None]
 ) -> Callable[[_Region], None]:
-    """``run`` that reports ``progress(done, total)`` after each tile (from any worker)."""
+    """``run`` that calls ``then(tiles done so far)`` after each tile (from any worker).
+
+    ``then`` runs under a lock, so the counts it sees are increasing.
+    """
     lock = threading.Lock()
     done = 0
 
-    def run_and_count(tile_region: _Region) -> None:
+    def run_then(tile_region: _Region) -> None:
         nonlocal done
         run(tile_region)
         with lock:
             done += 1
-            progress(done, total)
+            then(done)
 
-    return run_and_count
+    return run_then
+
+
+def _counting(
+    run: Callable[[_Region], None], total: int, progress: Callable[[int, int], None]
+) -> Callable[[_Region], None]:
+    """``run`` that reports ``progress(done, total)`` after each tile (from any worker)."""
+    return _after_each_tile(run, lambda done: progress(done, total))
 
 
 def _trimming(run: Callable[[_Region], None], every: int) -> Callable[[_Region], None]:
@@ -695,19 +705,11 @@ def _trimming(run: Callable[[_Region], None], every: int) -> Callable[[_Region],
     """
     from rave.inference.memory import return_freed_memory
 
-    lock = threading.Lock()
-    done = 0
-
-    def run_and_trim(tile_region: _Region) -> None:
-        nonlocal done
-        run(tile_region)
-        with lock:
-            done += 1
-            due = done % every == 0
-        if due:
+    def trim_when_due(done: int) -> None:
+        if done % every == 0:
             return_freed_memory()
 
-    return run_and_trim
+    return _after_each_tile(run, trim_when_due)
 
 
 def _tiles_per_row(tiles: list[_Region]) -> int:
