@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -42,7 +43,12 @@ def _run(photos: Path, output: Path, model: str, threads: int, overlap: bool):
     command += ["--model", model, "--device", "cpu", "-q"]
     start = time.perf_counter()
     process = subprocess.Popen(command, env=env)
-    _, status, usage = os.wait4(process.pid, 0)
+    try:
+        _, status, usage = os.wait4(process.pid, 0)
+    except BaseException:  # interrupted or terminated: an orphan would skew the next run
+        process.kill()
+        process.wait()
+        raise
     seconds = time.perf_counter() - start
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"rave enhance failed (status {status})")
@@ -55,6 +61,8 @@ def main() -> int:
     parser.add_argument("--size", default="4000x3000", help="WIDTHxHEIGHT (default 12 MP)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
+    # SIGTERM (kill, pkill) as an exception, so that the running `rave enhance` is stopped too
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     width, height = (int(v) for v in args.size.lower().split("x"))
     model = str(shared.CHECKPOINT) if shared.CHECKPOINT.is_file() else "default"
     print(f"{args.count} JPEGs of {width}x{height} ({width * height / 1e6:.1f} MP), {model}")
