@@ -45,6 +45,39 @@ def test_one_clipped_pixel_closed_form_value_and_gradient() -> None:
     assert float(grad.abs().max()) == 0.0
 
 
+def test_with_the_light_map_a_blown_pixel_keeps_its_gradient() -> None:
+    from rave.network import apply_light_map
+
+    inputs = _image(0.5)
+    light = torch.full((1, 1, 4, 4), 1.0)
+    light[0, 0, 2, 3] = 0.25  # this pixel goes to 2.0 before the clamp: blown
+    light.requires_grad_(True)
+    enhanced = apply_light_map(inputs, light)
+    # on the clamped output alone: a pixel at white costs (1 - knee)^2 but has no gradient
+    clamped = highlight_loss(enhanced, inputs, knee=0.9)
+    (grad_clamped,) = torch.autograd.grad(clamped, light)
+    assert float(grad_clamped.abs().max()) == 0.0
+    # before the clamp: overshoot 2.0 - 0.9 = 1.1 for that pixel, d/dL = 2 * 1.1 * (-0.5 / L^2)
+    unclamped = highlight_loss(enhanced, inputs, knee=0.9, light=light)
+    n_pixels = 16
+    assert float(unclamped.detach()) == pytest.approx(1.1**2 / n_pixels, rel=1e-4)
+    (grad,) = torch.autograd.grad(unclamped, light)
+    assert float(grad[0, 0, 2, 3]) == pytest.approx(-2 * 1.1 * 0.5 / 0.25**2 / n_pixels, rel=1e-4)
+    grad[0, 0, 2, 3] = 0
+    assert float(grad.abs().max()) == 0.0  # pixels that stay at 0.5 cost nothing
+
+
+def test_with_the_light_map_the_gain_is_capped() -> None:
+    inputs = _image(0.5)
+    tiny = torch.full((1, 1, 4, 4), 1e-3, requires_grad=True)
+    loss = highlight_loss(inputs, inputs, knee=0.9, light=tiny, max_gain=3.0)
+    assert float(loss.detach()) == pytest.approx((3.0 - 0.9) ** 2, rel=1e-5)
+    with pytest.raises(ValueError, match="light map"):
+        highlight_loss(inputs, inputs, light=tiny[:, :, :2])
+    with pytest.raises(ValueError, match="max_gain"):
+        highlight_loss(inputs, inputs, light=tiny, max_gain=1.0)
+
+
 def test_ceiling_is_the_input_above_the_knee() -> None:
     inputs = _image(0.95)
     enhanced = _image(0.97)

@@ -392,10 +392,10 @@ def test_weight_average_is_the_closed_form_and_resumes_exactly(tmp_path: Path) -
 class _Interrupting(RaveMethod):
     name = "interrupting-rave"
 
-    def guided_loss(self, enhanced, inputs, *, step):
+    def guided_loss(self, enhanced, inputs, *, step, light=None):
         if step == 4:
             raise KeyboardInterrupt
-        return super().guided_loss(enhanced, inputs, step=step)
+        return super().guided_loss(enhanced, inputs, step=step, light=light)
 
 
 def test_rave_highlight_term_is_added_only_when_asked(folders: Path) -> None:
@@ -640,7 +640,7 @@ class _Scripted(GuidanceMethod):
     Options = _ScriptOptions
     ended: ClassVar[list[tuple[int, int]]] = []
 
-    def guided_loss(self, enhanced, inputs, *, step):
+    def guided_loss(self, enhanced, inputs, *, step, light=None):
         drive = enhanced.mean()
         return {"total": drive - drive.detach() + self.options.losses[step]}
 
@@ -858,7 +858,9 @@ def test_baseline_configs_load(name: str, method: str, options_class: str, promp
 class _MeanBrightness:
     """A stand-in method whose loss is the enhanced image's mean (for one _step)."""
 
-    def loss(self, enhanced: Tensor, inputs: Tensor, *, step: int, stage: str) -> dict:
+    def loss(
+        self, enhanced: Tensor, inputs: Tensor, *, step: int, stage: str, light: Tensor
+    ) -> dict:
         return {"total": enhanced.mean()}
 
 

@@ -23,7 +23,13 @@ def _largest_channels(enhanced: Tensor, inputs: Tensor, knee: float) -> tuple[Te
 
 
 def highlight_loss(
-    enhanced: Tensor, inputs: Tensor, *, knee: float = 0.9, saturated: float = 0.99
+    enhanced: Tensor,
+    inputs: Tensor,
+    *,
+    knee: float = 0.9,
+    saturated: float = 0.99,
+    light: Tensor | None = None,
+    max_gain: float = 3.0,
 ) -> Tensor:
     """Mean squared overshoot of the output's brightest channel above ``max(input, knee)``.
 
@@ -34,20 +40,35 @@ def highlight_loss(
     averaged over all pixels. It is zero for an output that keeps every pixel below
     ``knee`` or no brighter than its input (so it never pushes dark regions down), and it
     grows as a pixel that was not saturated in the input approaches white. Pixels already
-    saturated in the input are free (they cannot be kept). Outputs of
-    :func:`rave.network.apply_light_map` are clamped at 1, and the clamp passes no gradient,
-    so the term acts while pixels move through ``[knee, 1)``, before they clip.
+    saturated in the input are free (they cannot be kept).
+
+    Outputs of :func:`rave.network.apply_light_map` are clamped at 1 and the clamp passes
+    no gradient, so on ``enhanced`` alone the term acts only while pixels move through
+    ``[knee, 1)``: a pixel pushed past white costs the most and gets no gradient back. With
+    ``light`` the overshoot is measured before the clamp, ``m_out = min(m_in / L,
+    max_gain)`` (the light map is one channel, so ``I / L``'s brightest channel is
+    ``m_in / L``), and a blown pixel keeps pulling its light map up.
 
     Args:
         enhanced: ``(B, 3, H, W)`` output in [0, 1].
         inputs: ``(B, 3, H, W)`` input in [0, 1], same shape (no gradient needed).
         knee: level in (0, 1) above which brightening a pixel costs.
         saturated: input level at or above which a pixel counts as already clipped.
+        light: optional ``(B, 1, H, W)`` light map ``L > 0`` that gave ``enhanced``.
+        max_gain: with ``light``, the unclamped output is capped here (the gradient of
+            ``m_in / L`` grows as ``1 / L**2``; beyond this cap a pixel is as blown as can be).
 
     Returns:
-        scalar tensor, >= 0, at most ``(1 - knee) ** 2``.
+        scalar tensor, >= 0, at most ``(1 - knee) ** 2`` (``(max_gain - knee) ** 2`` with
+        ``light``).
     """
     m_in, m_out = _largest_channels(enhanced, inputs, knee)
+    if light is not None:
+        if light.shape != (enhanced.shape[0], 1, *enhanced.shape[2:]):
+            raise ValueError(f"expected a (B, 1, H, W) light map, got {tuple(light.shape)}")
+        if max_gain <= 1.0:
+            raise ValueError(f"max_gain must be > 1, got {max_gain}")
+        m_out = (m_in / light[:, 0].clamp(min=1e-6)).clamp(max=max_gain)
     ceiling = m_in.clamp(min=knee)
     overshoot = torch.relu(m_out - ceiling) * (m_in < saturated)
     return overshoot.square().mean()

@@ -321,7 +321,7 @@ def _step(
     # the division in float32: 1e-9 vanishes in float16
     enhanced = apply_light_map(inputs, light.float(), eps=config.light_eps)
     with autocast:
-        terms = method.loss(enhanced, inputs, step=iteration, stage=stage)
+        terms = method.loss(enhanced, inputs, step=iteration, stage=stage, light=light.float())
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(terms["total"]).backward()
     scaler.unscale_(optimizer)  # true gradients, for their norm

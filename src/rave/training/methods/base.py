@@ -8,7 +8,7 @@ any state it learns on the side. The loop calls, in order:
 1. ``method = MethodClass(context)``: cheap; build encoders, validate ``Options``.
 2. ``method.setup()`` on a fresh run, or ``method.load_state_dict(state)`` on resume
    (so expensive initialisation such as CLIP-LIT's prompt training runs once).
-3. every iteration ``terms = method.loss(enhanced, inputs, step=i, stage=s)``; the loop
+3. every iteration ``terms = method.loss(enhanced, inputs, step=i, stage=s, light=L)``; the loop
    backpropagates ``terms["total"]`` and logs every term (scalars, detached by the loop).
 4. at the planned end of each guided round (``config.round_iterations`` iterations), the
    loop asks ``method.extension_loss(values)`` whether to extend the round (when
@@ -141,7 +141,13 @@ class GuidanceMethod(abc.ABC):
 
     # ----------------------------------------------------------------------- losses
     def loss(
-        self, enhanced: Tensor, inputs: Tensor, *, step: int, stage: Stage
+        self,
+        enhanced: Tensor,
+        inputs: Tensor,
+        *,
+        step: int,
+        stage: Stage,
+        light: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """Named loss terms for one batch; ``"total"`` is what the loop backpropagates.
 
@@ -150,13 +156,15 @@ class GuidanceMethod(abc.ABC):
             inputs: ``(B, 3, H, W)`` the batch fed to the network, in [0, 1].
             step: the iteration (0-based, counted over the whole run).
             stage: ``"reconstruction"`` or ``"guided"``.
+            light: the ``(B, 1, H, W)`` light map that gave ``enhanced`` (differentiable),
+                for terms that need the output before its clamp at 1; None when unknown.
 
         Returns:
             name -> scalar tensor; must include ``"total"``.
         """
         if stage == "reconstruction":
             return self.reconstruction_loss(enhanced, inputs)
-        return self.guided_loss(enhanced, inputs, step=step)
+        return self.guided_loss(enhanced, inputs, step=step, light=light)
 
     def reconstruction_loss(self, enhanced: Tensor, inputs: Tensor) -> dict[str, Tensor]:
         """``reconstruction_weight * L_id``, every layer weight 1: the network learns identity."""
@@ -182,5 +190,7 @@ class GuidanceMethod(abc.ABC):
         return identity_loss(feats_out, feats_in, weights=weights, scales=scales)
 
     @abc.abstractmethod
-    def guided_loss(self, enhanced: Tensor, inputs: Tensor, *, step: int) -> dict[str, Tensor]:
+    def guided_loss(
+        self, enhanced: Tensor, inputs: Tensor, *, step: int, light: Tensor | None = None
+    ) -> dict[str, Tensor]:
         """Loss terms of the guided stage (same arguments and result as :meth:`loss`)."""

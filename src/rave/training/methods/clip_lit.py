@@ -375,7 +375,9 @@ class PromptGuidedMethod(GuidanceMethod):
                 features = self._features = self.prompts().detach().float()
         return features
 
-    def guided_loss(self, enhanced: Tensor, inputs: Tensor, *, step: int) -> dict[str, Tensor]:
+    def guided_loss(
+        self, enhanced: Tensor, inputs: Tensor, *, step: int, light: Tensor | None = None
+    ) -> dict[str, Tensor]:
         embeddings = self.guidance_encoder.embed(enhanced, resize="squash")
         features = self.prompt_features().to(embeddings.device)
         l_clip = negative_probability_loss(embeddings, features, self.options.logit_scale)

@@ -47,6 +47,9 @@ class RaveOptions:
     # guidance does not penalise blown highlights; highlight_knee is where it starts.
     highlight_weight: float = 0.0
     highlight_knee: float = 0.9
+    # measure the highlight term before the output's clamp at 1 (rave.losses.highlight_loss
+    # with the light map), so that pixels pushed past white keep a gradient
+    highlight_unclamped: bool = False
     # Not RAVE either: weight of rave.losses.highlight_darkening_loss (0 = off), which keeps
     # bright input pixels from being darkened (skies, clouds), same knee.
     highlight_keep_weight: float = 0.0
@@ -103,7 +106,9 @@ class RaveMethod(GuidanceMethod):
         self.threshold = threshold
         self.encoder_name = encoder_name
 
-    def guided_loss(self, enhanced: Tensor, inputs: Tensor, *, step: int) -> dict[str, Tensor]:
+    def guided_loss(
+        self, enhanced: Tensor, inputs: Tensor, *, step: int, light: Tensor | None = None
+    ) -> dict[str, Tensor]:
         if self.residual is None:
             raise RuntimeError("RaveMethod.setup() or load_state_dict() must run before the loss")
         embeddings = self.guidance_encoder.embed(enhanced, resize="squash")
@@ -112,7 +117,14 @@ class RaveMethod(GuidanceMethod):
         total = self.options.residual_weight * l_res + self.config.identity_weight * l_id
         terms: dict[str, Tensor] = {"residual": l_res, "identity": l_id}
         if self.options.highlight_weight:
-            l_hi = highlight_loss(enhanced, inputs, knee=self.options.highlight_knee)
+            if self.options.highlight_unclamped and light is None:
+                raise ValueError("highlight_unclamped needs the light map (loss(..., light=L))")
+            l_hi = highlight_loss(
+                enhanced,
+                inputs,
+                knee=self.options.highlight_knee,
+                light=light if self.options.highlight_unclamped else None,
+            )
             total = total + self.options.highlight_weight * l_hi
             terms["highlight"] = l_hi
         if self.options.highlight_keep_weight:
