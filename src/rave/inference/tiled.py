@@ -400,7 +400,7 @@ def _pooled_context(
     sums: Tensor | None = None
     sums_lock = threading.Lock()
 
-    def run_tile(inner: _Region, /) -> None:  # positional-only: _trimming wraps it
+    def run_tile(inner: _Region, /) -> None:  # positional-only: the wrappers call it so
         nonlocal sums
         _check_deadline(deadline)
         crop = inner.grow(FEATURE_HALO)
@@ -422,8 +422,7 @@ def _pooled_context(
             sums = partial if sums is None else sums.add_(partial)
 
     tiles = _tile_grid(height, width, tile)
-    if device.type == "cpu" and is_memory_bound(height, width, device):
-        run_tile = _trimming(run_tile, _tiles_per_row(tiles))
+    run_tile = _trimming_if_memory_bound(run_tile, tiles, height, width, device)
     _for_each_tile(run_tile, tiles, workers)
     assert sums is not None  # at least one tile
     per_grid = [sums[..., block, block] for block in blocks]
@@ -631,8 +630,8 @@ def _run_tiled(
     tiles = _tile_grid(height, width, tile)
     if progress is not None:
         run_tile = _counting(run_tile, len(tiles), progress)
-    if light_in is None and device.type == "cpu" and is_memory_bound(height, width, device):
-        run_tile = _trimming(run_tile, _tiles_per_row(tiles))
+    if light_in is None:
+        run_tile = _trimming_if_memory_bound(run_tile, tiles, height, width, device)
     in_place = enhanced_out is not None and _aliases(enhanced_out, image)
     if light_in is not None:
         halo = 0  # tiles read only their own pixels
@@ -692,18 +691,29 @@ def _counting(
     return _after_each_tile(run, lambda done: progress(done, total))
 
 
-def _trimming(run: Callable[[_Region], None], every: int) -> Callable[[_Region], None]:
-    """``run`` that returns freed heap memory to the OS after every ``every`` tiles.
+def _trimming_if_memory_bound(
+    run: Callable[[_Region], None],
+    tiles: list[_Region],
+    height: int,
+    width: int,
+    device: torch.device,
+) -> Callable[[_Region], None]:
+    """``run`` that returns freed heap memory to the OS after each row of ``tiles`` when the
+    photo is bound by memory on a CPU (:func:`is_memory_bound`); else ``run`` itself.
 
-    For CPU photos bound by memory (:func:`is_memory_bound`) the allocator keeps freed tile
-    memory (:func:`rave.inference.memory.tune_allocator`); tiles of varying sizes, and
-    results held back for in-place writes, leave it fragmented, so the kept free memory
-    grew through the run (8 MP JPEG, AMD EPYC: 28 MB after the first row of tiles, 156 MB
-    at the end, with 120 MB in use throughout). Trimmed once per row of tiles: each trim
-    costs page faults when the next tiles reuse the memory (about 16,000 for a 64 MB
-    working set), small next to a row's computation.
+    For such photos the allocator keeps freed tile memory
+    (:func:`rave.inference.memory.tune_allocator`); tiles of varying sizes, and results
+    held back for in-place writes, leave it fragmented, so the kept free memory grew through
+    the run (8 MP JPEG, AMD EPYC: 28 MB after the first row of tiles, 156 MB at the end,
+    with 120 MB in use throughout). Trimmed once per row of tiles: each trim costs page
+    faults when the next tiles reuse the memory (about 16,000 for a 64 MB working set),
+    small next to a row's computation.
     """
     from rave.inference.memory import return_freed_memory
+
+    if device.type != "cpu" or not is_memory_bound(height, width, device):
+        return run
+    every = _tiles_per_row(tiles)
 
     def trim_when_due(done: int) -> None:
         if done % every == 0:
