@@ -336,6 +336,32 @@ def test_checkpoint_selection_clipping_bound_includes_the_input() -> None:
     assert "clips least" in sel.choose(figures, "rave-unpaired")[1]
 
 
+def test_checkpoint_selection_bounds_the_median_photo_gain() -> None:
+    """A model adding a little clipping to most photos is refused even within the level bounds."""
+    sel = _load_script("select_checkpoint")
+
+    def fig(mean: float, median_gain: float) -> dict[str, float]:
+        return {"mean_lift": mean, "p10_lift": mean / 2, "clipped_after": 0.05,
+                "clipped_after_median": 0.005, "max_gain_points": 1.0,
+                "median_gain_points": median_gain, "chroma_shift": 0.0}  # fmt: skip
+
+    figures = {
+        "identity": fig(0.0, 0.0) | {"clipped_after": 0.06, "clipped_after_median": 0.01},
+        "rave-unpaired": fig(0.06, -0.1),  # darkens the median photo: the bound is 0 + 0.1
+        "adds": fig(0.12, 0.3),
+        "holds": fig(0.07, 0.05),
+    }
+    assert sel.choose(figures, "rave-unpaired")[0] == "holds"
+    figures["holds"] = fig(0.07, 0.11)
+    assert "clips least" in sel.choose(figures, "rave-unpaired")[1]
+    figures["rave-unpaired"] = fig(0.06, 0.25)  # a reference that adds some: its gain + 0.1
+    assert sel.choose(figures, "rave-unpaired")[0] == "adds"
+    after_before = ((0.01, 0.0), (0.02, 0.015), (0.0, 0.09))
+    rows = [{"mean_lift": 0.1, "p10_lift": 0.05, "clipped_after": a, "clipped_before": b,
+             "chroma_shift": 0.0} for a, b in after_before]  # fmt: skip
+    assert sel.summarise_model(rows)["median_gain_points"] == pytest.approx(0.5)
+
+
 def test_crop_grid_finds_the_window_where_models_disagree() -> None:
     cg = _load_script("crop_grid")
     values = np.arange(20.0).reshape(4, 5)
