@@ -128,6 +128,14 @@ def test_darkening_term_costs_only_bright_pixels_made_darker() -> None:
     assert float(highlight_darkening_loss(cloud * 0.8, cloud)) == pytest.approx(0.04)
     with pytest.raises(ValueError, match="knee"):
         highlight_darkening_loss(cloud, cloud, knee=0.0)
+    # with `saturated`, clipped input pixels may darken back into range; 0.95 is still held
+    assert float(highlight_darkening_loss(cloud * 0.8, cloud, saturated=0.99)) == 0.0
+    expected_one = 0.1**2 / 4
+    assert float(highlight_darkening_loss(darker, inputs, saturated=0.99)) == pytest.approx(
+        expected_one
+    )
+    with pytest.raises(ValueError, match="saturated"):
+        highlight_darkening_loss(cloud, cloud, knee=0.9, saturated=0.9)
 
 
 def test_darkening_term_gradient_raises_a_darkened_highlight() -> None:

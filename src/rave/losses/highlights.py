@@ -74,7 +74,9 @@ def highlight_loss(
     return overshoot.square().mean()
 
 
-def highlight_darkening_loss(enhanced: Tensor, inputs: Tensor, *, knee: float = 0.9) -> Tensor:
+def highlight_darkening_loss(
+    enhanced: Tensor, inputs: Tensor, *, knee: float = 0.9, saturated: float | None = None
+) -> Tensor:
     """Mean squared drop of the output's brightest channel below the input's, where the
     input is bright.
 
@@ -87,14 +89,24 @@ def highlight_darkening_loss(enhanced: Tensor, inputs: Tensor, *, knee: float = 
     well-lit learns ``L > 1`` on skies and clouds, which darkens them; saturated input
     pixels count here, so white clouds stay white). Dark and mid-tone pixels are free.
 
+    With ``saturated``, input pixels at or above it are free instead: clipped areas may be
+    darkened back into range (as the authors' CLIP-guided models do), while unclipped
+    highlights are still held.
+
     Args:
         enhanced: ``(B, 3, H, W)`` output in [0, 1].
         inputs: ``(B, 3, H, W)`` input in [0, 1], same shape (no gradient needed).
         knee: input level in (0, 1) from which darkening a pixel costs.
+        saturated: optional input level in ``(knee, 1]`` from which darkening is free again.
 
     Returns:
         scalar tensor, >= 0, at most ``1``.
     """
     m_in, m_out = _largest_channels(enhanced, inputs, knee)
-    drop = torch.relu(m_in - m_out) * (m_in >= knee)
+    held = m_in >= knee
+    if saturated is not None:
+        if not knee < saturated <= 1.0:
+            raise ValueError(f"saturated must be in (knee, 1], got {saturated}")
+        held = held & (m_in < saturated)
+    drop = torch.relu(m_in - m_out) * held
     return drop.square().mean()

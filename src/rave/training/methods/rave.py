@@ -53,6 +53,9 @@ class RaveOptions:
     # Not RAVE either: weight of rave.losses.highlight_darkening_loss (0 = off), which keeps
     # bright input pixels from being darkened (skies, clouds), same knee.
     highlight_keep_weight: float = 0.0
+    # False: input pixels already clipped (>= 0.99) are free to darken back into range, as
+    # the authors' models do; only unclipped highlights are held
+    highlight_keep_saturated: bool = True
 
 
 class RaveMethod(GuidanceMethod):
@@ -128,7 +131,12 @@ class RaveMethod(GuidanceMethod):
             total = total + self.options.highlight_weight * l_hi
             terms["highlight"] = l_hi
         if self.options.highlight_keep_weight:
-            l_keep = highlight_darkening_loss(enhanced, inputs, knee=self.options.highlight_knee)
+            l_keep = highlight_darkening_loss(
+                enhanced,
+                inputs,
+                knee=self.options.highlight_knee,
+                saturated=None if self.options.highlight_keep_saturated else 0.99,
+            )
             total = total + self.options.highlight_keep_weight * l_keep
             terms["highlight_keep"] = l_keep
         with torch.no_grad():
