@@ -398,11 +398,21 @@ class _Interrupting(RaveMethod):
         return super().guided_loss(enhanced, inputs, step=step, light=light)
 
 
-def test_rave_highlight_term_is_added_only_when_asked(folders: Path) -> None:
-    # the offline recipe's term (docs/method.md), not RAVE's: logged and added to the total
+class _WithoutLightMap(RaveMethod):
+    name = "rave-without-light-map"
+
+    def guided_loss(self, enhanced, inputs, *, step, light=None):
+        return super().guided_loss(enhanced, inputs, step=step, light=None)
+
+
+@pytest.mark.parametrize("unclamped", [False, True])
+def test_rave_highlight_term_is_added_only_when_asked(folders: Path, unclamped: bool) -> None:
+    # the offline recipe's term (docs/method.md), not RAVE's: logged and added to the total;
+    # unclamped, it needs the light map, which the loop passes to the method
     from rave.training.loop import train
 
     options = {"highlight_weight": 1000.0, "highlight_knee": 0.01, "highlight_keep_weight": 700.0}
+    options["highlight_unclamped"] = unclamped
     config = tiny_config(folders, method_options=options)
     train(config, encoder_factory=tiny_factory)
     guided = read_metrics(Path(config.output_dir))[3]
@@ -415,6 +425,18 @@ def test_rave_highlight_term_is_added_only_when_asked(folders: Path) -> None:
         + 700 * float(guided["highlight_keep"])
     )
     assert float(guided["total"]) == pytest.approx(total, rel=1e-5)
+
+
+def test_unclamped_highlight_term_without_the_light_map_is_refused(folders: Path) -> None:
+    from rave.training.loop import train
+    from rave.training.methods import list_methods
+
+    if _WithoutLightMap.name not in list_methods():
+        register_method(_WithoutLightMap.name, _WithoutLightMap)
+    options = {"highlight_weight": 1000.0, "highlight_unclamped": True}
+    config = tiny_config(folders, method=_WithoutLightMap.name, method_options=options)
+    with pytest.raises(ValueError, match="highlight_unclamped needs the light map"):
+        train(config, encoder_factory=tiny_factory)
 
 
 def test_ctrl_c_saves_a_checkpoint_that_resumes(folders: Path) -> None:

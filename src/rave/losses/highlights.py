@@ -10,6 +10,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+# a pixel whose largest channel is at or above this counts as clipped, as in the metrics
+from rave.evaluation.exposure import CLIP_THRESHOLD
+
 __all__ = ["highlight_darkening_loss", "highlight_loss"]
 
 
@@ -27,7 +30,7 @@ def highlight_loss(
     inputs: Tensor,
     *,
     knee: float = 0.9,
-    saturated: float = 0.99,
+    saturated: float = CLIP_THRESHOLD,
     light: Tensor | None = None,
     max_gain: float = 3.0,
 ) -> Tensor:

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from rave.evaluation.exposure import CLIP_THRESHOLD
 from rave.losses import highlight_darkening_loss, highlight_loss, residual_loss
 from rave.training.methods.base import GuidanceMethod, MethodContext
 
@@ -135,7 +136,7 @@ class RaveMethod(GuidanceMethod):
                 enhanced,
                 inputs,
                 knee=self.options.highlight_knee,
-                saturated=None if self.options.highlight_keep_saturated else 0.99,
+                saturated=None if self.options.highlight_keep_saturated else CLIP_THRESHOLD,
             )
             total = total + self.options.highlight_keep_weight * l_keep
             terms["highlight_keep"] = l_keep
