@@ -413,29 +413,40 @@ def test_rave_highlight_term_is_added_only_when_asked(folders: Path, unclamped: 
 
     options = {"highlight_weight": 1000.0, "highlight_knee": 0.01, "highlight_keep_weight": 700.0}
     options["highlight_unclamped"] = unclamped
+    options["light_tv_weight"] = 30.0
     config = tiny_config(folders, method_options=options)
     train(config, encoder_factory=tiny_factory)
     guided = read_metrics(Path(config.output_dir))[3]
     # with the knee near 0, any pixel brighter than its input costs: the term is not vacuous
     assert float(guided["highlight"]) > 0
+    assert float(guided["light_tv"]) > 0  # a trained network's light map is not constant
     total = (
         1920 * float(guided["residual"])
         + 22.5 * float(guided["identity"])
         + 1000 * float(guided["highlight"])
         + 700 * float(guided["highlight_keep"])
+        + 30 * float(guided["light_tv"])
     )
     assert float(guided["total"]) == pytest.approx(total, rel=1e-5)
 
 
-def test_unclamped_highlight_term_without_the_light_map_is_refused(folders: Path) -> None:
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"highlight_weight": 1000.0, "highlight_unclamped": True}, "highlight_unclamped"),
+        ({"light_tv_weight": 10.0}, "light_tv_weight"),
+    ],
+)
+def test_light_map_terms_without_the_light_map_are_refused(
+    folders: Path, options: dict[str, object], message: str
+) -> None:
     from rave.training.loop import train
     from rave.training.methods import list_methods
 
     if _WithoutLightMap.name not in list_methods():
         register_method(_WithoutLightMap.name, _WithoutLightMap)
-    options = {"highlight_weight": 1000.0, "highlight_unclamped": True}
     config = tiny_config(folders, method=_WithoutLightMap.name, method_options=options)
-    with pytest.raises(ValueError, match="highlight_unclamped needs the light map"):
+    with pytest.raises(ValueError, match=f"{message} needs the light map"):
         train(config, encoder_factory=tiny_factory)
 
 

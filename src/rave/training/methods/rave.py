@@ -22,7 +22,12 @@ import torch
 from torch import Tensor
 
 from rave.evaluation.exposure import CLIP_THRESHOLD
-from rave.losses import highlight_darkening_loss, highlight_loss, residual_loss
+from rave.losses import (
+    highlight_darkening_loss,
+    highlight_loss,
+    light_map_total_variation,
+    residual_loss,
+)
 from rave.training.methods.base import GuidanceMethod, MethodContext
 
 __all__ = ["RESIDUAL_FILENAME", "RaveMethod", "RaveOptions"]
@@ -57,6 +62,9 @@ class RaveOptions:
     # False: input pixels already clipped (>= 0.99) are free to darken back into range, as
     # the authors' models do; only unclipped highlights are held
     highlight_keep_saturated: bool = True
+    # Not RAVE either: weight of rave.losses.light_map_total_variation (0 = off), which keeps
+    # the light map from following texture (it flattens local contrast in I / L)
+    light_tv_weight: float = 0.0
 
 
 class RaveMethod(GuidanceMethod):
@@ -140,6 +148,12 @@ class RaveMethod(GuidanceMethod):
             )
             total = total + self.options.highlight_keep_weight * l_keep
             terms["highlight_keep"] = l_keep
+        if self.options.light_tv_weight:
+            if light is None:
+                raise ValueError("light_tv_weight needs the light map (loss(..., light=L))")
+            l_tv = light_map_total_variation(light)
+            total = total + self.options.light_tv_weight * l_tv
+            terms["light_tv"] = l_tv
         with torch.no_grad():
             # the mean projection on r, to watch it approach thr (not part of the loss)
             projection = (embeddings.float() @ self.residual.float()).mean()
