@@ -1,0 +1,78 @@
+"""How much a model's light map follows texture, per photo, at full resolution.
+
+The enhanced image is ``I / L``: wherever the light map ``L`` follows fine detail, that
+detail is divided out and local contrast flattens. Two figures per photo and model, on
+``log L`` (so that they measure ratios of gain, as ``I / L`` shows them):
+
+- ``texture``: standard deviation of ``log L`` minus its Gaussian blur (sigma ``--sigma``
+  pixels, 4 by default): the part of the light map finer than a few pixels;
+- ``tv``: ``rave.losses.light_map_total_variation`` (mean absolute neighbour difference),
+  the quantity the offline recipe's ``light_tv_weight`` penalises in training.
+
+The baseline ``rave-unpaired`` (CLIP-trained) comes first, as in evaluate_default.py::
+
+    python scripts/light_map_texture.py runs/data/v3/val_backlit --model runs/v16/last.pt
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.ndimage import gaussian_filter
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from evaluate_default import photos_or_notes, read_rgb, reference_model_source
+
+LIGHT_FLOOR = 1e-3  # as light_map_total_variation's eps: a zero light map is a blown pixel
+
+
+def texture_figures(light: np.ndarray, sigma: float) -> tuple[float, float]:
+    """``(texture, tv)`` of one ``(H, W)`` light map (see the module docstring)."""
+    from rave.losses import light_map_total_variation
+
+    log_light = np.log(np.maximum(light, LIGHT_FLOOR)).astype(np.float64)
+    texture = float(np.std(log_light - gaussian_filter(log_light, sigma, mode="reflect")))
+    tv = float(light_map_total_variation(torch.from_numpy(light)[None, None], eps=LIGHT_FLOOR))
+    return texture, tv
+
+
+def main(argv: Iterable[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("images", type=Path, help="folder of photos")
+    parser.add_argument("--model", action="append", default=[], help="zoo name or checkpoint")
+    parser.add_argument("--sigma", type=float, default=4.0, help="blur of the smooth part, px")
+    parser.add_argument("--max-pixels", type=int, default=1_000_000)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(None if argv is None else list(argv))
+    torch.set_num_threads(args.threads)
+
+    from rave.api import light_map_array
+    from rave.zoo import load_enhancer
+
+    photos = photos_or_notes(None, args.images)
+    if not photos:
+        print(f"error: no photos in {args.images}", file=sys.stderr)
+        return 1
+    sources = [reference_model_source(), *args.model]
+    nets = {source: load_enhancer(source) for source in sources}
+    figures = np.zeros((len(photos), len(sources), 2))
+    for i, photo in enumerate(photos):
+        pixels = read_rgb(photo, args.max_pixels)
+        cells = []
+        for j, (source, net) in enumerate(nets.items()):
+            figures[i, j] = texture_figures(light_map_array(net, pixels), args.sigma)
+            cells.append(f"{Path(source).stem}: {figures[i, j, 0]:.4f} / {figures[i, j, 1]:.4f}")
+        print(f"{photo.name:24s} texture / tv  " + "  ".join(cells))
+    for j, source in enumerate(sources):
+        texture, tv = figures[:, j].mean(axis=0)
+        print(f"mean over {len(photos)} photos, {source}: texture {texture:.4f}, tv {tv:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
