@@ -10,14 +10,18 @@ the other, on the same photo-like image, weights and thread count:
 - ``openvino``: the same ONNX model in OpenVINO's CPU plugin, float32 inference precision,
   reshaped to the image's static size;
 - ``rave-winograd`` / ``rave-onednn``: ``predict_light_map(tile="auto")`` with rave's
-  Winograd kernel / PyTorch's channels-last oneDNN convolutions.
+  Winograd kernel (its default F(6x6, 3x3) tiles) / PyTorch's channels-last oneDNN
+  convolutions; ``rave-winograd-f4``: the Winograd kernel with F(4x4, 3x3) tiles
+  (``RAVE_WINOGRAD_TILE=4``), the kernel's tile size before F(6x6), for the ratio between
+  the two in the same run.
 
 It prints seconds per megapixel, peak RSS and the largest difference of the enhanced image
 ``clamp(I / L, 0, 1)`` to the eager output, and the "Winograd limit" of this CPU: the
-multiplications F(4x4, 3x3) Winograd must do (a quarter of the direct convolution's; input
-and output transforms not counted) at the float32 matrix-multiply rate measured here with
-the same threads, and at this CPU's float32 peak (from /proc/cpuinfo). No implementation of
-this algorithm can be faster than the latter.
+multiplications F(6x6, 3x3) Winograd must do (16/81 of the direct convolution's: 64
+products per 36 outputs instead of 324; input and output transforms not counted) at the
+float32 matrix-multiply rate measured here with the same threads, and at this CPU's float32
+peak (from /proc/cpuinfo). No implementation of this algorithm can be faster than the
+latter.
 
     .venv/bin/python benchmarks/bench_peers.py                    # 2048x1536, 2 threads
     .venv/bin/python benchmarks/bench_peers.py --size 6000x4000   # 24 MP, where peers fit
@@ -28,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import os
 import sys
 import tempfile
 import time
@@ -38,7 +43,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_inference as shared  # the eager reference, test image, FLOP count
 
-RAVE_BACKENDS = {"rave-winograd": "winograd", "rave-onednn": "channels_last"}
+RAVE_BACKENDS = {
+    "rave-winograd": "winograd",
+    "rave-winograd-f4": "winograd",
+    "rave-onednn": "channels_last",
+}
+# Winograd output tile side per variant (RAVE_WINOGRAD_TILE), where not the default.
+WINOGRAD_TILES = {"rave-winograd-f4": "4"}
 PEERS = ("onnxruntime", "openvino")
 VARIANTS = ("eager", *PEERS, *RAVE_BACKENDS)
 
@@ -96,7 +107,13 @@ def _run(variant: str, model_path: Path, image_path: str, threads: int, tmp: Pat
         return shared._run("reference", image_path, threads, None, "cpu", tmp)
     if variant in RAVE_BACKENDS:
         backend = RAVE_BACKENDS[variant]
-        return shared._run("tiled", image_path, threads, "auto", "cpu", tmp, backend)
+        tile_side = WINOGRAD_TILES.get(variant)
+        if tile_side:
+            os.environ["RAVE_WINOGRAD_TILE"] = tile_side  # inherited by the child process
+        try:
+            return shared._run("tiled", image_path, threads, "auto", "cpu", tmp, backend)
+        finally:
+            os.environ.pop("RAVE_WINOGRAD_TILE", None)
     return _run_peer(variant, model_path, image_path, threads, tmp)
 
 
@@ -183,7 +200,7 @@ def main() -> int:
     winograd.load_kernel()  # built once here, so that no timed child compiles it
     gemm = _matmul_gflops(args.threads)
     peak, how = _spec_gflops(args.threads)
-    winograd_flops = shared.FLOPS_PER_PIXEL / 4  # per pixel: 36 products per 16 outputs
+    winograd_flops = shared.FLOPS_PER_PIXEL * 16 / 81  # per pixel: 64 products per 36 outputs
     limit = winograd_flops * 1e6 / (peak * 1e9)
     print(f"image {width}x{height} ({megapixels:.2f} MP), {args.threads} threads")
     print(f"weights: {'authors rave-unpaired' if shared.CHECKPOINT.is_file() else 'default'}")

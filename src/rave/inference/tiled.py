@@ -71,7 +71,9 @@ _CHANNELS_LAST_BACKENDS = ("winograd", "channels_last")
 # Working-set budget of one tile on the CPU: about 14 live tensors of 32 channels in float32.
 # Peak working set of one tile, in bytes per pixel of its crop (tile + halo), measured
 # with glibc returning freed blocks (see rave.cli.enhance): NNPACK keeps Winograd-transformed
-# copies of its input and output, so it needs more than oneDNN.
+# copies of its input and output, so it needs more than oneDNN. rave's Winograd kernel
+# transforms a block of tiles at a time: under 1 MB of scratch per call (0.8 MB with its
+# default F(6x6) tiles, 64->64 channels; 0.9 MB with F(4x4)), whatever the crop size.
 _BYTES_PER_CROP_PIXEL = {"winograd": 1150, "nnpack": 1900, "channels_last": 1150, "default": 1150}
 # CPU budget of the working sets of the tiles in flight (one per thread). Photos too large
 # for the feature cache get the smaller one, so that a 24-megapixel photo stays within
@@ -187,7 +189,7 @@ def select_backend(device: torch.device | str) -> str:
     ``"default"``.
 
     On CPU, rave's own Winograd kernel (``"winograd"``, :mod:`rave.inference.winograd`)
-    when it can be built here, since it does a quarter of the multiplications; otherwise
+    when it can be built here, since it does a fifth of the multiplications; otherwise
     channels-last oneDNN convolutions (``"channels_last"``), the fastest of PyTorch's own.
     NNPACK's Winograd convolutions (``"nnpack"``) were no faster than oneDNN on an AVX-512
     CPU and need 1.7x the memory (benchmarks/bench_inference.py). On other devices the
