@@ -61,7 +61,9 @@
 #define TILE_BLOCK 48 /* F(4x4) output tiles transformed together: V and M stay in L2 */
 #endif
 #ifndef TILE_BLOCK6
-#define TILE_BLOCK6 24 /* F(6x6) tiles: about as many output pixels and as much scratch */
+/* F(6x6) tiles: about as many output pixels and as much scratch (0.8 MB at 64 channels);
+ * blocks of 12 to 72 tiles ran within 5% of each other (Zen 3, AVX2). */
+#define TILE_BLOCK6 24
 #endif
 
 typedef float vf __attribute__((vector_size(VEC * sizeof(float))));
