@@ -7,7 +7,11 @@ detail is divided out and local contrast flattens. Two figures per photo and mod
 - ``texture``: standard deviation of ``log L`` minus its Gaussian blur (sigma ``--sigma``
   pixels, 4 by default): the part of the light map finer than a few pixels;
 - ``tv``: ``rave.losses.light_map_total_variation`` (mean absolute neighbour difference),
-  the quantity the offline recipe's ``light_tv_weight`` penalises in training.
+  the quantity the offline recipe's ``light_tv_weight`` penalises in training;
+- ``loss``: the share of the photo's own fine-scale contrast that ``I / L`` removes: the
+  regression slope of the fine part of ``log L`` on the fine part of the input's log
+  luminance (Rec. 709 luma, same blur). 0 for a light map blind to detail, 1 for one
+  that divides all of it out (negative: ``I / L`` sharpens).
 
 The baseline ``rave-unpaired`` (CLIP-trained) comes first, as in evaluate_default.py::
 
@@ -31,14 +35,21 @@ from evaluate_default import photos_or_notes, read_rgb, reference_model_source
 LIGHT_FLOOR = 1e-3  # as light_map_total_variation's eps: a zero light map is a blown pixel
 
 
-def texture_figures(light: np.ndarray, sigma: float) -> tuple[float, float]:
-    """``(texture, tv)`` of one ``(H, W)`` light map (see the module docstring)."""
+def _fine_part(values: np.ndarray, sigma: float) -> np.ndarray:
+    return values - gaussian_filter(values, sigma, mode="reflect")
+
+
+def texture_figures(light: np.ndarray, pixels: np.ndarray, sigma: float) -> tuple[float, ...]:
+    """``(texture, tv, loss)`` of one ``(H, W)`` light map of the ``(H, W, 3)`` photo
+    ``pixels`` in [0, 1] (see the module docstring)."""
     from rave.losses import light_map_total_variation
 
-    log_light = np.log(np.maximum(light, LIGHT_FLOOR)).astype(np.float64)
-    texture = float(np.std(log_light - gaussian_filter(log_light, sigma, mode="reflect")))
+    fine_light = _fine_part(np.log(np.maximum(light, LIGHT_FLOOR)).astype(np.float64), sigma)
+    luma = pixels.astype(np.float64) @ np.array([0.2126, 0.7152, 0.0722])
+    fine_luma = _fine_part(np.log(np.maximum(luma, LIGHT_FLOOR)), sigma)
     tv = float(light_map_total_variation(torch.from_numpy(light)[None, None], eps=LIGHT_FLOOR))
-    return texture, tv
+    loss = float((fine_light * fine_luma).sum() / max((fine_luma**2).sum(), 1e-12))
+    return float(np.std(fine_light)), tv, loss
 
 
 def main(argv: Iterable[str] | None = None) -> int:
@@ -60,17 +71,20 @@ def main(argv: Iterable[str] | None = None) -> int:
         return 1
     sources = [reference_model_source(), *args.model]
     nets = {source: load_enhancer(source) for source in sources}
-    figures = np.zeros((len(photos), len(sources), 2))
+    figures = np.zeros((len(photos), len(sources), 3))
     for i, photo in enumerate(photos):
         pixels = read_rgb(photo, args.max_pixels)
         cells = []
         for j, (source, net) in enumerate(nets.items()):
-            figures[i, j] = texture_figures(light_map_array(net, pixels), args.sigma)
-            cells.append(f"{Path(source).stem}: {figures[i, j, 0]:.4f} / {figures[i, j, 1]:.4f}")
-        print(f"{photo.name:24s} texture / tv  " + "  ".join(cells))
+            figures[i, j] = texture_figures(light_map_array(net, pixels), pixels, args.sigma)
+            cells.append(f"{Path(source).stem}: " + " / ".join(f"{v:.4f}" for v in figures[i, j]))
+        print(f"{photo.name:24s} texture / tv / loss  " + "  ".join(cells))
     for j, source in enumerate(sources):
-        texture, tv = figures[:, j].mean(axis=0)
-        print(f"mean over {len(photos)} photos, {source}: texture {texture:.4f}, tv {tv:.4f}")
+        texture, tv, loss = figures[:, j].mean(axis=0)
+        print(
+            f"mean over {len(photos)} photos, {source}: texture {texture:.4f}, tv {tv:.4f}, "
+            f"contrast loss {loss:.3f}"
+        )
     return 0
 
 
