@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from rave.encoders import ImageEncoder, canonical_name, create_encoder, list_encoders
@@ -287,3 +288,56 @@ def test_autocast_only_on_cuda() -> None:
     encoder = create_encoder("effnet-lite0", autocast_dtype=torch.bfloat16)
     assert encoder.autocast_dtype is None  # CPU: float32
     assert next(encoder.parameters()).dtype == torch.float32
+
+
+# --- Blurred guidance ("NAME+blurSIGMA") -----------------------------------------------------
+
+
+def _smooth_photo_and_checkerboard() -> tuple[torch.Tensor, torch.Tensor]:
+    """A smooth random image at 224 px in [0.25, 0.75] and a +-0.1 one-pixel checkerboard."""
+    generator = torch.Generator().manual_seed(0)
+    coarse = torch.rand(2, 3, 14, 14, generator=generator)
+    smooth = F.interpolate(coarse, size=224, mode="bilinear", align_corners=False) * 0.5 + 0.25
+    index = torch.arange(224)
+    checkerboard = ((index[:, None] + index[None, :]) % 2).float() * 0.2 - 0.1
+    return smooth, checkerboard
+
+
+def test_blurred_encoder_is_blind_to_fine_texture_but_sees_exposure(effnet) -> None:
+    blurred = create_encoder("effnet-lite0+blur2")
+    smooth, checkerboard = _smooth_photo_and_checkerboard()
+    textured = smooth + checkerboard  # in [0.15, 0.85]: no clipping
+    brighter = smooth * 1.3  # <= 0.975
+    for encoder, texture_seen in ((effnet, True), (blurred, False)):
+        base = encoder.embed(smooth)
+        texture_shift = (encoder.embed(textured) - base).norm(dim=1)
+        exposure_shift = (encoder.embed(brighter) - base).norm(dim=1)
+        # a Gaussian of sigma 2 keeps exp(-2 pi^2 sigma^2 / 4) ~ 3e-9 of the Nyquist checkerboard
+        assert bool((texture_shift > 0.1).all()) == texture_seen
+        assert bool((texture_shift < 1e-3).all()) == (not texture_seen)
+        assert bool((exposure_shift > 0.05).all())
+
+
+def test_blurred_encoder_names_and_gradients() -> None:
+    encoder = create_encoder("effnet-lite0+blur1.50")
+    assert encoder.name == "effnet-lite0+blur1.5" and encoder.blur_sigma == 1.5
+    assert canonical_name("clip:RN101+blur2.0") == "clip:RN101@openai+blur2"
+    assert canonical_name("effnet-lite0") == "effnet-lite0"
+    _embed_and_features_with_grad(encoder, torch.rand(1, 3, 128, 96))
+    for suffix in ("", "0", "-1", "x", "1e2"):
+        with pytest.raises(ValueError, match="blur suffix takes a positive number"):
+            create_encoder(f"effnet-lite0+blur{suffix}")
+    with pytest.raises(ValueError, match=r"unknown encoder 'resnet50\+blur2'.*\+blurSIGMA"):
+        create_encoder("resnet50+blur2")
+
+
+def test_residual_of_blurred_encoder_is_refused_for_the_plain_one() -> None:
+    from rave.guidance.residual import ResidualVector, check_encoder
+
+    unit = F.normalize(torch.ones(8), dim=0)
+    rv = ResidualVector(unit, 0.1, unit, unit, "effnet-lite0+blur2", 1, 1, 0, "", "")
+    check_encoder(rv, "effnet-lite0+blur2.0")
+    with pytest.raises(
+        ValueError, match=r"recompute it with .rave residual --encoder effnet-lite0."
+    ):
+        check_encoder(rv, "effnet-lite0")

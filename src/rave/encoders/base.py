@@ -6,6 +6,7 @@ with respect to its input images, so losses on its outputs train the enhancement
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from typing import Literal
@@ -21,6 +22,7 @@ __all__ = [
     "ResizeMode",
     "center_crop_resize",
     "check_images",
+    "gaussian_blur",
     "squash_resize",
 ]
 
@@ -51,6 +53,9 @@ class ImageEncoder(nn.Module):
             shrinks. The authors' code (torchvision 0.14.1, whose tensor ``Resize`` does not
             antialias) corresponds to ``False``; training sets it from the config key
             ``loss_resize_antialias`` (see docs/method.md, "Loss-path resize").
+        blur_sigma: standard deviation in pixels of a Gaussian blur applied after the resize
+            to ``input_size`` (0: none, the paper's encoders). Set by
+            :func:`rave.encoders.create_encoder` for names ending in ``+blurSIGMA``.
     """
 
     name: str
@@ -61,6 +66,7 @@ class ImageEncoder(nn.Module):
     feature_scales: tuple[float, ...] = ()
     autocast_dtype: torch.dtype | None = None
     squash_antialias: bool = True
+    blur_sigma: float = 0.0
 
     def embed(self, images: Tensor, *, resize: ResizeMode = "squash") -> Tensor:
         """L2-normalised embeddings of ``images``.
@@ -107,6 +113,8 @@ class ImageEncoder(nn.Module):
             x = center_crop_resize(images, self.input_size)
         else:
             raise ValueError(f"resize must be 'squash' or 'center_crop', got {resize!r}")
+        if self.blur_sigma:
+            x = gaussian_blur(x, self.blur_sigma)
         mean = torch.tensor(self.mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
         std = torch.tensor(self.std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
         x = (x - mean) / std
@@ -149,6 +157,20 @@ def squash_resize(images: Tensor, size: int, *, antialias: bool = True) -> Tenso
     return F.interpolate(
         images, size=(size, size), mode="bilinear", align_corners=False, antialias=antialias
     )
+
+
+def gaussian_blur(images: Tensor, sigma: float) -> Tensor:
+    """Separable Gaussian blur, kernel cut at 3 sigma, borders reflected. Differentiable.
+
+    Args:
+        images: ``(B, C, H, W)``; each side at least ``3 * sigma + 1`` pixels (reflection).
+        sigma: standard deviation in pixels, > 0.
+
+    Returns:
+        ``(B, C, H, W)``, same dtype.
+    """
+    radius = max(1, math.ceil(3.0 * sigma))
+    return TF.gaussian_blur(images, kernel_size=[2 * radius + 1] * 2, sigma=[sigma, sigma])
 
 
 def center_crop_resize(images: Tensor, size: int) -> Tensor:
