@@ -33,7 +33,8 @@ __all__ = ["residual_command"]
     default="clip:ViT-B-32",
     show_default=True,
     help="Guidance encoder: clip:ARCH[@TAG] (TAG: pretrained tag, weights file, or random) "
-    "or effnet-lite0 (works offline). Training must use the same one.",
+    "or effnet-lite0 (works offline); +blurSIGMA after either blurs what it sees by SIGMA px "
+    "(offline recipe). Training must use the same one.",
 )
 @output_option(
     "Output file (.pt), readable with torch.load(weights_only=True).",
