@@ -51,6 +51,25 @@ def test_residual_loss_gradient_moves_projection_towards_threshold() -> None:
     assert emb.grad is not None and emb.grad[0, 0] < 0  # descent increases the r component
 
 
+def test_residual_loss_power_one_pulls_far_and_near_images_equally() -> None:
+    r = torch.tensor([1.0, 0.0])
+    # cos 0.6 and cos -0.8 (3-4-5 triangles) against thr 0.7: distances 0.1 and 1.5
+    emb = torch.tensor([[0.6, 0.8], [-0.8, 0.6]], requires_grad=True)
+    loss = residual_loss(emb, r, 0.7, power=1.0)
+    assert loss.item() == pytest.approx((0.1 + 1.5) / 2)
+    (grad,) = torch.autograd.grad(loss, emb)
+    # d cos / d e has norm sin(angle) / |e|: 0.8 and 0.6 here; the loss adds only its sign
+    assert grad[0].norm().item() == pytest.approx(0.8 / 2, rel=1e-5)
+    assert grad[1].norm().item() == pytest.approx(0.6 / 2, rel=1e-5)
+    # the paper's square weighs the far image 2 * 1.5 / (2 * 0.1) = 15 times more
+    (grad_sq,) = torch.autograd.grad(residual_loss(emb, r, 0.7), emb)
+    ratio = (grad_sq[1].norm() / 0.6) / (grad_sq[0].norm() / 0.8)
+    assert ratio.item() == pytest.approx(15.0, rel=1e-5)
+    assert residual_loss(emb, r, 0.7, power=3.0).item() == pytest.approx((0.1**3 + 1.5**3) / 2)
+    with pytest.raises(ValueError, match="power must be > 0"):
+        residual_loss(emb, r, 0.7, power=0.0)
+
+
 def test_residual_loss_rejects_bad_shapes() -> None:
     with pytest.raises(ValueError, match=r"\(B, D\)"):
         residual_loss(torch.zeros(2, 3), torch.zeros(4), 0.0)
@@ -89,3 +108,11 @@ def test_identity_loss_is_zero_for_identical_features_and_checks_lengths() -> No
         identity_loss(feats, feats, weights=(1.0, 1.0))
     with pytest.raises(ValueError, match="layer 1"):
         identity_loss(feats, [feats[0], torch.rand(2, 3, 5, 5), *feats[2:]])
+
+
+def test_rave_residual_power_is_the_papers_square_by_default_and_positive() -> None:
+    from rave.training.methods.rave import RaveOptions
+
+    assert RaveOptions().residual_power == 2.0
+    with pytest.raises(ValueError, match="residual_power must be > 0"):
+        RaveOptions(residual_power=-1.0)

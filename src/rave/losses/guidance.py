@@ -12,17 +12,25 @@ __all__ = ["IDENTITY_LAYER_WEIGHTS", "identity_loss", "residual_loss"]
 IDENTITY_LAYER_WEIGHTS: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0, 0.5)
 
 
-def residual_loss(embeddings: Tensor, residual: Tensor, threshold: float | Tensor) -> Tensor:
-    """``L_res = mean_i (cos(e_i, r) - thr)^2``: pulls each image's projection on ``r`` to ``thr``.
+def residual_loss(
+    embeddings: Tensor, residual: Tensor, threshold: float | Tensor, *, power: float = 2.0
+) -> Tensor:
+    """``L_res = mean_i |cos(e_i, r) - thr|^p``: pulls each image's projection on ``r`` to ``thr``.
 
     Args:
         embeddings: ``(B, D)`` image embeddings (need not be unit length: cosine is used).
         residual: ``(D,)`` the residual vector ``r``.
         threshold: ``thr = v_w . r``, the projection of the well-lit mean on ``r``, in [-1, 1].
+        power: ``p``; 2 is the paper's. Not RAVE: 1 pulls every image equally hard whatever
+            its distance, so that photos far below ``thr`` (night scenes, whose projection
+            barely moves however much they are brightened) do not dominate the batch's
+            gradient (docs/method.md, "Robust residual loss").
 
     Returns:
-        scalar tensor >= 0 (at most 4), averaged over the batch.
+        scalar tensor >= 0 (at most ``2**p``), averaged over the batch.
     """
+    if power <= 0:
+        raise ValueError(f"power must be > 0, got {power}")
     if embeddings.ndim != 2 or residual.ndim != 1 or embeddings.shape[1] != residual.shape[0]:
         raise ValueError(
             f"expected embeddings (B, D) and residual (D,), got {tuple(embeddings.shape)} "
@@ -30,7 +38,9 @@ def residual_loss(embeddings: Tensor, residual: Tensor, threshold: float | Tenso
         )
     residual = residual.to(embeddings)
     cos = F.cosine_similarity(embeddings, residual.unsqueeze(0), dim=1)
-    return ((cos - threshold) ** 2).mean()
+    if power == 2.0:
+        return ((cos - threshold) ** 2).mean()
+    return (cos - threshold).abs().pow(power).mean()
 
 
 def identity_loss(

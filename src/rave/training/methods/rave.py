@@ -65,6 +65,14 @@ class RaveOptions:
     # Not RAVE either: weight of rave.losses.light_map_total_variation (0 = off), which keeps
     # the light map from following texture (it flattens local contrast in I / L)
     light_tv_weight: float = 0.0
+    # Not RAVE either: the exponent of L_res (rave.losses.residual_loss; 2 is the paper's)
+    residual_power: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.residual_power <= 0:
+            raise ValueError(
+                f"method_options.residual_power must be > 0, got {self.residual_power}"
+            )
 
 
 class RaveMethod(GuidanceMethod):
@@ -124,7 +132,9 @@ class RaveMethod(GuidanceMethod):
         if self.residual is None:
             raise RuntimeError("RaveMethod.setup() or load_state_dict() must run before the loss")
         embeddings = self.guidance_encoder.embed(enhanced, resize="squash")
-        l_res = residual_loss(embeddings, self.residual, self.threshold)
+        l_res = residual_loss(
+            embeddings, self.residual, self.threshold, power=self.options.residual_power
+        )
         l_id = self.identity(enhanced, inputs)
         total = self.options.residual_weight * l_res + self.config.identity_weight * l_id
         terms: dict[str, Tensor] = {"residual": l_res, "identity": l_id}
