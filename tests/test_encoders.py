@@ -324,6 +324,8 @@ def test_blurred_encoder_names_and_gradients() -> None:
     assert canonical_name("clip:RN101+blur2.0") == "clip:RN101@openai+blur2"
     assert canonical_name("effnet-lite0") == "effnet-lite0"
     _embed_and_features_with_grad(encoder, torch.rand(1, 3, 128, 96))
+    with pytest.raises(ValueError, match="does not fit its 224 px input"):
+        create_encoder("effnet-lite0+blur80")
     for suffix in ("", "0", "-1", "x", "1e2"):
         with pytest.raises(ValueError, match="blur suffix takes a positive number"):
             create_encoder(f"effnet-lite0+blur{suffix}")

@@ -18,6 +18,7 @@ differentiable with respect to its input images.
 
 from __future__ import annotations
 
+import math
 import re
 
 import torch
@@ -121,6 +122,11 @@ def create_encoder(
     encoder.eval()
     encoder.autocast_dtype = autocast_dtype if device.type == "cuda" else None
     if blur_sigma:
+        if math.ceil(3.0 * blur_sigma) >= encoder.input_size:
+            raise ValueError(
+                f"encoder {name!r}: a blur of {blur_sigma:g} px does not fit its "
+                f"{encoder.input_size} px input (at most {(encoder.input_size - 1) / 3:.0f})"
+            )
         encoder.blur_sigma = blur_sigma
         encoder.name = canonical_name(f"{encoder.name}+blur{blur_sigma:g}")
     return encoder
