@@ -21,10 +21,11 @@ def residual_loss(
         embeddings: ``(B, D)`` image embeddings (need not be unit length: cosine is used).
         residual: ``(D,)`` the residual vector ``r``.
         threshold: ``thr = v_w . r``, the projection of the well-lit mean on ``r``, in [-1, 1].
-        power: ``p``; 2 is the paper's. Not RAVE: 1 pulls every image equally hard whatever
-            its distance, so that photos far below ``thr`` (night scenes, whose projection
-            barely moves however much they are brightened) do not dominate the batch's
-            gradient (docs/method.md, "Robust residual loss").
+        power: ``p > 0``; 2 is the paper's. Not RAVE: 1 pulls every image equally hard
+            whatever its distance, below 1 images near ``thr`` hardest, so that photos far
+            below ``thr`` (night scenes, whose projection barely moves however much they are
+            brightened) do not dominate the batch's gradient (docs/method.md, "Robust
+            residual loss").
 
     Returns:
         scalar tensor >= 0 (at most ``2**p``), averaged over the batch.
@@ -40,7 +41,8 @@ def residual_loss(
     cos = F.cosine_similarity(embeddings, residual.unsqueeze(0), dim=1)
     if power == 2.0:
         return ((cos - threshold) ** 2).mean()
-    return (cos - threshold).abs().pow(power).mean()
+    # below 1 the power's slope is infinite at 0: an image exactly at thr gets none instead
+    return (cos - threshold).abs().clamp_min(1e-12).pow(power).mean()
 
 
 def identity_loss(
