@@ -75,6 +75,36 @@ def test_residual_loss_power_one_pulls_far_and_near_images_equally() -> None:
         residual_loss(emb, r, 0.7, power=0.0)
 
 
+def test_residual_loss_scale_smooths_the_power_near_threshold_only() -> None:
+    r = torch.tensor([1.0, 0.0])
+    # cos 0.6 and cos -0.8 against thr 0.7: distances 0.1 and 1.5
+    emb = torch.tensor([[0.6, 0.8], [-0.8, 0.6]], requires_grad=True)
+    s, p = 0.1, 0.5
+    expected = sum((d**2 + s**2) ** (p / 2) - s**p for d in (0.1, 1.5)) / 2
+    loss = residual_loss(emb, r, 0.7, power=p, scale=s)
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    (grad,) = torch.autograd.grad(loss, emb)
+    (grad_plain,) = torch.autograd.grad(residual_loss(emb, r, 0.7, power=p), emb)
+    # d rho / d d = p d (d^2 + s^2)^(p/2 - 1), against p |d|^(p-1) for the plain power:
+    # at d = 0.1 = s the push is 2^-0.75 = 0.59 of the plain one, at d = 1.5 within 1%
+    near = grad[0].norm() / grad_plain[0].norm()
+    far = grad[1].norm() / grad_plain[1].norm()
+    assert near.item() == pytest.approx(2**-0.75, rel=1e-5)
+    assert far.item() == pytest.approx((1 + (s / 1.5) ** 2) ** -0.75, rel=1e-5)
+    assert far.item() > 0.99
+    # an image just beside thr is hardly pushed: the slope goes to 0 instead of to infinity
+    beside = torch.tensor([[0.7, 0.71414284]], requires_grad=True)  # cos 0.7: 0.01 above 0.69
+    (grad_beside,) = torch.autograd.grad(residual_loss(beside, r, 0.69, power=p, scale=s), beside)
+    (grad_beside_plain,) = torch.autograd.grad(residual_loss(beside, r, 0.69, power=p), beside)
+    assert grad_beside.norm() < 0.2 * grad_beside_plain.norm()
+    # the paper's square does not depend on the scale
+    assert residual_loss(emb, r, 0.7, power=2.0, scale=s).item() == pytest.approx(
+        (0.1**2 + 1.5**2) / 2
+    )
+    with pytest.raises(ValueError, match="scale must be >= 0"):
+        residual_loss(emb, r, 0.7, power=p, scale=-0.1)
+
+
 def test_residual_loss_rejects_bad_shapes() -> None:
     with pytest.raises(ValueError, match=r"\(B, D\)"):
         residual_loss(torch.zeros(2, 3), torch.zeros(4), 0.0)
@@ -121,3 +151,6 @@ def test_rave_residual_power_is_the_papers_square_by_default_and_positive() -> N
     assert RaveOptions().residual_power == 2.0
     with pytest.raises(ValueError, match="residual_power must be > 0"):
         RaveOptions(residual_power=-1.0)
+    assert RaveOptions().residual_scale == 0.0
+    with pytest.raises(ValueError, match="residual_scale must be >= 0"):
+        RaveOptions(residual_scale=-0.1)

@@ -13,9 +13,18 @@ IDENTITY_LAYER_WEIGHTS: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0, 0.5)
 
 
 def residual_loss(
-    embeddings: Tensor, residual: Tensor, threshold: float | Tensor, *, power: float = 2.0
+    embeddings: Tensor,
+    residual: Tensor,
+    threshold: float | Tensor,
+    *,
+    power: float = 2.0,
+    scale: float = 0.0,
 ) -> Tensor:
-    """``L_res = mean_i |cos(e_i, r) - thr|^p``: pulls each image's projection on ``r`` to ``thr``.
+    """``L_res = mean_i rho(cos(e_i, r) - thr)``: pulls each image's projection on ``r`` to ``thr``.
+
+    ``rho(d) = |d|^p`` (the paper: ``p = 2``), or with ``scale = s > 0`` the smoothed
+    ``rho(d) = (d^2 + s^2)^(p/2) - s^p``: like ``|d|^p`` for ``|d| >> s`` but quadratic,
+    with a slope going to 0, within about ``s`` of ``thr``.
 
     Args:
         embeddings: ``(B, D)`` image embeddings (need not be unit length: cosine is used).
@@ -26,12 +35,19 @@ def residual_loss(
             below ``thr`` (night scenes, whose projection barely moves however much they are
             brightened) do not dominate the batch's gradient (docs/method.md, "Robust
             residual loss").
+        scale: ``s >= 0``. Not RAVE: below ``p = 2`` the slope of ``|d|^p`` grows without
+            bound as ``d -> 0``, so images that already project near ``thr`` (photos that
+            are already well exposed) would be pushed hardest; ``s`` removes that push
+            within about ``s`` of ``thr``. 0 is the plain power. For ``p = 2``, ``rho`` is
+            ``d^2`` whatever ``s``.
 
     Returns:
         scalar tensor >= 0 (at most ``2**p``), averaged over the batch.
     """
     if power <= 0:
         raise ValueError(f"power must be > 0, got {power}")
+    if scale < 0:
+        raise ValueError(f"scale must be >= 0, got {scale}")
     if embeddings.ndim != 2 or residual.ndim != 1 or embeddings.shape[1] != residual.shape[0]:
         raise ValueError(
             f"expected embeddings (B, D) and residual (D,), got {tuple(embeddings.shape)} "
@@ -41,6 +57,9 @@ def residual_loss(
     cos = F.cosine_similarity(embeddings, residual.unsqueeze(0), dim=1)
     if power == 2.0:
         return ((cos - threshold) ** 2).mean()
+    if scale > 0:
+        squared = (cos - threshold) ** 2 + scale**2
+        return (squared.pow(power / 2) - scale**power).mean()
     # below 1 the power's slope is infinite at 0: an image exactly at thr gets none instead
     return (cos - threshold).abs().clamp_min(1e-12).pow(power).mean()
 

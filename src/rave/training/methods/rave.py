@@ -67,11 +67,18 @@ class RaveOptions:
     light_tv_weight: float = 0.0
     # Not RAVE either: the exponent of L_res (rave.losses.residual_loss; 2 is the paper's)
     residual_power: float = 2.0
+    # Not RAVE either: the smoothing scale of that power (rave.losses.residual_loss; 0 =
+    # the plain power): below 2, images already within about this of thr are not pushed
+    residual_scale: float = 0.0
 
     def __post_init__(self) -> None:
         if self.residual_power <= 0:
             raise ValueError(
                 f"method_options.residual_power must be > 0, got {self.residual_power}"
+            )
+        if self.residual_scale < 0:
+            raise ValueError(
+                f"method_options.residual_scale must be >= 0, got {self.residual_scale}"
             )
 
 
@@ -133,7 +140,11 @@ class RaveMethod(GuidanceMethod):
             raise RuntimeError("RaveMethod.setup() or load_state_dict() must run before the loss")
         embeddings = self.guidance_encoder.embed(enhanced, resize="squash")
         l_res = residual_loss(
-            embeddings, self.residual, self.threshold, power=self.options.residual_power
+            embeddings,
+            self.residual,
+            self.threshold,
+            power=self.options.residual_power,
+            scale=self.options.residual_scale,
         )
         l_id = self.identity(enhanced, inputs)
         total = self.options.residual_weight * l_res + self.config.identity_weight * l_id
