@@ -414,6 +414,8 @@ def test_rave_highlight_term_is_added_only_when_asked(folders: Path, unclamped: 
     options = {"highlight_weight": 1000.0, "highlight_knee": 0.01, "highlight_keep_weight": 700.0}
     options["highlight_unclamped"] = unclamped
     options["light_tv_weight"] = 30.0
+    options["gain_limit_weight"] = 50.0
+    options["gain_limit"] = 1.0001  # about any light map below 1 is over it
     config = tiny_config(folders, method_options=options)
     train(config, encoder_factory=tiny_factory)
     guided = read_metrics(Path(config.output_dir))[3]
@@ -426,6 +428,7 @@ def test_rave_highlight_term_is_added_only_when_asked(folders: Path, unclamped: 
         + 1000 * float(guided["highlight"])
         + 700 * float(guided["highlight_keep"])
         + 30 * float(guided["light_tv"])
+        + 50 * float(guided["gain_excess"])
     )
     assert float(guided["total"]) == pytest.approx(total, rel=1e-5)
 
@@ -435,6 +438,7 @@ def test_rave_highlight_term_is_added_only_when_asked(folders: Path, unclamped: 
     [
         ({"highlight_weight": 1000.0, "highlight_unclamped": True}, "highlight_unclamped"),
         ({"light_tv_weight": 10.0}, "light_tv_weight"),
+        ({"gain_limit_weight": 10.0}, "gain_limit_weight"),
     ],
 )
 def test_light_map_terms_without_the_light_map_are_refused(

@@ -25,6 +25,7 @@ from rave.evaluation.exposure import CLIP_THRESHOLD
 from rave.losses import (
     highlight_darkening_loss,
     highlight_loss,
+    light_map_gain_excess,
     light_map_total_variation,
     residual_loss,
 )
@@ -70,6 +71,10 @@ class RaveOptions:
     # Not RAVE either: the smoothing scale of that power (rave.losses.residual_loss; 0 =
     # the plain power): below 2, images already within about this of thr are not pushed
     residual_scale: float = 0.0
+    # Not RAVE either: weight of rave.losses.light_map_gain_excess (0 = off), which bounds
+    # the gain 1 / L softly at gain_limit (the darkest regions' lift, where noise is)
+    gain_limit_weight: float = 0.0
+    gain_limit: float = 3.0
 
     def __post_init__(self) -> None:
         if self.residual_power <= 0:
@@ -80,6 +85,8 @@ class RaveOptions:
             raise ValueError(
                 f"method_options.residual_scale must be >= 0, got {self.residual_scale}"
             )
+        if self.gain_limit <= 1:
+            raise ValueError(f"method_options.gain_limit must be > 1, got {self.gain_limit}")
 
 
 class RaveMethod(GuidanceMethod):
@@ -175,6 +182,12 @@ class RaveMethod(GuidanceMethod):
             l_tv = light_map_total_variation(light)
             total = total + self.options.light_tv_weight * l_tv
             terms["light_tv"] = l_tv
+        if self.options.gain_limit_weight:
+            if light is None:
+                raise ValueError("gain_limit_weight needs the light map (loss(..., light=L))")
+            l_gain = light_map_gain_excess(light, self.options.gain_limit)
+            total = total + self.options.gain_limit_weight * l_gain
+            terms["gain_excess"] = l_gain
         with torch.no_grad():
             # the mean projection on r, to watch it approach thr (not part of the loss)
             projection = (embeddings.float() @ self.residual.float()).mean()
