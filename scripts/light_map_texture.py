@@ -1,4 +1,4 @@
-"""How much a model's light map follows texture, per photo, at full resolution.
+"""How much a model's light map follows texture, and how far it lifts, per photo.
 
 The enhanced image is ``I / L``: wherever the light map ``L`` follows fine detail, that
 detail is divided out and local contrast flattens. Two figures per photo and model, on
@@ -11,7 +11,12 @@ detail is divided out and local contrast flattens. Two figures per photo and mod
 - ``loss``: the share of the photo's own fine-scale contrast that ``I / L`` removes: the
   regression slope of the fine part of ``log L`` on the fine part of the input's log
   luminance (Rec. 709 luma, same blur). 0 for a light map blind to detail, 1 for one
-  that divides all of it out (negative: ``I / L`` sharpens).
+  that divides all of it out (negative: ``I / L`` sharpens);
+- ``max gain`` and ``dark gain``: the largest gain ``1 / L`` in the photo and its mean
+  over the photo's darkest tenth (by largest channel), what the offline recipe's
+  ``gain_limit_weight`` bounds.
+
+All at full resolution (up to ``--max-pixels``).
 
 The baseline ``rave-unpaired`` (CLIP-trained) comes first, as in evaluate_default.py::
 
@@ -52,6 +57,15 @@ def texture_figures(light: np.ndarray, pixels: np.ndarray, sigma: float) -> tupl
     return float(np.std(fine_light)), tv, loss
 
 
+def gain_figures(light: np.ndarray, pixels: np.ndarray) -> tuple[float, float]:
+    """``(max gain, dark gain)`` of one ``(H, W)`` light map of the ``(H, W, 3)`` photo
+    ``pixels`` in [0, 1] (see the module docstring)."""
+    gain = 1.0 / np.maximum(light.astype(np.float64), LIGHT_FLOOR)
+    value = pixels.max(axis=2)
+    darkest = value <= np.quantile(value, 0.1)  # <=: a photo with a black tenth has ties
+    return float(gain.max()), float(gain[darkest].mean())
+
+
 def main(argv: Iterable[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("images", type=Path, help="folder of photos")
@@ -71,19 +85,21 @@ def main(argv: Iterable[str] | None = None) -> int:
         return 1
     sources = [reference_model_source(), *args.model]
     nets = {source: load_enhancer(source) for source in sources}
-    figures = np.zeros((len(photos), len(sources), 3))
+    figures = np.zeros((len(photos), len(sources), 5))
     for i, photo in enumerate(photos):
         pixels = read_rgb(photo, args.max_pixels)
         cells = []
         for j, (source, net) in enumerate(nets.items()):
-            figures[i, j] = texture_figures(light_map_array(net, pixels), pixels, args.sigma)
+            light = light_map_array(net, pixels)
+            figures[i, j, :3] = texture_figures(light, pixels, args.sigma)
+            figures[i, j, 3:] = gain_figures(light, pixels)
             cells.append(f"{Path(source).stem}: " + " / ".join(f"{v:.4f}" for v in figures[i, j]))
-        print(f"{photo.name:24s} texture / tv / loss  " + "  ".join(cells))
+        print(f"{photo.name:24s} texture / tv / loss / max gain / dark gain  " + "  ".join(cells))
     for j, source in enumerate(sources):
-        texture, tv, loss = figures[:, j].mean(axis=0)
+        texture, tv, loss, max_gain, dark_gain = figures[:, j].mean(axis=0)
         print(
             f"mean over {len(photos)} photos, {source}: texture {texture:.4f}, tv {tv:.4f}, "
-            f"contrast loss {loss:.3f}"
+            f"contrast loss {loss:.3f}, max gain {max_gain:.2f}, dark gain {dark_gain:.2f}"
         )
     return 0
 

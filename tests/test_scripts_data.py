@@ -396,3 +396,18 @@ def test_checkpoint_selection_with_scores_requires_natural_outputs() -> None:
         "b/iter_000700": fig(0.08, 0.04, 3.6, 14.0),  # NIQE worse than the reference's
     }
     assert sel.choose(figures, "rave-unpaired")[0] == "b/iter_000600"
+
+
+def test_light_map_gain_figures_closed_form() -> None:
+    texture = _load_script("light_map_texture")
+    # a 10 x 10 photo whose first row (the darkest tenth) is lifted 4 times, the rest 1.25
+    pixels = np.full((10, 10, 3), 0.6, np.float32)
+    pixels[0] = 0.05
+    light = np.full((10, 10), 0.8, np.float32)
+    light[0] = 0.25
+    max_gain, dark_gain = texture.gain_figures(light, pixels)
+    assert max_gain == pytest.approx(4.0)
+    assert dark_gain == pytest.approx(4.0)
+    # a photo that is black over more than a tenth: the darkest tenth is not empty
+    black = np.zeros((10, 10, 3), np.float32)
+    assert texture.gain_figures(np.full((10, 10), 0.5, np.float32), black)[1] == pytest.approx(2)
