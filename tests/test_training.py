@@ -931,3 +931,44 @@ def test_grad_clip_norm_bounds_the_step(clip: float) -> None:
 def test_grad_clip_norm_must_not_be_negative() -> None:
     with pytest.raises(ConfigError, match="grad_clip_norm"):
         load_config(None, ["grad_clip_norm=-1"])
+
+
+def test_smooth_light_stage_moves_the_network_towards_the_smoothed_map(folders: Path) -> None:
+    # the built-in model's smoothing stage (docs/method.md, "Smoothed light map"): trained
+    # from its teacher, the network's light map ends closer to the teacher's filtered map
+    # than the teacher itself was, on the training images
+    from rave.training.data import list_images, load_image
+    from rave.training.loop import train
+    from rave.training.methods.smooth_light import smoothed_log_light
+    from rave.zoo import load_enhancer
+
+    train(tiny_config(folders, iterations=4, output_dir=str(folders / "teacher")),
+          encoder_factory=tiny_factory)  # fmt: skip
+    teacher = str(folders / "teacher" / "last.pt")
+    options = {"teacher": teacher, "radius": 1, "eps": 0.1}
+    config = tiny_config(
+        folders, method="smooth-light", method_options=options, init_weights=teacher,
+        reconstruction_iterations=0, iterations=40, round_iterations=40, lr=3e-4,
+        grad_clip_norm=1.0,
+        output_dir=str(folders / "smooth"),
+    )  # fmt: skip
+    train(config, encoder_factory=tiny_factory)
+    assert "distill" in read_metrics(folders / "smooth")[0]
+
+    images = torch.stack([
+        load_image(p, 16).float() / 255 for p in list_images(folders / "backlit")
+    ])  # fmt: skip
+    nets = {}
+    for name, path in (("teacher", teacher), ("student", str(folders / "smooth" / "last.pt"))):
+        nets[name] = load_enhancer(path).set_padding_mode("zeros")
+    with torch.no_grad():
+        teacher_light = nets["teacher"](images)
+        target = smoothed_log_light(teacher_light, images, radius=1, eps=0.1, knee=0.9)
+        before = (teacher_light.clamp(min=1e-3).log() - target).pow(2).mean().item()
+        after = (nets["student"](images).clamp(min=1e-3).log() - target).pow(2).mean().item()
+    assert before > 0
+    assert after < 0.5 * before
+
+    with pytest.raises(ValueError, match=r"method_options\.teacher"):
+        train(tiny_config(folders, method="smooth-light", output_dir=str(folders / "x")),
+              encoder_factory=tiny_factory)  # fmt: skip

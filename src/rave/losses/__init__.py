@@ -2,10 +2,17 @@
 
 from rave.losses.guidance import IDENTITY_LAYER_WEIGHTS, identity_loss, residual_loss
 from rave.losses.highlights import highlight_darkening_loss, highlight_loss
-from rave.losses.illumination import light_map_gain_excess, light_map_total_variation
+from rave.losses.illumination import (
+    box_mean,
+    guided_filter,
+    light_map_gain_excess,
+    light_map_total_variation,
+)
 
 __all__ = [
     "IDENTITY_LAYER_WEIGHTS",
+    "box_mean",
+    "guided_filter",
     "highlight_darkening_loss",
     "highlight_loss",
     "identity_loss",

@@ -25,6 +25,8 @@ METHODS: dict[str, str] = {
     "rave": "rave.training.methods.rave:RaveMethod",
     "clip-lit": "rave.training.methods.clip_lit:ClipLitMethod",
     "clip-lit-latent": "rave.training.methods.clip_lit_latent:ClipLitLatentMethod",
+    # not a guidance method: the built-in model's light-map smoothing stage (docs/method.md)
+    "smooth-light": "rave.training.methods.smooth_light:SmoothLightMethod",
 }
 _LOADED: dict[str, type[GuidanceMethod]] = {}
 
