@@ -954,6 +954,7 @@ def test_smooth_light_stage_moves_the_network_towards_the_smoothed_map(folders: 
     )  # fmt: skip
     train(config, encoder_factory=tiny_factory)
     assert "distill" in read_metrics(folders / "smooth")[0]
+    assert "highlight" not in read_metrics(folders / "smooth")[0]
 
     images = torch.stack([
         load_image(p, 16).float() / 255 for p in list_images(folders / "backlit")
@@ -972,3 +973,23 @@ def test_smooth_light_stage_moves_the_network_towards_the_smoothed_map(folders: 
     with pytest.raises(ValueError, match=r"method_options\.teacher"):
         train(tiny_config(folders, method="smooth-light", output_dir=str(folders / "x")),
               encoder_factory=tiny_factory)  # fmt: skip
+
+
+def test_smooth_light_highlight_term_is_added_when_asked(folders: Path) -> None:
+    from rave.training.loop import train
+
+    train(tiny_config(folders, iterations=4, output_dir=str(folders / "teacher")),
+          encoder_factory=tiny_factory)  # fmt: skip
+    teacher = str(folders / "teacher" / "last.pt")
+    # knee near 0: any pixel brighter than its input costs, so the term is not vacuous
+    options = {"teacher": teacher, "radius": 1, "knee": 0.01, "highlight_weight": 7.0}
+    config = tiny_config(
+        folders, method="smooth-light", method_options=options, init_weights=teacher,
+        reconstruction_iterations=0, iterations=2, round_iterations=2,
+        output_dir=str(folders / "smooth"),
+    )  # fmt: skip
+    train(config, encoder_factory=tiny_factory)
+    row = read_metrics(folders / "smooth")[0]
+    assert float(row["highlight"]) > 0
+    total = float(row["distill"]) + 7.0 * float(row["highlight"])
+    assert float(row["total"]) == pytest.approx(total, rel=1e-5)

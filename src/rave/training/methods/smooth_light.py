@@ -18,7 +18,10 @@ with ``L_t`` the teacher's light map, ``GF`` the guided filter (:func:`rave.loss
 guided_filter`) guided by the log of the input's largest channel ``m`` (LIME's
 illumination estimate), and the second term a cap: where filtering would raise a pixel's
 gain, it may raise the output no higher than ``max(knee, the teacher's output)``, so
-smoothing adds no blown highlights.
+smoothing adds no blown highlights. The cap holds at the training size; at full resolution
+the student's map is smoother than the teacher's around small bright areas, so
+``highlight_weight`` can add the offline recipe's highlight term
+(:func:`rave.losses.highlight_loss`, measured before the clamp, same ``knee``) as well.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from rave.losses import guided_filter
+from rave.losses import guided_filter, highlight_loss
 from rave.training.methods.base import GuidanceMethod, MethodContext
 
 __all__ = ["SmoothLightMethod", "SmoothLightOptions", "smoothed_log_light"]
@@ -49,6 +52,8 @@ class SmoothLightOptions:
     eps: float = 0.1
     # smoothing may not raise an output above max(knee, the teacher's output)
     knee: float = 0.9
+    # weight of rave.losses.highlight_loss on the student's output (0 = off)
+    highlight_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.radius < 1:
@@ -112,4 +117,9 @@ class SmoothLightMethod(GuidanceMethod):
                 knee=options.knee,
             )
         distill = (torch.log(light.clamp(min=LIGHT_FLOOR)) - target).pow(2).mean()
-        return {"distill": distill, "total": distill}
+        terms = {"distill": distill, "total": distill}
+        if options.highlight_weight:
+            highlight = highlight_loss(enhanced, inputs, knee=options.knee, light=light)
+            terms["highlight"] = highlight
+            terms["total"] = distill + options.highlight_weight * highlight
+        return terms
