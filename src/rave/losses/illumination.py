@@ -96,8 +96,8 @@ def guided_filter(source: Tensor, guide: Tensor, radius: int, eps: float) -> Ten
     In every window the output is the least-squares fit ``a * guide + b`` to ``source``
     with ``a`` shrunk by ``eps`` (averaged over the windows that cover a pixel): smooth
     where the guide is flat, following the guide's edges where it has them. So a light map
-    filtered by the photo's log luminance keeps its steps at the subject's outline and loses
-    the texture inside, which is what ``I / L`` needs to keep local contrast.
+    filtered by the log of the photo's brightness keeps its steps at the subject's outline
+    and loses the texture inside, which is what ``I / L`` needs to keep local contrast.
 
     Args:
         source: ``(B, C, H, W)``.

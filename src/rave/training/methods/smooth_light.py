@@ -5,8 +5,8 @@ Not a method of the paper: the third stage of the built-in model's offline recip
 lift shadows as much as the CLIP-trained reference, but their light maps ``L`` follow
 fine texture, which ``I / L`` then divides out; the enhanced photos look flatter, which
 no-reference naturalness scores (NIQE) penalise. The same light maps passed through an
-edge-aware filter score better than the reference at the same lift (model card, eleventh
-pair). This stage teaches the network to produce the filtered map itself, so that every
+edge-aware filter keep their lift and score better than the reference (model card,
+eleventh pair). This stage teaches the network to produce the filtered map itself, so that every
 engine (tiled CPU kernel, ONNX export, the server) runs the same network as before.
 
 Loss, for a frozen ``teacher`` (the network to smooth) and the student ``L``::
@@ -19,8 +19,8 @@ guided_filter`) guided by the log of the input's largest channel ``m`` (LIME's
 illumination estimate), and the second term a cap: where filtering would raise a pixel's
 gain, it may raise the output no higher than ``max(knee, the teacher's output)``, so
 smoothing adds no blown highlights. The cap holds at the training size; at full resolution
-the student's map is smoother than the teacher's around small bright areas, so
-``highlight_weight`` can add the offline recipe's highlight term
+the student's smoother map can still brighten bright areas next to dark ones (model card),
+so ``highlight_weight`` can add the offline recipe's highlight term
 (:func:`rave.losses.highlight_loss`, measured before the clamp, same ``knee``) as well.
 """
 
