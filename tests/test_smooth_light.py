@@ -37,21 +37,20 @@ def test_guided_filter_keeps_linear_functions_of_the_guide() -> None:
 def test_guided_filter_smooths_where_the_guide_is_flat_and_keeps_its_edges() -> None:
     # guide: dark left half, bright right half (an outline); source: the same step plus
     # texture that the guide does not have
-    h, w = 16, 16
+    h, w, radius = 16, 16, 3
     guide = torch.zeros(1, 1, h, w)
     guide[..., w // 2 :] = 2.0
     step = torch.zeros(1, 1, h, w)
     step[..., w // 2 :] = -1.0
     texture = 0.2 * torch.randn(1, 1, h, w, generator=_generator(1))
-    got = guided_filter(step + texture, guide, 3, 0.01)
-    # the texture is mostly gone ...
-    inner = (slice(None), slice(None), slice(3, -3))
-    residual_texture = (got - step)[..., 3:-3, 1:4].std() + (got - step)[..., 3:-3, -4:-1].std()
-    assert residual_texture.item() < 0.5 * texture[..., 3:-3, 1:4].std().item() * 2
-    # ... and the step survives at the guide's edge, not blurred over the window
-    left, right = got[..., 3:-3, w // 2 - 1].mean(), got[..., 3:-3, w // 2].mean()
+    got = guided_filter(step + texture, guide, radius, 0.01)
+    # inside each half the texture is mostly gone (a window of 49 pixels averages it)
+    for half in (slice(0, w // 2), slice(w // 2, w)):
+        left_over = (got - step)[..., half].std().item()
+        assert left_over < 0.5 * texture[..., half].std().item()
+    # and the step survives at the guide's edge instead of being blurred over the window
+    left, right = got[..., w // 2 - 1].mean(), got[..., w // 2].mean()
     assert (left - right).item() > 0.8
-    assert inner  # the slice above documents the rows compared
 
 
 def test_guided_filter_refuses_bad_arguments() -> None:
