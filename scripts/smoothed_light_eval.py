@@ -32,14 +32,13 @@ from evaluate_default import (  # sibling script, not a package
     reference_model_source,
 )
 
-LIGHT_FLOOR = 1e-3
-
 
 def filtered_model(
     source: str, label: str, smooth: Callable[[np.ndarray, np.ndarray], np.ndarray]
 ) -> Model:
     """``source``'s light map, ``smooth(log L, image)``, applied as ``clamp(I / L, 0, 1)``."""
     from rave.api import light_map_array
+    from rave.training.methods.smooth_light import LIGHT_FLOOR
     from rave.zoo import load_enhancer
 
     net = load_enhancer(source)
