@@ -53,6 +53,7 @@ def test_16_bit_photo_gives_the_same_tensor_through_every_path(tmp_path: Path, g
         "training": unit_float(load_image(path, SIDE)),  # same size: no resampling
         "training cache": FolderImages([path], SIDE, cache=True).get(0),
         "training lazy": FolderImages([path], SIDE, cache=False).get(0),
+        "training crop": FolderImages([path], SIDE, crop=True).get(0, torch.Generator()),
     }
     for name, tensor in paths.items():
         assert tensor.dtype == torch.float32 and tensor.shape == (3, SIDE, SIDE), name

@@ -212,6 +212,72 @@ def test_folder_listing_skips_non_images_and_unreadable_files(tmp_path: Path, ca
         list_images(tmp_path / "missing")
 
 
+def _find_window(photo: Tensor, window: Tensor) -> tuple[int, int] | None:
+    """Where ``window`` lies in ``photo`` exactly, or None."""
+    size = window.shape[-1]
+    for top in range(photo.shape[-2] - size + 1):
+        for left in range(photo.shape[-1] - size + 1):
+            if torch.equal(photo[:, top : top + size, left : left + size], window):
+                return top, left
+    return None
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_random_crop_mode_takes_exact_windows_at_the_photos_own_scale(
+    tmp_path: Path, cache: bool
+) -> None:
+    from rave.training.data import TrainingImages
+
+    rng = np.random.default_rng(3)
+    pixels = rng.integers(0, 256, (30, 41, 3), np.uint8)  # noise: every window is unique
+    Image.fromarray(pixels).save(tmp_path / "photo.png")
+    photo = torch.from_numpy(pixels).permute(2, 0, 1).float() / 255
+    images = FolderImages([tmp_path / "photo.png"], 16, cache=cache, crop=True)
+    # no generator: the central window
+    assert _find_window(photo, images.get(0)) == ((30 - 16) // 2, (41 - 16) // 2)
+    dataset = TrainingImages(images, None)
+    places = set()
+    for seed in range(60):
+        sample = dataset[(0, seed)]
+        assert sample.shape == (3, 16, 16)
+        place = _find_window(photo, sample)
+        assert place is not None, seed  # not resampled: pixels of the photo itself
+        assert torch.equal(dataset[(0, seed)], sample)  # a pure function of the key
+        places.add(place)
+    # 15 x 26 places: 60 draws land on many of them, on both sides of the centre
+    assert len(places) > 40
+    assert min(t for t, _ in places) < 7 < max(t for t, _ in places)
+    assert min(x for _, x in places) < 12 < max(x for _, x in places)
+
+
+def test_random_crop_mode_enlarges_only_a_photo_smaller_than_the_crop(tmp_path: Path) -> None:
+    from rave.training.data import load_image
+
+    Image.new("RGB", (20, 10), (200, 40, 10)).save(tmp_path / "small.png")
+    Image.new("RGB", (20, 30), (10, 40, 200)).save(tmp_path / "large.png")
+    small = load_image(tmp_path / "small.png", 16, keep_scale=True)
+    assert small.shape == (3, 16, 32)  # shorter side to 16, aspect kept
+    assert small.dtype == torch.uint8 and small[:, 4:-4, 4:-4].float().std(dim=(1, 2)).max() < 1
+    assert load_image(tmp_path / "large.png", 16, keep_scale=True).shape == (3, 30, 20)
+    sample = FolderImages([tmp_path / "small.png"], 16, crop=True).get(0, torch.Generator())
+    assert sample.shape == (3, 16, 16)
+
+
+def test_crop_mode_is_checked_and_a_random_crop_run_trains(folders: Path) -> None:
+    from rave.training.loop import train
+
+    with pytest.raises(ConfigError, match="crop_mode"):
+        load_config(None, [f"backlit_dir={folders}", "crop_mode=tiles"])
+    make_folders(folders / "large", size=40)
+    config = tiny_config(
+        folders / "large", crop_mode="random", iterations=4, output_dir=str(folders / "run")
+    )
+    result = train(config, encoder_factory=tiny_factory)
+    rows = read_metrics(folders / "run")
+    assert len(rows) == 4 and all(math.isfinite(float(r["total"])) for r in rows)
+    assert result.model is not None
+
+
 def test_pair_by_stem_matches_and_orders_partners(tmp_path: Path) -> None:
     backlit = [tmp_path / n for n in ("a.jpg", "b.jpg", "c.jpg")]
     well = [tmp_path / n for n in ("c.png", "a.png", "z.png")]

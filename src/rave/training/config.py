@@ -75,6 +75,10 @@ class TrainConfig(AugmentParams):
     loss_resize_antialias: bool = False
     # every training image is resized to crop_size x crop_size, aspect not kept (as the paper)
     crop_size: int = 512
+    # Not in the paper: "random" trains on a random crop_size window of each photo at its
+    # own resolution (photos with a side under crop_size enlarged to it, aspect kept), the
+    # scale the network is used at; "resize" squashes the whole photo (the paper)
+    crop_mode: Literal["resize", "random"] = "resize"
     batch_size: int = 8
     num_workers: int = 0
     # keep decoded, resized images in memory (uint8): the datasets are a few hundred images
@@ -148,6 +152,8 @@ class TrainConfig(AugmentParams):
         problems = []
         if self.regime not in ("unpaired", "paired"):
             problems.append(f"regime must be 'unpaired' or 'paired', got {self.regime!r}")
+        if self.crop_mode not in ("resize", "random"):
+            problems.append(f"crop_mode must be 'resize' or 'random', got {self.crop_mode!r}")
         if self.best_rule not in ("project", "reference"):
             problems.append(f"best_rule must be 'project' or 'reference', got {self.best_rule!r}")
         for name in (

@@ -87,7 +87,7 @@ def pair_by_stem(
     return [b for b, _ in pairs], [w for _, w in pairs]
 
 
-def load_image(path: Path, size: int) -> Tensor:
+def load_image(path: Path, size: int, *, keep_scale: bool = False) -> Tensor:
     """An image resized to ``size x size`` (aspect not kept, as the paper trains).
 
     Decoded by :func:`rave.io.read_photo` (the one reader: EXIF orientation, 16 bits kept,
@@ -95,9 +95,17 @@ def load_image(path: Path, size: int) -> Tensor:
     code's ``ANTIALIAS``; 16-bit photos are resized per channel in float (Pillow holds
     16-bit colour only as 8 bits) and rounded back to 16 bits.
 
+    Args:
+        path: the image file.
+        size: the side of the square (or, with ``keep_scale``, the least side).
+        keep_scale: keep the photo's own resolution and aspect, for random crops of
+            ``size x size``; only a photo with a side under ``size`` is enlarged (aspect
+            kept) so that its shorter side is ``size``.
+
     Returns:
-        ``(3, size, size)`` uint8 for 8-bit files, uint16 for 16-bit ones;
-        :func:`rave.io.views.unit_float` gives float32 in [0, 1].
+        ``(3, size, size)`` (``keep_scale``: ``(3, H, W)``, ``min(H, W) >= size``) uint8 for
+        8-bit files, uint16 for 16-bit ones; :func:`rave.io.views.unit_float` gives float32
+        in [0, 1].
 
     Raises:
         ValueError: the file is not a readable image (one line naming the file).
@@ -109,13 +117,23 @@ def load_image(path: Path, size: int) -> Tensor:
         rgb = rgb_samples(read_photo(path).pixels)
     except PhotoError as err:
         raise ValueError(str(err)) from None
-    if rgb.dtype == np.uint8:
-        resized = np.asarray(Image.fromarray(rgb).resize((size, size), Image.Resampling.LANCZOS))
+    height, width = rgb.shape[:2]
+    if not keep_scale:
+        target = (size, size)
+    elif min(height, width) >= size:
+        target = (width, height)
+    else:
+        enlarge = size / min(height, width)
+        target = (max(size, round(width * enlarge)), max(size, round(height * enlarge)))
+    if target == (width, height):
+        resized = rgb
+    elif rgb.dtype == np.uint8:
+        resized = np.asarray(Image.fromarray(rgb).resize(target, Image.Resampling.LANCZOS))
     else:
         channels = [
             np.asarray(
                 Image.fromarray(np.ascontiguousarray(rgb[:, :, c], dtype=np.float32), "F").resize(
-                    (size, size), Image.Resampling.LANCZOS
+                    target, Image.Resampling.LANCZOS
                 )
             )
             for c in range(3)
@@ -125,25 +143,32 @@ def load_image(path: Path, size: int) -> Tensor:
 
 
 class FolderImages:
-    """A list of image files, resized to ``size``; unreadable files are skipped with a warning.
+    """A list of image files as ``size x size`` samples; unreadable files are skipped with a
+    warning.
 
     Args:
         files: the image files.
-        size: side of the square each image is resized to.
+        size: side of the square samples.
         cache: decode every image once and keep it (uint8); otherwise decode on access.
+        crop: how a photo becomes a square: False squashes the whole photo to ``size`` (the
+            paper); True takes a ``size x size`` window of the photo at its own resolution
+            (:func:`load_image` with ``keep_scale``), at a random place per sample.
 
     Attributes:
         files: the readable files, in order.
     """
 
-    def __init__(self, files: Sequence[Path], size: int, cache: bool = True) -> None:
+    def __init__(
+        self, files: Sequence[Path], size: int, cache: bool = True, crop: bool = False
+    ) -> None:
         self.size = size
+        self.crop = crop
         self._cache: list[Tensor] | None = [] if cache else None
         kept: list[Path] = []
         for path in files:
             try:
                 # Decoded in full either way: a truncated file is found now, not mid-run.
-                image = load_image(path, size)
+                image = load_image(path, size, keep_scale=crop)
                 if self._cache is not None:
                     self._cache.append(image)
             except (ValueError, OSError, UnidentifiedImageError) as err:
@@ -158,14 +183,35 @@ class FolderImages:
     def __len__(self) -> int:
         return len(self.files)
 
-    def get(self, index: int) -> Tensor:
-        """Image ``index`` as ``(3, size, size)`` float32 in [0, 1]."""
+    def get(self, index: int, generator: torch.Generator | None = None) -> Tensor:
+        """Image ``index`` as ``(3, size, size)`` float32 in [0, 1].
+
+        Args:
+            index: which image.
+            generator: with ``crop``, draws the window's place (uniform over the photo);
+                None takes the central window. Unused without ``crop``.
+        """
         image = (
             self._cache[index]
             if self._cache is not None
-            else load_image(self.files[index], self.size)
+            else load_image(self.files[index], self.size, keep_scale=self.crop)
         )
+        if self.crop:
+            image = _window(image, self.size, generator)
         return unit_float(image)
+
+
+def _window(image: Tensor, size: int, generator: torch.Generator | None) -> Tensor:
+    """A ``size x size`` window of ``(C, H, W)`` ``image``: random with ``generator``, else
+    central."""
+    spare_y, spare_x = image.shape[-2] - size, image.shape[-1] - size
+    if generator is None:
+        top, left = spare_y // 2, spare_x // 2
+    else:
+        top, left = (
+            int(torch.randint(spare + 1, (), generator=generator)) for spare in (spare_y, spare_x)
+        )
+    return image[:, top : top + size, left : left + size]
 
 
 @dataclass(frozen=True)
@@ -316,7 +362,9 @@ class TrainingImages(Dataset):
 
     def __getitem__(self, key: tuple[int, int]) -> Tensor:
         index, sample_seed = key
-        image = self.images.get(index)
+        # the window's own generator: the augmentation draws stay those of the squash mode
+        window = torch.Generator().manual_seed(_seed_of(sample_seed, 0xC409))
+        image = self.images.get(index, window)
         if self.params is None:
             return image
         return augment(image, torch.Generator().manual_seed(sample_seed), self.params)

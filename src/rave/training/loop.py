@@ -182,7 +182,12 @@ def _train(
     well_lit_files = list_images(config.well_lit_dir) if config.well_lit_dir else []
     if config.regime == "paired":
         backlit_files, well_lit_files = pair_by_stem(backlit_files, well_lit_files)
-    images = FolderImages(backlit_files, config.crop_size, cache=config.cache_images)
+    images = FolderImages(
+        backlit_files,
+        config.crop_size,
+        cache=config.cache_images,
+        crop=config.crop_mode == "random",
+    )
     dataset = TrainingImages(images, _augment_params(config) if config.augment else None)
     held = torch.stack([images.get(i) for i in range(min(config.num_samples, len(images)))])
 
