@@ -1,10 +1,13 @@
 """Export a training checkpoint as the package's built-in ``default`` model.
 
-    python scripts/export_default_model.py runs/default_model/best.pt
+    python scripts/export_default_model.py runs/default_model/best.pt \
+        --refine-radius 8 --refine-eps 0.1 --refine-knee 0.9
 
 Writes ``src/rave/zoo/weights/default.safetensors``: the enhancement network's state_dict
-(float32, the reference key names) plus metadata naming the source run, its config and the
-export time. safetensors holds only tensors and strings, so loading it never runs code.
+(float32, the reference key names) plus metadata naming the source run, its config, the
+export time and, with ``--refine-radius``, the light-map refinement every engine applies
+after the network (:mod:`rave.network.refinement`). safetensors holds only tensors and
+strings, so loading it never runs code.
 """
 
 from __future__ import annotations
@@ -19,7 +22,12 @@ from pathlib import Path
 from safetensors.torch import save
 
 from rave.io import atomic_write
-from rave.network import build_enhancer, extract_state_dict, load_checkpoint_file
+from rave.network import (
+    LightRefinement,
+    build_enhancer,
+    extract_state_dict,
+    load_checkpoint_file,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TARGET = REPO_ROOT / "src" / "rave" / "zoo" / "weights" / "default.safetensors"
@@ -29,6 +37,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", type=Path, help="a checkpoint written by rave train")
     parser.add_argument("-o", "--output", type=Path, default=TARGET)
+    parser.add_argument(
+        "--refine-radius", type=int, default=None,
+        help="record a light-map refinement with this guided-filter radius (0: guard only)",
+    )  # fmt: skip
+    parser.add_argument("--refine-eps", type=float, default=LightRefinement.eps)
+    parser.add_argument("--refine-knee", type=float, default=LightRefinement.knee)
     args = parser.parse_args()
 
     raw = load_checkpoint_file(args.checkpoint)
@@ -42,6 +56,9 @@ def main() -> int:
         "config": json.dumps(raw.get("config", {}), default=str),
         "exported": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
+    if args.refine_radius is not None:
+        refinement = LightRefinement(args.refine_radius, args.refine_eps, args.refine_knee)
+        metadata["light_refinement"] = refinement.to_metadata()
     atomic_write(args.output, save(tensors, metadata=metadata))
     digest = hashlib.sha256(args.output.read_bytes()).hexdigest()
     print(f"wrote {args.output} ({args.output.stat().st_size / 1e6:.2f} MB, sha256 {digest})")

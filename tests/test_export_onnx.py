@@ -23,6 +23,7 @@ import rave  # noqa: E402
 from rave.cli import main  # noqa: E402
 from rave.export import export_onnx  # noqa: E402
 from rave.inference import predict_light_map  # noqa: E402
+from rave.network import EnhancementNet  # noqa: E402
 from rave.zoo import builtin_weights_path  # noqa: E402
 
 
@@ -40,26 +41,26 @@ def light_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def default_net() -> torch.nn.Module:
+def default_net() -> EnhancementNet:
     return rave.load_enhancer("default")
 
 
 @pytest.mark.parametrize(("height", "width"), [(2, 2), (7, 9), (517, 333), (3, 40)])
 def test_light_map_equals_the_eager_network_at_odd_sizes(
-    light_model: Path, default_net: torch.nn.Module, height: int, width: int
+    light_model: Path, default_net: EnhancementNet, height: int, width: int
 ) -> None:
     image = torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(height))
     with torch.inference_mode():
-        expected = default_net(image).numpy()
+        expected = default_net.light_map(image).numpy()
     (light,) = _session(light_model).run(None, {"image": image.numpy()})
     assert light.shape == (1, 1, height, width)
     assert np.abs(light - expected).max() <= 1e-4
 
 
-def test_batches_of_several_images(light_model: Path, default_net: torch.nn.Module) -> None:
+def test_batches_of_several_images(light_model: Path, default_net: EnhancementNet) -> None:
     image = torch.rand(3, 3, 31, 17, generator=torch.Generator().manual_seed(1))
     with torch.inference_mode():
-        expected = default_net(image).numpy()
+        expected = default_net.light_map(image).numpy()
     (light,) = _session(light_model).run(None, {"image": image.numpy()})
     assert np.abs(light - expected).max() <= 1e-4
 

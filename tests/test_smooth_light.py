@@ -19,10 +19,14 @@ def test_box_mean_closed_form_and_border() -> None:
     x = torch.arange(25.0).reshape(1, 1, 5, 5)
     got = box_mean(x, 1)
     assert got[0, 0, 2, 2].item() == pytest.approx(x[0, 0, 1:4, 1:4].mean().item())
-    # reflect padding at a corner: rows/columns 1, 0, 1 around pixel (0, 0)
-    corner = x[0, 0, [1, 0, 1]][:, [1, 0, 1]].mean()
-    assert got[0, 0, 0, 0].item() == pytest.approx(corner.item())
+    # at a corner the window averages the 2 x 2 pixels it covers in the image
+    assert got[0, 0, 0, 0].item() == pytest.approx(x[0, 0, :2, :2].mean().item())
+    assert got[0, 0, 0, 2].item() == pytest.approx(x[0, 0, :2, 1:4].mean().item())
     assert torch.equal(box_mean(x, 0), x)
+    # any size, any radius: a constant stays constant up to the border
+    for shape in ((1, 1), (2, 7), (9, 3)):
+        flat = torch.full((1, 2, *shape), 0.37)
+        assert torch.allclose(box_mean(flat, 4), flat, atol=1e-6)
 
 
 def test_guided_filter_keeps_linear_functions_of_the_guide() -> None:

@@ -4,7 +4,10 @@
 whose bins overlap, so the pyramid pooling fails at any size its bins do not divide. The
 exported copy pools with :func:`rave.network.enhancer.adaptive_avg_pool_by_membership`
 (two matrix products with 0/1 bin-membership matrices built from the traced image size),
-which gives the same values at every size; everything else is the network's own forward.
+which gives the same values at every size; everything else is the network's own forward,
+followed by the model's light-map refinement where its weights file records one
+(:mod:`rave.network.refinement`; the built-in ``default`` does; its settings are in the
+ONNX metadata's ``light_refinement``).
 
 The exported graph runs the whole image at once, so its memory grows with the photo (in ONNX
 Runtime about 0.6 GB + 0.95 GB per megapixel; see README): large photos need rave's tiled
@@ -60,7 +63,7 @@ class _Exportable(nn.Module):
         self.output = output
 
     def forward(self, image: Tensor, strength: Tensor | None = None) -> Tensor:
-        light = self.net(image)
+        light = self.net.light_map(image)  # with the model's refinement, if any
         if self.output == "light":
             return light
         assert strength is not None
@@ -214,6 +217,8 @@ def export_onnx(
         "weights": "float16" if float16 else "float32",
         "inputs": json.dumps(inputs),
     }
+    if net.light_refinement is not None:
+        metadata["light_refinement"] = net.light_refinement.to_metadata()
     onnx.helper.set_model_props(proto, metadata)
     proto.doc_string = (
         f"rave enhancement network {provenance.name}: light map L of an RGB image; "

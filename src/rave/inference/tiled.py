@@ -605,6 +605,10 @@ def _run_tiled(
     if light_in is None:
         context = _pooled_context(net, image, tile, backend, feature_cache, workers, deadline)
     halo = FULL_HALO if feature_cache is None else FULL_HALO - FEATURE_HALO
+    # A model's light-map refinement (rave.network.refinement) reads `reach` pixels of light
+    # map around each output pixel: each tile's light map is computed that much larger.
+    refinement = net.light_refinement if light_in is None else None
+    reach = refinement.halo if refinement is not None else 0
     positive_seen: list[bool] = []  # appended to by the tile workers (list.append is atomic)
 
     def run_tile(tile_region: _Region, /) -> None:  # positional-only: _counting wraps it
@@ -616,7 +620,8 @@ def _run_tiled(
             emit(tile_region, light.to(device=device, dtype=torch.float32))
             return
         assert context is not None
-        crop = tile_region.grow(halo)
+        needed = tile_region.grow(reach)
+        crop = needed.grow(halo)
         if feature_cache is None:
             pixels = _to_unit_float(
                 image[..., crop.top : crop.bottom, crop.left : crop.right],
@@ -631,7 +636,13 @@ def _run_tiled(
         light, region = _head(net, feats, region, context, backend)
         del feats
         # Crops clipped at the image border do not shrink there, so the result may extend
-        # past the tile; keep the tile itself.
+        # past the tile; keep the tile itself (and the refinement's reach around it).
+        if refinement is not None:
+            light = _crop_to(light, region, needed)
+            pixels = _to_unit_float(
+                image[..., needed.top : needed.bottom, needed.left : needed.right], device, False
+            )
+            light, region = refinement(light, pixels), needed
         emit(tile_region, _crop_to(light, region, tile_region))
 
     def emit(tile_region: _Region, light: Tensor) -> None:
@@ -672,7 +683,7 @@ def _run_tiled(
     rows = sorted({(t.top, t.bottom) for t in tiles})
     for top, _ in rows:
         _for_each_tile(run_tile, [t for t in tiles if t.top == top], workers)
-        still_read_from = max(0, top - halo)  # later rows start lower, read from lower
+        still_read_from = max(0, top - halo - reach)  # later rows start lower, read lower
         done = [(r, v) for r, v in pending if r.bottom <= still_read_from]
         pending = [(r, v) for r, v in pending if r.bottom > still_read_from]
         for region, values in done:

@@ -16,8 +16,11 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
+
+# the edge-aware filter is the refinement's (a model's inference step); the smooth-light
+# training stage uses the same one
+from rave.network.refinement import box_mean, guided_filter
 
 __all__ = ["box_mean", "guided_filter", "light_map_gain_excess", "light_map_total_variation"]
 
@@ -72,55 +75,3 @@ def light_map_gain_excess(light: Tensor, max_gain: float, *, eps: float = 1e-3) 
         raise ValueError(f"max_gain must be > 1, got {max_gain}")
     log_gain = -torch.log(light.clamp(min=eps))
     return torch.relu(log_gain - math.log(max_gain)).pow(2).mean()
-
-
-def box_mean(x: Tensor, radius: int) -> Tensor:
-    """Mean over the ``(2 r + 1)^2`` window around each pixel, reflect-padded at the border.
-
-    Args:
-        x: ``(B, C, H, W)``, ``H, W > radius``.
-        radius: ``r >= 0``.
-
-    Returns:
-        ``(B, C, H, W)``.
-    """
-    if radius == 0:
-        return x
-    padded = F.pad(x, (radius, radius, radius, radius), mode="reflect")
-    return F.avg_pool2d(padded, 2 * radius + 1, stride=1)
-
-
-def guided_filter(source: Tensor, guide: Tensor, radius: int, eps: float) -> Tensor:
-    """He, Sun and Tang's guided filter (ECCV 2010) of ``source`` by a one-channel ``guide``.
-
-    In every window the output is the least-squares fit ``a * guide + b`` to ``source``
-    with ``a`` shrunk by ``eps`` (averaged over the windows that cover a pixel): smooth
-    where the guide is flat, following the guide's edges where it has them. So a light map
-    filtered by the log of the photo's brightness keeps its steps at the subject's outline
-    and loses the texture inside, which is what ``I / L`` needs to keep local contrast.
-
-    Args:
-        source: ``(B, C, H, W)``.
-        guide: ``(B, 1, H, W)``.
-        radius: window radius in pixels, ``H, W > radius``.
-        eps: ``> 0``, in the guide's units squared: edges of the guide with a local variance
-            well above ``eps`` are kept, the rest smoothed.
-
-    Returns:
-        ``(B, C, H, W)``; ``source`` itself where ``source`` is already ``a * guide + b``
-        for constant ``a``, ``b``.
-    """
-    if guide.ndim != 4 or guide.shape[1] != 1 or guide.shape[2:] != source.shape[2:]:
-        raise ValueError(
-            f"expected a (B, 1, H, W) guide of the source's size, got {tuple(guide.shape)} "
-            f"for {tuple(source.shape)}"
-        )
-    if eps <= 0:
-        raise ValueError(f"eps must be > 0, got {eps}")
-    mean_guide = box_mean(guide, radius)
-    mean_source = box_mean(source, radius)
-    covariance = box_mean(guide * source, radius) - mean_guide * mean_source
-    variance = box_mean(guide * guide, radius) - mean_guide * mean_guide
-    slope = covariance / (variance + eps)
-    offset = mean_source - slope * mean_guide
-    return box_mean(slope, radius) * guide + box_mean(offset, radius)

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from rave.network.enhancer import EnhancementNet
+from rave.network.refinement import LightRefinement
 
 __all__ = [
     "CheckpointError",
@@ -55,6 +56,35 @@ def load_checkpoint_file(path: str | Path) -> dict:
     if not isinstance(data, Mapping):
         raise CheckpointError(f"{path}: expected a dict of tensors, found {type(data).__name__}")
     return dict(data)
+
+
+def light_refinement_of(path: str | Path, checkpoint: Mapping) -> LightRefinement | None:
+    """The :class:`~rave.network.LightRefinement` a weights file asks for, if any.
+
+    Read from a ``.safetensors`` file's ``light_refinement`` metadata (JSON text), or from a
+    PyTorch checkpoint's top-level ``light_refinement`` entry (the same text).
+
+    Args:
+        path: the file ``checkpoint`` was read from.
+        checkpoint: what :func:`load_checkpoint_file` returned for it.
+
+    Raises:
+        CheckpointError: the entry is there but is not a valid refinement.
+    """
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as handle:
+            text = (handle.metadata() or {}).get("light_refinement")
+    else:
+        text = checkpoint.get("light_refinement")
+    if text is None:
+        return None
+    try:
+        return LightRefinement.from_metadata(str(text), str(path))
+    except ValueError as err:
+        raise CheckpointError(str(err)) from None
 
 
 def _check_file(path: Path) -> None:

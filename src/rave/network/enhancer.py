@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rave.network.refinement import LightRefinement
+
 __all__ = [
     "FEATURE_LAYERS",
     "HEAD_LAYERS",
@@ -206,6 +208,9 @@ class EnhancementNet(nn.Module):
         self.lrelu = nn.LeakyReLU(LEAKY_SLOPE)
         self.padding_mode: PaddingMode = "reflect"
         self.set_padding_mode(padding_mode)
+        # Not part of the network: a fixed last step of some models, run by the engines
+        # (rave.inference, the ONNX export) after forward(); read from the weights file.
+        self.light_refinement: LightRefinement | None = None
         self.reset_parameters()
 
     @property
@@ -250,6 +255,18 @@ class EnhancementNet(nn.Module):
         if image.ndim != 4 or image.shape[1] != 3:
             raise ValueError(f"expected a (B, 3, H, W) image batch, got shape {tuple(image.shape)}")
         return self.forward_head(self.PPM1(self.forward_features(image)))
+
+    def light_map(self, image: Tensor) -> Tensor:
+        """The model's light map, whole image at once: :meth:`forward`, then the
+        :attr:`light_refinement` if the model has one (the reference the tiled engine and
+        the ONNX export reproduce).
+
+        Shape: ``(B, 3, H, W)`` in [0, 1] -> ``(B, 1, H, W)``, non-negative.
+        """
+        light = self(image)
+        if self.light_refinement is not None:
+            light = self.light_refinement(light, image)
+        return light
 
 
 def apply_light_map(

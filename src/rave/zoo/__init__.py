@@ -32,6 +32,7 @@ from rave.network.checkpoint import (
     CheckpointError,
     build_enhancer,
     extract_state_dict,
+    light_refinement_of,
     load_checkpoint_file,
 )
 from rave.network.enhancer import EnhancementNet
@@ -189,7 +190,10 @@ def load_enhancer(
 
     Weights are read without executing pickled code and loaded strictly (every key must
     match; a ``module.`` prefix and training checkpoints that nest the weights under
-    ``"model"`` are accepted). The network is in eval mode with reflect padding.
+    ``"model"`` are accepted). The network is in eval mode with reflect padding. A file
+    that records a light-map refinement (``light_refinement`` metadata: the built-in
+    ``default``) sets :attr:`~rave.network.EnhancementNet.light_refinement`, which the
+    engines (:mod:`rave.inference`, the ONNX export) apply after the network.
 
     Args:
         name_or_path: a name from :func:`list_models` (downloaded on first use) or the path
@@ -208,6 +212,8 @@ def load_enhancer(
     """
     path = resolve_checkpoint(name_or_path)
     source = str(path) if looks_like_path(name_or_path) else f"model {name_or_path!r} ({path})"
-    state_dict = extract_state_dict(load_checkpoint_file(path), source=source)
+    checkpoint = load_checkpoint_file(path)
+    state_dict = extract_state_dict(checkpoint, source=source)
     net = build_enhancer(state_dict, source=source, padding_mode="reflect")
+    net.light_refinement = light_refinement_of(path, checkpoint)
     return net.to(device).eval()
