@@ -43,9 +43,10 @@ def test_default_lifts_shadows_and_keeps_highlights(photos_dir: Path) -> None:
     # half by about 0.05 and rave-unpaired by about as much on average: see the model card).
     assert lift.mean_lift > 0.025
     assert lift.p10_lift > 0.005
-    # Highlights kept: no large new clipped area (the model adds about 3 points on this
-    # photo, whose sky is already 20% clipped), and the brightest tenth barely moves.
-    assert lift.clipped_after <= lift.clipped_before + 0.04
+    # Highlights kept: no new clipped pixel (the model's highlight guard: outputs rise above
+    # 0.9 only where the input already was; this photo's sky is already 20% clipped), and
+    # the brightest tenth barely moves.
+    assert lift.clipped_after <= lift.clipped_before
     luma = photo.astype(np.float64) @ [0.2126, 0.7152, 0.0722] / 255
     bright = luma >= np.percentile(luma, 90)
     change = np.abs(enhanced.astype(np.float64) - photo.astype(np.float64)) / 255
@@ -60,3 +61,39 @@ def test_default_enhances_other_image_kinds(photos_dir: Path, kind: str) -> None
     as_array = np.asarray(enhanced, dtype=np.float64)
     as_array = as_array / 255 if kind == "pil" else as_array
     assert as_array.mean() > photo.mean() / 255  # brighter overall
+
+
+# Held-out photos of scripts/make_default_dataset.py (HELDOUT_DICM, HELDOUT_LIME), never
+# trained on nor used to choose the model; the ones whose shadows either model lifts visibly.
+HELDOUT_PHOTOS = (
+    "dicm/05.jpg", "dicm/31.jpg", "dicm/39.jpg", "dicm/47.jpg", "dicm/56.jpg", "dicm/61.jpg",
+    "lime/7.bmp",
+)  # fmt: skip
+
+
+def test_default_beats_rave_unpaired_on_shadows_and_highlights(
+    photos_dir: Path, net: EnhancementNet
+) -> None:
+    """Issue 12's figures on real held-out photos at full resolution, with wide margins.
+
+    On these seven photos the shipped model lifts the darkest half 1.9 times as much as the
+    authors' rave-unpaired and the darkest tenth 2.2 times (docs/model_card.md); the test asks
+    for 1.3. Clipping: no photo may clip more than it did (an exact property of the model's
+    highlight guard, not a measured margin), and the set clips less than rave-unpaired
+    leaves (measured 0.46 against 0.67 summed shares).
+    """
+    ours, reference = [], []
+    for name in HELDOUT_PHOTOS:
+        with Image.open(photos_dir / name) as image:
+            photo = np.asarray(image.convert("RGB"))
+        mine = shadow_lift(photo, rave.enhance(photo))
+        assert mine.clipped_after <= mine.clipped_before, name
+        ours.append(mine)
+        reference.append(shadow_lift(photo, rave.enhance(photo, model=net)))
+
+    def mean(figures: list, field: str) -> float:
+        return float(np.mean([getattr(f, field) for f in figures]))
+
+    assert mean(ours, "mean_lift") >= 1.3 * mean(reference, "mean_lift")
+    assert mean(ours, "p10_lift") >= 1.3 * mean(reference, "p10_lift")
+    assert mean(ours, "clipped_after") <= mean(reference, "clipped_after")
