@@ -2,10 +2,13 @@
 
 Evaluates, on a folder of photos and with evaluate_default.py's figures (lift, clipping,
 colour, NIQE, BRISQUE), a model's light map ``L`` applied as it is and filtered at full
-resolution: a Gaussian blur of ``log L`` (sigma in pixels, not edge-aware), and the target
+resolution: a Gaussian blur of ``log L`` (sigma in pixels, not edge-aware), the target
 of the ``smooth-light`` training stage (:func:`rave.training.methods.smooth_light.
-smoothed_log_light`: the guided filter by the log of the largest channel, with no new
-highlights). The reference ``rave-unpaired`` comes first, as in evaluate_default.py::
+smoothed_log_light`: the guided filter by the log of the largest channel, with no
+highlights beyond the teacher's), and the light-map refinement a model can record
+(:class:`rave.network.LightRefinement`: its highlight guard alone, then filter and guard).
+The model's own refinement, if its file records one, is not applied to ``L`` first. The
+reference ``rave-unpaired`` comes first, as in evaluate_default.py::
 
     python scripts/smoothed_light_eval.py runs/RUN/snapshots/iter_000200.pt \\
         --images runs/data/v3/val_backlit --out runs/exp/smoothed
@@ -42,6 +45,7 @@ def filtered_model(
     from rave.zoo import load_enhancer
 
     net = load_enhancer(source)
+    net.light_refinement = None  # the network's own light map is what gets filtered here
 
     def run(image: np.ndarray) -> np.ndarray:
         log_light = np.log(np.maximum(light_map_array(net, image), LIGHT_FLOOR))
@@ -65,6 +69,22 @@ def stage_target(
         pixels = torch.from_numpy(image.transpose(2, 0, 1).copy()).float()[None]
         target = smoothed_log_light(light, pixels, radius=radius, eps=eps, knee=knee)
         return target[0, 0].double().numpy()
+
+    return smooth
+
+
+def refinement(
+    radius: int, eps: float, knee: float
+) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """A model's light-map refinement (:class:`rave.network.LightRefinement`) of ``log L``."""
+    from rave.network import LightRefinement
+
+    refine = LightRefinement(radius, eps, knee)
+
+    def smooth(log_light: np.ndarray, image: np.ndarray) -> np.ndarray:
+        light = torch.from_numpy(np.exp(log_light)).float()[None, None]
+        pixels = torch.from_numpy(image.transpose(2, 0, 1).copy()).float()[None]
+        return torch.log(refine(light, pixels))[0, 0].double().numpy()
 
     return smooth
 
@@ -99,6 +119,13 @@ def main(argv: Iterable[str] | None = None) -> int:
         models.append(filtered_model(args.model, f"model, gauss {sigma:g}", gaussian(sigma)))
     label = f"model, guided r {args.radius} eps {args.eps:g} knee {args.knee:g}"
     models.append(filtered_model(args.model, label, stage_target(args.radius, args.eps, args.knee)))
+    models.append(
+        filtered_model(
+            args.model, f"model, guard knee {args.knee:g}", refinement(0, 1.0, args.knee)
+        )
+    )
+    label = f"model, refinement r {args.radius} eps {args.eps:g} knee {args.knee:g}"
+    models.append(filtered_model(args.model, label, refinement(args.radius, args.eps, args.knee)))
     scorers, note = no_reference_scorers()
     if note:
         print(note, file=sys.stderr)
