@@ -132,15 +132,27 @@ def test_tiled_engine_equals_the_whole_image_refined_light_map(
         assert (got - raw).abs().max() > 1e-2
 
 
-def test_in_place_enhancement_waits_for_the_refinements_reach() -> None:
-    """Tiles read light map and pixels 2 r beyond their own: in-place writes must wait."""
+@pytest.mark.parametrize("band_pixels", [1 << 19, 130 * 20])
+def test_in_place_enhancement_waits_for_the_refinements_reach(
+    monkeypatch: pytest.MonkeyPatch, band_pixels: int
+) -> None:
+    """Bands read light map and pixels 2 r beyond their own: in-place writes must wait."""
+    from rave.inference import tiled
+
+    monkeypatch.setattr(tiled, "_REFINE_BAND_PIXELS", band_pixels)  # 150 rows: 1 or 5 bands
     net = _net(1)
     net.light_refinement = LightRefinement(radius=8)
     image = (_backlit(150, 130, seed=5) * 255).round().to(torch.uint8)
+    with torch.inference_mode():
+        reference = (image.float() / 255 / net.light_map(image.float() / 255)).clamp(0, 1)
     expected = enhance_tensor(net, image, tile=32)
+    assert torch.allclose(expected, reference, atol=1e-5)
     in_place = image.clone()
     enhance_tensor(net, in_place, tile=32, out=in_place)
     assert torch.equal(in_place, (expected * 255).round().to(torch.uint8))
+    light = predict_light_map(net, image, tile=32)
+    with torch.inference_mode():
+        assert torch.allclose(light, net.light_map(image.float() / 255), atol=1e-5)
 
 
 def test_a_precomputed_light_map_is_not_refined_twice() -> None:
