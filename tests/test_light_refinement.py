@@ -132,25 +132,24 @@ def test_tiled_engine_equals_the_whole_image_refined_light_map(
         assert (got - raw).abs().max() > 1e-2
 
 
-@pytest.mark.parametrize("band_pixels", [1 << 19, 130 * 20])
-def test_in_place_enhancement_waits_for_the_refinements_reach(
-    monkeypatch: pytest.MonkeyPatch, band_pixels: int
-) -> None:
-    """Bands read light map and pixels 2 r beyond their own: in-place writes must wait."""
-    from rave.inference import tiled
+@pytest.mark.parametrize("tile", [None, 32, 8])
+def test_in_place_enhancement_waits_for_the_refinements_reach(tile: int | None) -> None:
+    """Bands read light map and pixels 2 r beyond their own: in-place writes must wait.
 
-    monkeypatch.setattr(tiled, "_REFINE_BAND_PIXELS", band_pixels)  # 150 rows: 1 or 5 bands
+    One band (whole image), bands of 32 rows (the tile rows), and rows of 8, fewer than the
+    refinement's reach of 16, which must pile up before a band can be refined.
+    """
     net = _net(1)
     net.light_refinement = LightRefinement(radius=8)
     image = (_backlit(150, 130, seed=5) * 255).round().to(torch.uint8)
     with torch.inference_mode():
         reference = (image.float() / 255 / net.light_map(image.float() / 255)).clamp(0, 1)
-    expected = enhance_tensor(net, image, tile=32)
+    expected = enhance_tensor(net, image, tile=tile)
     assert torch.allclose(expected, reference, atol=1e-5)
     in_place = image.clone()
-    enhance_tensor(net, in_place, tile=32, out=in_place)
+    enhance_tensor(net, in_place, tile=tile, out=in_place)
     assert torch.equal(in_place, (expected * 255).round().to(torch.uint8))
-    light = predict_light_map(net, image, tile=32)
+    light = predict_light_map(net, image, tile=tile)
     with torch.inference_mode():
         assert torch.allclose(light, net.light_map(image.float() / 255), atol=1e-5)
 

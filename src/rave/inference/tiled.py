@@ -87,11 +87,6 @@ _CPU_TILE_BUDGET_LARGE_IMAGE_BYTES = 64 * 2**20
 _CPU_FEATURE_CACHE_BYTES = 512 * 2**20
 
 
-# Pixels per band of the light-map refinement: its temporaries are a few single-channel maps
-# of the band, so half a megapixel keeps them near 20 MB whatever the photo's size.
-_REFINE_BAND_PIXELS = 1 << 19
-
-
 @dataclass(frozen=True)
 class _Region:
     """A rectangle ``[top, bottom) x [left, right)`` of the full image, with its size."""
@@ -574,7 +569,15 @@ def _run_tiled(
     light_in: Tensor | None = None,
     deadline: Deadline = None,
     refine: bool = True,
+    light_sink: Callable[[_Region, Tensor], None] | None = None,
+    row_done: Callable[[int, int], None] | None = None,
 ) -> None:
+    """Run the network tile by tile into ``light_out`` and/or ``enhanced_out``.
+
+    ``light_sink(tile, light)`` also receives each tile's light map (from any worker), and
+    ``row_done(top, bottom)`` is called after each row of tiles ``[top, bottom)`` is done,
+    the rows in order (both for :func:`_run_refined`).
+    """
     _check_image(image)
     if refine and net.light_refinement is not None and light_in is None:
         _run_refined(
@@ -659,6 +662,8 @@ def _run_tiled(
             positive_seen.append(True)
         if light_out is not None:
             _write(light_out, tile_region, light.to(light_out.device))
+        if light_sink is not None:
+            light_sink(tile_region, light)
         if enhanced_out is not None:
             source = image[
                 ..., tile_region.top : tile_region.bottom, tile_region.left : tile_region.right
@@ -680,24 +685,29 @@ def _run_tiled(
     in_place = enhanced_out is not None and _aliases(enhanced_out, image)
     if light_in is not None:
         halo = 0  # tiles read only their own pixels
-    if not in_place:
+    if not in_place and row_done is None:
         _for_each_tile(run_tile, tiles, workers)
         _check_some_light(positive_seen)
         return
-    assert enhanced_out is not None  # in_place implies it
-    # Writing into the image itself: a tile's result is held back until no later tile
-    # reads the pixels under it (their crops reach `halo` pixels above their own rows).
+    # Row by row. Writing into the image itself: a tile's result is held back until no
+    # later tile reads the pixels under it (their crops reach `halo` pixels above their rows).
     pending: list[tuple[_Region, Tensor]] = []
     rows = sorted({(t.top, t.bottom) for t in tiles})
-    for top, _ in rows:
+    for top, bottom in rows:
         _for_each_tile(run_tile, [t for t in tiles if t.top == top], workers)
+        if row_done is not None:
+            row_done(top, bottom)
+        if not in_place:
+            continue
+        assert enhanced_out is not None  # in_place implies it
         still_read_from = max(0, top - halo)  # later rows start lower, read from lower
         done = [(r, v) for r, v in pending if r.bottom <= still_read_from]
         pending = [(r, v) for r, v in pending if r.bottom > still_read_from]
         for region, values in done:
             _write(enhanced_out, region, values)
-    for region, values in pending:
-        _write(enhanced_out, region, values)
+    if enhanced_out is not None:
+        for region, values in pending:
+            _write(enhanced_out, region, values)
     _check_some_light(positive_seen)
 
 
@@ -716,62 +726,88 @@ def _run_refined(
     """:func:`_run_tiled` for a model with a light-map refinement.
 
     The refinement reads ``2 r`` pixels of light map around each output pixel. Growing every
-    network tile by that much would recompute the network on the overlap (41% more work
-    with the 136 px tiles of a 24 MP photo), so the network's light map is computed once,
-    tiled as usual, into a full-size float32 map (4 bytes per pixel: 96 MB at 24 MP), and
-    refined and applied in bands of rows that overlap by ``2 r``. A band's output is held
-    back until the next band has read the rows under it, so ``light_out`` may hold the
-    network's map and ``enhanced_out`` may be the image itself.
+    network tile by that much would recompute the network on the overlaps (41% more work
+    with the 136 px tiles of a 24 MP photo), and keeping the network's whole light map would
+    cost 4 bytes per pixel (96 MB at 24 MP). Instead the network runs row of tiles by row of
+    tiles, and after each row the rows of light map that now have ``2 r`` rows below them
+    are refined and applied; only the rows still needed are kept. In place, a band's output
+    is held back until neither a later row of tiles nor the next band reads the pixels
+    under it.
     """
     refinement = net.light_refinement
     assert refinement is not None
-    raw = light_out
-    if raw is None:
-        raw = torch.empty(
-            (image.shape[0], 1, *image.shape[-2:]), dtype=torch.float32, device=image.device
-        )
+    device = next(net.parameters()).device
+    batch = image.shape[0]
+    height, width = image.shape[-2:]
+    reach = refinement.halo
+    in_place = enhanced_out is not None and _aliases(enhanced_out, image)
+    chunks: dict[int, tuple[int, Tensor]] = {}  # top -> (bottom, network light of those rows)
+    allocating = threading.Lock()
+    pending: list[tuple[int, int, Tensor]] = []  # enhanced rows held back (in place)
+    done = 0  # rows [0, done) are refined and applied
+
+    def keep(region: _Region, light: Tensor) -> None:
+        with allocating:
+            if region.top not in chunks:
+                rows = torch.empty(
+                    (batch, 1, region.bottom - region.top, width),
+                    dtype=torch.float32,
+                    device=device,
+                )
+                chunks[region.top] = (region.bottom, rows)
+        chunks[region.top][1][..., region.left : region.right] = light
+
+    def rows_of_light(first: int, last: int) -> Tensor:
+        parts = [
+            rows[..., max(first, top) - top : min(last, bottom) - top, :]
+            for top, (bottom, rows) in sorted(chunks.items())
+            if top < last and bottom > first
+        ]
+        return torch.cat(parts, dim=-2)
+
+    def refine_rows(top: int, bottom: int) -> None:
+        nonlocal done
+        # rows up to `bottom` of network light are known; refine those that have `reach` below
+        limit = height if bottom == height else bottom - reach
+        if limit <= done:
+            return
+        _check_deadline(deadline)
+        first, last = max(0, done - reach), min(height, limit + reach)
+        pixels = _to_unit_float(image[..., first:last, :], device, False)
+        light = refinement(rows_of_light(first, last), pixels)[..., done - first : limit - first, :]
+        if light_out is not None:
+            light_out[..., done:limit, :].copy_(light.to(light_out.device))
+        if enhanced_out is not None:
+            own = pixels[..., done - first : limit - first, :]
+            enhanced = _quantize(apply_light_map(own, light, strength=strength), enhanced_out.dtype)
+            pending.append((done, limit, enhanced.to(enhanced_out.device)))
+        done = limit
+        # Later rows of tiles read pixels from FULL_HALO above their own rows, the next band
+        # from `reach` above `done`: rows above both can be written.
+        safe = height if bottom == height else min(bottom - FULL_HALO, done - reach)
+        if not in_place:
+            safe = height
+        while pending and pending[0][1] <= safe:
+            start, end, values = pending.pop(0)
+            assert enhanced_out is not None
+            enhanced_out[..., start:end, :].copy_(values)
+        for chunk_top in [t for t, (b, _) in chunks.items() if b <= done - reach]:
+            del chunks[chunk_top]
+
     _run_tiled(
         net,
         image,
         tile,
-        light_out=raw,
+        light_out=None,
         enhanced_out=None,
         cache_features=cache_features,
         progress=progress,
         deadline=deadline,
         refine=False,
+        light_sink=keep,
+        row_done=refine_rows,
     )
-    device = next(net.parameters()).device
-    height, width = image.shape[-2:]
-    reach = refinement.halo
-    band = max(2 * reach + 1, _REFINE_BAND_PIXELS // max(1, width))
-    pending: list[tuple[int, int, Tensor, Tensor | None]] = []
-
-    def flush(before: int) -> None:
-        """Write the held-back bands that end at or above row ``before``."""
-        nonlocal pending
-        for top, bottom, light, enhanced in pending:
-            if bottom > before:
-                continue
-            if light_out is not None:
-                light_out[..., top:bottom, :].copy_(light.to(light_out.device))
-            if enhanced_out is not None and enhanced is not None:
-                enhanced_out[..., top:bottom, :].copy_(enhanced.to(enhanced_out.device))
-        pending = [p for p in pending if p[1] > before]
-
-    for top in range(0, height, band):
-        _check_deadline(deadline)
-        bottom = min(height, top + band)
-        first, last = max(0, top - reach), min(height, bottom + reach)
-        pixels = _to_unit_float(image[..., first:last, :], device, False)
-        light = refinement(raw[..., first:last, :].to(device), pixels)
-        light = light[..., top - first : bottom - first, :]
-        enhanced = None
-        if enhanced_out is not None:
-            own = pixels[..., top - first : bottom - first, :]
-            enhanced = _quantize(apply_light_map(own, light, strength=strength), enhanced_out.dtype)
-        pending.append((top, bottom, light, enhanced))
-        flush(bottom - reach if bottom < height else height)  # the next band reads from there
+    assert done == height and not pending
 
 
 def _check_some_light(positive_seen: list[bool]) -> None:
