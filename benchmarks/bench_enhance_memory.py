@@ -124,7 +124,7 @@ def main() -> None:
             )
 
 
-_LAUNCH_CLI = "import sys; from rave.cli import main; sys.exit(main())"
+_LAUNCH_CLI = "import sys; from rave.cli import run; sys.exit(run())"  # the rave script
 _LAUNCH_API = (
     "import sys, rave; rave.Enhancer(sys.argv[1], device='cpu', tile=sys.argv[2])"
     ".enhance_file(sys.argv[3], sys.argv[4])"

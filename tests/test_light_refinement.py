@@ -132,13 +132,19 @@ def test_tiled_engine_equals_the_whole_image_refined_light_map(
         assert (got - raw).abs().max() > 1e-2
 
 
-@pytest.mark.parametrize("tile", [None, 32, 8])
-def test_in_place_enhancement_waits_for_the_refinements_reach(tile: int | None) -> None:
+@pytest.mark.parametrize(("tile", "columns"), [(None, 1024), (32, 1024), (8, 1024), (32, 24)])
+def test_in_place_enhancement_waits_for_the_refinements_reach(
+    monkeypatch: pytest.MonkeyPatch, tile: int | None, columns: int
+) -> None:
     """Bands read light map and pixels 2 r beyond their own: in-place writes must wait.
 
-    One band (whole image), bands of 32 rows (the tile rows), and rows of 8, fewer than the
-    refinement's reach of 16, which must pile up before a band can be refined.
+    One band (whole image), bands of 32 rows (the tile rows), rows of 8, fewer than the
+    refinement's reach of 16, which must pile up before a band can be refined; and bands
+    refined in blocks of 24 columns (6 blocks across), each reading 16 columns beyond.
     """
+    from rave.inference import tiled
+
+    monkeypatch.setattr(tiled, "_REFINE_BLOCK_COLUMNS", columns)
     net = _net(1)
     net.light_refinement = LightRefinement(radius=8)
     image = (_backlit(150, 130, seed=5) * 255).round().to(torch.uint8)

@@ -87,6 +87,11 @@ _CPU_TILE_BUDGET_LARGE_IMAGE_BYTES = 64 * 2**20
 _CPU_FEATURE_CACHE_BYTES = 512 * 2**20
 
 
+# Columns per block of the light-map refinement (plus its reach on each side): the guided
+# filter's temporaries are a dozen single-channel maps of the block.
+_REFINE_BLOCK_COLUMNS = 1024
+
+
 @dataclass(frozen=True)
 class _Region:
     """A rectangle ``[top, bottom) x [left, right)`` of the full image, with its size."""
@@ -773,14 +778,29 @@ def _run_refined(
             return
         _check_deadline(deadline)
         first, last = max(0, done - reach), min(height, limit + reach)
-        pixels = _to_unit_float(image[..., first:last, :], device, False)
-        light = refinement(rows_of_light(first, last), pixels)[..., done - first : limit - first, :]
-        if light_out is not None:
-            light_out[..., done:limit, :].copy_(light.to(light_out.device))
+        raw = rows_of_light(first, last)
+        enhanced = None
         if enhanced_out is not None:
-            own = pixels[..., done - first : limit - first, :]
-            enhanced = _quantize(apply_light_map(own, light, strength=strength), enhanced_out.dtype)
-            pending.append((done, limit, enhanced.to(enhanced_out.device)))
+            enhanced = torch.empty(
+                (batch, 3, limit - done, width),
+                dtype=enhanced_out.dtype,
+                device=enhanced_out.device,
+            )
+        # in blocks of columns that overlap by `reach`: the filter's temporaries stay small
+        for left in range(0, width, _REFINE_BLOCK_COLUMNS):
+            right = min(width, left + _REFINE_BLOCK_COLUMNS)
+            west, east = max(0, left - reach), min(width, right + reach)
+            pixels = _to_unit_float(image[..., first:last, west:east], device, False)
+            light = refinement(raw[..., west:east], pixels)
+            light = light[..., done - first : limit - first, left - west : right - west]
+            if light_out is not None:
+                light_out[..., done:limit, left:right].copy_(light.to(light_out.device))
+            if enhanced is not None:
+                own = pixels[..., done - first : limit - first, left - west : right - west]
+                values = _quantize(apply_light_map(own, light, strength=strength), enhanced.dtype)
+                enhanced[..., left:right].copy_(values.to(enhanced.device))
+        if enhanced is not None:
+            pending.append((done, limit, enhanced))
         done = limit
         # Later rows of tiles read pixels from FULL_HALO above their own rows, the next band
         # from `reach` above `done`: rows above both can be written.
