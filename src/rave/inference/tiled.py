@@ -802,11 +802,9 @@ def _run_refined(
         if enhanced is not None:
             pending.append((done, limit, enhanced))
         done = limit
-        # Later rows of tiles read pixels from FULL_HALO above their own rows, the next band
-        # from `reach` above `done`: rows above both can be written.
-        safe = height if bottom == height else min(bottom - FULL_HALO, done - reach)
-        if not in_place:
-            safe = height
+        # In place, later rows of tiles read pixels from FULL_HALO above their own rows and
+        # the next band from `reach` above `done`: rows above both can be written.
+        safe = min(bottom - FULL_HALO, done - reach) if in_place and bottom < height else height
         while pending and pending[0][1] <= safe:
             start, end, values = pending.pop(0)
             assert enhanced_out is not None
