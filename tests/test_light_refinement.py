@@ -17,6 +17,11 @@ from rave.inference import enhance_tensor, predict_light_map
 from rave.network import CheckpointError, EnhancementNet, LightRefinement, light_refinement_of
 from rave.zoo import load_enhancer
 
+# The tiled engine (Winograd kernel, AVX2 or AVX-512) against eager PyTorch, as in
+# tests/test_inference.py: float32 rounding gives about 1e-6, the bound leaves room for the
+# AVX2 build's larger per-layer rounding.
+ENGINE_TOLERANCE = 1e-4
+
 
 def _generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
@@ -127,7 +132,7 @@ def test_tiled_engine_equals_the_whole_image_refined_light_map(
         expected = net.light_map(image)
         raw = net(image)
     got = predict_light_map(net, image, tile=tile)
-    assert torch.allclose(got, expected, atol=1e-5, rtol=1e-5)
+    assert torch.allclose(got, expected, atol=ENGINE_TOLERANCE, rtol=0)
     if min(height, width) > 8:  # the refinement changed something worth comparing
         assert (got - raw).abs().max() > 1e-2
 
@@ -151,13 +156,15 @@ def test_in_place_enhancement_waits_for_the_refinements_reach(
     with torch.inference_mode():
         reference = (image.float() / 255 / net.light_map(image.float() / 255)).clamp(0, 1)
     expected = enhance_tensor(net, image, tile=tile)
-    assert torch.allclose(expected, reference, atol=1e-5)
+    assert torch.allclose(expected, reference, atol=ENGINE_TOLERANCE, rtol=0)
     in_place = image.clone()
     enhance_tensor(net, in_place, tile=tile, out=in_place)
     assert torch.equal(in_place, (expected * 255).round().to(torch.uint8))
     light = predict_light_map(net, image, tile=tile)
     with torch.inference_mode():
-        assert torch.allclose(light, net.light_map(image.float() / 255), atol=1e-5)
+        assert torch.allclose(
+            light, net.light_map(image.float() / 255), atol=ENGINE_TOLERANCE, rtol=0
+        )
 
 
 def test_a_precomputed_light_map_is_not_refined_twice() -> None:
