@@ -101,6 +101,8 @@ def main() -> None:
 
 # Subcommands after which the console script skips the interpreter's teardown (run()).
 FAST_EXIT_COMMANDS = frozenset({"enhance"})
+# Subcommands that run the tiled engine, whose threads should share one heap (run()).
+ONE_HEAP_COMMANDS = frozenset({"enhance", "serve"})
 
 
 def run(argv: list[str] | None = None) -> None:
@@ -114,12 +116,17 @@ def run(argv: list[str] | None = None) -> None:
     finished, so there is nothing left for the teardown to do: the standard streams and
     logging are flushed and the process leaves with ``os._exit``. Other subcommands (the
     training's TensorBoard files, the server) exit normally; so does any exception that
-    escapes click, with its traceback.
+    escapes click, with its traceback. ``enhance`` and ``serve`` first make every thread
+    share one heap (:func:`rave.inference.memory.share_one_heap`).
     """
     import sys
 
     args = sys.argv[1:] if argv is None else argv
     command = next((a for a in args if not a.startswith("-")), None)
+    if command in ONE_HEAP_COMMANDS:
+        from rave.inference.memory import share_one_heap
+
+        share_one_heap()  # before PyTorch starts its threads
     try:
         main.main(args=args, prog_name="rave", standalone_mode=True)
     except SystemExit as stop:

@@ -135,3 +135,45 @@ def test_memory_bound_photos_release_them(monkeypatch) -> None:
     assert not calls
     memory.tune_allocator(memory_bound=True)
     assert calls == [1] or memory._glibc() is None
+
+
+HEAPS_AFTER_THREADS = r"""
+import ctypes, sys, threading
+from rave.inference.memory import share_one_heap, _glibc
+if sys.argv[1] == "share":
+    share_one_heap()
+libc = _glibc()
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+def allocate():
+    block = libc.malloc(8 << 20)
+    ctypes.memset(block, 1, 8 << 20)
+    libc.free(block)
+threads = [threading.Thread(target=allocate) for _ in range(3)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+libc.fopen.restype = ctypes.c_void_p
+libc.fopen.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+libc.malloc_info.argtypes = [ctypes.c_int, ctypes.c_void_p]
+libc.fclose.argtypes = [ctypes.c_void_p]
+report = libc.fopen(sys.argv[2].encode(), b"w")
+libc.malloc_info(0, report)
+libc.fclose(report)
+"""
+
+
+@pytest.mark.skipif(memory._glibc() is None, reason="glibc's allocator")
+def test_threads_share_one_heap(tmp_path) -> None:
+    """After share_one_heap, threads that allocate use the main heap: malloc_info lists one
+    heap, against one per thread without it (the page faults it avoids: see its docstring)."""
+    import subprocess
+
+    heaps = {}
+    for mode in ("share", "default"):
+        report = tmp_path / f"{mode}.xml"
+        subprocess.run([sys.executable, "-c", HEAPS_AFTER_THREADS, mode, str(report)], check=True)
+        heaps[mode] = report.read_text().count("<heap nr=")
+    assert heaps["share"] == 1
+    assert heaps["default"] > 1
