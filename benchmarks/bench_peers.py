@@ -9,7 +9,8 @@ the other, on the same photo-like image, weights and thread count:
   graph optimisations;
 - ``openvino``: the same ONNX model in OpenVINO's CPU plugin, float32 inference precision,
   reshaped to the image's static size;
-- ``rave-winograd`` / ``rave-onednn``: ``predict_light_map(tile="auto")`` with rave's
+- ``rave-winograd`` / ``rave-onednn``: ``predict_light_map(tile="auto")``, after the
+  allocator policy of rave's entry points (``--allocator``), with rave's
   Winograd kernel (its default F(6x6, 3x3) tiles) / PyTorch's channels-last oneDNN
   convolutions; ``rave-winograd-f4``: the Winograd kernel with F(4x4, 3x3) tiles
   (``RAVE_WINOGRAD_TILE=4``), the kernel's tile size before F(6x6), for the ratio between
@@ -26,6 +27,7 @@ latter.
     .venv/bin/python benchmarks/bench_peers.py                    # 2048x1536, 2 threads
     .venv/bin/python benchmarks/bench_peers.py --size 6000x4000   # 24 MP, where peers fit
     .venv/bin/python benchmarks/bench_peers.py --memory-scan      # ONNX Runtime at 0.2-3 MP
+    .venv/bin/python benchmarks/bench_peers.py --allocator default  # glibc's defaults
 """
 
 from __future__ import annotations
@@ -101,7 +103,14 @@ def _run_peer(kind: str, model_path: Path, image_path: str, threads: int, tmp: P
     return seconds, peak_mb, np.load(out_path)
 
 
-def _run(variant: str, model_path: Path, image_path: str, threads: int, tmp: Path):
+def _run(
+    variant: str,
+    model_path: Path,
+    image_path: str,
+    threads: int,
+    tmp: Path,
+    allocator: str = "default",
+):
     """``(seconds, peak RSS in MB, light map (H, W))`` of one variant, in a child process."""
     if variant == "eager":
         return shared._run("reference", image_path, threads, None, "cpu", tmp)
@@ -111,7 +120,7 @@ def _run(variant: str, model_path: Path, image_path: str, threads: int, tmp: Pat
         if tile_side:
             os.environ["RAVE_WINOGRAD_TILE"] = tile_side  # inherited by the child process
         try:
-            return shared._run("tiled", image_path, threads, "auto", "cpu", tmp, backend)
+            return shared._run("tiled", image_path, threads, "auto", "cpu", tmp, backend, allocator)
         finally:
             os.environ.pop("RAVE_WINOGRAD_TILE", None)
     return _run_peer(variant, model_path, image_path, threads, tmp)
@@ -189,6 +198,14 @@ def main() -> int:
     parser.add_argument(
         "--memory-scan", action="store_true", help="only ONNX Runtime's memory against size"
     )
+    parser.add_argument(
+        "--allocator",
+        choices=("rave", "default"),
+        default="rave",
+        help="rave variants: the allocator policy rave's entry points apply (rave enhance, "
+        "rave.enhance, rave.Enhancer, rave serve: rave.inference.memory.tune_allocator; "
+        "default), or glibc as left for a direct call of predict_light_map",
+    )
     args = parser.parse_args()
     if args.memory_scan:
         _memory_scan(args.threads)
@@ -203,6 +220,7 @@ def main() -> int:
     winograd_flops = shared.FLOPS_PER_PIXEL * 16 / 81  # per pixel: 64 products per 36 outputs
     limit = winograd_flops * 1e6 / (peak * 1e9)
     print(f"image {width}x{height} ({megapixels:.2f} MP), {args.threads} threads")
+    print(f"allocator policy of the rave variants: {args.allocator}")
     print(f"weights: {'authors rave-unpaired' if shared.CHECKPOINT.is_file() else 'default'}")
     print(f"Winograd kernel: {winograd.kernel_status()}")
     print(
@@ -227,7 +245,9 @@ def main() -> int:
                 print(f"{variant}: skipped, needs about {needed_mb / 1024:.0f} GB")
                 continue
             try:
-                seconds, peak, light = _run(variant, model, image_path, args.threads, tmp)
+                seconds, peak, light = _run(
+                    variant, model, image_path, args.threads, tmp, args.allocator
+                )
             except RuntimeError as err:
                 print(err)
                 continue

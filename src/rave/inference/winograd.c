@@ -15,9 +15,12 @@
  * (m + 2)^2 small matrix products and the epilogue (bias, residual, leaky ReLU) are fused
  * here.
  *
- * Where the time goes (AMD EPYC Zen 3, AVX2, F(4x4), crops of 290x290 pixels): the
- * products 50-65% of the kernel, at about two thirds of the core's FMA peak; the input and
- * output transforms the rest. F(6x6) cuts the products by 21% at about the same transform
+ * Where the time goes (AMD EPYC Zen 3, AVX2, F(4x4), crops of 290x290 pixels, before the
+ * broadcast fix of splat() below): the products 50-65% of the kernel, at about two thirds
+ * of the core's FMA peak; the input and output transforms the rest. After it (Xeon,
+ * AVX-512, F(6x6), one thread): the products run at 117-155 GFLOP/s of a measured 160
+ * (75-95%), 50-60% of the kernel's time; the transforms, bound by their scattered stores
+ * to and loads from the scratch planes, take the rest. F(6x6) cuts the products by 21% at about the same transform
  * cost per output pixel (its 8-point transforms do more arithmetic per tile but move less
  * data per output). Its price is accuracy: its transforms hold larger constants (up to 32,
  * and 21/4 in B^T), so float32 rounding is about 2.5x F(4x4)'s (relative error of a

@@ -264,9 +264,11 @@ def output_tile(in_channels: int, out_channels: int) -> int:
 
     F(6x6) for every layer of the network: with 21% fewer multiplications, each of its
     channel counts (32->32, 64->64, 32->64, 64->32) took 12% to 16% less time than with
-    F(4x4) on 290x290 crops (AMD EPYC Zen 3, AVX2, benchmarks/bench_winograd.py; not
-    measured on AVX-512), and the whole network's light map stays as close to eager
-    PyTorch as with F(4x4) (1.9e-6 for the authors' weights at 2048x1536).
+    F(4x4) on 290x290 crops (AMD EPYC Zen 3, AVX2, benchmarks/bench_winograd.py), and the
+    whole network's light map stays as close to eager PyTorch as with F(4x4) (1.9e-6 for
+    the authors' weights at 2048x1536). On a Xeon with AVX-512, once the kernel's products
+    ran at full speed (its broadcast fix), the two were even: the network took 1.02x the
+    time with F(6x6) (per layer 0.84x to 1.03x), so F(6x6) stays everywhere.
     ``RAVE_WINOGRAD_TILE=4`` (or 6) forces one size for every layer, e.g. to compare them.
     """
     forced = os.environ.get("RAVE_WINOGRAD_TILE")
