@@ -18,15 +18,16 @@
  * Where the time goes (AMD EPYC Zen 3, AVX2, F(4x4), crops of 290x290 pixels, before the
  * broadcast fix of splat() below): the products 50-65% of the kernel, at about two thirds
  * of the core's FMA peak; the input and output transforms the rest. After it (Xeon,
- * AVX-512, F(6x6), one thread): the products run at 117-155 GFLOP/s of a measured 160
- * (75-95%), 50-60% of the kernel's time; the transforms, bound by their scattered stores
- * to and loads from the scratch planes, take the rest. F(6x6) cuts the products by 21% at about the same transform
- * cost per output pixel (its 8-point transforms do more arithmetic per tile but move less
- * data per output). Its price is accuracy: its transforms hold larger constants (up to 32,
- * and 21/4 in B^T), so float32 rounding is about 2.5x F(4x4)'s (relative error of a
- * 64-channel layer about 1e-5 instead of 4e-6). Which tile size each layer uses is the
- * caller's choice (winograd.py); both share every loop below, the tile size being a
- * compile-time constant of each always-inlined instance.
+ * AVX-512, F(6x6), one thread, benchmarks/winograd_stages.c): the products run at 100-155
+ * GFLOP/s of a measured 160, 50-60% of the kernel's time; the transforms, bound by their
+ * scattered stores to and loads from the scratch planes, take the rest. F(6x6) cuts the
+ * products by 21% at about the same transform cost per output pixel (its 8-point
+ * transforms do more arithmetic per tile but move less data per output). Its price is
+ * accuracy: its transforms hold larger constants (up to 32, and 21/4 in B^T), so float32
+ * rounding is about 2.5x F(4x4)'s (relative error of a 64-channel layer about 1e-5 instead
+ * of 4e-6). Which tile size each layer uses is the caller's choice (winograd.py); both
+ * share every loop below, the tile size being a compile-time constant of each
+ * always-inlined instance.
  *
  * Written with GCC/Clang vector extensions, not intrinsics, so that one source compiles
  * to AVX-512, AVX2 or NEON. Matrices from Lavin & Gray, "Fast Algorithms for
@@ -94,7 +95,7 @@ static inline void store(float *p, vf v) { memcpy(p, &v, sizeof v); }
  * compiler drops the subtraction and broadcasts straight from memory (a load, or an FMA's
  * broadcast operand with AVX-512). The former s + 0 is not s for s = -0, so it stayed a
  * scalar add plus a register broadcast on the FMA ports in the products' inner loop:
- * they ran at half the speed (32->32 products in L1, Xeon with AVX-512: 79 -> 144 GFLOP/s). */
+ * they ran at half the speed (32->32 products in L1, Xeon, AVX-512: 68-79 -> 144 GFLOP/s). */
 static inline vf splat(float s) { return s - (vf){0}; }
 
 /* y > 0 ? y : slope * y, for any slope (PReLU slopes are learned, not only in [0, 1]) */
