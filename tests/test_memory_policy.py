@@ -1,8 +1,10 @@
-"""Releasing the resident pages of GPU libraries in a process that runs on the CPU.
+"""The engine's memory policy (rave.inference.memory): releasing the resident pages of GPU
+libraries in a process that runs on the CPU, and one heap for every thread.
 
-The function under test works on the process's own page tables, so these tests map real
-files and read ``/proc/self/smaps`` back: a page whose entry was dropped must no longer be
-resident, and reading it again must give the file's bytes unchanged.
+The release works on the process's own page tables, so these tests map real files and read
+``/proc/self/smaps`` back: a page whose entry was dropped must no longer be resident, and
+reading it again must give the file's bytes unchanged. Heap sharing is read back from
+glibc's ``malloc_info`` in a fresh interpreter.
 """
 
 from __future__ import annotations
