@@ -190,6 +190,33 @@ def test_fused_residual_and_activation(kernel, slope, tile) -> None:
     _close(out, _leaky(F.conv2d(x, conv.weight, conv.bias) + residual, slope), tile)
 
 
+@pytest.mark.parametrize("threads", [1, 3])
+@pytest.mark.parametrize("tile", [4, 6])
+def test_result_written_over_the_residual(kernel, tile, threads) -> None:
+    """into_residual: the same values as a fresh output, in the residual's own memory (a crop
+    of a larger tensor here, whose other pixels stay untouched), split across threads too."""
+    conv = _conv(32, 32, True, seed=8)
+    x = torch.randn(1, 32, 47, 38).contiguous(memory_format=torch.channels_last)
+    big = torch.randn(1, 32, 50, 44).contiguous(memory_format=torch.channels_last)
+    residual = big[..., 2:47, 3:39]
+    expected = winograd.conv3x3(
+        kernel, x, conv, slope=0.2, residual=residual.clone(), tile=tile, threads=threads
+    )
+    outside = big.clone()
+    outside[..., 2:47, 3:39] = 0
+    out = winograd.conv3x3(
+        kernel, x, conv, slope=0.2, residual=residual, tile=tile, threads=threads,
+        into_residual=True,
+    )  # fmt: skip
+    assert out.data_ptr() == residual.data_ptr()
+    assert torch.equal(out, expected)
+    assert torch.equal(residual, expected)
+    big[..., 2:47, 3:39] = 0
+    assert torch.equal(big, outside)
+    with pytest.raises(ValueError, match="needs a residual"):
+        winograd.conv3x3(kernel, x, conv, into_residual=True)
+
+
 def test_crops_and_other_layouts(kernel) -> None:
     """Crops of a channels-last tensor are read in place; NCHW input is accepted too."""
     conv = _conv(64, 32, True, seed=4)

@@ -149,7 +149,8 @@ def _conv3x3(
     """``act(conv(x) + residual)`` on a crop of the image, padding only on image-border sides.
 
     ``mode`` is the padding ("reflect" or "zeros"); ``slope`` the leaky-ReLU slope of the
-    activation (``None``: no activation); ``residual`` is shaped like the output.
+    activation (``None``: no activation); ``residual`` is shaped like the output, and the
+    Winograd kernel writes the result over it (it must not share memory with ``x``).
     """
     pad = region.padding()
     if backend == "winograd":
@@ -164,6 +165,7 @@ def _conv3x3(
                 slope=1.0 if slope is None else slope,
                 residual=residual,
                 threads=torch.get_num_threads(),
+                into_residual=residual is not None,
             )
             return out, region.shrink()
         x = x.contiguous(memory_format=torch.channels_last)

@@ -341,6 +341,7 @@ def conv3x3(
     residual: Tensor | None = None,
     threads: int = 1,
     tile: int | None = None,
+    into_residual: bool = False,
 ) -> Tensor:
     """``act(conv(pad(x)) + residual)``, ``act(v) = v if v > 0 else slope * v``.
 
@@ -356,6 +357,10 @@ def conv3x3(
         threads: split each image's output tiles across this many threads.
         tile: output tile side, 4 (F(4x4, 3x3)) or 6 (F(6x6, 3x3)); default:
             :func:`output_tile` for the conv's channel counts.
+        into_residual: write the result over ``residual`` (which must not share memory
+            with ``x``) and return it: each output value is written after its own residual
+            value is read, so no other memory is needed and the writes go to cache lines
+            just read.
 
     Returns:
         ``(B, C_out, H + top + bottom - 2, W + left + right - 2)`` float32, channels-last.
@@ -383,14 +388,18 @@ def conv3x3(
     if not _is_pixel_major(x):
         x = x.contiguous(memory_format=torch.channels_last)
     out_channels = conv.out_channels
-    out = torch.empty(
-        (batch, out_channels, out_height, out_width), memory_format=torch.channels_last
-    )
+    out_shape = (batch, out_channels, out_height, out_width)
     if residual is not None:
-        if residual.shape != out.shape:
-            raise ValueError(f"residual {tuple(residual.shape)} != output {tuple(out.shape)}")
+        if tuple(residual.shape) != out_shape:
+            raise ValueError(f"residual {tuple(residual.shape)} != output {out_shape}")
         if not _is_pixel_major(residual):
             residual = residual.contiguous(memory_format=torch.channels_last)
+    if into_residual:
+        if residual is None:
+            raise ValueError("into_residual needs a residual")
+        out = residual
+    else:
+        out = torch.empty(out_shape, memory_format=torch.channels_last)
     weight = _transformed(conv, tile)
     bias = conv.bias.detach() if conv.bias is not None else None
     tiles = -(-out_height // tile) * -(-out_width // tile)
