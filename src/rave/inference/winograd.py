@@ -360,7 +360,8 @@ def conv3x3(
         into_residual: write the result over ``residual`` (which must not share memory
             with ``x``) and return it: each output value is written after its own residual
             value is read, so no other memory is needed and the writes go to cache lines
-            just read.
+            just read. A residual that is not pixel-major is copied first, and the copy is
+            written and returned.
 
     Returns:
         ``(B, C_out, H + top + bottom - 2, W + left + right - 2)`` float32, channels-last.
