@@ -217,6 +217,35 @@ def test_result_written_over_the_residual(kernel, tile, threads) -> None:
         winograd.conv3x3(kernel, x, conv, into_residual=True)
 
 
+@pytest.mark.parametrize("tile", [4, 6])
+def test_second_input_read_as_concatenated_channels(kernel, tile) -> None:
+    """x2: the conv of cat([x, x2]) without the concatenation, the parts crops of tensors of
+    different widths and channel counts (so their row and pixel strides differ), over every
+    kind of border (the padded tiles gather from both parts) and split across threads: bit
+    for bit what the concatenated input gives, and within rounding of F.conv2d."""
+    width = kernel.vector_width
+    first, second = 2 * width, width
+    conv = _conv(first + second, 2 * width, True, seed=11)
+    big_first = torch.randn(1, first, 40, 50).contiguous(memory_format=torch.channels_last)
+    big_second = torch.randn(1, second, 31, 27).contiguous(memory_format=torch.channels_last)
+    x, x2 = big_first[..., 3:26, 7:30], big_second[..., 5:28, 1:24]
+    joined = torch.cat([x, x2], dim=1).contiguous(memory_format=torch.channels_last)
+    for padding in [(0, 0, 0, 0), (1, 1, 1, 1), (1, 0, 0, 1)]:
+        for pad_mode in ("zeros", "reflect"):
+            for threads in (1, 3):
+                kwargs = dict(padding=padding, pad_mode=pad_mode, slope=0.2, threads=threads,
+                              tile=tile)  # fmt: skip
+                out = winograd.conv3x3(kernel, x, conv, x2=x2, **kwargs)
+                assert torch.equal(out, winograd.conv3x3(kernel, joined, conv, **kwargs))
+                mode = "reflect" if pad_mode == "reflect" else "constant"
+                expected = F.conv2d(F.pad(joined, padding, mode=mode), conv.weight, conv.bias)
+                _close(out, _leaky(expected, 0.2), tile)
+    with pytest.raises(ValueError, match="does not match"):
+        winograd.conv3x3(kernel, x, conv, x2=x2[..., 1:, :])
+    with pytest.raises(ValueError, match=f"takes {first + second} channels"):
+        winograd.conv3x3(kernel, x, conv, x2=torch.cat([x2, x2], dim=1))
+
+
 def test_crops_and_other_layouts(kernel) -> None:
     """Crops of a channels-last tensor are read in place; NCHW input is accepted too."""
     conv = _conv(64, 32, True, seed=4)

@@ -215,13 +215,35 @@ static inline long source_index(long p, long n, long before, long after, int ref
 }
 
 /* The input as the conv sees it: in_h x in_w pixels, padded by pad[0..3] = top, bottom,
- * left, right (zeros, or reflection when `reflect`). */
+ * left, right (zeros, or reflection when `reflect`). Its cin channels may come from two
+ * tensors of the same height and width, as if concatenated: the first cin - cin2 from `in`
+ * (rows in_row floats apart), the last cin2 from `in2` (rows in2_row apart), each
+ * pixel-major with its own channel count; cin2 = 0: all from `in`. The network's pyramid
+ * pooling concatenates its input with the pooled context before a conv: reading both in
+ * place saves writing and reading the concatenation (a 64-channel copy of every pixel). */
 struct padded_input {
     const float *in;
     long in_h, in_w, in_row, cin;
     long pad[4];
     int reflect;
+    const float *in2;
+    long in2_row, cin2;
 };
+
+/* Where channel c of pixel (y, x) of the input is: its address, the floats between two
+ * pixels (its part's channel count) and between two rows of that part. */
+static inline const float *channel_at(const struct padded_input *src, long y, long x, long c,
+                                      long *pixel, long *row) {
+    long cin1 = src->cin - src->cin2;
+    if (c < cin1) {
+        *pixel = cin1;
+        *row = src->in_row;
+        return src->in + y * src->in_row + x * cin1 + c;
+    }
+    *pixel = src->cin2;
+    *row = src->in2_row;
+    return src->in2 + y * src->in2_row + x * src->cin2 + (c - cin1);
+}
 
 /* Transform input tiles [t0, t0 + count) into V[p][t - t0][cin] (p = T * row + col) for
  * output tiles of m x m pixels (T = m + 2). */
@@ -229,15 +251,17 @@ static inline __attribute__((always_inline)) void transform_input(
     const int m, const struct padded_input *src, long tiles_x, long t0, long count, long block,
     float *V) {
     const int T = m + 2;
-    const long cin = src->cin, in_row = src->in_row, plane = plane_of(block, cin);
+    const long cin = src->cin, plane = plane_of(block, cin);
+    long pixel, row;
     for (long k = 0; k < count; k++) {
         long ty = (t0 + k) / tiles_x, tx = (t0 + k) % tiles_x;
         long y0 = m * ty - src->pad[0], x0 = m * tx - src->pad[2]; /* unpadded coordinates */
         float *Vk = V + k * cin;
         if (y0 >= 0 && x0 >= 0 && y0 + T <= src->in_h && x0 + T <= src->in_w) {
-            const float *base = src->in + y0 * in_row + x0 * cin;
-            for (long c = 0; c < cin; c += VEC)
-                input_tile(T, base + c, in_row, cin, Vk + c, plane);
+            for (long c = 0; c < cin; c += VEC) {
+                const float *base = channel_at(src, y0, x0, c, &pixel, &row);
+                input_tile(T, base, row, pixel, Vk + c, plane);
+            }
             continue;
         }
         /* A tile over the padding or past the end: gather it into a local copy first. */
@@ -252,7 +276,7 @@ static inline __attribute__((always_inline)) void transform_input(
                 for (int j = 0; j < T; j++) {
                     vf v = (vf){0};
                     if (rows[i] >= 0 && cols[j] >= 0)
-                        v = load(src->in + rows[i] * in_row + cols[j] * cin + c);
+                        v = load(channel_at(src, rows[i], cols[j], c, &pixel, &row));
                     store(padded + (T * i + j) * VEC, v);
                 }
             input_tile(T, padded, T * VEC, VEC, Vk + c, plane);
@@ -390,17 +414,23 @@ static inline __attribute__((always_inline)) void convolve(
  *   U: transformed weights [(m + 2)^2][cin][cout] (G g G^T of this tile size, computed by
  *   the caller). bias: [cout] or NULL. residual: NULL or a tensor shaped like the output,
  *   added before the activation. slope: leaky-ReLU slope (1: none, 0: ReLU).
- * cin and cout must be multiples of rave_winograd_vector_width().
+ * in2, in2_row, cin2: the input's last cin2 channels, read from in2 (see struct
+ * padded_input; NULL, 0, 0 for none). cin, cin2 and cout must be multiples of
+ * rave_winograd_vector_width().
  * Returns 0, -1 if scratch memory could not be allocated, -2 for another tile size.
  */
 int rave_winograd_conv3x3(const float *in, long in_h, long in_w, long in_row, long cin,
                           long pad_top, long pad_bottom, long pad_left, long pad_right,
                           int reflect, const float *U, const float *bias, long cout,
                           const float *residual, long res_row, float slope, float *out,
-                          long out_row, long tile_begin, long tile_end, int tile) {
+                          long out_row, long tile_begin, long tile_end, int tile,
+                          const float *in2, long in2_row, long cin2) {
     if (tile != 4 && tile != 6) return -2;
-    const struct padded_input src = {in, in_h, in_w, in_row, cin,
-                                     {pad_top, pad_bottom, pad_left, pad_right}, reflect};
+    const struct padded_input src = {
+        .in = in, .in_h = in_h, .in_w = in_w, .in_row = in_row, .cin = cin,
+        .pad = {pad_top, pad_bottom, pad_left, pad_right}, .reflect = reflect,
+        .in2 = in2, .in2_row = in2_row, .cin2 = cin2,
+    };
     long wanted = tile == 4 ? TILE_BLOCK : TILE_BLOCK6;
     long block = (wanted + ACC - 1) / ACC * ACC; /* a multiple of every kernel's rows */
     long positions = (tile + 2) * (tile + 2);

@@ -93,6 +93,7 @@ class WinogradKernel:
             ptr, ptr, long, ptr, long, ctypes.c_float,  # weights, bias, cout, residual, slope
             ptr, long, long, long,  # output, row stride, tiles begin, end
             ctypes.c_int,  # output tile side: 4 or 6
+            ptr, long, long,  # second input (last channels), its row stride, channels
         ]  # fmt: skip
         conv.restype = ctypes.c_int
         # ctypes releases the GIL during the call, so threads run tiles in parallel.
@@ -342,6 +343,7 @@ def conv3x3(
     threads: int = 1,
     tile: int | None = None,
     into_residual: bool = False,
+    x2: Tensor | None = None,
 ) -> Tensor:
     """``act(conv(pad(x)) + residual)``, ``act(v) = v if v > 0 else slope * v``.
 
@@ -362,6 +364,8 @@ def conv3x3(
             value is read, so no other memory is needed and the writes go to cache lines
             just read. A residual that is not pixel-major is copied first, and the copy is
             written and returned.
+        x2: optional ``(B, C_2, H, W)``: the conv's input is ``cat([x, x2], dim=1)``,
+            both read in place (no concatenation is made); the same layout rules as ``x``.
 
     Returns:
         ``(B, C_out, H + top + bottom - 2, W + left + right - 2)`` float32, channels-last.
@@ -388,6 +392,22 @@ def conv3x3(
         )
     if not _is_pixel_major(x):
         x = x.contiguous(memory_format=torch.channels_last)
+    in_channels = x.shape[1]
+    if x2 is not None:
+        if x2.shape[0] != batch or x2.shape[2:] != x.shape[2:]:
+            raise ValueError(f"x2 {tuple(x2.shape)} does not match x {tuple(x.shape)}")
+        if x2.dtype != x.dtype or x2.device != x.device:
+            raise ValueError("x2 must have x's dtype and device")
+        if x.shape[1] % kernel.vector_width or x2.shape[1] % kernel.vector_width:
+            raise ValueError(
+                f"x and x2 need multiples of {kernel.vector_width} channels each, got "
+                f"{x.shape[1]} and {x2.shape[1]}"
+            )
+        if not _is_pixel_major(x2):
+            x2 = x2.contiguous(memory_format=torch.channels_last)
+        in_channels += x2.shape[1]
+    if in_channels != conv.in_channels:
+        raise ValueError(f"the conv takes {conv.in_channels} channels, got {in_channels}")
     out_channels = conv.out_channels
     out_shape = (batch, out_channels, out_height, out_width)
     if residual is not None:
@@ -407,7 +427,7 @@ def conv3x3(
     calls = []
     for b in range(batch):
         args = (
-            x[b].data_ptr(), height, width, x.stride(2), x.shape[1],
+            x[b].data_ptr(), height, width, x.stride(2), in_channels,
             top, bottom, left, right, int(pad_mode == "reflect"),
             weight.data_ptr(), None if bias is None else bias.data_ptr(), out_channels,
             None if residual is None else residual[b].data_ptr(),
@@ -417,7 +437,10 @@ def conv3x3(
         # At least 64 tiles of 4x4 pixels (1,024) per thread, as many pixels for 6x6.
         parts = max(1, min(threads, tiles * tile * tile // 1024))
         bounds = [tiles * i // parts for i in range(parts + 1)]
-        calls += [(*args, begin, end, tile) for begin, end in itertools.pairwise(bounds)]
+        second = (None, 0, 0) if x2 is None else (x2[b].data_ptr(), x2.stride(2), x2.shape[1])
+        calls += [
+            (*args, begin, end, tile, *second) for begin, end in itertools.pairwise(bounds)
+        ]
     if len(calls) == 1:
         codes = [kernel.conv(*calls[0])]
     else:
