@@ -208,3 +208,28 @@ def test_networks_not_in_float32_are_refused(dtype: torch.dtype) -> None:
     net = EnhancementNet().eval().to(dtype)
     with pytest.raises(ValueError, match="float32 only"):
         predict_light_map(net, torch.rand(1, 3, 8, 8))
+
+
+@pytest.mark.parametrize("out_channels", [1, 3])
+@pytest.mark.parametrize("bias", [True, False])
+def test_few_output_convs_by_taps_equal_conv2d(out_channels, bias) -> None:
+    """The per-tap path of 3x3 convs with few outputs (the network's last conv) on crops of
+    a channels-last tensor, for every kind of border, against F.conv2d of the padded crop."""
+    from torch import nn
+    from torch.nn import functional as F
+
+    from rave.inference.tiled import _conv3x3_by_taps, _runs_by_taps
+
+    torch.manual_seed(out_channels)
+    conv = nn.Conv2d(32, out_channels, 3, bias=bias)
+    assert _runs_by_taps(conv)
+    assert not _runs_by_taps(nn.Conv2d(32, 32, 3))
+    big = torch.randn(2, 32, 30, 41).contiguous(memory_format=torch.channels_last)
+    crop = big[..., 3:22, 5:38]
+    for pad in [(0, 0, 0, 0), (1, 1, 1, 1), (1, 0, 0, 1), (0, 1, 1, 0)]:
+        for mode in ("reflect", "zeros"):
+            padded = F.pad(crop, pad, mode="reflect" if mode == "reflect" else "constant")
+            expected = F.conv2d(padded, conv.weight, conv.bias)
+            out = _conv3x3_by_taps(crop, conv, pad, mode)
+            assert out.shape == expected.shape
+            assert (out - expected).abs().max() < 1e-5 * (1 + expected.abs().max())
