@@ -246,6 +246,36 @@ def test_second_input_read_as_concatenated_channels(kernel, tile) -> None:
         winograd.conv3x3(kernel, x, conv, x2=torch.cat([x2, x2], dim=1))
 
 
+@pytest.mark.parametrize("threads", [1, 3])
+def test_result_written_into_a_given_crop(kernel, threads) -> None:
+    """out=: the result lands in a crop of a larger channels-last tensor (the feature cache),
+    equal to a fresh output bit for bit, the rest of the tensor untouched; a residual is
+    read, not written."""
+    conv = _conv(32, 32, True, seed=9)
+    x = torch.randn(1, 32, 30, 27).contiguous(memory_format=torch.channels_last)
+    residual = torch.randn(1, 32, 28, 25).contiguous(memory_format=torch.channels_last)
+    residual_before = residual.clone()
+    big = torch.randn(1, 32, 40, 41).contiguous(memory_format=torch.channels_last)
+    outside = big.clone()
+    outside[..., 5:33, 9:34] = 0
+    kwargs = dict(slope=0.2, residual=residual, tile=6, threads=threads)
+    expected = winograd.conv3x3(kernel, x, conv, **kwargs)
+    out = winograd.conv3x3(kernel, x, conv, out=big[..., 5:33, 9:34], **kwargs)
+    assert out.data_ptr() == big[..., 5:33, 9:34].data_ptr()
+    assert torch.equal(out, expected)
+    assert torch.equal(residual, residual_before)
+    big[..., 5:33, 9:34] = 0
+    assert torch.equal(big, outside)
+    with pytest.raises(ValueError, match="no out as well"):
+        winograd.conv3x3(
+            kernel, x, conv, residual=residual, into_residual=True, out=big[..., :28, :25]
+        )
+    with pytest.raises(ValueError, match="out must be a float32"):
+        winograd.conv3x3(kernel, x, conv, out=big[..., :27, :25])
+    with pytest.raises(ValueError, match="channels-last"):
+        winograd.conv3x3(kernel, x, conv, out=torch.empty(1, 32, 28, 25))
+
+
 def test_crops_and_other_layouts(kernel) -> None:
     """Crops of a channels-last tensor are read in place; NCHW input is accepted too."""
     conv = _conv(64, 32, True, seed=4)

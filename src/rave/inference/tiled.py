@@ -146,6 +146,7 @@ def _conv3x3(
     slope: float | None = None,
     residual: Tensor | None = None,
     more_channels: Tensor | None = None,
+    out: Tensor | None = None,
 ) -> tuple[Tensor, _Region]:
     """``act(conv(x) + residual)`` on a crop of the image, padding only on image-border sides.
 
@@ -153,7 +154,9 @@ def _conv3x3(
     activation (``None``: no activation); ``residual`` is shaped like the output, and the
     Winograd kernel writes the result over it (it must not share memory with ``x``).
     ``more_channels``: the conv's input is ``cat([x, more_channels], dim=1)``; the Winograd
-    kernel reads both in place, other backends get the concatenation.
+    kernel reads both in place, other backends get the concatenation. ``out``: a tensor of
+    the output's shape (e.g. a crop of the feature cache) to write the result into instead
+    of over the residual or into a new tensor; it is returned.
     """
     pad = region.padding()
     kernel = winograd.load_kernel() if backend == "winograd" else None
@@ -167,7 +170,7 @@ def _conv3x3(
         x = _concatenate(x, more_channels, backend in _CHANNELS_LAST_BACKENDS)
         more_channels = None
     if kernel is not None:
-        out = winograd.conv3x3(
+        result = winograd.conv3x3(
             kernel,
             x,
             conv,
@@ -176,19 +179,26 @@ def _conv3x3(
             slope=1.0 if slope is None else slope,
             residual=residual,
             threads=torch.get_num_threads(),
-            into_residual=residual is not None,
+            into_residual=residual is not None and out is None,
             x2=more_channels,
+            out=out,
         )
-        return out, region.shrink()
+        return result, region.shrink()
     if backend in _CHANNELS_LAST_BACKENDS and _runs_by_taps(conv):
-        out = _conv3x3_by_taps(x, conv, pad, mode)
+        result = _conv3x3_by_taps(x, conv, pad, mode)
     else:
-        out = _conv3x3_library(x, conv, pad, mode, backend)
+        result = _conv3x3_library(x, conv, pad, mode, backend)
     if residual is not None:
-        out += residual
+        result += residual
     if slope is not None:
-        out = F.leaky_relu_(out, slope) if slope >= 0 else F.prelu(out, out.new_tensor(slope))
-    return out, region.shrink()
+        result = (
+            F.leaky_relu_(result, slope)
+            if slope >= 0
+            else F.prelu(result, result.new_tensor(slope))
+        )
+    if out is not None:
+        result = out.copy_(result)
+    return result, region.shrink()
 
 
 def _conv3x3_library(
@@ -323,12 +333,12 @@ def _crop_to(x: Tensor, region: _Region, inner: _Region) -> Tensor:
 
 
 def _residual_block(
-    block: ResidualBlock, x: Tensor, region: _Region, backend: str
+    block: ResidualBlock, x: Tensor, region: _Region, backend: str, out: Tensor | None = None
 ) -> tuple[Tensor, _Region]:
     y, inner = _conv3x3(x, region, block.conv1, "reflect", backend, slope=LEAKY_SLOPE)
     return _conv3x3(
         y, inner, block.conv2, "reflect", backend,
-        slope=LEAKY_SLOPE, residual=_crop_to(x, region, inner.shrink()),
+        slope=LEAKY_SLOPE, residual=_crop_to(x, region, inner.shrink()), out=out,
     )  # fmt: skip
 
 
@@ -343,23 +353,36 @@ def _run_layers(
     x: Tensor,
     region: _Region,
     backend: str,
+    out: Tensor | None = None,
 ) -> tuple[Tensor, _Region]:
-    """``layers`` of the network (its own declared order) on a crop, shrinking ``region``."""
-    for name, kind in layers:
+    """``layers`` of the network (its own declared order) on a crop, shrinking ``region``;
+    the last one writes into ``out`` if given (shaped like the result)."""
+    for index, (name, kind) in enumerate(layers):
         layer = getattr(net, name)
+        target = out if index == len(layers) - 1 else None
         if kind == "block":
-            x, region = _residual_block(layer, x, region, backend)
+            x, region = _residual_block(layer, x, region, backend, out=target)
         else:
             slope = _ACTIVATION_SLOPES[kind.partition(":")[2]]
-            x, region = _conv3x3(x, region, layer, layer.padding_mode, backend, slope=slope)
+            x, region = _conv3x3(
+                x, region, layer, layer.padding_mode, backend, slope=slope, out=target
+            )
     return x, region
 
 
 def _features(
-    net: EnhancementNet, image: Tensor, region: _Region, backend: str
+    net: EnhancementNet, image: Tensor, region: _Region, backend: str, out: Tensor | None = None
 ) -> tuple[Tensor, _Region]:
-    """The pyramid-pooling input for a crop of the image (shrunk by up to 5 px per side)."""
-    return _run_layers(net, FEATURE_LAYERS, image, region, backend)
+    """The pyramid-pooling input for a crop of the image (shrunk by up to 5 px per side),
+    written into ``out`` if given."""
+    return _run_layers(net, FEATURE_LAYERS, image, region, backend, out=out)
+
+
+def _after_convs(region: _Region, convs: int) -> _Region:
+    """The region ``convs`` padded-on-border 3x3 convs leave of ``region``."""
+    for _ in range(convs):
+        region = region.shrink()
+    return region
 
 
 def _cumulative(sizes: tuple[int, ...]) -> list[int]:
@@ -534,10 +557,17 @@ def _pooled_context(
             device,
             channels_last=backend in _CHANNELS_LAST_BACKENDS,
         )
-        feats, region = _features(net, x, crop, backend)
-        feats = _crop_to(feats, region, inner)
+        cached = None
         if feature_cache is not None:
-            feature_cache[..., inner.top : inner.bottom, inner.left : inner.right] = feats
+            cached = feature_cache[..., inner.top : inner.bottom, inner.left : inner.right]
+        if cached is not None and _after_convs(crop, FEATURE_HALO) == inner:
+            # The last conv writes straight into the cache (a copy of the features less).
+            feats, _ = _features(net, x, crop, backend, out=cached)
+        else:
+            feats, region = _features(net, x, crop, backend)
+            feats = _crop_to(feats, region, inner)
+            if cached is not None:
+                cached.copy_(feats)
         # One pair of matmuls sums every bin of every grid size at once (float32 within a
         # tile); tiles add up in float64, as a 24 MP image adds millions of terms.
         rows = _membership(height, bins, inner.top, inner.bottom, feats)

@@ -344,6 +344,7 @@ def conv3x3(
     tile: int | None = None,
     into_residual: bool = False,
     x2: Tensor | None = None,
+    out: Tensor | None = None,
 ) -> Tensor:
     """``act(conv(pad(x)) + residual)``, ``act(v) = v if v > 0 else slope * v``.
 
@@ -366,6 +367,9 @@ def conv3x3(
             written and returned.
         x2: optional ``(B, C_2, H, W)``: the conv's input is ``cat([x, x2], dim=1)``,
             both read in place (no concatenation is made); the same layout rules as ``x``.
+        out: optional pixel-major tensor shaped like the output (e.g. a crop of a larger
+            channels-last tensor) to write the result into and return; it must not share
+            memory with the inputs. Not together with ``into_residual``.
 
     Returns:
         ``(B, C_out, H + top + bottom - 2, W + left + right - 2)`` float32, channels-last.
@@ -418,7 +422,14 @@ def conv3x3(
     if into_residual:
         if residual is None:
             raise ValueError("into_residual needs a residual")
+        if out is not None:
+            raise ValueError("into_residual writes over the residual: no out as well")
         out = residual
+    elif out is not None:
+        if tuple(out.shape) != out_shape or out.dtype != torch.float32 or out.device != x.device:
+            raise ValueError(f"out must be a float32 {out_shape} tensor on {x.device}")
+        if not _is_pixel_major(out):
+            raise ValueError("out must be channels-last (a crop of a channels-last tensor)")
     else:
         out = torch.empty(out_shape, memory_format=torch.channels_last)
     weight = _transformed(conv, tile)
@@ -438,9 +449,7 @@ def conv3x3(
         parts = max(1, min(threads, tiles * tile * tile // 1024))
         bounds = [tiles * i // parts for i in range(parts + 1)]
         second = (None, 0, 0) if x2 is None else (x2[b].data_ptr(), x2.stride(2), x2.shape[1])
-        calls += [
-            (*args, begin, end, tile, *second) for begin, end in itertools.pairwise(bounds)
-        ]
+        calls += [(*args, begin, end, tile, *second) for begin, end in itertools.pairwise(bounds)]
     if len(calls) == 1:
         codes = [kernel.conv(*calls[0])]
     else:
