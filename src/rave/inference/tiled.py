@@ -249,13 +249,13 @@ def _conv3x3_by_taps(
     ``x``: ``(B, C_in, H, W)``, best channels-last (crops are read in place). Returns
     ``(B, C_out, H', W')``, contiguous.
 
-    oneDNN runs the network's last conv (32 -> 1) at about 3 GFLOP/s, a third of the
+    oneDNN runs the network's last conv (32 -> 1) at about 3 GFLOP/s, a quarter of the
     engine's time outside the Winograd kernel at 2048x1536. Here every pixel's channels are
-    multiplied by the ``(9 C_out, C_in)`` matrix of the taps (a product over rows of the
-    crop, each a transposed ``(C_in, W)`` matrix, so no copy), giving one plane per tap
-    and output channel; padding, a per-pixel choice of source, commutes with that linear
-    map, so the 9 C_out planes are padded instead of the C_in channels, then shifted and
-    summed: 0.3x oneDNN's time, 0.3x with reflection padding too (386x344, 32 -> 1).
+    multiplied by the ``(9 C_out, C_in)`` matrix of the taps (one matrix product; PyTorch
+    copies a cropped input into one matrix first), giving one plane per tap and output
+    channel; padding, a per-pixel choice of source, commutes with that linear map, so the
+    9 C_out planes are padded instead of the C_in channels, then shifted and summed: 0.3x
+    oneDNN's time, 0.3x with reflection padding too (a 386x344 crop, 32 -> 1).
     """
     cout = conv.out_channels
     taps = conv.weight.permute(0, 2, 3, 1).reshape(cout * 9, x.shape[1])  # rows (o, ky, kx)
