@@ -225,7 +225,9 @@ def _conv3x3_library(
     return out
 
 
-# 3x3 convs with at most this many output channels run as per-tap products on CPU.
+# 3x3 convs with at most this many output channels run as per-tap products on CPU: on a
+# 386x344 crop of 32 channels (Xeon, one thread) 3.1 ms against oneDNN's 15.1 for 1 output,
+# 8.6 vs 14.5 for 3, 8.2 vs 11.6 for 4, but 31.1 vs 11.5 for 8.
 _TAPS_MAX_OUTPUTS = 4
 
 
