@@ -16,6 +16,7 @@ Usage::
     nice .venv/bin/python benchmarks/bench_enhance_memory.py            # 6000x4000, cli
     nice .venv/bin/python benchmarks/bench_enhance_memory.py --size 1500x1000 --threads 2
     .venv/bin/python benchmarks/bench_enhance_memory.py --threads 2 --via cli api server
+    .venv/bin/python benchmarks/bench_enhance_memory.py --format tiff16   # 16-bit TIFF
 
 The model is ``../shared/reference/checkpoints/rave_unpaired.pth`` when present, else a
 randomly initialised network saved to the temporary folder (memory and time do not depend
@@ -32,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -44,9 +46,12 @@ BUDGET_BYTES = 1.0e9
 
 
 def make_photo(path: Path, width: int, height: int, seed: int = 0) -> None:
-    """A dim, smooth-plus-noise RGB JPEG, built in row bands to keep this process small."""
+    """A dim, smooth-plus-noise RGB photo, built in row bands to keep this process small: a
+    JPEG, or a 16-bit TIFF if ``path`` ends in ``.tif``."""
+    sixteen_bit = path.suffix == ".tif"
+    scale = 65535 if sixteen_bit else 255
     rng = np.random.default_rng(seed)
-    pixels = np.empty((height, width, 3), dtype=np.uint8)
+    pixels = np.empty((height, width, 3), dtype=np.uint16 if sixteen_bit else np.uint8)
     x = np.linspace(0.0, 1.0, width, dtype=np.float32)
     tint = np.array([1.0, 0.85, 0.7], dtype=np.float32)
     for top in range(0, height, 256):
@@ -55,8 +60,13 @@ def make_photo(path: Path, width: int, height: int, seed: int = 0) -> None:
         # Backlit-like: a bright band near the top right, a dark foreground.
         light = 0.08 + 0.5 * np.exp(-((x[None, :] - 0.7) ** 2) / 0.05 - rows[:, None] / 0.3)
         band = light[:, :, None] * tint + rng.normal(0, 0.015, (len(rows), width, 3))
-        pixels[top : top + len(rows)] = np.clip(band * 255 + 0.5, 0, 255).astype(np.uint8)
-    Image.fromarray(pixels).save(path, quality=92)
+        pixels[top : top + len(rows)] = np.clip(band * scale + 0.5, 0, scale)
+    if sixteen_bit:
+        import tifffile  # Pillow keeps 16-bit colour only as 8-bit
+
+        tifffile.imwrite(path, pixels)
+    else:
+        Image.fromarray(pixels).save(path, quality=92)
 
 
 def random_checkpoint(path: Path) -> None:
@@ -83,6 +93,10 @@ def main() -> None:
     parser.add_argument("--size", default="6000x4000", help="WIDTHxHEIGHT of the test photo")
     parser.add_argument("--model", default=None, help="checkpoint (default: see module doc)")
     parser.add_argument("--tile", default="auto", help="--tile passed to rave enhance")
+    parser.add_argument(
+        "--format", choices=["jpeg", "tiff16"], default="jpeg",
+        help="the test photo: an 8-bit JPEG or a 16-bit TIFF",
+    )  # fmt: skip
     parser.add_argument("--threads", type=int, default=None, help="OMP/torch threads")
     parser.add_argument(
         "--via", nargs="+", choices=["cli", "api", "server"], default=["cli"],
@@ -93,7 +107,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="rave-bench-") as folder:
         folder_path = Path(folder)
-        photo = folder_path / "photo.jpg"
+        photo = folder_path / ("photo.tif" if args.format == "tiff16" else "photo.jpg")
         make_photo(photo, width, height)
         model = args.model
         if model is None and SHARED_CHECKPOINT.is_file():
@@ -105,9 +119,10 @@ def main() -> None:
         if args.threads:
             env["OMP_NUM_THREADS"] = str(args.threads)
         megapixels = width * height / 1e6
+        kind = "16-bit TIFF" if args.format == "tiff16" else "JPEG"
         print(
             f"photo: {width}x{height} ({megapixels:.1f} MP), "
-            f"{photo.stat().st_size / 1e6:.1f} MB JPEG"
+            f"{photo.stat().st_size / 1e6:.1f} MB {kind}"
         )
         for via in args.via:
             out = folder_path / f"out-{via}"
@@ -117,7 +132,7 @@ def main() -> None:
                 wall, peak, status = run_child(_command(via, photo, out, model, args.tile), env)
             verdict = "within" if peak <= BUDGET_BYTES else "OVER"
             print(
-                f"{via}: exit status {status}, output written: {(out / 'photo.jpg').is_file()}; "
+                f"{via}: exit status {status}, output written: {(out / photo.name).is_file()}; "
                 f"wall time {wall:.1f} s ({wall / megapixels:.2f} s/MP, start-up included); "
                 f"peak RSS {peak / 1e6:.0f} MB ({verdict} the {BUDGET_BYTES / 1e9:.1f} GB budget)",
                 flush=True,
@@ -135,7 +150,7 @@ def _command(via: str, photo: Path, out: Path, model: str, tile: str) -> list[st
     if via == "cli":
         return [sys.executable, "-c", _LAUNCH_CLI, "enhance", str(photo), "-o", str(out),
                 "--model", model, "--device", "cpu", "--tile", tile, "-q"]  # fmt: skip
-    return [sys.executable, "-c", _LAUNCH_API, model, tile, str(photo), str(out / "photo.jpg")]
+    return [sys.executable, "-c", _LAUNCH_API, model, tile, str(photo), str(out / photo.name)]
 
 
 def run_server(
@@ -159,18 +174,22 @@ def run_server(
                 time.sleep(0.2)
         tick = time.perf_counter()
         upload = urllib.request.Request(
-            f"{base}/enhance?name=photo.jpg", data=photo.read_bytes(), method="POST"
+            f"{base}/enhance?name={photo.name}", data=photo.read_bytes(), method="POST"
         )
-        with urllib.request.urlopen(upload, timeout=3600) as response:
-            result_id = response.read().split(b'"id": "')[1].split(b'"')[0].decode()
-        print(f"server: upload to preview {time.perf_counter() - tick:.1f} s", flush=True)
-        out.mkdir(parents=True, exist_ok=True)
-        for strength, name in (("1", "photo.jpg"), ("0.5", "photo-0.5.jpg")):
-            tick = time.perf_counter()
-            url = f"{base}/result/{result_id}/download?strength={strength}"
-            with urllib.request.urlopen(url, timeout=3600) as response:
-                (out / name).write_bytes(response.read())
-            print(f"server: download at strength {strength} {time.perf_counter() - tick:.1f} s")
+        try:
+            with urllib.request.urlopen(upload, timeout=3600) as response:
+                result_id = response.read().split(b'"id": "')[1].split(b'"')[0].decode()
+        except urllib.error.HTTPError as error:  # e.g. 413: over the server's upload limit
+            print(f"server: upload refused: HTTP {error.code} {error.reason}", flush=True)
+        else:
+            print(f"server: upload to preview {time.perf_counter() - tick:.1f} s", flush=True)
+            out.mkdir(parents=True, exist_ok=True)
+            for strength, name in (("1", photo.name), ("0.5", f"{photo.stem}-0.5{photo.suffix}")):
+                tick = time.perf_counter()
+                url = f"{base}/result/{result_id}/download?strength={strength}"
+                with urllib.request.urlopen(url, timeout=3600) as response:
+                    (out / name).write_bytes(response.read())
+                print(f"server: download at strength {strength} {time.perf_counter() - tick:.1f} s")
     finally:
         child.send_signal(signal.SIGINT)
     _, status, usage = os.wait4(child.pid, 0)

@@ -73,15 +73,24 @@ _CHANNELS_LAST_BACKENDS = ("winograd", "channels_last")
 # with glibc returning freed blocks (see rave.cli.enhance): NNPACK keeps Winograd-transformed
 # copies of its input and output, so it needs more than oneDNN. rave's Winograd kernel
 # transforms a block of tiles at a time: under 1 MB of scratch per call (0.8 MB with its
-# default F(6x6) tiles, 64->64 channels; 0.9 MB with F(4x4)), whatever the crop size.
-_BYTES_PER_CROP_PIXEL = {"winograd": 1150, "nnpack": 1900, "channels_last": 1150, "default": 1150}
+# default F(6x6) tiles, 64->64 channels; 0.9 MB with F(4x4)), whatever the crop size. With
+# its residual blocks written in place and the head read without a concatenation, the rise
+# of peak RSS over one whole-image tile of 500 to 900 px (feature cache off, one thread)
+# was 590-690 bytes per pixel (690-780 before those two changes); 800 leaves a margin.
+_BYTES_PER_CROP_PIXEL = {"winograd": 800, "nnpack": 1900, "channels_last": 1150, "default": 1150}
 # CPU budget of the working sets of the tiles in flight (one per thread). Photos too large
 # for the feature cache get the smaller one, so that a 24-megapixel photo stays within
 # 1 GB of resident memory in all (about 0.7 GB of which is PyTorch itself). Tiles of about
 # 256 px were the fastest on 2048x1536 (benchmarks/bench_inference.py): larger ones leave
 # the cache, smaller ones recompute more halo.
 _CPU_TILE_BUDGET_BYTES = 192 * 2**20
-_CPU_TILE_BUDGET_LARGE_IMAGE_BYTES = 64 * 2**20
+# 24 MP, 2 threads: 96 MB gives tiles of 216 px instead of 136 (64 MB at 1150 bytes per
+# pixel): 0.87x the network's time, as the 17-pixel halos are recomputed less; peak RSS of a
+# JPEG through `rave enhance` / `Enhancer.enhance_file` / `rave serve` 752 / 751 / 799 MB
+# (752 / 750 / 775 before), of a 16-bit TIFF through the first two 803 / 815 MB (694 before;
+# `benchmarks/bench_enhance_memory.py --format tiff16`). 128 MB (255 px tiles) took 0.75x
+# the time but 840 MB in `rave serve` with a JPEG: too close to 1 GB for 16-bit uploads.
+_CPU_TILE_BUDGET_LARGE_IMAGE_BYTES = 96 * 2**20
 # Full-size pyramid-pooling input kept between the passes when at most this large
 # (2048x1536 needs 400 MB; a 24 MP photo would need 3 GB and recomputes instead).
 _CPU_FEATURE_CACHE_BYTES = 512 * 2**20
