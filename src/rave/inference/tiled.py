@@ -83,7 +83,10 @@ _BYTES_PER_CROP_PIXEL = {"winograd": 800, "nnpack": 1900, "channels_last": 1150,
 # 1 GB of resident memory in all (about 0.7 GB of which is PyTorch itself). Tiles of about
 # 256 px were the fastest on 2048x1536 (benchmarks/bench_inference.py): larger ones leave
 # the cache, smaller ones recompute more halo.
-_CPU_TILE_BUDGET_BYTES = 192 * 2**20
+# (136 MB at 800 bytes per pixel: tiles of 274 px at 2048x1536 on 2 threads, about what 192
+# MB at the former 1150 gave; 192 MB now would give 338 px tiles: tiles of 256 to 768 px were
+# no faster in two rounds, and the peak was 1.22 GB instead of 1.14 in bench_peers.py.)
+_CPU_TILE_BUDGET_BYTES = 136 * 2**20
 # 24 MP, 2 threads: 96 MB gives tiles of 216 px instead of 136 (64 MB at 1150 bytes per
 # pixel): 0.87x the network's time, as the 17-pixel halos are recomputed less; peak RSS of a
 # JPEG through `rave enhance` / `Enhancer.enhance_file` / `rave serve` 752 / 751 / 799 MB
