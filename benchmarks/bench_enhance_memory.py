@@ -16,7 +16,7 @@ Usage::
     nice .venv/bin/python benchmarks/bench_enhance_memory.py            # 6000x4000, cli
     nice .venv/bin/python benchmarks/bench_enhance_memory.py --size 1500x1000 --threads 2
     .venv/bin/python benchmarks/bench_enhance_memory.py --threads 2 --via cli api server
-    .venv/bin/python benchmarks/bench_enhance_memory.py --format tiff16   # 16-bit TIFF
+    .venv/bin/python benchmarks/bench_enhance_memory.py --format tiff16   # or png16
 
 The model is ``../shared/reference/checkpoints/rave_unpaired.pth`` when present, else a
 randomly initialised network saved to the temporary folder (memory and time do not depend
@@ -47,8 +47,8 @@ BUDGET_BYTES = 1.0e9
 
 def make_photo(path: Path, width: int, height: int, seed: int = 0) -> None:
     """A dim, smooth-plus-noise RGB photo, built in row bands to keep this process small: a
-    JPEG, or a 16-bit TIFF if ``path`` ends in ``.tif``."""
-    sixteen_bit = path.suffix == ".tif"
+    JPEG, or a 16-bit TIFF or PNG if ``path`` ends in ``.tif`` or ``.png``."""
+    sixteen_bit = path.suffix in (".tif", ".png")
     scale = 65535 if sixteen_bit else 255
     rng = np.random.default_rng(seed)
     pixels = np.empty((height, width, 3), dtype=np.uint16 if sixteen_bit else np.uint8)
@@ -61,8 +61,12 @@ def make_photo(path: Path, width: int, height: int, seed: int = 0) -> None:
         light = 0.08 + 0.5 * np.exp(-((x[None, :] - 0.7) ** 2) / 0.05 - rows[:, None] / 0.3)
         band = light[:, :, None] * tint + rng.normal(0, 0.015, (len(rows), width, 3))
         pixels[top : top + len(rows)] = np.clip(band * scale + 0.5, 0, scale)
-    if sixteen_bit:
-        import tifffile  # Pillow keeps 16-bit colour only as 8-bit
+    if path.suffix == ".png":
+        import cv2  # Pillow keeps 16-bit colour only as 8-bit
+
+        cv2.imwrite(str(path), pixels[..., ::-1])  # OpenCV's channel order is BGR
+    elif sixteen_bit:
+        import tifffile
 
         tifffile.imwrite(path, pixels)
     else:
@@ -94,8 +98,8 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="checkpoint (default: see module doc)")
     parser.add_argument("--tile", default="auto", help="--tile passed to rave enhance")
     parser.add_argument(
-        "--format", choices=["jpeg", "tiff16"], default="jpeg",
-        help="the test photo: an 8-bit JPEG or a 16-bit TIFF",
+        "--format", choices=["jpeg", "tiff16", "png16"], default="jpeg",
+        help="the test photo: an 8-bit JPEG, or a 16-bit TIFF or PNG",
     )  # fmt: skip
     parser.add_argument("--threads", type=int, default=None, help="OMP/torch threads")
     parser.add_argument(
@@ -107,7 +111,8 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="rave-bench-") as folder:
         folder_path = Path(folder)
-        photo = folder_path / ("photo.tif" if args.format == "tiff16" else "photo.jpg")
+        suffix = {"jpeg": ".jpg", "tiff16": ".tif", "png16": ".png"}[args.format]
+        photo = folder_path / f"photo{suffix}"
         make_photo(photo, width, height)
         model = args.model
         if model is None and SHARED_CHECKPOINT.is_file():
@@ -119,7 +124,7 @@ def main() -> None:
         if args.threads:
             env["OMP_NUM_THREADS"] = str(args.threads)
         megapixels = width * height / 1e6
-        kind = "16-bit TIFF" if args.format == "tiff16" else "JPEG"
+        kind = {"jpeg": "JPEG", "tiff16": "16-bit TIFF", "png16": "16-bit PNG"}[args.format]
         print(
             f"photo: {width}x{height} ({megapixels:.1f} MP), "
             f"{photo.stat().st_size / 1e6:.1f} MB {kind}"

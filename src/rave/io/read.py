@@ -12,6 +12,7 @@ import contextlib
 import errno
 import logging
 import os
+import sys
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -166,9 +167,15 @@ def _decode_16_bit(path: Path, tiff: bool = False) -> np.ndarray:
         pixels = _decode_16_bit_tiff(path)
         if pixels is not None:
             return pixels
-    data = np.fromfile(path, dtype=np.uint8)
-    pixels = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
-    del data
+    if sys.platform == "win32":
+        # OpenCV's imread takes no non-ASCII path on Windows: decode the file's bytes.
+        data = np.fromfile(path, dtype=np.uint8)
+        pixels = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+        del data
+    else:
+        # Straight from the file: decoding its bytes held the file and the pixels at once
+        # (a 24 MP 16-bit PNG through `rave enhance`: 981 MB peak instead of 856).
+        pixels = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if pixels is None:
         raise PhotoError(path, "corrupt or truncated 16-bit image data")
     if pixels.dtype != np.uint16:
