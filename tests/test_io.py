@@ -135,13 +135,26 @@ def test_png_chunks_are_read_back_by_pillow(srgb_icc: bytes) -> None:
 # --- bit depth and metadata round trips -----------------------------------------------
 
 
-def test_16_bit_png_read_exactly(tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", ["in16.png", "Été à Zürich 写真.png"])
+def test_16_bit_png_read_exactly(tmp_path: Path, name: str) -> None:
+    """Also under a non-ASCII name: OpenCV decodes 16-bit photos from their path."""
     pixels = _rgb16()
-    path = tmp_path / "in16.png"
-    cv2.imwrite(str(path), cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR))
+    path = tmp_path / name
+    ok, encoded = cv2.imencode(".png", cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR))
+    assert ok
+    path.write_bytes(encoded.tobytes())
     photo = read_photo(path)
     assert photo.pixels.dtype == np.uint16 and photo.format == "png"
     np.testing.assert_array_equal(photo.pixels, pixels)
+
+
+def test_truncated_16_bit_png_is_one_clear_error(tmp_path: Path) -> None:
+    ok, encoded = cv2.imencode(".png", _rgb16())
+    assert ok
+    path = tmp_path / "cut16.png"
+    path.write_bytes(encoded.tobytes()[: encoded.size // 2])
+    with pytest.raises(PhotoError, match=r"cut16\.png.*corrupt or truncated"):
+        read_photo(path)
 
 
 def test_16_bit_tiff_read_exactly_with_icc(tmp_path: Path, srgb_icc: bytes) -> None:
