@@ -244,14 +244,7 @@ _TAPS_MAX_OUTPUTS = 4
 
 
 def _runs_by_taps(conv: nn.Conv2d) -> bool:
-    return (
-        conv.out_channels <= _TAPS_MAX_OUTPUTS
-        and conv.kernel_size == (3, 3)
-        and conv.stride == (1, 1)
-        and conv.dilation == (1, 1)
-        and conv.groups == 1
-        and conv.weight.device.type == "cpu"
-    )
+    return conv.out_channels <= _TAPS_MAX_OUTPUTS and winograd.is_plain_3x3(conv)
 
 
 def _conv3x3_by_taps(

@@ -40,6 +40,7 @@ __all__ = [
     "WinogradKernel",
     "build_kernel",
     "conv3x3",
+    "is_plain_3x3",
     "kernel_status",
     "load_kernel",
     "output_tile",
@@ -245,16 +246,23 @@ def _library_suffix() -> str:
     return ".dylib" if sys.platform == "darwin" else ".so"
 
 
-def supports(conv: nn.Conv2d, kernel: WinogradKernel) -> bool:
-    """Whether ``conv`` is a plain 3x3 float32 conv the kernel can run."""
-    width = kernel.vector_width
+def is_plain_3x3(conv: nn.Conv2d) -> bool:
+    """Whether ``conv`` is a 3x3 conv of stride 1, no dilation and one group, on the CPU."""
     return (
         conv.kernel_size == (3, 3)
         and conv.stride == (1, 1)
         and conv.dilation == (1, 1)
         and conv.groups == 1
-        and conv.weight.dtype == torch.float32
         and conv.weight.device.type == "cpu"
+    )
+
+
+def supports(conv: nn.Conv2d, kernel: WinogradKernel) -> bool:
+    """Whether ``conv`` is a plain 3x3 float32 conv the kernel can run."""
+    width = kernel.vector_width
+    return (
+        is_plain_3x3(conv)
+        and conv.weight.dtype == torch.float32
         and conv.in_channels % width == 0
         and conv.out_channels % width == 0
     )
