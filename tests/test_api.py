@@ -356,3 +356,63 @@ def test_deadline_stops_the_engine_between_tiles(net: EnhancementNet) -> None:
         enhancer.light_map(_u8_rgb(62), deadline=lambda: True)
     with pytest.raises(DeadlineExceeded):
         enhancer.enhance_pixels(_u8_rgb(62), deadline=0.0)  # a monotonic time long past
+
+
+def test_one_dimensional_array_is_a_layout_error(net: EnhancementNet) -> None:
+    with pytest.raises(ValueError, match=r"pixels must be \(H, W\) or \(H, W, 1\|2\|3\|4\)"):
+        rave.enhance(np.zeros(12, np.uint8), net)
+    with pytest.raises(ValueError, match="pixels must be"):
+        rave.Enhancer(net).enhance_pixels(np.zeros(12, np.uint8))
+
+
+@pytest.mark.parametrize("strength", [True, "1", b"1", float("nan"), -0.5])
+def test_strength_must_be_a_finite_non_negative_number(
+    net: EnhancementNet, strength: object
+) -> None:
+    with pytest.raises(ValueError, match="strength must be a"):
+        rave.enhance(_u8_rgb(56), net, strength=strength)  # type: ignore[arg-type]
+
+
+def test_enhance_file_options_checked_as_the_cli_checks_them(
+    net: EnhancementNet, tmp_path: Path
+) -> None:
+    rgb = _u8_rgb(57)
+    Image.fromarray(rgb).save(tmp_path / "in.png")
+    enhancer = rave.Enhancer(net)
+    for quality in (0, 101, 95.0, True, "95"):
+        with pytest.raises(ValueError, match="quality must be"):
+            enhancer.enhance_file(tmp_path / "in.png", tmp_path / "q.jpg", quality=quality)  # type: ignore[arg-type]
+    for max_pixels in (0, -1):
+        with pytest.raises(ValueError, match="max_pixels must be a positive"):
+            enhancer.enhance_file(tmp_path / "in.png", tmp_path / "m.png", max_pixels=max_pixels)
+    with pytest.raises(ValueError, match="strength must be"):
+        enhancer.enhance_file(tmp_path / "in.png", tmp_path / "s.png", strength=-1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.png"]  # nothing written
+    # The long format names rave enhance --format takes; the file is what the name says.
+    for long_name, pil_format in (("jpeg", "JPEG"), ("tiff", "TIFF")):
+        enhancer.enhance_file(tmp_path / "in.png", tmp_path / long_name, format=long_name)
+        with Image.open(tmp_path / long_name) as written:
+            assert written.format == pil_format
+    with pytest.raises(ValueError, match=r"unknown output format '\.gif'"):
+        enhancer.enhance_file(tmp_path / "in.png", tmp_path / "g.gif")
+    with pytest.raises(ValueError, match="unknown output format 'gif'"):
+        enhancer.enhance_file(tmp_path / "in.png", tmp_path / "g.png", format="gif")
+
+
+def test_enhance_file_refuses_to_replace_its_source_unless_asked(
+    net: EnhancementNet, tmp_path: Path
+) -> None:
+    rgb = _u8_rgb(58)
+    source = tmp_path / "in.png"
+    Image.fromarray(rgb).save(source)
+    original = source.read_bytes()
+    enhancer = rave.Enhancer(net)
+    (tmp_path / "link.png").symlink_to(source)
+    for target in (source, tmp_path / "." / "in.png", tmp_path / "link.png"):
+        with pytest.raises(ValueError, match="is the source photo itself; pass replace_source"):
+            enhancer.enhance_file(source, target)
+        with pytest.raises(ValueError, match="is the source photo itself"):
+            rave.enhance(source, net, output=target)
+    assert source.read_bytes() == original
+    enhancer.enhance_file(source, source, replace_source=True)
+    np.testing.assert_array_equal(np.asarray(Image.open(source)), rave.enhance(rgb, net))

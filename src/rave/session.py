@@ -149,7 +149,8 @@ class Enhancer:
                 self._tune_allocator(image.height, image.width)
                 return _enhance_pil(self.net, image, self.tile, strength)
             if isinstance(image, np.ndarray):
-                self._tune_allocator(*image.shape[:2])
+                if image.ndim >= 2:  # else enhance_array says which layouts it takes
+                    self._tune_allocator(*image.shape[:2])
                 return enhance_array(self.net, image, tile=self.tile, strength=strength)
             if isinstance(image, Tensor):
                 if image.ndim >= 2:
@@ -193,7 +194,8 @@ class Enhancer:
         """
         from rave.api import enhance_array
 
-        self._tune_allocator(pixels.shape[0], pixels.shape[1])
+        if pixels.ndim >= 2:  # else enhance_array says which layouts it takes
+            self._tune_allocator(pixels.shape[0], pixels.shape[1])
         return enhance_array(
             self.net,
             pixels,
@@ -214,7 +216,8 @@ class Enhancer:
         """
         from rave.api import light_map_array
 
-        self._tune_allocator(pixels.shape[0], pixels.shape[1])
+        if pixels.ndim >= 2:
+            self._tune_allocator(pixels.shape[0], pixels.shape[1])
         return light_map_array(self.net, pixels, tile=self.tile, deadline=deadline)
 
     def _tune_allocator(self, height: int, width: int) -> None:
@@ -236,6 +239,7 @@ class Enhancer:
         strength: float = 1.0,
         light_map: np.ndarray | None = None,
         deadline: Deadline = None,
+        replace_source: bool = False,
     ) -> list[str]:
         """Read ``source``, enhance it and write ``target`` atomically, metadata kept.
 
@@ -243,31 +247,50 @@ class Enhancer:
             source: any photo :func:`rave.io.read_photo` reads (JPEG, PNG, TIFF, WebP,
                 HEIC, camera RAW...).
             target: the file to write; its folder is created.
-            format: ``"jpg"``, ``"png"``, ``"tif"``, ``"webp"``, ``"bmp"`` or ``"heic"``;
-                default from the suffix of ``target``.
-            quality: JPEG/WebP/HEIC quality, 1-100.
-            max_pixels: decompression-bomb limit (default :data:`rave.io.DEFAULT_MAX_PIXELS`).
+            format: ``"jpg"``, ``"png"``, ``"tif"``, ``"webp"``, ``"bmp"`` or ``"heic"``
+                (or ``"jpeg"``, ``"tiff"``, ``"heif"``, as ``rave enhance --format``
+                takes); default from the suffix of ``target``.
+            quality: JPEG/WebP/HEIC quality, an int from 1 to 100.
+            max_pixels: decompression-bomb limit, at least 1 (default
+                :data:`rave.io.DEFAULT_MAX_PIXELS`).
             progress: a callable ``progress(done, total)`` called after each tile.
             strength: ``S >= 0``; the result is ``clamp(I / L**S, 0, 1)``.
             light_map, deadline: as in :meth:`enhance_pixels` (the light map of ``source``
                 as :func:`rave.io.read_photo` decodes it).
+            replace_source: allow ``target`` to be ``source`` itself (the photo is then
+                replaced by its enhanced version); refused by default, so that a slip of
+                a path never costs the original.
 
         Returns:
             Notes on conversions made while reading and writing (one line each).
 
         Raises:
             rave.io.PhotoError: unreadable source (one line naming it).
-            OSError, ValueError: the target cannot be written (nothing is left behind).
+            ValueError: a bad option, or ``target`` is ``source`` without
+                ``replace_source``; nothing is read or written then.
+            OSError: the target cannot be written (nothing is left behind).
         """
         from rave.inference.memory import return_freed_memory
         from rave.inference.pipeline import end_turn, wait_for_turn
         from rave.io import DEFAULT_MAX_PIXELS, format_for_suffix, read_photo, write_photo
+        from rave.network.enhancer import check_strength
 
         target = Path(target)
-        fmt = format or format_for_suffix(target.suffix)
+        # The suffix table also knows the long names ("jpeg", "tiff", "heif").
+        fmt = format_for_suffix(f".{format}" if format else target.suffix)
         if fmt is None:
-            raise ValueError(f"{target}: unknown output format {target.suffix!r}")
-        photo = read_photo(source, max_pixels=max_pixels or DEFAULT_MAX_PIXELS)
+            raise ValueError(f"{target}: unknown output format {format or target.suffix!r}")
+        _check_quality(quality)
+        check_strength(strength)  # before the photo is read, not after
+        if max_pixels is not None and (isinstance(max_pixels, bool) or max_pixels < 1):
+            raise ValueError(f"max_pixels must be a positive number of pixels, got {max_pixels!r}")
+        if not replace_source and _same_file(source, target):
+            raise ValueError(
+                f"{target}: is the source photo itself; pass replace_source=True to replace it"
+            )
+        photo = read_photo(
+            source, max_pixels=DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
+        )
         notes = list(photo.notes)
         pixels, photo.pixels = photo.pixels, np.empty(0, np.uint8)  # hold one reference only
         out_dtype, note = output_dtype(pixels.dtype, fmt)
@@ -301,3 +324,19 @@ class Enhancer:
             dpi=photo.dpi,
         )
         return notes
+
+
+def _check_quality(quality: object) -> None:
+    """Refuse what ``rave enhance --quality`` refuses: anything but an int from 1 to 100."""
+    if isinstance(quality, bool) or not isinstance(quality, (int, np.integer)):
+        raise ValueError(f"quality must be an int from 1 to 100, got {quality!r}")
+    if not 1 <= quality <= 100:
+        raise ValueError(f"quality must be from 1 to 100, got {quality}")
+
+
+def _same_file(source: str | os.PathLike[str], target: Path) -> bool:
+    """Whether writing ``target`` would replace ``source`` (also via links or case folding)."""
+    try:
+        return target.exists() and os.path.samefile(source, target)
+    except OSError:
+        return False  # an unreadable source fails on reading, with its own message

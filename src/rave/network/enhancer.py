@@ -300,6 +300,9 @@ def check_strength(strength: float) -> float:
     The result at strength ``S`` is ``clamp(I / L**S, 0, 1)`` for the input ``I`` and the
     network's light map ``L``: 0 is the input, 1 the paper's output, above 1 stronger.
     """
+    if isinstance(strength, (bool, str, bytes)):
+        # float() would take True and "2"; a slider value must not arrive as either.
+        raise ValueError(f"strength must be a number, got {strength!r}")
     value = float(strength)
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"strength must be a finite number >= 0, got {strength!r}")
