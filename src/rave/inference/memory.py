@@ -94,13 +94,13 @@ def release_idle_gpu_library_pages() -> int:
     PyPI's Linux wheels of PyTorch load their CUDA libraries on every ``import torch``, even
     without a GPU, and the loader leaves part of them resident: 135 to 300 MB with torch
     2.14 and CUDA 13 (``libnvJitLink``, ``libnvrtc``, ``libcublasLt`` up to 70 MB each),
-    up to a third of the 1 GB budget of a 24 MP photo (README, memory). While CUDA is not
-    initialised in this process no code of theirs runs, so the page-table entries of their
-    read-only mappings that hold no private copy (``Anonymous: 0 kB``: every page equals
-    the file's) are dropped with ``MADV_DONTNEED``. That loses nothing: the pages stay in
-    the page cache and are mapped again, unchanged, on the next access (a minor fault),
-    should CUDA start later. Writable mappings and any with private pages (relocations) are
-    left alone.
+    up to a third of the 1 GB budget of a 24 MP photo (docs/performance.md, memory). While
+    CUDA is not initialised in this process no code of theirs runs, so the page-table
+    entries of their read-only mappings that hold no private copy (``Anonymous: 0 kB``:
+    every page equals the file's) are dropped with ``MADV_DONTNEED``. That loses nothing:
+    the pages stay in the page cache and are mapped again, unchanged, on the next access
+    (a minor fault), should CUDA start later. Writable mappings and any with private pages
+    (relocations) are left alone.
 
     Returns the resident bytes released (0 off Linux, once CUDA is initialised, or when
     nothing matched). ``RAVE_KEEP_GPU_LIBRARY_PAGES=1`` turns it off.

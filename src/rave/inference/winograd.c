@@ -21,7 +21,7 @@
  * AVX-512, F(6x6), one thread, benchmarks/winograd_stages.c): the products run at 100-155
  * GFLOP/s of a measured 160, 50-60% of the kernel's time; the transforms take the rest,
  * bound by memory traffic: their scattered stores to and loads from the scratch planes and
- * the reads of the input share it (README: what was tried against it). F(6x6) cuts the
+ * the reads of the input share it (docs/performance.md: what was tried). F(6x6) cuts the
  * products by 21% at about the same transform cost per output pixel (its 8-point
  * transforms do more arithmetic per tile but move less data per output). Its price is
  * accuracy: its transforms hold larger constants (up to 32, and 21/4 in B^T), so float32
