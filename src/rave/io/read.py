@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import logging
 import os
 import sys
@@ -130,18 +131,74 @@ _TIFF_DESCRIPTIVE_TAGS = (270, 271, 272, 274, 305, 306, 315, 33432)
 _TIFF_SUB_IFDS = (0x8769, 0x8825)  # Exif and GPS
 
 
-def _tiff_exif(image: Image.Image) -> bytes | None:
+def _tiff_exif(source: Image.Exif) -> bytes | None:
     """An EXIF block built from a TIFF's descriptive tags, or None if it has none."""
-    source = image.getexif()
     exif = Image.Exif()
     for tag in _TIFF_DESCRIPTIVE_TAGS:
-        if tag in source:
+        if tag in source and not (tag == 270 and _is_tifffile_shape(source[tag])):
             exif[tag] = source[tag]
     for tag in _TIFF_SUB_IFDS:
         sub_ifd = source.get_ifd(tag)
         if sub_ifd:
             exif[tag] = sub_ifd
     return exif.tobytes() if len(exif) else None
+
+
+def _is_tifffile_shape(description: object) -> bool:
+    """Whether an ImageDescription is tifffile's record of its array's shape.
+
+    That JSON describes the array the file was written from, not the photo: carried into an
+    output whose shape differs (turned upright, alpha dropped), tifffile would warn that
+    the file does not match it, and reshape what it reads.
+    """
+    if not isinstance(description, str) or not description.startswith("{"):
+        return False
+    try:
+        parsed = json.loads(description)
+    except ValueError:
+        return False
+    return isinstance(parsed, dict) and "shape" in parsed
+
+
+def _tiff_metadata_from_tags(
+    path: Path,
+) -> tuple[bytes | None, bytes | None, bytes | None, tuple[float, float] | None]:
+    """ICC profile, EXIF, XMP and dpi of a TIFF's first page, read through tifffile.
+
+    For the TIFFs Pillow cannot open (float RGB): the same metadata as the Pillow path
+    carries, the EXIF block built by the same Pillow parser, from the same IFD.
+    """
+    import tifffile
+
+    with tifffile.TiffFile(path) as tiff:
+        page = cast(tifffile.TiffPage, tiff.pages[0])  # a frame only with useframes
+        tags = {tag.code: tag.value for tag in page.tags}
+        source = Image.Exif()
+        source.endian, source.bigtiff = tiff.byteorder, tiff.is_bigtiff
+        with open(path, "rb") as stream:
+            source.load_from_fp(stream, page.offset)
+            exif = _tiff_exif(source)  # sub-IFDs are read from the stream here
+    icc_profile = tags.get(34675)
+    xmp = tags.get(700)
+    return (
+        bytes(icc_profile) if icc_profile else None,
+        exif,
+        bytes(xmp) if isinstance(xmp, bytes | bytearray) and xmp else None,
+        _tiff_dpi(tags.get(282), tags.get(283), tags.get(296)),
+    )
+
+
+def _tiff_dpi(x: object, y: object, unit: object) -> tuple[float, float] | None:
+    """Dots per inch from TIFF resolution tags (as Pillow reads them: no unit means inch)."""
+    if not (isinstance(x, tuple) and isinstance(y, tuple) and len(x) == len(y) == 2):
+        return None
+    if not (x[1] and y[1]):
+        return None
+    scale = {None: 1.0, 2: 1.0, 3: 2.54}.get(None if unit is None else int(cast(int, unit)))
+    if scale is None:  # unit 1: an aspect ratio, not a resolution
+        return None
+    dpi = (x[0] / x[1] * scale, y[0] / y[1] * scale)
+    return dpi if min(dpi) > 0 else None
 
 
 def _is_16_bit(image: Image.Image, path: Path) -> bool:
@@ -334,7 +391,7 @@ def _decode_photo(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX
         exif = image.info.get("exif") or None
         if exif is None and image.format == "TIFF":
             # TIFF keeps EXIF tags in its own IFD: read them through Pillow's Exif view.
-            exif = _tiff_exif(image)
+            exif = _tiff_exif(image.getexif())
         if isinstance(exif, bytes) and not exif.startswith(EXIF_PREFIX):
             exif = EXIF_PREFIX + exif  # WebP stores it bare; keep one convention
         orientation = exif_orientation(exif)
@@ -367,30 +424,40 @@ def _decode_photo(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX
         except (OSError, SyntaxError, ValueError, EOFError) as err:
             raise PhotoError(path, f"corrupt or truncated image ({_describe(err)})") from None
 
+    return _upright_photo(
+        path,
+        Photo(pixels, format_name, icc_profile, exif, notes, xmp, dpi),
+        orientation,
+    )
+
+
+def _upright_photo(path: Path, photo: Photo, orientation: int) -> Photo:
+    """``photo`` turned upright, its ICC profile checked against its pixels, notes logged.
+
+    Args:
+        path: the file read (for the log).
+        photo: decoded pixels and the file's metadata, as stored.
+        orientation: the EXIF orientation the pixels are stored in (1-8).
+    """
+    pixels = photo.pixels
     if pixels.ndim == 3 and pixels.shape[2] == 1:
         pixels = pixels[:, :, 0]
     expected_space = "GRAY" if pixels.ndim == 2 or pixels.shape[2] == 2 else "RGB"
+    icc_profile = photo.icc_profile
     if icc_profile is not None and icc_colour_space(icc_profile) != expected_space:
-        notes.append(
+        photo.notes.append(
             f"{printable(icc_colour_space(icc_profile))} ICC profile dropped: it does not "
             f"describe {expected_space} pixels"
         )
-        icc_profile = None
+        photo.icc_profile = None
     if orientation != 1:
         pixels = apply_orientation(pixels, orientation)
-    if exif is not None:
-        exif = reset_exif_orientation(exif)
-    for note in notes:
+    if photo.exif is not None:
+        photo.exif = reset_exif_orientation(photo.exif)
+    photo.pixels = pixels
+    for note in photo.notes:
         logger.info("%s: %s", printable(path), printable(note))
-    return Photo(
-        pixels=pixels,
-        format=format_name,
-        icc_profile=icc_profile,
-        exif=exif,
-        notes=notes,
-        xmp=xmp,
-        dpi=dpi,
-    )
+    return photo
 
 
 # Rows copied out of Pillow at a time by _pixel_array: 4.6 MB for a 6000-pixel-wide RGB photo.
@@ -573,7 +640,13 @@ def _read_tiff_pillow_cannot_open(path: Path, max_pixels: int) -> Photo | None:
     if special is None:
         return None
     pixels, notes = special
-    return Photo(pixels=pixels, format="tif", notes=notes)
+    try:
+        icc_profile, exif, xmp, dpi = _tiff_metadata_from_tags(path)
+    except Exception as err:  # malformed tags: the pixels are still the photo
+        notes.append(f"metadata not carried over (unreadable TIFF tags: {_describe(err)})")
+        icc_profile = exif = xmp = dpi = None
+    photo = Photo(pixels, "tif", icc_profile, exif, notes, xmp, dpi)
+    return _upright_photo(path, photo, exif_orientation(exif))
 
 
 def _read_raw(path: Path, max_pixels: int) -> Photo:
