@@ -6,6 +6,7 @@ when a device is resolved.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
@@ -16,7 +17,9 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = [
+    "FiniteFloatRange",
     "HiddenAliasOption",
+    "OutputPath",
     "PixelCount",
     "TileSize",
     "device_option",
@@ -66,11 +69,39 @@ class PixelCount(click.ParamType):
                 break
         try:
             count = int(float(number) * scale)
-        except ValueError:
+        except (ValueError, OverflowError):  # OverflowError: inf, 1e400
             self.fail(f"{value!r} is not a pixel count such as 200000000 or 200M", param, ctx)
         if count <= 0:
             self.fail("the pixel limit must be positive", param, ctx)
         return count
+
+
+class FiniteFloatRange(click.FloatRange):
+    """A :class:`click.FloatRange` that also refuses ``nan`` and ``inf``.
+
+    ``nan`` compares false with both bounds, so FloatRange lets it through.
+    """
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
+class OutputPath(click.Path):
+    """A :class:`click.Path` that refuses the empty string.
+
+    ``Path("")`` is ``.``: ``-o ""`` (an unset shell variable) would silently write into
+    the current folder.
+    """
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and not value.strip():
+            self.fail("must not be empty (use . for the current folder)", param, ctx)
+        return super().convert(value, param, ctx)
 
 
 class HiddenAliasOption(click.Option):
@@ -110,7 +141,7 @@ def output_option(
         hidden_aliases=old_names,
         required=required,
         default=None,
-        type=click.Path(file_okay=not folder, dir_okay=folder, path_type=Path),
+        type=OutputPath(file_okay=not folder, dir_okay=folder, path_type=Path),
         help=help,
     )
 
@@ -178,7 +209,7 @@ def strength_option(help_text: str = "") -> Callable[[F], F]:
     """``--strength S``: ``clamp(I / L**S, 0, 1)``, 0 = the input, 1 = the paper's output."""
     return click.option(
         "--strength",
-        type=click.FloatRange(0, 100),
+        type=FiniteFloatRange(0, 100),
         default=1.0,
         show_default=True,
         metavar="S",
