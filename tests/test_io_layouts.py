@@ -121,3 +121,64 @@ def test_photo_description_of_a_tiff_is_kept(tmp_path: Path) -> None:
     tifffile.imwrite(path, pixels, photometric="rgb", description="Sunset at the pier")
     photo = read_photo(path)
     assert _exif_dict(photo.exif)[270] == "Sunset at the pier"
+
+
+# --- MINISWHITE: 0 is white, so the reader inverts what it decodes -----------------------
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+@pytest.mark.parametrize("alpha", [False, True])
+@pytest.mark.parametrize("byteorder", ["<", ">"])
+def test_min_is_white_tiff_is_read_as_a_positive(
+    tmp_path: Path, dtype: type, alpha: bool, byteorder: str
+) -> None:
+    rng = np.random.default_rng(2)
+    if dtype == np.float32:
+        stored = rng.random((H, W, 2), dtype=np.float32)
+        white = np.float32(1)
+    else:
+        white = np.iinfo(dtype).max
+        stored = rng.integers(0, int(white) + 1, (H, W, 2), dtype=dtype)
+    stored = stored if alpha else stored[:, :, 0]
+    path = tmp_path / "scan.tif"
+    options = {"extrasamples": ["unassalpha"]} if alpha else {}
+    tifffile.imwrite(path, stored, photometric="miniswhite", byteorder=byteorder, **options)
+
+    pixels = read_photo(path).pixels
+
+    expected = stored.copy()
+    grey = expected[:, :, 0] if alpha else expected
+    grey[...] = white - grey
+    assert pixels.dtype == dtype
+    np.testing.assert_array_equal(pixels, expected)
+
+
+# --- extra channels ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+@pytest.mark.parametrize(
+    ("photometric", "extrasamples", "kept", "note"),
+    [
+        ("rgb", ["unspecified", "unspecified"], 3, "2 extra channels dropped (kept: RGB)"),
+        ("rgb", ["unassalpha", "unspecified"], 4, "1 extra channel dropped (kept: RGB and alpha)"),
+        ("minisblack", ["unassalpha", "unspecified"], 2, "1 extra channel dropped (kept: grey and"),
+    ],
+    ids=["rgb+2", "rgba+1", "grey-alpha+1"],
+)
+def test_extra_channels_are_dropped_with_a_note(
+    tmp_path: Path, dtype: type, photometric: str, extrasamples: list, kept: int, note: str
+) -> None:
+    channels = (3 if photometric == "rgb" else 1) + len(extrasamples)
+    stored = (np.arange(H * W * channels).reshape(H, W, channels) % 251).astype(dtype)
+    if dtype == np.float32:
+        stored /= 251
+    path = tmp_path / "extra.tif"
+    tifffile.imwrite(
+        path, stored, photometric=photometric, extrasamples=extrasamples, planarconfig="contig"
+    )
+
+    photo = read_photo(path)
+
+    np.testing.assert_array_equal(photo.pixels, stored[:, :, :kept])
+    assert len([n for n in photo.notes if n.startswith(note)]) == 1, photo.notes

@@ -35,7 +35,13 @@ from rave.io.metadata import (
 )
 from rave.io.printable import printable
 from rave.io.raw import RawReadError, raw_exif, read_raw_pixels, srgb_icc_profile
-from rave.io.tiff import FloatRangeError, read_tiff_special
+from rave.io.tiff import (
+    FloatRangeError,
+    colour_and_alpha,
+    extra_channels_note,
+    read_tiff_special,
+    to_min_is_black,
+)
 
 __all__ = ["DEFAULT_MAX_PIXELS", "Photo", "PhotoError", "read_photo"]
 
@@ -216,12 +222,12 @@ def _is_16_bit(image: Image.Image, path: Path) -> bool:
     return False
 
 
-def _decode_16_bit(path: Path, tiff: bool = False) -> np.ndarray:
+def _decode_16_bit(path: Path, tiff: bool = False, notes: list[str] | None = None) -> np.ndarray:
     """16-bit pixels in RGB(A) order via tifffile (TIFF) or OpenCV, or raises PhotoError."""
     import cv2
 
     if tiff:
-        pixels = _decode_16_bit_tiff(path)
+        pixels = _decode_16_bit_tiff(path, notes)
         if pixels is not None:
             return pixels
     if sys.platform == "win32":
@@ -246,34 +252,47 @@ def _decode_16_bit(path: Path, tiff: bool = False) -> np.ndarray:
     return pixels
 
 
-def _decode_16_bit_tiff(path: Path) -> np.ndarray | None:
+def _decode_16_bit_tiff(path: Path, notes: list[str] | None = None) -> np.ndarray | None:
     """The first page of a 16-bit RGB(A) or grey TIFF through tifffile, else ``None``.
 
     tifffile decodes straight into the result, already in RGB order: OpenCV holds the file
     and two copies of the pixels at once (a 24 MP uncompressed photo: 430 MB instead of
     144 MB), too much for the 1 GB budget. Other layouts (CMYK, palette...) and any
-    compression tifffile cannot decode go to OpenCV, as do planar files.
+    compression tifffile cannot decode go to OpenCV, as do planar files. Extra channels
+    beyond alpha are dropped with a note added to ``notes``.
     """
     import tifffile
 
+    grey_or_rgb = (
+        tifffile.PHOTOMETRIC.RGB,
+        tifffile.PHOTOMETRIC.MINISBLACK,
+        tifffile.PHOTOMETRIC.MINISWHITE,
+    )
     try:
         with tifffile.TiffFile(path) as tiff:
             page = cast(tifffile.TiffPage, tiff.pages[0])  # a frame only with useframes
             photometric = page.photometric
             if (
                 page.dtype != np.uint16
-                or photometric not in (tifffile.PHOTOMETRIC.RGB, tifffile.PHOTOMETRIC.MINISBLACK)
+                or photometric not in grey_or_rgb
                 or page.planarconfig == tifffile.PLANARCONFIG.SEPARATE
             ):
                 return None
             pixels = page.asarray()
+            extrasamples = tuple(page.extrasamples)
     except Exception:  # tifffile's errors are many (codecs, malformed tags): OpenCV decides
         return None
     if pixels.ndim == 3 and pixels.shape[2] == 1:
         pixels = pixels[:, :, 0]
+    pixels, dropped = colour_and_alpha(pixels, photometric, extrasamples)
     if pixels.ndim not in (2, 3) or (pixels.ndim == 3 and pixels.shape[2] not in (2, 3, 4)):
         return None
-    return pixels
+    if dropped and notes is not None:
+        notes.append(dropped)
+    pixels = np.ascontiguousarray(pixels)
+    if not pixels.flags.writeable:
+        pixels = pixels.copy()
+    return to_min_is_black(pixels, photometric)
 
 
 def _to_supported_mode(
@@ -404,17 +423,25 @@ def _decode_photo(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX
                 pixels, tiff_notes = special
                 notes += tiff_notes
             elif _is_16_bit(image, path) and not image.mode.startswith("I;16"):
-                pixels = _decode_16_bit(path, tiff=image.format == "TIFF")
+                pixels = _decode_16_bit(path, tiff=image.format == "TIFF", notes=notes)
             else:
                 source = image
                 image, icc_profile = _to_supported_mode(image, path, icc_profile, notes)
                 pixels = _pixel_array(image)
                 if pixels.dtype.byteorder == ">":  # I;16B
                     pixels = pixels.astype(np.uint16)
-                if source.format == "TIFF" and 0x0112 not in getattr(source, "tag_v2", {}):
-                    # Recent Pillow turns TIFFs upright while loading them (and drops the
-                    # tag to say so); older versions do not.
-                    orientation = 1
+                if source.format == "TIFF":
+                    tags = getattr(source, "tag_v2", {})
+                    if 0x0112 not in tags:
+                        # Recent Pillow turns TIFFs upright while loading them (and drops
+                        # the tag to say so); older versions do not.
+                        orientation = 1
+                    if source.mode.startswith("I;16"):
+                        # Pillow inverts MINISWHITE grey at 8 bits only
+                        pixels = to_min_is_black(pixels, tags.get(262, 1))
+                    extra = tags.get(277, 1) - len(source.getbands())
+                    if extra > 0:  # Pillow ignores the samples beyond those of its mode
+                        notes.append(extra_channels_note(extra, source.mode))
         except PhotoError:
             raise
         except FloatRangeError as err:

@@ -12,7 +12,16 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["FloatRangeError", "read_tiff_special"]
+__all__ = [
+    "FloatRangeError",
+    "colour_and_alpha",
+    "extra_channels_note",
+    "read_tiff_special",
+    "to_min_is_black",
+]
+
+_MIN_IS_WHITE, _MIN_IS_BLACK, _RGB = 0, 1, 2  # PhotometricInterpretation
+_ALPHA_SAMPLES = (1, 2)  # ExtraSamples: associated, unassociated alpha
 
 
 class FloatRangeError(ValueError):
@@ -30,6 +39,53 @@ def _pages(tiff: object) -> list:
 
 def _pixel_count(page: object) -> int:
     return int(page.imagewidth) * int(page.imagelength)  # type: ignore[attr-defined]
+
+
+def to_min_is_black(pixels: np.ndarray, photometric: int) -> np.ndarray:
+    """Grey samples stored MINISWHITE (0 is white) turned into the usual MINISBLACK ones.
+
+    Neither tifffile nor Pillow (above 8 bits) inverts them: a scan read as stored comes out
+    a negative. The grey channel is inverted in place (``pixels`` must be writeable); alpha
+    is left as it is.
+    """
+    if photometric != _MIN_IS_WHITE:
+        return pixels
+    grey = pixels if pixels.ndim == 2 else pixels[:, :, 0]
+    if pixels.dtype.kind == "f":
+        np.subtract(1, grey, out=grey)
+    else:
+        np.invert(grey, out=grey)  # max - v for unsigned integers
+    return pixels
+
+
+def colour_and_alpha(
+    pixels: np.ndarray, photometric: int, extrasamples: tuple[int, ...]
+) -> tuple[np.ndarray, str | None]:
+    """The colour samples of a decoded TIFF page and its alpha, other extra samples dropped.
+
+    Args:
+        pixels: ``(H, W)`` or ``(H, W, S)`` as tifffile decodes a contiguous page.
+        photometric: the page's PhotometricInterpretation (grey and RGB are told apart).
+        extrasamples: the page's ExtraSamples values (alpha or unspecified data).
+
+    Returns:
+        ``(pixels, note)``: ``pixels`` unchanged for grey, grey + alpha, RGB and RGBA (the
+        one extra sample is taken as alpha, as before); for more samples, colour plus the
+        first extra sample if it is declared alpha, and a note saying what was dropped.
+    """
+    colour = {_MIN_IS_WHITE: 1, _MIN_IS_BLACK: 1, _RGB: 3}.get(int(photometric))
+    if pixels.ndim != 3 or colour is None or pixels.shape[2] <= colour + 1:
+        return pixels, None
+    keep = colour + (1 if extrasamples[:1] and int(extrasamples[0]) in _ALPHA_SAMPLES else 0)
+    kept = ("L", "LA", "RGB", "RGBA")[(colour == 3) * 2 + (keep > colour)]
+    note = extra_channels_note(pixels.shape[2] - keep, kept)
+    return (pixels[:, :, 0] if keep == 1 else pixels[:, :, :keep]), note
+
+
+def extra_channels_note(dropped: int, mode: str) -> str:
+    """The note for a TIFF whose samples beyond ``mode``'s (a Pillow mode) were dropped."""
+    kept = {"L": "grey", "LA": "grey and alpha", "RGBA": "RGB and alpha"}.get(mode, mode)
+    return f"{dropped} extra channel{'s' if dropped > 1 else ''} dropped (kept: {kept})"
 
 
 def read_tiff_special(
@@ -69,6 +125,7 @@ def read_tiff_special(
                 f"{max_pixels / 1e6:.1f} MP limit (raise the pixel limit if the file is trusted)"
             )
         pixels = largest.asarray()
+        photometric, extrasamples = largest.photometric, tuple(largest.extrasamples)
     notes = []
     if largest is not pages[0]:
         first = pages[0]
@@ -78,6 +135,8 @@ def read_tiff_special(
         )
     if pixels.ndim == 3 and pixels.shape[2] == 1:
         pixels = pixels[:, :, 0]
+    pixels, dropped = colour_and_alpha(pixels, photometric, extrasamples)
+    notes += [dropped] if dropped else []
     if pixels.ndim not in (2, 3) or (pixels.ndim == 3 and pixels.shape[2] not in (2, 3, 4)):
         raise ValueError(f"unsupported TIFF layout {pixels.shape} (expected grey or RGB(A))")
     if is_float:
@@ -92,4 +151,7 @@ def read_tiff_special(
             )
     elif pixels.dtype not in (np.uint8, np.uint16):
         raise ValueError(f"unsupported TIFF sample type {pixels.dtype}")
-    return np.ascontiguousarray(pixels), notes
+    pixels = np.ascontiguousarray(pixels)
+    if not pixels.flags.writeable:
+        pixels = pixels.copy()
+    return to_min_is_black(pixels, photometric), notes
