@@ -9,9 +9,12 @@ metadata read back by tifffile or Pillow.
 
 from __future__ import annotations
 
+import struct
 import warnings
+import zlib
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import tifffile
@@ -182,3 +185,112 @@ def test_extra_channels_are_dropped_with_a_note(
 
     np.testing.assert_array_equal(photo.pixels, stored[:, :, :kept])
     assert len([n for n in photo.notes if n.startswith(note)]) == 1, photo.notes
+
+
+# --- transparency: colour keys and grey + alpha --------------------------------------------
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def _png_with_trns(png: bytes, trns: bytes) -> bytes:
+    """``png`` with a tRNS chunk right after IHDR (8-byte signature, 25-byte IHDR chunk)."""
+    return png[:33] + _png_chunk(b"tRNS", trns) + png[33:]
+
+
+def _png_16_grey_alpha(grey_alpha: np.ndarray) -> bytes:
+    """A 16-bit grey + alpha PNG, unfiltered, written here with zlib (OpenCV cannot)."""
+    height, width = grey_alpha.shape[:2]
+    rows = grey_alpha.astype(">u2").reshape(height, width * 2).view(np.uint8)
+    raw = np.hstack([np.zeros((height, 1), np.uint8), rows]).tobytes()  # filter type 0
+    ihdr = struct.pack(">IIBBBBB", width, height, 16, 4, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", ihdr)
+        + _png_chunk(b"IDAT", zlib.compress(raw))
+        + _png_chunk(b"IEND", b"")
+    )
+
+
+def _keyed(depth: int, channels: int) -> tuple[np.ndarray, tuple[int, ...]]:
+    """Random samples and a colour key that some of the pixels (a 3x4 block) have."""
+    rng = np.random.default_rng(depth + channels)
+    dtype = np.uint8 if depth == 8 else np.uint16
+    samples = rng.integers(1, 2**depth - 1, (H, W, channels), dtype=dtype)
+    key = tuple(int(v) for v in rng.integers(1, 2**depth - 1, channels))
+    samples[2:5, 3:7] = key
+    return samples, key
+
+
+@pytest.mark.parametrize(("depth", "channels"), [(8, 3), (8, 1), (16, 3), (16, 1)])
+def test_png_colour_key_is_kept_as_alpha(tmp_path: Path, depth: int, channels: int) -> None:
+    samples, key = _keyed(depth, channels)
+    path = tmp_path / "keyed.png"
+    if depth == 8:
+        image = Image.fromarray(samples if channels == 3 else samples[:, :, 0])
+        image.save(path, transparency=key if channels == 3 else key[0])
+    else:
+        bgr = samples[:, :, ::-1] if channels == 3 else samples[:, :, 0]
+        ok, encoded = cv2.imencode(".png", np.ascontiguousarray(bgr))
+        assert ok
+        trns = struct.pack(f">{channels}H", *key)
+        path.write_bytes(_png_with_trns(encoded.tobytes(), trns))
+
+    photo = read_photo(path)
+
+    opaque = 2**depth - 1
+    alpha = np.where((samples == key).all(axis=2), 0, opaque).astype(samples.dtype)
+    expected = np.dstack([samples if channels == 3 else samples[:, :, 0], alpha])
+    assert photo.pixels.dtype == samples.dtype
+    np.testing.assert_array_equal(photo.pixels, expected)
+    assert (photo.pixels[..., -1] == 0).sum() >= 12  # the keyed block at least
+
+    out = tmp_path / "out.png"
+    write_photo(out, photo.pixels)
+    if depth == 8:
+        assert Image.open(out).mode == ("RGBA" if channels == 3 else "LA")
+    np.testing.assert_array_equal(read_photo(out).pixels, expected)
+
+
+@pytest.mark.parametrize("suffix", ["png", "tif"])
+def test_16_bit_grey_alpha_stays_grey_alpha(tmp_path: Path, suffix: str) -> None:
+    rng = np.random.default_rng(5)
+    stored = rng.integers(0, 65536, (H, W, 2), dtype=np.uint16)
+    path = tmp_path / f"la16.{suffix}"
+    if suffix == "png":
+        path.write_bytes(_png_16_grey_alpha(stored))
+    else:
+        tifffile.imwrite(path, stored, photometric="minisblack", extrasamples=["unassalpha"])
+
+    photo = read_photo(path)
+    assert photo.pixels.dtype == np.uint16
+    np.testing.assert_array_equal(photo.pixels, stored)
+
+    out = tmp_path / f"out.{suffix}"
+    assert write_photo(out, photo.pixels, dpi=(300.0, 300.0)) == []
+    if suffix == "png":
+        header = out.read_bytes()[:26]
+        assert (header[24], header[25]) == (16, 4)  # 16 bits, grey + alpha
+        decoded = cv2.imread(str(out), cv2.IMREAD_UNCHANGED)  # OpenCV expands it to BGRA
+        np.testing.assert_array_equal(decoded[:, :, [0, 3]], stored)
+        np.testing.assert_array_equal(decoded[:, :, 1], stored[:, :, 0])
+        assert Image.open(out).info["dpi"] == pytest.approx((300, 300), abs=0.01)
+    else:
+        with tifffile.TiffFile(out) as tiff:
+            page = tiff.pages[0]
+            assert isinstance(page, tifffile.TiffPage)
+            assert page.photometric == tifffile.PHOTOMETRIC.MINISBLACK
+            assert tuple(page.extrasamples) == (tifffile.EXTRASAMPLE.UNASSALPHA,)
+            np.testing.assert_array_equal(page.asarray(), stored)
+    np.testing.assert_array_equal(read_photo(out).pixels, stored)
+
+
+def test_16_bit_grey_alpha_png_of_many_bands_and_odd_width(tmp_path: Path) -> None:
+    """The encoder filters and deflates band by band: rows across band edges must survive."""
+    rng = np.random.default_rng(6)
+    stored = rng.integers(0, 65536, (700, 3, 2), dtype=np.uint16)
+    stored[:, :, 0] = np.arange(700)[:, None] * 90  # smooth, as photos are
+    write_photo(tmp_path / "tall.png", stored)
+    decoded = cv2.imread(str(tmp_path / "tall.png"), cv2.IMREAD_UNCHANGED)
+    np.testing.assert_array_equal(decoded[:, :, [0, 3]], stored)

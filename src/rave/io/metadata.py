@@ -19,6 +19,7 @@ __all__ = [
     "exif_orientation",
     "icc_colour_space",
     "insert_png_chunks",
+    "png_chunk",
     "png_header_end",
     "png_metadata_chunks",
     "reset_exif_orientation",
@@ -111,7 +112,8 @@ def icc_colour_space(icc_profile: bytes | None) -> str | None:
     return icc_profile[16:20].decode("latin-1").strip()
 
 
-def _png_chunk(kind: bytes, data: bytes) -> bytes:
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    """One PNG chunk: length, type, data and CRC."""
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
@@ -150,13 +152,13 @@ def png_metadata_chunks(
     if dpi:
         # pHYs: pixels per metre, unit 1 (metre)
         per_metre = [round(value / 0.0254) for value in dpi]
-        extra += _png_chunk(b"pHYs", struct.pack(">IIB", per_metre[0], per_metre[1], 1))
+        extra += png_chunk(b"pHYs", struct.pack(">IIB", per_metre[0], per_metre[1], 1))
     if xmp:
         # iTXt: keyword, NUL, compression flag 0, method 0, no language, no translated key
-        extra += _png_chunk(b"iTXt", b"XML:com.adobe.xmp\x00\x00\x00\x00\x00" + xmp)
+        extra += png_chunk(b"iTXt", b"XML:com.adobe.xmp\x00\x00\x00\x00\x00" + xmp)
     if icc_profile:
         # iCCP: profile name, NUL, compression method 0 (zlib), compressed profile.
-        extra += _png_chunk(b"iCCP", b"ICC Profile\x00\x00" + zlib.compress(icc_profile))
+        extra += png_chunk(b"iCCP", b"ICC Profile\x00\x00" + zlib.compress(icc_profile))
     if exif:
-        extra += _png_chunk(b"eXIf", strip_exif_prefix(exif))
+        extra += png_chunk(b"eXIf", strip_exif_prefix(exif))
     return extra

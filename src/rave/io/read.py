@@ -212,14 +212,22 @@ def _is_16_bit(image: Image.Image, path: Path) -> bool:
     if image.mode.startswith("I;16"):
         return True
     if image.format == "PNG" and image.mode in ("RGB", "RGBA", "LA"):
-        # IHDR bit depth: byte 24 of every PNG (signature 8, length 4, type 4, size 8).
-        with open(path, "rb") as stream:
-            header = stream.read(25)
-        return len(header) == 25 and header[24] == 16
+        return _png_depth_and_colour_type(path)[0] == 16
     if image.format == "TIFF":
         bits = getattr(image, "tag_v2", {}).get(258, 8)
         return max(bits if isinstance(bits, tuple) else (bits,)) > 8
     return False
+
+
+_PNG_GREY_ALPHA = 4  # IHDR colour type
+
+
+def _png_depth_and_colour_type(path: Path) -> tuple[int, int]:
+    """IHDR bit depth and colour type of a PNG: bytes 24 and 25 of every PNG (signature 8,
+    chunk length 4, type 4, size 8), or ``(0, 0)`` when the file is too short."""
+    with open(path, "rb") as stream:
+        header = stream.read(26)
+    return (header[24], header[25]) if len(header) == 26 else (0, 0)
 
 
 def _decode_16_bit(path: Path, tiff: bool = False, notes: list[str] | None = None) -> np.ndarray:
@@ -300,6 +308,9 @@ def _to_supported_mode(
 ) -> tuple[Image.Image, bytes | None]:
     """Convert modes the network cannot take (palette, CMYK, bilevel...) to L/LA/RGB/RGBA."""
     mode = image.mode
+    if mode in ("L", "RGB") and "transparency" in image.info:
+        # A colour key (PNG tRNS): kept as alpha, as for 16-bit colour and palette images.
+        return image.convert("LA" if mode == "L" else "RGBA"), icc_profile
     if mode in ("L", "LA", "RGB", "RGBA") or mode.startswith("I;16"):
         return image, icc_profile
     if mode == "CMYK":
@@ -424,12 +435,24 @@ def _decode_photo(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX
                 notes += tiff_notes
             elif _is_16_bit(image, path) and not image.mode.startswith("I;16"):
                 pixels = _decode_16_bit(path, tiff=image.format == "TIFF", notes=notes)
+                if (
+                    image.format == "PNG"
+                    and pixels.ndim == 3
+                    and _png_depth_and_colour_type(path)[1] == _PNG_GREY_ALPHA
+                ):
+                    pixels = pixels[:, :, [0, 3]]  # OpenCV expands grey + alpha to BGRA
             else:
                 source = image
                 image, icc_profile = _to_supported_mode(image, path, icc_profile, notes)
                 pixels = _pixel_array(image)
                 if pixels.dtype.byteorder == ">":  # I;16B
                     pixels = pixels.astype(np.uint16)
+                key = source.info.get("transparency")
+                if source.mode.startswith("I;16") and isinstance(key, int):
+                    # A colour key, as OpenCV turns 16-bit RGB ones into alpha; Pillow
+                    # would do it only at 8 bits.
+                    alpha = np.where(pixels == key, 0, 65535).astype(np.uint16)
+                    pixels = np.dstack((pixels, alpha))
                 if source.format == "TIFF":
                     tags = getattr(source, "tag_v2", {})
                     if 0x0112 not in tags:

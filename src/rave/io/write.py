@@ -14,6 +14,7 @@ import logging
 import os
 import shutil
 import struct
+import zlib
 from pathlib import Path
 from typing import BinaryIO, cast
 
@@ -24,6 +25,7 @@ from rave.io.atomic import atomic_write, scratch_file
 from rave.io.library_messages import captured_messages
 from rave.io.metadata import (
     EXIF_PREFIX,
+    png_chunk,
     png_header_end,
     png_metadata_chunks,
     strip_exif_prefix,
@@ -191,7 +193,43 @@ def _write_png_16(
             shutil.copyfileobj(png, stream, 1 << 20)
 
 
-_PNG_END = struct.pack(">I", 0) + b"IEND" + struct.pack(">I", 0xAE426082)
+_PNG_END = png_chunk(b"IEND", b"")
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_GREY_ALPHA_BAND_ROWS = 256  # 12 MB of filtered rows for a 6000-pixel-wide photo
+
+
+def _write_png_grey_alpha_16(
+    stream: BinaryIO,
+    pixels: np.ndarray,
+    icc_profile: bytes | None,
+    exif: bytes | None,
+    xmp: bytes | None = None,
+    dpi: tuple[float, float] | None = None,
+) -> None:
+    """A 16-bit grey + alpha PNG (colour type 4), a layout neither OpenCV nor Pillow encodes.
+
+    Each row gets PNG's Sub filter (the difference to the sample one pixel to the left,
+    which compresses photos' smooth gradients) and is deflated band by band, so only one
+    band of filtered rows is held besides the photo.
+    """
+    height, width = pixels.shape[:2]
+    stream.write(_PNG_SIGNATURE)
+    stream.write(png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, 4, 0, 0, 0)))
+    stream.write(png_metadata_chunks(icc_profile=icc_profile, exif=exif, xmp=xmp, dpi=dpi))
+    row_bytes = width * 4  # two 16-bit samples per pixel
+    deflate = zlib.compressobj(6)
+    for top in range(0, height, _GREY_ALPHA_BAND_ROWS):
+        band = np.ascontiguousarray(pixels[top : top + _GREY_ALPHA_BAND_ROWS], ">u2")  # PNG order
+        raw = band.view(np.uint8).reshape(len(band), row_bytes)
+        filtered = np.empty((len(band), 1 + row_bytes), np.uint8)
+        filtered[:, 0] = 1  # filter type Sub
+        filtered[:, 1:5] = raw[:, :4]
+        np.subtract(raw[:, 4:], raw[:, :-4], out=filtered[:, 5:])  # modulo 256, as PNG says
+        data = deflate.compress(filtered.tobytes())
+        if data:
+            stream.write(png_chunk(b"IDAT", data))
+    stream.write(png_chunk(b"IDAT", deflate.flush()))
+    stream.write(_PNG_END)
 
 
 def _png_complete(path: Path) -> bool:
@@ -358,15 +396,14 @@ def write_photo(
     if pixels.dtype == np.uint16 and fmt not in SIXTEEN_BIT_FORMATS:
         notes.append(f"16-bit samples written as 8-bit: {fmt.upper()} holds only 8 bits")
         pixels = _to_8_bit(pixels)
-    if pixels.dtype == np.uint16 and pixels.ndim == 3 and pixels.shape[2] == 2:
-        # 16-bit grey + alpha: OpenCV has no such layout and Pillow cannot read it back
-        # from TIFF, so store it as RGBA with equal colour channels.
-        pixels = pixels[:, :, [0, 0, 0, 1]]
     exif_bytes = strip_exif_prefix(exif) if exif else None
 
     def write(stream: BinaryIO) -> None:
         if pixels.dtype == np.uint16 and fmt == "png" and pixels.ndim == 3:
-            _write_png_16(stream, pixels, icc_profile, exif_bytes, xmp, dpi)
+            if pixels.shape[2] == 2:
+                _write_png_grey_alpha_16(stream, pixels, icc_profile, exif_bytes, xmp, dpi)
+            else:
+                _write_png_16(stream, pixels, icc_profile, exif_bytes, xmp, dpi)
         elif pixels.dtype != np.uint8 and fmt == "tif":
             _write_tiff_16(stream, pixels, icc_profile, exif_bytes, xmp, dpi)
         else:
