@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
+import itertools
 import os
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +49,7 @@ class _Job:
     target: Path | None = None
     format: str | None = None
     error: str | None = None
+    replace_source: bool = False  # --overwrite --suffix '': the result replaces the input
 
 
 @dataclass
@@ -64,27 +68,94 @@ class _BatchStopped(Exception):
         self.exit_status = exit_status
 
 
-def _scan_folder(folder: Path, recursive: bool, exclude: Path | None) -> list[_Job]:
+def _why(err: OSError) -> str:
+    """An OSError's reason in the words of rave's other error lines."""
+    if err.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied"
+    return (err.strerror or str(err)).lower()
+
+
+@dataclass
+class _Scan:
+    jobs: list[_Job]
+    errors: list[str]  # one line per folder that cannot be read
+    subfolders_left_out: int = 0  # without -r
+
+
+def _scan_folder(folder: Path, recursive: bool, exclude: Path | None) -> _Scan:
     """Image files in ``folder`` (sorted), relative paths kept for the output tree."""
     from rave.io.formats import is_image_name, list_image_files
 
-    paths = list_image_files(folder, recursive=recursive, exclude=exclude)
-    if not recursive:
-        # Named like a photo but a folder: report it rather than ignore it.
-        paths += [p for p in folder.iterdir() if p.is_dir() and is_image_name(p.name)]
+    # list_image_files walks with os.walk, which skips folders it cannot list without a
+    # word: this walk over the same folders (hidden ones and the output folder pruned the
+    # same way) finds them, and the folders left out without -r.
+    unreadable: list[OSError] = []
+    photo_named: list[Path] = []
+    left_out = 0
+    excluded = exclude.resolve() if exclude is not None else None
+    for root, dirs, _ in os.walk(folder, onerror=unreadable.append):
+        kept = [
+            name
+            for name in sorted(dirs)
+            if not name.startswith(".")
+            and (excluded is None or not _is_within(Path(root) / name, excluded))
+        ]
+        if not recursive:
+            # Named like a photo but a folder: reported as a job rather than ignored.
+            photo_named = [Path(root) / name for name in kept if is_image_name(name)]
+            left_out = len(kept) - len(photo_named)
+            kept = []
+        dirs[:] = kept
+    errors = [
+        f"{err.filename if err.filename is not None else folder}: folder cannot be read "
+        f"({_why(err)}); its photos were not enhanced"
+        for err in unreadable
+    ]
+    if any(err.filename is not None and Path(err.filename) == folder for err in unreadable):
+        return _Scan([], errors)
+    paths = list_image_files(folder, recursive=recursive, exclude=exclude) + photo_named
     jobs = [_Job(path, path.relative_to(folder)) for path in paths]
-    return sorted(jobs, key=lambda job: job.relative.parts)
+    return _Scan(sorted(jobs, key=lambda job: job.relative.parts), errors, left_out)
+
+
+def _is_within(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder)
+    except ValueError:
+        return False
+    return True
+
+
+def _lstat_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be looked at (not "missing": that is for the caller), or None."""
+    try:
+        os.lstat(path)
+    except OSError as err:
+        if err.errno not in (errno.ENOENT, errno.ENOTDIR, errno.ENAMETOOLONG):
+            return _why(err)
+    return None
 
 
 def _collect(
     inputs: tuple[str, ...], recursive: bool, output_dir: Path | None
-) -> tuple[list[_Job], list[str]]:
-    """Expand files, folders and globs into jobs; also one error line per empty input."""
+) -> tuple[list[_Job], list[str], list[str]]:
+    """Expand files, folders and globs into jobs.
+
+    Returns:
+        The jobs, one error line per input that gave none (missing, empty, unreadable) or
+        per folder that cannot be read, and notes (sub-folders left out without -r).
+    """
     jobs: list[_Job] = []
     errors: list[str] = []
+    notes: list[str] = []
     for text in inputs:
         path = Path(text).expanduser()
-        if os.path.lexists(path):
+        problem = _lstat_problem(path)
+        if problem is not None:
+            # e.g. a file in a folder that cannot be entered: it may well exist
+            errors.append(f"{text}: {problem}")
+            matches = []
+        elif os.path.lexists(path):
             matches = [path]
         elif _GLOB_CHARACTERS & set(text):
             matches = [Path(m) for m in sorted(glob.glob(os.path.expanduser(text), recursive=True))]
@@ -94,18 +165,22 @@ def _collect(
             errors.append(f"{text}: no such file or folder")
             matches = []
         for match in matches:
-            if match.is_dir():
-                found = _scan_folder(match, recursive, output_dir)
-                if not found:
-                    hint = "" if recursive else " (use -r to include sub-folders)"
-                    errors.append(f"{match}: no images found in this folder{hint}")
-                jobs.extend(found)
-            else:
+            if not match.is_dir():
                 jobs.append(_Job(match, Path(match.name)))
+                continue
+            scan = _scan_folder(match, recursive, output_dir)
+            errors += scan.errors
+            left_out = scan.subfolders_left_out
+            if not scan.jobs and not scan.errors:
+                hint = f" (use -r to include its {left_out} sub-folder(s))" if left_out else ""
+                errors.append(f"{match}: no images found in this folder{hint}")
+            elif left_out:
+                notes.append(f"{match}: skipped {left_out} sub-folder(s) (use -r to include them)")
+            jobs.extend(scan.jobs)
     unique: dict[str, _Job] = {}
     for job in jobs:
         unique.setdefault(os.path.realpath(job.source), job)
-    return list(unique.values()), errors
+    return list(unique.values()), errors, notes
 
 
 def _file_id(path: Path) -> tuple[int, int] | None:
@@ -127,20 +202,87 @@ def _target(
 
     Photos of one stem in different formats (``img.avif``, ``img.jp2``; ``IMG_1.CR2`` and
     ``IMG_1.JPG`` with ``--format jpg``) would share a result name: those not already in
-    the output's format get their own suffix in the name (``img_avif.png``). The rule looks
-    at the source folder, not at the batch, so every run names a photo the same way.
+    the output's format get their own suffix in the name (``img_avif.png``). Same-stem
+    files whose suffixes differ only in letter case (``a.JPG``, ``a.jpg``) are numbered in
+    name order: ``a_jpg.png``, ``a_jpg_2.png``. The rule looks at the source folder, not at
+    the batch, so every run names a photo the same way; :func:`_distinct_targets` settles
+    whatever clash is left within one run.
     """
     from rave.io import FORMATS
 
     name, job.format, own = _output_name(job.source.name, suffix, format)
     if not own:
-        for sibling in _same_stem_siblings(job.source, {} if listings is None else listings):
+        siblings = _same_stem_siblings(job.source, {} if listings is None else listings)
+        for sibling in siblings:
             if _output_name(sibling, suffix, format)[0].lower() == name.lower():
                 kind = job.source.suffix.lstrip(".").lower()
+                same_kind = sorted(
+                    other
+                    for other in [*siblings, job.source.name]
+                    if os.path.splitext(other)[1].lower() == job.source.suffix.lower()
+                )
+                rank = same_kind.index(job.source.name) + 1
+                if rank > 1:
+                    kind += f"_{rank}"
                 name = f"{job.source.stem}{suffix}_{kind}{FORMATS[job.format][1]}"
                 break
     folder = job.source.parent if output_dir is None else output_dir / job.relative.parent
     return folder / name
+
+
+def _name_key(path: Path) -> tuple[str, str]:
+    """Which result file ``path`` is, on a file system that ignores letter case too."""
+    return os.path.realpath(path.parent), path.name.casefold()
+
+
+def _distinct_targets(
+    planned: list[tuple[_Job, Path]], suffix: str, format: str | None
+) -> list[tuple[_Job, Path]]:
+    """Rename the results that would still clash within the batch after :func:`_target`.
+
+    E.g. ``x.jxl`` and ``x.psd`` (not in the folder listing of image files) or ``a.JPG``
+    and ``a.jpg`` kept as JPEG (one file where letter case is ignored). A name goes first
+    to a photo replaced in place, then to one that keeps its own name (``a_jpg_2.png``
+    stays ``a_jpg_2.png``), then to the first in batch order; a later one takes
+    ``NAME_<its suffix>.EXT`` if it is converted, else the first free ``NAME_2.EXT``,
+    ``NAME_3.EXT``... No result takes a name another job gets on its own. Jobs of the same
+    file name from different folders are left alone: :func:`_plan` refuses the second
+    (two cards' ``IMG_0001.JPG``).
+    """
+
+    def rank(item: tuple[_Job, Path]) -> int:
+        job, target = item
+        if os.path.realpath(target) == os.path.realpath(job.source):
+            return 0
+        return 1 if _output_name(job.source.name, suffix, format)[2] else 2
+
+    ranks = [rank(item) for item in planned]
+    first: dict[tuple[str, str], _Job] = {}
+    for _, (job, target) in sorted(zip(ranks, planned, strict=True), key=lambda pair: pair[0]):
+        first.setdefault(_name_key(target), job)
+    taken = set(first)
+    distinct = []
+    for job_rank, (job, target) in zip(ranks, planned, strict=True):
+        owner = first[_name_key(target)]
+        if owner is not job and owner.source.name != job.source.name and job_rank > 0:
+            kind = job.source.suffix.lstrip(".").lower()
+            candidates: list[Path] = []
+            if kind and job_rank == 2:
+                candidates.append(
+                    target.with_name(f"{job.source.stem}{suffix}_{kind}{target.suffix}")
+                )
+            numbered = (
+                target.with_name(f"{target.stem}_{number}{target.suffix}")
+                for number in itertools.count(2)
+            )
+            target = next(
+                path
+                for path in itertools.chain(candidates, numbered)
+                if _name_key(path) not in taken
+            )
+            taken.add(_name_key(target))
+        distinct.append((job, target))
+    return distinct
 
 
 def _output_name(source_name: str, suffix: str, format: str | None) -> tuple[str, str, bool]:
@@ -180,6 +322,15 @@ def _same_stem_siblings(source: Path, listings: dict[Path, dict[str, list[str]]]
     return [name for name in same_stem if name != source.name]
 
 
+def _not_regular(path: Path) -> bool:
+    """Whether ``path`` is a FIFO, a device or a socket (or a link to one)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False  # missing, a broken link...: the reader names the problem
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
 def _plan(
     jobs: list[_Job],
     *,
@@ -193,8 +344,19 @@ def _plan(
     Returns the jobs minus inputs that are results of other jobs (``a_enhanced.jpg`` beside
     ``a.jpg`` when a folder is enhanced ``--beside`` again): they are not new photos.
     """
+    from rave.io.provenance import NOT_A_REGULAR_FILE
+
+    for job in jobs:
+        # Before anything opens it: a FIFO or a device would block or never end.
+        if _not_regular(job.source):
+            job.error = NOT_A_REGULAR_FILE
     listings: dict[Path, dict[str, list[str]]] = {}
-    planned = [(job, _target(job, output_dir, suffix, format, listings)) for job in jobs]
+    planned = [
+        (job, _target(job, output_dir, suffix, format, listings))
+        for job in jobs
+        if job.error is None
+    ]
+    planned = _distinct_targets(planned, suffix, format)
     result_paths = {
         os.path.realpath(target)
         for job, target in planned
@@ -225,8 +387,10 @@ def _plan(
                     "place, pass --overwrite and an explicit --suffix '')"
                 )
                 continue
+            job.replace_source = True
         job.target = target
-    return [job for job, _ in planned]
+    kept = {id(job) for job, _ in planned}
+    return [job for job in jobs if id(job) in kept or job.error is not None]
 
 
 def _note_slow_convolutions(net: nn.Module, quiet: bool) -> None:
@@ -328,13 +492,24 @@ def _enhance_one(job: _Job, enhancer: Enhancer, options: dict[str, Any], quiet: 
     Raises:
         PhotoError, OSError, ValueError: the photo could not be read or written.
     """
-    from rave.io.provenance import finish_record, record_result, source_sha256
+    from rave.io import PhotoError
+    from rave.io.provenance import (
+        NOT_A_REGULAR_FILE,
+        finish_record,
+        record_result,
+        source_sha256,
+    )
 
     assert job.target is not None and job.format is not None
     try:
         sha256 = source_sha256(job.source)  # before reading: the record names what was read
-    except OSError:
-        sha256 = None  # missing, a folder, unreadable: the reader below names the problem
+    except OSError as err:
+        # Named here, where the file is first opened; a FIFO must not reach the reader
+        # (it would block), and the reader words a permission error as a corrupt image.
+        if err.strerror == NOT_A_REGULAR_FILE or err.errno in (errno.EACCES, errno.EPERM):
+            reason = NOT_A_REGULAR_FILE if err.strerror == NOT_A_REGULAR_FILE else _why(err)
+            raise PhotoError(job.source, reason) from None
+        sha256 = None  # missing, a folder, a link loop: the reader below names the problem
     else:
         record_result(job.target, job.source, _recipe(enhancer, job.format, options), sha256)
     tiles = _TileProgress(job.source.name, quiet)
@@ -347,6 +522,7 @@ def _enhance_one(job: _Job, enhancer: Enhancer, options: dict[str, Any], quiet: 
             max_pixels=options["max_pixels"],
             progress=tiles,
             strength=options.get("strength", 1.0),
+            replace_source=job.replace_source,
         )
     finally:
         tiles.close()
@@ -522,7 +698,10 @@ camera RAW: DNG, CR2, CR3, NEF, ARW, RAF, ORF, RW2 (rawpy/LibRaw: camera white b
 sRGB, 16-bit, written as 16-bit TIFF). The output has the input's format and bit depth
 (8/16-bit PNG and TIFF, float TIFF), HEIC as HEIC where libheif can encode it (else JPEG),
 other formats as PNG; EXIF orientation applied; ICC profile, EXIF, XMP and dpi kept.
-Photos of one name in two formats get distinct names (img_avif.png, img_jp2.png).
+Photos of one name in two formats get distinct names (img_avif.png, img_jp2.png; a.JPG
+and a.jpg to PNG: a_jpg.png, a_jpg_2.png in name order); any other clash of result names
+in one run, letter case ignored, is settled in input order with _2, _3... (re-running the
+same command names every photo the same way).
 --format converts (alpha is dropped for JPEG). Grey stays grey; alpha is kept.
 
 An output folder that cannot be written (read-only, full) is found before any photo is
@@ -617,7 +796,9 @@ def enhance_command(
         "max_pixels": max_pixels,
         "strength": strength,
     }
-    jobs, errors = _collect(inputs, recursive, output_dir)
+    jobs, errors, scan_notes = _collect(inputs, recursive, output_dir)
+    for line in scan_notes:
+        _say(f"note: {line}", quiet)
     jobs = _plan(
         jobs,
         output_dir=output_dir,

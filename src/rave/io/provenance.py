@@ -17,9 +17,11 @@ folder keep every record.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
+import stat
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,6 +29,7 @@ from typing import Any, Literal
 
 __all__ = [
     "MANIFEST_NAME",
+    "NOT_A_REGULAR_FILE",
     "Decision",
     "Recipe",
     "decide",
@@ -36,6 +39,7 @@ __all__ = [
 ]
 
 MANIFEST_NAME = ".rave-results.json"
+NOT_A_REGULAR_FILE = "not a regular file"
 _FORMAT_VERSION = 1
 
 
@@ -59,11 +63,28 @@ class Decision:
 
 
 def source_sha256(path: Path) -> str:
-    """SHA-256 of a file's bytes (read in 1 MB blocks)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        while block := stream.read(1 << 20):
-            digest.update(block)
+    """SHA-256 of a file's bytes (read in 1 MB blocks).
+
+    Raises:
+        OSError: the file cannot be read, or is not a regular file (a FIFO, a device such as
+            /dev/zero, a socket: ``strerror`` is "not a regular file"); such a file is
+            refused before a byte is read from it, so that it can neither block nor run on.
+    """
+    # O_NONBLOCK: opening a FIFO without a writer would otherwise wait forever. It changes
+    # nothing for regular files, whose reads never block.
+    descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        mode = os.fstat(descriptor).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+        if not stat.S_ISREG(mode):
+            raise OSError(errno.EINVAL, NOT_A_REGULAR_FILE, str(path))
+        digest = hashlib.sha256()
+        with open(descriptor, "rb", closefd=False) as stream:
+            while block := stream.read(1 << 20):
+                digest.update(block)
+    finally:
+        os.close(descriptor)
     return digest.hexdigest()
 
 
