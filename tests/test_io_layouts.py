@@ -20,7 +20,7 @@ import pytest
 import tifffile
 from PIL import Image, ImageCms
 
-from rave.io import read_photo, write_photo
+from rave.io import PhotoError, read_photo, write_photo
 
 H, W = 12, 20  # non-square so that a transposition shows in the shape
 
@@ -294,3 +294,138 @@ def test_16_bit_grey_alpha_png_of_many_bands_and_odd_width(tmp_path: Path) -> No
     write_photo(tmp_path / "tall.png", stored)
     decoded = cv2.imread(str(tmp_path / "tall.png"), cv2.IMREAD_UNCHANGED)
     np.testing.assert_array_equal(decoded[:, :, [0, 3]], stored)
+
+
+# --- notes and errors: say what happened, in rave's terms ----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fmt", "note", "scale"),
+    [
+        ("jpg", "float samples written as 8-bit: JPG holds only 8 bits", 255),
+        ("webp", "float samples written as 8-bit: WEBP holds only 8 bits", 255),
+        ("png", "float samples written as 16-bit: PNG holds no floats", 65535),
+    ],
+)
+def test_float_samples_written_as_integers_say_so(
+    tmp_path: Path, fmt: str, note: str, scale: int
+) -> None:
+    ramp = np.linspace(0.05, 0.95, W, dtype=np.float32)
+    pixels = np.stack([np.tile(ramp, (H, 1))] * 3, axis=2) * np.float32([1.0, 0.8, 0.6])
+    out = tmp_path / f"out.{fmt}"
+    assert write_photo(out, pixels) == [note]
+    decoded = read_photo(out).pixels
+    assert decoded.dtype == (np.uint8 if scale == 255 else np.uint16)
+    expected = np.round(pixels.astype(np.float64) * scale)
+    tolerance = 0 if fmt == "png" else 8  # JPEG and WebP are lossy (WebP: 4:2:0 chroma)
+    assert np.abs(decoded.astype(np.float64) - expected).max() <= tolerance
+
+
+def test_16_bit_cmyk_tiff_is_refused_as_unsupported_not_corrupt(tmp_path: Path) -> None:
+    path = tmp_path / "cmyk16.tif"
+    tifffile.imwrite(path, np.zeros((H, W, 4), np.uint16), photometric="separated")
+    with pytest.raises(PhotoError, match=r"cmyk16\.tif: 16-bit CMYK TIFF is not supported") as err:
+        read_photo(path)
+    assert "corrupt" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("suffix", "profile"),
+    [("jpg", b"not a profile at all" * 10), ("png", b"abc")],
+    ids=["garbage", "three-bytes"],
+)
+def test_unreadable_icc_profile_is_dropped_with_a_plain_note(
+    tmp_path: Path, suffix: str, profile: bytes
+) -> None:
+    path = tmp_path / f"icc.{suffix}"
+    Image.new("RGB", (W, H), (10, 20, 30)).save(path, icc_profile=profile)
+    assert Image.open(path).info["icc_profile"] == profile  # the file holds it
+    photo = read_photo(path)
+    assert photo.icc_profile is None
+    assert photo.notes == ["an unreadable ICC profile was dropped (not an ICC profile header)"]
+
+
+def test_icc_profile_of_another_colour_space_is_named_when_dropped(
+    tmp_path: Path, srgb_icc: bytes
+) -> None:
+    path = tmp_path / "grey.png"
+    Image.new("L", (W, H), 40).save(path, icc_profile=srgb_icc)
+    photo = read_photo(path)
+    assert photo.icc_profile is None
+    assert photo.notes == ["RGB ICC profile dropped: it does not describe GRAY pixels"]
+
+
+def _png_header_claiming(path: Path, width: int, height: int) -> None:
+    """A tiny grey PNG whose IHDR claims ``width`` x ``height`` pixels."""
+    raw = zlib.compress(b"\x00" * 9 * 8)  # 8 rows of 8 grey pixels, filter 0
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", ihdr)
+        + _png_chunk(b"IDAT", raw)
+        + _png_chunk(b"IEND", b"")
+    )
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "max_pixels", "expected"),
+    [
+        # past twice Pillow's own guard, which fires before rave reads the header
+        (100_000, 100_000, None, "the image is 10000.0 MP, over the limit of 200.0 MP"),
+        (20_000, 20_000, None, "20000x20000 is 400.0 MP, over the limit of 200.0 MP"),
+        (64, 48, 100, "64x48 is 3,072 pixels, over the limit of 100 pixels"),
+        (1020, 1000, 1_000_000, "1020x1000 is 1,020,000 pixels, over the limit of 1,000,000"),
+    ],
+    ids=["pillow-guard", "header", "small-limit", "rounding"],
+)
+def test_pixel_limit_message_is_rave_own_and_names_the_option(
+    tmp_path: Path, width: int, height: int, max_pixels: int | None, expected: str
+) -> None:
+    path = tmp_path / "big.png"
+    _png_header_claiming(path, width, height)
+    options = {} if max_pixels is None else {"max_pixels": max_pixels}
+    with pytest.raises(PhotoError) as caught:
+        read_photo(path, **options)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: ")
+    assert expected in message
+    assert "--max-pixels" in message and "max_pixels=" in message
+    assert "400000000" not in message and " 0.0 MP" not in message
+
+
+def test_16_bit_tiff_exif_note_only_when_something_is_lost(tmp_path: Path) -> None:
+    path = tmp_path / "plain16.tif"
+    tifffile.imwrite(path, np.zeros((H, W, 3), np.uint16), photometric="rgb")
+    photo = read_photo(path)
+    assert _exif_dict(photo.exif).get(305) == "tifffile.py"  # Software only
+    assert write_photo(tmp_path / "out.tif", photo.pixels, exif=photo.exif) == []
+
+    camera = Image.Exif()
+    camera[0x010F] = "TestCam"
+    camera[0x8769] = {0x829D: 2.8}  # f-number, in the EXIF sub-IFD
+    notes = write_photo(tmp_path / "camera.tif", photo.pixels, exif=camera.tobytes())
+    assert len(notes) == 1 and "cannot embed the EXIF sub-IFD" in notes[0], notes
+    with tifffile.TiffFile(tmp_path / "camera.tif") as tiff:
+        assert tiff.pages[0].tags[271].value == "TestCam"  # type: ignore[union-attr]
+
+
+# --- Pillow's warnings become notes, never lines on the terminal ---------------------------
+
+_DAMAGED_EXIF = b"Exif\x00\x00II*\x00\xff\xff\xff\x7f"  # IFD0 offset far past the end
+
+
+@pytest.mark.parametrize(
+    ("fmt", "dtype"), [("jpg", np.uint8), ("tif", np.uint8), ("tif", np.uint16)]
+)
+def test_damaged_exif_gives_notes_not_warnings(tmp_path: Path, fmt: str, dtype: type) -> None:
+    path = tmp_path / "damaged.jpg"
+    Image.new("RGB", (W, H), (90, 60, 30)).save(path, exif=_DAMAGED_EXIF)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a warning that escapes fails the test
+        photo = read_photo(path)
+        pixels = photo.pixels.astype(dtype) * (257 if dtype == np.uint16 else 1)
+        notes = write_photo(tmp_path / f"out.{fmt}", pixels, exif=photo.exif)
+    assert any("Corrupt EXIF data" in note for note in photo.notes), photo.notes
+    if fmt == "tif":
+        assert any(n.startswith("EXIF damaged") and "Corrupt EXIF" in n for n in notes), notes
+    assert read_photo(tmp_path / f"out.{fmt}").pixels.shape == (H, W, 3)

@@ -106,8 +106,12 @@ def apply_orientation(pixels: np.ndarray, orientation: int) -> np.ndarray:
 
 
 def icc_colour_space(icc_profile: bytes | None) -> str | None:
-    """The data colour space of an ICC profile (``"RGB"``, ``"GRAY"``, ``"CMYK"``...)."""
-    if not icc_profile or len(icc_profile) < 20:
+    """The data colour space of an ICC profile (``"RGB"``, ``"GRAY"``, ``"CMYK"``...).
+
+    None when there is no profile, or the bytes are not one: every ICC header holds the
+    signature ``acsp`` at byte 36.
+    """
+    if not icc_profile or len(icc_profile) < 40 or icc_profile[36:40] != b"acsp":
         return None
     return icc_profile[16:20].decode("latin-1").strip()
 

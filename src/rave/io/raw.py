@@ -16,6 +16,7 @@ from typing import cast
 import numpy as np
 
 from rave.io.formats import missing_reader
+from rave.io.pixel_limit import over_pixel_limit
 
 __all__ = [
     "RAW_DECODE_SETTINGS",
@@ -59,11 +60,7 @@ def read_raw_pixels(path: Path, max_pixels: int) -> tuple[np.ndarray, list[str]]
         with rawpy.imread(str(path)) as raw:
             height, width = raw.sizes.height, raw.sizes.width
             if height * width > max_pixels:
-                raise RawReadError(
-                    f"{width}x{height} is {width * height / 1e6:.1f} MP, over the "
-                    f"{max_pixels / 1e6:.1f} MP limit (raise the pixel limit if the file is "
-                    "trusted)"
-                )
+                raise RawReadError(over_pixel_limit((width, height), max_pixels))
             pixels = raw.postprocess(
                 use_camera_wb=True,
                 output_color=rawpy.ColorSpace.sRGB,

@@ -13,6 +13,7 @@ import errno
 import json
 import logging
 import os
+import re
 import sys
 import warnings
 from collections.abc import Iterator
@@ -33,6 +34,7 @@ from rave.io.metadata import (
     icc_colour_space,
     reset_exif_orientation,
 )
+from rave.io.pixel_limit import over_pixel_limit
 from rave.io.printable import printable
 from rave.io.raw import RawReadError, raw_exif, read_raw_pixels, srgb_icc_profile
 from rave.io.tiff import (
@@ -248,7 +250,8 @@ def _decode_16_bit(path: Path, tiff: bool = False, notes: list[str] | None = Non
         # (a 24 MP 16-bit PNG through `rave enhance`: 981 MB peak instead of 856).
         pixels = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if pixels is None:
-        raise PhotoError(path, "corrupt or truncated 16-bit image data")
+        unsupported = _unsupported_tiff_layout(path) if tiff else None
+        raise PhotoError(path, unsupported or "corrupt or truncated 16-bit image data")
     if pixels.dtype != np.uint16:
         raise PhotoError(path, f"unsupported sample type {pixels.dtype} (expected 8 or 16 bit)")
     if pixels.ndim == 3 and pixels.shape[2] == 3:
@@ -258,6 +261,29 @@ def _decode_16_bit(path: Path, tiff: bool = False, notes: list[str] | None = Non
     elif pixels.ndim == 3 and pixels.shape[2] == 1:
         pixels = pixels[:, :, 0]
     return pixels
+
+
+def _unsupported_tiff_layout(path: Path) -> str | None:
+    """Why neither tifffile's path nor OpenCV decoded a 16-bit TIFF, if its layout says."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tiff:
+            page = cast(tifffile.TiffPage, tiff.pages[0])  # a frame only with useframes
+            photometric = page.photometric
+    except Exception:  # not a TIFF tifffile understands: the data is what is wrong
+        return None
+    if photometric in (
+        tifffile.PHOTOMETRIC.RGB,
+        tifffile.PHOTOMETRIC.MINISBLACK,
+        tifffile.PHOTOMETRIC.MINISWHITE,
+    ):
+        return None
+    if photometric == tifffile.PHOTOMETRIC.SEPARATED:
+        kind = "CMYK"
+    else:
+        kind = getattr(photometric, "name", f"photometric {int(photometric)}")
+    return f"16-bit {kind} TIFF is not supported (convert it to RGB, or save it at 8 bits)"
 
 
 def _decode_16_bit_tiff(path: Path, notes: list[str] | None = None) -> np.ndarray | None:
@@ -394,8 +420,11 @@ def _decode_photo(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX
             path, hint or "not an image file, or a format Pillow cannot read"
         ) from None
     except Image.DecompressionBombError as err:
-        # Pillow's own guard (PIL.Image.MAX_IMAGE_PIXELS) fires at twice its limit.
-        raise PhotoError(path, f"refused as a possible decompression bomb ({err})") from None
+        # Pillow's own guard fires at twice its limit, which is at least ours: the photo is
+        # over our limit, which is the one to state (and the one the user can raise).
+        found = re.search(r"\((\d+) pixels\)", str(err))
+        size = int(found[1]) if found else None
+        raise PhotoError(path, over_pixel_limit(size, max_pixels)) from None
     except PermissionError:
         raise PhotoError(path, "permission denied") from None
     except (OSError, SyntaxError, ValueError) as err:
@@ -404,12 +433,7 @@ def _decode_photo(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX
     with image:
         width, height = image.size
         if width * height > max_pixels:
-            raise PhotoError(
-                path,
-                f"{width}x{height} is {width * height / 1e6:.1f} MP, over the "
-                f"{max_pixels / 1e6:.1f} MP limit (refused as a possible decompression bomb; "
-                "raise the pixel limit if the file is trusted)",
-            )
+            raise PhotoError(path, over_pixel_limit((width, height), max_pixels))
         format_name = _NATIVE_FORMATS.get(image.format or "", "png")
         if image.format not in _NATIVE_FORMATS:
             notes.append(f"{image.format} input will be written as PNG")
@@ -493,11 +517,13 @@ def _upright_photo(path: Path, photo: Photo, orientation: int) -> Photo:
     if pixels.ndim == 3 and pixels.shape[2] == 1:
         pixels = pixels[:, :, 0]
     expected_space = "GRAY" if pixels.ndim == 2 or pixels.shape[2] == 2 else "RGB"
-    icc_profile = photo.icc_profile
-    if icc_profile is not None and icc_colour_space(icc_profile) != expected_space:
+    space = icc_colour_space(photo.icc_profile)
+    if photo.icc_profile is not None and space is None:
+        photo.notes.append("an unreadable ICC profile was dropped (not an ICC profile header)")
+        photo.icc_profile = None
+    elif photo.icc_profile is not None and space != expected_space:
         photo.notes.append(
-            f"{printable(icc_colour_space(icc_profile))} ICC profile dropped: it does not "
-            f"describe {expected_space} pixels"
+            f"{printable(space)} ICC profile dropped: it does not describe {expected_space} pixels"
         )
         photo.icc_profile = None
     if orientation != 1:

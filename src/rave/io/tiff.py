@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from rave.io.pixel_limit import over_pixel_limit
+
 __all__ = [
     "FloatRangeError",
     "colour_and_alpha",
@@ -120,10 +122,8 @@ def read_tiff_special(
         if largest is pages[0] and not is_float and not always:
             return None
         if _pixel_count(largest) > max_pixels:
-            raise ValueError(
-                f"{largest.imagewidth}x{largest.imagelength} is over the "
-                f"{max_pixels / 1e6:.1f} MP limit (raise the pixel limit if the file is trusted)"
-            )
+            size = (int(largest.imagewidth), int(largest.imagelength))
+            raise ValueError(over_pixel_limit(size, max_pixels))
         pixels = largest.asarray()
         photometric, extrasamples = largest.photometric, tuple(largest.extrasamples)
     notes = []

@@ -75,7 +75,7 @@ def _write_pillow(
     pixels: np.ndarray,
     fmt: str,
     icc_profile: bytes | None,
-    exif: bytes | None,
+    exif: bytes | Image.Exif | None,
     quality: int,
     xmp: bytes | None = None,
     dpi: tuple[float, float] | None = None,
@@ -86,7 +86,9 @@ def _write_pillow(
     options: dict[str, object] = {}
     if icc_profile and fmt != "bmp":
         options["icc_profile"] = icc_profile
-    if exif and fmt != "bmp":
+    if isinstance(exif, Image.Exif):
+        options["exif"] = exif  # parsed beforehand: TIFF (see _parsed_exif)
+    elif exif and fmt != "bmp":
         options["exif"] = exif if exif.startswith(EXIF_PREFIX) else EXIF_PREFIX + exif
     options.update(_xmp_and_dpi_options(fmt, options.get("exif"), xmp, dpi))
     if fmt == "jpg":
@@ -136,9 +138,7 @@ def _xmp_and_dpi_options(
     elif fmt == "tif":
         # Pillow's TIFF writer takes extra IFD0 tags only through the EXIF mapping (a
         # separate tiffinfo would replace the EXIF): XMP is tag 700 there.
-        tags = Image.Exif()
-        if isinstance(exif, bytes):
-            tags.load(exif)
+        tags = exif if isinstance(exif, Image.Exif) else Image.Exif()
         tags[700] = xmp
         options["exif"] = tags
     else:
@@ -287,7 +287,10 @@ def _stored_size(path: Path, fmt: str) -> tuple[int, int]:
         with tifffile.TiffFile(path) as tiff:
             page = cast(tifffile.TiffPage, tiff.pages[0])  # a frame only with useframes
             return int(page.imagewidth), int(page.imagelength)
-    with Image.open(path) as image:
+    # Pillow parses the EXIF while opening (a JPEG's dpi may be there) and warns about what
+    # is damaged in it: the caller's EXIF, copied byte for byte, whose reader has reported
+    # it already. Only the size is wanted here; the warning must not reach the terminal.
+    with captured_messages(native=False), Image.open(path) as image:
         return image.size
 
 
@@ -296,23 +299,69 @@ def _stored_size(path: Path, fmt: str) -> tuple[int, int]:
 _TIFF_ASCII_TAGS = (270, 271, 272, 306, 315, 33432)
 
 
-def _tiff_ascii_tags(exif: bytes | None) -> list[tuple[int, str, int, str | bytes, bool]]:
-    if not exif:
+# IFD0 tags whose loss is not worth a note: the orientation (1, the pixels being upright),
+# the program that wrote the source, and the resolution and layout (written anew).
+_TIFF_HOUSEKEEPING_TAGS = frozenset({0x0112, 0x0131, 0x011A, 0x011B, 0x0128, 0x0213})
+_EXIF_IFD, _GPS_IFD = 0x8769, 0x8825
+
+
+def _parsed_exif(exif: bytes, notes: list[str]) -> Image.Exif | None:
+    """``exif`` parsed by Pillow, its sub-IFDs included, for the TIFF writers.
+
+    Both TIFF writers take the EXIF tag by tag, and Pillow warns (``UserWarning``) about
+    damaged blocks while parsing: that happens here, captured, once, and becomes a note
+    instead of a line on the terminal. A block Pillow cannot parse at all is dropped.
+    """
+    from PIL import TiffTags
+
+    with captured_messages(native=False) as messages:
+        parsed = Image.Exif()
+        try:
+            parsed.load(exif)
+            for tag in TiffTags.TAGS_V2_GROUPS:
+                if tag in parsed:
+                    parsed.get_ifd(tag)  # parsed now, not while saving
+        except Exception as err:  # SyntaxError, struct.error...: not an EXIF block
+            messages.append(f"{type(err).__name__}: {err}")
+            parsed = None
+    if parsed is not None and not len(parsed):
+        parsed = None
+    if messages:
+        kept = "not written" if parsed is None else "only what Pillow could read is written"
+        notes.append(f"EXIF damaged, {kept} ({printable('; '.join(messages))})")
+    return parsed
+
+
+def _tiff_ascii_tags(exif: Image.Exif | None) -> list[tuple[int, str, int, str | bytes, bool]]:
+    if exif is None:
         return []
-    parsed = Image.Exif()
-    parsed.load(exif)
     return [
-        (tag, "s", 0, parsed[tag], True)
+        (tag, "s", 0, exif[tag], True)
         for tag in _TIFF_ASCII_TAGS
-        if isinstance(parsed.get(tag), str) and parsed[tag].isascii()
+        if isinstance(exif.get(tag), str) and exif[tag].isascii()
     ]
+
+
+def _exif_lost_by_tifffile(exif: Image.Exif) -> list[str]:
+    """What of ``exif`` the tifffile writer leaves out, named for a note (empty if nothing
+    of value: a source's Software tag alone is not worth one)."""
+    lost = []
+    if exif.get_ifd(_EXIF_IFD):
+        lost.append("the EXIF sub-IFD (exposure, lens...)")
+    if exif.get_ifd(_GPS_IFD):
+        lost.append("GPS")
+    carried = {tag for tag, *_ in _tiff_ascii_tags(exif)}
+    others = set(exif) - carried - _TIFF_HOUSEKEEPING_TAGS - {_EXIF_IFD, _GPS_IFD}
+    if others:
+        lost.append(f"{len(others)} other tag{'s' if len(others) > 1 else ''}")
+    return lost
 
 
 def _write_tiff_16(
     stream: BinaryIO,
     pixels: np.ndarray,
     icc_profile: bytes | None,
-    exif: bytes | None,
+    exif: Image.Exif | None,
     xmp: bytes | None = None,
     dpi: tuple[float, float] | None = None,
 ) -> None:
@@ -387,9 +436,14 @@ def write_photo(
         raise ValueError(f"pixels must be (H, W) or (H, W, 2|3|4), got {pixels.shape}")
     notes: list[str] = []
     if pixels.dtype == np.float32 and fmt != "tif":
-        # Only TIFF holds float samples: the nearest 16-bit values (in [0, 1] by contract).
-        notes.append(f"float samples written as integers: {fmt.upper()} holds no floats")
-        pixels = np.round(np.clip(pixels, 0, 1) * 65535).astype(np.uint16)
+        # Only TIFF holds float samples: the nearest integers (in [0, 1] by contract), at
+        # the most bits the format holds.
+        if fmt in SIXTEEN_BIT_FORMATS:
+            notes.append(f"float samples written as 16-bit: {fmt.upper()} holds no floats")
+            pixels = np.round(np.clip(pixels, 0, 1) * 65535).astype(np.uint16)
+        else:
+            notes.append(f"float samples written as 8-bit: {fmt.upper()} holds only 8 bits")
+            pixels = np.round(np.clip(pixels, 0, 1) * 255).astype(np.uint8)
     if pixels.ndim == 3 and pixels.shape[2] in (2, 4) and fmt not in _ALPHA_FORMATS:
         notes.append(f"alpha channel dropped: {fmt.upper()} has no transparency")
         pixels = pixels[:, :, :-1] if pixels.shape[2] == 4 else pixels[:, :, 0]
@@ -397,6 +451,7 @@ def write_photo(
         notes.append(f"16-bit samples written as 8-bit: {fmt.upper()} holds only 8 bits")
         pixels = _to_8_bit(pixels)
     exif_bytes = strip_exif_prefix(exif) if exif else None
+    parsed = _parsed_exif(exif_bytes, notes) if exif_bytes and fmt == "tif" else None
 
     def write(stream: BinaryIO) -> None:
         if pixels.dtype == np.uint16 and fmt == "png" and pixels.ndim == 3:
@@ -405,15 +460,18 @@ def write_photo(
             else:
                 _write_png_16(stream, pixels, icc_profile, exif_bytes, xmp, dpi)
         elif pixels.dtype != np.uint8 and fmt == "tif":
-            _write_tiff_16(stream, pixels, icc_profile, exif_bytes, xmp, dpi)
+            _write_tiff_16(stream, pixels, icc_profile, parsed, xmp, dpi)
         else:
             # Pillow writes 8-bit images and 16-bit grey PNG (mode I;16) with metadata.
-            _write_pillow(stream, pixels, fmt, icc_profile, exif, quality, xmp, dpi)
+            tiff_exif = parsed if fmt == "tif" else exif
+            _write_pillow(stream, pixels, fmt, icc_profile, tiff_exif, quality, xmp, dpi)
 
-    if pixels.dtype != np.uint8 and fmt == "tif" and exif_bytes:
+    lost = _exif_lost_by_tifffile(parsed) if parsed and pixels.dtype != np.uint8 else []
+    if lost:
+        depth = "float" if pixels.dtype == np.float32 else "16-bit"
         notes.append(
-            "EXIF reduced to make, model, date and credits: the 16-bit TIFF writer "
-            "(tifffile) cannot embed the EXIF sub-IFD"
+            f"EXIF reduced to make, model, date and credits: the {depth} TIFF writer "
+            f"(tifffile) cannot embed {' or '.join(lost)}"
         )
     height, width = pixels.shape[:2]
     atomic_write(path, write, verify=lambda written: _verify_photo(written, fmt, width, height))
