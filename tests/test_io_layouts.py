@@ -429,3 +429,47 @@ def test_damaged_exif_gives_notes_not_warnings(tmp_path: Path, fmt: str, dtype: 
     if fmt == "tif":
         assert any(n.startswith("EXIF damaged") and "Corrupt EXIF" in n for n in notes), notes
     assert read_photo(tmp_path / f"out.{fmt}").pixels.shape == (H, W, 3)
+
+
+# --- WebP: lossless stays lossless ---------------------------------------------------------
+
+
+def _webp_image_chunk(path: Path) -> bytes:
+    """The fourcc of the file's first image chunk, found by scanning for it."""
+    data = path.read_bytes()
+    found = {kind: data.find(kind, 12) for kind in (b"VP8L", b"VP8 ")}
+    present = {kind: at for kind, at in found.items() if at >= 0}
+    return min(present, key=lambda kind: present[kind])
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"exif": b"Exif\x00\x00" + Image.Exif().tobytes()[6:]}, {"save_all": True}],
+    ids=["simple", "extended", "animated"],
+)
+@pytest.mark.parametrize("lossless", [True, False])
+def test_lossless_webp_stays_lossless(tmp_path: Path, lossless: bool, options: dict) -> None:
+    rng = np.random.default_rng(8)
+    rgba = rng.integers(0, 256, (H, W, 4), dtype=np.uint8)
+    rgba[:4, :4, 3] = 0  # transparent pixels keep their colour in a lossless file
+    image = Image.fromarray(rgba)
+    extra = {"append_images": [Image.fromarray(rgba[::-1].copy())]} if "save_all" in options else {}
+    path = tmp_path / "in.webp"
+    image.save(path, lossless=lossless, exact=True, quality=90, **options, **extra)
+    assert _webp_image_chunk(path) == (b"VP8L" if lossless else b"VP8 ")
+
+    photo = read_photo(path)
+    assert photo.lossless is lossless
+
+    out = tmp_path / "out.webp"
+    write_photo(out, photo.pixels, lossless=photo.lossless, quality=90)
+    assert _webp_image_chunk(out) == (b"VP8L" if lossless else b"VP8 ")
+    if lossless:
+        np.testing.assert_array_equal(read_photo(out).pixels, photo.pixels)
+        if "save_all" not in options:  # an animation's frames come composited on black
+            np.testing.assert_array_equal(photo.pixels, rgba)
+
+
+def test_lossless_flag_is_ignored_by_other_formats(tmp_path: Path) -> None:
+    write_photo(tmp_path / "out.jpg", np.zeros((H, W, 3), np.uint8), lossless=True)
+    assert Image.open(tmp_path / "out.jpg").format == "JPEG"

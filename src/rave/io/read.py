@@ -92,6 +92,8 @@ class Photo:
             to 1, or None.
         xmp: the XMP packet (ratings, keywords, edits), or None.
         dpi: the stored resolution in dots per inch ``(x, y)``, or None.
+        lossless: the source is lossless WebP, so its WebP output should be lossless too
+            (``write_photo(..., lossless=photo.lossless)``).
         notes: conversions made while reading, e.g. ``"palette image converted to RGB"``.
     """
 
@@ -102,6 +104,7 @@ class Photo:
     notes: list[str] = field(default_factory=list)
     xmp: bytes | None = None
     dpi: tuple[float, float] | None = None
+    lossless: bool = False
 
     @property
     def bit_depth(self) -> int:
@@ -498,11 +501,30 @@ def _decode_photo(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX
         except (OSError, SyntaxError, ValueError, EOFError) as err:
             raise PhotoError(path, f"corrupt or truncated image ({_describe(err)})") from None
 
-    return _upright_photo(
-        path,
-        Photo(pixels, format_name, icc_profile, exif, notes, xmp, dpi),
-        orientation,
-    )
+    lossless = format_name == "webp" and _webp_is_lossless(path)
+    photo = Photo(pixels, format_name, icc_profile, exif, notes, xmp, dpi, lossless)
+    return _upright_photo(path, photo, orientation)
+
+
+def _webp_is_lossless(path: Path) -> bool:
+    """Whether a WebP file's (first) image is VP8L, lossless, rather than lossy VP8.
+
+    Pillow does not say. The RIFF chunks do: ``VP8L`` or ``VP8 `` at the top level (after
+    ``VP8X`` and metadata chunks in the extended format), or inside the first ``ANMF``
+    frame of an animation, after its 16-byte frame header.
+    """
+    with open(path, "rb") as stream:
+        if stream.read(12)[8:] != b"WEBP":
+            return False
+        while len(header := stream.read(8)) == 8:
+            kind, size = header[:4], int.from_bytes(header[4:], "little")
+            if kind in (b"VP8L", b"VP8 "):
+                return kind == b"VP8L"
+            if kind == b"ANMF":
+                stream.seek(16, os.SEEK_CUR)  # into the frame: its chunks follow
+                continue
+            stream.seek(size + (size & 1), os.SEEK_CUR)  # chunks are padded to even sizes
+    return False
 
 
 def _upright_photo(path: Path, photo: Photo, orientation: int) -> Photo:

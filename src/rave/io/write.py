@@ -79,6 +79,7 @@ def _write_pillow(
     quality: int,
     xmp: bytes | None = None,
     dpi: tuple[float, float] | None = None,
+    lossless: bool = False,
 ) -> None:
     image = Image.fromarray(pixels)  # L, I;16, LA, RGB or RGBA from the shape
     if fmt in ("webp", "heic") and image.mode == "LA":
@@ -95,6 +96,10 @@ def _write_pillow(
         # Full-resolution chroma at high quality (as photo editors do), 4:2:0 below. No
         # optimize=True: libjpeg would hold every DCT coefficient of the photo in memory.
         options.update(quality=quality, subsampling=0 if quality >= 90 else 2)
+    elif fmt == "webp" and lossless:
+        # No quality: in lossless mode it means compression effort (Pillow's default is
+        # kept). exact: libwebp would otherwise change the colour of transparent pixels.
+        options.update(lossless=True, exact=True, method=4)
     elif fmt == "webp":
         options.update(quality=quality, method=4)
     elif fmt == "heic":
@@ -401,6 +406,7 @@ def write_photo(
     quality: int = 95,
     xmp: bytes | None = None,
     dpi: tuple[float, float] | None = None,
+    lossless: bool = False,
 ) -> list[str]:
     """Write ``pixels`` atomically to ``path``, with colour profile and EXIF.
 
@@ -416,6 +422,8 @@ def write_photo(
         quality: JPEG/WebP/HEIC quality, 1-100.
         xmp: XMP packet to embed (JPEG, PNG, TIFF, WebP, HEIC).
         dpi: resolution in dots per inch to store (JPEG, PNG, TIFF).
+        lossless: write WebP lossless (``quality`` is then ignored), as for a lossless
+            WebP source (:attr:`rave.io.Photo.lossless`); the other formats ignore it.
 
     Returns:
         Notes on what could not be kept (alpha dropped for JPEG, 16 bits reduced to 8 for
@@ -464,7 +472,7 @@ def write_photo(
         else:
             # Pillow writes 8-bit images and 16-bit grey PNG (mode I;16) with metadata.
             tiff_exif = parsed if fmt == "tif" else exif
-            _write_pillow(stream, pixels, fmt, icc_profile, tiff_exif, quality, xmp, dpi)
+            _write_pillow(stream, pixels, fmt, icc_profile, tiff_exif, quality, xmp, dpi, lossless)
 
     lost = _exif_lost_by_tifffile(parsed) if parsed and pixels.dtype != np.uint8 else []
     if lost:
