@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import subprocess
 import sys
@@ -365,3 +366,70 @@ def test_formats_rave_cannot_read_still_get_their_own_names(work: Path) -> None:
         "x.jxl": "out/x.png",
         "x.psd": "out/x_psd.png",
     }
+
+
+# --- the results record ------------------------------------------------------------------
+
+
+def test_corrupt_results_record_is_reported_refused_and_kept(work: Path, checkpoint: Path) -> None:
+    _photo("a.png")
+    _photo("b.png", 1)
+    assert _run(checkpoint, "a.png", "-o", "out").exit_code == 0
+    damaged = b'{"version": 1, "results": {"a.png": '
+    Path("out", MANIFEST_NAME).write_bytes(damaged)
+    result = _run(checkpoint, "a.png", "b.png", "-o", "out", "-q")
+    assert result.exit_code == 1, result.output
+    warnings = _lines(result, "warning:")
+    assert len(warnings) == 2, result.stderr
+    assert warnings[0].startswith(
+        f"warning: out/{MANIFEST_NAME}: unreadable (not valid JSON at line 1, column 37); "
+    )
+    assert "--overwrite" in warnings[0]
+    assert warnings[1] == (
+        f"warning: the unreadable record was renamed to out/{MANIFEST_NAME}.bak; a new record "
+        "was started"
+    )
+    [error] = _lines(result)
+    assert error.startswith("error: a.png: not enhanced: out/a.png exists and rave cannot tell")
+    assert f"the record out/{MANIFEST_NAME} is unreadable" in error
+    assert "--overwrite replaces it" in error
+    assert "1 enhanced, 0 skipped, 1 failed" in result.stdout
+    # Nothing lost: the damaged record is kept byte for byte, the new one is valid.
+    assert Path("out", f"{MANIFEST_NAME}.bak").read_bytes() == damaged
+    assert set(json.loads(Path("out", MANIFEST_NAME).read_text())["results"]) == {"b.png"}
+
+    again = _run(checkpoint, "a.png", "b.png", "-o", "out")
+    assert "0 enhanced, 1 skipped, 1 failed" in again.stdout
+    assert f"kept in out/{MANIFEST_NAME}.bak" in _lines(again)[0]
+    assert _lines(again, "warning:") == []
+    Path("out", MANIFEST_NAME).write_bytes(b"[" * 100_000)  # damaged a second time
+    forced = _run(checkpoint, "a.png", "-o", "out", "--overwrite")
+    assert forced.exit_code == 0, forced.output
+    assert Path("out", f"{MANIFEST_NAME}.bak").read_bytes() == damaged  # not replaced
+    assert Path("out", f"{MANIFEST_NAME}.bak2").read_bytes() == b"[" * 100_000
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"\xff\xfe not text",
+        b"[" * 100_000,
+        b'"a string"',
+        b'{"version": 1, "results": []}',
+        b"RECORD WITH A LIST FOR ITS RECIPE",
+    ],
+)
+def test_results_record_of_any_content_never_crashes(
+    work: Path, checkpoint: Path, content: bytes
+) -> None:
+    _photo("a.png")
+    assert _run(checkpoint, "a.png", "-o", "out").exit_code == 0
+    if content.startswith(b"RECORD"):  # the real record, but one field of the wrong type
+        manifest = json.loads(Path("out", MANIFEST_NAME).read_text())
+        manifest["results"]["a.png"]["recipe"] = [1]
+        content = json.dumps(manifest).encode()
+    Path("out", MANIFEST_NAME).write_bytes(content)
+    result = _run(checkpoint, "a.png", "-o", "out")
+    assert result.exit_code in (0, 1), result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert "internal error" not in result.output

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     # torch is imported only once a photo is enhanced
     from torch import nn
 
-    from rave.io.provenance import Recipe
+    from rave.io.provenance import Recipe, Records
     from rave.session import Enhancer
 
 __all__ = ["enhance_command"]
@@ -510,8 +510,10 @@ def _enhance_one(job: _Job, enhancer: Enhancer, options: dict[str, Any], quiet: 
             reason = NOT_A_REGULAR_FILE if err.strerror == NOT_A_REGULAR_FILE else _why(err)
             raise PhotoError(job.source, reason) from None
         sha256 = None  # missing, a folder, a link loop: the reader below names the problem
-    else:
-        record_result(job.target, job.source, _recipe(enhancer, job.format, options), sha256)
+    set_aside = []
+    if sha256 is not None:
+        recipe = _recipe(enhancer, job.format, options)
+        set_aside.append(record_result(job.target, job.source, recipe, sha256))
     tiles = _TileProgress(job.source.name, quiet)
     try:
         notes = enhancer.enhance_file(
@@ -527,9 +529,33 @@ def _enhance_one(job: _Job, enhancer: Enhancer, options: dict[str, Any], quiet: 
     finally:
         tiles.close()
     if sha256 is not None:
-        finish_record(job.target)
+        set_aside.append(finish_record(job.target))
+    for backup in filter(None, set_aside):
+        # Not quiet: the record of every earlier result in that folder has moved.
+        _say(f"warning: the unreadable record was renamed to {backup}; a new record was started")
     for note in notes:
         _say(f"note: {job.source}: {note}", quiet)
+
+
+def _read_output_records(jobs: list[_Job]) -> dict[Path, Records]:
+    """Each output folder's record of what rave wrote, with one warning per unreadable one."""
+    from rave.io.provenance import MANIFEST_NAME, read_records
+
+    records: dict[Path, Records] = {}
+    for job in jobs:
+        if job.target is None or job.target.parent in records:
+            continue
+        folder = job.target.parent
+        records[folder] = read_records(folder)
+        problem = records[folder].problem
+        if problem is not None:
+            # Not quiet: it decides which existing results are refused.
+            _say(
+                f"warning: {folder / MANIFEST_NAME}: {problem}; files already in {folder} are "
+                "treated as not written by rave (--overwrite replaces them); the record is "
+                "kept as a .bak copy when new results are recorded"
+            )
+    return records
 
 
 def _reuse_or_refuse(
@@ -538,7 +564,7 @@ def _reuse_or_refuse(
     options: dict[str, Any],
     tally: _Tally,
     quiet: bool,
-    manifests: dict[Path, dict[str, Any]],
+    manifests: dict[Path, Records],
 ) -> str | None:
     """Apply the re-run rule to an existing target: None to run the job, else an error.
 
@@ -810,7 +836,7 @@ def enhance_command(
     for line in errors:
         _say(f"error: {line}")
     to_run = []
-    manifests: dict[Path, dict[str, Any]] = {}
+    manifests = _read_output_records(jobs)
     for job in jobs:
         if job.error is None and job.target is not None and not overwrite:
             job.error = _reuse_or_refuse(job, enhancer, options, tally, quiet, manifests)

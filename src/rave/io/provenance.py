@@ -32,14 +32,17 @@ __all__ = [
     "NOT_A_REGULAR_FILE",
     "Decision",
     "Recipe",
+    "Records",
     "decide",
     "finish_record",
+    "read_records",
     "record_result",
     "source_sha256",
 ]
 
 MANIFEST_NAME = ".rave-results.json"
 NOT_A_REGULAR_FILE = "not a regular file"
+_BACKUP_SUFFIX = ".bak"
 _FORMAT_VERSION = 1
 
 
@@ -88,20 +91,56 @@ def source_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _read_manifest(folder: Path) -> dict[str, Any]:
+@dataclass
+class Records:
+    """One output folder's record of what rave wrote there, as read from its manifest."""
+
+    results: dict[str, Any]
+    problem: str | None = None
+    """Why the manifest could not be read ("unreadable (not valid JSON)"), or None."""
+    kept_aside: Path | None = None
+    """An earlier unreadable manifest set aside as ``.rave-results.json.bak``, if any."""
+
+
+def read_records(folder: Path) -> Records:
+    """The records of ``folder``: empty when it has no manifest; never raises.
+
+    A manifest that exists but cannot be read or parsed gives empty results and a
+    ``problem``: every file in the folder is then of unknown origin.
+    """
+    path = folder / MANIFEST_NAME
+    backup = path.with_name(MANIFEST_NAME + _BACKUP_SUFFIX)
+    kept_aside = backup if os.path.lexists(backup) else None
     try:
-        data = json.loads((folder / MANIFEST_NAME).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
+        text = path.read_text(encoding="utf-8")
+    except (FileNotFoundError, NotADirectoryError):
+        return Records({}, kept_aside=kept_aside)
+    except OSError as err:
+        return Records({}, f"unreadable ({err.strerror or err})", kept_aside)
+    except ValueError:  # UnicodeDecodeError
+        return Records({}, "unreadable (not UTF-8 text)", kept_aside)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        where = f"line {err.lineno}, column {err.colno}"
+        return Records({}, f"unreadable (not valid JSON at {where})", kept_aside)
+    except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested too deep
+        return Records({}, "unreadable (not valid JSON)", kept_aside)
     results = data.get("results") if isinstance(data, dict) else None
-    return results if isinstance(results, dict) else {}
+    if not isinstance(results, dict):
+        return Records({}, "unreadable (not a record written by rave)", kept_aside)
+    return Records(results, kept_aside=kept_aside)
+
+
+def _read_manifest(folder: Path) -> dict[str, Any]:
+    return read_records(folder).results
 
 
 def decide(
     target: Path,
     source: Path,
     recipe: Recipe,
-    manifests: dict[Path, dict[str, Any]] | None = None,
+    manifests: dict[Path, Records] | None = None,
 ) -> Decision:
     """Whether the existing file ``target`` can stand for ``source`` enhanced by ``recipe``.
 
@@ -110,8 +149,9 @@ def decide(
     """
     manifests = {} if manifests is None else manifests
     if target.parent not in manifests:
-        manifests[target.parent] = _read_manifest(target.parent)
-    entry = manifests[target.parent].get(target.name)
+        manifests[target.parent] = read_records(target.parent)
+    records = manifests[target.parent]
+    entry = records.results.get(target.name)
     entry = dict(entry) if isinstance(entry, dict) else entry
     try:
         status = target.stat()
@@ -124,9 +164,21 @@ def decide(
         if written == entry.get("previous_output"):
             return Decision("rerun", "the previous run was interrupted")
         entry["output"] = written
+    if records.problem is not None:
+        return Decision(
+            "refuse",
+            f"{target} exists and rave cannot tell whether it wrote it (the record "
+            f"{target.parent / MANIFEST_NAME} is {records.problem}); --overwrite replaces "
+            "it, or choose another -o folder or --suffix",
+        )
     if not isinstance(entry, dict) or entry.get("output") != written:
         if isinstance(entry, dict):
             what = "it was changed after rave wrote it"
+        elif records.kept_aside is not None:
+            what = (
+                "no record of rave writing it; an earlier record that could not be read is "
+                f"kept in {records.kept_aside}"
+            )
         else:
             what = "no record of rave writing it"
         return Decision(
@@ -150,7 +202,8 @@ def decide(
     if not same_content:
         return Decision("rerun", "the photo changed since its result was made")
     if entry.get("recipe") != asdict(recipe):
-        recorded = entry.get("recipe") or {}
+        recorded = entry.get("recipe")
+        recorded = recorded if isinstance(recorded, dict) else {}
         changed = [key for key, value in asdict(recipe).items() if recorded.get(key) != value]
         names = {"model_sha256": "model"}
         return Decision(
@@ -176,7 +229,9 @@ def _folder_lock(folder: Path) -> Iterator[None]:
         os.close(descriptor)  # releases the lock
 
 
-def record_result(target: Path, source: Path, recipe: Recipe, sha256: str | None = None) -> None:
+def record_result(
+    target: Path, source: Path, recipe: Recipe, sha256: str | None = None
+) -> Path | None:
     """Note in the folder's manifest that ``target`` is being made from ``source``.
 
     Called before the result is written; :func:`finish_record` completes the record once
@@ -187,6 +242,10 @@ def record_result(target: Path, source: Path, recipe: Recipe, sha256: str | None
         source: the photo it is made from.
         recipe: how it is made.
         sha256: the source's SHA-256 if already known (else computed here).
+
+    Returns:
+        Where an unreadable manifest of the folder was set aside (see :func:`_update`),
+        else None.
     """
     source_status = source.stat()
     try:
@@ -202,26 +261,53 @@ def record_result(target: Path, source: Path, recipe: Recipe, sha256: str | None
         "output": None,
         "previous_output": previous,
     }
-    _update(target, entry)
+    return _update(target, entry)
 
 
-def finish_record(target: Path) -> None:
-    """Complete ``target``'s record with the size and time of the file just written."""
+def finish_record(target: Path) -> Path | None:
+    """Complete ``target``'s record with the size and time of the file just written.
+
+    Returns:
+        As :func:`record_result`.
+    """
     status = target.stat()
     entry = _read_manifest(target.parent).get(target.name)
     if isinstance(entry, dict):
         entry["output"] = [status.st_size, status.st_mtime_ns]
         entry.pop("previous_output", None)
-        _update(target, entry)
+        return _update(target, entry)
+    return None
 
 
-def _update(target: Path, entry: dict[str, Any]) -> None:
+def _update(target: Path, entry: dict[str, Any]) -> Path | None:
+    """Write ``entry`` into the folder's manifest; returns where an unreadable one went.
+
+    An unreadable manifest is renamed to ``.rave-results.json.bak`` (``.bak2``... when
+    that exists) and a new one started, rather than refusing to record: its bytes are
+    kept for whoever wants to mend it, and the batch is not held up by it. The results
+    it described stay of unknown origin and are not replaced without ``--overwrite``.
+    """
     from rave.io.write import atomic_write
 
     folder = target.parent
     folder.mkdir(parents=True, exist_ok=True)
     with _folder_lock(folder):
-        results = _read_manifest(folder)
-        results[target.name] = entry
-        text = json.dumps({"version": _FORMAT_VERSION, "results": results}, indent=1)
+        records = read_records(folder)
+        kept = None
+        if records.problem is not None:
+            kept = _set_aside(folder / MANIFEST_NAME)
+        records.results[target.name] = entry
+        text = json.dumps({"version": _FORMAT_VERSION, "results": records.results}, indent=1)
         atomic_write(folder / MANIFEST_NAME, text.encode())
+    return kept
+
+
+def _set_aside(path: Path) -> Path:
+    """Rename ``path`` to the first free ``NAME.bak``, ``NAME.bak2``... (under the lock)."""
+    number = 1
+    while True:
+        backup = path.with_name(f"{path.name}{_BACKUP_SUFFIX}{number if number > 1 else ''}")
+        if not os.path.lexists(backup):
+            os.rename(path, backup)
+            return backup
+        number += 1
