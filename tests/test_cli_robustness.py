@@ -12,6 +12,7 @@ import contextlib
 import errno
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -433,3 +434,39 @@ def test_results_record_of_any_content_never_crashes(
     assert result.exit_code in (0, 1), result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
     assert "internal error" not in result.output
+
+
+# --- signals -------------------------------------------------------------------------------
+
+
+def test_sigterm_summary_counts_every_result_written(
+    work: Path, checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import rave.io.write
+
+    names = ["a.png", "b.png", "c.png", "d.png", "e.png"]
+    for seed, name in enumerate(names):
+        _photo(name, seed)
+    real_write = rave.io.write.atomic_write
+
+    def sigterm_after_writing_b(path: Any, content: Any, **options: Any) -> Any:
+        written = real_write(path, content, **options)
+        if Path(path).name == "b.png":
+            # b's worker goes on to record b while the main thread, waiting to report a
+            # photo, takes the signal: b is on disk but was never reported.
+            os.kill(os.getpid(), signal.SIGTERM)
+        return written
+
+    monkeypatch.setattr(rave.io.write, "atomic_write", sigterm_after_writing_b)
+    result = _run(checkpoint, *names, "-o", "out")  # overlapped (the default)
+    assert result.exit_code == 143, result.output
+    [summary] = _lines(result, "interrupted:")
+    on_disk = _results("out")
+    assert "b.png" in on_disk
+    recorded = json.loads(Path("out", MANIFEST_NAME).read_text())["results"]
+    assert sorted(name for name, entry in recorded.items() if entry["output"]) == on_disk
+    left = len(names) - len(on_disk)
+    assert summary.startswith(f"interrupted: {len(on_disk)} enhanced, 0 failed, {left} left;")
+    monkeypatch.setattr(rave.io.write, "atomic_write", real_write)
+    rerun = _run(checkpoint, *names, "-o", "out")
+    assert f"{left} enhanced, {len(on_disk)} skipped, 0 failed" in rerun.stdout

@@ -99,7 +99,7 @@ class OutputPath(click.Path):
     """
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if isinstance(value, str) and not value.strip():
+        if isinstance(value, str) and value == "":
             self.fail("must not be empty (use . for the current folder)", param, ctx)
         return super().convert(value, param, ctx)
 

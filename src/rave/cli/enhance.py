@@ -634,16 +634,26 @@ def _run_batch(
     progress = tqdm(
         jobs, unit="photo", desc="enhance", disable=True if quiet else None, file=TerminalStream()
     )
+    written: set[int] = set()  # id() of each job whose result and record are complete
+
+    def run(job: _Job) -> None:
+        _enhance_one(job, enhancer, options, quiet)
+        written.add(id(job))
+
     # Decodes the next photo and encodes the previous one while one is enhanced.
-    outcomes = overlapped(
-        jobs,
-        lambda job: _enhance_one(job, enhancer, options, quiet),
-        lambda job: photo_bytes(job.source),
-    )
-    # Whatever ends the loop early, the workers are stopped and joined before the summary
-    # (no photo is written after rave enhance has returned).
-    with contextlib.closing(outcomes):
-        _report_outcomes(jobs, outcomes, progress, tally, debug)
+    outcomes = overlapped(jobs, run, lambda job: photo_bytes(job.source))
+    enhanced_before, failed_before = tally.enhanced, tally.failed
+    try:
+        # Whatever ends the loop early, the workers are stopped and joined before the
+        # summary (no photo is written after rave enhance has returned).
+        with contextlib.closing(outcomes):
+            _report_outcomes(jobs, outcomes, progress, tally, debug)
+    except KeyboardInterrupt:
+        # Photos past the network when the signal came finish their write while the
+        # workers are joined, but were never reported: count what is on disk instead.
+        tally.enhanced = enhanced_before + len(written)
+        tally.left = len(jobs) - len(written) - (tally.failed - failed_before)
+        raise
 
 
 def _report_outcomes(
