@@ -416,3 +416,45 @@ def test_enhance_file_refuses_to_replace_its_source_unless_asked(
     assert source.read_bytes() == original
     enhancer.enhance_file(source, source, replace_source=True)
     np.testing.assert_array_equal(np.asarray(Image.open(source)), rave.enhance(rgb, net))
+
+
+def test_float_tiff_written_in_other_formats_says_to_what(
+    net: EnhancementNet, tmp_path: Path
+) -> None:
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "in.tif", _dim_rgb(59).astype(np.float32), photometric="rgb")
+    enhancer = rave.Enhancer(net)
+    expected = enhancer.enhance_pixels(tifffile.imread(tmp_path / "in.tif"))
+    notes = enhancer.enhance_file(tmp_path / "in.tif", tmp_path / "out.png")
+    assert any("float samples written as 16-bit" in note for note in notes), notes
+    written = cv2_read_unchanged(tmp_path / "out.png")
+    assert written.dtype == np.uint16
+    np.testing.assert_array_equal(written, np.round(expected * 65535).astype(np.uint16))
+    notes = enhancer.enhance_file(tmp_path / "in.tif", tmp_path / "out.jpg")
+    assert any("float samples written as 8-bit" in note for note in notes), notes
+    assert not any("16-bit" in note for note in notes), notes
+    assert enhancer.enhance_file(tmp_path / "in.tif", tmp_path / "out.tif") == []
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "out.tif"), expected)
+
+
+def cv2_read_unchanged(path: Path) -> np.ndarray:
+    import cv2
+
+    bgr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    return np.ascontiguousarray(bgr[..., ::-1])
+
+
+@pytest.mark.parametrize("lossless", [True, False])
+def test_webp_output_is_lossless_exactly_when_the_input_was(
+    net: EnhancementNet, tmp_path: Path, lossless: bool
+) -> None:
+    rgb = _u8_rgb(60)
+    Image.fromarray(rgb).save(tmp_path / "in.webp", lossless=lossless, quality=90)
+    rave.Enhancer(net).enhance_file(tmp_path / "in.webp", tmp_path / "out.webp")
+    chunk = (tmp_path / "out.webp").read_bytes()[12:16]  # RIFF....WEBP then the first chunk
+    assert chunk == (b"VP8L" if lossless else b"VP8 ")
+    if lossless:
+        np.testing.assert_array_equal(
+            np.asarray(Image.open(tmp_path / "out.webp").convert("RGB")), rave.enhance(rgb, net)
+        )

@@ -37,15 +37,15 @@ def output_dtype(input_dtype: np.dtype, fmt: str) -> tuple[type, str | None]:
     """The sample type a photo decoded as ``input_dtype`` is written in as ``fmt``.
 
     Returns:
-        ``(dtype, note)``: the photo's own depth where the format holds it (float TIFF as
-        float; other float inputs as 16-bit, which :func:`rave.io.write_photo` reduces,
-        with its own note, where the format cannot hold it); 16-bit as 8-bit with a
+        ``(dtype, note)``: the photo's own depth where the format holds it; float stays
+        float, and :func:`rave.io.write_photo` reduces it, with its own note saying to
+        what, for formats without float samples (all but TIFF); 16-bit as 8-bit with a
         one-line note where the format cannot hold it.
     """
     from rave.io import SIXTEEN_BIT_FORMATS
 
     if input_dtype == np.float32:
-        return (np.float32 if fmt == "tif" else np.uint16), None
+        return np.float32, None
     if input_dtype == np.uint16:
         if fmt in SIXTEEN_BIT_FORMATS:
             return np.uint16, None
@@ -322,6 +322,7 @@ class Enhancer:
             quality=quality,
             xmp=photo.xmp,
             dpi=photo.dpi,
+            lossless=photo.lossless,
         )
         return notes
 
