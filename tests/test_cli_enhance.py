@@ -226,9 +226,11 @@ def test_max_pixels_option(work: Path, checkpoint: Path) -> None:
     Image.fromarray(_u8(_dim(10))).save("photo.png")
     result = _run(checkpoint, "photo.png", "--max-pixels", "1k")
     assert result.exit_code == 1
+    # Small limits in pixels, not "0.0 MP over the 0.0 MP limit".
     assert _error_lines(result) == [
-        f"error: photo.png: {W}x{H} is 0.0 MP, over the 0.0 MP limit (refused as a possible "
-        "decompression bomb; raise the pixel limit if the file is trusted)"
+        f"error: photo.png: {W}x{H} is {W * H:,} pixels, over the limit of 1,000 pixels "
+        "(refused as a possible decompression bomb; if the file is trusted, raise the limit: "
+        "--max-pixels on the command line, max_pixels= in Python)"
     ]
 
 
