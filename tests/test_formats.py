@@ -220,6 +220,38 @@ def test_every_folder_scan_uses_the_one_lister(work: Path) -> None:
     assert [p.name for p in evaluation_list(work).values()] == expected
 
 
+def test_folder_scan_reports_unreadable_and_left_out_folders(work: Path, monkeypatch) -> None:
+    import os
+
+    from rave.io.formats import scan_image_folder
+
+    for relative in ("top.png", "trip/a.jpg", "trip/day/b.jpg", "locked/c.jpg", ".hid/d.jpg"):
+        (work / relative).parent.mkdir(parents=True, exist_ok=True)
+        (work / relative).write_bytes(b"x")
+    (work / "out").mkdir()
+    flat = scan_image_folder(work, exclude=work / "out")
+    assert [p.name for p in flat.files] == ["top.png"]
+    assert sorted(p.name for p in flat.left_out) == ["locked", "trip"]  # not hidden, not out
+    assert flat.unreadable == []
+    real_scandir = os.scandir
+
+    def scandir(path):  # as if "locked" had mode 000 (tests run as root, who reads anyway)
+        if Path(path).name == "locked":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    deep = scan_image_folder(work, recursive=True)
+    assert [p.relative_to(work).as_posix() for p in deep.files] == [
+        "top.png",
+        "trip/a.jpg",
+        "trip/day/b.jpg",
+    ]
+    assert [Path(err.filename).name for err in deep.unreadable] == ["locked"]
+    assert deep.left_out == []
+    assert list_image_files(work, recursive=True) == deep.files
+
+
 def test_named_file_of_an_unsupported_format_says_which_package_reads_it(
     work: Path, checkpoint: Path
 ) -> None:

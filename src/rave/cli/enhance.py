@@ -84,46 +84,21 @@ class _Scan:
 
 def _scan_folder(folder: Path, recursive: bool, exclude: Path | None) -> _Scan:
     """Image files in ``folder`` (sorted), relative paths kept for the output tree."""
-    from rave.io.formats import is_image_name, list_image_files
+    from rave.io.formats import is_image_name, scan_image_folder
 
-    # list_image_files walks with os.walk, which skips folders it cannot list without a
-    # word: this walk over the same folders (hidden ones and the output folder pruned the
-    # same way) finds them, and the folders left out without -r.
-    unreadable: list[OSError] = []
-    photo_named: list[Path] = []
-    left_out = 0
-    excluded = exclude.resolve() if exclude is not None else None
-    for root, dirs, _ in os.walk(folder, onerror=unreadable.append):
-        kept = [
-            name
-            for name in sorted(dirs)
-            if not name.startswith(".")
-            and (excluded is None or not _is_within(Path(root) / name, excluded))
-        ]
-        if not recursive:
-            # Named like a photo but a folder: reported as a job rather than ignored.
-            photo_named = [Path(root) / name for name in kept if is_image_name(name)]
-            left_out = len(kept) - len(photo_named)
-            kept = []
-        dirs[:] = kept
+    scan = scan_image_folder(folder, recursive=recursive, exclude=exclude)
     errors = [
         f"{err.filename if err.filename is not None else folder}: folder cannot be read "
         f"({_why(err)}); its photos were not enhanced"
-        for err in unreadable
+        for err in scan.unreadable
     ]
-    if any(err.filename is not None and Path(err.filename) == folder for err in unreadable):
+    if any(err.filename is not None and Path(err.filename) == folder for err in scan.unreadable):
         return _Scan([], errors)
-    paths = list_image_files(folder, recursive=recursive, exclude=exclude) + photo_named
-    jobs = [_Job(path, path.relative_to(folder)) for path in paths]
+    # Named like a photo but a folder: reported as a job rather than ignored.
+    photo_named = [path for path in scan.left_out if is_image_name(path.name)]
+    jobs = [_Job(path, path.relative_to(folder)) for path in scan.files + photo_named]
+    left_out = len(scan.left_out) - len(photo_named)
     return _Scan(sorted(jobs, key=lambda job: job.relative.parts), errors, left_out)
-
-
-def _is_within(path: Path, folder: Path) -> bool:
-    try:
-        path.resolve().relative_to(folder)
-    except ValueError:
-        return False
-    return True
 
 
 def _lstat_problem(path: Path) -> str | None:

@@ -1,16 +1,17 @@
 """Which files are photos: the one suffix set and the one folder lister of the package.
 
 Every command that scans a folder (``rave enhance``, ``rave evaluate``, ``rave train``,
-``rave residual``) lists it through :func:`list_image_files`, so they all see the same
-photos: every suffix below, in any letter case, hidden files (among them the ``.NAME.part``
-temporaries of atomic writes) skipped.
+``rave residual``) lists it through :func:`scan_image_folder` (or its shorthand
+:func:`list_image_files`), so they all see the same photos: every suffix below, in any
+letter case, hidden files (among them the ``.NAME.part`` temporaries of atomic writes)
+skipped.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
-from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = [
@@ -18,10 +19,12 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "PILLOW_SUFFIXES",
     "RAW_SUFFIXES",
+    "FolderScan",
     "is_image_name",
     "list_image_files",
     "missing_reader",
     "native_output_format",
+    "scan_image_folder",
     "unsupported_format_hint",
 ]
 
@@ -43,7 +46,7 @@ _OTHER_READERS = {
     ".exr": "OpenEXR (e.g. the 'OpenEXR' or 'imageio' packages)",
     ".hdr": "Radiance HDR (e.g. 'imageio' or OpenCV's cv2.imread)",
     ".jxl": "JPEG XL ('pillow-jxl-plugin')",
-    ".psd": "Photoshop documents (export a TIFF; 'psd-tools' reads layers)",
+    ".psd": "Photoshop documents (export a TIFF; 'psd-tools' reads their layers)",
     ".svg": "vector drawings ('cairosvg' renders them)",
     ".pdf": "PDF documents ('pdf2image' / 'pypdfium2')",
     ".x3f": "Sigma RAW (convert to DNG with Adobe DNG Converter)",
@@ -57,20 +60,58 @@ def is_image_name(name: str) -> bool:
     return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES
 
 
-def _walk(folder: Path, recursive: bool, exclude: Path | None) -> Iterator[Path]:
+@dataclass
+class FolderScan:
+    """What a scan of one folder found (:func:`scan_image_folder`)."""
+
+    files: list[Path]
+    """Image files: regular files and links (even broken ones), sorted by their path below
+    the folder."""
+    unreadable: list[OSError] = field(default_factory=list)
+    """Folders that could not be listed (``filename`` names each; the top folder too)."""
+    left_out: list[Path] = field(default_factory=list)
+    """Sub-folders not descended into because the scan was not recursive (hidden ones and
+    the excluded folder not counted)."""
+
+
+def scan_image_folder(
+    folder: str | os.PathLike[str], *, recursive: bool = False, exclude: Path | None = None
+) -> FolderScan:
+    """The image files of ``folder``, and what the scan could not look into.
+
+    Args:
+        folder: the folder to scan.
+        recursive: descend into sub-folders (hidden ones are skipped).
+        exclude: a folder left out of the scan (e.g. the output folder inside the input).
+
+    Raises:
+        FileNotFoundError: ``folder`` is not a folder.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: image folder not found")
+    scan = FolderScan([])
     excluded = exclude.resolve() if exclude is not None else None
-    for root, dirs, files in os.walk(folder):
+    # os.walk skips a folder it cannot list without a word unless told where to report it.
+    for root, dirs, files in os.walk(folder, onerror=scan.unreadable.append):
         root_path = Path(root)
-        kept = []
-        for name in sorted(dirs):
-            sub = root_path / name
-            if name.startswith(".") or (excluded is not None and _is_within(sub, excluded)):
-                continue
-            kept.append(name)
-        dirs[:] = kept if recursive else []
-        for name in sorted(files):
-            if is_image_name(name):
-                yield root_path / name
+        kept = [
+            name
+            for name in sorted(dirs)
+            if not name.startswith(".")
+            and (excluded is None or not _is_within(root_path / name, excluded))
+        ]
+        if not recursive:
+            scan.left_out += [root_path / name for name in kept]
+            kept = []
+        dirs[:] = kept
+        for name in files:
+            path = root_path / name
+            # Broken links are kept so that the reader can name the problem, not skip it.
+            if is_image_name(name) and (path.is_file() or path.is_symlink()):
+                scan.files.append(path)
+    scan.files.sort(key=lambda path: path.relative_to(folder).parts)
+    return scan
 
 
 def _is_within(path: Path, folder: Path) -> bool:
@@ -94,17 +135,13 @@ def list_image_files(
     Returns:
         Paths of regular files and links (even broken ones) whose suffix is in
         :data:`IMAGE_SUFFIXES` (any letter case), hidden names skipped, sorted by their
-        path below ``folder``.
+        path below ``folder``; folders that cannot be listed are skipped
+        (:func:`scan_image_folder` reports them).
 
     Raises:
         FileNotFoundError: ``folder`` is not a folder.
     """
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{folder}: image folder not found")
-    # Broken links are kept so that the reader can name the problem rather than skip it.
-    found = [p for p in _walk(folder, recursive, exclude) if p.is_file() or p.is_symlink()]
-    return sorted(found, key=lambda path: path.relative_to(folder).parts)
+    return scan_image_folder(folder, recursive=recursive, exclude=exclude).files
 
 
 def missing_reader(suffix: str) -> str | None:
