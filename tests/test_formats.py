@@ -292,6 +292,37 @@ def test_heic_without_encoder_written_as_jpeg_with_a_note(
     monkeypatch.setattr(rave.io.read, "can_write_heif", lambda: False)
     result = _run(checkpoint, "IMG_3.heic")
     assert result.exit_code == 0, result.output
-    assert "HEIC input will be written as JPEG" in result.stderr
+    assert "HEIC input written as JPEG" in result.stderr
     with Image.open(work / "enhanced" / "IMG_3.jpg") as out:
         assert out.format == "JPEG" and out.size == (W, H)
+
+
+def test_format_change_noted_only_when_rave_chose_the_format(work: Path, checkpoint: Path) -> None:
+    Image.fromarray(np.round(_dim(9) * 255).astype(np.uint8)).save(work / "anim.gif")
+    result = _run(checkpoint, "anim.gif")
+    assert result.exit_code == 0, result.output
+    assert "note: anim.gif: GIF input written as PNG (rave does not write GIF)" in result.stderr
+    assert (work / "enhanced" / "anim.png").is_file()
+    result = _run(checkpoint, "anim.gif", "--format", "jpg", "-o", "as_jpg")
+    assert result.exit_code == 0, result.output
+    assert "written as" not in result.stderr  # the user chose JPEG: nothing to explain
+    assert (work / "as_jpg" / "anim.jpg").is_file()
+    # The Python API writes what the output's suffix says, with no note about it either.
+    import rave
+
+    notes = rave.Enhancer(checkpoint).enhance_file(work / "anim.gif", work / "api.webp")
+    assert not any("written as" in note for note in notes), notes
+
+
+def test_default_output_note_names_the_change_for_formats_rave_does_not_write(
+    monkeypatch,
+) -> None:
+    import rave.io.heif
+    from rave.io.formats import default_output_note
+
+    assert default_output_note(".GIF") == "GIF input written as PNG (rave does not write GIF)"
+    assert default_output_note(".avif") == "AVIF input written as PNG (rave does not write AVIF)"
+    for own_format in (".jpg", ".JPEG", ".png", ".tif", ".webp", ".bmp", ".dng", ""):
+        assert default_output_note(own_format) is None, own_format
+    monkeypatch.setattr(rave.io.heif, "can_write_heif", lambda: False)
+    assert default_output_note(".heic") == "HEIC input written as JPEG (no HEVC encoder in libheif)"

@@ -50,6 +50,7 @@ class _Job:
     format: str | None = None
     error: str | None = None
     replace_source: bool = False  # --overwrite --suffix '': the result replaces the input
+    format_note: str | None = None  # why the result is not in the source's format
 
 
 @dataclass
@@ -186,6 +187,10 @@ def _target(
     from rave.io import FORMATS
 
     name, job.format, own = _output_name(job.source.name, suffix, format)
+    if format is None:  # rave's choice, not the user's: say so where it changes the format
+        from rave.io.formats import default_output_note
+
+        job.format_note = default_output_note(job.source.suffix)
     if not own:
         siblings = _same_stem_siblings(job.source, {} if listings is None else listings)
         for sibling in siblings:
@@ -508,7 +513,7 @@ def _enhance_one(job: _Job, enhancer: Enhancer, options: dict[str, Any], quiet: 
     for backup in filter(None, set_aside):
         # Not quiet: the record of every earlier result in that folder has moved.
         _say(f"warning: the unreadable record was renamed to {backup}; a new record was started")
-    for note in notes:
+    for note in [*([job.format_note] if job.format_note else []), *notes]:
         _say(f"note: {job.source}: {note}", quiet)
 
 

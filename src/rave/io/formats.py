@@ -20,6 +20,7 @@ __all__ = [
     "PILLOW_SUFFIXES",
     "RAW_SUFFIXES",
     "FolderScan",
+    "default_output_note",
     "is_image_name",
     "list_image_files",
     "missing_reader",
@@ -186,3 +187,19 @@ def native_output_format(suffix: str) -> str | None:
 
         return "heic" if can_write_heif() else "jpg"
     return format_for_suffix(suffix)
+
+
+def default_output_note(suffix: str) -> str | None:
+    """The note for a source of ``suffix`` written in :func:`native_output_format`'s choice
+    when that is not its own format (``".gif"`` -> "GIF input written as PNG ..."), else None.
+
+    For callers that chose the output format themselves; one that the user named needs no
+    note.
+    """
+    suffix = suffix.lower()
+    if suffix in HEIF_SUFFIXES and native_output_format(suffix) == "jpg":
+        return "HEIC input written as JPEG (no HEVC encoder in libheif)"
+    if suffix in PILLOW_SUFFIXES and native_output_format(suffix) is None:
+        kind = suffix.lstrip(".").upper()
+        return f"{kind} input written as PNG (rave does not write {kind})"
+    return None

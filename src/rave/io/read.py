@@ -437,12 +437,12 @@ def _decode_photo(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX
         width, height = image.size
         if width * height > max_pixels:
             raise PhotoError(path, over_pixel_limit((width, height), max_pixels))
+        # The output format that keeps this source as it is; whoever writes the result
+        # says when it differs (rave.io.formats.default_output_note), as only the caller
+        # knows whether the user chose another one.
         format_name = _NATIVE_FORMATS.get(image.format or "", "png")
-        if image.format not in _NATIVE_FORMATS:
-            notes.append(f"{image.format} input will be written as PNG")
-        elif format_name == "heic" and not can_write_heif():
+        if format_name == "heic" and not can_write_heif():
             format_name = "jpg"
-            notes.append("HEIC input will be written as JPEG (no HEVC encoder in libheif)")
         xmp, dpi = _xmp_and_dpi(image)
         icc_profile = image.info.get("icc_profile") or None
         exif = image.info.get("exif") or None

@@ -646,6 +646,7 @@ class EnhanceServer(ThreadingHTTPServer):
     def enhance_upload(self, result_id: str, folder: Path, name: str) -> Result:
         """Decode the upload, run the network once, keep the light map and a preview."""
         from rave.io import read_photo
+        from rave.io.formats import default_output_note
 
         def work(deadline: float) -> Result:
             photo = read_photo(folder / "upload", max_pixels=self.limits.max_pixels)
@@ -656,7 +657,8 @@ class EnhanceServer(ThreadingHTTPServer):
             (folder / "view.bin").write_bytes(encode_view(photo.pixels, light))
             height, width = light.shape
             _, depth_note = output_dtype(photo.pixels.dtype, photo.format)
-            notes = [*photo.notes, *([depth_note] if depth_note else [])]
+            format_note = default_output_note(Path(name).suffix)  # downloads are photo.format
+            notes = [*photo.notes, *[note for note in (format_note, depth_note) if note]]
             return Result(result_id, name, photo.format, width, height, folder, notes)
 
         result = self._compute(name, work)
