@@ -3,6 +3,7 @@ results and lines come in input order, large photos run alone."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -141,6 +142,18 @@ def test_photo_bytes_reads_the_header(tmp_path: Path) -> None:
     assert photo_bytes(tmp_path / "grey16.png") == 30 * 20 * 2
     assert photo_bytes(tmp_path / "bad.jpg") is None
     assert photo_bytes(tmp_path / "missing.jpg") is None
+    fifo = tmp_path / "fifo.jpg"
+    os.mkfifo(fifo)  # no writer: opening it for reading would block
+    sizes: list[int | None] = []
+    worker = threading.Thread(target=lambda: sizes.append(photo_bytes(fifo)), daemon=True)
+    worker.start()
+    worker.join(10)
+    if worker.is_alive():
+        with open(fifo, "wb"):  # a writer that closes at once lets the blocked open return
+            pass
+        worker.join()
+        pytest.fail("photo_bytes blocked on a FIFO")
+    assert sizes == [None]
 
 
 def test_an_early_stop_lets_no_photo_run_on() -> None:

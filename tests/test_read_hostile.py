@@ -150,3 +150,20 @@ def test_photo_error_escapes_name_and_reason(tmp_path: Path) -> None:
     assert "\x1b" not in str(caught.value) and "\\x1b]0;pwned\\x07.jpg: empty file" in str(
         caught.value
     )
+
+
+def test_file_that_cannot_be_opened_is_permission_denied(tmp_path: Path, monkeypatch) -> None:
+    import builtins
+
+    path = tmp_path / "locked.jpg"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(path)
+    real_open = builtins.open
+
+    def open_refusing(file, *args, **kwargs):  # as chmod 000 for a user without root's DAC
+        if Path(file) == path:
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", open_refusing)
+    with pytest.raises(PhotoError, match=r"locked\.jpg: permission denied$"):
+        read_photo(path)

@@ -128,6 +128,8 @@ def photo_bytes(path: Path) -> int | None:
 
     from rave.io.library_messages import captured_messages
 
+    if not path.is_file():
+        return None  # a FIFO would block Image.open; the job's reader refuses it in one line
     try:
         # Only the size is wanted here: the job's own reader reports what is wrong with the
         # file. What Pillow warns or logs on open (corrupt EXIF, absurd TIFF tags) is caught

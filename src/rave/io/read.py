@@ -690,6 +690,8 @@ def read_photo(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PI
             raise
         except MemoryError:
             raise PhotoError(path, "not enough memory to decode the image") from None
+        except PermissionError:
+            raise PhotoError(path, "permission denied") from None
         except Exception as err:  # decoders fail in many ways (TypeError, KeyError...)
             raise PhotoError(
                 path, f"corrupt or unreadable image ({type(err).__name__}: {_describe(err)})"
