@@ -11,6 +11,7 @@ import builtins
 import importlib.util
 import pathlib
 import pickle
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -295,3 +296,29 @@ def test_residual_and_prompt_readers_refuse_malicious_files(
     with pytest.raises(ValueError, match="refused to load"):
         load(path)
     assert _marker(tmp_path) == []
+
+
+def test_weights_of_another_network_say_what_differs_in_one_short_line(tmp_path: Path) -> None:
+    from rave.network.enhancer import EnhancementNet
+
+    weights = EnhancementNet().state_dict()
+    renamed = {f"backbone.{key}": value for key, value in weights.items()}  # another model
+    reshaped = dict(weights)
+    first = next(key for key, value in weights.items() if value.ndim == 4)
+    reshaped[first] = torch.zeros(7, *weights[first].shape[1:])
+    expected_shape = "x".join(map(str, weights[first].shape))
+    renamed_says = r"\d+ missing, e\.g\. '.+'; \d+ unexpected, e\.g\. 'backbone\."
+    reshaped_says = (
+        rf"1 of another shape, e\.g\. '{re.escape(first)}' is 7x.+ in the file, "
+        rf"{expected_shape} in the network"
+    )
+    for name, state, expected in (
+        ("renamed.pth", renamed, renamed_says),
+        ("reshaped.pth", reshaped, reshaped_says),
+    ):
+        torch.save(state, tmp_path / name)
+        with pytest.raises(CheckpointError, match=expected) as err:
+            zoo.load_enhancer(tmp_path / name)
+        message = str(err.value)
+        assert message.startswith(f"{tmp_path / name}: weights do not match")
+        assert "\n" not in message and len(message) < 250, message

@@ -174,11 +174,42 @@ def build_enhancer(
     """An :class:`EnhancementNet` (eval mode) holding ``state_dict``, loaded strictly."""
     _check_weights(state_dict, source)
     net = EnhancementNet(padding_mode=padding_mode)  # type: ignore[arg-type]
+    weights = strip_module_prefix(state_dict)
     try:
-        net.load_state_dict(strip_module_prefix(state_dict), strict=True)
+        net.load_state_dict(weights, strict=True)
     except RuntimeError as err:
-        detail = " ".join(str(err).split())[:300]
         raise CheckpointError(
-            f"{source}: weights do not match the enhancement network ({detail})"
+            f"{source}: weights do not match the enhancement network "
+            f"({_mismatch(weights, net.state_dict())})"
         ) from err
     return net.eval()
+
+
+def _mismatch(found: Mapping[str, Tensor], expected: Mapping[str, Tensor]) -> str:
+    """What differs between two state dicts, short enough for one line (PyTorch's own
+    message lists every key: hundreds of characters for another architecture)."""
+
+    def shape(tensor: Tensor) -> str:
+        return "x".join(map(str, tensor.shape)) or "scalar"
+
+    missing = [key for key in expected if key not in found]
+    unexpected = [key for key in found if key not in expected]
+    reshaped = [
+        key
+        for key in expected
+        if key in found
+        and hasattr(found[key], "shape")
+        and tuple(found[key].shape) != tuple(expected[key].shape)
+    ]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing, e.g. {missing[0]!r}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected, e.g. {unexpected[0]!r}")
+    if reshaped:
+        key = reshaped[0]
+        parts.append(
+            f"{len(reshaped)} of another shape, e.g. {key!r} is {shape(found[key])} in the "
+            f"file, {shape(expected[key])} in the network"
+        )
+    return "; ".join(parts) or "tensors PyTorch would not load"
