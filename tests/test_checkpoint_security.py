@@ -238,6 +238,8 @@ def test_damaged_file_gives_one_clear_error(
         assert "empty file" in message
     elif suffix == ".safetensors":
         assert "not a valid safetensors file" in message
+    elif kind == "png":
+        assert "a PNG image, not a model" in message
     else:
         assert "refused to load" in message or "not a readable PyTorch checkpoint" in message
 
@@ -322,3 +324,16 @@ def test_weights_of_another_network_say_what_differs_in_one_short_line(tmp_path:
         message = str(err.value)
         assert message.startswith(f"{tmp_path / name}: weights do not match")
         assert "\n" not in message and len(message) < 250, message
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".pt"])
+def test_a_photo_given_as_the_model_is_named_as_such(tmp_path: Path, suffix: str) -> None:
+    from PIL import Image
+
+    path = tmp_path / f"holiday{suffix}"
+    Image.new("RGB", (8, 8)).save(path, format="JPEG")
+    with pytest.raises(CheckpointError, match=r"a JPEG image, not a model: give a model name"):
+        zoo.load_enhancer(path)
+    # The first bytes of PyTorch's own format are never taken for an image.
+    torch.save({"w": torch.zeros(2)}, tmp_path / "real.pt")
+    assert set(load_checkpoint_file(tmp_path / "real.pt")) == {"w"}

@@ -105,6 +105,13 @@ def load_torch_payload(path: str | Path) -> object:
     """
     path = Path(path)
     _check_file(path)
+    kind = _image_kind(path)
+    if kind is not None:
+        # The unpickler would say "Unsupported operand 255": name the slip instead.
+        raise CheckpointError(
+            f"{path}: a {kind} image, not a model: give a model name (rave models lists "
+            "them) or a .pt, .pth or .safetensors weights file"
+        )
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -123,6 +130,30 @@ def load_torch_payload(path: str | Path) -> object:
             f"of file; {detail})"
         ) from err
     return data
+
+
+_IMAGE_SIGNATURES = {
+    b"\xff\xd8\xff": "JPEG",
+    b"\x89PNG": "PNG",
+    b"GIF8": "GIF",
+    b"II*\x00": "TIFF",
+    b"MM\x00*": "TIFF",
+    b"BM": "BMP",
+}
+
+
+def _image_kind(path: Path) -> str | None:
+    """The kind of image ``path`` holds by its first bytes, or None (not an image we know)."""
+    try:
+        with open(path, "rb") as stream:
+            head = stream.read(12)
+    except OSError:
+        return None  # torch.load's own error says it
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WebP"
+    if head[4:12] in (b"ftypheic", b"ftypheix", b"ftypmif1", b"ftypavif"):
+        return "HEIF/AVIF"
+    return next((kind for magic, kind in _IMAGE_SIGNATURES.items() if head.startswith(magic)), None)
 
 
 def _unpickler_reason(err: pickle.UnpicklingError) -> str:
