@@ -239,7 +239,7 @@ def test_damaged_file_gives_one_clear_error(
     elif suffix == ".safetensors":
         assert "not a valid safetensors file" in message
     elif kind == "png":
-        assert "a PNG image, not a model" in message
+        assert "a PNG image, not a weights file" in message
     else:
         assert "refused to load" in message or "not a readable PyTorch checkpoint" in message
 
@@ -332,7 +332,7 @@ def test_a_photo_given_as_the_model_is_named_as_such(tmp_path: Path, suffix: str
 
     path = tmp_path / f"holiday{suffix}"
     Image.new("RGB", (8, 8)).save(path, format="JPEG")
-    with pytest.raises(CheckpointError, match=r"a JPEG image, not a model: give a model name"):
+    with pytest.raises(CheckpointError, match=r"a JPEG image, not a weights file \(models are"):
         zoo.load_enhancer(path)
     # The first bytes of PyTorch's own format are never taken for an image.
     torch.save({"w": torch.zeros(2)}, tmp_path / "real.pt")

@@ -109,8 +109,8 @@ def load_torch_payload(path: str | Path) -> object:
     if kind is not None:
         # The unpickler would say "Unsupported operand 255": name the slip instead.
         raise CheckpointError(
-            f"{path}: a {kind} image, not a model: give a model name (rave models lists "
-            "them) or a .pt, .pth or .safetensors weights file"
+            f"{path}: a {kind} image, not a weights file (models are given by name, which "
+            "rave models lists, or as a .pt, .pth or .safetensors file)"
         )
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
