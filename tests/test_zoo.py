@@ -529,3 +529,15 @@ def test_mismatched_state_dict_is_refused(change: str, tmp_path: Path, reference
 def test_device_argument(checkpoints_dir: Path) -> None:
     net = zoo.load_enhancer(checkpoints_dir / "rave_paired.pth", device=torch.device("cpu"))
     assert {p.device.type for p in net.parameters()} == {"cpu"}
+
+
+def test_cache_folder_blocked_by_a_file_is_named_before_any_download(
+    online: None, serve, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "home").write_text("a file where the cache folder should be")
+    monkeypatch.setenv("RAVE_HOME", str(tmp_path / "home"))
+    opened = serve({})
+    with pytest.raises(zoo.ZooError, match=r"home \(RAVE_HOME\) is not a folder") as err:
+        zoo.model_path("rave-paired")
+    assert "download failed" not in str(err.value)
+    assert opened == []  # nothing fetched that could not be kept

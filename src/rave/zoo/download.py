@@ -163,6 +163,7 @@ def fetch(info: ModelInfo, *, download: bool = True, progress: bool = True) -> P
     if not download or is_offline():
         reason = "RAVE_OFFLINE is set" if is_offline() else "downloading was not allowed"
         raise ModelUnavailableError(_not_available_message(info, path, reason))
+    _check_cache_folder(path.parent)
     logger.info("downloading model %r from %s to %s", info.name, info.url, path)
     try:
         return download_file(info.url, path, info.sha256, progress=progress)
@@ -171,6 +172,22 @@ def fetch(info: ModelInfo, *, download: bool = True, progress: bool = True) -> P
         detail = err if isinstance(err, HTTPError) else getattr(err, "reason", None) or err
         reason = f"download failed: {detail}"
         raise ModelUnavailableError(_not_available_message(info, path, reason)) from err
+
+
+def _check_cache_folder(folder: Path) -> None:
+    """Make the cache folder, or say in one line why it cannot be (before any download:
+    otherwise the failure reads as a network problem, "download failed: [Errno 17]")."""
+    where = "RAVE_HOME" if os.environ.get("RAVE_HOME") else "the user cache folder"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise ZooError(
+            f"model cache {folder} ({where}) is not a folder: a file is in the way"
+        ) from None
+    except OSError as err:
+        raise ZooError(
+            f"model cache {folder} ({where}) cannot be created: {err.strerror or err}"
+        ) from None
 
 
 def _not_available_message(info: ModelInfo, path: Path, reason: str) -> str:
