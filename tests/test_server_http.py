@@ -350,3 +350,64 @@ def test_time_budget_and_lower_pixel_limit(tiny_net) -> None:
         assert _statuses(data) == [400] and b"a.png" in data
     finally:
         server.stop()
+
+
+def _read_response(sock: socket.socket, end: bytes, seconds: float = 5.0) -> bytes:
+    """What the server sends until ``end`` appears (or it closes, or ``seconds`` pass)."""
+    sock.settimeout(0.25)
+    data = b""
+    deadline = time.monotonic() + seconds
+    while end not in data and time.monotonic() < deadline:
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            continue
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def test_log_lines_never_land_in_a_capture_of_decoder_messages(tiny_net, capfd) -> None:
+    """While another thread decodes a photo (fd 2 captured for its decoder's messages),
+    the server's access-log line waits for the capture to end: it reaches the real stderr,
+    and the decoder's messages hold only the decoder's (a log line naming "/truncated-x"
+    once made a good upload fail as a truncated JPEG, and leaked into others' notes)."""
+    from rave.io.library_messages import captured_messages
+
+    called = threading.Event()
+
+    def log_line(line: str) -> None:
+        called.set()
+        os.write(2, f"{line}\n".encode())  # where the CLI's click.echo(err=True) writes
+
+    server = make_server(tiny_net, "127.0.0.1", 0, log_line=log_line)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    holding, release = threading.Event(), threading.Event()
+    decoder_messages: list[str] = []
+
+    def decode() -> None:
+        with captured_messages() as messages:
+            holding.set()
+            release.wait(10)
+        decoder_messages.extend(messages)
+
+    decoder = threading.Thread(target=decode)
+    decoder.start()
+    try:
+        assert holding.wait(5)
+        with _connect(server) as sock:
+            sock.sendall(b"GET /truncated-x HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert _statuses(_read_response(sock, b"truncated-x\n")) == [404]
+            # The reply is out; its log line is written now or, fixed, after the capture.
+            called.wait(0.5)
+            release.set()
+            decoder.join(5)
+            assert called.wait(5)
+    finally:
+        release.set()
+        decoder.join(5)
+        server.stop()
+    assert not any("truncated-x" in message for message in decoder_messages), decoder_messages
+    assert "GET /truncated-x" in capfd.readouterr().err

@@ -18,7 +18,7 @@ import warnings
 from collections.abc import Iterator
 from typing import TextIO
 
-__all__ = ["TerminalStream", "captured_messages", "is_premature_end"]
+__all__ = ["TerminalStream", "captured_messages", "is_premature_end", "outside_captures"]
 
 _lock = threading.RLock()
 _MAX_LINES = 20
@@ -72,6 +72,21 @@ def captured_messages(*, native: bool = True) -> Iterator[list[str]]:
                 line = " ".join(line.split())
                 if line and line not in messages and len(messages) < _MAX_LINES:
                     messages.append(line)
+
+
+@contextlib.contextmanager
+def outside_captures() -> Iterator[None]:
+    """Hold off captures while the block writes to the terminal.
+
+    What another thread prints while :func:`captured_messages` has fd 2 redirected lands in
+    that capture: lost from the terminal, and read as the decoder's own message (a log line
+    naming "truncated" turned a good photo into a corrupt one). A write done inside this
+    block waits until any capture in progress ends (one decode or encode) and keeps new
+    ones from starting until it is done. Captures in this thread are not held off: a block
+    inside a capture still writes into it.
+    """
+    with _lock:
+        yield
 
 
 class TerminalStream:

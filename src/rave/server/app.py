@@ -52,6 +52,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 import numpy as np
 from torch import nn
 
+from rave.io.library_messages import outside_captures
 from rave.io.printable import printable
 from rave.server.page import PAGE
 from rave.server.store import Result, ResultStore, encode_view
@@ -151,7 +152,8 @@ class _Handler(BaseHTTPRequestHandler):
         pass  # one line per request is written by _log_line, with the photo's details
 
     def log_error(self, format: str, *args: Any) -> None:
-        log.info("%s", printable(format % args))
+        with outside_captures():
+            log.info("%s", printable(format % args))
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         # Errors raised by the standard library's parser (bad request line, unknown
@@ -189,7 +191,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self._log_line("closed", "")
         except Exception as err:  # a bug in rave: one 500, and the server goes on
-            log.exception("rave serve: internal error")
+            with outside_captures():
+                log.exception("rave serve: internal error")
             if not self._responded:
                 reason = f"internal error ({type(err).__name__}: {err})"
                 self._error(HTTPStatus.INTERNAL_SERVER_ERROR, printable(reason), close=True)
@@ -293,7 +296,7 @@ class _Handler(BaseHTTPRequestHandler):
         elapsed = time.monotonic() - self._started
         path = printable(urlsplit(self.path).path if hasattr(self, "path") else "-")
         what = f" {self._what}" if self._what else ""
-        self.server.log_line(
+        self.server.log(
             f"{self.client_address[0]} {getattr(self, 'command', None) or '-'} {path}{what} "
             f"-> {status if isinstance(status, str) else int(status)} {size} {elapsed:.2f} s"
         )
@@ -522,6 +525,27 @@ class EnhanceServer(ThreadingHTTPServer):
         self._watch_lock = threading.Lock()
         self._watchdog = threading.Thread(target=self._watch_loop, daemon=True)
         self._watchdog.start()
+
+    def log(self, line: str) -> None:
+        """Write one request's line with ``log_line``, never into a capture of decoder messages.
+
+        While a photo is decoded or written, fd 2 is redirected into a capture of the
+        libraries' messages (rave.io.library_messages), and ``log_line`` is the caller's: the
+        CLI's echoes to sys.stderr, a logging handler writes to the stream it was given;
+        either ends on fd 2, which the server cannot choose. A dup of the original stderr
+        would only help a writer the server owns, and a capture that filtered out log lines
+        would have to recognise them. What the server controls is when the line is written:
+        after any capture in progress (one decode or encode), so captures hold only library
+        messages and no line is lost.
+        """
+        with outside_captures():
+            self.log_line(line)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # The standard library prints the traceback on sys.stderr, i.e. fd 2, where it
+        # would end as a decoder message of the photo decoded meanwhile.
+        with outside_captures():
+            super().handle_error(request, client_address)
 
     # -- connections -----------------------------------------------------------------------
 
