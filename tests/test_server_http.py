@@ -411,3 +411,87 @@ def test_log_lines_never_land_in_a_capture_of_decoder_messages(tiny_net, capfd) 
         server.stop()
     assert not any("truncated-x" in message for message in decoder_messages), decoder_messages
     assert "GET /truncated-x" in capfd.readouterr().err
+
+
+@pytest.fixture
+def logged(tiny_net) -> Iterator[tuple[EnhanceServer, list[str]]]:
+    """A server like ``httpd`` that also keeps its log lines."""
+    lines: list[str] = []
+    limits = Limits(header_seconds=1.0, min_upload_rate=2e6, time_limit=30)
+    server = make_server(
+        tiny_net, "127.0.0.1", 0, max_upload_bytes=UPLOAD_LIMIT, limits=limits,
+        log_line=lines.append,
+    )  # fmt: skip
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server, lines
+    server.stop()
+    thread.join(5)
+
+
+def _lines_with(lines: list[str], text: str, seconds: float = 5.0) -> list[str]:
+    """The log lines holding ``text``, once there is one (or ``seconds`` pass)."""
+    deadline = time.monotonic() + seconds
+    while not (found := [line for line in lines if text in line]):
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
+    return found
+
+
+SMUGGLED = b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    ("head", "status"),
+    [
+        (_post_head("abc"), 400),
+        (_post_head(5, extra="Content-Length: 6\r\n"), 400),
+        (_post_head(len(SMUGGLED), extra=f"Content-Length: {len(SMUGGLED)}\r\n"), 400),
+        (_post_head(None, extra="Transfer-Encoding: chunked\r\n"), 411),
+        (_post_head(None, path="/nowhere", extra="Transfer-Encoding: chunked\r\n"), 411),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: x1\r\n\r\n", 400),
+        (_post_head(None), 411),
+    ],
+)
+def test_a_refused_body_is_never_read_as_a_second_request(
+    httpd: EnhanceServer, head: bytes, status: int
+) -> None:
+    """Bad framing leaves the body's end unknown: the refusal closes the connection, so
+    what follows in the same packet is never answered as a request (smuggling)."""
+    with _connect(httpd) as sock:
+        sock.sendall(head + SMUGGLED)
+        data = _read_all(sock)
+    assert _statuses(data) == [status], data[-300:]
+    assert b"\r\nConnection: close\r\n" in data
+
+
+@pytest.mark.parametrize("how", ["closes", "stalls"])
+def test_a_body_cut_short_before_a_refusal_is_logged_not_a_traceback(
+    logged: tuple[EnhanceServer, list[str]], capfd, how: str
+) -> None:
+    """POST to a missing page, with 3 of the 99 body bytes it declares: the server drains
+    the small body before answering, which ends early (the client closes) or at the
+    deadline (it stalls). One log line, no traceback on the console."""
+    server, lines = logged
+    with _connect(server) as sock:
+        sock.sendall(_post_head(99, path="/nowhere") + b"abc")
+        if how == "closes":
+            sock.shutdown(socket.SHUT_WR)
+        _read_all(sock, seconds=4)
+    found = _lines_with(lines, "/nowhere")
+    assert len(found) == 1, lines
+    reason = "closed the connection" if how == "closes" else "too slow: cut off"
+    assert f"{reason} after 3 of 99 bytes" in found[0], found
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "Exception occurred" not in err, err
+
+
+def test_a_client_that_closes_mid_upload_is_logged(logged: tuple[EnhanceServer, list[str]]):
+    server, lines = logged
+    with _connect(server) as sock:
+        sock.sendall(_post_head(9999) + b"abc")
+        time.sleep(0.1)  # the server is reading the body
+    found = _lines_with(lines, "POST /enhance")
+    assert len(found) == 1 and "closed the connection after 3 of 9999 bytes" in found[0], lines

@@ -16,9 +16,11 @@ Each case below is tested over real sockets (``tests/test_server_http.py``):
   sizes in flight are capped (``max_queued_bytes``, 503 beyond); an upload over the limit
   gets its 413 before its body is read;
 - request framing is strict: no ``Content-Length`` -> 411, chunked -> 411/400, a malformed
-  or repeated length -> 400 and the connection closed; a body that no handler wants is read
-  and discarded (small) or the connection closed (large), so it is never parsed as a
-  second request;
+  or repeated length -> 400, each with the connection closed; a body that no handler wants
+  is read and discarded (small) or the connection closed (large), so it is never parsed as
+  a second request;
+- one log line per request, also for a client that leaves mid-request or is cut off (why,
+  and how many of its body's bytes came);
 - header values are checked (no control characters: no response splitting); notes travel
   in JSON bodies; download names use RFC 6266 ``filename*`` for non-ASCII names.
 
@@ -137,16 +139,25 @@ class _Handler(BaseHTTPRequestHandler):
 
     def handle_one_request(self) -> None:
         self._responded = False
+        self._logged = False
         self._unread = 0
         self._started = time.monotonic()
-        self._what = ""
+        self._what = ""  # the photo and its details, for the log line
+        self._why: list[str] = []  # why it was refused or cut short, for the log line
+        self._name = ""  # the photo's name, which refusals' messages start with
+        self.cut_off = ""  # set by the server when it ends this connection (why)
+        self._cut_short = False
+        self.raw_requestline = b""
         self.server.watch(self, self.server.limits.header_seconds)
         try:
             super().handle_one_request()
-        except (OSError, _Closed):
-            self.close_connection = True
+        except (OSError, _Closed) as err:
+            self._closed(err)
         finally:
             self.server.watch(self, None)
+            if self.raw_requestline.strip() and not self._logged:
+                # One line per request, whatever ended it (README).
+                self._log_line("closed", "")
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         pass  # one line per request is written by _log_line, with the photo's details
@@ -169,15 +180,23 @@ class _Handler(BaseHTTPRequestHandler):
         self._log_line(code, "")
 
     def _framing(self) -> int | None:
-        """The body's length (None without one); raises _Refused on bad framing."""
+        """The body's length (None without one); raises _Refused on bad framing.
+
+        Each refusal here closes the connection: where the body ends is unknown, so
+        whatever follows must not be read as the next request (request smuggling).
+        """
         if self.headers.get_all("Transfer-Encoding"):
             status = HTTPStatus.LENGTH_REQUIRED if self.command == "POST" else 400
-            raise _Refused(status, "chunked bodies are not accepted: send a Content-Length")
+            raise _Refused(
+                status, "chunked bodies are not accepted: send a Content-Length", close=True
+            )
         lengths = self.headers.get_all("Content-Length") or []
         if not lengths:
             return None
-        if len(set(lengths)) != 1 or not _LENGTH.fullmatch(lengths[0].strip()):
-            raise _Refused(HTTPStatus.BAD_REQUEST, "malformed Content-Length")
+        if len(lengths) > 1:
+            raise _Refused(HTTPStatus.BAD_REQUEST, "repeated Content-Length", close=True)
+        if not _LENGTH.fullmatch(lengths[0].strip()):
+            raise _Refused(HTTPStatus.BAD_REQUEST, "malformed Content-Length", close=True)
         self._unread = int(lengths[0].strip())
         return self._unread
 
@@ -186,17 +205,33 @@ class _Handler(BaseHTTPRequestHandler):
             self._framing()
             route()
         except _Refused as refusal:
-            self._error(refusal.status, refusal.message, close=refusal.close)
-        except (_Closed, OSError):  # the client went away, or its deadline passed
-            self.close_connection = True
-            self._log_line("closed", "")
+            self._send_refusal(refusal)
+        except (_Closed, OSError) as err:  # the client went away, or its deadline passed
+            self._closed(err)
         except Exception as err:  # a bug in rave: one 500, and the server goes on
             with outside_captures():
                 log.exception("rave serve: internal error")
             if not self._responded:
                 reason = f"internal error ({type(err).__name__}: {err})"
-                self._error(HTTPStatus.INTERNAL_SERVER_ERROR, printable(reason), close=True)
+                status = HTTPStatus.INTERNAL_SERVER_ERROR
+                self._send_refusal(_Refused(status, printable(reason), close=True))
             self.close_connection = True
+
+    def _send_refusal(self, refusal: _Refused) -> None:
+        try:
+            self._error(refusal.status, refusal.message, close=refusal.close, **refusal.extra)
+        except (_Closed, OSError) as err:  # gone before its answer: nobody to tell, one line
+            self._closed(err)
+
+    def _closed(self, err: _Closed | OSError) -> None:
+        """The connection ended mid-request: close it and log the request's one line."""
+        self.close_connection = True
+        if isinstance(err, _Closed):
+            self._note(str(err))
+        elif not self._cut_short:  # else the line says already why the answer did not go out
+            self._note(f"connection lost ({err.strerror or type(err).__name__})")
+        if not self._logged and self.raw_requestline.strip():
+            self._log_line("closed", "")
 
     def do_GET(self) -> None:
         self._dispatch(self._route_get)
@@ -209,7 +244,13 @@ class _Handler(BaseHTTPRequestHandler):
     def _prepare_reply(self, close: bool) -> bool:
         """Deal with an unread request body; returns whether the connection must close."""
         if 0 < self._unread <= _SMALL_BODY_BYTES and not close:
-            self._read_exactly(self._unread, None)  # small: drop it, keep the connection
+            try:
+                self._read_exactly(self._unread, None)  # small: drop it, keep the connection
+            except _Closed as err:
+                # Cut short (the client closed, or its deadline passed): the answer is still
+                # sent if the socket takes it (a half-closed client reads it), then close.
+                self._note(str(err))
+                return True
         return close or self._unread > 0
 
     def _send_head(self, status: int, headers: dict[str, str], close: bool) -> None:
@@ -260,14 +301,30 @@ class _Handler(BaseHTTPRequestHandler):
     def _json(self, payload: dict[str, Any]) -> None:
         self._reply(HTTPStatus.OK, json.dumps(payload).encode(), "application/json")
 
-    def _error(self, status: int, message: str, *, close: bool = False) -> None:
+    def _error(
+        self,
+        status: int,
+        message: str,
+        *,
+        close: bool = False,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         if self._responded:
             self.close_connection = True
             return
-        self._what = self._what or printable(message)
+        # The log line names the photo already; the reason follows it.
+        self._note(message.removeprefix(f"{self._name}: ") if self._name else message)
         body = (printable(message) + "\n").encode()
-        headers = {"Retry-After": "5"} if status == HTTPStatus.SERVICE_UNAVAILABLE else {}
+        headers = dict(headers or {})
+        if status == HTTPStatus.SERVICE_UNAVAILABLE:
+            headers["Retry-After"] = "5"
         self._reply(status, body, "text/plain; charset=utf-8", close=close, headers=headers)
+
+    def _note(self, reason: str) -> None:
+        """Add ``reason`` to why this request's log line says it failed (once)."""
+        reason = printable(reason)
+        if reason and reason not in self._why:
+            self._why.append(reason)
 
     def _linger(self) -> None:
         """After a reply that leaves a body unread: stop sending, drain briefly, close.
@@ -293,9 +350,11 @@ class _Handler(BaseHTTPRequestHandler):
         return size / self.server.limits.min_upload_rate
 
     def _log_line(self, status: int | str, size: str) -> None:
+        self._logged = True
         elapsed = time.monotonic() - self._started
         path = printable(urlsplit(self.path).path if hasattr(self, "path") else "-")
-        what = f" {self._what}" if self._what else ""
+        what = " ".join([self._what, "; ".join(self._why)]).strip()
+        what = f" {what}" if what else ""
         self.server.log(
             f"{self.client_address[0]} {getattr(self, 'command', None) or '-'} {path}{what} "
             f"-> {status if isinstance(status, str) else int(status)} {size} {elapsed:.2f} s"
@@ -309,14 +368,16 @@ class _Handler(BaseHTTPRequestHandler):
         self.server.watch(self, limits.header_seconds + length / limits.min_upload_rate)
         left = length
         while left > 0:
-            chunk = self.rfile.read(min(_CHUNK, left))
+            try:
+                chunk = self.rfile.read(min(_CHUNK, left))
+            except OSError:  # a reset: the client is gone all the same
+                chunk = b""
             if not chunk:
                 self._unread = left
-                raise _Refused(
-                    HTTPStatus.BAD_REQUEST,
-                    f"the upload ended after {length - left} of {length} bytes",
-                    close=True,
-                )
+                self._cut_short = True
+                # The server shut the socket down (deadline, shutdown) or the client left.
+                why = self.cut_off or "the client closed the connection"
+                raise _Closed(f"{why} after {length - left} of {length} bytes")
             left -= len(chunk)
             if sink is not None:
                 sink.write(chunk)
@@ -339,6 +400,7 @@ class _Handler(BaseHTTPRequestHandler):
             result = self.server.store.get(match.group(1))
             if result is None:
                 raise _Refused(HTTPStatus.GONE, "this result is no longer kept: upload it again")
+            self._name = result.name
             self._what = f'"{printable(result.name)}"'
             if match.group(2) == "view":
                 self._view(result, query)
@@ -352,9 +414,13 @@ class _Handler(BaseHTTPRequestHandler):
         if url.path != "/enhance":
             raise _Refused(HTTPStatus.NOT_FOUND, f"no endpoint {url.path}")
         name = parse_qs(url.query).get("name", ["photo"])[0][:255]
+        self._name = name
         self._what = f'"{printable(name)}"'
         if self._unread == 0 and self.headers.get("Content-Length") is None:
-            raise _Refused(HTTPStatus.LENGTH_REQUIRED, "send the photo with a Content-Length")
+            # A client that sends no length may still send a body: never read it as a request.
+            raise _Refused(
+                HTTPStatus.LENGTH_REQUIRED, "send the photo with a Content-Length", close=True
+            )
         length = self._unread
         if length == 0:
             raise _Refused(HTTPStatus.BAD_REQUEST, f"{name}: empty upload")
@@ -376,7 +442,10 @@ class _Handler(BaseHTTPRequestHandler):
             result_id, folder = self.server.store.new_folder()
             try:
                 with (folder / "upload").open("wb") as sink:
-                    self._read_exactly(length, sink)
+                    try:
+                        self._read_exactly(length, sink)
+                    except _Closed as err:  # answered if the client still reads, then closed
+                        raise _Refused(400, f"{name}: {err}", close=True) from None
                 result = self.server.enhance_upload(result_id, folder, name)
             except BaseException:
                 self.server.store.discard(folder)
@@ -457,9 +526,12 @@ class _Handler(BaseHTTPRequestHandler):
 class _Refused(Exception):
     """A request refused with a status and one line; ``close`` ends the connection."""
 
-    def __init__(self, status: int, message: str, close: bool = False) -> None:
+    def __init__(
+        self, status: int, message: str, close: bool = False, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status, self.message, self.close = status, message, close
+        self.extra: dict[str, Any] = {"headers": headers} if headers else {}
 
 
 def _strength(text: str) -> float:
@@ -602,6 +674,7 @@ class EnhanceServer(ThreadingHTTPServer):
             _, slowest = min(waiting, key=lambda pair: pair[0])
             self._deadlines.pop(slowest, None)
             self._phase_started.pop(slowest, None)
+        slowest.cut_off = "dropped for a newer connection"
         with contextlib.suppress(OSError):
             slowest.connection.shutdown(socket.SHUT_RDWR)
         return True
@@ -618,6 +691,8 @@ class EnhanceServer(ThreadingHTTPServer):
                     self._deadlines.pop(handler, None)
                     self._phase_started.pop(handler, None)
             for handler in late:
+                stopping = self.stopping.is_set()
+                handler.cut_off = "the server stopped" if stopping else "too slow: cut off"
                 # wakes the thread blocked on this socket with an error or EOF
                 with contextlib.suppress(OSError):
                     handler.connection.shutdown(socket.SHUT_RDWR)
