@@ -1059,3 +1059,221 @@ def test_smooth_light_highlight_term_is_added_when_asked(folders: Path) -> None:
     assert float(row["highlight"]) > 0
     total = float(row["distill"]) + 7.0 * float(row["highlight"])
     assert float(row["total"]) == pytest.approx(total, rel=1e-5)
+
+
+# --------------------------------------------------------------------------- user errors
+def _cli(*args: str):
+    from click.testing import CliRunner
+
+    from rave.cli import main
+
+    return CliRunner().invoke(main, ["train", *args])
+
+
+def _one_line_error(result, status: int) -> str:
+    """The error line of a CLI result that must be one line and no traceback."""
+    assert result.exit_code == status, result.output
+    assert "Traceback" not in result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(lines) == 1, result.output
+    return lines[0]
+
+
+def test_config_that_is_not_utf8_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "binary.yaml"
+    path.write_bytes(b"method: rave\n\xff\xfe not text\n")
+    with pytest.raises(ConfigError, match=r"binary\.yaml: not a text config"):
+        load_config(path)
+    assert "binary.yaml" in _one_line_error(_cli(str(path)), 2)
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("lr: .nan", "lr"),
+        ("weight_decay: .inf", "weight_decay"),
+        ("zoom_range: [1.0, .inf]", "zoom_range"),
+    ],
+)
+def test_non_finite_numbers_are_refused(tmp_path: Path, text: str, key: str) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(text + "\n")
+    with pytest.raises(ConfigError, match=rf"{key}: expected a finite number"):
+        load_config(path)
+
+
+def test_non_finite_numbers_are_refused_in_python_and_method_options() -> None:
+    from rave.training.config import coerce_dataclass
+
+    # NaN passes every range check (nan <= 0 is false): it reached the optimiser
+    with pytest.raises(ConfigError, match=r"lr must be a finite number"):
+        TrainConfig(lr=math.nan)
+    with pytest.raises(ConfigError, match=r"residual_weight: expected a finite number"):
+        coerce_dataclass(RaveOptions, {"residual_weight": math.nan}, "method_options")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--set", "noequals"], ["--set", "bacth_size=2"], ["--set", "batch_size=two"]],
+)
+def test_cli_config_errors_are_usage_errors(tmp_path: Path, args: list[str]) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(f"output_dir: {tmp_path / 'run'}\n")
+    _one_line_error(_cli(str(path), *args), 2)
+    assert not (tmp_path / "run").exists()
+
+
+def test_data_folder_errors_name_the_key_and_leave_nothing(folders: Path) -> None:
+    from rave.training.loop import train
+
+    (folders / "empty").mkdir()
+    for backlit, expected in [
+        ("", r"backlit_dir is not set"),
+        (str(folders / "empty"), rf"backlit_dir {folders / 'empty'}: no image files"),
+        (str(folders / "absent"), rf"backlit_dir {folders / 'absent'}: no such folder"),
+    ]:
+        config = tiny_config(folders, backlit_dir=backlit)
+        with pytest.raises(ConfigError, match=expected):
+            train(config, encoder_factory=tiny_factory)
+        assert not Path(config.output_dir).exists()  # no config.yaml, no empty folder
+
+
+def test_config_yaml_is_written_only_when_the_run_starts(folders: Path) -> None:
+    from rave.training.loop import EncoderError, train
+
+    def offline(name: str, device: torch.device) -> ImageEncoder:
+        raise RuntimeError(f"could not load the 'openai' weights of {name}")
+
+    config = tiny_config(folders, iterations=1)
+    Path(config.output_dir).mkdir()  # an existing folder is kept, and stays empty
+    with pytest.raises(EncoderError, match=r"_encoder 'tiny-[a-z]+': could not load"):
+        train(config, encoder_factory=offline)
+    assert list(Path(config.output_dir).iterdir()) == []
+    train(config, encoder_factory=tiny_factory)
+    assert (Path(config.output_dir) / "config.yaml").is_file()
+
+
+def _finished_run(folders: Path, iterations: int = 2) -> Path:
+    from rave.training.loop import train
+
+    config = tiny_config(folders, iterations=iterations, reconstruction_iterations=1)
+    train(config, encoder_factory=tiny_factory)
+    return Path(config.output_dir)
+
+
+def _altered_checkpoint(run_dir: Path, name: str, change) -> Path:
+    checkpoint = load_checkpoint_file(run_dir / "last.pt")
+    change(checkpoint)
+    path = run_dir.parent / name
+    torch.save(checkpoint, path)
+    return path
+
+
+def test_resume_from_another_network_names_the_file_and_key(folders: Path) -> None:
+    from rave.network import CheckpointError
+    from rave.training.loop import train
+
+    run_dir = _finished_run(folders)
+    first = next(iter(load_checkpoint_file(run_dir / "last.pt")["model"]))
+
+    def drop(checkpoint: dict) -> None:
+        del checkpoint["model"][first]
+
+    def reshape(checkpoint: dict) -> None:
+        checkpoint["model"][first] = torch.zeros(1, 2, 3)
+
+    config = tiny_config(folders, iterations=4, output_dir=str(folders / "resumed"))
+    for name, change, what in [("missing.pt", drop, "missing"), ("shape.pt", reshape, "shape")]:
+        path = _altered_checkpoint(run_dir, name, change)
+        pattern = rf"{name}: weights do not match the enhancement network \(1 .*{what}.*{first}"
+        with pytest.raises(CheckpointError, match=pattern):
+            train(config, resume=path, encoder_factory=tiny_factory)
+        assert not (folders / "resumed").exists()
+    line = _one_line_error(_cli(_config_file(folders, config), "--resume", str(path)), 2)
+    assert "shape.pt" in line and first in line
+
+
+def _config_file(folders: Path, config: TrainConfig) -> str:
+    import yaml
+
+    from rave.training.config import config_to_dict
+
+    path = folders / "resume.yaml"
+    path.write_text(yaml.safe_dump(config_to_dict(config)))
+    return str(path)
+
+
+@pytest.mark.parametrize("iteration", ["x", -1, 2.5, None])
+def test_resume_refuses_a_checkpoint_whose_iteration_is_not_a_count(
+    folders: Path, iteration: object
+) -> None:
+    from rave.network import CheckpointError
+    from rave.training.loop import train
+
+    run_dir = _finished_run(folders)
+
+    def damage(checkpoint: dict) -> None:
+        checkpoint["iteration"] = iteration
+
+    path = _altered_checkpoint(run_dir, "damaged.pt", damage)
+    config = tiny_config(folders, iterations=4, output_dir=str(folders / "resumed"))
+    with pytest.raises(CheckpointError, match=r"damaged\.pt: damaged training checkpoint"):
+        train(config, resume=path, encoder_factory=tiny_factory)
+    assert not (folders / "resumed").exists()
+
+
+def test_resume_refuses_an_incomplete_checkpoint(folders: Path) -> None:
+    from rave.network import CheckpointError
+    from rave.training.loop import train
+
+    run_dir = _finished_run(folders)
+    path = _altered_checkpoint(run_dir, "partial.pt", lambda c: c.pop("optimizer"))
+    config = tiny_config(folders, iterations=4, output_dir=str(folders / "resumed"))
+    with pytest.raises(CheckpointError, match=r"partial\.pt: an incomplete .*'optimizer'"):
+        train(config, resume=path, encoder_factory=tiny_factory)
+
+
+def test_resuming_a_complete_run_changes_nothing(folders: Path) -> None:
+    from rave.training.loop import train
+
+    run_dir = _finished_run(folders)
+    before = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in run_dir.iterdir()
+              if p.is_file()}  # fmt: skip
+    config = tiny_config(folders, iterations=2, reconstruction_iterations=1)
+    result = train(config, resume="last", encoder_factory=tiny_factory)
+    assert result.already_complete and result.iterations == 2
+    saved = load_checkpoint_file(run_dir / "last.pt")["model"]
+    assert all(torch.equal(result.model.state_dict()[k], saved[k]) for k in saved)
+    result = _cli(_config_file(folders, config), "--resume")
+    assert result.exit_code == 0, result.output
+    assert "already complete" in result.output and "done:" not in result.output
+    after = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in run_dir.iterdir()
+             if p.is_file()}  # fmt: skip
+    assert after == before
+
+
+def test_an_encoder_that_cannot_load_is_one_line(folders: Path, tmp_path: Path) -> None:
+    """Offline and without cached CLIP weights: one line, not OpenCLIP's log and tracebacks."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("open_clip")
+    clip = "clip:ViT-B-32"
+    config = tiny_config(folders, guidance_encoder=clip, identity_encoder=clip)
+    path = _config_file(folders, config)
+    empty_cache = tmp_path / "hf"
+    env = dict(os.environ, RAVE_OFFLINE="1", HF_HUB_OFFLINE="1", HF_HOME=str(empty_cache),
+               OMP_NUM_THREADS="1")  # fmt: skip
+    code = "import sys; from rave.cli import run; sys.exit(run(sys.argv[1:]))"
+    result = subprocess.run(
+        [sys.executable, "-c", code, "train", path], env=env, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("Error: guidance_encoder and identity_encoder 'clip:ViT-B-32'")
+    assert "could not load the 'openai' weights" in lines[0]
+    assert not (folders / "run").exists()

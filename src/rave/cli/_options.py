@@ -6,6 +6,7 @@ when a device is resolved.
 
 from __future__ import annotations
 
+import errno
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +23,9 @@ __all__ = [
     "OutputPath",
     "PixelCount",
     "TileSize",
+    "UsageProblem",
+    "check_output_file",
+    "check_output_folder",
     "device_option",
     "max_pixels_option",
     "model_option",
@@ -31,6 +35,7 @@ __all__ = [
     "resolve_device",
     "strength_option",
     "tile_option",
+    "write_failure",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -100,8 +105,96 @@ class OutputPath(click.Path):
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         if isinstance(value, str) and value == "":
-            self.fail("must not be empty (use . for the current folder)", param, ctx)
+            hint = " (use . for the current folder)" if self.dir_okay else ""
+            self.fail(f"must not be empty{hint}", param, ctx)
         return super().convert(value, param, ctx)
+
+
+class UsageProblem(click.ClickException):
+    """A usage error said in one line: exit status 2, as click's own, without the usage text.
+
+    For values that parse but cannot be used (an unknown model, an output that cannot be
+    written, a config key): the usage synopsis would not help there.
+    """
+
+    exit_code = 2
+
+
+def _reason(err: OSError) -> str:
+    """An OSError's reason in the words of rave's other error lines (not its file name,
+    which may be rave's own temporary file rather than the user's path)."""
+    if err.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied"
+    return (err.strerror or str(err)).lower()
+
+
+def write_failure(path: Path, err: OSError) -> str:
+    """One line for a failed write of ``path``, naming it rather than the temporary file."""
+    from rave.io.printable import printable
+
+    return f"cannot write {printable(path)} ({_reason(err)})"
+
+
+def _folder_problem(folder: Path, *, parent: bool = False) -> str | None:
+    """Why files cannot be written into ``folder`` (missing folders would be created), or
+    None; ``parent``: ``folder`` is named as the parent of the output file.
+
+    Nothing is created: a usage error found later must leave nothing behind.
+    """
+    from rave.io import probe_folder
+    from rave.io.printable import printable
+
+    ancestor = folder
+    while not ancestor.is_dir():
+        if ancestor.exists() or ancestor.is_symlink():  # a file, or a dangling link
+            if ancestor == folder and not parent:
+                return "a file, not a folder"
+            return f"parent {printable(ancestor)} is a file, not a folder"
+        ancestor = ancestor.parent
+    try:
+        # The nearest existing folder is where the missing ones would be created.
+        probe_folder(ancestor)
+    except OSError as err:
+        if ancestor == folder:
+            where = printable(folder) if parent else "this folder"
+            return f"cannot write in {where} ({_reason(err)})"
+        return f"cannot create folders in {printable(ancestor)} ({_reason(err)})"
+    return None
+
+
+def check_output_folder(folder: Path, option: str) -> None:
+    """Refuse, before any work, an output folder that files cannot be written into.
+
+    Missing folders are not created here; they are created when the output is written,
+    as ``rave enhance -o`` does.
+
+    Raises:
+        UsageProblem: one line naming ``option`` and ``folder``: a file on the path, or a
+            folder that refuses files (read-only, permission denied, full, /proc).
+    """
+    from rave.io.printable import printable
+
+    problem = _folder_problem(folder)
+    if problem is not None:
+        raise UsageProblem(f"{option} {printable(folder)}: {problem}")
+
+
+def check_output_file(path: Path, option: str) -> None:
+    """Refuse, before any work, an output file that could not be written.
+
+    Missing parent folders are created when the file is written (atomically, by
+    :func:`rave.io.atomic.atomic_write`), as ``rave enhance -o`` creates its folder.
+
+    Raises:
+        UsageProblem: one line naming ``option`` and ``path``.
+    """
+    from rave.io.printable import printable
+
+    if path.is_dir():
+        raise UsageProblem(f"{option} {printable(path)}: a folder, not a file")
+    problem = _folder_problem(path.parent, parent=True)
+    if problem is not None:
+        raise UsageProblem(f"{option} {printable(path)}: {problem}")
 
 
 class HiddenAliasOption(click.Option):

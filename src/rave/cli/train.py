@@ -2,6 +2,10 @@
 
 Multi-GPU / multi-node: launch the same command under torchrun, e.g.
 ``torchrun --nproc_per_node=4 --no-python rave train CONFIG.yaml``.
+
+Exit status: 0 when the run is done (or was already complete), 1 when it fails while
+working (an encoder that cannot be loaded, a dead network), 2 for what the command line,
+the config or the resume checkpoint get wrong, 130 on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from pathlib import Path
 
 import click
 
-from rave.cli._options import quiet_option
+from rave.cli._options import UsageProblem, quiet_option
 
 __all__ = ["train_command"]
 
@@ -67,23 +71,39 @@ def train_command(
     try:
         config = load_config(config_file, overrides)
     except ConfigError as err:
-        raise click.ClickException(str(err)) from None
+        raise UsageProblem(str(err)) from None
+    if config.device != "auto":  # torch.device("nosuch") would raise a bare RuntimeError
+        from rave.devices import DeviceError, resolve_device
 
+        try:
+            resolve_device(config.device)
+        except DeviceError as err:
+            raise UsageProblem(f"device: {err}") from None
+
+    from rave.cli import route_library_logging
     from rave.network import CheckpointError
-    from rave.training.loop import DeadNetworkError, train
+    from rave.training.loop import DeadNetworkError, EncoderError, train
 
     try:
-        result = train(config, resume=resume, progress=not quiet)
+        with route_library_logging():  # OpenCLIP's own log lines (ERROR:root:...)
+            result = train(config, resume=resume, progress=not quiet)
     except KeyboardInterrupt:
         if rank == 0:
             click.echo(f"interrupted; resume with --resume ({config.output_dir}/last.pt)", err=True)
         raise SystemExit(130) from None
-    except (
-        ConfigError, CheckpointError, DeadNetworkError, FileExistsError, FileNotFoundError,
-        ValueError,
-    ) as err:  # fmt: skip
+    # ConfigError and CheckpointError are ValueErrors: the usage errors come first
+    except (ConfigError, CheckpointError, FileExistsError) as err:
+        raise UsageProblem(str(err)) from None
+    except (DeadNetworkError, EncoderError, FileNotFoundError, ValueError) as err:
         raise click.ClickException(str(err)) from None
-    if rank == 0:
+    if rank == 0 and result.already_complete:
+        click.echo(
+            f"{config.output_dir}: the run is already complete ({result.iterations} "
+            f"iterations done, the config asks for {config.iterations}): nothing was "
+            "trained or written; --set iterations=N trains further",
+            err=True,
+        )
+    elif rank == 0:
         click.echo(f"done: {result.iterations} iterations", err=True)
         click.echo(f"best checkpoint: {result.best_checkpoint}")
         click.echo(f"last checkpoint: {result.last_checkpoint}")

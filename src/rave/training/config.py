@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import re
 import types
 import typing
@@ -149,7 +150,7 @@ class TrainConfig(AugmentParams):
     tensorboard: bool = True
 
     def __post_init__(self) -> None:
-        problems = []
+        problems = _non_finite(self)
         if self.regime not in ("unpaired", "paired"):
             problems.append(f"regime must be 'unpaired' or 'paired', got {self.regime!r}")
         if self.crop_mode not in ("resize", "random"):
@@ -182,6 +183,21 @@ class TrainConfig(AugmentParams):
             problems.append("lr must be > 0 and weight_decay >= 0")
         if problems:
             raise ConfigError("invalid training config: " + "; ".join(problems))
+
+
+def _non_finite(config: Any) -> list[str]:
+    """A problem for each float field (or float in a tuple field) that is NaN or infinite.
+
+    The range checks below compare with bounds, which NaN passes: ``lr: .nan`` reached
+    the optimiser.
+    """
+    problems = []
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        values = value if isinstance(value, tuple) else (value,)
+        if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+            problems.append(f"{f.name} must be a finite number, got {value}")
+    return problems
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
@@ -241,6 +257,8 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{name}: expected a number, got {value!r}")
+        if not math.isfinite(value):  # YAML reads .nan and .inf as floats
+            raise ConfigError(f"{name}: expected a finite number, got {value!r}")
         return float(value)
     if hint is str:
         if value is None:
@@ -371,6 +389,11 @@ def load_config(
             loaded = yaml.load(path.read_text(encoding="utf-8"), Loader=_YamlLoader)
         except OSError as err:
             raise ConfigError(f"{path}: cannot read config ({err.strerror})") from None
+        except UnicodeDecodeError as err:
+            raise ConfigError(
+                f"{path}: not a text config (byte {err.start} is not UTF-8: "
+                f"{err.object[err.start : err.start + 1]!r})"
+            ) from None
         except yaml.YAMLError as err:
             raise ConfigError(f"{path}: not valid YAML ({err})") from None
         if loaded is None:

@@ -26,6 +26,7 @@ Files in the run directory (rank 0 only):
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import logging
@@ -49,15 +50,17 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from rave.encoders.base import ImageEncoder
 from rave.network import (
+    CheckpointError,
     EnhancementNet,
     apply_light_map,
+    build_enhancer,
     extract_state_dict,
     load_checkpoint_file,
     start_as_identity,
 )
 from rave.training.artifacts import MetricsCSV, save_checkpoint, save_loss_plot, save_sample_grid
 from rave.training.best import reconstruction_psnr
-from rave.training.config import TrainConfig, config_to_dict, save_config
+from rave.training.config import ConfigError, TrainConfig, config_to_dict, save_config
 from rave.training.data import (
     AugmentParams,
     FolderImages,
@@ -72,6 +75,7 @@ from rave.training.schedule import RunState, extended_end, restart_reason
 __all__ = [
     "CHECKPOINT_FORMAT",
     "DeadNetworkError",
+    "EncoderError",
     "EncoderFactory",
     "TrainResult",
     "round_best_filename",
@@ -104,6 +108,12 @@ class TrainResult:
     iterations: int
     interrupted: bool
     model: EnhancementNet
+    # resumed a run that had already done config.iterations: nothing was trained or written
+    already_complete: bool = False
+
+
+class EncoderError(RuntimeError):
+    """An encoder the config names cannot be created (unknown, or its weights unavailable)."""
 
 
 class DeadNetworkError(RuntimeError):
@@ -148,8 +158,15 @@ def train(
     Returns:
         the run's :class:`TrainResult`.
 
+    A resumed run that has already done ``config.iterations`` returns at once with
+    ``already_complete`` set, writing nothing.
+
     Raises:
         FileExistsError: a fresh run in a directory that already holds a checkpoint.
+        CheckpointError: a resume checkpoint that is not one of this loop's, or holds
+            another network; an ``init_weights`` file that cannot be used.
+        ConfigError: a data folder that is not set, missing, or holds no images.
+        EncoderError: an encoder the config names cannot be created.
     """
     procs = dataclasses.replace(_setup_processes(config.device), show_progress=progress)
     try:
@@ -173,13 +190,37 @@ def _train(
             f"{run_dir}: already holds a checkpoint; resume it (--resume) or pick another "
             "output_dir"
         )
+    if checkpoint is not None and checkpoint["iteration"] >= config.iterations:
+        # Nothing to train: leave every file as it is (the loop would rewrite last.pt).
+        done = build_enhancer(checkpoint["model"], padding_mode="zeros").to(device)
+        return TrainResult(run_dir, last_path, best_path, checkpoint["iteration"], False,
+                           done, already_complete=True)  # fmt: skip
+
+    # A run that fails before its first iteration leaves no folder it created behind.
+    created = is_main and not run_dir.exists()
     if is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(config, run_dir / "config.yaml")
+    try:
+        return _run(config, procs, checkpoint, factory, run_dir)
+    finally:
+        if created:
+            with contextlib.suppress(OSError):  # not empty: the run started
+                run_dir.rmdir()
+
+
+def _run(
+    config: TrainConfig,
+    procs: _Processes,
+    checkpoint: dict[str, Any] | None,
+    factory: EncoderFactory,
+    run_dir: Path,
+) -> TrainResult:
+    is_main, device = procs.rank == 0, procs.device
+    last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
 
     # ---- data: the backlit images are the training set; both folders feed the method
-    backlit_files = list_images(config.backlit_dir)
-    well_lit_files = list_images(config.well_lit_dir) if config.well_lit_dir else []
+    backlit_files = _data_files(config, "backlit_dir")
+    well_lit_files = _data_files(config, "well_lit_dir") if config.well_lit_dir else []
     if config.regime == "paired":
         backlit_files, well_lit_files = pair_by_stem(backlit_files, well_lit_files)
     images = FolderImages(
@@ -220,6 +261,8 @@ def _train(
         _set_rng_state(checkpoint["rng"])
         log.info("resumed from iteration %d", state.iteration)
     files = _RunFiles(run_dir, config, method, is_main)
+    if is_main:  # only now: a config that failed before this point leaves no trace
+        save_config(config, run_dir / "config.yaml")
 
     # ---- logging sinks (rank 0) and the batches still to come
     start = state.iteration
@@ -456,15 +499,69 @@ def round_best_filename(round_number: int) -> str:
 
 
 # --------------------------------------------------------------------------- helpers
+# What a checkpoint must hold to be resumed (version 1 kept the run's counters at the top).
+_RESUME_KEYS = ("model", "optimizer", "scaler", "method", "rng", "config", "iteration")
+_RESUME_KEYS_V1 = ("guided_start", "reinits", "dead_streak", "tracker")
+
+
 def _read_resume_checkpoint(
     resume: str | Path, last_path: Path, config: TrainConfig
 ) -> dict[str, Any]:
+    """The checkpoint to resume, checked before anything is written.
+
+    Raises:
+        CheckpointError: one line naming the file: not a training checkpoint of this loop,
+            a missing entry, an iteration that is not a count, or another network.
+    """
     path = last_path if str(resume) == "last" else Path(resume)
     checkpoint = load_checkpoint_file(path)
-    if checkpoint.get("format") not in (CHECKPOINT_FORMAT, _CHECKPOINT_FORMAT_V1):
-        raise ValueError(f"{path}: not a training checkpoint of this loop")
+    version = checkpoint.get("format")
+    if version not in (CHECKPOINT_FORMAT, _CHECKPOINT_FORMAT_V1):
+        raise CheckpointError(f"{path}: not a training checkpoint of this loop")
+    needed = _RESUME_KEYS + (("run",) if version == CHECKPOINT_FORMAT else _RESUME_KEYS_V1)
+    missing = [key for key in needed if key not in checkpoint]
+    if missing:
+        raise CheckpointError(
+            f"{path}: an incomplete training checkpoint (no {', '.join(map(repr, missing))})"
+        )
+    for key in ("model", "config", *(("run",) if version == CHECKPOINT_FORMAT else ())):
+        if not isinstance(checkpoint[key], dict):
+            raise CheckpointError(f"{path}: damaged training checkpoint: {key!r} is not a mapping")
+    iteration = checkpoint["iteration"]
+    counted = checkpoint["run"].get("iteration") if version == CHECKPOINT_FORMAT else iteration
+    if not _is_count(iteration) or counted != iteration:
+        raise CheckpointError(
+            f"{path}: damaged training checkpoint: iteration {iteration!r} is not the "
+            "number of iterations done"
+        )
+    # The network's keys and shapes, checked now: load_state_dict would raise PyTorch's
+    # multi-line RuntimeError only after the run folder and the data were set up.
+    build_enhancer(checkpoint["model"], str(path))
     _warn_config_changes(checkpoint["config"], config, path)
     return checkpoint
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _data_files(config: TrainConfig, key: str) -> list[Path]:
+    """The image files of the folder that config key ``key`` names.
+
+    Raises:
+        ConfigError: naming the key and the folder: not set, missing, or without images.
+    """
+    folder = getattr(config, key)
+    if not folder:
+        raise ConfigError(f"{key} is not set: give the folder of training images")
+    try:
+        return list_images(folder)
+    except FileNotFoundError:
+        raise ConfigError(f"{key} {folder}: no such folder") from None
+    except NotADirectoryError:
+        raise ConfigError(f"{key} {folder}: not a folder") from None
+    except ValueError as err:  # no image files
+        raise ConfigError(f"{key} {err}") from None
 
 
 def _run_state_of(checkpoint: dict[str, Any], config: TrainConfig) -> dict[str, Any]:
@@ -505,7 +602,14 @@ def _method_context(
 
     def create_encoder(name: str) -> ImageEncoder:
         if name not in encoders:
-            encoders[name] = factory(name, procs.device).eval().requires_grad_(False)
+            try:
+                created = factory(name, procs.device)
+            except (ValueError, RuntimeError, OSError) as err:  # names, tags, weight files
+                keys = [k for k in ("guidance_encoder", "identity_encoder")
+                        if getattr(config, k) == name] or ["encoder"]  # fmt: skip
+                message = " ".join(str(err).split())
+                raise EncoderError(f"{' and '.join(keys)} {name!r}: {message}") from err
+            encoders[name] = created.eval().requires_grad_(False)
             # the authors' pinned torchvision resizes without antialiasing (docs/method.md)
             encoders[name].squash_antialias = config.loss_resize_antialias
         return encoders[name]
@@ -529,8 +633,10 @@ def _initial_weights(core: EnhancementNet, config: TrainConfig) -> None:
     if config.init_weights == "identity":
         start_as_identity(core)
     elif config.init_weights:
-        init = load_checkpoint_file(config.init_weights)
-        core.load_state_dict(extract_state_dict(init, config.init_weights))
+        source = f"init_weights {config.init_weights}"
+        init = extract_state_dict(load_checkpoint_file(config.init_weights), source)
+        # build_enhancer words a mismatch in one line (load_state_dict: PyTorch's key list)
+        core.load_state_dict(build_enhancer(init, source).state_dict())
 
 
 def _reinitialise(core: EnhancementNet, config: TrainConfig, reinits: int) -> torch.optim.Optimizer:
