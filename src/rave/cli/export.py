@@ -6,17 +6,15 @@ from pathlib import Path
 
 import click
 
+from rave.cli._options import UsageProblem, check_output_file, output_option, write_failure
+
 __all__ = ["export_command"]
 
 
 @click.command("export")
 @click.argument("model", metavar="MODEL")
-@click.option(
-    "-o",
-    "--output",
-    required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="The .onnx file to write.",
+@output_option(
+    "The .onnx file to write (missing folders are created).", folder=False, required=True
 )
 @click.option(
     "--enhanced",
@@ -48,10 +46,11 @@ def export_command(
     """
     from rave.export import OnnxExportError, export_onnx
     from rave.network.checkpoint import CheckpointError
-    from rave.zoo import ZooError
+    from rave.zoo import UnknownModelError, ZooError
 
     if output.exists() and not overwrite:
         raise click.UsageError(f"{output} exists; pass --overwrite to replace it")
+    check_output_file(output, "-o/--output")  # before the model is loaded and traced
     try:
         proto = export_onnx(
             model,
@@ -60,8 +59,12 @@ def export_command(
             opset=opset,
             float16=float16,
         )
-    except (OnnxExportError, ZooError, CheckpointError, OSError) as err:
+    except (UnknownModelError, CheckpointError) as err:  # MODEL names nothing usable
+        raise UsageProblem(str(err)) from None
+    except (OnnxExportError, ZooError) as err:
         raise click.ClickException(str(err)) from None
+    except OSError as err:  # its text names rave's temporary file, not OUTPUT
+        raise click.ClickException(write_failure(output, err)) from None
     sha = {p.key: p.value for p in proto.metadata_props}["checkpoint_sha256"]
     click.echo(
         f"{output}: {model} (sha256 {sha[:12]}), opset {opset}, "
