@@ -81,7 +81,8 @@ def _read_all(sock: socket.socket, seconds: float = 5.0) -> bytes:
 
 
 def _statuses(data: bytes) -> list[int]:
-    return [int(line.split()[1]) for line in data.split(b"\r\n") if line.startswith(b"HTTP/1.")]
+    # Plain-text bodies end with "\n", so a next response starts after a bare newline.
+    return [int(line.split()[1]) for line in data.split(b"\n") if line.startswith(b"HTTP/1.")]
 
 
 def _png(side: int = 32) -> bytes:
@@ -495,3 +496,96 @@ def test_a_client_that_closes_mid_upload_is_logged(logged: tuple[EnhanceServer, 
         time.sleep(0.1)  # the server is reading the body
     found = _lines_with(lines, "POST /enhance")
     assert len(found) == 1 and "closed the connection after 3 of 9999 bytes" in found[0], lines
+
+
+def _split(data: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Status, headers (lower-case names) and body of one response."""
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:])
+    return int(lines[0].split()[1]), {k.lower(): v for k, v in headers.items()}, body
+
+
+def test_head_answers_every_get_route_without_a_body(httpd: EnhanceServer) -> None:
+    import json
+
+    body = _png()
+    with _connect(httpd) as sock:
+        sock.sendall(_post_head(len(body), extra="Connection: close\r\n") + body)
+        result_id = json.loads(_split(_read_all(sock, seconds=20))[2])["id"]
+    for path in (
+        "/",
+        "/health",
+        f"/result/{result_id}/view",
+        f"/result/{result_id}/view?left=0&top=0&right=8&bottom=8",
+        f"/result/{result_id}/download?strength=0.5",
+        f"/zip?items={result_id}:1",
+        "/nope",
+        f"/result/{result_id}/download?strength=x",
+    ):
+        answers = []
+        for method in ("GET", "HEAD"):
+            with _connect(httpd) as sock:
+                sock.sendall(
+                    f"{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+                )
+                answers.append(_split(_read_all(sock)))
+        (get_status, get_headers, get_body), (status, headers, head_body) = answers
+        assert status == get_status and head_body == b"", (path, status, head_body[:100])
+        for name in ("content-type", "content-length", "content-disposition"):
+            assert headers.get(name) == get_headers.get(name), (path, name)
+        assert int(headers["content-length"]) == len(get_body)
+    # no body follows a HEAD answer: the next request on the connection is read correctly
+    with _connect(httpd) as sock:
+        sock.sendall(b"HEAD /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = _read_all(sock)
+    assert _statuses(data) == [200, 200] and data.count(b"ok\n") == 1
+
+
+@pytest.mark.parametrize("method", ["OPTIONS", "PUT", "DELETE", "PATCH"])
+def test_other_methods_get_405_with_allow(httpd: EnhanceServer, method: str) -> None:
+    for path, allow in (("/", "GET, HEAD"), ("/enhance", "POST")):
+        with _connect(httpd) as sock:
+            sock.sendall(
+                f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nab".encode()
+            )
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            data = _read_all(sock)
+        status, headers, body = _split(data)
+        assert status == 405 and headers["allow"] == allow, data[:300]
+        assert headers["content-type"].startswith("text/plain")
+        assert body.split(b"\n", 1)[1].startswith(b"HTTP/1.1 200")  # one line, then the GET
+        assert _statuses(data) == [405, 200]  # its body was read: the connection goes on
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\n\r\n", 414),
+        (b"GET / HTTP/1.1\r\nX-Long: " + b"a" * 70_000 + b"\r\n\r\n", 431),
+        (b"GET / HTTP/2.0\r\n\r\n", 505),
+        (b"garbage\r\n\r\n", 400),
+        (b"GET / HTTP/1.1 extra\r\n\r\n", 400),
+        (b"BREW / HTTP/1.1\r\n\r\n", 501),
+        (b"\x1b[2J / HTTP/1.1\r\n\r\n", 501),
+        (b"GET /\r\n", 400),  # HTTP/0.9: its answer would have no status line
+    ],
+)
+def test_the_parsers_own_errors_are_one_line_of_plain_text(
+    logged: tuple[EnhanceServer, list[str]], request_bytes: bytes, status: int
+) -> None:
+    server, lines = logged
+    with _connect(server) as sock:
+        started = time.monotonic()
+        sock.sendall(request_bytes)
+        data = _read_all(sock)
+        elapsed = time.monotonic() - started
+    got, headers, body = _split(data)
+    assert got == status and _statuses(data) == [status], data[:300]
+    assert headers["content-type"] == "text/plain; charset=utf-8"
+    assert headers["connection"] == "close"
+    assert body.endswith(b"\n") and body.count(b"\n") == 1 and b"<" not in body, body
+    assert elapsed < 0.9  # answered at once, not at the header deadline (1 s)
+    found = _lines_with(lines, f"-> {status}")
+    assert len(found) == 1 and "\x1b" not in found[0], lines

@@ -29,7 +29,9 @@ JSON ``{id, name, format, width, height, notes, seconds}``; ``GET /result/ID/vie
 preview (:func:`rave.server.store.encode_view`; with ``left, top, right, bottom, max`` a
 region, e.g. at 100%); ``GET /result/ID/download?strength=S`` the full-resolution file at
 strength S; ``GET /zip?items=ID:S,ID:S`` all of them. The page computes ``I / L**S`` itself,
-so moving a strength slider sends nothing.
+so moving a strength slider sends nothing. ``HEAD`` answers every ``GET`` route (the same
+status and headers, no body); other methods get 405 with ``Allow``. Every error, the HTTP
+parser's own included (414, 431, 505, 501, HTTP/0.9), is one line of plain text.
 """
 
 from __future__ import annotations
@@ -166,18 +168,30 @@ class _Handler(BaseHTTPRequestHandler):
         with outside_captures():
             log.info("%s", printable(format % args))
 
+    def parse_request(self) -> bool:
+        words = self.raw_requestline.decode("latin-1").split()
+        if len(words) == 2:
+            # HTTP/0.9 ("GET /"): its answers have no status line, so a client could not
+            # tell an error from a page; and the parser would wait for headers it never sends.
+            self.command, self.path = words
+            self.request_version = "HTTP/1.0"
+            self.send_error(HTTPStatus.BAD_REQUEST, "HTTP/0.9 is not served: use HTTP/1.1")
+            return False
+        return super().parse_request()
+
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
-        # Errors raised by the standard library's parser (bad request line, unknown
-        # method, headers too long): answered once, and the connection is closed, as any
-        # body that followed is unread.
-        self.close_connection = True
-        self._responded = True
+        # Errors found by the standard library's parser (bad request line, unknown method,
+        # lines too long, HTTP/2), in the server's one line of plain text rather than the
+        # library's HTML page; the connection is closed, as whatever followed is unread.
         if self.request_version == "HTTP/0.9":
             # The parser's default for an unparsable line; HTTP/0.9 replies have no status
             # line, so the client could not tell an error from a page.
             self.request_version = "HTTP/1.0"
-        super().send_error(code, message, explain)
-        self._log_line(code, "")
+        try:
+            text = message or HTTPStatus(code).phrase
+        except ValueError:
+            text = f"error {code}"
+        self._send_refusal(_Refused(code, text, close=True))
 
     def _framing(self) -> int | None:
         """The body's length (None without one); raises _Refused on bad framing.
@@ -236,8 +250,25 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         self._dispatch(self._route_get)
 
+    def do_HEAD(self) -> None:
+        self._dispatch(self._route_get)  # _reply and _reply_file leave out the body
+
     def do_POST(self) -> None:
         self._dispatch(self._route_post)
+
+    def do_OPTIONS(self) -> None:
+        self._dispatch(self._not_allowed)
+
+    do_PUT = do_DELETE = do_PATCH = do_TRACE = do_CONNECT = do_OPTIONS
+
+    def _not_allowed(self) -> None:
+        path = urlsplit(self.path).path
+        allow = "POST" if path == "/enhance" else "GET, HEAD"
+        raise _Refused(
+            HTTPStatus.METHOD_NOT_ALLOWED,
+            f"{self.command} is not served: {path} answers {allow}",
+            headers={"Allow": allow},
+        )
 
     # -- replies ---------------------------------------------------------------------------
 
@@ -293,7 +324,7 @@ class _Handler(BaseHTTPRequestHandler):
         all_headers = {"Content-Type": content_type, "Content-Length": str(size), **headers}
         self._send_head(HTTPStatus.OK, all_headers, close)
         with path.open("rb") as source:
-            while chunk := source.read(_CHUNK):
+            while self.command != "HEAD" and (chunk := source.read(_CHUNK)):
                 self.wfile.write(chunk)
         self.wfile.flush()
         self._log_line(HTTPStatus.OK, f"{size / 1e6:.1f} MB")
@@ -356,7 +387,8 @@ class _Handler(BaseHTTPRequestHandler):
         what = " ".join([self._what, "; ".join(self._why)]).strip()
         what = f" {what}" if what else ""
         self.server.log(
-            f"{self.client_address[0]} {getattr(self, 'command', None) or '-'} {path}{what} "
+            f"{self.client_address[0]} {printable(getattr(self, 'command', None) or '-')} "
+            f"{path}{what} "
             f"-> {status if isinstance(status, str) else int(status)} {size} {elapsed:.2f} s"
         )
 
