@@ -589,3 +589,26 @@ def test_the_parsers_own_errors_are_one_line_of_plain_text(
     assert elapsed < 0.9  # answered at once, not at the header deadline (1 s)
     found = _lines_with(lines, f"-> {status}")
     assert len(found) == 1 and "\x1b" not in found[0], lines
+
+
+def test_expect_100_continue_comes_only_after_the_checks_that_need_no_body(
+    httpd: EnhanceServer,
+) -> None:
+    expect = "Expect: 100-continue\r\n"
+    for head, status in (
+        (_post_head(20 * 2**20, extra=expect), 413),  # over the upload limit
+        (_post_head(100, path="/nowhere", extra=expect), 404),
+        (_post_head(None, extra=expect), 411),
+    ):
+        with _connect(httpd) as sock:
+            sock.sendall(head)  # and waits for "100 Continue" before sending the body
+            data = _read_all(sock, seconds=3)
+        assert _statuses(data) == [status], data[:200]
+        assert b"\r\nConnection: close\r\n" in data  # the body was never asked for
+    body = _png()
+    with _connect(httpd) as sock:
+        sock.sendall(_post_head(len(body), extra=expect + "Connection: close\r\n"))
+        assert _read_response(sock, b"\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(body)
+        data = _read_all(sock, seconds=20)
+    assert _statuses(data) == [200], data[:200]

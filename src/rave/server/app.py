@@ -149,6 +149,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._name = ""  # the photo's name, which refusals' messages start with
         self.cut_off = ""  # set by the server when it ends this connection (why)
         self._cut_short = False
+        self._expect_continue = False  # the client waits for "100 Continue" to send its body
         self.raw_requestline = b""
         self.server.watch(self, self.server.limits.header_seconds)
         try:
@@ -178,6 +179,13 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_error(HTTPStatus.BAD_REQUEST, "HTTP/0.9 is not served: use HTTP/1.1")
             return False
         return super().parse_request()
+
+    def handle_expect_100(self) -> bool:
+        # "100 Continue" invites the body: it is sent when the body is read (_read_exactly),
+        # after every check that needs none, so that an upload over the limit gets its 413
+        # (or 404, 411, 503) instead of an invitation to send it first.
+        self._expect_continue = True
+        return True
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         # Errors found by the standard library's parser (bad request line, unknown method,
@@ -274,7 +282,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _prepare_reply(self, close: bool) -> bool:
         """Deal with an unread request body; returns whether the connection must close."""
-        if 0 < self._unread <= _SMALL_BODY_BYTES and not close:
+        if 0 < self._unread <= _SMALL_BODY_BYTES and not close and not self._expect_continue:
             try:
                 self._read_exactly(self._unread, None)  # small: drop it, keep the connection
             except _Closed as err:
@@ -398,6 +406,10 @@ class _Handler(BaseHTTPRequestHandler):
         """Read ``length`` body bytes into ``sink`` (a file) or drop them, within a deadline."""
         limits = self.server.limits
         self.server.watch(self, limits.header_seconds + length / limits.min_upload_rate)
+        if self._expect_continue:
+            self._expect_continue = False
+            self.send_response_only(HTTPStatus.CONTINUE)
+            self.end_headers()
         left = length
         while left > 0:
             try:
