@@ -612,3 +612,40 @@ def test_expect_100_continue_comes_only_after_the_checks_that_need_no_body(
         sock.sendall(body)
         data = _read_all(sock, seconds=20)
     assert _statuses(data) == [200], data[:200]
+
+
+def test_sigterm_stops_like_ctrl_c_and_removes_the_uploads(tmp_path: Path, checkpoint) -> None:
+    """systemd and docker stop a service with SIGTERM: the same clean stop as Ctrl-C, with
+    the "stopped" line and the uploads' temporary folder removed (it was left behind)."""
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src"), "TMPDIR": str(temp)}
+    command = "from rave.cli import main; main()"
+    args = ["serve", "--port", "0", "--model", str(checkpoint), "--device", "cpu"]
+    process = subprocess.Popen(
+        [sys.executable, "-c", command, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None and process.stderr is not None
+        line = process.stdout.readline()  # "rave: open http://127.0.0.1:PORT/ ..."
+        assert "http://127.0.0.1:" in line, line + process.stderr.read()
+        port = int(line.split("127.0.0.1:")[1].split("/")[0])
+        body = _png()
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            sock.sendall(_post_head(len(body), extra="Connection: close\r\n") + body)
+            assert _statuses(_read_all(sock, seconds=30)) == [200]
+        (store,) = temp.glob("rave-serve-*")
+        assert any(store.iterdir())  # the upload and its light map
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0, stderr
+    assert "Traceback" not in stderr and "stopped" in stderr, stderr
+    assert not store.exists()

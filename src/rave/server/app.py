@@ -41,6 +41,7 @@ import json
 import logging
 import math
 import re
+import signal
 import socket
 import threading
 import time
@@ -641,6 +642,9 @@ class EnhanceServer(ThreadingHTTPServer):
         self._watch_lock = threading.Lock()
         self._watchdog = threading.Thread(target=self._watch_loop, daemon=True)
         self._watchdog.start()
+        self._previous_sigterm: Any = None
+        self._sigterm_caught = False
+        self._terminated = False
 
     def log(self, line: str) -> None:
         """Write one request's line with ``log_line``, never into a capture of decoder messages.
@@ -745,12 +749,52 @@ class EnhanceServer(ThreadingHTTPServer):
         """Admits an upload of ``size`` bytes if the queue's byte budget allows it."""
         return _Admission(self, size)
 
+    def serve_forever(self, poll_interval: float = 0.5) -> None:
+        """Serve until :meth:`stop`; in the main thread, SIGTERM raises KeyboardInterrupt.
+
+        Service managers (systemd, docker) stop a process with SIGTERM, whose default is to
+        die at once: no stop of the running photo, and every upload left in the temporary
+        folder. Turned into the KeyboardInterrupt of a Ctrl-C, it gets the caller's clean
+        stop (``rave serve``: :meth:`stop`, then "stopped"). The handler stays until
+        :meth:`stop` has finished, so a second SIGTERM cannot cut the stop short.
+        """
+        self._catch_sigterm()
+        interrupted = True
+        try:
+            super().serve_forever(poll_interval)
+            interrupted = False
+        finally:
+            if not interrupted:  # shut down from another thread: its stop() cannot restore
+                self._release_sigterm()
+
+    def _catch_sigterm(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # only the main thread may set handlers, and it would get the interrupt
+
+        def on_sigterm(signum: int, frame: Any) -> None:
+            if self._terminated or self.stopping.is_set():
+                return  # a stop is under way: let it finish
+            self._terminated = True
+            raise KeyboardInterrupt
+
+        self._previous_sigterm = signal.signal(signal.SIGTERM, on_sigterm)
+        self._sigterm_caught = True
+
+    def _release_sigterm(self) -> None:
+        if self._sigterm_caught and threading.current_thread() is threading.main_thread():
+            previous = self._previous_sigterm
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+            self._sigterm_caught = False
+
     def stop(self) -> None:
         """Stop serving: the running photo stops within one tile, connections are closed."""
         self.stopping.set()
-        self.shutdown()
-        self.server_close()  # joins the connection threads
-        self.store.close()
+        try:
+            self.shutdown()
+            self.server_close()  # joins the connection threads
+            self.store.close()
+        finally:
+            self._release_sigterm()
 
     # -- the engine ------------------------------------------------------------------------
 
