@@ -270,3 +270,24 @@ def test_server_writes_through_the_same_session_as_rave_enhance(server: str, tmp
     assert status == 200
     result = tifffile.imread(io.BytesIO(body))
     assert result.dtype == np.float32 and result.shape == photo.shape
+
+
+def test_the_format_note_describes_the_content_not_the_name(server: str) -> None:
+    """The download's format comes from the decoded content; so does the note saying the
+    format changed (it came from the name: a JPEG named photo.gif was noted 'GIF input
+    written as PNG' and downloaded as a JPEG)."""
+    jpeg = _encoded(_dark_photo(), "JPEG", quality=95)
+    gif = _encoded(_dark_photo(), "GIF")
+    for name, data, fmt, gif_note in (
+        ("photo.gif", jpeg, "jpg", False),
+        ("x.gif", gif, "png", True),
+        ("x.jpg", gif, "png", True),
+        ("x", gif, "png", True),
+    ):
+        info = _upload(server, name, data)
+        assert info["format"] == fmt, (name, info)
+        notes = [note for note in info["notes"] if "GIF" in note]
+        assert notes == (["GIF input written as PNG (rave does not write GIF)"] if gif_note else [])
+        status, _, body = _request(f"{server}/result/{info['id']}/download")
+        assert status == 200
+        assert Image.open(io.BytesIO(body)).format == {"jpg": "JPEG", "png": "PNG"}[fmt]

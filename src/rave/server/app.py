@@ -833,7 +833,6 @@ class EnhanceServer(ThreadingHTTPServer):
     def enhance_upload(self, result_id: str, folder: Path, name: str) -> Result:
         """Decode the upload, run the network once, keep the light map and a preview."""
         from rave.io import read_photo
-        from rave.io.formats import default_output_note
 
         def work(deadline: float) -> Result:
             photo = read_photo(folder / "upload", max_pixels=self.limits.max_pixels)
@@ -844,7 +843,7 @@ class EnhanceServer(ThreadingHTTPServer):
             (folder / "view.bin").write_bytes(encode_view(photo.pixels, light))
             height, width = light.shape
             _, depth_note = output_dtype(photo.pixels.dtype, photo.format)
-            format_note = default_output_note(Path(name).suffix)  # downloads are photo.format
+            format_note = _format_note(folder / "upload", name, photo.format)
             notes = [*photo.notes, *[note for note in (format_note, depth_note) if note]]
             return Result(result_id, name, photo.format, width, height, folder, notes)
 
@@ -881,6 +880,37 @@ class EnhanceServer(ThreadingHTTPServer):
             return target
 
         return self._compute(result.name, work)
+
+
+def _format_note(upload: Path, name: str, written: str) -> str | None:
+    """The note for a download in ``written`` format when the upload's content is in another
+    one ("GIF input written as PNG"), else None.
+
+    By content, as the download's format is: the name may lie (a JPEG named photo.gif is
+    downloaded as a JPEG, a GIF named x.jpg as a PNG). The decoded source's format is not
+    on the Photo, so Pillow names it again from the header (no pixels decoded); the note is
+    :func:`rave.io.formats.default_output_note` of that format's suffix (the upload's own
+    spelling of it first), if that suffix's default output is the one written.
+    """
+    import warnings
+
+    from PIL import Image
+
+    from rave.io.formats import default_output_note, native_output_format
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(upload) as image:
+                kind = image.format
+    except Exception:  # not for Pillow (a TIFF rave reads itself): written as it is
+        return None
+    suffixes = [s for s, f in Image.registered_extensions().items() if f == kind]
+    own = Path(name).suffix.lower()
+    for suffix in sorted(suffixes, key=lambda s: s != own):
+        if (native_output_format(suffix) or "png") == written:
+            return default_output_note(suffix)
+    return None
 
 
 def _return_freed_memory() -> None:
