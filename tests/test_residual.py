@@ -356,6 +356,96 @@ def test_cli_errors_and_overwrite(folders, tmp_path: Path, monkeypatch) -> None:
     assert not (tmp_path / "other.pt").exists()
 
 
+def _stub_cli(monkeypatch, folders, out: Path, create=None):
+    """``rave residual`` with the colour stub (or ``create``) as the encoder factory."""
+    import rave.encoders
+    from rave.cli import main
+
+    monkeypatch.setattr(
+        rave.encoders, "create_encoder", create or (lambda name, **_: ColourEncoder())
+    )
+    backlit, well_lit = folders
+    args = ["residual", "--backlit", str(backlit), "--well-lit", str(well_lit)]
+    args += ["--encoder", "stub:colour", "-o", str(out), "--device", "cpu", "--quiet"]
+    return CliRunner().invoke(main, args)
+
+
+def _error_line(result, status: int) -> str:
+    assert result.exit_code == status, result.output
+    assert "Traceback" not in result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(lines) == 1, result.output
+    return lines[0]
+
+
+def test_cli_existing_output_is_a_usage_error(folders, tmp_path: Path, monkeypatch) -> None:
+    out = tmp_path / "r.pt"
+    out.write_bytes(b"keep me")
+    # exit 2, as rave export and rave shift refuse to replace a file
+    assert "--overwrite" in _error_line(_stub_cli(monkeypatch, folders, out), 2)
+    assert out.read_bytes() == b"keep me"
+
+
+def test_cli_output_is_checked_before_embedding(folders, tmp_path: Path, monkeypatch) -> None:
+    def never(name: str, **_: object) -> ImageEncoder:
+        raise AssertionError("embedding started before the output was checked")
+
+    (tmp_path / "small.jpg").write_bytes(b"a photo")
+    out = tmp_path / "small.jpg" / "r.pt"
+    line = _error_line(_stub_cli(monkeypatch, folders, out, never), 2)
+    assert line.endswith(f"{out}: parent {tmp_path / 'small.jpg'} is a file, not a folder")
+    if Path("/proc/self").is_dir():
+        line = _error_line(_stub_cli(monkeypatch, folders, Path("/proc/r.pt"), never), 2)
+        assert "/proc/r.pt: cannot write in /proc" in line and ".part" not in line
+    # missing folders are created, as rave enhance -o and rave export do
+    deep = tmp_path / "new" / "sub" / "r.pt"
+    assert _stub_cli(monkeypatch, folders, deep).exit_code == 0
+    assert load_residual(deep).encoder == "stub:colour"
+
+
+def test_cli_failed_write_names_the_output(folders, tmp_path: Path, monkeypatch) -> None:
+    import errno
+    import os
+
+    def read_only(source: str, target: str) -> None:  # the rename of the finished file
+        raise OSError(errno.EROFS, "Read-only file system", source)
+
+    monkeypatch.setattr(os, "replace", read_only)
+    out = tmp_path / "r.pt"
+    line = _error_line(_stub_cli(monkeypatch, folders, out), 1)
+    assert line == f"Error: cannot write {out} (read-only file system)"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["backlit", "well_lit"]  # no .part
+
+
+def test_cli_library_root_logging_is_not_printed(folders, tmp_path: Path, monkeypatch) -> None:
+    """OpenCLIP logs 'Failed to download' on the root logger before raising: one line only."""
+
+    def offline(name: str, **_: object) -> ImageEncoder:
+        logging.error("Failed to download weights for tag 'openai'")
+        raise RuntimeError("could not load the 'openai' weights of ViT-B-32")
+
+    # as in a terminal: no handler on the root logger (pytest installs its own)
+    monkeypatch.setattr(logging.getLogger(), "handlers", [])
+    result = _stub_cli(monkeypatch, folders, tmp_path / "r.pt", offline)
+    assert _error_line(result, 1) == "Error: could not load the 'openai' weights of ViT-B-32"
+    assert "Failed to download" not in result.output and "root" not in result.output
+    assert logging.getLogger().handlers == []  # no basicConfig handler left behind
+
+
+def test_route_library_logging_keeps_rave_messages(monkeypatch, capsys, caplog) -> None:
+    from rave.cli import LIBRARY_LOGGER, route_library_logging
+
+    monkeypatch.setattr(logging.getLogger(), "handlers", [])
+    with route_library_logging():
+        logging.warning("from a library")
+        logging.getLogger("rave.test").warning("from rave")
+    assert capsys.readouterr().err == "from rave\n"  # as Python prints it without handlers
+    monkeypatch.undo()
+    with caplog.at_level(logging.DEBUG), route_library_logging():
+        logging.error("from a library")
+    assert [(r.name, r.levelname) for r in caplog.records] == [(LIBRARY_LOGGER, "DEBUG")]
+
+
 # --- real photos ---------------------------------------------------------------------------
 
 

@@ -7,7 +7,14 @@ from pathlib import Path
 
 import click
 
-from rave.cli._options import device_option, output_option, overwrite_option, quiet_option
+from rave.cli._options import (
+    check_output_file,
+    device_option,
+    output_option,
+    overwrite_option,
+    quiet_option,
+    write_failure,
+)
 
 __all__ = ["residual_command"]
 
@@ -37,7 +44,7 @@ __all__ = ["residual_command"]
     "(offline recipe). Training must use the same one.",
 )
 @output_option(
-    "Output file (.pt), readable with torch.load(weights_only=True).",
+    "Output file (.pt), readable with torch.load(weights_only=True); missing folders are created.",
     folder=False,
     required=True,
 )
@@ -68,9 +75,8 @@ def residual_command(
     An existing OUTPUT is kept unless --overwrite is given.
     """
     if output.exists() and not overwrite:
-        raise click.ClickException(f"{output} exists; pass --overwrite to replace it")
-    if not output.parent.is_dir():
-        raise click.ClickException(f"output folder {output.parent} does not exist")
+        raise click.UsageError(f"{output} exists; pass --overwrite to replace it")
+    check_output_file(output, "-o/--output")  # before minutes of embedding
     # Warnings of the library (skipped files, weak estimates) go to stderr, one line each.
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("warning: %(message)s"))
@@ -80,13 +86,15 @@ def residual_command(
 
     from tqdm.contrib.logging import logging_redirect_tqdm
 
+    from rave.cli import route_library_logging
     from rave.cli._options import resolve_device
     from rave.encoders import create_encoder
     from rave.guidance.residual import compute_residual, save_residual
 
     torch_device = resolve_device(device)
     try:
-        encoder = create_encoder(encoder_name, device=torch_device)
+        with route_library_logging():  # OpenCLIP's own log lines (ERROR:root:...)
+            encoder = create_encoder(encoder_name, device=torch_device)
         # Route warnings through tqdm so that they do not break a progress bar mid-line.
         with logging_redirect_tqdm(loggers=[lib_logger]):
             rv = compute_residual(
@@ -97,11 +105,16 @@ def residual_command(
                 device=torch_device,
                 progress=not quiet,
             )
-        save_residual(rv, output, overwrite=overwrite)
-    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as err:
+    except (ValueError, FileNotFoundError, RuntimeError) as err:
         raise click.ClickException(str(err)) from None
     finally:
         lib_logger.removeHandler(handler)
+    try:
+        save_residual(rv, output, overwrite=overwrite)
+    except FileExistsError as err:  # written by someone else meanwhile
+        raise click.ClickException(str(err)) from None
+    except OSError as err:  # its text names rave's temporary file, not OUTPUT
+        raise click.ClickException(write_failure(output, err)) from None
 
     click.echo(f"encoder          {rv.encoder} ({rv.residual.numel()}-d)")
     click.echo(f"backlit images   {rv.num_backlit}  ({backlit_dir})")
