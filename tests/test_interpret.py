@@ -181,3 +181,57 @@ def test_vocabulary_cache_is_in_the_one_cache_folder(monkeypatch, tmp_path) -> N
     monkeypatch.setenv("RAVE_HOME", "~/rave-cache-test")
     assert interpret.cache_dir() == cache_dir() / "vocab"
     assert "~" not in str(interpret.cache_dir())
+
+
+def _error_line(result, status: int) -> str:
+    assert result.exit_code == status, result.output
+    assert "Traceback" not in result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(lines) == 1, result.output
+    return lines[0]
+
+
+def test_interpret_cli_plot_path_is_checked_before_the_work(
+    tiny_clip, tmp_path: Path, monkeypatch
+) -> None:
+    import rave.encoders
+    from rave.cli import main
+
+    residual = tmp_path / "r.pt"
+    _residual_file(tiny_clip, residual)
+
+    def never(*args, **kwargs):
+        raise AssertionError("the encoder was loaded before --plot was checked")
+
+    monkeypatch.setattr(rave.encoders, "create_encoder", never)
+    (tmp_path / "small.jpg").write_bytes(b"a photo")
+    cases = [(tmp_path / "small.jpg" / "bars.png", "parent", "is a file, not a folder")]
+    if Path("/proc/self").is_dir():
+        cases.append((Path("/proc/bars.png"), "cannot write in /proc", ""))
+    for plot, expected, more in cases:
+        result = CliRunner().invoke(main, ["interpret", str(residual), "--plot", str(plot)])
+        line = _error_line(result, 2)
+        assert line.startswith(f"Error: --plot {plot}: {expected}") and more in line
+        assert ".part" not in line
+    result = CliRunner().invoke(main, ["interpret", str(residual), "--plot", ""])
+    assert "must not be empty" in _error_line(result, 2)
+
+
+def test_interpret_cli_failed_plot_write_names_the_plot(tiny_clip, tmp_path: Path) -> None:
+    import errno
+
+    from rave.cli import main
+    from rave.guidance import interpret
+
+    residual = tmp_path / "r.pt"
+    _residual_file(tiny_clip, residual)
+    plot = tmp_path / "bars.png"
+
+    def full_disk(*args, **kwargs) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / ".rave-1-x.part"))
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(interpret, "plot_ranking", full_disk)
+        args = ["interpret", str(residual), "--vocab-limit", "50", "-q", "--plot", str(plot)]
+        result = CliRunner().invoke(main, args)
+    assert _error_line(result, 1) == f"Error: cannot write {plot} (no space left on device)"

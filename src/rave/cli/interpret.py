@@ -7,7 +7,14 @@ from typing import Any
 
 import click
 
-from rave.cli._options import device_option, quiet_option, resolve_device
+from rave.cli._options import (
+    OutputPath,
+    check_output_file,
+    device_option,
+    quiet_option,
+    resolve_device,
+    write_failure,
+)
 
 __all__ = ["interpret_command", "load_direction"]
 
@@ -62,9 +69,9 @@ def load_direction(path: Path) -> tuple[Any, str, str]:
 )
 @click.option(
     "--plot",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=OutputPath(dir_okay=False, path_type=Path),
     default=None,
-    help="Also draw the ranking as a bar chart PNG here.",
+    help="Also draw the ranking as a bar chart PNG here (missing folders are created).",
 )
 @click.option(
     "--vocab-limit",
@@ -106,9 +113,16 @@ def interpret_command(
       rave interpret residual.pt --top 20 --plot tokens.png
       rave interpret runs/latent/prompts.safetensors --encoder clip:ViT-B-32
     """
-
+    from rave.cli import route_library_logging
     from rave.encoders import canonical_name, create_encoder
     from rave.guidance.interpret import display_token, plot_ranking, rank_tokens, vocab_embeddings
+
+    if plot is not None:
+        # Both before the vocabulary is encoded (minutes): a missing package names its
+        # extra (rave.cli.LazyGroup), a path that cannot be written is one line.
+        import matplotlib  # noqa: F401
+
+        check_output_file(plot, "--plot")
 
     try:
         direction, stored_encoder, kind = load_direction(file)
@@ -128,7 +142,8 @@ def interpret_command(
             "directions of a CLIP encoder can be read as tokens"
         )
     try:
-        encoder = create_encoder(name, device=resolve_device(device))
+        with route_library_logging():  # OpenCLIP's own log lines (WARNING:root:...)
+            encoder = create_encoder(name, device=resolve_device(device))
         if encoder.embed_dim != direction.numel():
             raise ValueError(
                 f"{file}: a {direction.numel()}-d direction, but {name} embeds into "
@@ -160,5 +175,8 @@ def interpret_command(
             f"{display_token(low):<{width}}  {low_s:.4f}"
         )
     if plot is not None:
-        plot_ranking(ranking, plot, title=f"{file.name} ({encoder.name})")
+        try:
+            plot_ranking(ranking, plot, title=f"{file.name} ({encoder.name})")
+        except OSError as err:  # its text names rave's temporary file, not the plot
+            raise click.ClickException(write_failure(plot, err)) from None
         click.echo(f"bar chart written to {plot}")

@@ -7,11 +7,14 @@ from pathlib import Path
 import click
 
 from rave.cli._options import (
+    UsageProblem,
+    check_output_file,
     device_option,
     output_option,
     overwrite_option,
     quiet_option,
     resolve_device,
+    write_failure,
 )
 
 __all__ = ["shift_command"]
@@ -85,6 +88,7 @@ def shift_command(
     """
     import torch.nn.functional as F
 
+    from rave.cli import route_library_logging
     from rave.encoders import create_encoder
     from rave.guidance.interpret import rank_tokens
     from rave.guidance.residual import check_encoder, load_residual, save_residual
@@ -96,6 +100,12 @@ def shift_command(
         raise click.UsageError(f"{output} is the input file; pass --overwrite to replace it")
     if output.exists() and not overwrite:
         raise click.UsageError(f"{output} exists; pass --overwrite to replace it")
+    if remove_tokens is not None and vocab_limit is not None and remove_tokens > vocab_limit:
+        raise click.UsageError(
+            f"--remove-tokens {remove_tokens} takes more tokens at each end than "
+            f"--vocab-limit {vocab_limit} encodes; lower it or raise --vocab-limit"
+        )
+    check_output_file(output, "-o/--output")  # before the vocabulary is encoded
     try:
         rv = load_residual(residual)
         name = encoder_name or rv.encoder
@@ -105,10 +115,16 @@ def shift_command(
                 f"{residual} lives in the space of {name!r}, which has no text encoder; "
                 "removing text directions needs a CLIP residual"
             )
-        encoder = create_encoder(name, device=resolve_device(device))
+        with route_library_logging():  # OpenCLIP's own log lines (WARNING:root:...)
+            encoder = create_encoder(name, device=resolve_device(device))
         shifted = rv
         if remove_tokens is not None:
             vocab = build_vocabulary(encoder, vocabulary, limit=vocab_limit, progress=not quiet)
+            if remove_tokens > len(vocab.tokens):  # before anything is printed
+                raise UsageProblem(
+                    f"--remove-tokens {remove_tokens}: the {vocabulary} vocabulary has only "
+                    f"{len(vocab.tokens)} tokens"
+                )
             ranking = rank_tokens(rv.residual, vocab, remove_tokens)
             index = {token: i for i, token in enumerate(vocab.tokens)}
             click.echo(f"tokens defining the removed direction ({vocabulary} vocabulary):")
@@ -121,9 +137,14 @@ def shift_command(
         if concepts:
             shifted = remove_concepts(shifted, concepts, encoder)
             click.echo("concepts removed: " + ", ".join(repr(c) for c in concepts))
-        save_residual(shifted, output, overwrite=overwrite)
-    except (ValueError, FileNotFoundError, FileExistsError) as err:
+    except (ValueError, FileNotFoundError, RuntimeError) as err:  # RuntimeError: CLIP weights
         raise click.ClickException(str(err)) from None
+    try:
+        save_residual(shifted, output, overwrite=overwrite)
+    except FileExistsError as err:  # written by someone else meanwhile
+        raise click.ClickException(str(err)) from None
+    except OSError as err:  # its text names rave's temporary file, not OUTPUT
+        raise click.ClickException(write_failure(output, err)) from None
     cos = float(F.normalize(rv.residual.float(), dim=0) @ shifted.residual.float())
     click.echo(
         f"cos(r, r') = {cos:.4f}; threshold {rv.threshold:.4f} -> {shifted.threshold:.4f}; "
