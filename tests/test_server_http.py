@@ -649,3 +649,87 @@ def test_sigterm_stops_like_ctrl_c_and_removes_the_uploads(tmp_path: Path, check
     assert process.returncode == 0, stderr
     assert "Traceback" not in stderr and "stopped" in stderr, stderr
     assert not store.exists()
+
+
+def _get(server: EnhanceServer, path: str, method: str = "GET") -> tuple[int, bytes]:
+    with _connect(server) as sock:
+        sock.sendall(f"{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        status, _, body = _split(_read_all(sock, seconds=20))
+    return status, body
+
+
+def _uploaded(server: EnhanceServer) -> str:
+    import json
+
+    body = _png()
+    with _connect(server) as sock:
+        sock.sendall(_post_head(len(body), extra="Connection: close\r\n") + body)
+        return json.loads(_split(_read_all(sock, seconds=20))[2])["id"]
+
+
+def test_strength_is_a_plain_number_up_to_the_clis_cap(httpd: EnhanceServer) -> None:
+    from rave.cli.serve import serve_command
+    from rave.server.app import MAX_STRENGTH
+
+    (option,) = [param for param in serve_command.params if param.name == "strength"]
+    assert option.type.max == MAX_STRENGTH  # type: ignore[attr-defined]
+    result_id = _uploaded(httpd)
+    for text, status, says in (
+        ("100", 200, b""),
+        ("0.5", 200, b""),
+        ("1e1", 200, b""),
+        ("100.5", 400, b"too large"),
+        ("1e308", 400, b"too large"),
+        ("9" * 400, 400, b"too large"),
+        ("1_0", 400, b"not a number"),
+        ("", 400, b"empty"),
+        ("nan", 400, b"not a number"),
+        ("inf", 400, b"not a number"),
+        ("%201", 400, b"not a number"),
+        ("0x1", 400, b"not a number"),
+        ("-1", 400, b"below 0"),
+    ):
+        for path in (f"/result/{result_id}/download?strength=", f"/zip?items={result_id}:"):
+            got, body = _get(httpd, path + text)
+            assert got == status and says in body, (path + text[:30], got, body)
+            if status == 400:
+                assert body.startswith(b"strength") and len(body) < 200, body
+
+
+def test_view_region_errors_name_the_parameter(httpd: EnhanceServer) -> None:
+    result_id = _uploaded(httpd)
+    region = f"/result/{result_id}/view?left=0&top=0&right=8&bottom=8"
+    status, body = _get(httpd, region + "&max=abc")
+    assert status == 400 and body.startswith(b"max ") and b"left" not in body, body
+    status, body = _get(httpd, region.replace("top=0", "top=1_0"))
+    assert status == 400 and body.startswith(b"top "), body
+    status, body = _get(httpd, region.replace("&bottom=8", ""))
+    assert status == 400 and body.startswith(b"bottom "), body
+    assert _get(httpd, region + "&max=64")[0] == 200
+
+
+def test_the_413_states_the_size_in_bytes(httpd: EnhanceServer) -> None:
+    with _connect(httpd) as sock:
+        sock.sendall(_post_head(UPLOAD_LIMIT + 1))
+        data = _read_all(sock, seconds=3)
+    assert _split(data)[:1] == (413,)
+    assert b"a.png: 1,048,577 bytes is over the 1,048,576-byte (1 MB) upload limit\n" in data
+
+
+def test_a_multipart_form_is_refused_with_what_to_send(httpd: EnhanceServer) -> None:
+    form = (
+        b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n'
+        b"Content-Type: image/png\r\n\r\n" + _png() + b"\r\n--b--\r\n"
+    )
+    extra = "Content-Type: multipart/form-data; boundary=b\r\nConnection: close\r\n"
+    with _connect(httpd) as sock:
+        sock.sendall(_post_head(len(form), extra=extra) + form)
+        status, _, body = _split(_read_all(sock, seconds=5))
+    assert status == 415 and b"multipart" in body and b"--data-binary" in body, body
+
+
+def test_zip_items_are_capped_at_the_results_kept(httpd: EnhanceServer) -> None:
+    result_id = _uploaded(httpd)
+    assert _get(httpd, f"/zip?items={result_id}:1")[0] == 200
+    status, body = _get(httpd, "/zip?items=" + ",".join([f"{result_id}:1"] * 50))
+    assert status == 400 and b"50 items" in body, body

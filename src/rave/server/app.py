@@ -28,10 +28,13 @@ Endpoints: ``POST /enhance?name=N`` (raw file bytes) runs the network once and a
 JSON ``{id, name, format, width, height, notes, seconds}``; ``GET /result/ID/view`` the
 preview (:func:`rave.server.store.encode_view`; with ``left, top, right, bottom, max`` a
 region, e.g. at 100%); ``GET /result/ID/download?strength=S`` the full-resolution file at
-strength S; ``GET /zip?items=ID:S,ID:S`` all of them. The page computes ``I / L**S`` itself,
-so moving a strength slider sends nothing. ``HEAD`` answers every ``GET`` route (the same
-status and headers, no body); other methods get 405 with ``Allow``. Every error, the HTTP
-parser's own included (414, 431, 505, 501, HTTP/0.9), is one line of plain text.
+strength S (a plain decimal number from 0 to 100, as ``--strength``; default 1);
+``GET /zip?items=ID:S,ID:S`` all of them (at most as many items as results are kept). The
+upload is the file's bytes as the body (a multipart form gets 415). The page computes
+``I / L**S`` itself, so moving a strength slider sends nothing. ``HEAD`` answers every
+``GET`` route (the same status and headers, no body); other methods get 405 with ``Allow``.
+Every error, the HTTP parser's own included (414, 431, 505, 501, HTTP/0.9), is one line of
+plain text.
 """
 
 from __future__ import annotations
@@ -63,7 +66,7 @@ from rave.server.page import PAGE
 from rave.server.store import Result, ResultStore, encode_view
 from rave.session import Enhancer, output_dtype
 
-__all__ = ["DEFAULT_MAX_UPLOAD_BYTES", "EnhanceServer", "Limits", "make_server"]
+__all__ = ["DEFAULT_MAX_UPLOAD_BYTES", "MAX_STRENGTH", "EnhanceServer", "Limits", "make_server"]
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +85,13 @@ _RESULT_PATH = re.compile(r"/result/([A-Za-z0-9_-]{1,64})/(view|download)")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _SMALL_BODY_BYTES = 64 * 2**10  # unwanted bodies up to this size are read and dropped
 _CHUNK = 2**20
+# rave's --strength range is 0..100 (rave.cli._options.strength_option, where it is a literal
+# in the option's type: a test checks that the two agree).
+MAX_STRENGTH = 100.0
+# A decimal number as a person or the page writes it; float() would also take "1_0", " 1",
+# "nan", "inf" and "infinity".
+_NUMBER = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
+_PIXELS = re.compile(r"[0-9]{1,9}")
 
 
 @dataclass
@@ -433,7 +443,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _route_get(self) -> None:
         url = urlsplit(self.path)
-        query = parse_qs(url.query)
+        query = parse_qs(url.query, keep_blank_values=True)
         if url.path == "/":
             page = PAGE.replace("__RAVE_STRENGTH__", f"{self.server.strength:g}")
             self._reply(HTTPStatus.OK, page.encode(), "text/html; charset=utf-8")
@@ -450,6 +460,7 @@ class _Handler(BaseHTTPRequestHandler):
             if match.group(2) == "view":
                 self._view(result, query)
             else:
+                # No strength: 1, the model's output; an empty one is refused (a page bug).
                 self._download(result, _strength(query.get("strength", ["1"])[0]))
         else:
             raise _Refused(HTTPStatus.NOT_FOUND, f"no page {url.path}")
@@ -469,12 +480,21 @@ class _Handler(BaseHTTPRequestHandler):
         length = self._unread
         if length == 0:
             raise _Refused(HTTPStatus.BAD_REQUEST, f"{name}: empty upload")
+        if self.headers.get_content_maintype() == "multipart":
+            # What an HTML form or curl -F sends: the photo inside a wrapper, which would
+            # be refused as "not an image file". The page sends the file itself.
+            raise _Refused(
+                HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+                f"{name}: send the photo's bytes as the request body, not a multipart form "
+                "(curl --data-binary @photo.jpg)",
+            )
         limits = self.server.limits
         if length > limits.max_upload_bytes:
-            limit_mb = limits.max_upload_bytes / 2**20
+            limit = limits.max_upload_bytes
             raise _Refused(
                 HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                f"{name}: {length / 2**20:.1f} MB is over the {limit_mb:.0f} MB upload limit",
+                f"{name}: {length:,} bytes is over the {limit:,}-byte "
+                f"({limit / 2**20:.3g} MB) upload limit",
                 close=True,
             )
         with self.server.queued(length) as admitted:
@@ -512,14 +532,10 @@ class _Handler(BaseHTTPRequestHandler):
         if "left" not in query:
             self._reply(HTTPStatus.OK, result.view.read_bytes(), "application/octet-stream")
             return
-        try:
-            box = tuple(int(query[k][0]) for k in ("left", "top", "right", "bottom"))
-            max_side = min(int(query.get("max", ["1024"])[0]), 2048)
-        except (KeyError, ValueError):
-            raise _Refused(
-                HTTPStatus.BAD_REQUEST, "left, top, right, bottom must be integers"
-            ) from None
-        left, top, right, bottom = box
+        left, top, right, bottom = box = tuple(
+            _pixels(query, key) for key in ("left", "top", "right", "bottom")
+        )
+        max_side = min(_pixels(query, "max", "1024"), 2048)
         if not (0 <= left < right <= result.width and 0 <= top < bottom <= result.height):
             raise _Refused(HTTPStatus.BAD_REQUEST, f"region {box} is outside the photo")
         body = self.server.render_view(result, (left, top, right, bottom), max(16, max_side))
@@ -535,13 +551,23 @@ class _Handler(BaseHTTPRequestHandler):
             target.unlink(missing_ok=True)
 
     def _zip(self, items: str, name: str) -> None:
+        listed = list(filter(None, items.split(",")))
+        kept = len(self.server.store)
+        if len(listed) > kept:
+            # Each item is a full-resolution render: a list repeating one photo would keep
+            # the engine busy for as long as the URL is long.
+            raise _Refused(
+                HTTPStatus.BAD_REQUEST,
+                f"{len(listed)} items, but the server keeps {kept} results: "
+                "at most one item per kept photo",
+            )
         wanted: list[tuple[Result, float]] = []
-        for item in filter(None, items.split(",")):
-            result_id, _, strength = item.partition(":")
+        for item in listed:
+            result_id, colon, strength = item.partition(":")
             result = self.server.store.get(result_id)
             if result is None:
                 raise _Refused(HTTPStatus.GONE, "a result is no longer kept: upload it again")
-            wanted.append((result, _strength(strength or "1")))
+            wanted.append((result, _strength(strength if colon else "1")))
         if not wanted:
             raise _Refused(HTTPStatus.BAD_REQUEST, "no items to download")
         self._what = f"{len(wanted)} photos"
@@ -580,14 +606,32 @@ class _Refused(Exception):
 
 
 def _strength(text: str) -> float:
-    from rave.network.enhancer import check_strength
+    """A strength from a URL: a plain decimal number from 0 to MAX_STRENGTH."""
+    wanted = f"give a number from 0 to {MAX_STRENGTH:g}"
+    if not text:
+        raise _Refused(HTTPStatus.BAD_REQUEST, f"strength is empty: {wanted}")
+    shown = repr(text if len(text) <= 20 else text[:20] + "...")
+    if not _NUMBER.fullmatch(text):
+        raise _Refused(HTTPStatus.BAD_REQUEST, f"strength {shown} is not a number: {wanted}")
+    value = float(text) + 0.0  # 1e999 is inf; + 0.0 makes -0 plain 0
+    if value > MAX_STRENGTH:
+        raise _Refused(HTTPStatus.BAD_REQUEST, f"strength {shown} is too large: {wanted}")
+    if value < 0:
+        raise _Refused(HTTPStatus.BAD_REQUEST, f"strength {shown} is below 0: {wanted}")
+    return value
 
-    try:
-        return check_strength(float(text))
-    except ValueError:
+
+def _pixels(query: dict[str, list[str]], key: str, default: str | None = None) -> int:
+    """A whole number of pixels from a URL (int() would also take "1_0", " 1" and "-1")."""
+    text = query.get(key, [default])[0]
+    if text is None:
         raise _Refused(
-            HTTPStatus.BAD_REQUEST, f"strength {text[:20]!r} is not a number >= 0"
-        ) from None
+            HTTPStatus.BAD_REQUEST, f"{key} is missing: a region needs left, top, right, bottom"
+        )
+    if not _PIXELS.fullmatch(text):
+        shown = repr(text if len(text) <= 20 else text[:20] + "...")
+        raise _Refused(HTTPStatus.BAD_REQUEST, f"{key} {shown} is not a whole number of pixels")
+    return int(text)
 
 
 class _Admission:

@@ -83,6 +83,10 @@ class ResultStore:
                 total -= old.nbytes
                 shutil.rmtree(old.folder, ignore_errors=True)
 
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._results)
+
     def get(self, result_id: str) -> Result | None:
         with self._lock:
             result = self._results.get(result_id)
