@@ -162,6 +162,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._cut_short = False
         self._expect_continue = False  # the client waits for "100 Continue" to send its body
         self.raw_requestline = b""
+        self.path = ""  # not the previous request's, if this one has no parsable line
         self.server.watch(self, self.server.limits.header_seconds)
         try:
             super().handle_one_request()
@@ -402,7 +403,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _log_line(self, status: int | str, size: str) -> None:
         self._logged = True
         elapsed = time.monotonic() - self._started
-        path = printable(urlsplit(self.path).path if hasattr(self, "path") else "-")
+        path = printable(urlsplit(self.path).path) if self.path else "-"
         what = " ".join([self._what, "; ".join(self._why)]).strip()
         what = f" {what}" if what else ""
         self.server.log(
@@ -551,18 +552,8 @@ class _Handler(BaseHTTPRequestHandler):
             target.unlink(missing_ok=True)
 
     def _zip(self, items: str, name: str) -> None:
-        listed = list(filter(None, items.split(",")))
-        kept = len(self.server.store)
-        if len(listed) > kept:
-            # Each item is a full-resolution render: a list repeating one photo would keep
-            # the engine busy for as long as the URL is long.
-            raise _Refused(
-                HTTPStatus.BAD_REQUEST,
-                f"{len(listed)} items, but the server keeps {kept} results: "
-                "at most one item per kept photo",
-            )
         wanted: list[tuple[Result, float]] = []
-        for item in listed:
+        for item in filter(None, items.split(",")):
             result_id, colon, strength = item.partition(":")
             result = self.server.store.get(result_id)
             if result is None:
@@ -570,6 +561,15 @@ class _Handler(BaseHTTPRequestHandler):
             wanted.append((result, _strength(strength if colon else "1")))
         if not wanted:
             raise _Refused(HTTPStatus.BAD_REQUEST, "no items to download")
+        kept = len(self.server.store)
+        if len(wanted) > kept:
+            # Each item is a full-resolution render: a list repeating one photo would keep
+            # the engine busy for as long as the URL is long.
+            raise _Refused(
+                HTTPStatus.BAD_REQUEST,
+                f"{len(wanted)} items, but the server keeps {kept} results: "
+                "at most one item per kept photo",
+            )
         self._what = f"{len(wanted)} photos"
         archive = self.server.store.new_folder()[1] / "all.zip"
         try:
@@ -936,22 +936,22 @@ def _format_note(upload: Path, name: str, written: str) -> str | None:
     :func:`rave.io.formats.default_output_note` of that format's suffix (the upload's own
     spelling of it first), if that suffix's default output is the one written.
     """
-    import warnings
-
     from PIL import Image
 
     from rave.io.formats import default_output_note, native_output_format
+    from rave.io.library_messages import captured_messages
 
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(upload) as image:
-                kind = image.format
+        # Warnings about the header were noted when the photo was read.
+        with captured_messages(native=False), Image.open(upload) as image:
+            kind = image.format
     except Exception:  # not for Pillow (a TIFF rave reads itself): written as it is
         return None
-    suffixes = [s for s, f in Image.registered_extensions().items() if f == kind]
+    suffixes = [
+        suffix for suffix, pillow in Image.registered_extensions().items() if pillow == kind
+    ]
     own = Path(name).suffix.lower()
-    for suffix in sorted(suffixes, key=lambda s: s != own):
+    for suffix in sorted(suffixes, key=lambda suffix: suffix != own):
         if (native_output_format(suffix) or "png") == written:
             return default_output_note(suffix)
     return None
