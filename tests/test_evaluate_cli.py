@@ -270,3 +270,100 @@ def test_reader_errors_name_the_file(tmp_path) -> None:
     (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8 broken")
     with pytest.raises(ImageReadError, match=r"bad\.jpg: not an image file"):
         read_image(tmp_path / "bad.jpg")
+
+
+def _block(monkeypatch: pytest.MonkeyPatch, package: str) -> None:
+    """Make ``import package`` fail as if it were not installed (None in sys.modules)."""
+    import sys
+
+    for name in [m for m in sys.modules if m == package or m.startswith(package + ".")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, package, None)
+
+
+def _checkpoint(tmp_path: Path) -> Path:
+    import torch
+
+    from rave.network.enhancer import EnhancementNet
+
+    torch.manual_seed(0)
+    path = tmp_path / "random.pth"
+    torch.save(EnhancementNet().state_dict(), path)
+    return path
+
+
+@pytest.mark.parametrize("package", ["scipy", "skimage"])
+def test_missing_eval_package_stops_before_any_work(
+    dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, package: str
+) -> None:
+    checkpoint = _checkpoint(tmp_path)
+    _block(monkeypatch, package)
+    out = tmp_path / "out"
+    args = ["--pred", str(dataset["a"]), "--gt", str(dataset["gt"]), "--no-lpips", "-o", str(out)]
+    result = _run(*args, "--input", str(dataset["inputs"]), "--model", str(checkpoint))
+    assert result.exit_code == 1  # as every command whose extra is missing (test_cli_extras)
+    lines = result.output.splitlines()
+    assert lines == [f"Error: this needs the '{package}' package: pip install 'rave-enhance[eval]'"]
+    assert not out.exists()  # no model ran, no report
+
+
+def test_missing_lpips_names_the_extra(dataset, monkeypatch: pytest.MonkeyPatch) -> None:
+    _block(monkeypatch, "lpips")
+    result = _run("--pred", str(dataset["a"]), "--gt", str(dataset["gt"]), "--no-nr")
+    assert result.exit_code == 0, result.output
+    assert "LPIPS not available" in result.output
+    assert "pip install 'rave-enhance[eval]'" in result.output
+    assert "pip install lpips" not in result.output
+
+
+def test_each_failure_is_listed_once(dataset, monkeypatch: pytest.MonkeyPatch) -> None:
+    import logging
+
+    # as in a terminal: no handler on the root logger (pytest installs its own)
+    monkeypatch.setattr(logging.getLogger(), "handlers", [])
+    (dataset["a"] / "s1.png").write_bytes(b"not an image")
+    result = _run("--pred", str(dataset["a"]), "--gt", str(dataset["gt"]), "--no-lpips", "--no-nr")
+    assert result.exit_code == 1
+    assert [line for line in result.output.splitlines() if "s1.png" in line] == [
+        f"error: {dataset['a'] / 's1.png'}: not an image file, or a format Pillow cannot read"
+    ]
+
+
+def test_nothing_scored_writes_no_report(dataset, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    good = ("--pred", str(dataset["a"]), "--gt", str(dataset["gt"]), "--no-lpips", "--no-nr")
+    assert _run(*good, "-o", str(out)).exit_code == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    for name in ("s0.png", "s1.png"):
+        (dataset["b"] / name).write_bytes(b"not an image")
+    args = ("--pred", str(dataset["b"]), "--gt", str(dataset["gt"]), "--no-lpips", "--no-nr")
+    result = _run(*args, "-o", str(out), "--overwrite")
+    assert result.exit_code == 1
+    assert result.output.splitlines()[-1] == "error: no image could be scored; no report written"
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # the old report is kept
+
+
+def test_every_model_is_checked_before_any_work(dataset, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(b"\xff\xd8\xff\xe0" + bytes(64))
+    first = str(_checkpoint(tmp_path))
+    for bad, named in (("nosuch", "unknown model 'nosuch'"), (str(photo), "photo.jpg")):
+        args = ["--input", str(dataset["inputs"]), "--model", first, "--model", bad]
+        result = _run(*args, "-o", str(out))
+        assert result.exit_code == 2, result.output  # as rave enhance, serve, models, export
+        lines = result.output.splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"Error: --model {bad}: ")
+        assert named in lines[0]
+        assert not out.exists()  # the first model did not run
+
+
+def test_output_folder_is_checked_before_any_work(dataset, tmp_path: Path) -> None:
+    (tmp_path / "small.jpg").write_bytes(b"a photo")
+    out = tmp_path / "small.jpg" / "report"
+    args = ["--input", str(dataset["inputs"]), "--model", str(_checkpoint(tmp_path))]
+    result = _run(*args, "-o", str(out))
+    assert result.exit_code == 2
+    assert result.output.splitlines() == [
+        f"Error: -o/--output {out}: parent {tmp_path / 'small.jpg'} is a file, not a folder"
+    ]

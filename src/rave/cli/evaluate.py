@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 import click
 
 from rave.cli._options import (
+    UsageProblem,
+    check_output_folder,
     device_option,
     output_option,
     overwrite_option,
@@ -26,6 +28,8 @@ from rave.cli._options import (
 
 if TYPE_CHECKING:
     import torch
+
+    from rave.session import Enhancer
 
 __all__ = ["evaluate_command"]
 
@@ -72,14 +76,36 @@ _OUTPUT_NAMES = (
 )
 
 
-def _run_models(
-    inputs: Path,
-    models: tuple[str, ...],
-    out: Path,
-    tile: int | str | None,
-    device: torch.device,
-) -> dict[str, Path]:
-    """Enhance every image of ``inputs`` with each model into ``out/enhanced/<model>/``.
+def _load_models(
+    models: tuple[str, ...], tile: int | str | None, device: torch.device
+) -> dict[str, Enhancer]:
+    """Every ``--model``, loaded before any image is enhanced, by the label it is shown as.
+
+    Raises:
+        UsageProblem: an unknown model name, a file that is not a checkpoint, two models
+            with one label (exit 2, as ``rave enhance`` and ``rave export``).
+        click.ClickException: a model that cannot be had (download failed, offline).
+    """
+    from rave.session import Enhancer
+    from rave.zoo import looks_like_path
+
+    enhancers: dict[str, Enhancer] = {}
+    for model in models:
+        # A checkpoint path is shown (and stored) by its file stem, a zoo name as it is.
+        label = Path(model).stem if looks_like_path(model) else model
+        if label in enhancers or label == "input":
+            raise click.UsageError(f"two models would both be called {label!r}; rename one")
+        try:
+            enhancers[label] = Enhancer(model, device=device, tile=tile)
+        except ValueError as error:  # UnknownModelError, CheckpointError: one line each
+            raise UsageProblem(f"--model {model}: {' '.join(str(error).split())}") from None
+        except (RuntimeError, OSError) as error:  # the zoo's download and cache errors
+            raise click.ClickException(f"--model {model}: {' '.join(str(error).split())}") from None
+    return enhancers
+
+
+def _run_models(inputs: Path, enhancers: dict[str, Enhancer], out: Path) -> dict[str, Path]:
+    """Enhance every image of ``inputs`` with each model into ``out/enhanced/<label>/``.
 
     Each model runs through :class:`rave.Enhancer`, the session ``rave enhance`` and
     ``rave.enhance`` use (same engine, tiling and memory policy).
@@ -88,20 +114,10 @@ def _run_models(
     from rave.evaluation.imread import ImageReadError, read_image
     from rave.evaluation.runner import list_images
     from rave.io.printable import printable
-    from rave.session import Enhancer
-    from rave.zoo import looks_like_path
 
     images = list_images(inputs)
     folders: dict[str, Path] = {}
-    for model in models:
-        try:
-            enhancer = Enhancer(model, device=device, tile=tile)
-        except Exception as error:  # zoo errors carry their own one-line messages
-            raise click.ClickException(f"model {model!r}: {error}") from error
-        # A checkpoint path is shown (and stored) by its file stem, a zoo name as it is.
-        label = Path(model).stem if looks_like_path(model) else model
-        if label in folders or label == "input":
-            raise click.UsageError(f"two models would both be called {label!r}; rename one")
+    for label, enhancer in enhancers.items():
         folder = out / "enhanced" / label
         folder.mkdir(parents=True, exist_ok=True)
         for stem, path in images.items():
@@ -213,9 +229,10 @@ def evaluate_command(
     verbose: bool,
     quiet: bool,
 ) -> None:
-    """Exit status: 0 when every image was scored, 1 when some could not be (listed)."""
+    """Exit status: 0 when every image was scored, 1 when some could not be (listed) or a
+    package of the eval extra is missing, 2 for usage errors (an unknown model included)."""
     from rave.evaluation.report import format_table, write_report
-    from rave.evaluation.runner import EvaluationError, evaluate_folders
+    from rave.evaluation.runner import EvaluationError, check_packages, evaluate_folders
 
     if not preds and not models:
         raise click.UsageError("give --pred DIR (repeatable), or --input DIR with --model NAME")
@@ -230,14 +247,20 @@ def evaluate_command(
                 f"{out} already holds {', '.join(existing)}; pass --overwrite to replace them"
             )
     methods = dict(zip(_method_names(preds, names), preds, strict=True))
+    if out is not None:
+        check_output_folder(out, "-o/--output")
+    # Before any model runs: a missing package would otherwise fail each image in turn.
+    check_packages(paired=gt is not None, no_reference=not no_nr)
+    enhancers: dict[str, Enhancer] = {}
+    if models:
+        enhancers = _load_models(models, tile, resolve_device(device))
+        for label in enhancers:
+            if label in methods:
+                raise click.UsageError(f"method name {label!r} given twice")
     try:
-        if models:
+        if enhancers:
             assert inputs is not None and out is not None
-            torch_device = resolve_device(device)
-            for model, folder in _run_models(inputs, models, out, tile, torch_device).items():
-                if model in methods:
-                    raise click.UsageError(f"method name {model!r} given twice")
-                methods[model] = folder
+            methods.update(_run_models(inputs, enhancers, out))
         result = evaluate_folders(
             methods,
             reference=gt,
@@ -256,11 +279,16 @@ def evaluate_command(
         click.echo(f"note: {note}", err=True)
     if result.records:
         click.echo(format_table(result))
-    if out is not None:
+    # A report of nothing would replace (with --overwrite) a real one, or pass for results.
+    if out is not None and result.records:
         paths = write_report(result, out, protocol=protocol, max_report_images=max_report_images)
         if not quiet:
             click.echo(f"wrote {', '.join(str(p) for p in paths.values())}", err=True)
     for error in result.errors:
         click.echo(f"error: {error}", err=True)
-    if result.errors:
+    if not result.records:
+        click.echo(
+            "error: no image could be scored" + ("; no report written" if out else ""), err=True
+        )
+    if result.errors or not result.records:
         raise SystemExit(1)

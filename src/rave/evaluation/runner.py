@@ -7,7 +7,7 @@ one line and the rest of the batch carries on.
 
 from __future__ import annotations
 
-import logging
+import importlib
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -24,13 +24,12 @@ __all__ = [
     "EvaluationError",
     "EvaluationResult",
     "MetricInfo",
+    "check_packages",
     "evaluate_folders",
     "list_images",
     "match_reference",
     "match_stems",
 ]
-
-logger = logging.getLogger(__name__)
 
 PROTOCOLS = ("reference", "standard", "both")
 MATCHES = ("stem", "reference")
@@ -266,6 +265,35 @@ class _Scorers:
         return scores
 
 
+# What the metrics import, all in the eval extra (pyproject.toml): rave-enhance[eval].
+EVAL_EXTRA = "pip install 'rave-enhance[eval]'"
+_PAIRED_MODULES = ("skimage.metrics",)  # SSIM
+_NO_REFERENCE_MODULES = ("scipy.ndimage", "scipy.special")  # NIQE, BRISQUE
+
+
+def check_packages(*, paired: bool, no_reference: bool) -> None:
+    """Import what the chosen metrics need, so that a missing package stops the evaluation
+    before any work instead of failing every image in turn.
+
+    Raises:
+        ModuleNotFoundError: a package of the eval extra is missing (``rave`` names the
+            extra that installs it).
+    """
+    modules = (_PAIRED_MODULES if paired else ()) + (_NO_REFERENCE_MODULES if no_reference else ())
+    for module in modules:
+        importlib.import_module(module)
+
+
+def _lpips_unavailable() -> str | None:
+    """Why LPIPS cannot be imported (a note naming the extra), or None."""
+    try:
+        importlib.import_module("lpips")
+    except ModuleNotFoundError as error:  # lpips itself, or a package it imports
+        missing = (error.name or "lpips").split(".")[0]
+        return f"LPIPS not available: the '{missing}' package is not installed: {EVAL_EXTRA}"
+    return None
+
+
 def _failure_line(path: Path, error: Exception) -> str:
     """One line naming the file for whatever failed on it; a bug in rave is re-raised."""
     from rave.errors import describe_failure, is_rave_bug
@@ -319,20 +347,26 @@ def evaluate_folders(
 
     Raises:
         EvaluationError: an empty folder, unmatched files (unless skipped), bad protocol.
+        ModuleNotFoundError: a package of the eval extra that the metrics need is missing.
     """
     if protocol not in PROTOCOLS:
         raise EvaluationError(f"unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
     if match not in MATCHES:
         raise EvaluationError(f"unknown file matching {match!r}; choose from {', '.join(MATCHES)}")
+    check_packages(paired=reference is not None, no_reference=no_reference)
     result = EvaluationResult()
     scorers = _Scorers(protocol=protocol, no_reference=no_reference)
     if reference is not None and use_lpips:
         from rave.evaluation.perceptual import MetricUnavailableError, load_lpips
 
-        try:
-            scorers.lpips_model = lpips_model if lpips_model is not None else load_lpips()
-        except MetricUnavailableError as error:
-            result.notes.append(str(error))
+        unavailable = None if lpips_model is not None else _lpips_unavailable()
+        if unavailable is not None:
+            result.notes.append(unavailable)
+        else:
+            try:
+                scorers.lpips_model = lpips_model if lpips_model is not None else load_lpips()
+            except MetricUnavailableError as error:  # the AlexNet weights are not cached
+                result.notes.append(str(error))
     folders = {name: list_images(folder) for name, folder in methods.items()}
     references = list_images(reference) if reference is not None else None
     input_images = list_images(inputs) if inputs is not None else None
@@ -422,8 +456,7 @@ def _score_one(
             else:
                 result.notes.append(f"{path}: size differs from its input, no shadow lift")
     except Exception as error:
-        message = _failure_line(path, error)
-        result.errors.append(message)
-        logger.warning("%s", message)
+        # Listed once, by whoever reports the result (rave evaluate: after the table).
+        result.errors.append(_failure_line(path, error))
         return None
     return record
