@@ -326,3 +326,27 @@ def test_default_output_note_names_the_change_for_formats_rave_does_not_write(
         assert default_output_note(own_format) is None, own_format
     monkeypatch.setattr(rave.io.heif, "can_write_heif", lambda: False)
     assert default_output_note(".heic") == "HEIC input written as JPEG (no HEVC encoder in libheif)"
+
+
+def test_heic_recognised_by_content_without_its_suffix(work: Path) -> None:
+    """rave serve keeps uploads as 'upload': a HEIC photo must be read from its bytes alone.
+
+    In a fresh process, so that no earlier test has taught Pillow HEIF already."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("pillow_heif")
+    from rave.io.heif import register_heif
+
+    register_heif()
+    Image.fromarray(np.round(_dim(10) * 255).astype(np.uint8)).save(work / "IMG_4.heic")
+    (work / "IMG_4.heic").rename(work / "upload")
+    code = (
+        "from rave.io import read_photo; p = read_photo('upload'); print(p.format, p.pixels.shape)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=work, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("(")[0].strip() == "heic"
+    assert f"({H}, {W}, 3)" in result.stdout

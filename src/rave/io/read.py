@@ -392,6 +392,19 @@ def _cmyk_to_srgb(
         return None
 
 
+_HEIF_BRANDS = frozenset({b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"})
+
+
+def _is_heif(path: Path) -> bool:
+    """Whether the file starts like a HEIF photo (an ISO box ``ftyp`` with a HEIF brand)."""
+    try:
+        with open(path, "rb") as stream:
+            head = stream.read(12)
+    except OSError:
+        return False  # the decoder names the problem
+    return head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS
+
+
 def _decode_photo(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Photo:
     """The decoding part of :func:`read_photo` (same arguments, result and errors), without
     its checks for truncated data and its capture of the decoders' messages."""
@@ -400,8 +413,9 @@ def _decode_photo(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX
     suffix = path.suffix.lower()
     if suffix in RAW_SUFFIXES:
         return _read_raw(path, max_pixels)
-    if suffix in HEIF_SUFFIXES and not register_heif():
-        raise PhotoError(path, f"HEIF photos need pillow-heif: {unsupported_format_hint(suffix)}")
+    # By content too: rave serve keeps uploads without their name's suffix.
+    if (suffix in HEIF_SUFFIXES or _is_heif(path)) and not register_heif():
+        raise PhotoError(path, f"HEIF photos need pillow-heif: {unsupported_format_hint('.heic')}")
     notes: list[str] = []
     if max_pixels > (Image.MAX_IMAGE_PIXELS or max_pixels):
         # Pillow's own guard (an error at twice its limit) must not be stricter than ours,
