@@ -1277,3 +1277,15 @@ def test_an_encoder_that_cannot_load_is_one_line(folders: Path, tmp_path: Path) 
     assert lines[0].startswith("Error: guidance_encoder and identity_encoder 'clip:ViT-B-32'")
     assert "could not load the 'openai' weights" in lines[0]
     assert not (folders / "run").exists()
+
+
+def test_init_weights_errors_name_the_key(folders: Path) -> None:
+    from rave.network import CheckpointError
+    from rave.training.loop import train
+
+    photo = folders / "holiday.jpg"
+    Image.new("RGB", (8, 8)).save(photo)
+    config = tiny_config(folders, init_weights=str(photo))
+    with pytest.raises(CheckpointError, match=r"^init_weights: .*holiday\.jpg: a JPEG image"):
+        train(config, encoder_factory=tiny_factory)
+    assert not Path(config.output_dir).exists()

@@ -634,7 +634,10 @@ def _initial_weights(core: EnhancementNet, config: TrainConfig) -> None:
         start_as_identity(core)
     elif config.init_weights:
         source = f"init_weights {config.init_weights}"
-        init = extract_state_dict(load_checkpoint_file(config.init_weights), source)
+        try:
+            init = extract_state_dict(load_checkpoint_file(config.init_weights), source)
+        except CheckpointError as err:  # its message names the file, not the config key
+            raise CheckpointError(f"init_weights: {err}") from None
         # build_enhancer words a mismatch in one line (load_state_dict: PyTorch's key list)
         core.load_state_dict(build_enhancer(init, source).state_dict())
 
