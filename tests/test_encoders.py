@@ -343,3 +343,23 @@ def test_residual_of_blurred_encoder_is_refused_for_the_plain_one() -> None:
         ValueError, match=r"recompute it with .rave residual --encoder effnet-lite0."
     ):
         check_encoder(rv, "effnet-lite0")
+
+
+def test_openclip_root_log_lines_stay_out_of_a_python_callers_terminal(monkeypatch, capsys) -> None:
+    """Not only the command line: a program calling the encoder loader gets the exception,
+    not OpenCLIP's raw "ERROR:root:" line next to it."""
+    import logging
+
+    open_clip = pytest.importorskip("open_clip")
+    from rave.encoders import openclip as loader
+
+    def failing_download(*args, **kwargs):
+        logging.error("Failed to download weights (offline)")  # what OpenCLIP does
+        raise RuntimeError("no network")
+
+    monkeypatch.setattr(open_clip, "create_model", failing_download)
+    monkeypatch.setattr(logging.getLogger(), "handlers", [])  # as in a plain script
+    with pytest.raises(RuntimeError, match="could not load the 'openai' weights of ViT-B-32"):
+        loader._load_model("ViT-B-32", "openai")
+    assert "Failed to download" not in capsys.readouterr().err
+    assert logging.getLogger().handlers == []  # no basicConfig handler left behind

@@ -11,13 +11,13 @@ import importlib
 import importlib.util
 import logging
 import os
-from collections.abc import Iterator
 
 import click
 
 from rave import __version__
+from rave.library_logging import LIBRARY_LOGGER, route_library_logging
 
-__all__ = ["main", "route_library_logging"]
+__all__ = ["LIBRARY_LOGGER", "main", "route_library_logging"]
 
 # command name -> (module, attribute, one-line help shown by ``rave --help``)
 COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -61,69 +61,6 @@ def missing_extra_message(error: ModuleNotFoundError) -> str | None:
     if extra is None:
         return None
     return f"this needs the '{root}' package: pip install 'rave-enhance[{extra}]'"
-
-
-# What libraries log on the root logger itself goes here, at DEBUG (route_library_logging).
-LIBRARY_LOGGER = "rave.libraries"
-
-
-class _RootRecordsToRave(logging.Filter):
-    """Takes the records created on the root logger itself and logs them again at DEBUG.
-
-    OpenCLIP reports through ``logging.info/warning/error``, i.e. on the root logger: its
-    "Failed to download weights" is followed by the exception that rave words in one line,
-    and "Model initialized randomly" answers a request rave made on purpose. A filter on
-    a logger sees only the records created there, so rave's own loggers are untouched.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        logging.getLogger(LIBRARY_LOGGER).debug("%s", record.getMessage())
-        return False
-
-
-class _AsIfNoHandler(logging.Handler):
-    """A root handler that does what logging does when there is none: it hands a record to
-    ``logging.lastResort`` when no other handler on the record's way takes it.
-
-    The module-level ``logging.error()`` installs ``basicConfig``'s handler (the raw
-    "ERROR:root:" lines) whenever the root logger has no handler; this one prevents that.
-    """
-
-    def handle(self, record: logging.LogRecord) -> bool:  # type: ignore[override]
-        logger: logging.Logger | None = logging.getLogger(record.name)
-        while logger is not None:
-            if any(handler is not self for handler in logger.handlers):
-                return False
-            logger = logger.parent if logger.propagate else None
-        last = logging.lastResort
-        if last is not None and record.levelno >= last.level:
-            last.handle(record)
-        return True
-
-    def emit(self, record: logging.LogRecord) -> None:  # pragma: no cover - handle() emits
-        pass
-
-
-@contextlib.contextmanager
-def route_library_logging() -> Iterator[None]:
-    """Within the block, what libraries log on the root logger goes to rave's logging.
-
-    Records created on the root logger (OpenCLIP's) are logged again on
-    ``rave.libraries`` at DEBUG; the errors among them reach the user as the exception
-    that follows, in rave's words. Everything else is logged as before.
-    """
-    root = logging.getLogger()
-    route = _RootRecordsToRave()
-    stand_in = _AsIfNoHandler() if not root.handlers else None
-    root.addFilter(route)
-    if stand_in is not None:
-        root.addHandler(stand_in)
-    try:
-        yield
-    finally:
-        root.removeFilter(route)
-        if stand_in is not None:
-            root.removeHandler(stand_in)
 
 
 class LazyGroup(click.Group):
@@ -207,8 +144,6 @@ def run(argv: list[str] | None = None) -> None:
 
 def _leave(status: int) -> None:
     """Flush what Python buffers, then exit at once with ``status`` (see :func:`run`)."""
-    import contextlib
-    import logging
     import sys
 
     for stream in (sys.stdout, sys.stderr):

@@ -65,6 +65,15 @@ def parse_clip_name(name: str) -> tuple[str, str]:
 
 
 def _load_model(arch: str, source: str) -> nn.Module:
+    from rave.library_logging import route_library_logging
+
+    # OpenCLIP logs on the root logger ("ERROR:root:Failed to download..."); the exception
+    # that follows says it in rave's words.
+    with route_library_logging():
+        return _create_model(arch, source)
+
+
+def _create_model(arch: str, source: str) -> nn.Module:
     open_clip = _import_open_clip()
     if arch not in open_clip.list_models():
         raise ValueError(
