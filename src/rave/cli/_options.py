@@ -298,11 +298,17 @@ def tile_option(default: str = "auto") -> Callable[[F], F]:
     )
 
 
+MAX_STRENGTH = 100.0
+"""The largest ``--strength`` (``rave enhance``, ``rave serve``, and the server's URLs; the
+Python API takes any finite ``S >= 0``): at 100 a light map of 0.9 already multiplies by
+37,000."""
+
+
 def strength_option(help_text: str = "") -> Callable[[F], F]:
     """``--strength S``: ``clamp(I / L**S, 0, 1)``, 0 = the input, 1 = the paper's output."""
     return click.option(
         "--strength",
-        type=FiniteFloatRange(0, 100),
+        type=FiniteFloatRange(0, MAX_STRENGTH),
         default=1.0,
         show_default=True,
         metavar="S",

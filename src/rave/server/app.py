@@ -60,6 +60,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 import numpy as np
 from torch import nn
 
+from rave.cli._options import MAX_STRENGTH  # rave enhance --strength's cap, for URLs too
 from rave.io.library_messages import outside_captures
 from rave.io.printable import printable
 from rave.server.page import PAGE
@@ -85,9 +86,6 @@ _RESULT_PATH = re.compile(r"/result/([A-Za-z0-9_-]{1,64})/(view|download)")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _SMALL_BODY_BYTES = 64 * 2**10  # unwanted bodies up to this size are read and dropped
 _CHUNK = 2**20
-# rave's --strength range is 0..100 (rave.cli._options.strength_option, where it is a literal
-# in the option's type: a test checks that the two agree).
-MAX_STRENGTH = 100.0
 # A decimal number as a person or the page writes it; float() would also take "1_0", " 1",
 # "nan", "inf" and "infinity".
 _NUMBER = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
