@@ -67,7 +67,8 @@ def load_lpips(*, pretrained_backbone: bool = True) -> Any:
         import lpips as lpips_package
     except ImportError as error:
         raise MetricUnavailableError(
-            "LPIPS not available: the 'lpips' package is not installed (pip install lpips)"
+            "LPIPS not available: the 'lpips' package is not installed "
+            "(pip install 'rave-enhance[eval]')"
         ) from error
     if pretrained_backbone and not alexnet_weights_path().is_file():
         raise MetricUnavailableError(LPIPS_HOWTO.format(path=alexnet_weights_path()))
