@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -15,6 +16,9 @@ from rave.cli._options import (
     quiet_option,
     write_failure,
 )
+
+if TYPE_CHECKING:
+    from rave.guidance.residual import ResidualVector
 
 __all__ = ["residual_command"]
 
@@ -89,7 +93,7 @@ def residual_command(
     from rave.cli import route_library_logging
     from rave.cli._options import resolve_device
     from rave.encoders import create_encoder
-    from rave.guidance.residual import compute_residual, save_residual
+    from rave.guidance.residual import compute_residual
 
     torch_device = resolve_device(device)
     try:
@@ -109,12 +113,7 @@ def residual_command(
         raise click.ClickException(str(err)) from None
     finally:
         lib_logger.removeHandler(handler)
-    try:
-        save_residual(rv, output, overwrite=overwrite)
-    except FileExistsError as err:  # written by someone else meanwhile
-        raise click.ClickException(str(err)) from None
-    except OSError as err:  # its text names rave's temporary file, not OUTPUT
-        raise click.ClickException(write_failure(output, err)) from None
+    save_residual_or_fail(rv, output, overwrite)
 
     click.echo(f"encoder          {rv.encoder} ({rv.residual.numel()}-d)")
     click.echo(f"backlit images   {rv.num_backlit}  ({backlit_dir})")
@@ -123,3 +122,16 @@ def residual_command(
     click.echo(f"threshold        {rv.threshold:.6f}  (v_w . r)")
     click.echo(f"cos(v_w, v_b)    {rv.cos_means:.6f}")
     click.echo(f"saved            {output}")
+
+
+def save_residual_or_fail(residual: ResidualVector, output: Path, overwrite: bool) -> None:
+    """Write a residual vector for a command (``rave residual``, ``rave shift``): one
+    ``click`` error line naming ``output`` when it cannot be written."""
+    from rave.guidance.residual import save_residual
+
+    try:
+        save_residual(residual, output, overwrite=overwrite)
+    except FileExistsError as err:  # written by someone else meanwhile
+        raise click.ClickException(str(err)) from None
+    except OSError as err:  # its text names rave's temporary file, not OUTPUT
+        raise click.ClickException(write_failure(output, err)) from None

@@ -14,7 +14,6 @@ from rave.cli._options import (
     overwrite_option,
     quiet_option,
     resolve_device,
-    write_failure,
 )
 
 __all__ = ["shift_command"]
@@ -89,9 +88,10 @@ def shift_command(
     import torch.nn.functional as F
 
     from rave.cli import route_library_logging
+    from rave.cli.residual import save_residual_or_fail
     from rave.encoders import create_encoder
     from rave.guidance.interpret import rank_tokens
-    from rave.guidance.residual import check_encoder, load_residual, save_residual
+    from rave.guidance.residual import check_encoder, load_residual
     from rave.guidance.shift import build_vocabulary, remove_concepts, shift_residual
 
     if remove_tokens is None and not concepts:
@@ -139,12 +139,7 @@ def shift_command(
             click.echo("concepts removed: " + ", ".join(repr(c) for c in concepts))
     except (ValueError, FileNotFoundError, RuntimeError) as err:  # RuntimeError: CLIP weights
         raise click.ClickException(str(err)) from None
-    try:
-        save_residual(shifted, output, overwrite=overwrite)
-    except FileExistsError as err:  # written by someone else meanwhile
-        raise click.ClickException(str(err)) from None
-    except OSError as err:  # its text names rave's temporary file, not OUTPUT
-        raise click.ClickException(write_failure(output, err)) from None
+    save_residual_or_fail(shifted, output, overwrite)
     cos = float(F.normalize(rv.residual.float(), dim=0) @ shifted.residual.float())
     click.echo(
         f"cos(r, r') = {cos:.4f}; threshold {rv.threshold:.4f} -> {shifted.threshold:.4f}; "
