@@ -15,6 +15,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from _cli_errors import one_error_line
+
 _NEEDS = 'needs the export extra: pip install -e ".[export]"'
 onnx = pytest.importorskip("onnx", reason=_NEEDS)
 ort = pytest.importorskip("onnxruntime", reason=_NEEDS)
@@ -142,19 +144,11 @@ def test_cli_exports_and_refuses_to_overwrite(tmp_path: Path) -> None:
     assert not (tmp_path / "x.onnx").exists()
 
 
-def _one_error_line(result, status: int) -> str:
-    assert result.exit_code == status, result.output
-    assert "Traceback" not in result.output
-    lines = [line for line in result.output.splitlines() if line.startswith("Error:")]
-    assert len(lines) == 1, result.output
-    return lines[0]
-
-
 def test_cli_refuses_an_empty_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     for extra in ([], ["--overwrite"]):
         result = CliRunner().invoke(main, ["export", "default", "-o", "", *extra])
-        assert "-o" in _one_error_line(result, 2) and "must not be empty" in result.output
+        assert "-o" in one_error_line(result, 2) and "must not be empty" in result.output
     assert list(tmp_path.iterdir()) == []
 
 
@@ -162,14 +156,14 @@ def test_cli_model_that_is_not_a_checkpoint_is_a_usage_error(tmp_path: Path) -> 
     photo = tmp_path / "photo.jpg"
     photo.write_bytes(b"\xff\xd8\xff\xe0" + bytes(64))
     result = CliRunner().invoke(main, ["export", str(photo), "-o", str(tmp_path / "m.onnx")])
-    assert "photo.jpg" in _one_error_line(result, 2)
+    assert "photo.jpg" in one_error_line(result, 2)
 
 
 def test_cli_output_whose_parent_is_a_file(tmp_path: Path) -> None:
     (tmp_path / "small.jpg").write_bytes(b"not a folder")
     target = tmp_path / "small.jpg" / "m.onnx"
     result = CliRunner().invoke(main, ["export", "default", "-o", str(target)])
-    line = _one_error_line(result, 2)
+    line = one_error_line(result, 2)
     assert line.endswith(f"{target}: parent {tmp_path / 'small.jpg'} is a file, not a folder")
 
 
@@ -182,7 +176,7 @@ def test_cli_output_folder_that_takes_no_file_is_refused_before_exporting(monkey
 
     monkeypatch.setattr(rave.export, "export_onnx", never)
     result = CliRunner().invoke(main, ["export", "default", "-o", "/proc/rave-test.onnx"])
-    line = _one_error_line(result, 2)
+    line = one_error_line(result, 2)
     assert "/proc/rave-test.onnx: cannot write in /proc" in line and ".part" not in line
 
 
@@ -190,6 +184,6 @@ def test_cli_failed_write_names_the_output_not_the_temporary(tmp_path: Path, sho
     short_disk[0] = 200_000  # the up-front probe (64 kB) fits, the 1.2 MB model does not
     target = tmp_path / "m.onnx"
     result = CliRunner().invoke(main, ["export", "default", "-o", str(target)])
-    line = _one_error_line(result, 1)
+    line = one_error_line(result, 1)
     assert line == f"Error: cannot write {target} (no space left on device)"
     assert list(tmp_path.iterdir()) == []  # nor a temporary file

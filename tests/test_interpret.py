@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
 
+from _cli_errors import one_error_line
 from _tiny_clip import register_tiny_clip
 from rave.guidance import interpret
 from rave.guidance.interpret import (
@@ -183,14 +184,6 @@ def test_vocabulary_cache_is_in_the_one_cache_folder(monkeypatch, tmp_path) -> N
     assert "~" not in str(interpret.cache_dir())
 
 
-def _error_line(result, status: int) -> str:
-    assert result.exit_code == status, result.output
-    assert "Traceback" not in result.output
-    lines = [line for line in result.output.splitlines() if line.startswith("Error:")]
-    assert len(lines) == 1, result.output
-    return lines[0]
-
-
 def test_interpret_cli_plot_path_is_checked_before_the_work(
     tiny_clip, tmp_path: Path, monkeypatch
 ) -> None:
@@ -210,11 +203,11 @@ def test_interpret_cli_plot_path_is_checked_before_the_work(
         cases.append((Path("/proc/bars.png"), "cannot write in /proc", ""))
     for plot, expected, more in cases:
         result = CliRunner().invoke(main, ["interpret", str(residual), "--plot", str(plot)])
-        line = _error_line(result, 2)
+        line = one_error_line(result, 2)
         assert line.startswith(f"Error: --plot {plot}: {expected}") and more in line
         assert ".part" not in line
     result = CliRunner().invoke(main, ["interpret", str(residual), "--plot", ""])
-    assert "must not be empty" in _error_line(result, 2)
+    assert "must not be empty" in one_error_line(result, 2)
 
 
 def test_interpret_cli_failed_plot_write_names_the_plot(tiny_clip, tmp_path: Path) -> None:
@@ -234,4 +227,4 @@ def test_interpret_cli_failed_plot_write_names_the_plot(tiny_clip, tmp_path: Pat
         patch.setattr(interpret, "plot_ranking", full_disk)
         args = ["interpret", str(residual), "--vocab-limit", "50", "-q", "--plot", str(plot)]
         result = CliRunner().invoke(main, args)
-    assert _error_line(result, 1) == f"Error: cannot write {plot} (no space left on device)"
+    assert one_error_line(result, 1) == f"Error: cannot write {plot} (no space left on device)"

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from PIL import Image
 from torch import Tensor, nn
 
+from _cli_errors import one_error_line
 from rave.encoders.base import ImageEncoder, ResizeMode
 from rave.guidance import (
     ResidualVector,
@@ -370,19 +371,11 @@ def _stub_cli(monkeypatch, folders, out: Path, create=None):
     return CliRunner().invoke(main, args)
 
 
-def _error_line(result, status: int) -> str:
-    assert result.exit_code == status, result.output
-    assert "Traceback" not in result.output
-    lines = [line for line in result.output.splitlines() if line.startswith("Error:")]
-    assert len(lines) == 1, result.output
-    return lines[0]
-
-
 def test_cli_existing_output_is_a_usage_error(folders, tmp_path: Path, monkeypatch) -> None:
     out = tmp_path / "r.pt"
     out.write_bytes(b"keep me")
     # exit 2, as rave export and rave shift refuse to replace a file
-    assert "--overwrite" in _error_line(_stub_cli(monkeypatch, folders, out), 2)
+    assert "--overwrite" in one_error_line(_stub_cli(monkeypatch, folders, out), 2)
     assert out.read_bytes() == b"keep me"
 
 
@@ -392,10 +385,10 @@ def test_cli_output_is_checked_before_embedding(folders, tmp_path: Path, monkeyp
 
     (tmp_path / "small.jpg").write_bytes(b"a photo")
     out = tmp_path / "small.jpg" / "r.pt"
-    line = _error_line(_stub_cli(monkeypatch, folders, out, never), 2)
+    line = one_error_line(_stub_cli(monkeypatch, folders, out, never), 2)
     assert line.endswith(f"{out}: parent {tmp_path / 'small.jpg'} is a file, not a folder")
     if Path("/proc/self").is_dir():
-        line = _error_line(_stub_cli(monkeypatch, folders, Path("/proc/r.pt"), never), 2)
+        line = one_error_line(_stub_cli(monkeypatch, folders, Path("/proc/r.pt"), never), 2)
         assert "/proc/r.pt: cannot write in /proc" in line and ".part" not in line
     # missing folders are created, as rave enhance -o and rave export do
     deep = tmp_path / "new" / "sub" / "r.pt"
@@ -412,7 +405,7 @@ def test_cli_failed_write_names_the_output(folders, tmp_path: Path, monkeypatch)
 
     monkeypatch.setattr(os, "replace", read_only)
     out = tmp_path / "r.pt"
-    line = _error_line(_stub_cli(monkeypatch, folders, out), 1)
+    line = one_error_line(_stub_cli(monkeypatch, folders, out), 1)
     assert line == f"Error: cannot write {out} (read-only file system)"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["backlit", "well_lit"]  # no .part
 
@@ -427,7 +420,7 @@ def test_cli_library_root_logging_is_not_printed(folders, tmp_path: Path, monkey
     # as in a terminal: no handler on the root logger (pytest installs its own)
     monkeypatch.setattr(logging.getLogger(), "handlers", [])
     result = _stub_cli(monkeypatch, folders, tmp_path / "r.pt", offline)
-    assert _error_line(result, 1) == "Error: could not load the 'openai' weights of ViT-B-32"
+    assert one_error_line(result, 1) == "Error: could not load the 'openai' weights of ViT-B-32"
     assert "Failed to download" not in result.output and "root" not in result.output
     assert logging.getLogger().handlers == []  # no basicConfig handler left behind
 

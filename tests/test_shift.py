@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
 
+from _cli_errors import one_error_line
 from _tiny_clip import register_tiny_clip
 from rave.guidance.interpret import VocabEmbeddings
 from rave.guidance.residual import ResidualVector, load_residual, save_residual
@@ -131,14 +132,6 @@ def test_shift_cli(tiny_clip, tmp_path: Path) -> None:
     assert nothing.exit_code != 0 and "--remove" in nothing.output
 
 
-def _error_line(result, status: int) -> str:
-    assert result.exit_code == status, result.output
-    assert "Traceback" not in result.output
-    lines = [line for line in result.output.splitlines() if line.startswith("Error:")]
-    assert len(lines) == 1, result.output
-    return lines[0]
-
-
 def test_shift_cli_checks_its_options_before_any_output(tiny_clip, tmp_path: Path) -> None:
     from rave.cli import main
 
@@ -147,7 +140,7 @@ def test_shift_cli_checks_its_options_before_any_output(tiny_clip, tmp_path: Pat
     out = tmp_path / "shifted.pt"
     args = ["shift", str(source), "-o", str(out), "--remove-tokens", "30"]
     result = CliRunner().invoke(main, [*args, "--vocab-limit", "20"])
-    line = _error_line(result, 2)
+    line = one_error_line(result, 2)
     assert "--remove-tokens 30" in line and "--vocab-limit 20" in line and "top_k" not in line
     assert "tokens defining" not in result.output and not out.exists()
     # without --vocab-limit, the vocabulary's own size is the bound, still before any list
@@ -157,7 +150,7 @@ def test_shift_cli_checks_its_options_before_any_output(tiny_clip, tmp_path: Pat
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(rave.guidance.shift, "build_vocabulary", lambda *a, **k: ten)
         result = CliRunner().invoke(main, [*args[:-1], "11", "--vocab", "token-ids"])
-    line = _error_line(result, 2)
+    line = one_error_line(result, 2)
     assert line == "Error: --remove-tokens 11: the token-ids vocabulary has only 10 tokens"
     assert "tokens defining" not in result.output and not out.exists()
 
@@ -170,6 +163,6 @@ def test_shift_cli_output_is_checked_before_the_work(tiny_clip, tmp_path: Path) 
     (tmp_path / "small.jpg").write_bytes(b"a photo")
     out = tmp_path / "small.jpg" / "shifted.pt"
     result = CliRunner().invoke(main, ["shift", str(source), "-o", str(out), "--remove", "sun"])
-    line = _error_line(result, 2)
+    line = one_error_line(result, 2)
     assert line.endswith(f"{out}: parent {tmp_path / 'small.jpg'} is a file, not a folder")
     assert "concepts removed" not in result.output
