@@ -21,6 +21,7 @@ __all__ = [
     "RAW_SUFFIXES",
     "FolderScan",
     "default_output_note",
+    "image_kind",
     "is_image_name",
     "list_image_files",
     "missing_reader",
@@ -187,6 +188,27 @@ def native_output_format(suffix: str) -> str | None:
 
         return "heic" if can_write_heif() else "jpg"
     return format_for_suffix(suffix)
+
+
+_SIGNATURES = {
+    b"\xff\xd8\xff": "JPEG",
+    b"\x89PNG": "PNG",
+    b"GIF8": "GIF",
+    b"II*\x00": "TIFF",
+    b"MM\x00*": "TIFF",
+    b"BM": "BMP",
+}
+_HEIF_BRANDS = frozenset({b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"})
+
+
+def image_kind(head: bytes) -> str | None:
+    """The kind of image a file's first 12 bytes announce (``"JPEG"``, ``"PNG"``, ``"GIF"``,
+    ``"TIFF"``, ``"BMP"``, ``"WebP"``, ``"HEIF"``, ``"AVIF"``), or None."""
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WebP"
+    if head[4:8] == b"ftyp":  # an ISO media file: its brand says which
+        return "HEIF" if head[8:12] in _HEIF_BRANDS else "AVIF" if head[8:12] == b"avif" else None
+    return next((kind for magic, kind in _SIGNATURES.items() if head.startswith(magic)), None)
 
 
 def default_output_note(suffix: str) -> str | None:

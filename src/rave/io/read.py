@@ -24,7 +24,7 @@ from typing import cast
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
-from rave.io.formats import HEIF_SUFFIXES, RAW_SUFFIXES, unsupported_format_hint
+from rave.io.formats import HEIF_SUFFIXES, RAW_SUFFIXES, image_kind, unsupported_format_hint
 from rave.io.heif import can_write_heif, register_heif
 from rave.io.library_messages import captured_messages, is_premature_end
 from rave.io.metadata import (
@@ -392,9 +392,6 @@ def _cmyk_to_srgb(
         return None
 
 
-_HEIF_BRANDS = frozenset({b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"})
-
-
 def _is_heif(path: Path) -> bool:
     """Whether the file starts like a HEIF photo (an ISO box ``ftyp`` with a HEIF brand)."""
     try:
@@ -402,7 +399,7 @@ def _is_heif(path: Path) -> bool:
             head = stream.read(12)
     except OSError:
         return False  # the decoder names the problem
-    return head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS
+    return image_kind(head) == "HEIF"
 
 
 def _decode_photo(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Photo:
@@ -694,10 +691,10 @@ def read_photo(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PI
     with _truncated_images_refused(), captured_messages() as messages:
         try:
             with open(path, "rb") as stream:
-                signature = stream.read(4)
-            if signature[:3] == b"\xff\xd8\xff":
+                kind = image_kind(stream.read(12))
+            if kind == "JPEG":
                 _check_jpeg_scan(path)
-            elif signature in (b"II*\x00", b"MM\x00*"):
+            elif kind == "TIFF":
                 _check_tiff_data(path)
             photo = _decode_photo(path, max_pixels=max_pixels)
         except PhotoError:

@@ -132,28 +132,16 @@ def load_torch_payload(path: str | Path) -> object:
     return data
 
 
-_IMAGE_SIGNATURES = {
-    b"\xff\xd8\xff": "JPEG",
-    b"\x89PNG": "PNG",
-    b"GIF8": "GIF",
-    b"II*\x00": "TIFF",
-    b"MM\x00*": "TIFF",
-    b"BM": "BMP",
-}
-
-
 def _image_kind(path: Path) -> str | None:
     """The kind of image ``path`` holds by its first bytes, or None (not an image we know)."""
+    from rave.io.formats import image_kind
+
     try:
         with open(path, "rb") as stream:
             head = stream.read(12)
     except OSError:
         return None  # torch.load's own error says it
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "WebP"
-    if head[4:12] in (b"ftypheic", b"ftypheix", b"ftypmif1", b"ftypavif"):
-        return "HEIF/AVIF"
-    return next((kind for magic, kind in _IMAGE_SIGNATURES.items() if head.startswith(magic)), None)
+    return image_kind(head)
 
 
 def _unpickler_reason(err: pickle.UnpicklingError) -> str:
