@@ -248,3 +248,42 @@ def test_narrow_screen_has_no_sideways_scroll(browser, site, tmp_path: Path) -> 
     view = page.locator("#view").bounding_box()
     context.close()
     assert width <= 390 and view is not None and view["width"] <= 390
+
+
+def test_disabled_download_links_save_nothing(page, tmp_path: Path) -> None:
+    saved: list[str] = []
+    page.on("download", lambda download: saved.append(download.suggested_filename))
+    page.focus("#zipall")  # nothing is ready: Enter used to save the page as download.html
+    page.keyboard.press("Enter")
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff not a photo")
+    page.set_input_files("#file", str(bad))
+    _wait_status(page, "1 photo: 0 done, 1 failed")
+    page.focus("#download")  # the failed photo's link
+    page.keyboard.press("Enter")
+    page.set_input_files("#file", str(_jpeg_with_metadata(tmp_path / "good.jpg", _dark())))
+    _wait_status(page, "2 photos: 1 done, 1 failed")
+    page.locator("#list .thumb").nth(1).click()
+    with page.expect_download() as info:
+        page.click("#download")
+    info.value.path()  # finished
+    assert saved == ["good_enhanced.jpg"]
+
+
+def test_a_session_leaves_no_console_errors(browser, site, tmp_path: Path) -> None:
+    context = browser.new_context(accept_downloads=True)
+    page = context.new_page()
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda err: problems.append(str(err)))
+    page.goto(site + "/")
+    page.set_input_files("#file", str(_jpeg_with_metadata(tmp_path / "c.jpg", _dark())))
+    _wait_status(page, "1 photo: 1 done")
+    page.fill("#strength", "0.5")
+    page.click("#zoom")
+    page.wait_for_function("document.getElementById('zoom').getAttribute('aria-pressed') == 'true'")
+    with page.expect_download() as info:
+        page.click("#download")
+    info.value.path()
+    context.close()  # the favicon request, if any, has been answered by now
+    assert problems == []

@@ -12,6 +12,7 @@ PAGE = r"""<!doctype html>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>rave: backlit photo enhancement</title>
+<link rel="icon" href="data:,">  <!-- no /favicon.ico request, no 404 -->
 <style>
   :root { --accent: #1d5fbf; --bad: #b3261e; --muted: #555; }
   * { box-sizing: border-box; }
@@ -390,6 +391,15 @@ $("view").addEventListener("keydown", (e) => {
     zoom = null; $("zoom").setAttribute("aria-pressed", "false"); draw();
   }
 });
+
+// A link marked disabled (no photo ready, or a failed one) does nothing: its href "#" with
+// the download attribute would save the page itself (Enter reaches links that the
+// pointer-events rule keeps from the mouse).
+for (const link of [$("download"), $("zipall")]) {
+  link.addEventListener("click", (e) => {
+    if (link.getAttribute("aria-disabled") === "true") e.preventDefault();
+  });
+}
 
 const drop = $("drop"), input = $("file");
 // The whole zone opens the chooser for mice; the label and the input do it themselves.
