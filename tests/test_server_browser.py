@@ -287,3 +287,20 @@ def test_a_session_leaves_no_console_errors(browser, site, tmp_path: Path) -> No
     info.value.path()
     context.close()  # the favicon request, if any, has been answered by now
     assert problems == []
+
+
+def test_a_starting_strength_over_two_is_kept_not_clamped(browser, light_half_net, tmp_path):
+    httpd = make_server(light_half_net, "127.0.0.1", 0, strength=3, log_line=lambda line: None)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.goto(f"http://127.0.0.1:{httpd.server_port}/")
+        assert page.text_content("#allvalue") == "3.00"  # rave serve --strength 3
+        page.set_input_files("#file", str(_jpeg_with_metadata(tmp_path / "s.jpg", _dark())))
+        _wait_status(page, "1 photo: 1 done")
+        assert page.text_content("#value") == "3.00"
+        assert page.get_attribute("#download", "href").endswith("strength=3")
+    finally:
+        context.close()
+        httpd.stop()

@@ -72,6 +72,7 @@ __all__ = ["DEFAULT_MAX_UPLOAD_BYTES", "MAX_STRENGTH", "EnhanceServer", "Limits"
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_UPLOAD_BYTES = 100 * 2**20
+SLIDER_MAX_STRENGTH = 2.0  # the page's sliders end here, or at a larger --strength
 DEFAULT_MAX_PIXELS = 50_000_000  # lower than rave enhance's: one slow photo blocks the queue
 _CONTENT_TYPES = {
     "jpg": "image/jpeg",
@@ -444,7 +445,10 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         query = parse_qs(url.query, keep_blank_values=True)
         if url.path == "/":
-            page = PAGE.replace("__RAVE_STRENGTH__", f"{self.server.strength:g}")
+            strength = self.server.strength
+            page = PAGE.replace("__RAVE_STRENGTH__", f"{strength:g}").replace(
+                "__RAVE_STRENGTH_MAX__", f"{max(SLIDER_MAX_STRENGTH, strength):g}"
+            )
             self._reply(HTTPStatus.OK, page.encode(), "text/html; charset=utf-8")
         elif url.path == "/health":
             self._reply(HTTPStatus.OK, b"ok\n", "text/plain; charset=utf-8")

@@ -3,7 +3,8 @@
 The server runs the network once per photo and sends a preview with its light map
 (:func:`rave.server.store.encode_view`); the page computes ``I / L**S`` itself, so a
 strength slider moves without any request. ``__RAVE_STRENGTH__`` is replaced by the
-server's ``--strength``.
+server's ``--strength``, ``__RAVE_STRENGTH_MAX__`` by the sliders' end (2, or that strength
+if larger: a range input would silently clamp it).
 """
 
 PAGE = r"""<!doctype html>
@@ -86,7 +87,8 @@ PAGE = r"""<!doctype html>
 <div id="status" role="status" aria-live="polite"></div>
 <div class="controls">
   <label>All photos: strength
-    <input id="allstrength" type="range" min="0" max="2" step="0.05" value="__RAVE_STRENGTH__">
+    <input id="allstrength" type="range" min="0" max="__RAVE_STRENGTH_MAX__" step="0.05"
+      value="__RAVE_STRENGTH__">
     <output id="allvalue"></output></label>
   <a id="zipall" class="button" href="#" aria-disabled="true" download>Download all (zip)</a>
 </div>
@@ -96,7 +98,8 @@ PAGE = r"""<!doctype html>
     <div id="empty">No photo yet.</div>
     <div id="viewer" hidden>
       <div class="controls">
-        <label>Strength <input id="strength" type="range" min="0" max="2" step="0.05">
+        <label>Strength <input id="strength" type="range" min="0" max="__RAVE_STRENGTH_MAX__"
+          step="0.05">
           <output id="value"></output></label>
         <label>Split <input id="split" type="range" min="0" max="100" step="1" value="100"
           aria-label="Before/after split: original shown right of it"></label>
