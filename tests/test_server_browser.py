@@ -304,3 +304,41 @@ def test_a_starting_strength_over_two_is_kept_not_clamped(browser, light_half_ne
     finally:
         context.close()
         httpd.stop()
+
+
+def test_a_download_after_a_server_restart_enhances_the_photo_again(
+    browser, light_half_net, tmp_path: Path
+) -> None:
+    def serve(port: int) -> Any:
+        httpd = make_server(light_half_net, "127.0.0.1", port, log_line=lambda line: None)
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        return httpd
+
+    httpd = serve(0)
+    port = httpd.server_port
+    context = browser.new_context(accept_downloads=True)
+    try:
+        page = context.new_page()
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.set_input_files("#file", str(_jpeg_with_metadata(tmp_path / "r.jpg", _dark())))
+        _wait_status(page, "1 photo: 1 done")
+        httpd.stop()  # its results are gone with it
+        httpd = serve(port)
+        with page.expect_download() as info:  # used to fail in the download list: a 410
+            page.click("#download")
+        saved = tmp_path / "saved.jpg"
+        info.value.save_as(saved)
+        assert info.value.suggested_filename == "r_enhanced.jpg"
+        with Image.open(saved) as result:
+            assert result.format == "JPEG" and result.size == (160, 120)
+        assert page.text_content("#list .state").startswith("done")
+        with page.expect_download() as info:  # the zip, after another restart
+            httpd.stop()
+            httpd = serve(port)
+            page.click("#zipall")
+        info.value.save_as(tmp_path / "all.zip")
+        with zipfile.ZipFile(tmp_path / "all.zip") as bundle:
+            assert bundle.namelist() == ["r_enhanced.jpg"]
+    finally:
+        context.close()
+        httpd.stop()

@@ -196,8 +196,11 @@ function updateStatus() {
   const ready = photos.filter((p) => p.state === "done");
   const zip = $("zipall");
   zip.setAttribute("aria-disabled", ready.length ? "false" : "true");
-  const items = ready.map((p) => `${p.id}:${p.strength}`).join(",");
-  zip.href = ready.length ? "/zip?items=" + items : "#";
+  zip.href = ready.length ? zipUrl(ready) : "#";
+}
+
+function zipUrl(ready) {
+  return "/zip?items=" + ready.map((p) => `${p.id}:${p.strength}`).join(",");
 }
 
 function setState(photo, state, text) {
@@ -367,7 +370,11 @@ async function zoomAt(cx, cy) {
   const box = `left=${left}&top=${top}&right=${left + w}&bottom=${top + h}`;
   const url = `/result/${photo.id}/view?${box}&max=2048`;
   const response = await fetch(url);
-  if (!response.ok) { $("error").textContent = (await response.text()).trim(); return; }
+  if (response.status === 410) { enhanceAgain(photo); return; }
+  if (!response.ok) {
+    $("error").textContent = `${photo.name}: ${(await response.text()).trim()}`;
+    return;
+  }
   zoom = {view: decodeView(await response.arrayBuffer()), cx: left + w / 2, cy: top + h / 2};
   $("zoom").setAttribute("aria-pressed", "true");
   draw();
@@ -400,8 +407,51 @@ $("view").addEventListener("keydown", (e) => {
 // pointer-events rule keeps from the mouse).
 for (const link of [$("download"), $("zipall")]) {
   link.addEventListener("click", (e) => {
-    if (link.getAttribute("aria-disabled") === "true") e.preventDefault();
+    e.preventDefault();
+    if (link.getAttribute("aria-disabled") === "true") return;
+    if (link.id === "download") {
+      const photo = selected;
+      save([photo], () => downloadUrl(photo));
+    } else {
+      const ready = photos.filter((p) => p.state === "done");
+      save(ready, () => zipUrl(ready));
+    }
   });
+}
+
+// A download first checks that the server still keeps each result it needs (a restart, or
+// its disk budget, forgets them; the download would then fail in the browser's download
+// list without a word). Those it lost are enhanced again from the files the page still
+// holds, and the download goes ahead once they are back.
+async function save(wanted, url) {
+  const gone = [];
+  try {
+    for (const p of wanted) {
+      const response = await fetch(`/result/${p.id}/view`, {method: "HEAD"});
+      if (response.status === 410) gone.push(p);
+    }
+  } catch (err) {
+    $("status").textContent = "The server did not answer: is rave serve still running?";
+    return;
+  }
+  if (gone.length) {
+    for (const p of gone) enhanceAgain(p);
+    await queue;
+    const failed = wanted.filter((p) => p.state !== "done");
+    if (failed.length) {
+      $("status").textContent = `Not downloaded: ${failed.map((p) => p.error).join("; ")}`;
+      return;
+    }
+  }
+  const link = document.createElement("a");
+  link.href = url(); link.download = ""; link.hidden = true;
+  document.body.appendChild(link); link.click(); link.remove();
+}
+
+function enhanceAgain(photo) {
+  setState(photo, "queued",
+           "enhancing again: the server no longer kept it (restarted, or out of space)");
+  queue = queue.then(() => upload(photo));
 }
 
 const drop = $("drop"), input = $("file");
