@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from rave.guidance.interpret import (
 )
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+QUOTED = r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\""  # a Python repr of a string
 
 
 @pytest.fixture(scope="module")
@@ -228,3 +230,76 @@ def test_interpret_cli_failed_plot_write_names_the_plot(tiny_clip, tmp_path: Pat
         args = ["interpret", str(residual), "--vocab-limit", "50", "-q", "--plot", str(plot)]
         result = CliRunner().invoke(main, args)
     assert one_error_line(result, 1) == f"Error: cannot write {plot} (no space left on device)"
+
+
+def test_interpret_cli_ranks_the_vocabulary_rave_shift_removes(
+    tiny_clip, tmp_path: Path, monkeypatch
+) -> None:
+    """By default the tokens are those of the authors' decoded vocabulary, as `rave shift
+    --remove-tokens` uses: each id decoded to text, the text re-tokenized and encoded; shown
+    as quoted texts. Restated here from the tokenizer and ``encode_text`` directly."""
+    import ast
+    import re
+
+    import rave.encoders
+    from rave.cli import main
+    from rave.guidance.residual import load_residual
+
+    residual = tmp_path / "r.pt"
+    _residual_file(tiny_clip, residual)
+    monkeypatch.setattr(rave.encoders, "create_encoder", lambda *a, **k: tiny_clip)
+    args = ["interpret", str(residual), "--top", "4", "--vocab-limit", "300", "--no-cache", "-q"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+
+    tokenizer = tiny_clip.tokenizer
+    texts = list(dict.fromkeys(tokenizer.decode([i]) for i in range(300)))
+    with torch.no_grad():
+        features = F.normalize(tiny_clip.model.encode_text(tokenizer(texts)).float(), dim=-1)
+    scores = features @ F.normalize(load_residual(residual).residual.float(), dim=0)
+    score_of = dict(zip(texts, scores.tolist(), strict=True))
+    ranked = sorted(scores.tolist(), reverse=True)
+    expected = list(zip(ranked[:4], ranked[::-1][:4], strict=True))
+
+    rows = [line for line in result.output.splitlines() if line[:3].strip().isdigit()]
+    assert len(rows) == 4
+    for row, (top, low) in zip(rows, expected, strict=True):
+        # each label is a quoted decoded text; ties ('E' and 'E ' encode alike) in any order
+        labels = [ast.literal_eval(q) for q in re.findall(QUOTED, row)]
+        assert len(labels) == 2 and all(label in score_of for label in labels), row
+        assert [score_of[label] for label in labels] == pytest.approx([top, low], abs=1e-5)
+        printed = [float(x) for x in re.findall(r"-?\d+\.\d{4}", row)[-2:]]
+        assert printed == pytest.approx([top, low], abs=2e-4)
+
+    # the one-id-per-token vocabulary remains an option, shown as BPE strings
+    ids = CliRunner().invoke(main, [*args, "--vocab", "token-ids"])
+    assert ids.exit_code == 0, ids.output
+    assert "token-ids vocabulary" in ids.output and "'" not in ids.output.split("\n", 2)[2]
+
+
+def test_plot_ranking_tick_labels_do_not_run_into_each_other(tmp_path: Path, monkeypatch) -> None:
+    """Cosines of a real ranking (a few hundredths) once gave ten tick labels 3 px apart."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figures = []
+    monkeypatch.setattr(plt, "close", lambda fig=None: figures.append(fig))
+    most = [(f"w{i}</w>", 0.0888 - 0.002 * i) for i in range(5)]
+    least = [(f"v{i}</w>", -0.0389 + 0.003 * i) for i in range(5)]
+    plot_ranking(interpret.TokenRanking(most, least), tmp_path / "bars.png", title="t")
+    (figure,) = figures
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    for axis in figure.axes:
+        low, high = axis.get_xlim()
+        boxes = [
+            label.get_window_extent(renderer)
+            for label in axis.get_xticklabels()
+            if label.get_visible() and label.get_text() and low <= label.get_position()[0] <= high
+        ]
+        assert len(boxes) >= 3
+        gaps = [right.x0 - left.x1 for left, right in itertools.pairwise(boxes)]
+        assert min(gaps) > 20, gaps  # pixels between neighbouring labels
+    plt.close("all")

@@ -81,6 +81,16 @@ def load_direction(path: Path) -> tuple[Any, str, str]:
     "minutes on a CPU the first time, then come from the cache).",
 )
 @click.option(
+    "--vocab",
+    "vocabulary",
+    type=click.Choice(["decoded", "token-ids"]),
+    default="decoded",
+    show_default=True,
+    help="decoded = the authors' vocabulary, as `rave shift --remove-tokens` uses by default "
+    "(each token decoded to text and re-tokenized; shown as quoted texts, 'star ' the word, "
+    "'star' the piece); token-ids = each token id encoded alone (docs/method.md).",
+)
+@click.option(
     "--batch-size",
     default=256,
     show_default=True,
@@ -96,6 +106,7 @@ def interpret_command(
     top_k: int,
     plot: Path | None,
     vocab_limit: int | None,
+    vocabulary: str,
     batch_size: int,
     device: str,
     no_cache: bool,
@@ -105,8 +116,10 @@ def interpret_command(
 
     FILE is a residual vector (`rave residual`), or a learned prompt pair of a
     clip-lit-latent run (its prompts.safetensors or a checkpoint), read as the direction
-    positive minus negative. Vocabulary embeddings are cached per encoder in
-    $RAVE_HOME/vocab (or the user cache folder).
+    positive minus negative. Tokens are ranked by their cosine with the direction, in the
+    vocabulary `rave shift --remove-tokens` uses (--vocab, the same default), so the tokens
+    listed for a residual are those its shift removes. Vocabulary embeddings are cached per
+    encoder in $RAVE_HOME/vocab (or the user cache folder).
 
     \b
     Examples:
@@ -115,7 +128,8 @@ def interpret_command(
     """
     from rave.cli import route_library_logging
     from rave.encoders import canonical_name, create_encoder
-    from rave.guidance.interpret import display_token, plot_ranking, rank_tokens, vocab_embeddings
+    from rave.guidance.interpret import plot_ranking, rank_tokens
+    from rave.guidance.shift import build_vocabulary
 
     if plot is not None:
         # Both before the vocabulary is encoded (minutes): a missing package names its
@@ -149,8 +163,9 @@ def interpret_command(
                 f"{file}: a {direction.numel()}-d direction, but {name} embeds into "
                 f"{encoder.embed_dim} dimensions"
             )
-        vocab = vocab_embeddings(
+        vocab = build_vocabulary(
             encoder,
+            vocabulary,
             limit=vocab_limit,
             batch_size=batch_size,
             use_cache=not no_cache,
@@ -161,8 +176,12 @@ def interpret_command(
         raise click.ClickException(str(err)) from None
 
     what = "residual vector" if kind == "residual" else "prompt direction (positive - negative)"
-    click.echo(f"{file}: {what} in {encoder.name}, {len(vocab.tokens)} vocabulary tokens")
-    width = max(len(display_token(t)) for t, _ in ranking.most + ranking.least)
+    click.echo(
+        f"{file}: {what} in {encoder.name}, {len(vocab.tokens)} vocabulary tokens "
+        f"({vocabulary} vocabulary)"
+    )
+    show = vocab.display
+    width = max(len(show(t)) for t, _ in ranking.most + ranking.least)
     width = max(width, len("most aligned"))
     click.echo(
         f"{'#':>3}  {'most aligned':<{width}}  {'cos':>7}    {'least aligned':<{width}}  cos"
@@ -171,12 +190,12 @@ def interpret_command(
         zip(ranking.most, ranking.least, strict=True), start=1
     ):
         click.echo(
-            f"{index:>3}  {display_token(top):<{width}}  {top_s:>7.4f}    "
-            f"{display_token(low):<{width}}  {low_s:.4f}"
+            f"{index:>3}  {show(top):<{width}}  {top_s:>7.4f}    {show(low):<{width}}  {low_s:.4f}"
         )
     if plot is not None:
         try:
-            plot_ranking(ranking, plot, title=f"{file.name} ({encoder.name})")
+            title = f"{file.name} ({encoder.name}, {vocabulary} vocabulary)"
+            plot_ranking(ranking, plot, title=title, label=show)
         except OSError as err:  # its text names rave's temporary file, not the plot
             raise click.ClickException(write_failure(plot, err)) from None
         click.echo(f"bar chart written to {plot}")

@@ -15,7 +15,7 @@ import functools
 import hashlib
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,7 +69,12 @@ class VocabEmbeddings:
 
     def label(self, index: int) -> str:
         """How to show entry ``index`` to a person."""
-        token = self.tokens[index]
+        return self.display(self.tokens[index])
+
+    def display(self, token: str) -> str:
+        """How to show one of ``tokens`` to a person: a decoded text as ``repr`` (its spaces
+        count: ``'star '`` is the word, ``'star'`` the piece), a BPE string by
+        :func:`display_token`."""
         return repr(token) if self.decoded else display_token(token)
 
 
@@ -398,34 +403,69 @@ def rank_tokens(direction: Tensor, vocab: VocabEmbeddings, top_k: int = 15) -> T
     return TokenRanking(most=most, least=least)
 
 
-def plot_ranking(ranking: TokenRanking, path: str | Path, *, title: str = "") -> None:
-    """Draw the ranking as two horizontal bar charts in one PNG (written atomically)."""
+def plot_ranking(
+    ranking: TokenRanking,
+    path: str | Path,
+    *,
+    title: str = "",
+    label: Callable[[str], str] = display_token,
+) -> None:
+    """Draw the ranking as two horizontal bar charts in one PNG (written atomically).
+
+    Args:
+        ranking: the tokens at both ends.
+        path: the PNG to write.
+        title: the figure's title.
+        label: how a token is shown (``VocabEmbeddings.display`` of the ranked vocabulary).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    path = Path(path)
+    fig = _ranking_figure(ranking, title, label)
+    from rave.io.atomic import atomic_write
+
+    try:
+        atomic_write(Path(path), lambda stream: fig.savefig(stream, format="png", dpi=120))
+    finally:
+        plt.close(fig)
+
+
+def _ranking_figure(ranking: TokenRanking, title: str, label: Callable[[str], str]) -> Any:
+    """The figure of :func:`plot_ranking`: both panels on one cosine scale, few ticks."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
     rows = max(len(ranking.most), len(ranking.least))
     fig, axes = plt.subplots(1, 2, figsize=(10, 0.3 * rows + 1.5), constrained_layout=True)
     panels = (
         (axes[0], ranking.most, "most aligned (well-lit side)", "tab:orange"),
         (axes[1], ranking.least, "least aligned (backlit side)", "tab:blue"),
     )
-    for axis, items, label, colour in panels:
-        names = [display_token(t) for t, _ in items]
-        values = [s for _, s in items]
-        axis.barh(range(len(items)), values, color=colour)
+    # One scale for both panels, so that bar lengths compare across them (0 always shown):
+    # the left panel grows right from its lowest value, the right one left from its highest.
+    spans = [
+        (min([0.0, *(s for _, s in items)]), max([0.0, *(s for _, s in items)]))
+        for _, items, _, _ in panels
+    ]
+    width = max(high - low for low, high in spans) or 0.1
+    margin = 0.05 * width
+    limits = (
+        (spans[0][0] - margin, spans[0][0] + width + margin),
+        (spans[1][1] - width - margin, spans[1][1] + margin),
+    )
+    for (axis, items, heading, colour), xlim in zip(panels, limits, strict=True):
+        names = [label(t) for t, _ in items]
+        axis.barh(range(len(items)), [s for _, s in items], color=colour)
         axis.set_yticks(range(len(items)), names)
         axis.invert_yaxis()
+        axis.set_xlim(*xlim)
+        # Few ticks: a dozen long negative labels ran into each other in a 5-inch panel.
+        axis.xaxis.set_major_locator(MaxNLocator(nbins=4))
         axis.set_xlabel("cosine with the direction")
-        axis.set_title(label)
+        axis.set_title(heading)
         axis.axvline(0.0, color="black", linewidth=0.5)
     if title:
         fig.suptitle(title)
-    from rave.io.atomic import atomic_write
-
-    try:
-        atomic_write(path, lambda stream: fig.savefig(stream, format="png", dpi=120))
-    finally:
-        plt.close(fig)
+    return fig

@@ -55,12 +55,21 @@ def build_vocabulary(
     *,
     limit: int | None = None,
     progress: bool = False,
+    batch_size: int = 256,
+    use_cache: bool = True,
 ) -> VocabEmbeddings:
-    """The vocabulary embeddings of ``encoder`` built the ``vocabulary`` way (module docstring)."""
+    """The vocabulary embeddings of ``encoder`` built the ``vocabulary`` way (module docstring).
+
+    ``rave shift`` and ``rave interpret`` both read a residual through it, so the tokens that
+    interpret a residual are the tokens its shift removes.
+    """
+    options: dict[str, Any] = {
+        "limit": limit, "progress": progress, "batch_size": batch_size, "use_cache": use_cache,
+    }  # fmt: skip
     if vocabulary == "decoded":
-        return decoded_vocab_embeddings(encoder, limit=limit, progress=progress)
+        return decoded_vocab_embeddings(encoder, **options)
     if vocabulary == "token-ids":
-        return vocab_embeddings(encoder, limit=limit, progress=progress)
+        return vocab_embeddings(encoder, **options)
     raise ValueError(f"vocabulary must be one of {', '.join(VOCABULARIES)}, got {vocabulary!r}")
 
 
