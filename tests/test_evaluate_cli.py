@@ -367,3 +367,28 @@ def test_output_folder_is_checked_before_any_work(dataset, tmp_path: Path) -> No
     assert result.output.splitlines() == [
         f"Error: -o/--output {out}: parent {tmp_path / 'small.jpg'} is a file, not a folder"
     ]
+
+
+def test_an_undefined_score_left_out_of_the_mean_is_said(dataset, tmp_path: Path) -> None:
+    """A flat enhanced image has no reference-protocol SSIM (the authors' data range is
+    max - min = 0, and scikit-image gives NaN); the mean is then over the other images, so
+    the table's n overstates it unless a note says which image is missing."""
+    from skimage.metrics import structural_similarity
+
+    flat = tmp_path / "flat"
+    _save(flat, "s0.png", np.full((*SIZE, 3), 90, np.uint8))
+    _save(flat, "s1.png", _photo(1) + np.uint8(4))
+    out = tmp_path / "report"
+    args = ["--pred", str(flat), "--gt", str(dataset["gt"]), "--no-lpips", "--no-nr", "-o"]
+    result = _run(*args, str(out))
+    assert result.exit_code == 0, result.output
+    notes = [line for line in result.output.splitlines() if line.startswith("note:")]
+    assert len([n for n in notes if "s0.png" in n and "SSIM ref" in n]) == 1, result.output
+    assert not [n for n in notes if "s1.png" in n]
+    # the mean is s1's alone: the swapped-channel grey of both 8-bit images, scikit-image
+    grey = [cv2.cvtColor(np.ascontiguousarray(im[..., ::-1]), cv2.COLOR_RGB2GRAY)
+            for im in (_photo(1) + np.uint8(4), _photo(1))]  # fmt: skip
+    alone = structural_similarity(grey[1], grey[0], data_range=float(np.ptp(grey[0])))
+    (row,) = _rows(out / "metrics.csv")
+    assert float(row["ssim_ref"]) == pytest.approx(float(alone), abs=1e-9)
+    assert "SSIM ref undefined" in " ".join(json.loads((out / "summary.json").read_text())["notes"])

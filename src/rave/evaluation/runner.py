@@ -409,6 +409,12 @@ def evaluate_folders(
     return result
 
 
+# Why a paired score can be NaN (see rave.evaluation.paired).
+_UNDEFINED = {
+    "ssim_ref": "the enhanced image is flat: the reference code's data range max - min is 0",
+}
+
+
 def _score_one(
     method: str,
     stem: str,
@@ -443,7 +449,13 @@ def _score_one(
                 result.notes.append(
                     f"{path}: grey and colour files compared (grey replicated to 3 channels)"
                 )
-            record.update(scorers.paired(pixels, target.pixels))
+            paired_scores = scorers.paired(pixels, target.pixels)
+            record.update(paired_scores)
+            for name in (n for n, v in paired_scores.items() if math.isnan(v)):
+                # Left out of the method's mean (EvaluationResult.summary): said, not hidden.
+                why = _UNDEFINED.get(name, "undefined for this pair")
+                label = METRICS[name].label
+                result.notes.append(f"{path}: {label} undefined ({why}); not in the mean")
         record.update(scorers.unpaired(pixels, path, result.notes))
         if inputs is not None and stem in inputs:
             source = _read(inputs[stem], cache)
