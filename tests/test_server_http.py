@@ -733,3 +733,37 @@ def test_zip_items_are_capped_at_the_results_kept(httpd: EnhanceServer) -> None:
     assert _get(httpd, f"/zip?items={result_id}:1")[0] == 200
     status, body = _get(httpd, "/zip?items=" + ",".join([f"{result_id}:1"] * 50))
     assert status == 400 and b"50 items" in body, body
+
+
+def test_a_client_that_leaves_stops_its_photo_within_a_tile() -> None:
+    """The page's Remove aborts the upload: the engine must not finish a photo nobody wants
+    (the next one would wait for it), and its upload is removed."""
+    torch.manual_seed(0)
+    net = EnhancementNet().eval()
+    calls: list[int] = []
+    started, left = threading.Event(), threading.Event()
+
+    def hook(module: torch.nn.Module, args: object) -> None:
+        calls.append(1)
+        if len(calls) == 1:  # the photo's first layer: hold it until the client has left
+            started.set()
+            left.wait(10)
+
+    for module in net.modules():
+        if not list(module.children()):
+            module.register_forward_pre_hook(hook)
+    lines: list[str] = []
+    server = make_server(net, "127.0.0.1", 0, tile=64, log_line=lines.append)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        body = _png(256)
+        with _connect(server) as sock:
+            sock.sendall(_post_head(len(body), "/enhance?name=gone.png") + body)
+            assert started.wait(10)
+        left.set()  # the socket is closed: the client is gone
+        line = _lines_with(lines, "gone.png", seconds=60)
+        # Before: the photo was computed to the end for nobody ("-> 200").
+        assert line and "the client closed the connection: stopped" in line[0], line
+        assert len(server.store) == 0 and not list(server.store._root.iterdir())
+    finally:
+        server.stop()

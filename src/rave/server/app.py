@@ -44,6 +44,7 @@ import json
 import logging
 import math
 import re
+import select
 import signal
 import socket
 import threading
@@ -439,6 +440,18 @@ class _Handler(BaseHTTPRequestHandler):
         self._unread = 0
         self.server.watch(self, None)
 
+    def _client_gone(self) -> bool:
+        """Whether the client has closed its connection (it has sent its whole request).
+
+        The page's *Remove* (or a closed tab) aborts the request; reading EOF from the
+        socket without consuming anything tells it, so the engine can stop within a tile.
+        """
+        try:
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            return bool(readable) and not self.connection.recv(1, socket.MSG_PEEK)
+        except (OSError, ValueError):  # reset, or closed by the watchdog or the server
+            return True
+
     # -- routes ----------------------------------------------------------------------------
 
     def _route_get(self) -> None:
@@ -514,7 +527,7 @@ class _Handler(BaseHTTPRequestHandler):
                         self._read_exactly(length, sink)
                     except _Closed as err:  # answered if the client still reads, then closed
                         raise _Refused(400, f"{name}: {err}", close=True) from None
-                result = self.server.enhance_upload(result_id, folder, name)
+                result = self.server.enhance_upload(result_id, folder, name, self._client_gone)
             except BaseException:
                 self.server.store.discard(folder)
                 raise
@@ -545,7 +558,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._reply(HTTPStatus.OK, body, "application/octet-stream")
 
     def _download(self, result: Result, strength: float) -> None:
-        target = self.server.render(result, strength)
+        target = self.server.render(result, strength, self._client_gone)
         try:
             headers = {"Content-Disposition": _disposition(result.name, result.format)}
             self._what += f" strength {strength:g}"
@@ -579,7 +592,7 @@ class _Handler(BaseHTTPRequestHandler):
             # Stored, not deflated: the photos are compressed already.
             with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as bundle:
                 for result, strength in wanted:
-                    target = self.server.render(result, strength)
+                    target = self.server.render(result, strength, self._client_gone)
                     arcname = _download_names(result.name, result.format)[1]
                     stem, dot, ext = arcname.rpartition(".")
                     count = 1
@@ -844,22 +857,41 @@ class EnhanceServer(ThreadingHTTPServer):
 
     # -- the engine ------------------------------------------------------------------------
 
-    def _compute(self, name: str, work: Callable[[float], Any]) -> Any:
-        """Run ``work(deadline)`` alone (one photo at a time), within the time budget."""
+    def _compute(
+        self,
+        name: str,
+        work: Callable[[Callable[[], bool]], Any],
+        client_gone: Callable[[], bool] | None = None,
+    ) -> Any:
+        """Run ``work(stop)`` alone (one photo at a time), within the time budget.
+
+        ``stop()`` says whether to abandon the work: the server is stopping, the time budget
+        is spent, or ``client_gone()`` (the client closed its connection: the page's
+        *Remove*, a closed tab), so that nobody's next photo waits for an unwanted one.
+        """
         from rave.inference import DeadlineExceeded
         from rave.io import PhotoError
 
         limit = self.limits.time_limit
         deadline = time.monotonic() + limit
+        gone = client_gone or (lambda: False)
+
+        def stop() -> bool:
+            return self.stopping.is_set() or time.monotonic() > deadline or gone()
+
         if not self._one_at_a_time.acquire(timeout=limit):
             raise _Refused(HTTPStatus.SERVICE_UNAVAILABLE, f"{name}: the server is busy")
         try:
             if self.stopping.is_set():
                 raise _Refused(HTTPStatus.SERVICE_UNAVAILABLE, "the server is stopping")
-            return work(deadline)
+            if gone():  # left while waiting for its turn
+                raise _Closed("the client closed the connection: not computed")
+            return work(stop)
         except PhotoError as err:
             raise _Refused(HTTPStatus.BAD_REQUEST, f"{name}: {err.reason}") from None
         except DeadlineExceeded:
+            if not self.stopping.is_set() and gone():
+                raise _Closed("the client closed the connection: stopped") from None
             reason = (
                 "the server is stopping"
                 if self.stopping.is_set()
@@ -873,16 +905,19 @@ class EnhanceServer(ThreadingHTTPServer):
             self._one_at_a_time.release()
             _return_freed_memory()
 
-    def _deadline(self, at: float) -> Callable[[], bool]:
-        return lambda: self.stopping.is_set() or time.monotonic() > at
-
-    def enhance_upload(self, result_id: str, folder: Path, name: str) -> Result:
+    def enhance_upload(
+        self,
+        result_id: str,
+        folder: Path,
+        name: str,
+        client_gone: Callable[[], bool] | None = None,
+    ) -> Result:
         """Decode the upload, run the network once, keep the light map and a preview."""
         from rave.io import read_photo
 
-        def work(deadline: float) -> Result:
+        def work(stop: Callable[[], bool]) -> Result:
             photo = read_photo(folder / "upload", max_pixels=self.limits.max_pixels)
-            light = self.enhancer.light_map(photo.pixels, deadline=self._deadline(deadline))
+            light = self.enhancer.light_map(photo.pixels, deadline=stop)
             if not np.isfinite(light).all():
                 raise ValueError("the model's light map is not finite on this photo")
             np.save(folder / "light.npy", light)
@@ -893,7 +928,7 @@ class EnhanceServer(ThreadingHTTPServer):
             notes = [*photo.notes, *[note for note in (format_note, depth_note) if note]]
             return Result(result_id, name, photo.format, width, height, folder, notes)
 
-        result = self._compute(name, work)
+        result = self._compute(name, work, client_gone)
         self.store.add(result)
         return result
 
@@ -901,17 +936,19 @@ class EnhanceServer(ThreadingHTTPServer):
         """A region of a kept result at up to full resolution (e.g. zoom to 100%)."""
         from rave.io import read_photo
 
-        def work(deadline: float) -> bytes:
+        def work(stop: Callable[[], bool]) -> bytes:
             photo = read_photo(result.upload, max_pixels=self.limits.max_pixels)
             light = np.load(result.light, mmap_mode="r")
             return encode_view(photo.pixels, light, box, max_side)
 
         return self._compute(result.name, work)
 
-    def render(self, result: Result, strength: float) -> Path:
+    def render(
+        self, result: Result, strength: float, client_gone: Callable[[], bool] | None = None
+    ) -> Path:
         """The full-resolution file at ``strength`` (the network is not run again)."""
 
-        def work(deadline: float) -> Path:
+        def work(stop: Callable[[], bool]) -> Path:
             target = result.folder / f"out-{time.monotonic_ns()}.{result.format}"
             self.enhancer.enhance_file(
                 result.upload,
@@ -921,11 +958,11 @@ class EnhanceServer(ThreadingHTTPServer):
                 max_pixels=self.limits.max_pixels,
                 strength=strength,
                 light_map=np.load(result.light),
-                deadline=self._deadline(deadline),
+                deadline=stop,
             )
             return target
 
-        return self._compute(result.name, work)
+        return self._compute(result.name, work, client_gone)
 
 
 def _format_note(upload: Path, name: str, written: str) -> str | None:
