@@ -392,3 +392,53 @@ def test_an_undefined_score_left_out_of_the_mean_is_said(dataset, tmp_path: Path
     (row,) = _rows(out / "metrics.csv")
     assert float(row["ssim_ref"]) == pytest.approx(float(alone), abs=1e-9)
     assert "SSIM ref undefined" in " ".join(json.loads((out / "summary.json").read_text())["notes"])
+
+
+def test_scoring_shows_a_progress_bar_unless_quiet_or_verbose(dataset) -> None:
+    """Scoring a folder of 2 MP photos takes minutes (NIQE, BRISQUE, SSIM): the command says
+    how far it is, as the other long commands do (tqdm on stderr), unless -q or -v."""
+    args = ("--pred", str(dataset["a"]), "--gt", str(dataset["gt"]), "--no-lpips", "--no-nr")
+    inputs = ("--input", str(dataset["inputs"]))
+    shown = _run(*args, *inputs)
+    assert shown.exit_code == 0, shown.output
+    assert "scoring: 100%" in shown.output and "4/4" in shown.output  # 2 inputs, 2 predictions
+    quiet = _run(*args, *inputs, "-q")
+    assert quiet.exit_code == 0 and "scoring:" not in quiet.output and "4/4" not in quiet.output
+    verbose = _run(*args, *inputs, "-v")  # one line per file instead
+    assert verbose.exit_code == 0 and "4/4" not in verbose.output
+    assert len([line for line in verbose.output.splitlines() if line.startswith("scoring ")]) == 4
+
+
+def test_models_show_progress_and_their_failures_are_listed_once(
+    dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rave.session import Enhancer
+
+    checkpoint = _checkpoint(tmp_path)
+    (dataset["inputs"] / "s2.png").write_bytes(b"not an image")
+    out = tmp_path / "out"
+    args = ["--input", str(dataset["inputs"]), "--model", str(checkpoint), "--no-nr", "-o"]
+    result = _run(*args, str(out))
+    assert result.exit_code == 1
+    assert "enhancing (random): 100%" in result.output and "3/3" in result.output
+    # the model cannot read it and the evaluator cannot score it: one line says so
+    lines = [line for line in result.output.splitlines() if "s2.png" in line]
+    assert lines == [
+        f"error: {dataset['inputs'] / 's2.png'}: not an image file, or a format Pillow cannot read"
+    ]
+    # a photo the model fails on (here: out of memory) is an error, and the exit status says it
+    (dataset["inputs"] / "s2.png").unlink()
+    real, calls = Enhancer.enhance_pixels, []
+
+    def fails_on_s1(self, pixels):  # the photos are enhanced in name order: s0, s1
+        calls.append(1)
+        if len(calls) == 2:
+            raise MemoryError("cannot allocate 3 GB")
+        return real(self, pixels)
+
+    monkeypatch.setattr(Enhancer, "enhance_pixels", fails_on_s1)
+    result = _run(*args, str(out), "--overwrite", "-q")
+    assert result.exit_code == 1, result.output
+    assert [line for line in result.output.splitlines() if line.startswith("error:")] == [
+        f"error: {dataset['inputs'] / 's1.png'}: MemoryError: cannot allocate 3 GB"
+    ]

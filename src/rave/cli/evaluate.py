@@ -104,34 +104,40 @@ def _load_models(
     return enhancers
 
 
-def _run_models(inputs: Path, enhancers: dict[str, Enhancer], out: Path) -> dict[str, Path]:
+def _run_models(
+    inputs: Path, enhancers: dict[str, Enhancer], out: Path, *, progress_bar: bool
+) -> tuple[dict[str, Path], list[str]]:
     """Enhance every image of ``inputs`` with each model into ``out/enhanced/<label>/``.
 
     Each model runs through :class:`rave.Enhancer`, the session ``rave enhance`` and
     ``rave.enhance`` use (same engine, tiling and memory policy).
+
+    Returns:
+        label -> folder of its enhanced images, and one line per image that failed (in the
+        evaluator's words, so that an input it cannot read either is listed once).
     """
-    from rave.errors import describe_failure, is_rave_bug
-    from rave.evaluation.imread import ImageReadError, read_image
-    from rave.evaluation.runner import list_images
-    from rave.io.printable import printable
+    from tqdm.auto import tqdm
+
+    from rave.evaluation.imread import read_image
+    from rave.evaluation.runner import failure_line, list_images
 
     images = list_images(inputs)
     folders: dict[str, Path] = {}
+    errors: list[str] = []
     for label, enhancer in enhancers.items():
         folder = out / "enhanced" / label
         folder.mkdir(parents=True, exist_ok=True)
-        for stem, path in images.items():
+        bar = tqdm(
+            images.items(), desc=f"enhancing ({label})", unit="img", disable=not progress_bar
+        )
+        for stem, path in bar:
             try:
                 enhanced = enhancer.enhance_pixels(read_image(path).pixels)
                 _write_png(folder / f"{stem}.png", enhanced)
-            except ImageReadError as error:
-                click.echo(f"error: {error}", err=True)
             except Exception as error:  # one photo's failure is that photo's error line...
-                if is_rave_bug(error):  # ...unless rave's own code is wrong
-                    raise
-                click.echo(f"error: {printable(path)}: {describe_failure(error)}", err=True)
+                errors.append(failure_line(path, error))  # ...unless rave's own code is wrong
         folders[label] = folder
-    return folders
+    return folders, errors
 
 
 @click.command(
@@ -257,10 +263,14 @@ def evaluate_command(
         for label in enhancers:
             if label in methods:
                 raise click.UsageError(f"method name {label!r} given twice")
+    model_errors: list[str] = []
     try:
         if enhancers:
             assert inputs is not None and out is not None
-            methods.update(_run_models(inputs, enhancers, out))
+            folders, model_errors = _run_models(
+                inputs, enhancers, out, progress_bar=not (quiet or verbose)
+            )
+            methods.update(folders)
         result = evaluate_folders(
             methods,
             reference=gt,
@@ -272,6 +282,7 @@ def evaluate_command(
             skip_unmatched=skip_unmatched,
             match=match,
             progress=(lambda path: click.echo(f"scoring {path}", err=True)) if verbose else None,
+            progress_bar=not (quiet or verbose),
         )
     except EvaluationError as error:
         raise click.ClickException(str(error)) from error
@@ -284,11 +295,12 @@ def evaluate_command(
         paths = write_report(result, out, protocol=protocol, max_report_images=max_report_images)
         if not quiet:
             click.echo(f"wrote {', '.join(str(p) for p in paths.values())}", err=True)
-    for error in result.errors:
+    errors = list(dict.fromkeys(model_errors + result.errors))  # an unreadable input: once
+    for error in errors:
         click.echo(f"error: {error}", err=True)
     if not result.records:
         click.echo(
             "error: no image could be scored" + ("; no report written" if out else ""), err=True
         )
-    if result.errors or not result.records:
+    if errors or not result.records:
         raise SystemExit(1)
