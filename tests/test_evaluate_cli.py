@@ -442,3 +442,25 @@ def test_models_show_progress_and_their_failures_are_listed_once(
     assert [line for line in result.output.splitlines() if line.startswith("error:")] == [
         f"error: {dataset['inputs'] / 's1.png'}: MemoryError: cannot allocate 3 GB"
     ]
+
+
+def test_16_bit_files_under_the_reference_protocol_are_noted(dataset, tmp_path: Path) -> None:
+    """The reference protocol is the authors' script on 8-bit files; OpenCV's reader, theirs,
+    truncates a 16-bit PNG (v >> 8) where rave rounds, so a 16-bit file is named in a note."""
+    pred = tmp_path / "deep"
+    gt0 = _photo(0)
+    pred.mkdir()
+    deep = np.ascontiguousarray(gt0[..., ::-1]).astype(np.uint16) * 257 + 128
+    cv2.imwrite(str(pred / "s0.png"), deep)
+    _save(pred, "s1.png", _photo(1))
+    # what the authors' reader makes of it, one level above the rounded value for v >= 128
+    theirs = cv2.imread(str(pred / "s0.png"))
+    assert np.array_equal(theirs.astype(np.int32), (deep >> 8).astype(np.int32))
+    assert not np.array_equal(theirs, np.ascontiguousarray(gt0[..., ::-1]))
+
+    args = ("--pred", str(pred), "--gt", str(dataset["gt"]), "--no-lpips", "--no-nr")
+    for protocol, noted in (("reference", True), ("both", True), ("standard", False)):
+        result = _run(*args, "--protocol", protocol)
+        assert result.exit_code == 0, result.output
+        notes = [line for line in result.output.splitlines() if "16-bit" in line]
+        assert [("s0.png" in n and "s1.png" not in n) for n in notes] == ([True] if noted else [])

@@ -468,6 +468,15 @@ def _score_one(
                 result.notes.append(
                     f"{path}: grey and colour files compared (grey replicated to 3 channels)"
                 )
+            deep = [
+                f.name for f, i in ((path, pred), (references[stem], target)) if i.bit_depth > 8
+            ]
+            if deep and scorers.protocol != "standard":
+                result.notes.append(
+                    f"{', '.join(deep)}: 16-bit, rounded to 8 bits for the reference protocol "
+                    "(defined on 8-bit files; the authors' OpenCV reader truncates a 16-bit PNG "
+                    "instead, v >> 8, up to one level lower)"
+                )
             paired_scores = scorers.paired(pixels, target.pixels)
             record.update(paired_scores)
             for name in (n for n, v in paired_scores.items() if math.isnan(v)):
