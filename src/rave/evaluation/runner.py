@@ -469,7 +469,7 @@ def _score_one(
                     f"{path}: grey and colour files compared (grey replicated to 3 channels)"
                 )
             deep = [
-                f.name for f, i in ((path, pred), (references[stem], target)) if i.bit_depth > 8
+                str(f) for f, i in ((path, pred), (references[stem], target)) if i.bit_depth > 8
             ]
             if deep and scorers.protocol != "standard":
                 result.notes.append(
