@@ -483,3 +483,21 @@ def test_effnet_residual_orders_exposures_of_real_photos(photos_dir: Path, tmp_p
     for path in sorted(well_lit.iterdir()):
         p = projections(path, (2.0, 1.0))
         assert float(p[0]) < float(p[1]), (path.name, p)
+
+
+def test_images_in_sub_folders_are_not_left_out_without_a_word(
+    tmp_path: Path, folders, caplog
+) -> None:
+    """Only the images directly inside a folder are used; a set kept in sub-folders (as
+    downloaded datasets often are) is named in a warning, or in the error if nothing else."""
+    backlit, well_lit = folders
+    _flat_images(backlit / "more", [(9, 9, 9)])
+    with caplog.at_level(logging.WARNING, logger="rave.guidance"):
+        other = compute_residual(backlit, well_lit, ColourEncoder(), progress=False)
+    assert other.num_backlit == 3  # the sub-folder's image is not used...
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert [w for w in warnings if "sub-folder" in w and str(backlit) in w]  # ...and it is said
+    nested = tmp_path / "dataset"
+    _flat_images(nested / "train", [(200, 200, 200), (190, 180, 170)])
+    with pytest.raises(ValueError, match=r"no readable images .*1 sub-folder\(s\) of .*dataset"):
+        compute_residual(backlit, nested, ColourEncoder(), progress=False)

@@ -124,8 +124,15 @@ def _embed_folder(
     from tqdm.auto import tqdm
 
     from rave.errors import describe_failure, is_rave_bug
+    from rave.io.formats import scan_image_folder
 
-    files = list_image_files(folder)
+    scan = scan_image_folder(folder)  # the images directly inside, as list_image_files
+    files = scan.files
+    # "Every image of the folder" means the folder itself: a set kept in sub-folders (as
+    # downloaded datasets often are) would otherwise be left out without a word.
+    subfolders = f"{len(scan.left_out)} sub-folder(s) of {folder} not read"
+    if scan.left_out and files:
+        logger.warning("%s (only the images directly inside a folder are used)", subfolders)
     embeddings: list[Tensor] = []
     names: list[str] = []
     batch: list[Tensor] = []
@@ -155,7 +162,10 @@ def _embed_folder(
     if batch:
         flush()
     if not names:
-        raise ValueError(f"no readable images in {folder} ({len(files)} files, {skipped} skipped)")
+        hint = f"; {subfolders}: give the folder that holds the images" if scan.left_out else ""
+        raise ValueError(
+            f"no readable images in {folder} ({len(files)} files, {skipped} skipped){hint}"
+        )
     if len(names) == 1:
         logger.warning("only one image in %s: the %s mean is a weak estimate", folder, label)
     return torch.cat(embeddings), names, skipped
