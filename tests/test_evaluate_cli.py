@@ -464,3 +464,11 @@ def test_16_bit_files_under_the_reference_protocol_are_noted(dataset, tmp_path: 
         assert result.exit_code == 0, result.output
         notes = [line for line in result.output.splitlines() if "16-bit" in line]
         assert [("s0.png" in n and "s1.png" not in n) for n in notes] == ([True] if noted else [])
+
+
+def test_a_folder_whose_images_are_in_sub_folders_says_so(dataset, tmp_path: Path) -> None:
+    nested = tmp_path / "nested"
+    _save(nested / "test", "s0.png", _photo(0))
+    result = _run("--pred", str(nested), "--gt", str(dataset["gt"]), "--no-lpips", "--no-nr")
+    assert result.exit_code == 1
+    assert "1 sub-folder(s) not read" in result.output and str(nested) in result.output

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from rave.evaluation.imread import ImageReadError, LoadedImage, read_image
-from rave.io.formats import IMAGE_SUFFIXES, list_image_files
+from rave.io.formats import IMAGE_SUFFIXES, scan_image_folder
 
 __all__ = [
     "METRICS",
@@ -115,7 +115,8 @@ def list_images(folder: str | Path) -> dict[str, Path]:
     if not folder.is_dir():
         raise EvaluationError(f"{folder}: not a folder")
     images: dict[str, Path] = {}
-    for path in list_image_files(folder):  # hidden temporaries of atomic writes skipped
+    scan = scan_image_folder(folder)
+    for path in scan.files:  # hidden temporaries of atomic writes skipped
         if path.stem in images:
             raise EvaluationError(
                 f"{folder}: two images share the stem {path.stem!r} "
@@ -124,6 +125,11 @@ def list_images(folder: str | Path) -> dict[str, Path]:
         images[path.stem] = path
     if not images:
         suffixes = ", ".join(sorted(IMAGE_SUFFIXES))
+        if scan.left_out:  # a dataset kept in sub-folders: only the folder itself is read
+            raise EvaluationError(
+                f"{folder}: no images directly inside, {len(scan.left_out)} sub-folder(s) not "
+                "read: give the folder that holds the images"
+            )
         raise EvaluationError(f"{folder}: no images found (looked for {suffixes})")
     return images
 
