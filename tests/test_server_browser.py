@@ -342,3 +342,50 @@ def test_a_download_after_a_server_restart_enhances_the_photo_again(
     finally:
         context.close()
         httpd.stop()
+
+
+def test_remove_stops_the_photo_being_enhanced_and_the_next_one_starts(
+    browser, tmp_path: Path
+) -> None:
+    net = EnhancementNet().eval()
+    with torch.no_grad():  # light_half_net's: never a degenerate light map
+        net.cond_add1.weight.zero_()
+        net.cond_add1.bias.fill_(0.5)
+    calls: list[int] = []
+    release = threading.Event()
+
+    def hold_the_first_photo(module: torch.nn.Module, args: object) -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            release.wait(20)
+
+    for module in net.modules():
+        if not list(module.children()):
+            module.register_forward_pre_hook(hold_the_first_photo)
+    lines: list[str] = []
+    httpd = make_server(net, "127.0.0.1", 0, log_line=lines.append)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.goto(f"http://127.0.0.1:{httpd.server_port}/")
+        first = _jpeg_with_metadata(tmp_path / "slow.jpg", _dark())
+        second = _jpeg_with_metadata(tmp_path / "next.jpg", _dark(seed=3))
+        page.set_input_files("#file", [str(first), str(second)])
+        page.wait_for_function("() => document.querySelector('#list .state').textContent"
+                               ".startsWith('enhancing')")  # fmt: skip
+        page.click("#list li:first-child .remove", timeout=3000)
+        assert page.locator("#list .name").all_text_contents() == ["next.jpg"]
+        release.set()
+        _wait_status(page, "1 photo: 1 done")
+        stopped: list[str] = []
+        for _ in range(100):  # its line is written as its thread ends: at most 10 s
+            if stopped := [line for line in lines if "slow.jpg" in line]:
+                break
+            page.wait_for_timeout(100)
+        assert stopped and "stopped" in stopped[0], stopped
+        assert page.get_attribute("#list .remove", "aria-label") == "Remove next.jpg"
+    finally:
+        release.set()
+        context.close()
+        httpd.stop()

@@ -50,6 +50,10 @@ PAGE = r"""<!doctype html>
   .thumb .state { display: block; font-size: 0.8rem; color: var(--muted); }
   .thumb.failed .state { color: var(--bad); }
   .thumb progress { width: 100%; height: 0.5rem; }
+  #list li { position: relative; }
+  #list .thumb { padding-right: 2rem; }
+  .remove { position: absolute; top: 0.2rem; right: 0.2rem; padding: 0 0.4rem;
+            line-height: 1.4; font-size: 0.9rem; }
   .controls { display: flex; flex-wrap: wrap; gap: 0.5rem 1rem; align-items: center;
               margin: 0.4rem 0; }
   .controls label { display: flex; gap: 0.4rem; align-items: center; }
@@ -220,9 +224,14 @@ function addPhoto(file) {
   const li = document.createElement("li");
   li.innerHTML = '<button type="button" class="thumb" aria-current="false"><canvas width="56" ' +
     'height="42" aria-hidden="true"></canvas><span><span class="name"></span>' +
-    '<span class="state">queued</span><progress max="100" value="0"></progress></span></button>';
+    '<span class="state">queued</span><progress max="100" value="0"></progress></span></button>' +
+    '<button type="button" class="remove" title="Remove (stops it if it is being enhanced)">' +
+    '×</button>';
   li.querySelector(".name").textContent = file.name;
-  li.querySelector("button").addEventListener("click", () => select(photo));
+  li.querySelector(".thumb").addEventListener("click", () => select(photo));
+  const remove = li.querySelector(".remove");
+  remove.setAttribute("aria-label", `Remove ${file.name}`);
+  remove.addEventListener("click", () => removePhoto(photo));
   photo.li = li;
   $("list").appendChild(li);
   photos.push(photo);
@@ -231,9 +240,27 @@ function addPhoto(file) {
   queue = queue.then(() => upload(photo));  // one at a time, in upload order
 }
 
+// Remove: a queued photo is skipped; one being uploaded or enhanced is aborted, which the
+// server notices and stops the engine within a tile, so the next photo starts at once.
+function removePhoto(photo) {
+  photo.removed = true;
+  if (photo.xhr) photo.xhr.abort();
+  const index = photos.indexOf(photo);
+  photos.splice(index, 1);
+  photo.li.remove();
+  if (selected === photo) {
+    selected = null;
+    const next = photos[Math.min(index, photos.length - 1)];
+    if (next) { select(next); next.li.querySelector(".thumb").focus(); } else showSelected();
+  }
+  updateStatus();
+}
+
 function upload(photo) {
+  if (photo.removed) return Promise.resolve();
   return new Promise((resolve) => {
     const xhr = new XMLHttpRequest();
+    photo.xhr = xhr;
     xhr.open("POST", "/enhance?name=" + encodeURIComponent(photo.name));
     xhr.responseType = "text";
     const bar = photo.li.querySelector("progress");
@@ -242,7 +269,15 @@ function upload(photo) {
       if (e.lengthComputable) { bar.value = (100 * e.loaded) / e.total;
         photo.li.querySelector(".state").textContent = `uploading ${Math.round(bar.value)}%`; }
     };
-    xhr.upload.onload = () => setState(photo, "enhancing", "enhancing…");
+    xhr.upload.onload = () => {  // no progress from the engine: the time it has taken
+      const started = Date.now();
+      setState(photo, "enhancing", "enhancing…");
+      const tick = setInterval(() => {
+        if (photo.state !== "enhancing" || photo.removed) { clearInterval(tick); return; }
+        const seconds = Math.round((Date.now() - started) / 1000);
+        photo.li.querySelector(".state").textContent = `enhancing… ${seconds} s`;
+      }, 1000);
+    };
     xhr.onload = async () => {
       if (xhr.status !== 200) {
         photo.error = (xhr.responseText || `error ${xhr.status}`).trim();
@@ -265,6 +300,8 @@ function upload(photo) {
       }
       resolve();
     };
+    xhr.onabort = () => resolve();  // removed: the queue goes on
+    xhr.onloadend = () => { photo.xhr = null; };
     xhr.onerror = () => { photo.error = `${photo.name}: the server did not answer`;
       setState(photo, "failed", photo.error); resolve(); };
     xhr.send(photo.file);
