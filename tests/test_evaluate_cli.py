@@ -472,3 +472,17 @@ def test_a_folder_whose_images_are_in_sub_folders_says_so(dataset, tmp_path: Pat
     result = _run("--pred", str(nested), "--gt", str(dataset["gt"]), "--no-lpips", "--no-nr")
     assert result.exit_code == 1
     assert "1 sub-folder(s) not read" in result.output and str(nested) in result.output
+
+
+def test_methods_scored_on_different_images_are_said_not_comparable(dataset) -> None:
+    """With --skip-unmatched (or a file that fails) each method's mean is over its own
+    images: the comparison table would rank means of different sets without a word."""
+    (dataset["b"] / "s1.png").unlink()
+    args = ["--pred", str(dataset["a"]), "--pred", str(dataset["b"]), "--gt", str(dataset["gt"])]
+    result = _run(*args, "--no-lpips", "--no-nr", "--skip-unmatched")
+    assert result.exit_code == 0, result.output
+    notes = [line for line in result.output.splitlines() if "different images" in line]
+    assert len(notes) == 1 and "a 2, b 1; 1 in all of them" in notes[0], result.output
+    (dataset["a"] / "s1.png").unlink()  # the same images again: nothing to say
+    result = _run(*args, "--no-lpips", "--no-nr", "--skip-unmatched")
+    assert result.exit_code == 0 and "different images" not in result.output
