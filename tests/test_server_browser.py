@@ -389,3 +389,32 @@ def test_remove_stops_the_photo_being_enhanced_and_the_next_one_starts(
         release.set()
         context.close()
         httpd.stop()
+
+
+def test_a_photo_over_the_upload_limit_is_refused_without_sending_it(
+    browser, light_half_net, tmp_path: Path
+) -> None:
+    httpd = make_server(
+        light_half_net, "127.0.0.1", 0, max_upload_bytes=2**20, log_line=lambda line: None
+    )
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.goto(f"http://127.0.0.1:{httpd.server_port}/")
+        posted: list[str] = []
+        page.on("request", lambda request: posted.append(request.url))
+        big = tmp_path / "big.png"
+        rng = np.random.default_rng(0)
+        Image.fromarray(rng.integers(0, 255, (700, 700, 3), dtype=np.uint8)).save(big)
+        size = big.stat().st_size
+        assert size > 2**20
+        page.set_input_files("#file", str(big))
+        _wait_status(page, "1 photo: 0 done, 1 failed")
+        # the server's own words (a 413), but not a byte sent
+        expected = f"big.png: {size:,} bytes is over the 1,048,576-byte (1 MB) upload limit"
+        assert page.text_content("#list .state") == expected
+        assert posted == []
+    finally:
+        context.close()
+        httpd.stop()

@@ -459,8 +459,10 @@ class _Handler(BaseHTTPRequestHandler):
         query = parse_qs(url.query, keep_blank_values=True)
         if url.path == "/":
             strength = self.server.strength
-            page = PAGE.replace("__RAVE_STRENGTH__", f"{strength:g}").replace(
-                "__RAVE_STRENGTH_MAX__", f"{max(SLIDER_MAX_STRENGTH, strength):g}"
+            page = (
+                PAGE.replace("__RAVE_STRENGTH__", f"{strength:g}")
+                .replace("__RAVE_STRENGTH_MAX__", f"{max(SLIDER_MAX_STRENGTH, strength):g}")
+                .replace("__RAVE_MAX_UPLOAD__", str(self.server.limits.max_upload_bytes))
             )
             self._reply(HTTPStatus.OK, page.encode(), "text/html; charset=utf-8")
         elif url.path == "/health":

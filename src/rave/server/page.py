@@ -3,7 +3,8 @@
 The server runs the network once per photo and sends a preview with its light map
 (:func:`rave.server.store.encode_view`); the page computes ``I / L**S`` itself, so a
 strength slider moves without any request. ``__RAVE_STRENGTH__`` is replaced by the
-server's ``--strength``, ``__RAVE_STRENGTH_MAX__`` by the sliders' end (2, or that strength
+server's ``--strength``, ``__RAVE_MAX_UPLOAD__`` by its upload limit in bytes,
+``__RAVE_STRENGTH_MAX__`` by the sliders' end (2, or that strength
 if larger: a range input would silently clamp it).
 """
 
@@ -129,6 +130,7 @@ PAGE = r"""<!doctype html>
 "use strict";
 const $ = (id) => document.getElementById(id);
 const DEFAULT_STRENGTH = parseFloat("__RAVE_STRENGTH__") || 1;
+const MAX_UPLOAD = Number("__RAVE_MAX_UPLOAD__");  // bytes: the server's --max-upload-mb
 const photos = [];  // in upload order
 let selected = null, queue = Promise.resolve(), holding = false;
 let zoom = null;  // {view, cx, cy} when showing a region at 100%
@@ -258,6 +260,15 @@ function removePhoto(photo) {
 
 function upload(photo) {
   if (photo.removed) return Promise.resolve();
+  if (photo.file.size > MAX_UPLOAD) {
+    // The server's 413 in its words, without sending the bytes (over a slow network the
+    // answer could be lost in the reset that refusing a body ends with).
+    const mb = Number((MAX_UPLOAD / 2 ** 20).toPrecision(3));
+    photo.error = `${photo.name}: ${photo.file.size.toLocaleString("en-US")} bytes is over ` +
+      `the ${MAX_UPLOAD.toLocaleString("en-US")}-byte (${mb} MB) upload limit`;
+    setState(photo, "failed", photo.error);
+    return Promise.resolve();
+  }
   return new Promise((resolve) => {
     const xhr = new XMLHttpRequest();
     photo.xhr = xhr;
