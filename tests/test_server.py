@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import struct
 import threading
 import urllib.error
@@ -79,6 +80,18 @@ def test_page_is_served_offline(server: str) -> None:
     assert status == 200 and headers["Content-Type"].startswith("text/html")
     assert "<title>rave" in page and "/enhance" in page
     assert "http://" not in page and "https://" not in page  # nothing from a CDN
+
+
+def test_the_file_chooser_offers_every_photo_rave_reads(server: str) -> None:
+    from rave.io.formats import HEIF_SUFFIXES, IMAGE_SUFFIXES, RAW_SUFFIXES
+
+    page = _request(server + "/")[2].decode()
+    accept = re.search(r'id="file"[^>]* accept="([^"]*)"', page)
+    assert accept is not None
+    offered = set(accept.group(1).split(","))
+    # "image/*" alone leaves out HEIC and camera RAW where the system has no MIME type for them
+    assert offered >= HEIF_SUFFIXES | RAW_SUFFIXES and offered >= IMAGE_SUFFIXES
+    assert "HEIC" in page and "RAW" in page  # and the help line says so
 
 
 def test_download_at_strength_one_is_the_engines_result_with_metadata(server: str, net) -> None:

@@ -62,6 +62,7 @@ import numpy as np
 from torch import nn
 
 from rave.cli._options import MAX_STRENGTH  # rave enhance --strength's cap, for URLs too
+from rave.io.formats import IMAGE_SUFFIXES
 from rave.io.library_messages import outside_captures
 from rave.io.printable import printable
 from rave.server.page import PAGE
@@ -463,6 +464,7 @@ class _Handler(BaseHTTPRequestHandler):
                 PAGE.replace("__RAVE_STRENGTH__", f"{strength:g}")
                 .replace("__RAVE_STRENGTH_MAX__", f"{max(SLIDER_MAX_STRENGTH, strength):g}")
                 .replace("__RAVE_MAX_UPLOAD__", str(self.server.limits.max_upload_bytes))
+                .replace("__RAVE_SUFFIXES__", ",".join(sorted(IMAGE_SUFFIXES)))
             )
             self._reply(HTTPStatus.OK, page.encode(), "text/html; charset=utf-8")
         elif url.path == "/health":

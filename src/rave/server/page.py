@@ -4,6 +4,8 @@ The server runs the network once per photo and sends a preview with its light ma
 (:func:`rave.server.store.encode_view`); the page computes ``I / L**S`` itself, so a
 strength slider moves without any request. ``__RAVE_STRENGTH__`` is replaced by the
 server's ``--strength``, ``__RAVE_MAX_UPLOAD__`` by its upload limit in bytes,
+``__RAVE_SUFFIXES__`` by the suffixes rave reads (for the file chooser: ``image/*`` leaves
+out HEIC or RAW on some systems),
 ``__RAVE_STRENGTH_MAX__`` by the sliders' end (2, or that strength
 if larger: a range input would silently clamp it).
 """
@@ -82,11 +84,12 @@ PAGE = r"""<!doctype html>
 <h1>rave: brighten backlit photos</h1>
 <div id="drop">
   <strong>Drop photos here</strong> or
-  <input id="file" class="sr-only" type="file" multiple accept="image/*,.tif,.tiff"
+  <input id="file" class="sr-only" type="file" multiple accept="image/*,__RAVE_SUFFIXES__"
          aria-describedby="drophelp">
   <label for="file" id="choose" class="button">choose photos</label>
-  <div id="drophelp" style="font-size:0.85rem;color:#555">JPEG, PNG, TIFF, WebP, BMP;
-  enhanced one at a time on this computer, at full resolution, EXIF and colour profile kept.
+  <div id="drophelp" style="font-size:0.85rem;color:#555">JPEG, PNG, TIFF, HEIC, WebP, BMP,
+  camera RAW; enhanced one at a time on this computer, at full resolution, EXIF and colour
+  profile kept.
   </div>
 </div>
 <div id="status" role="status" aria-live="polite"></div>
