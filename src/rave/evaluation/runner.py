@@ -429,16 +429,16 @@ def evaluate_folders(
     finally:
         bar.close()
 
-    scored: dict[str, set[str]] = {name: set() for name in methods}
+    images_of: dict[str, set[str]] = {name: set() for name in methods}
     for record in result.records:
-        scored.setdefault(record["method"], set()).add(record["image"])
-    scored.pop("input", None)
-    if len(scored) > 1 and len({frozenset(images) for images in scored.values()}) > 1:
+        images_of.setdefault(record["method"], set()).add(record["image"])
+    images_of.pop("input", None)
+    if len(images_of) > 1 and len({frozenset(images) for images in images_of.values()}) > 1:
         # Skipped pairs or failed files: each mean is then over its own images.
-        everywhere = set.intersection(*scored.values())
-        counts = ", ".join(f"{name} {len(images)}" for name, images in scored.items())
+        everywhere = set.intersection(*images_of.values())
+        counts = ", ".join(f"{name} {len(images)}" for name, images in images_of.items())
         result.notes.append(
-            f"the methods were scored on different images ({counts}; {len(everywhere)} in "
+            f"the methods were images_of on different images ({counts}; {len(everywhere)} in "
             "all of them): their means are not over the same set"
         )
     present = {key for record in result.records for key in record}
