@@ -418,3 +418,10 @@ def test_a_photo_over_the_upload_limit_is_refused_without_sending_it(
     finally:
         context.close()
         httpd.stop()
+
+
+def test_the_photo_is_an_image_with_a_name_for_screen_readers(page, tmp_path: Path) -> None:
+    page.set_input_files("#file", str(_jpeg_with_metadata(tmp_path / "a11y.jpg", _dark())))
+    _wait_status(page, "1 photo: 1 done")
+    # a canvas without a role is left out of the accessibility tree, its aria-label unread
+    assert page.get_by_role("img", name="Enhanced photo").count() == 1

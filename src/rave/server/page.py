@@ -117,7 +117,7 @@ PAGE = r"""<!doctype html>
         <a id="download" class="button primary" href="#" download>Download</a>
       </div>
       <div id="stage">
-        <canvas id="view" tabindex="0"
+        <canvas id="view" tabindex="0" role="img"
           aria-label="Enhanced photo; click or Zoom 100% for full size, arrow keys move">
         </canvas>
         <div id="splitline" hidden></div>
