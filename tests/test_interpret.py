@@ -303,3 +303,31 @@ def test_plot_ranking_tick_labels_do_not_run_into_each_other(tmp_path: Path, mon
         gaps = [right.x0 - left.x1 for left, right in itertools.pairwise(boxes)]
         assert min(gaps) > 20, gaps  # pixels between neighbouring labels
     plt.close("all")
+
+
+def test_interpret_cli_refuses_a_top_whose_two_ends_would_overlap(
+    tiny_clip, tmp_path: Path, monkeypatch
+) -> None:
+    import rave.encoders
+    import rave.guidance.shift
+    from rave.cli import main
+
+    residual = tmp_path / "r.pt"
+    _residual_file(tiny_clip, residual)
+
+    def never(*args, **kwargs):
+        raise AssertionError("the encoder was loaded before --top was checked")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(rave.encoders, "create_encoder", never)
+        args = ["interpret", str(residual), "--top", "6", "--vocab-limit", "10"]
+        line = one_error_line(CliRunner().invoke(main, args), 2)
+    assert "--top 6" in line and "--vocab-limit 10" in line
+    # without --vocab-limit, the vocabulary's own size (10 entries here) is the bound
+    ten = VocabEmbeddings([f"t{i}</w>" for i in range(10)], torch.eye(10, tiny_clip.embed_dim))
+    monkeypatch.setattr(rave.encoders, "create_encoder", lambda *a, **k: tiny_clip)
+    monkeypatch.setattr(rave.guidance.shift, "build_vocabulary", lambda *a, **k: ten)
+    result = CliRunner().invoke(main, ["interpret", str(residual), "--top", "6"])
+    assert "--top 6" in one_error_line(result, 2) and "most aligned" not in result.output
+    result = CliRunner().invoke(main, ["interpret", str(residual), "--top", "5"])
+    assert result.exit_code == 0, result.output  # 5 + 5 distinct tokens

@@ -9,6 +9,7 @@ import click
 
 from rave.cli._options import (
     OutputPath,
+    UsageProblem,
     check_output_file,
     device_option,
     quiet_option,
@@ -48,6 +49,14 @@ def load_direction(path: Path) -> tuple[Any, str, str]:
             raise ValueError(f"{path}: prompt features of shape {tuple(features.shape)}") from None
         return F.normalize(features[1] - features[0], dim=0), encoder, "prompts"
     return rv.residual.float(), rv.encoder, "residual"
+
+
+def _overlap(top_k: int, vocabulary: str) -> str:
+    """The refusal of a --top whose two ends would share tokens."""
+    return (
+        f"--top {top_k} shows {2 * top_k} tokens in all, {vocabulary} fewer: the two ends "
+        "would list the same tokens; lower --top"
+    )
 
 
 @click.command("interpret")
@@ -131,6 +140,8 @@ def interpret_command(
     from rave.guidance.interpret import plot_ranking, rank_tokens
     from rave.guidance.shift import build_vocabulary
 
+    if vocab_limit is not None and 2 * top_k > vocab_limit:
+        raise click.UsageError(_overlap(top_k, f"--vocab-limit {vocab_limit} encodes"))
     if plot is not None:
         # Both before the vocabulary is encoded (minutes): a missing package names its
         # extra (rave.cli.LazyGroup), a path that cannot be written is one line.
@@ -171,6 +182,8 @@ def interpret_command(
             use_cache=not no_cache,
             progress=not quiet,
         )
+        if 2 * top_k > len(vocab.tokens):  # a decoded vocabulary has fewer entries than ids
+            raise UsageProblem(_overlap(top_k, f"the {vocabulary} vocabulary has"))
         ranking = rank_tokens(direction, vocab, top_k)
     except (ValueError, FileNotFoundError, RuntimeError) as err:
         raise click.ClickException(str(err)) from None
