@@ -246,8 +246,21 @@ def test_narrow_screen_has_no_sideways_scroll(browser, site, tmp_path: Path) -> 
     _wait_status(page, "1 photo: 1 done")
     width = page.evaluate("document.scrollingElement.scrollWidth")
     view = page.locator("#view").bounding_box()
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"\xff\xd8\xff not a photo")
+    page.set_input_files("#file", str(bad))
+    _wait_status(page, "2 photos: 1 done, 1 failed")
+    # A failed photo's long error is cut to two lines in the list (shown whole when
+    # selected), not a tall card: two lines of its 0.8rem text are under 2.5 lines of the
+    # 0.85rem name above it, three are not.
+    name, state = (
+        page.locator(f"#list li:nth-child(2) {part}").bounding_box() for part in (".name", ".state")
+    )
+    page_text = page.text_content("#list li:nth-child(2) .state")
     context.close()
     assert width <= 390 and view is not None and view["width"] <= 390
+    assert name is not None and state is not None
+    assert state["height"] < 2.5 * name["height"], (state, name, page_text)
 
 
 def test_disabled_download_links_save_nothing(page, tmp_path: Path) -> None:

@@ -41,7 +41,7 @@ PAGE = r"""<!doctype html>
   @media (max-width: 700px) { #list { flex-direction: row; overflow-x: auto;
           max-height: none; } #list li { min-width: 12rem; max-width: 12rem; }
     /* the full error of a failed photo is shown below when it is selected */
-    .thumb .state { display: -webkit-box; -webkit-line-clamp: 2; -webkit-box-orient: vertical;
+    #list .thumb .state { display: -webkit-box; -webkit-line-clamp: 2; -webkit-box-orient: vertical;
                     overflow: hidden; } }
   .thumb { display: flex; gap: 0.5rem; width: 100%; align-items: center; text-align: left;
            border: 1px solid #ccc; border-radius: 6px; background: #fff; padding: 0.3rem;
