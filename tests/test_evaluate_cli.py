@@ -486,3 +486,31 @@ def test_methods_scored_on_different_images_are_said_not_comparable(dataset) -> 
     (dataset["a"] / "s1.png").unlink()  # the same images again: nothing to say
     result = _run(*args, "--no-lpips", "--no-nr", "--skip-unmatched")
     assert result.exit_code == 0 and "different images" not in result.output
+
+
+def test_report_names_no_best_brightness(dataset, tmp_path: Path) -> None:
+    """Brighter is not better (an over-exposed result is brighter than a good one): the
+    report marks no best mean/p10 luma and gives them no direction."""
+    import re
+
+    out = tmp_path / "out"
+    result = _run(
+        "--pred", str(dataset["a"]), "--pred", str(dataset["b"]), "--no-nr", "-o", str(out)
+    )
+    assert result.exit_code == 0, result.output
+    page = (out / "report.html").read_text()
+    table = page[page.index("<table>") : page.index("</table>")]
+    header = re.findall(r"<th>(.*?)</th>", table)
+    rows = {
+        cells[0]: cells
+        for cells in (re.findall(r"<td>(.*?)</td>", row) for row in table.split("<tr>")[2:])
+    }
+    for label in ("mean luma", "p10 luma"):
+        assert label in header  # no arrow after it
+        column = header.index(label)
+        assert all("<b>" not in rows[m][column] for m in ("a", "b")), rows
+    # the directions that exist are kept
+    assert "clipped &darr;" in header
+    metrics = json.loads((out / "summary.json").read_text())["metrics"]
+    assert metrics["mean_luma"]["higher_is_better"] is None
+    assert metrics["clipped"]["higher_is_better"] is False

@@ -154,7 +154,7 @@ def write_report(
 
 
 def _primary_metric(result: EvaluationResult) -> str | None:
-    for name in ("psnr_ref", "psnr", "niqe", "mean_luma"):
+    for name in ("psnr_ref", "psnr", "niqe", "brisque", "clipped"):
         if name in result.metrics:
             return name
     return None
@@ -249,10 +249,12 @@ def _html(
     best: dict[str, float] = {}
     for name in result.metrics:
         values = [v[name] for m, v in summary.items() if m != "input" and not math.isnan(v[name])]
-        if values:
-            best[name] = max(values) if METRICS[name].higher_is_better else min(values)
+        direction = METRICS[name].higher_is_better
+        if values and direction is not None:  # brightness has no best
+            best[name] = max(values) if direction else min(values)
+    arrows = {True: " &uarr;", False: " &darr;", None: ""}
     head = "".join(
-        f"<th>{esc(METRICS[m].label)} {'&uarr;' if METRICS[m].higher_is_better else '&darr;'}</th>"
+        f"<th>{esc(METRICS[m].label)}{arrows[METRICS[m].higher_is_better]}</th>"
         for m in result.metrics
     )
     body = ""

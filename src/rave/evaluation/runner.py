@@ -38,10 +38,11 @@ MATCHES = ("stem", "reference")
 
 @dataclass(frozen=True)
 class MetricInfo:
-    """How to show a metric: label, which direction is better, and which protocol it follows."""
+    """How to show a metric: label, which direction is better (None: neither), and which
+    protocol it follows."""
 
     label: str
-    higher_is_better: bool
+    higher_is_better: bool | None  # None: no better direction (brightness)
     group: str  # "reference", "standard", "no-reference" or "exposure"
 
 
@@ -57,8 +58,9 @@ METRICS: dict[str, MetricInfo] = {
     "lpips": MetricInfo("LPIPS", False, "standard"),
     "niqe": MetricInfo("NIQE", False, "no-reference"),
     "brisque": MetricInfo("BRISQUE", False, "no-reference"),
-    "mean_luma": MetricInfo("mean luma", True, "exposure"),
-    "p10_luma": MetricInfo("p10 luma", True, "exposure"),
+    # Brighter is not better: an over-exposed result is brighter than a good one.
+    "mean_luma": MetricInfo("mean luma", None, "exposure"),
+    "p10_luma": MetricInfo("p10 luma", None, "exposure"),
     "clipped": MetricInfo("clipped", False, "exposure"),
     "shadow_mean_lift": MetricInfo("shadow lift (mean)", True, "exposure"),
     "shadow_p10_lift": MetricInfo("shadow lift (p10)", True, "exposure"),
