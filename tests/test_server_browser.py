@@ -357,15 +357,13 @@ def test_a_download_after_a_server_restart_enhances_the_photo_again(
         httpd.stop()
 
 
-def test_remove_stops_the_photo_being_enhanced_and_the_next_one_starts(
-    browser, tmp_path: Path
-) -> None:
+def _held_server(release: threading.Event, lines: list[str]) -> Any:
+    """A serving server whose first photo stays "enhancing" until ``release`` is set."""
     net = EnhancementNet().eval()
     with torch.no_grad():  # light_half_net's: never a degenerate light map
         net.cond_add1.weight.zero_()
         net.cond_add1.bias.fill_(0.5)
     calls: list[int] = []
-    release = threading.Event()
 
     def hold_the_first_photo(module: torch.nn.Module, args: object) -> None:
         calls.append(1)
@@ -375,9 +373,17 @@ def test_remove_stops_the_photo_being_enhanced_and_the_next_one_starts(
     for module in net.modules():
         if not list(module.children()):
             module.register_forward_pre_hook(hold_the_first_photo)
-    lines: list[str] = []
     httpd = make_server(net, "127.0.0.1", 0, log_line=lines.append)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return httpd
+
+
+def test_remove_stops_the_photo_being_enhanced_and_the_next_one_starts(
+    browser, tmp_path: Path
+) -> None:
+    release = threading.Event()
+    lines: list[str] = []
+    httpd = _held_server(release, lines)
     context = browser.new_context()
     try:
         page = context.new_page()
@@ -438,3 +444,30 @@ def test_the_photo_is_an_image_with_a_name_for_screen_readers(page, tmp_path: Pa
     _wait_status(page, "1 photo: 1 done")
     # a canvas without a role is left out of the accessibility tree, its aria-label unread
     assert page.get_by_role("img", name="Enhanced photo").count() == 1
+
+
+def test_leaving_the_page_while_photos_are_being_enhanced_asks_first(
+    browser, tmp_path: Path
+) -> None:
+    release = threading.Event()
+    httpd = _held_server(release, [])
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.goto(f"http://127.0.0.1:{httpd.server_port}/")
+        page.set_input_files("#file", str(_jpeg_with_metadata(tmp_path / "w.jpg", _dark())))
+        page.wait_for_function("() => document.querySelector('#list .state').textContent"
+                               ".startsWith('enhancing')")  # fmt: skip
+        page.click("#allstrength")  # a page the user has not touched may not ask
+        with page.expect_event("dialog", timeout=5000) as info:
+            page.close(run_before_unload=True)  # a reload or closed tab lost the queue
+        assert info.value.type == "beforeunload"
+        info.value.dismiss()  # stay
+        release.set()
+        _wait_status(page, "1 photo: 1 done")
+        page.close(run_before_unload=True)  # nothing in progress: no question
+        page.wait_for_event("close", timeout=5000)
+    finally:
+        release.set()
+        context.close()
+        httpd.stop()

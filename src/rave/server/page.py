@@ -505,6 +505,14 @@ function enhanceAgain(photo) {
   queue = queue.then(() => upload(photo));
 }
 
+// Leaving (reload, closed tab) drops the queue and the photo being enhanced: ask first.
+window.addEventListener("beforeunload", (e) => {
+  if (photos.some((p) => !["done", "failed"].includes(p.state))) {
+    e.preventDefault();
+    e.returnValue = "";
+  }
+});
+
 const drop = $("drop"), input = $("file");
 // The whole zone opens the chooser for mice; the label and the input do it themselves.
 drop.addEventListener("click", (e) => { if (e.target === drop) input.click(); });
