@@ -514,3 +514,27 @@ def test_report_names_no_best_brightness(dataset, tmp_path: Path) -> None:
     metrics = json.loads((out / "summary.json").read_text())["metrics"]
     assert metrics["mean_luma"]["higher_is_better"] is None
     assert metrics["clipped"]["higher_is_better"] is False
+
+
+def test_a_model_failure_is_said_when_it_leaves_a_reference_unmatched(
+    dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rave.session import Enhancer
+
+    real, calls = Enhancer.enhance_pixels, []
+
+    def fails_on_s1(self, pixels):  # the photos are enhanced in name order: s0, s1
+        calls.append(1)
+        if len(calls) == 2:
+            raise MemoryError("cannot allocate 3 GB")
+        return real(self, pixels)
+
+    monkeypatch.setattr(Enhancer, "enhance_pixels", fails_on_s1)
+    args = ["--input", str(dataset["inputs"]), "--model", str(_checkpoint(tmp_path))]
+    result = _run(
+        *args, "--gt", str(dataset["gt"]), "--no-nr", "--no-lpips", "-q", "-o", str(tmp_path / "o")
+    )
+    assert result.exit_code == 1
+    lines = result.output.splitlines()
+    assert f"error: {dataset['inputs'] / 's1.png'}: MemoryError: cannot allocate 3 GB" in lines
+    assert "no partner" in lines[-1]  # then why nothing was scored

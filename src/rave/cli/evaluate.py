@@ -285,6 +285,8 @@ def evaluate_command(
             progress_bar=not (quiet or verbose),
         )
     except EvaluationError as error:
+        for line in model_errors:  # why an enhanced image is missing (unmatched, say)
+            click.echo(f"error: {line}", err=True)
         raise click.ClickException(str(error)) from error
     for note in dict.fromkeys(result.notes) if not quiet else ():
         click.echo(f"note: {note}", err=True)
