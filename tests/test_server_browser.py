@@ -471,3 +471,22 @@ def test_leaving_the_page_while_photos_are_being_enhanced_asks_first(
         release.set()
         context.close()
         httpd.stop()
+
+
+def test_removing_with_the_keyboard_keeps_the_focus_in_the_list(page, tmp_path: Path) -> None:
+    photos = [_jpeg_with_metadata(tmp_path / f"{n}.jpg", _dark(seed=n)) for n in range(3)]
+    page.set_input_files("#file", [str(path) for path in photos])
+    _wait_status(page, "3 photos: 3 done")
+    page.locator("#list .thumb").nth(2).click()  # another photo is selected
+    page.focus("#list li:first-child .remove")
+    page.keyboard.press("Enter")
+    assert page.locator("#list .name").all_text_contents() == ["1.jpg", "2.jpg"]
+    # on the photo that took its place, not lost to the page's start
+    assert page.evaluate("document.activeElement.textContent").startswith("1.jpg")
+    page.keyboard.press("Tab")
+    page.keyboard.press("Enter")  # its remove button
+    page.keyboard.press("Tab")
+    page.keyboard.press("Enter")
+    assert page.locator("#list li").count() == 0
+    assert page.evaluate("document.activeElement.id") == "file"  # the chooser
+    assert page.is_visible("#empty")

@@ -251,13 +251,15 @@ function removePhoto(photo) {
   photo.removed = true;
   if (photo.xhr) photo.xhr.abort();
   const index = photos.indexOf(photo);
+  const focused = photo.li.contains(document.activeElement);  // keyboard users keep a place
   photos.splice(index, 1);
   photo.li.remove();
+  const next = photos[Math.min(index, photos.length - 1)];
   if (selected === photo) {
     selected = null;
-    const next = photos[Math.min(index, photos.length - 1)];
-    if (next) { select(next); next.li.querySelector(".thumb").focus(); } else showSelected();
+    if (next) select(next); else showSelected();
   }
+  if (focused) (next ? next.li.querySelector(".thumb") : input).focus();
   updateStatus();
 }
 
