@@ -75,17 +75,17 @@ def shell_lines(text: str) -> list[tuple[str, int]]:
     return lines
 
 
-def rave_invocations(text: str) -> list[tuple[list[str], str]]:
+def rave_invocations(text: str, name: str = "README.md") -> list[tuple[list[str], str]]:
     """(argv after ``rave``, where) of every ``rave COMMAND ...`` in blocks and inline code."""
     found = []
     for command, number in shell_lines(text):
         words = shlex.split(command)
         if "rave" in words:  # also `torchrun ... --no-python rave train ...`
-            found.append((words[words.index("rave") + 1 :], f"README.md:{number}: {command}"))
+            found.append((words[words.index("rave") + 1 :], f"{name}:{number}: {command}"))
     for span in inline_spans(text):
         words = span.split()
         if len(words) >= 2 and words[0] == "rave" and words[1] in COMMANDS:
-            found.append((words[1:], f"README.md inline: `{span}`"))
+            found.append((words[1:], f"{name} inline: `{span}`"))
     return found
 
 
@@ -157,9 +157,10 @@ def script_options(path: Path) -> set[str]:
     }
 
 
-def test_every_option_of_a_script_in_the_readme_is_defined_by_that_script():
+def script_option_problems(text: str) -> tuple[list[str], int]:
+    """`scripts/X.py --opt` and `benchmarks/X.py --opt` spans whose script has no --opt."""
     wrong, checked = [], 0
-    for span in inline_spans(readme_text()):
+    for span in inline_spans(text):
         words = span.replace("[", " ").replace("]", " ").split()
         for index, word in enumerate(words):
             if not re.fullmatch(r"(scripts|benchmarks)/\w+\.py", word):
@@ -169,8 +170,44 @@ def test_every_option_of_a_script_in_the_readme_is_defined_by_that_script():
             for option in option_words(words[index + 1 :]):
                 if option not in defined:
                     wrong.append(f"`{span}`: {word} has no {option}")
+    return wrong, checked
+
+
+def test_every_option_of_a_script_in_the_readme_is_defined_by_that_script():
+    wrong, checked = script_option_problems(readme_text())
     assert checked >= 3, "the README's script commands are no longer found"
     assert not wrong, "\n".join(wrong)
+
+
+DOCS = ("docs/method.md", "docs/model_card.md", "docs/data_card.md")
+
+
+@pytest.mark.parametrize("name", DOCS)
+def test_commands_in_the_docs_are_accepted(name):
+    # the same checks, lighter, for the docs' rave and script commands
+    text = (ROOT / name).read_text(encoding="utf-8")
+    wrong = []
+    for argv, where in rave_invocations(text, name):
+        if argv[0] not in COMMANDS:
+            wrong.append(f"{where}: no command rave {argv[0]}")
+            continue
+        accepted = command_options(argv[0])
+        wrong += [f"{where}: no {o}" for o in option_words(argv[1:]) if o not in accepted]
+    wrong += script_option_problems(text)[0]
+    assert not wrong, "\n".join(wrong)
+
+
+@pytest.mark.parametrize("name", DOCS)
+def test_links_and_paths_in_the_docs_exist(name):
+    path = ROOT / name
+    text = path.read_text(encoding="utf-8")
+    missing = [
+        link
+        for link in re.findall(r"\]\(([^)#\s]+)\)", text)
+        if not link.startswith("http") and not (path.parent / link).exists()
+    ]
+    missing += [p for p in named_paths(text) if not path_exists(p)]
+    assert not missing, f"{name} names what does not exist: {missing}"
 
 
 # --- stated defaults -------------------------------------------------------------------
@@ -502,10 +539,19 @@ def named_paths(text: str) -> list[str]:
     return sorted(paths)
 
 
+def path_exists(path: str) -> bool:
+    """A file, folder or glob of the repository; ``FILE::test_name`` needs that test in FILE."""
+    file, _, test = path.partition("::")
+    found = list(ROOT.glob(file.rstrip("/")))
+    if not test or not found:
+        return bool(found)
+    return f"def {test.split('[')[0]}(" in found[0].read_text(encoding="utf-8")
+
+
 def test_every_repository_path_the_readme_names_exists():
     paths = named_paths(readme_text())
     assert len(paths) >= 10, paths
-    missing = [path for path in paths if not list(ROOT.glob(path.rstrip("/")))]
+    missing = [path for path in paths if not path_exists(path)]
     assert not missing, "README names files that are not in the repository:\n" + "\n".join(missing)
 
 
