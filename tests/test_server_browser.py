@@ -490,3 +490,14 @@ def test_removing_with_the_keyboard_keeps_the_focus_in_the_list(page, tmp_path: 
     assert page.locator("#list li").count() == 0
     assert page.evaluate("document.activeElement.id") == "file"  # the chooser
     assert page.is_visible("#empty")
+
+
+def test_every_refusal_names_the_photo(page, tmp_path: Path) -> None:
+    # What the server answers at its connection cap, before it knows which photo came
+    page.route(
+        "**/enhance?*",
+        lambda route: route.fulfill(status=503, body="too many connections; try again shortly\n"),
+    )
+    page.set_input_files("#file", str(_jpeg_with_metadata(tmp_path / "named.jpg", _dark())))
+    _wait_status(page, "1 photo: 0 done, 1 failed")
+    assert page.text_content("#error") == "named.jpg: too many connections; try again shortly"

@@ -296,7 +296,10 @@ function upload(photo) {
     };
     xhr.onload = async () => {
       if (xhr.status !== 200) {
-        photo.error = (xhr.responseText || `error ${xhr.status}`).trim();
+        // One line naming the photo: the server's refusals that come before it knows the
+        // photo (too many connections, stopping) do not name it.
+        const text = (xhr.responseText || `error ${xhr.status}`).trim();
+        photo.error = text.startsWith(`${photo.name}: `) ? text : `${photo.name}: ${text}`;
         setState(photo, "failed", photo.error);
         return resolve();
       }
