@@ -501,3 +501,24 @@ def test_every_refusal_names_the_photo(page, tmp_path: Path) -> None:
     page.set_input_files("#file", str(_jpeg_with_metadata(tmp_path / "named.jpg", _dark())))
     _wait_status(page, "1 photo: 0 done, 1 failed")
     assert page.text_content("#error") == "named.jpg: too many connections; try again shortly"
+
+
+def test_removing_a_done_photo_removes_the_servers_copy(browser, light_half_net, tmp_path):
+    httpd = make_server(light_half_net, "127.0.0.1", 0, log_line=lambda line: None)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.goto(f"http://127.0.0.1:{httpd.server_port}/")
+        page.set_input_files("#file", str(_jpeg_with_metadata(tmp_path / "p.jpg", _dark())))
+        _wait_status(page, "1 photo: 1 done")
+        assert len(httpd.store) == 1
+        with page.expect_response(
+            lambda response: response.request.method == "DELETE", timeout=5000
+        ) as info:
+            page.click("#list .remove")
+        assert info.value.status == 200
+        assert len(httpd.store) == 0 and not list(httpd.store._root.iterdir())
+    finally:
+        context.close()
+        httpd.stop()

@@ -767,3 +767,18 @@ def test_a_client_that_leaves_stops_its_photo_within_a_tile() -> None:
         assert len(server.store) == 0 and not list(server.store._root.iterdir())
     finally:
         server.stop()
+
+
+def test_delete_forgets_a_result_and_its_files_at_once(httpd: EnhanceServer) -> None:
+    result_id = _uploaded(httpd)
+    folder = httpd.store._root / result_id
+    assert (folder / "upload").exists() and (folder / "light.npy").exists()
+    assert _get(httpd, f"/result/{result_id}", "DELETE") == (200, b"forgotten\n")
+    assert not folder.exists() and len(httpd.store) == 0  # not only at the server's exit
+    assert _get(httpd, f"/result/{result_id}/view")[0] == 410
+    assert _get(httpd, f"/result/{result_id}", "DELETE")[0] == 410
+    with _connect(httpd) as sock:
+        sock.sendall(b"PUT /result/abc HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        status, headers, _ = _split(_read_all(sock))
+    assert status == 405 and headers["allow"] == "DELETE"
+    assert _get(httpd, "/", "DELETE")[0] == 405  # nothing else is deleted

@@ -29,7 +29,8 @@ JSON ``{id, name, format, width, height, notes, seconds}``; ``GET /result/ID/vie
 preview (:func:`rave.server.store.encode_view`; with ``left, top, right, bottom, max`` a
 region, e.g. at 100%); ``GET /result/ID/download?strength=S`` the full-resolution file at
 strength S (a plain decimal number from 0 to 100, as ``--strength``; default 1);
-``GET /zip?items=ID:S,ID:S`` all of them (at most as many items as results are kept). The
+``GET /zip?items=ID:S,ID:S`` all of them (at most as many items as results are kept);
+``DELETE /result/ID`` forgets a result (the page's *Remove*: its files go at once). The
 upload is the file's bytes as the body (a multipart form gets 415). The page computes
 ``I / L**S`` itself, so moving a strength slider sends nothing. ``HEAD`` answers every
 ``GET`` route (the same status and headers, no body); other methods get 405 with ``Allow``.
@@ -86,6 +87,7 @@ _CONTENT_TYPES = {
 _SAFE_STEM = re.compile(r"[^A-Za-z0-9._-]+")
 _LENGTH = re.compile(r"[0-9]{1,15}")
 _RESULT_PATH = re.compile(r"/result/([A-Za-z0-9_-]{1,64})/(view|download)")
+_RESULT = re.compile(r"/result/([A-Za-z0-9_-]{1,64})")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _SMALL_BODY_BYTES = 64 * 2**10  # unwanted bodies up to this size are read and dropped
 _CHUNK = 2**20
@@ -277,14 +279,22 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self._dispatch(self._route_post)
 
+    def do_DELETE(self) -> None:
+        self._dispatch(self._route_delete)
+
     def do_OPTIONS(self) -> None:
         self._dispatch(self._not_allowed)
 
-    do_PUT = do_DELETE = do_PATCH = do_TRACE = do_CONNECT = do_OPTIONS
+    do_PUT = do_PATCH = do_TRACE = do_CONNECT = do_OPTIONS
 
     def _not_allowed(self) -> None:
         path = urlsplit(self.path).path
-        allow = "POST" if path == "/enhance" else "GET, HEAD"
+        if path == "/enhance":
+            allow = "POST"
+        elif _RESULT.fullmatch(path):
+            allow = "DELETE"
+        else:
+            allow = "GET, HEAD"
         raise _Refused(
             HTTPStatus.METHOD_NOT_ALLOWED,
             f"{self.command} is not served: {path} answers {allow}",
@@ -484,6 +494,18 @@ class _Handler(BaseHTTPRequestHandler):
                 self._download(result, _strength(query.get("strength", ["1"])[0]))
         else:
             raise _Refused(HTTPStatus.NOT_FOUND, f"no page {url.path}")
+
+    def _route_delete(self) -> None:
+        """``DELETE /result/ID``: the page's Remove; the upload and light map go at once."""
+        match = _RESULT.fullmatch(urlsplit(self.path).path)
+        if match is None:
+            self._not_allowed()
+            return
+        result = self.server.store.forget(match.group(1))
+        if result is None:
+            raise _Refused(HTTPStatus.GONE, "this result is no longer kept")
+        self._what = f'"{printable(result.name)}"'
+        self._reply(HTTPStatus.OK, b"forgotten\n", "text/plain; charset=utf-8")
 
     def _route_post(self) -> None:
         url = urlsplit(self.path)

@@ -250,6 +250,8 @@ function addPhoto(file) {
 function removePhoto(photo) {
   photo.removed = true;
   if (photo.xhr) photo.xhr.abort();
+  // The server's copy (upload and light map) goes too, not at its exit.
+  if (photo.id) fetch(`/result/${photo.id}`, {method: "DELETE"}).catch(() => {});
   const index = photos.indexOf(photo);
   const focused = photo.li.contains(document.activeElement);  // keyboard users keep a place
   photos.splice(index, 1);

@@ -94,6 +94,14 @@ class ResultStore:
                 self._results.move_to_end(result_id)
             return result
 
+    def forget(self, result_id: str) -> Result | None:
+        """Remove a result and its files now (None if it is not kept)."""
+        with self._lock:
+            result = self._results.pop(result_id, None)
+        if result is not None:
+            shutil.rmtree(result.folder, ignore_errors=True)
+        return result
+
     def discard(self, folder: Path) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
