@@ -184,7 +184,7 @@ def tiny_clip_arch(tmp_path_factory) -> str:
 def test_clip_local_weights_file_round_trip(tiny_clip_arch, tmp_path: Path, suffix) -> None:
     import open_clip
 
-    torch.manual_seed(0)
+    torch.manual_seed(1)  # not clip:ARCH@random's own seed, so the two models differ
     source = open_clip.create_model(tiny_clip_arch, pretrained=None)
     state = {k: v.clone().contiguous() for k, v in source.state_dict().items()}
     weights = tmp_path / f"weights{suffix}"
@@ -363,3 +363,19 @@ def test_openclip_root_log_lines_stay_out_of_a_python_callers_terminal(monkeypat
         loader._load_model("ViT-B-32", "openai")
     assert "Failed to download" not in capsys.readouterr().err
     assert logging.getLogger().handlers == []  # no basicConfig handler left behind
+
+
+def test_random_clip_weights_are_the_same_in_every_process(tiny_clip_arch) -> None:
+    # A residual vector made with clip:ARCH@random is read later (rave interpret, rave
+    # shift) by a newly created encoder: it must be the same text tower.
+    torch.manual_seed(123)
+    first = create_encoder(f"clip:{tiny_clip_arch}@random").model.state_dict()
+    after_first = torch.rand(3)
+    torch.manual_seed(123)
+    torch.rand(7)  # another position in the caller's random stream
+    second = create_encoder(f"clip:{tiny_clip_arch}@random").model.state_dict()
+    assert first.keys() == second.keys()
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    # ...and creating it leaves the caller's random stream where it was.
+    torch.manual_seed(123)
+    assert torch.equal(torch.rand(3), after_first)

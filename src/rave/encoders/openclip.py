@@ -4,7 +4,8 @@ Names have the form ``clip:ARCH@SOURCE`` where ``ARCH`` is an OpenCLIP architect
 (``open_clip.list_models()``) and ``SOURCE`` is a pretrained tag (``openai``,
 ``laion2b_s34b_b88k``, ...; ``open_clip.list_pretrained()``), a path to a local weights file
 (``.pt``/``.pth``/``.bin``/``.safetensors`` state_dict, loaded with ``weights_only=True``), or
-``random`` (untrained weights, for tests). ``clip:ARCH`` means ``clip:ARCH@openai``.
+``random`` (untrained weights from a fixed seed, the same in every process; for tests).
+``clip:ARCH`` means ``clip:ARCH@openai``.
 OpenAI's original TorchScript ``.pt`` archives are refused by ``weights_only`` loading: save
 their ``torch.jit.load(path).state_dict()`` to a file first.
 
@@ -36,6 +37,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_TAG = "openai"
 RANDOM_TAG = "random"
+RANDOM_WEIGHTS_SEED = 0  # clip:ARCH@random: the same untrained weights in every process
 # Fractions of the depth whose outputs a ViT's ``features`` returns (blocks 3, 6, 9, 12 of 12).
 VIT_FEATURE_BLOCKS = (0.25, 0.5, 0.75, 1.0)
 _OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -81,7 +83,12 @@ def _create_model(arch: str, source: str) -> nn.Module:
             "(e.g. ViT-B-32, RN101, ViT-B-16)"
         )
     if source == RANDOM_TAG:
-        return open_clip.create_model(arch, pretrained=None)
+        # Seeded, so that a residual vector made with clip:ARCH@random in one process is
+        # read by the same text tower in the next (rave interpret, rave shift); forked, so
+        # that the caller's random stream is left as it was.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_WEIGHTS_SEED)
+            return open_clip.create_model(arch, pretrained=None)
     tag_cfg = open_clip.get_pretrained_cfg(arch, source)
     if tag_cfg:
         quick_gelu = bool(tag_cfg.get("quick_gelu", False))
