@@ -522,3 +522,13 @@ def test_removing_a_done_photo_removes_the_servers_copy(browser, light_half_net,
     finally:
         context.close()
         httpd.stop()
+
+
+def test_a_failed_photo_can_be_tried_again_without_choosing_it_again(page, tmp_path) -> None:
+    page.route("**/enhance?*", lambda route: route.fulfill(status=503, body="busy\n"))
+    page.set_input_files("#file", str(_jpeg_with_metadata(tmp_path / "again.jpg", _dark())))
+    _wait_status(page, "1 photo: 0 done, 1 failed")
+    page.unroute("**/enhance?*")  # the server is free again
+    page.click("#retry", timeout=3000)
+    _wait_status(page, "1 photo: 1 done")
+    assert page.is_hidden("#retry") and page.text_content("#error") == ""

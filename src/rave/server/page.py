@@ -125,6 +125,7 @@ PAGE = r"""<!doctype html>
         <span class="tag" id="origtag" style="right:0.3rem" hidden>original</span>
       </div>
       <div id="error" role="alert"></div>
+      <button id="retry" type="button" hidden>Try again</button>
       <div id="notes"></div>
     </div>
   </section>
@@ -347,6 +348,7 @@ function showSelected() {
   $("empty").hidden = !!photo; $("viewer").hidden = !photo;
   if (!photo) return;
   $("error").textContent = photo.state === "failed" ? photo.error : "";
+  $("retry").hidden = photo.state !== "failed";
   const notes = photo.notes || [];
   $("notes").textContent = notes.length ? "Notes: " + notes.join("; ") : "";
   $("strength").value = photo.strength; $("value").textContent = Number(photo.strength).toFixed(2);
@@ -505,6 +507,15 @@ async function save(wanted, url) {
   link.href = url(); link.download = ""; link.hidden = true;
   document.body.appendChild(link); link.click(); link.remove();
 }
+
+// A failed photo (server busy, over its time limit, restarted mid-upload) is sent again from
+// the file the page holds: no need to find it again.
+$("retry").addEventListener("click", () => {
+  const photo = selected;
+  if (!photo || photo.state !== "failed") return;
+  setState(photo, "queued", "queued again");
+  queue = queue.then(() => upload(photo));
+});
 
 function enhanceAgain(photo) {
   setState(photo, "queued",
