@@ -239,7 +239,7 @@ def test_keyboard_only(page, tmp_path: Path) -> None:
 
 
 def test_narrow_screen_has_no_sideways_scroll(browser, site, tmp_path: Path) -> None:
-    context = browser.new_context(viewport={"width": 390, "height": 844})
+    context = browser.new_context(viewport={"width": 375, "height": 667})
     page = context.new_page()
     page.goto(site + "/")
     page.set_input_files("#file", str(_jpeg_with_metadata(tmp_path / "n.jpg", _dark(400, 600))))
@@ -258,7 +258,7 @@ def test_narrow_screen_has_no_sideways_scroll(browser, site, tmp_path: Path) -> 
     )
     page_text = page.text_content("#list li:nth-child(2) .state")
     context.close()
-    assert width <= 390 and view is not None and view["width"] <= 390
+    assert width <= 375 and view is not None and view["width"] <= 375
     assert name is not None and state is not None
     assert state["height"] < 2.5 * name["height"], (state, name, page_text)
 
