@@ -1,8 +1,9 @@
 """The README must stay true: its commands, options, Python names, paths and set-up steps.
 
-Everything here reads README.md and checks it against the code (the command line's click
-parsers, the package's names, the repository's files, the Makefile) without running a
-network, so it takes seconds. Each check names the README line that went wrong.
+Everything here reads README.md (and, for commands, links and paths, docs/*.md) and checks
+it against the code (the command line's click parsers, the scripts' options, the package's
+names read from its source, the repository's files, the Makefile) without importing torch
+or running a network, so it takes about a second. Each check names the line that went wrong.
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ def rave_invocations(text: str, name: str = "README.md") -> list[tuple[list[str]
     found = []
     for command, number in shell_lines(text):
         words = shlex.split(command)
-        if "rave" in words:  # also `torchrun ... --no-python rave train ...`
+        if "rave" in words[:-1]:  # also `torchrun ... --no-python rave train ...`
             found.append((words[words.index("rave") + 1 :], f"{name}:{number}: {command}"))
     for span in inline_spans(text):
         words = span.split()
