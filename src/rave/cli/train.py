@@ -5,7 +5,8 @@ Multi-GPU / multi-node: launch the same command under torchrun, e.g.
 
 Exit status: 0 when the run is done (or was already complete), 1 when it fails while
 working (an encoder that cannot be loaded, a dead network), 2 for what the command line,
-the config or the resume checkpoint get wrong, 130 on Ctrl-C.
+the config or the resume checkpoint get wrong (an output_dir that cannot be written
+included), 130 on Ctrl-C and 143 on SIGTERM (both save ``last.pt`` first).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import click
 
-from rave.cli._options import UsageProblem, quiet_option
+from rave.cli._options import UsageProblem, check_output_folder, quiet_option
 
 __all__ = ["train_command"]
 
@@ -79,18 +80,22 @@ def train_command(
             resolve_device(config.device)
         except DeviceError as err:
             raise UsageProblem(f"device: {err}") from None
+    # before the data and the encoders are loaded, not at the first file the run writes
+    check_output_folder(Path(config.output_dir), "output_dir")
 
     from rave.cli import route_library_logging
+    from rave.cli._batch import Interrupted, interrupt_on_sigterm
     from rave.network import CheckpointError
     from rave.training.loop import DeadNetworkError, EncoderError, train
 
     try:
-        with route_library_logging():  # OpenCLIP's own log lines (ERROR:root:...)
+        # SIGTERM (a job scheduler, docker stop, timeout) saves last.pt as Ctrl-C does
+        with route_library_logging(), interrupt_on_sigterm():  # and OpenCLIP's log lines
             result = train(config, resume=resume, progress=not quiet)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:
         if rank == 0:
             click.echo(f"interrupted; resume with --resume ({config.output_dir}/last.pt)", err=True)
-        raise SystemExit(130) from None
+        raise SystemExit(err.exit_status if isinstance(err, Interrupted) else 130) from None
     # ConfigError and CheckpointError are ValueErrors: the usage errors come first
     except (ConfigError, CheckpointError, FileExistsError) as err:
         raise UsageProblem(str(err)) from None

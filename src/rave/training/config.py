@@ -293,7 +293,7 @@ def coerce_dataclass(cls: type, values: dict[str, Any], source: str) -> Any:
             raise ConfigError(f"{source}: {err}") from None
     try:
         return cls(**kwargs)
-    except ConfigError as err:
+    except ValueError as err:  # ConfigError, or a plug-in's Options checking its values
         raise ConfigError(f"{source}: {err}") from None
 
 

@@ -6,8 +6,9 @@ optimiser, the guidance method, the run's state (fresh or resumed), then the loo
 iteration: one optimisation step (:func:`_step`: the light map, ``clamp(I / (L + eps), 0,
 1)``, the method's loss, one Adam step), then the schedule's rules
 (:mod:`rave.training.schedule`: best checkpoint, dead-start restarts, end or extension of a
-round), logging, samples and checkpoints. Ctrl-C saves ``last.pt`` before leaving; a run
-that ends with a dead network (no gradient) raises :class:`DeadNetworkError` after saving.
+round), logging, samples and checkpoints. Ctrl-C (and SIGTERM under ``rave train``) saves
+``last.pt`` before leaving; a run that ends with a dead network (no gradient) raises
+:class:`DeadNetworkError` after saving.
 
 Files in the run directory (rank 0 only):
     config.yaml           the resolved config
@@ -60,7 +61,13 @@ from rave.network import (
 )
 from rave.training.artifacts import MetricsCSV, save_checkpoint, save_loss_plot, save_sample_grid
 from rave.training.best import reconstruction_psnr
-from rave.training.config import ConfigError, TrainConfig, config_to_dict, save_config
+from rave.training.config import (
+    ConfigError,
+    TrainConfig,
+    coerce_dataclass,
+    config_to_dict,
+    save_config,
+)
 from rave.training.data import (
     AugmentParams,
     FolderImages,
@@ -182,6 +189,7 @@ def _train(
     is_main, device = procs.rank == 0, procs.device
     run_dir = Path(config.output_dir)
     last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
+    _check_method(config)  # a config mistake, found before data and encoders are loaded
 
     # ---- resume point (read before anything is written)
     checkpoint = _read_resume_checkpoint(resume, last_path, config) if resume is not None else None
@@ -282,7 +290,7 @@ def _run(
     )  # fmt: skip
 
     # ---- the loop
-    interrupted = False
+    interrupted: KeyboardInterrupt | None = None
     try:
         with logging_redirect_tqdm():
             for it, inputs in enumerate(loader, start=start):
@@ -298,7 +306,12 @@ def _run(
                     state.average_weights(core.state_dict(), config.ema_decay)
 
                 reason = restart_reason(state, config)
-                if reason and state.reinits < config.max_reinits:
+                if reason and state.iteration == config.iterations:
+                    # a new random network that no iteration is left to train would replace
+                    # the trained one in last.pt and best.pt
+                    log.warning("iteration %d: %s, but the run ends here: the network is kept",
+                                it, reason)  # fmt: skip
+                elif reason and state.reinits < config.max_reinits:
                     state.restart_reconstruction(config)
                     log.warning("iteration %d: %s: re-initialising the network (%d/%d)",
                                 it, reason, state.reinits, config.max_reinits)  # fmt: skip
@@ -322,8 +335,8 @@ def _run(
                     files.write_checkpoints(state, core, optimizer, scaler)
                 if config.snapshot_every and state.iteration % config.snapshot_every == 0:
                     files.write_snapshot(state, core)
-    except KeyboardInterrupt:
-        interrupted = True
+    except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM as rave train turns it into one
+        interrupted = err
         log.warning("interrupted: saving a checkpoint at iteration %d", state.iteration)
     finally:
         progress.close()
@@ -334,9 +347,17 @@ def _run(
         save_loss_plot(metrics.read(), run_dir / "loss_curves.png", state.guided_start)
     if writer is not None:
         writer.close()
-    if interrupted:
-        raise KeyboardInterrupt
-    result = TrainResult(run_dir, last_path, best_path, state.iteration, interrupted, core)
+    if interrupted is not None:
+        raise interrupted  # as it came: rave train's exit status depends on the signal
+    result = TrainResult(run_dir, last_path, best_path, state.iteration, False, core)
+    planned_guidance = config.iterations > config.reconstruction_iterations
+    if planned_guidance and state.reinits and state.iteration <= state.guided_start:
+        log.warning(
+            "%s: the run ends in a reconstruction stage: %d re-initialisations moved the "
+            "guided stage to iteration %d, so the network was never guided; --resume with "
+            "--set iterations=N (N > %d) trains it further",
+            run_dir, state.reinits, state.guided_start, state.guided_start,
+        )  # fmt: skip
     if state.dead_streak > 0:
         raise DeadNetworkError(
             f"{run_dir}: the network ends dead (no gradient in its last {state.dead_streak} "
@@ -539,6 +560,20 @@ def _read_resume_checkpoint(
     build_enhancer(checkpoint["model"], str(path))
     _warn_config_changes(checkpoint["config"], config, path)
     return checkpoint
+
+
+def _check_method(config: TrainConfig) -> None:
+    """The config's ``method`` and ``method_options``, checked as the method will read them.
+
+    Raises:
+        ConfigError: an unknown method, an unknown option or a value its options refuse.
+    """
+    try:
+        method = get_method(config.method)
+    except ValueError as err:
+        raise ConfigError(f"method: {err}") from None
+    source = f"method_options of {config.method!r}"
+    coerce_dataclass(method.Options, dict(config.method_options), source)
 
 
 def _is_count(value: object) -> bool:

@@ -1,0 +1,174 @@
+"""Defects found by using ``rave train`` as a user would (each test failed before its fix)."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from _cli_errors import one_error_line
+from rave.network import load_checkpoint_file
+from rave.training.methods import list_methods, register_method
+from rave.training.methods.rave import RaveMethod
+from test_training import make_folders, tiny_factory
+
+
+def _config_file(root: Path, **extra: object) -> Path:
+    """A tiny run's YAML config (the test_training encoders, 16 px crops, 6 iterations)."""
+    values: dict[str, object] = {
+        "backlit_dir": root / "backlit",
+        "well_lit_dir": root / "well",
+        "output_dir": root / "run",
+        "guidance_encoder": "tiny-guide",
+        "identity_encoder": "tiny-id",
+        "crop_size": 16,
+        "batch_size": 2,
+        "iterations": 6,
+        "reconstruction_iterations": 3,
+        "round_iterations": 2,
+        "best_window": 2,
+        "lr": 0.001,
+        "checkpoint_every": 0,
+        "sample_every": 0,
+        "log_every": 1,
+        "device": "cpu",
+        "tensorboard": False,
+        "reinit_below_psnr": -1.0,
+        **extra,
+    }
+    path = root / "config.yaml"
+    path.write_text("".join(f"{key}: {value}\n" for key, value in values.items()))
+    return path
+
+
+@pytest.fixture()
+def folders(tmp_path: Path) -> Path:
+    return make_folders(tmp_path)
+
+
+class _Terminated(Exception):
+    """What SIGTERM raises in this test when rave train does not handle it itself."""
+
+
+class _SigtermAtStep4(RaveMethod):
+    name = "sigterm-rave"
+
+    def guided_loss(self, enhanced, inputs, *, step, light=None):
+        if step == 4:
+            os.kill(os.getpid(), signal.SIGTERM)  # the handler runs before the next line
+        return super().guided_loss(enhanced, inputs, step=step, light=light)
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_143(folders: Path, monkeypatch) -> None:
+    """A job scheduler, ``docker stop`` or ``timeout`` stop a run with SIGTERM: it must save
+    ``last.pt`` as Ctrl-C does. Before, SIGTERM killed the process and the iterations since
+    the last periodic checkpoint were lost."""
+    import rave.training.loop as loop
+    from rave.cli import main
+
+    if "sigterm-rave" not in list_methods():
+        register_method("sigterm-rave", _SigtermAtStep4)
+    monkeypatch.setattr(loop, "_default_encoder_factory", tiny_factory)
+
+    def unhandled(signal_number, frame):
+        raise _Terminated
+
+    previous = signal.signal(signal.SIGTERM, unhandled)  # stands for the default: death
+    try:
+        result = CliRunner().invoke(
+            main, ["train", str(_config_file(folders, method="sigterm-rave"))]
+        )
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert not isinstance(result.exception, _Terminated), "SIGTERM was not handled"
+    assert result.exit_code == 143, result.output
+    assert "resume with --resume" in result.output
+    assert load_checkpoint_file(folders / "run" / "last.pt")["iteration"] == 4
+
+    resumed = CliRunner().invoke(main, ["train", str(_config_file(folders)), "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    assert load_checkpoint_file(folders / "run" / "last.pt")["iteration"] == 6
+
+
+@pytest.mark.parametrize(
+    ("extra", "words"),
+    [
+        ({"method": "nosuch"}, "method: unknown training method 'nosuch'"),
+        ({"method_options": "{residual_power: -1}"}, "residual_power must be > 0"),
+    ],
+)
+def test_method_mistakes_are_usage_errors_found_before_any_work(
+    folders: Path, monkeypatch, extra: dict[str, object], words: str
+) -> None:
+    """An unknown method or a refused method option is a config error (exit 2, one line),
+    found before the data are decoded and the encoders loaded, and leaving no run folder.
+    Before, both exited 1 after that work."""
+    import rave.training.loop as loop
+    from rave.cli import main
+
+    def no_encoder(name, device):
+        raise AssertionError("an encoder was loaded before the config was checked")
+
+    monkeypatch.setattr(loop, "_default_encoder_factory", no_encoder)
+    result = CliRunner().invoke(main, ["train", str(_config_file(folders, **extra))])
+    assert words in one_error_line(result, 2)
+    assert not (folders / "run").exists()
+
+
+@pytest.mark.parametrize("where", ["file", "under a file"])
+def test_an_output_dir_that_cannot_be_a_folder_is_one_usage_line(
+    folders: Path, monkeypatch, where: str
+) -> None:
+    """Before, a file in the way reached the user as ``[Errno 17] File exists: ...`` (and a
+    path under a file as exit status 1), after the data and encoders were loaded."""
+    import rave.training.loop as loop
+    from rave.cli import main
+
+    def no_encoder(name, device):
+        raise AssertionError("an encoder was loaded before output_dir was checked")
+
+    monkeypatch.setattr(loop, "_default_encoder_factory", no_encoder)
+    blocker = folders / "blocker"
+    blocker.write_text("not a folder")
+    output = blocker if where == "file" else blocker / "run"
+    result = CliRunner().invoke(main, ["train", str(_config_file(folders, output_dir=output))])
+    line = one_error_line(result, 2)
+    assert line.startswith(f"Error: output_dir {output}:") and "Errno" not in line
+
+
+def test_no_restart_at_the_last_iteration_replaces_the_trained_network(
+    folders: Path, caplog
+) -> None:
+    """A reconstruction stage that ends with the run and fails the PSNR floor used to be
+    re-initialised anyway: last.pt and best.pt then held a random network no iteration
+    trained (``rave enhance`` refused it as degenerate) and the run reported success."""
+    import torch
+
+    from rave.network import EnhancementNet
+    from rave.training.loop import train
+    from test_training import tiny_config
+
+    config = tiny_config(folders, iterations=3, reinit_below_psnr=1e6, max_reinits=1)
+    result = train(config, encoder_factory=tiny_factory)
+    torch.manual_seed(config.seed + 7919)  # the first re-initialisation's weights
+    fresh = EnhancementNet(padding_mode="zeros").state_dict()
+    last = load_checkpoint_file(Path(config.output_dir) / "last.pt")
+    assert last["run"]["reinits"] == 0
+    assert any(not torch.equal(last["model"][k], fresh[k]) for k in fresh)
+    assert "the run ends here: the network is kept" in caplog.text
+    assert result.iterations == 3
+
+
+def test_a_run_whose_restarts_leave_no_guided_iteration_says_so(folders: Path, caplog) -> None:
+    """Re-initialisations move the guided stage later while ``iterations`` stays the total:
+    a run can end without one guided iteration. It used to say only ``done``."""
+    from rave.training.loop import train
+    from test_training import read_metrics, tiny_config
+
+    config = tiny_config(folders, iterations=5, reinit_below_psnr=1e6, max_reinits=1)
+    train(config, encoder_factory=tiny_factory)
+    assert {r["stage"] for r in read_metrics(Path(config.output_dir))} == {"reconstruction"}
+    assert "the network was never guided" in caplog.text
