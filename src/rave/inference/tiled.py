@@ -694,7 +694,7 @@ def _check_image(image: Tensor) -> None:
     if min(image.shape[-2:]) < 2:
         raise ValueError(
             f"image of {image.shape[-1]}x{image.shape[-2]} pixels (width x height) is too "
-            "small: reflection padding needs at least 2x2"
+            "small: the network needs at least 2x2 pixels"
         )
     if image.is_floating_point():
         # One NaN, infinity or huge value spreads through the pyramid pooling (an average
