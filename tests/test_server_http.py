@@ -332,6 +332,9 @@ def test_time_budget_and_lower_pixel_limit(tiny_net) -> None:
         tiny_net, "127.0.0.1", 0, limits=Limits(time_limit=0.001), log_line=lambda line: None
     )
     assert server.limits.max_pixels == 50_000_000  # below rave enhance's 200 M
+    # 24 MP at 1-4.6 s/MP plus a queue: 120 s refused ordinary photos on a busy machine
+    assert Limits().time_limit == 600
+    assert _serve_option_default("time_limit") == 600
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -339,7 +342,9 @@ def test_time_budget_and_lower_pixel_limit(tiny_net) -> None:
         with _connect(server) as sock:
             sock.sendall(_post_head(len(body), extra="Connection: close\r\n") + body)
             data = _read_all(sock, seconds=60)
-        assert _statuses(data) == [503] and b"time limit" in data
+        assert _statuses(data) == [503]
+        # the option to raise it is named (a 24 MP photo takes minutes on a slow machine)
+        assert b"over the 0.001 s time limit per photo (rave serve --time-limit)" in data
         # a PNG header claiming 8000 x 8000 (64 MP) is refused from its header
         ihdr = struct.pack(">IIBBBBB", 8000, 8000, 8, 2, 0, 0, 0)
         chunk = b"IHDR" + ihdr
@@ -351,6 +356,12 @@ def test_time_budget_and_lower_pixel_limit(tiny_net) -> None:
         assert _statuses(data) == [400] and b"a.png" in data
     finally:
         server.stop()
+
+
+def _serve_option_default(name: str) -> object:
+    from rave.cli.serve import serve_command
+
+    return next(option.default for option in serve_command.params if option.name == name)
 
 
 def _read_response(sock: socket.socket, end: bytes, seconds: float = 5.0) -> bytes:

@@ -69,7 +69,7 @@ def _addresses(host: str, port: int) -> list[str]:
 @click.option(
     "--time-limit",
     type=click.FloatRange(1, 3600),
-    default=120,
+    default=600,
     show_default=True,
     help="Seconds one photo may take (queue and network) before it is refused.",
 )

@@ -120,7 +120,7 @@ class Limits:
     max_queued_bytes: int = 2 * DEFAULT_MAX_UPLOAD_BYTES
     header_seconds: float = 10.0
     min_upload_rate: float = 100e3
-    time_limit: float = 120.0
+    time_limit: float = 600.0
     results_bytes: int = 2 * 2**30
 
 
@@ -921,7 +921,7 @@ class EnhanceServer(ThreadingHTTPServer):
             reason = (
                 "the server is stopping"
                 if self.stopping.is_set()
-                else (f"over the {limit:g} s time limit per photo")
+                else f"over the {limit:g} s time limit per photo (rave serve --time-limit)"
             )
             raise _Refused(HTTPStatus.SERVICE_UNAVAILABLE, f"{name}: {reason}") from None
         except (ValueError, MemoryError, OSError) as err:  # the photo's own error
