@@ -532,3 +532,30 @@ def test_a_failed_photo_can_be_tried_again_without_choosing_it_again(page, tmp_p
     page.click("#retry", timeout=3000)
     _wait_status(page, "1 photo: 1 done")
     assert page.is_hidden("#retry") and page.text_content("#error") == ""
+
+
+def test_a_starting_strength_is_kept_to_the_hundredth_and_keys_move_it(
+    browser, light_half_net, tmp_path
+):
+    # Sliders in steps of 0.05 showed and downloaded rave serve --strength 1.33 as 1.35.
+    httpd = make_server(light_half_net, "127.0.0.1", 0, strength=1.33, log_line=lambda line: None)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.goto(f"http://127.0.0.1:{httpd.server_port}/")
+        assert page.text_content("#allvalue") == "1.33"
+        assert page.input_value("#allstrength") == "1.33"
+        page.set_input_files("#file", str(_jpeg_with_metadata(tmp_path / "s.jpg", _dark())))
+        _wait_status(page, "1 photo: 1 done")
+        assert page.text_content("#value") == "1.33" and page.input_value("#strength") == "1.33"
+        assert page.get_attribute("#download", "href").endswith("strength=1.33")
+        page.focus("#strength")
+        page.keyboard.press("ArrowRight")  # one step: 0.01
+        assert page.text_content("#value") == "1.34"
+        assert page.get_attribute("#download", "href").endswith("strength=1.34")
+        page.keyboard.press("PageUp")  # the browser's large step: a tenth of the range
+        assert float(page.input_value("#strength")) >= 1.5
+    finally:
+        context.close()
+        httpd.stop()

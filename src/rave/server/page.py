@@ -95,7 +95,7 @@ PAGE = r"""<!doctype html>
 <div id="status" role="status" aria-live="polite"></div>
 <div class="controls">
   <label>All photos: strength
-    <input id="allstrength" type="range" min="0" max="__RAVE_STRENGTH_MAX__" step="0.05"
+    <input id="allstrength" type="range" min="0" max="__RAVE_STRENGTH_MAX__" step="0.01"
       value="__RAVE_STRENGTH__">
     <output id="allvalue"></output></label>
   <a id="zipall" class="button" href="#" aria-disabled="true" download>Download all (zip)</a>
@@ -107,7 +107,7 @@ PAGE = r"""<!doctype html>
     <div id="viewer" hidden>
       <div class="controls">
         <label>Strength <input id="strength" type="range" min="0" max="__RAVE_STRENGTH_MAX__"
-          step="0.05">
+          step="0.01">
           <output id="value"></output></label>
         <label>Split <input id="split" type="range" min="0" max="100" step="1" value="100"
           aria-label="Before/after split: original shown right of it"></label>
