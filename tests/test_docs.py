@@ -631,3 +631,40 @@ def test_setup_claims_about_the_makefile_hold():
     assert skip and skip.group(1) in targets["test-fast"], (skip, targets["test-fast"])
     for tool in ("ruff", "pyright"):
         assert tool in section and tool in targets["test"], tool
+
+
+# --- models ---------------------------------------------------------------------------
+
+
+def registry_model_names() -> set[str]:
+    """Names of the model registry, read from its source (``_released("name", ...)`` and
+    ``DEFAULT_MODEL``) so that this test needs no torch."""
+    tree = module_tree("rave.zoo.registry")
+    assert tree is not None
+    names = set()
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id == "_released"
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+        ):
+            names.add(node.args[0].value)
+        if isinstance(node, ast.Assign) and any(
+            isinstance(target, ast.Name) and target.id == "DEFAULT_MODEL" for target in node.targets
+        ):
+            names.add(ast.literal_eval(node.value))
+    assert len(names) >= 2, "the registry's names are no longer found"
+    return names
+
+
+def test_the_models_table_lists_exactly_the_registry():
+    section = re.search(r"^## Models\n(.*?)(?=^## )", readme_text(), re.S | re.M)
+    assert section, "README lost its '## Models' section"
+    rows = [line for line in section.group(1).splitlines() if line.startswith("| `")]
+    listed = {name for row in rows for name in re.findall(r"`([^`]+)`", row.split("|")[1])}
+    assert listed == registry_model_names(), (
+        f"README's Models table lists {sorted(listed)}, `rave models` has"
+        f" {sorted(registry_model_names())}"
+    )
