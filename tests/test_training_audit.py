@@ -172,3 +172,56 @@ def test_a_run_whose_restarts_leave_no_guided_iteration_says_so(folders: Path, c
     train(config, encoder_factory=tiny_factory)
     assert {r["stage"] for r in read_metrics(Path(config.output_dir))} == {"reconstruction"}
     assert "the network was never guided" in caplog.text
+
+
+def test_a_negative_seed_or_sample_count_is_a_config_error() -> None:
+    """``seed: -1`` failed after the data and encoders were loaded (numpy's "expected
+    non-negative integer", exit 1); ``num_samples: -1`` with a traceback."""
+    from rave.training.config import ConfigError, TrainConfig
+
+    for key in ("seed", "num_samples"):
+        with pytest.raises(ConfigError, match=f"{key} must be >= 0, got -1"):
+            TrainConfig(**{key: -1})
+
+
+def test_num_samples_0_trains_without_a_sample_grid(folders: Path) -> None:
+    """``num_samples: 0`` (no grid) crashed with torch.stack's "non-empty TensorList"."""
+    from rave.training.loop import train
+    from test_training import tiny_config
+
+    config = tiny_config(folders, num_samples=0, sample_every=2, iterations=4)
+    assert train(config, encoder_factory=tiny_factory).iterations == 4
+    assert not (Path(config.output_dir) / "samples").exists()
+    assert (Path(config.output_dir) / "loss_curves.png").is_file()
+
+
+def test_paired_folders_without_a_shared_stem_are_a_usage_error(folders: Path, monkeypatch) -> None:
+    """Like an empty folder, paired folders that share no file stem are the config's fault:
+    exit 2 naming both folders (before: exit 1)."""
+    import rave.training.loop as loop
+    from rave.cli import main
+
+    other = folders / "other"
+    other.mkdir()
+    (folders / "well" / "img00.png").rename(other / "unrelated.png")
+    monkeypatch.setattr(loop, "_default_encoder_factory", tiny_factory)
+    config = _config_file(folders, regime="paired", well_lit_dir=other)
+    line = one_error_line(CliRunner().invoke(main, ["train", str(config)]), 2)
+    assert f"well_lit_dir {other}" in line and "same stem" in line
+    assert not (folders / "run").exists()
+
+
+def test_resuming_with_another_method_is_refused_in_one_line(folders: Path) -> None:
+    """A ``--resume`` whose config names another method used to hand the checkpoint's
+    method state to the new method, which failed with a KeyError traceback ('prompts')."""
+    from rave.network import CheckpointError
+    from rave.training.loop import train
+    from test_training import tiny_config
+
+    train(tiny_config(folders, iterations=4), encoder_factory=tiny_factory)
+    with pytest.raises(CheckpointError, match="a run of method 'rave', but the config says"):
+        train(
+            tiny_config(folders, method="clip-lit-latent"),
+            resume="last",
+            encoder_factory=tiny_factory,
+        )

@@ -144,7 +144,7 @@ class TrainConfig(AugmentParams):
     snapshot_every: int = 0
     sample_every: int = 500
     log_every: int = 10
-    num_samples: int = 4  # fixed backlit images shown in the sample grid
+    num_samples: int = 4  # fixed backlit images shown in the sample grid (0: no grid)
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
     amp: bool = False  # autocast: float16 + GradScaler on CUDA, bfloat16 on CPU
     tensorboard: bool = True
@@ -170,8 +170,10 @@ class TrainConfig(AugmentParams):
             problems.append(f"grad_clip_norm must be >= 0 (0 = off), got {self.grad_clip_norm}")
         if not 0.0 <= self.ema_decay < 1.0:
             problems.append(f"ema_decay must be in [0, 1), got {self.ema_decay}")
-        if self.reconstruction_iterations < 0 or self.num_workers < 0 or self.max_reinits < 0:
-            problems.append("reconstruction_iterations, num_workers, max_reinits must be >= 0")
+        for name in ("reconstruction_iterations", "num_workers", "max_reinits", "num_samples",
+                     "seed"):  # fmt: skip
+            if getattr(self, name) < 0:
+                problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("hflip_p", "vflip_p", "transpose_p", "zoom_p", "rotate_p"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 problems.append(f"{name} must be in [0, 1], got {getattr(self, name)}")

@@ -230,7 +230,12 @@ def _run(
     backlit_files = _data_files(config, "backlit_dir")
     well_lit_files = _data_files(config, "well_lit_dir") if config.well_lit_dir else []
     if config.regime == "paired":
-        backlit_files, well_lit_files = pair_by_stem(backlit_files, well_lit_files)
+        try:
+            backlit_files, well_lit_files = pair_by_stem(backlit_files, well_lit_files)
+        except ValueError as err:  # no pair: the folders the config names do not fit
+            raise ConfigError(
+                f"backlit_dir {config.backlit_dir}, well_lit_dir {config.well_lit_dir}: {err}"
+            ) from None
     images = FolderImages(
         backlit_files,
         config.crop_size,
@@ -238,7 +243,7 @@ def _run(
         crop=config.crop_mode == "random",
     )
     dataset = TrainingImages(images, _augment_params(config) if config.augment else None)
-    held = torch.stack([images.get(i) for i in range(min(config.num_samples, len(images)))])
+    held = [images.get(i) for i in range(min(config.num_samples, len(images)))]  # 0: no grid
 
     # ---- network and optimiser (same seed on every rank: identical initial weights)
     torch.manual_seed(config.seed)
@@ -558,6 +563,14 @@ def _read_resume_checkpoint(
     # The network's keys and shapes, checked now: load_state_dict would raise PyTorch's
     # multi-line RuntimeError only after the run folder and the data were set up.
     build_enhancer(checkpoint["model"], str(path))
+    # the method's state is that method's: another one cannot read it (KeyError mid-setup)
+    trained_with = checkpoint.get("method_name", checkpoint["config"].get("method"))
+    if trained_with is not None and trained_with != config.method:
+        raise CheckpointError(
+            f"{path}: a run of method {trained_with!r}, but the config says method "
+            f"{config.method!r}; resume it with method: {trained_with}, or start a new run "
+            "from its weights with init_weights"
+        )
     _warn_config_changes(checkpoint["config"], config, path)
     return checkpoint
 
@@ -756,11 +769,15 @@ def _cpu_state(module: nn.Module) -> dict[str, Tensor]:
 
 
 @torch.no_grad()
-def _write_samples(core: EnhancementNet, held: Tensor, path: Path, config: TrainConfig) -> None:
+def _write_samples(
+    core: EnhancementNet, held: list[Tensor], path: Path, config: TrainConfig
+) -> None:
+    if not held:  # num_samples: 0
+        return
     device = next(core.parameters()).device
-    inputs = held.to(device)
+    inputs = torch.stack(held).to(device)
     outputs = apply_light_map(inputs, core(inputs).float(), eps=config.light_eps)
-    save_sample_grid(held, outputs, path)
+    save_sample_grid(inputs, outputs, path)
 
 
 def _tensorboard_writer(run_dir: Path, start: int) -> Any:
