@@ -225,3 +225,31 @@ def test_resuming_with_another_method_is_refused_in_one_line(folders: Path) -> N
             resume="last",
             encoder_factory=tiny_factory,
         )
+
+
+class _NanAtStep4(RaveMethod):
+    name = "nan-at-step-4-rave"
+
+    def guided_loss(self, enhanced, inputs, *, step, light=None):
+        terms = super().guided_loss(enhanced, inputs, step=step, light=light)
+        if step == 4:  # one batch whose loss (and so every gradient) is NaN
+            terms["total"] = terms["total"] * float("nan")
+        return terms
+
+
+def test_one_non_finite_step_does_not_ruin_the_weights(folders: Path, caplog) -> None:
+    """A single NaN gradient used to reach Adam: every weight was NaN from then on, and the
+    run went on to write NaN checkpoints (which ``rave enhance`` refuses) to its end."""
+    import torch
+
+    from rave.training.loop import train
+    from test_training import tiny_config
+
+    if "nan-at-step-4-rave" not in list_methods():
+        register_method("nan-at-step-4-rave", _NanAtStep4)
+    result = train(tiny_config(folders, method="nan-at-step-4-rave"), encoder_factory=tiny_factory)
+    for name in ("last.pt", "best.pt"):
+        weights = load_checkpoint_file(folders / "run" / name)["model"]
+        assert all(torch.isfinite(v).all() for v in weights.values()), name
+    assert all(torch.isfinite(p).all() for p in result.model.parameters())
+    assert "iteration 4: non-finite loss terms" in caplog.text and "step skipped" in caplog.text

@@ -303,7 +303,8 @@ def _run(
                 values = _step(model, core, optimizer, scaler, method, inputs, it, stage, config)
                 values = _average_over_ranks(values, procs.world_size)
                 if not all(math.isfinite(v) for v in values.values()):
-                    log.warning("iteration %d: non-finite loss terms %s", it, values)
+                    skipped = "" if math.isfinite(values["grad_norm"]) else " (step skipped)"
+                    log.warning("iteration %d: non-finite loss terms %s%s", it, values, skipped)
                 state.iteration = it + 1
                 score = values["psnr_y"] if stage == "reconstruction" else values["total"]
                 state.record(score, values["total"], values["grad_norm"], core.state_dict())
@@ -403,8 +404,11 @@ def _step(
         grad_norm = torch.nn.utils.clip_grad_norm_(core.parameters(), config.grad_clip_norm)
     else:
         grad_norm = _grad_norm(core)
-    scaler.step(optimizer)
-    scaler.update()
+    if scaler.is_enabled() or torch.isfinite(grad_norm):  # the scaler skips such steps itself
+        scaler.step(optimizer)
+        scaler.update()
+    # else: one NaN or infinite gradient would make every weight NaN for the rest of the run
+    # (Adam's moments keep it); the step is skipped and the loop warns of the non-finite terms
     values = {k: v.detach().float() for k, v in terms.items()}
     values["grad_norm"] = grad_norm
     if stage == "reconstruction":
