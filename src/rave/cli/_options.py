@@ -249,7 +249,10 @@ def overwrite_option(what: str = "OUTPUT") -> Callable[[F], F]:
 def quiet_option() -> Callable[[F], F]:
     """``-q/--quiet``: no progress bars and no notes; errors and results still shown."""
     return click.option(
-        "-q", "--quiet", is_flag=True, help="No progress bars and no notes, errors only."
+        "-q",
+        "--quiet",
+        is_flag=True,
+        help="No progress bars and no notes: errors and results only.",
     )
 
 
@@ -260,7 +263,7 @@ def model_option(default: str = "default") -> Callable[[F], F]:
         default=default,
         show_default=True,
         metavar="NAME|PATH",
-        help="Model name (see 'rave models') or checkpoint file (.pth/.safetensors).",
+        help="Model name (see 'rave models') or checkpoint file (.pt/.pth/.safetensors).",
     )
 
 
