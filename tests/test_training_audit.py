@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from click.testing import CliRunner
@@ -253,3 +254,32 @@ def test_one_non_finite_step_does_not_ruin_the_weights(folders: Path, caplog) ->
         assert all(torch.isfinite(v).all() for v in weights.values()), name
     assert all(torch.isfinite(p).all() for p in result.model.parameters())
     assert "iteration 4: non-finite loss terms" in caplog.text and "step skipped" in caplog.text
+
+
+class _RecordingContext(RaveMethod):
+    name = "context-recording-rave"
+    contexts: ClassVar[list] = []
+
+    def __init__(self, context) -> None:
+        super().__init__(context)
+        self.contexts.append(context)
+
+
+def test_paired_partners_stay_aligned_when_a_backlit_image_is_unreadable(
+    folders: Path,
+) -> None:
+    """The paired regime promises methods ``well_lit_files`` in the order of their backlit
+    partners; an unreadable backlit image was dropped from one list only, shifting every
+    later pair by one."""
+    from rave.training.loop import train
+    from test_training import tiny_config
+
+    if "context-recording-rave" not in list_methods():
+        register_method("context-recording-rave", _RecordingContext)
+    _RecordingContext.contexts.clear()
+    (folders / "backlit" / "img01.png").write_bytes(b"not a png")
+    config = tiny_config(folders, method="context-recording-rave", regime="paired", iterations=1)
+    train(config, encoder_factory=tiny_factory)
+    (context,) = _RecordingContext.contexts
+    assert [p.stem for p in context.backlit_files] == ["img00", "img02", "img03", "img04"]
+    assert [p.stem for p in context.well_lit_files] == [p.stem for p in context.backlit_files]

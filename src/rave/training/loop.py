@@ -242,6 +242,9 @@ def _run(
         cache=config.cache_images,
         crop=config.crop_mode == "random",
     )
+    if config.regime == "paired":  # the partners of the backlit images that could be read
+        partner = dict(zip(backlit_files, well_lit_files, strict=True))
+        well_lit_files = [partner[path] for path in images.files]
     dataset = TrainingImages(images, _augment_params(config) if config.augment else None)
     held = [images.get(i) for i in range(min(config.num_samples, len(images)))]  # 0: no grid
 
