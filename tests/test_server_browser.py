@@ -24,6 +24,7 @@ from PIL import Image, ImageCms
 
 from rave.network import EnhancementNet
 from rave.server import make_server
+from rave.session import Enhancer
 
 # About 35 s in all (Chromium start-up, six pages): slow lane, which CI runs.
 pytestmark = pytest.mark.slow
@@ -557,5 +558,50 @@ def test_a_starting_strength_is_kept_to_the_hundredth_and_keys_move_it(
         page.keyboard.press("PageUp")  # the browser's large step: a tenth of the range
         assert float(page.input_value("#strength")) >= 1.5
     finally:
+        context.close()
+        httpd.stop()
+
+
+class _HeldAtAQuarter(Enhancer):
+    """Reports 1 of 4 tiles done, then waits for ``release`` before computing the rest."""
+
+    def __init__(self, net: torch.nn.Module, release: threading.Event) -> None:
+        super().__init__(net)
+        self.release = release
+
+    def light_map(self, pixels: np.ndarray, *, deadline: Any = None, progress: Any = None):
+        progress(1, 4)
+        assert self.release.wait(30), "the test never released the photo"
+        for done in (2, 3, 4):
+            progress(done, 4)
+        return super().light_map(pixels, deadline=deadline)
+
+
+def test_the_photo_being_enhanced_shows_the_engines_progress(browser, light_half_net, tmp_path):
+    release = threading.Event()
+    engine = _HeldAtAQuarter(light_half_net, release)
+    httpd = make_server(engine, "127.0.0.1", 0, log_line=lambda line: None)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.goto(f"http://127.0.0.1:{httpd.server_port}/")
+        page.set_input_files("#file", str(_jpeg_with_metadata(tmp_path / "q.jpg", _dark())))
+        page.wait_for_function(
+            "() => /^enhancing… 25 %, [0-9]+ s$/"
+            ".test(document.querySelector('#list .state').textContent)",
+            timeout=30000,
+        )
+        bar = page.locator("#list progress")
+        assert bar.get_attribute("role") == "progressbar"
+        assert bar.get_attribute("aria-valuenow") == "25"
+        assert bar.get_attribute("aria-label") == "q.jpg: progress"
+        assert page.evaluate("() => document.querySelector('#list progress').value") == 25
+        release.set()
+        _wait_status(page, "1 photo: 1 done")
+        assert page.text_content("#list .state").startswith("done, 160×120")
+        assert bar.is_hidden()
+    finally:
+        release.set()
         context.close()
         httpd.stop()

@@ -6,16 +6,22 @@ small so that each case takes about a second.
 
 from __future__ import annotations
 
+import http.client
+import inspect
 import io
+import json
 import os
+import queue
+import secrets
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -25,6 +31,7 @@ from PIL import Image
 from rave.network import EnhancementNet
 from rave.server import make_server
 from rave.server.app import EnhanceServer, Limits
+from rave.session import Enhancer
 
 UPLOAD_LIMIT = 1 * 2**20
 
@@ -793,3 +800,150 @@ def test_delete_forgets_a_result_and_its_files_at_once(httpd: EnhanceServer) -> 
         status, headers, _ = _split(_read_all(sock))
     assert status == 405 and headers["allow"] == "DELETE"
     assert _get(httpd, "/", "DELETE")[0] == 405  # nothing else is deleted
+
+
+class _Paced(Enhancer):
+    """An Enhancer whose progress reports wait for the test, one at a time.
+
+    Each ``(done, total)`` goes to the server's hook first, then to ``reported``; the
+    engine goes on when the test releases ``go``, so the test reads the server's answer
+    while the photo is held at that tile (no timing). ``fake_tiles`` reports that many
+    steps before the real light map, for an engine whose ``light_map`` reports nothing.
+    """
+
+    def __init__(self, net: torch.nn.Module, tile: int, fake_tiles: int = 0) -> None:
+        super().__init__(net, tile=tile)
+        self.fake_tiles = fake_tiles
+        self.reported: queue.Queue[tuple[int, int]] = queue.Queue()
+        self.go = threading.Semaphore(0)
+        self._one_at_a_time = threading.Lock()
+
+    def light_map(
+        self,
+        pixels: np.ndarray,
+        *,
+        deadline: Any = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> np.ndarray:
+        assert progress is not None, "the server passes no progress hook"
+
+        def paced(done: int, total: int) -> None:
+            with self._one_at_a_time:  # tiles run on several workers: one report at a time
+                progress(done, total)
+                self.reported.put((done, total))
+                assert self.go.acquire(timeout=30), "the test never released the engine"
+
+        if self.fake_tiles:
+            for done in range(1, self.fake_tiles + 1):
+                paced(done, self.fake_tiles)
+            return super().light_map(pixels, deadline=deadline)
+        real: Any = super().light_map  # the engine's own per-tile hook
+        return real(pixels, deadline=deadline, progress=paced)
+
+
+def _post_photo(server: EnhanceServer, body: bytes, job: str, answers: list[Any]) -> None:
+    connection = http.client.HTTPConnection("127.0.0.1", server.server_port, timeout=60)
+    try:
+        connection.request("POST", "/enhance?name=a.png", body, {"X-Rave-Job": job})
+        response = connection.getresponse()
+        answers.append((response.status, response.read()))
+    finally:
+        connection.close()
+
+
+def _follow_progress(engine: _Paced, server: EnhanceServer, job: str) -> list[tuple[int, int]]:
+    """Every report of one photo, each checked against GET /progress/JOB while held there."""
+    seen: list[tuple[int, int]] = []
+    while not seen or len(seen) < seen[-1][1]:
+        done, total = engine.reported.get(timeout=30)
+        status, body = _get(server, f"/progress/{job}")
+        assert status == 200 and json.loads(body) == {"done": done, "total": total}
+        seen.append((done, total))
+        engine.go.release()
+    return seen
+
+
+def _progress_server(engine: Enhancer, lines: list[str]) -> EnhanceServer:
+    server = make_server(
+        engine, "127.0.0.1", 0, limits=Limits(time_limit=60), log_line=lines.append
+    )
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_progress_of_the_photo_being_enhanced_is_answered_by_its_token(tiny_net) -> None:
+    engine = _Paced(tiny_net, tile=16, fake_tiles=3)
+    lines: list[str] = []
+    server = _progress_server(engine, lines)
+    job, other = secrets.token_hex(16), secrets.token_hex(16)
+    try:
+        assert _get(server, f"/progress/{job}")[0] == 404  # unknown before its upload
+        answers: list[Any] = []
+        poster = threading.Thread(target=_post_photo, args=(server, _png(64), job, answers))
+        poster.start()
+        done, total = engine.reported.get(timeout=30)
+        assert (done, total) == (1, 3)
+        assert json.loads(_get(server, f"/progress/{job}")[1]) == {"done": 1, "total": 3}
+        # another client's token is its own: unknown here, and a taken one is refused
+        assert _get(server, f"/progress/{other}")[0] == 404
+        taken: list[Any] = []
+        _post_photo(server, _png(32), job, taken)
+        assert taken[0][0] == 409 and b"X-Rave-Job" in taken[0][1]
+        engine.go.release()
+        for step in (2, 3):
+            assert engine.reported.get(timeout=30) == (step, 3)
+            status, body = _get(server, f"/progress/{job}")
+            assert status == 200 and json.loads(body) == {"done": step, "total": 3}
+            engine.go.release()
+        poster.join(60)
+        assert answers and answers[0][0] == 200, answers
+        # ended: its last count, for a poll that crossed the answer (not a 404 in the page)
+        assert json.loads(_get(server, f"/progress/{job}")[1]) == {"done": 3, "total": 3}
+        malformed: list[Any] = []
+        _post_photo(server, _png(32), "short", malformed)
+        assert malformed[0][0] == 400 and b"X-Rave-Job" in malformed[0][1]
+    finally:
+        server.stop()
+    # polls are not logged when answered; unknown tokens are
+    assert not [line for line in lines if "/progress/" in line and "-> 200" in line], lines
+    assert [line for line in lines if "/progress/" in line and "-> 404" in line]
+
+
+@pytest.mark.skipif(
+    "progress" not in inspect.signature(Enhancer.light_map).parameters,
+    reason="Enhancer.light_map does not report progress yet (rave.session, rave.api, "
+    "rave.inference.predict_light_map need a progress=callable(done, total) argument)",
+)
+def test_progress_follows_the_engines_tiles(tiny_net) -> None:
+    engine = _Paced(tiny_net, tile=16)  # 64 x 64 pixels: several tiles
+    server = _progress_server(engine, [])
+    job = secrets.token_hex(16)
+    try:
+        answers: list[Any] = []
+        poster = threading.Thread(target=_post_photo, args=(server, _png(64), job, answers))
+        poster.start()
+        seen = _follow_progress(engine, server, job)
+        poster.join(60)
+        assert answers and answers[0][0] == 200, answers
+    finally:
+        server.stop()
+    total = seen[0][1]
+    assert total > 1 and sorted(done for done, _ in seen) == list(range(1, total + 1)), seen
+
+
+def test_progress_memory_is_bounded_by_the_connection_cap(tiny_net) -> None:
+    server = make_server(tiny_net, "127.0.0.1", 0, limits=Limits(max_connections=4))
+    try:
+        tokens = [secrets.token_hex(16) for _ in range(6)]
+        for token in tokens:
+            with server.job(token) as report:
+                assert report is not None
+                with server.job(token) as taken:
+                    assert taken is None  # in flight: nobody else's
+                report(1, 2)
+                assert server.progress(token) == (1, 2)
+        # the last four ended are kept, the oldest forgotten: 404 as for a token never sent
+        assert [server.progress(token) for token in tokens] == [None] * 2 + [(1, 2)] * 4
+    finally:
+        server.server_close()
+        server.store.close()

@@ -31,7 +31,13 @@ region, e.g. at 100%); ``GET /result/ID/download?strength=S`` the full-resolutio
 strength S (a plain decimal number from 0 to 100, as ``--strength``; default 1);
 ``GET /zip?items=ID:S,ID:S`` all of them (at most as many items as results are kept);
 ``DELETE /result/ID`` forgets a result (the page's *Remove*: its files go at once). The
-upload is the file's bytes as the body (a multipart form gets 415). The page computes
+upload is the file's bytes as the body (a multipart form gets 415). An upload may name
+itself with an ``X-Rave-Job`` header (16 to 64 of ``A-Za-z0-9_-``, random: the page sends
+32 hex digits); while that request lasts, ``GET /progress/TOKEN`` answers JSON
+``{done, total}``, the tiles of its photo computed so far (``0, 0`` before the engine
+starts), then its last count until as many later uploads as ``max_connections`` have
+ended, then 404, as for a token never sent; these answers are not logged (the page asks
+each half-second). The page computes
 ``I / L**S`` itself, so moving a strength slider sends nothing. ``HEAD`` answers every
 ``GET`` route (the same status and headers, no body); other methods get 405 with ``Allow``.
 Every error, the HTTP parser's own included (414, 431, 505, 501, HTTP/0.9), is one line of
@@ -41,6 +47,7 @@ plain text.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import logging
 import math
@@ -51,6 +58,7 @@ import socket
 import threading
 import time
 import zipfile
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -88,6 +96,8 @@ _SAFE_STEM = re.compile(r"[^A-Za-z0-9._-]+")
 _LENGTH = re.compile(r"[0-9]{1,15}")
 _RESULT_PATH = re.compile(r"/result/([A-Za-z0-9_-]{1,64})/(view|download)")
 _RESULT = re.compile(r"/result/([A-Za-z0-9_-]{1,64})")
+_JOB = re.compile(r"[A-Za-z0-9_-]{16,64}")  # an upload's X-Rave-Job token
+_PROGRESS = re.compile(r"/progress/([A-Za-z0-9_-]{16,64})")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _SMALL_BODY_BYTES = 64 * 2**10  # unwanted bodies up to this size are read and dropped
 _CHUNK = 2**20
@@ -163,6 +173,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._name = ""  # the photo's name, which refusals' messages start with
         self.cut_off = ""  # set by the server when it ends this connection (why)
         self._cut_short = False
+        self._quiet = False  # a progress answer: not logged (the page asks twice a second)
         self._expect_continue = False  # the client waits for "100 Continue" to send its body
         self.raw_requestline = b""
         self.path = ""  # not the previous request's, if this one has no parsable line
@@ -413,6 +424,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _log_line(self, status: int | str, size: str) -> None:
         self._logged = True
+        if self._quiet:
+            return
         elapsed = time.monotonic() - self._started
         path = printable(urlsplit(self.path).path) if self.path else "-"
         what = " ".join([self._what, "; ".join(self._why)]).strip()
@@ -479,6 +492,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(HTTPStatus.OK, page.encode(), "text/html; charset=utf-8")
         elif url.path == "/health":
             self._reply(HTTPStatus.OK, b"ok\n", "text/plain; charset=utf-8")
+        elif match := _PROGRESS.fullmatch(url.path):
+            progress = self.server.progress(match.group(1))
+            if progress is None:
+                raise _Refused(HTTPStatus.NOT_FOUND, "no upload in progress with this token")
+            self._quiet = True
+            self._json({"done": progress[0], "total": progress[1]})
         elif url.path == "/zip":
             self._zip(query.get("items", [""])[0], query.get("name", ["rave-enhanced"])[0])
         elif match := _RESULT_PATH.fullmatch(url.path):
@@ -539,12 +558,23 @@ class _Handler(BaseHTTPRequestHandler):
                 f"({limit / 2**20:.3g} MB) upload limit",
                 close=True,
             )
-        with self.server.queued(length) as admitted:
+        job = self.headers.get("X-Rave-Job")
+        if job is not None and not _JOB.fullmatch(job):
+            raise _Refused(
+                HTTPStatus.BAD_REQUEST,
+                f"{name}: X-Rave-Job must be 16 to 64 letters, digits, '-' or '_'",
+                close=True,
+            )
+        with self.server.queued(length) as admitted, self.server.job(job) as progress:
             if not admitted:
                 raise _Refused(
                     HTTPStatus.SERVICE_UNAVAILABLE,
                     f"{name}: the server is busy with other uploads; try again shortly",
                     close=True,
+                )
+            if progress is None:
+                raise _Refused(
+                    HTTPStatus.CONFLICT, f"{name}: its X-Rave-Job is another upload's", close=True
                 )
             result_id, folder = self.server.store.new_folder()
             try:
@@ -553,7 +583,9 @@ class _Handler(BaseHTTPRequestHandler):
                         self._read_exactly(length, sink)
                     except _Closed as err:  # answered if the client still reads, then closed
                         raise _Refused(400, f"{name}: {err}", close=True) from None
-                result = self.server.enhance_upload(result_id, folder, name, self._client_gone)
+                result = self.server.enhance_upload(
+                    result_id, folder, name, self._client_gone, progress
+                )
             except BaseException:
                 self.server.store.discard(folder)
                 raise
@@ -692,6 +724,47 @@ class _Admission:
                 self.server.queued_bytes -= self.size
 
 
+class _Job:
+    """One upload's entry in the server's progress table, from its X-Rave-Job to its end.
+
+    Entered, it gives the callable that records ``(done, total)`` (the engine's progress
+    hook), or None when the token is taken by a request in flight (no client can overwrite
+    or end another's). Without a token it records nothing. The table holds one entry per
+    upload in flight, so its size is bounded by the connection cap; an ended upload's last
+    count is kept until as many later uploads have ended (the page's last poll may cross
+    the upload's answer: it gets that count, not a 404), so that memory is bounded too.
+    """
+
+    def __init__(self, server: EnhanceServer, token: str | None) -> None:
+        self.server, self.token, self.entered = server, token, False
+
+    def __enter__(self) -> Callable[[int, int], None] | None:
+        token, table = self.token, self.server._jobs
+        if token is None:
+            return lambda done, total: None
+        with self.server._jobs_lock:
+            if token in table:
+                return None
+            self.server._ended.pop(token, None)
+            table[token] = (0, 0)
+            self.entered = True
+
+        def report(done: int, total: int) -> None:  # from the engine's threads
+            with self.server._jobs_lock:
+                if token in table:
+                    table[token] = (int(done), int(total))
+
+        return report
+
+    def __exit__(self, *exc: object) -> None:
+        if self.entered and self.token is not None:
+            ended = self.server._ended
+            with self.server._jobs_lock:
+                ended[self.token] = self.server._jobs.pop(self.token)
+                while len(ended) > self.server.limits.max_connections:
+                    ended.popitem(last=False)
+
+
 class EnhanceServer(ThreadingHTTPServer):
     """The HTTP server of ``rave serve``; see the module docstring for its limits."""
 
@@ -720,6 +793,11 @@ class EnhanceServer(ThreadingHTTPServer):
         self.stopping = threading.Event()
         self.queued_bytes = 0
         self._queue_lock = threading.Lock()
+        self._jobs: dict[str, tuple[int, int]] = {}  # X-Rave-Job -> (done, total) tiles
+        self._ended: OrderedDict[str, tuple[int, int]] = OrderedDict()  # the last ones' counts
+        self._jobs_lock = threading.Lock()
+        # Whether the engine reports the light map's progress (Enhancer.light_map(progress=))
+        self._light_map_reports = "progress" in inspect.signature(enhancer.light_map).parameters
         self._one_at_a_time = threading.Lock()
         self._slots = threading.BoundedSemaphore(limits.max_connections)
         self._deadlines: dict[_Handler, float | None] = {}
@@ -834,6 +912,16 @@ class EnhanceServer(ThreadingHTTPServer):
         """Admits an upload of ``size`` bytes if the queue's byte budget allows it."""
         return _Admission(self, size)
 
+    def job(self, token: str | None) -> _Job:
+        """The progress entry of an upload that sent ``token`` (see :class:`_Job`)."""
+        return _Job(self, token)
+
+    def progress(self, token: str) -> tuple[int, int] | None:
+        """``(done, total)`` tiles of the upload with ``token`` (in flight or among the last
+        ended), else None."""
+        with self._jobs_lock:
+            return self._jobs.get(token) or self._ended.get(token)
+
     def serve_forever(self, poll_interval: float = 0.5) -> None:
         """Serve until :meth:`stop`; in the main thread, SIGTERM raises KeyboardInterrupt.
 
@@ -937,13 +1025,19 @@ class EnhanceServer(ThreadingHTTPServer):
         folder: Path,
         name: str,
         client_gone: Callable[[], bool] | None = None,
+        progress: Callable[[int, int], None] | None = None,
     ) -> Result:
-        """Decode the upload, run the network once, keep the light map and a preview."""
+        """Decode the upload, run the network once, keep the light map and a preview.
+
+        ``progress(done, total)`` is called after each tile of the network, if the engine
+        reports them (possibly from a worker thread).
+        """
         from rave.io import read_photo
 
         def work(stop: Callable[[], bool]) -> Result:
             photo = read_photo(folder / "upload", max_pixels=self.limits.max_pixels)
-            light = self.enhancer.light_map(photo.pixels, deadline=stop)
+            hook = {"progress": progress} if progress and self._light_map_reports else {}
+            light = self.enhancer.light_map(photo.pixels, deadline=stop, **hook)
             if not np.isfinite(light).all():
                 raise ValueError("the model's light map is not finite on this photo")
             np.save(folder / "light.npy", light)

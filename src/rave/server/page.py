@@ -220,9 +220,28 @@ function setState(photo, state, text) {
   photo.li.querySelector(".thumb").title = text;
   const bar = photo.li.querySelector("progress");
   bar.hidden = state === "done" || state === "failed";
-  if (state === "enhancing") bar.removeAttribute("value");
+  if (state === "enhancing") showProgress(photo, text, null);
   updateStatus();
   if (photo === selected) showSelected();
+}
+
+// The list's bar and state line for an upload or a photo being enhanced: `fraction` from 0
+// to 1, or null while unknown (an indeterminate bar).
+function showProgress(photo, text, fraction) {
+  const bar = photo.li.querySelector("progress");
+  if (fraction === null) {
+    bar.removeAttribute("value"); bar.removeAttribute("aria-valuenow");
+  } else {
+    bar.value = 100 * fraction;
+    bar.setAttribute("aria-valuenow", String(Math.floor(100 * fraction)));
+  }
+  photo.li.querySelector(".state").textContent = text;
+}
+
+// Names one upload for GET /progress/TOKEN (the server's count of tiles computed).
+function jobToken() {
+  return Array.from(crypto.getRandomValues(new Uint8Array(16)),
+                    (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
 function addPhoto(file) {
@@ -230,10 +249,12 @@ function addPhoto(file) {
   const li = document.createElement("li");
   li.innerHTML = '<button type="button" class="thumb" aria-current="false"><canvas width="56" ' +
     'height="42" aria-hidden="true"></canvas><span><span class="name"></span>' +
-    '<span class="state">queued</span><progress max="100" value="0"></progress></span></button>' +
+    '<span class="state">queued</span><progress role="progressbar" max="100" value="0" ' +
+    'aria-valuemin="0" aria-valuemax="100" aria-valuenow="0"></progress></span></button>' +
     '<button type="button" class="remove" title="Remove (stops it if it is being enhanced)">' +
     '×</button>';
   li.querySelector(".name").textContent = file.name;
+  li.querySelector("progress").setAttribute("aria-label", `${file.name}: progress`);
   li.querySelector(".thumb").addEventListener("click", () => select(photo));
   const remove = li.querySelector(".remove");
   remove.setAttribute("aria-label", `Remove ${file.name}`);
@@ -281,21 +302,43 @@ function upload(photo) {
     const xhr = new XMLHttpRequest();
     photo.xhr = xhr;
     xhr.open("POST", "/enhance?name=" + encodeURIComponent(photo.name));
+    const job = jobToken();
+    photo.job = job;
+    xhr.setRequestHeader("X-Rave-Job", job);
     xhr.responseType = "text";
-    const bar = photo.li.querySelector("progress");
     setState(photo, "uploading", "uploading");
     xhr.upload.onprogress = (e) => {
-      if (e.lengthComputable) { bar.value = (100 * e.loaded) / e.total;
-        photo.li.querySelector(".state").textContent = `uploading ${Math.round(bar.value)}%`; }
+      if (e.lengthComputable) showProgress(photo, `uploading ${Math.round((100 * e.loaded) /
+        e.total)}%`, e.loaded / e.total);
     };
-    xhr.upload.onload = () => {  // no progress from the engine: the time it has taken
+    // Then the engine's tiles done (GET /progress/JOB, twice a second until the answer
+    // comes) and the time taken. Before the engine starts (the photo before it is still
+    // being enhanced) the total is 0: the bar stays indeterminate.
+    xhr.upload.onload = () => {
       const started = Date.now();
+      let fraction = null, asking = false;
       setState(photo, "enhancing", "enhancing…");
-      const tick = setInterval(() => {
-        if (photo.state !== "enhancing" || photo.removed) { clearInterval(tick); return; }
+      const current = () => photo.state === "enhancing" && !photo.removed && photo.job === job;
+      const show = () => {
         const seconds = Math.round((Date.now() - started) / 1000);
-        photo.li.querySelector(".state").textContent = `enhancing… ${seconds} s`;
-      }, 1000);
+        const percent = fraction === null ? "" : ` ${Math.floor(100 * fraction)} %,`;
+        showProgress(photo, `enhancing…${percent} ${seconds} s`, fraction);
+      };
+      const tick = setInterval(async () => {
+        if (!current()) { clearInterval(tick); return; }
+        show();
+        if (asking) return;
+        asking = true;
+        try {
+          const response = await fetch(`/progress/${job}`);
+          if (response.ok) {
+            const {done, total} = await response.json();
+            if (total > 0) fraction = Math.min(1, done / total);
+            if (current()) show();
+          }
+        } catch (err) {}  // the answer to the upload says what happened
+        asking = false;
+      }, 500);
     };
     xhr.onload = async () => {
       if (xhr.status !== 200) {
