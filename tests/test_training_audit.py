@@ -283,3 +283,18 @@ def test_paired_partners_stay_aligned_when_a_backlit_image_is_unreadable(
     (context,) = _RecordingContext.contexts
     assert [p.stem for p in context.backlit_files] == ["img00", "img02", "img03", "img04"]
     assert [p.stem for p in context.well_lit_files] == [p.stem for p in context.backlit_files]
+
+
+def test_a_key_given_twice_in_a_config_is_refused_in_one_line(tmp_path: Path) -> None:
+    """PyYAML keeps the last of two equal keys silently: editing ``lr`` near the top of a
+    config that sets it again below changed nothing, without a word."""
+    from rave.training.config import ConfigError, load_config
+
+    path = tmp_path / "twice.yaml"
+    path.write_text("lr: 1.0e-4\nbatch_size: 4\nlr: 2.0e-4\n")
+    with pytest.raises(ConfigError, match=r"key 'lr' given twice at line 3, column 1\)$"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="key 'a' given twice"):
+        load_config(None, ["method_options={a: 1, a: 2}"])
+    path.write_text("lr: 1.0e-4\nmethod_options: {residual_weight: 2.0}\n")  # still fine
+    assert load_config(path).method_options == {"residual_weight": 2.0}

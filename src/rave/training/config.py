@@ -336,8 +336,21 @@ class _YamlLoader(yaml.SafeLoader):
     """PyYAML's safe loader, reading ``1e-4`` as a float as YAML 1.2 does.
 
     PyYAML implements YAML 1.1, whose floats need a dot (``1.0e-4``): ``lr: 1e-4`` and
-    ``--set lr=1e-4`` would otherwise arrive as the string ``"1e-4"``.
+    ``--set lr=1e-4`` would otherwise arrive as the string ``"1e-4"``. A key given twice in
+    one mapping is an error (PyYAML keeps the last silently, so an edit near the top of a
+    config that repeats a key further down would change nothing).
     """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, str | int | float | bool) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} given twice", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 _YamlLoader.add_implicit_resolver(
@@ -354,6 +367,15 @@ _YamlLoader.add_implicit_resolver(
 )
 
 
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """A YAML error in one line: the problem and where (PyYAML's own text quotes the line
+    with a caret under it)."""
+    if isinstance(err, yaml.MarkedYAMLError) and err.problem and err.problem_mark:
+        mark = err.problem_mark
+        return f"{err.problem} at line {mark.line + 1}, column {mark.column + 1}"
+    return " ".join(str(err).split())
+
+
 def apply_overrides(config: TrainConfig, overrides: list[str] | tuple[str, ...]) -> TrainConfig:
     """``config`` with ``key=value`` overrides applied (values parsed as YAML scalars/lists).
 
@@ -368,7 +390,9 @@ def apply_overrides(config: TrainConfig, overrides: list[str] | tuple[str, ...])
         try:
             value = yaml.load(raw, Loader=_YamlLoader) if raw.strip() else ""
         except yaml.YAMLError as err:
-            raise ConfigError(f"--set {item!r}: value is not valid YAML ({err})") from None
+            raise ConfigError(
+                f"--set {item!r}: value is not valid YAML ({_yaml_problem(err)})"
+            ) from None
         if key.startswith("method_options."):
             values["method_options"] = {**values["method_options"], key.split(".", 1)[1]: value}
         else:
@@ -397,7 +421,7 @@ def load_config(
                 f"{err.object[err.start : err.start + 1]!r})"
             ) from None
         except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML ({err})") from None
+            raise ConfigError(f"{path}: not valid YAML ({_yaml_problem(err)})") from None
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):

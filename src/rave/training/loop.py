@@ -572,7 +572,7 @@ def _read_resume_checkpoint(
     build_enhancer(checkpoint["model"], str(path))
     # the method's state is that method's: another one cannot read it (KeyError mid-setup)
     trained_with = checkpoint.get("method_name", checkpoint["config"].get("method"))
-    if trained_with is not None and trained_with != config.method:
+    if trained_with is not None and not _same_method_family(str(trained_with), config.method):
         raise CheckpointError(
             f"{path}: a run of method {trained_with!r}, but the config says method "
             f"{config.method!r}; resume it with method: {trained_with}, or start a new run "
@@ -594,6 +594,18 @@ def _check_method(config: TrainConfig) -> None:
         raise ConfigError(f"method: {err}") from None
     source = f"method_options of {config.method!r}"
     coerce_dataclass(method.Options, dict(config.method_options), source)
+
+
+def _same_method_family(saved: str, configured: str) -> bool:
+    """Whether method ``configured`` reads the state of a run of method ``saved``: the same
+    method, or one derived from the other (a variant keeps its base's state)."""
+    if saved == configured:
+        return True
+    try:
+        first, second = get_method(saved), get_method(configured)
+    except ValueError:  # the saved method is not available here
+        return False
+    return issubclass(first, second) or issubclass(second, first)
 
 
 def _is_count(value: object) -> bool:
