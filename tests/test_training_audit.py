@@ -298,3 +298,19 @@ def test_a_key_given_twice_in_a_config_is_refused_in_one_line(tmp_path: Path) ->
         load_config(None, ["method_options={a: 1, a: 2}"])
     path.write_text("lr: 1.0e-4\nmethod_options: {residual_weight: 2.0}\n")  # still fine
     assert load_config(path).method_options == {"residual_weight": 2.0}
+
+
+def test_a_sample_grid_that_cannot_be_written_does_not_end_the_run(folders: Path, caplog) -> None:
+    """Samples and the loss plot are for looking at; a failure to write one (here a file
+    named ``samples`` in the run folder) ended the run with an OSError and without saving
+    ``last.pt``, losing every iteration since the last checkpoint."""
+    from rave.training.loop import train
+    from test_training import tiny_config
+
+    run = folders / "run"
+    run.mkdir()
+    (run / "samples").write_text("in the way")
+    config = tiny_config(folders, sample_every=2)
+    assert train(config, encoder_factory=tiny_factory).iterations == 6
+    assert load_checkpoint_file(run / "last.pt")["iteration"] == 6
+    assert "no sample grid or loss plot" in caplog.text

@@ -50,6 +50,7 @@ from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from rave.encoders.base import ImageEncoder
+from rave.errors import describe_failure
 from rave.network import (
     CheckpointError,
     EnhancementNet,
@@ -337,9 +338,7 @@ def _run(
                 progress.update(1)
                 if metrics is not None and _due(config.sample_every, state.iteration,
                                                 config.iterations):  # fmt: skip
-                    _write_samples(core, held, run_dir / "samples" /
-                                   f"iter_{state.iteration:06d}.png", config)  # fmt: skip
-                    save_loss_plot(metrics.read(), run_dir / "loss_curves.png", state.guided_start)
+                    _write_pictures(core, held, run_dir, state, metrics, config)
                 if config.checkpoint_every and state.iteration % config.checkpoint_every == 0:
                     files.write_checkpoints(state, core, optimizer, scaler)
                 if config.snapshot_every and state.iteration % config.snapshot_every == 0:
@@ -785,6 +784,25 @@ def _grad_norm(module: nn.Module) -> Tensor:
 
 def _cpu_state(module: nn.Module) -> dict[str, Tensor]:
     return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+
+
+def _write_pictures(
+    core: EnhancementNet,
+    held: list[Tensor],
+    run_dir: Path,
+    state: RunState,
+    metrics: MetricsCSV,
+    config: TrainConfig,
+) -> None:
+    """The sample grid and the loss plot; a failure to write them is a warning, not the end
+    of the run (they are for looking at: the run's checkpoints are what matters)."""
+    try:
+        path = run_dir / "samples" / f"iter_{state.iteration:06d}.png"
+        _write_samples(core, held, path, config)
+        save_loss_plot(metrics.read(), run_dir / "loss_curves.png", state.guided_start)
+    except OSError as err:
+        log.warning("iteration %d: no sample grid or loss plot (%s); training goes on",
+                    state.iteration - 1, describe_failure(err))  # fmt: skip
 
 
 @torch.no_grad()
