@@ -314,3 +314,30 @@ def test_a_sample_grid_that_cannot_be_written_does_not_end_the_run(folders: Path
     assert train(config, encoder_factory=tiny_factory).iterations == 6
     assert load_checkpoint_file(run / "last.pt")["iteration"] == 6
     assert "no sample grid or loss plot" in caplog.text
+
+
+def test_a_folder_without_one_readable_image_names_its_config_key(
+    folders: Path, monkeypatch
+) -> None:
+    """Like an empty folder (exit 2, naming the key); it was exit 1 with only "none of the
+    6 image files could be read"."""
+    import rave.training.loop as loop
+    from rave.cli import main
+
+    for path in (folders / "backlit").iterdir():
+        path.write_bytes(b"not a png")
+    monkeypatch.setattr(loop, "_default_encoder_factory", tiny_factory)
+    line = one_error_line(CliRunner().invoke(main, ["train", str(_config_file(folders))]), 2)
+    assert line.startswith(f"Error: backlit_dir {folders / 'backlit'}: none of the 6")
+
+
+def test_prompt_methods_without_well_lit_dir_say_which_key_is_missing(folders: Path) -> None:
+    """CLIP-LIT-Latent without ``well_lit_dir`` said "none of the 0 well-lit images is
+    readable" (exit 1)."""
+    from rave.training.config import ConfigError
+    from rave.training.loop import train
+    from test_training import tiny_config
+
+    config = tiny_config(folders, method="clip-lit-latent", well_lit_dir="")
+    with pytest.raises(ConfigError, match="clip-lit-latent: set well_lit_dir"):
+        train(config, encoder_factory=tiny_factory)

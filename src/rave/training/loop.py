@@ -237,12 +237,15 @@ def _run(
             raise ConfigError(
                 f"backlit_dir {config.backlit_dir}, well_lit_dir {config.well_lit_dir}: {err}"
             ) from None
-    images = FolderImages(
-        backlit_files,
-        config.crop_size,
-        cache=config.cache_images,
-        crop=config.crop_mode == "random",
-    )
+    try:
+        images = FolderImages(
+            backlit_files,
+            config.crop_size,
+            cache=config.cache_images,
+            crop=config.crop_mode == "random",
+        )
+    except ValueError as err:  # not one readable image: the folder the config names
+        raise ConfigError(f"backlit_dir {config.backlit_dir}: {err}") from None
     if config.regime == "paired":  # the partners of the backlit images that could be read
         partner = dict(zip(backlit_files, well_lit_files, strict=True))
         well_lit_files = [partner[path] for path in images.files]

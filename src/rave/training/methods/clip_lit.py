@@ -422,6 +422,12 @@ class PromptGuidedMethod(GuidanceMethod):
             len(ctx.well_lit_files),
             size,
         )
+        if not ctx.well_lit_files:
+            from rave.training.config import ConfigError
+
+            raise ConfigError(
+                f"{self.name}: set well_lit_dir (the prompts learn from well-lit images)"
+            )
         for attribute, name, files in (
             ("backlit_set", "backlit", ctx.backlit_files),
             ("well_lit_set", "well-lit", ctx.well_lit_files),
