@@ -297,6 +297,11 @@ def test_enhancer_session_matches_enhance_and_writes_files(
     assert notes == []
     assert Image.open(tmp_path / "out.png").size == (W, H)
     assert ticks[-1][0] == ticks[-1][1] > 1  # per-tile progress within one photo
+    # the light map alone (rave serve's path) reports the same tiles, once each
+    light_ticks: list[tuple[int, int]] = []
+    enhancer.light_map(rgb, progress=lambda *tick: light_ticks.append(tick))
+    total = ticks[-1][1]
+    assert sorted(light_ticks) == [(done, total) for done in range(1, total + 1)]
     assert len(enhancer.model_sha256) == 64
 
 

@@ -7,7 +7,6 @@ small so that each case takes about a second.
 from __future__ import annotations
 
 import http.client
-import inspect
 import io
 import json
 import os
@@ -909,11 +908,6 @@ def test_progress_of_the_photo_being_enhanced_is_answered_by_its_token(tiny_net)
     assert [line for line in lines if "/progress/" in line and "-> 404" in line]
 
 
-@pytest.mark.skipif(
-    "progress" not in inspect.signature(Enhancer.light_map).parameters,
-    reason="Enhancer.light_map does not report progress yet (rave.session, rave.api, "
-    "rave.inference.predict_light_map need a progress=callable(done, total) argument)",
-)
 def test_progress_follows_the_engines_tiles(tiny_net) -> None:
     engine = _Paced(tiny_net, tile=16)  # 64 x 64 pixels: several tiles
     server = _progress_server(engine, [])

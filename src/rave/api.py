@@ -228,6 +228,7 @@ def light_map_array(
     pixels: np.ndarray,
     *,
     tile: int | str | None = "auto",
+    progress: Callable[[int, int], None] | None = None,
     deadline: float | Callable[[], bool] | None = None,
 ) -> np.ndarray:
     """The network's light map ``L`` of an image held in a numpy array.
@@ -239,6 +240,7 @@ def light_map_array(
         net: the enhancement network.
         pixels: as :func:`enhance_array` takes them (grey and alpha handled the same way).
         tile: as in :func:`enhance_array`; the light map does not depend on it.
+        progress: called as ``progress(done, total)`` after each tile.
         deadline: as in :func:`enhance_array`.
 
     Returns:
@@ -248,7 +250,9 @@ def light_map_array(
 
     pixels = _checked_pixels(pixels)
     _, image = _network_view(pixels if pixels.ndim == 3 else pixels[:, :, None])
-    light = predict_light_map(_engine_net(net), image, tile=tile, deadline=deadline)
+    light = predict_light_map(
+        _engine_net(net), image, tile=tile, progress=progress, deadline=deadline
+    )
     return light[0, 0].numpy()
 
 

@@ -208,17 +208,22 @@ class Enhancer:
             deadline=deadline,
         )
 
-    def light_map(self, pixels: np.ndarray, *, deadline: Deadline = None) -> np.ndarray:
+    def light_map(
+        self, pixels: np.ndarray, *, progress: Any = None, deadline: Deadline = None
+    ) -> np.ndarray:
         """The network's ``(H, W)`` float32 light map ``L`` of ``(H, W[, C])`` pixels.
 
         Apply it at any strength with ``enhance_pixels(pixels, light_map=L, strength=S)``
-        or ``enhance_file(..., light_map=L)``; the network runs only here.
+        or ``enhance_file(..., light_map=L)``; the network runs only here. ``progress``: a
+        callable ``progress(done, total)`` called after each tile.
         """
         from rave.api import light_map_array
 
         if pixels.ndim >= 2:
             self._tune_allocator(pixels.shape[0], pixels.shape[1])
-        return light_map_array(self.net, pixels, tile=self.tile, deadline=deadline)
+        return light_map_array(
+            self.net, pixels, tile=self.tile, progress=progress, deadline=deadline
+        )
 
     def _tune_allocator(self, height: int, width: int) -> None:
         """The engine's memory policy for a photo of this size (glibc; see inference.memory)."""

@@ -1112,6 +1112,7 @@ def predict_light_map(
     *,
     tile: int | str | None = "auto",
     cache_features: bool | str = "auto",
+    progress: Callable[[int, int], None] | None = None,
     deadline: Deadline = None,
 ) -> Tensor:
     """Light map of an image batch, tiled exactly when large.
@@ -1125,6 +1126,8 @@ def predict_light_map(
             float32 rounding) in every case.
         cache_features: keep the pyramid-pooling input of pass 1 for pass 2 (``True``),
             recompute it (``False``), or keep it when it fits a memory budget (``"auto"``).
+        progress: called as ``progress(done, total)`` after each output tile (possibly from
+            a worker thread), e.g. for ``rave serve``'s progress bar.
         deadline: a ``time.monotonic()`` value, or a function returning True when the run
             must stop; then :class:`DeadlineExceeded` is raised at the start of the next tile.
 
@@ -1141,6 +1144,7 @@ def predict_light_map(
         light_out=light,
         enhanced_out=None,
         cache_features=cache_features,
+        progress=progress,
         deadline=deadline,
     )
     return light

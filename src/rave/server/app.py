@@ -47,7 +47,6 @@ plain text.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import json
 import logging
 import math
@@ -796,8 +795,6 @@ class EnhanceServer(ThreadingHTTPServer):
         self._jobs: dict[str, tuple[int, int]] = {}  # X-Rave-Job -> (done, total) tiles
         self._ended: OrderedDict[str, tuple[int, int]] = OrderedDict()  # the last ones' counts
         self._jobs_lock = threading.Lock()
-        # Whether the engine reports the light map's progress (Enhancer.light_map(progress=))
-        self._light_map_reports = "progress" in inspect.signature(enhancer.light_map).parameters
         self._one_at_a_time = threading.Lock()
         self._slots = threading.BoundedSemaphore(limits.max_connections)
         self._deadlines: dict[_Handler, float | None] = {}
@@ -1036,8 +1033,7 @@ class EnhanceServer(ThreadingHTTPServer):
 
         def work(stop: Callable[[], bool]) -> Result:
             photo = read_photo(folder / "upload", max_pixels=self.limits.max_pixels)
-            hook = {"progress": progress} if progress and self._light_map_reports else {}
-            light = self.enhancer.light_map(photo.pixels, deadline=stop, **hook)
+            light = self.enhancer.light_map(photo.pixels, deadline=stop, progress=progress)
             if not np.isfinite(light).all():
                 raise ValueError("the model's light map is not finite on this photo")
             np.save(folder / "light.npy", light)
