@@ -6,6 +6,7 @@ import io
 import json
 import re
 import struct
+import sys
 import threading
 import urllib.error
 import urllib.parse
@@ -304,3 +305,60 @@ def test_the_format_note_describes_the_content_not_the_name(server: str) -> None
         status, _, body = _request(f"{server}/result/{info['id']}/download")
         assert status == 200
         assert Image.open(io.BytesIO(body)).format == {"jpg": "JPEG", "png": "PNG"}[fmt]
+
+
+_STORE_CHILD = """
+import os, signal, sys
+from rave.server.store import ResultStore
+store = ResultStore(1 << 20)
+_, folder = store.new_folder()
+(folder / "upload").write_bytes(b"a photo")
+print(store._root, flush=True)
+if sys.argv[1] == "killed":
+    os.kill(os.getpid(), signal.SIGKILL)
+sys.stdin.read()  # alive until the test closes stdin
+store.close()
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="flock: POSIX only")
+def test_folders_of_killed_servers_are_removed_and_running_ones_kept(tmp_path, monkeypatch) -> None:
+    import os
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    from rave.server.store import ResultStore
+
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+
+    def start(how: str) -> tuple[subprocess.Popen[str], Path]:
+        child = subprocess.Popen(
+            [sys.executable, "-c", _STORE_CHILD, how],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        assert child.stdout is not None
+        return child, Path(child.stdout.readline().strip())
+
+    running, running_folder = start("running")
+    killed, killed_folder = start("killed")
+    assert killed.wait(60) == -9
+    unrelated = tmp_path / "rave-serve-not-a-server"  # no owner file: not ours to judge
+    unrelated.mkdir()
+    assert killed_folder.is_dir() and killed_folder.parent == tmp_path
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    store = ResultStore(1 << 20)
+    try:
+        assert not killed_folder.exists()
+        assert store.removed_stale == 1
+        assert any(running_folder.rglob("upload"))  # the running server's photo is kept
+        assert unrelated.is_dir()
+    finally:
+        store.close()
+        assert running.stdin is not None
+        running.stdin.close()
+        running.wait(60)
+    assert not running_folder.exists()  # removed by its own server, as always

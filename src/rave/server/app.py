@@ -54,6 +54,7 @@ import re
 import select
 import signal
 import socket
+import tempfile
 import threading
 import time
 import zipfile
@@ -789,6 +790,11 @@ class EnhanceServer(ThreadingHTTPServer):
         self.quality = quality
         self.log_line = log_line or (lambda line: log.info("%s", line))
         self.store = ResultStore(limits.results_bytes)
+        if self.store.removed_stale:
+            self.log_line(
+                f"removed {self.store.removed_stale} result folder(s) left in "
+                f"{tempfile.gettempdir()} by rave serve processes that were killed"
+            )
         self.stopping = threading.Event()
         self.queued_bytes = 0
         self._queue_lock = threading.Lock()

@@ -5,10 +5,16 @@ folder, the uploaded file and its full-resolution light map ``L`` (float32). Any
 ``S`` is then ``clamp(I / L**S, 0, 1)`` without the network: the page computes it on a
 preview, the download computes it at full resolution. The folder is bounded in bytes
 (oldest results are forgotten first) and removed when the server stops.
+
+A server killed without a chance to clean up (SIGKILL, a power cut) leaves its folder
+behind; the next ``rave serve`` removes such folders. Each live server holds an exclusive
+``flock`` on its folder's ``.owner`` file, so a folder whose lock can be taken belongs to a
+process that is gone, and a folder of a server still running is never touched.
 """
 
 from __future__ import annotations
 
+import os
 import secrets
 import shutil
 import struct
@@ -28,6 +34,8 @@ __all__ = ["LIGHT_CODE_OFFSET", "LIGHT_CODE_SCALE", "Result", "ResultStore", "en
 LIGHT_CODE_OFFSET = 16.0
 LIGHT_CODE_SCALE = 2048.0
 VIEW_MAGIC = b"RAVEVIEW"
+FOLDER_PREFIX = "rave-serve-"
+OWNER_FILE = ".owner"  # flock-ed by the server that made the folder, as long as it runs
 
 
 @dataclass
@@ -61,7 +69,10 @@ class ResultStore:
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
-        self._root = Path(tempfile.mkdtemp(prefix="rave-serve-"))
+        self._root = Path(tempfile.mkdtemp(prefix=FOLDER_PREFIX))
+        self._owner_fd = _hold_owner_lock(self._root)
+        #: folders left by servers that were killed, removed when this one started
+        self.removed_stale = _remove_stale_folders(self._root.parent, keep=self._root)
         self._results: OrderedDict[str, Result] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -110,6 +121,59 @@ class ResultStore:
         with self._lock:
             self._results.clear()
         shutil.rmtree(self._root, ignore_errors=True)
+        if self._owner_fd is not None:
+            os.close(self._owner_fd)
+            self._owner_fd = None
+
+
+def _hold_owner_lock(folder: Path) -> int | None:
+    """Lock ``folder``'s owner file for this process's lifetime; its descriptor (None
+    where ``flock`` does not exist: Windows)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        return None
+    # Locked under another name, then renamed: the owner file never exists unlocked, so a
+    # server starting at the same moment cannot take it for a dead one's.
+    pending = folder / f"{OWNER_FILE}.pending"
+    fd = os.open(pending, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    os.replace(pending, folder / OWNER_FILE)
+    return fd
+
+
+def _remove_stale_folders(parent: Path, keep: Path) -> int:
+    """Remove this user's result folders in ``parent`` whose server is gone; how many."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        return 0
+    removed = 0
+    try:
+        candidates = list(parent.glob(f"{FOLDER_PREFIX}*"))
+    except OSError:
+        return 0
+    for folder in candidates:
+        if folder == keep:
+            continue
+        try:
+            if folder.is_symlink() or not folder.is_dir() or folder.stat().st_uid != os.getuid():
+                continue
+            # O_NOFOLLOW: a link planted in a shared /tmp is not followed.
+            fd = os.open(folder / OWNER_FILE, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            continue  # not ours, not a server's (no owner file), or already gone
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue  # its server is running
+        try:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed += not folder.exists()
+        finally:
+            os.close(fd)
+    return removed
 
 
 def _preview_rgb(pixels: np.ndarray) -> np.ndarray:
