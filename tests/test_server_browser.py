@@ -519,7 +519,7 @@ def test_removing_a_done_photo_removes_the_servers_copy(browser, light_half_net,
         ) as info:
             page.click("#list .remove")
         assert info.value.status == 200
-        assert len(httpd.store) == 0 and not list(httpd.store._root.iterdir())
+        assert len(httpd.store) == 0 and not [p for p in httpd.store._root.iterdir() if p.is_dir()]
     finally:
         context.close()
         httpd.stop()

@@ -781,7 +781,9 @@ def test_a_client_that_leaves_stops_its_photo_within_a_tile() -> None:
         line = _lines_with(lines, "gone.png", seconds=60)
         # Before: the photo was computed to the end for nobody ("-> 200").
         assert line and "the client closed the connection: stopped" in line[0], line
-        assert len(server.store) == 0 and not list(server.store._root.iterdir())
+        assert len(server.store) == 0 and not [
+            p for p in server.store._root.iterdir() if p.is_dir()
+        ]
     finally:
         server.stop()
 
