@@ -91,6 +91,29 @@ def test_ssim_standard_is_skimage_gaussian(photo: np.ndarray) -> None:
     assert 0.0 < metrics.ssim_y(pred, target) < 1.0
 
 
+@pytest.mark.parametrize("strip_pixels", [1, 2000, 7919])
+def test_ssim_in_row_strips_equals_skimage_on_the_whole_image(
+    photo: np.ndarray, strip_pixels: int, monkeypatch
+) -> None:
+    # Large photos are scored in strips (memory); the strips' mean must be skimage's own,
+    # for both windows (7x7 uniform: reference; 11x11 Gaussian: standard), and for strips
+    # of the fewest rows allowed, a few rows, and a count that does not divide the height.
+    import rave.evaluation.paired as paired
+
+    monkeypatch.setattr(paired, "_SSIM_STRIP_PIXELS", strip_pixels)
+    rng = np.random.default_rng(2)
+    tall = np.concatenate([photo, photo[::-1]], axis=0)  # several strips even at 7919 px
+    pred = np.clip(tall * 0.7 + rng.normal(0, 12, tall.shape), 0, 255).astype(np.uint8)
+    pred_grey = cv2.cvtColor(np.ascontiguousarray(pred[..., ::-1]), cv2.COLOR_RGB2GRAY)
+    gt_grey = cv2.cvtColor(np.ascontiguousarray(tall[..., ::-1]), cv2.COLOR_RGB2GRAY)
+    data_range = float(pred_grey.max()) - float(pred_grey.min())
+    expected = structural_similarity(gt_grey, pred_grey, data_range=data_range)
+    assert metrics.ssim_reference(pred, tall) == pytest.approx(expected, abs=1e-12)
+    wang = {"gaussian_weights": True, "sigma": 1.5, "use_sample_covariance": False}
+    expected = structural_similarity(tall / 255, pred / 255, data_range=1.0, channel_axis=2, **wang)
+    assert metrics.ssim(pred, tall) == pytest.approx(expected, abs=1e-12)
+
+
 def test_identical_images_get_the_best_score(photo: np.ndarray) -> None:
     assert metrics.psnr(photo, photo) == math.inf
     assert metrics.psnr_y(photo, photo) == math.inf
