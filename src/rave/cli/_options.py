@@ -252,7 +252,7 @@ def quiet_option() -> Callable[[F], F]:
         "-q",
         "--quiet",
         is_flag=True,
-        help="No progress bars and no notes: errors and results only.",
+        help="No progress bars and no notes (errors, warnings and results are still shown).",
     )
 
 
