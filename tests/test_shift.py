@@ -166,3 +166,12 @@ def test_shift_cli_output_is_checked_before_the_work(tiny_clip, tmp_path: Path) 
     line = one_error_line(result, 2)
     assert line.endswith(f"{out}: parent {tmp_path / 'small.jpg'} is a file, not a folder")
     assert "concepts removed" not in result.output
+
+
+def test_the_vocab_option_offers_the_vocabularies_shift_knows() -> None:
+    # The command line spells them out (importing rave.guidance.shift would import torch
+    # for --help): the two lists must not drift apart.
+    from rave.cli._options import VOCABULARY_CHOICES
+    from rave.guidance.shift import VOCABULARIES
+
+    assert VOCABULARY_CHOICES == VOCABULARIES

@@ -35,6 +35,7 @@ __all__ = [
     "resolve_device",
     "strength_option",
     "tile_option",
+    "vocabulary_option",
     "write_failure",
 ]
 
@@ -305,6 +306,23 @@ MAX_STRENGTH = 100.0
 """The largest ``--strength`` (``rave enhance``, ``rave serve``, and the server's URLs; the
 Python API takes any finite ``S >= 0``): at 100 a light map of 0.9 already multiplies by
 37,000."""
+
+
+# rave.guidance.shift.VOCABULARIES, spelled out: importing it would import torch for --help
+# (tests/test_shift.py checks that the two agree).
+VOCABULARY_CHOICES = ("decoded", "token-ids")
+
+
+def vocabulary_option(help_text: str) -> Callable[[F], F]:
+    """``--vocab``: which CLIP vocabulary ``rave interpret`` ranks and ``rave shift`` removes."""
+    return click.option(
+        "--vocab",
+        "vocabulary",
+        type=click.Choice(VOCABULARY_CHOICES),
+        default=VOCABULARY_CHOICES[0],
+        show_default=True,
+        help=help_text,
+    )
 
 
 def strength_option(help_text: str = "") -> Callable[[F], F]:

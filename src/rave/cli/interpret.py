@@ -14,6 +14,7 @@ from rave.cli._options import (
     device_option,
     quiet_option,
     resolve_device,
+    vocabulary_option,
     write_failure,
 )
 
@@ -89,15 +90,10 @@ def _overlap(top_k: int, vocabulary: str) -> str:
     help="Encode only the first N vocabulary tokens (a quick look; the full 49,408 take "
     "minutes on a CPU the first time, then come from the cache).",
 )
-@click.option(
-    "--vocab",
-    "vocabulary",
-    type=click.Choice(["decoded", "token-ids"]),
-    default="decoded",
-    show_default=True,
-    help="decoded = the authors' vocabulary, as `rave shift --remove-tokens` uses by default "
+@vocabulary_option(
+    "decoded = the authors' vocabulary, as `rave shift --remove-tokens` uses by default "
     "(each token decoded to text and re-tokenized; shown as quoted texts, 'star ' the word, "
-    "'star' the piece); token-ids = each token id encoded alone (docs/method.md).",
+    "'star' the piece); token-ids = each token id encoded alone (docs/method.md)."
 )
 @click.option(
     "--batch-size",

@@ -14,6 +14,7 @@ from rave.cli._options import (
     overwrite_option,
     quiet_option,
     resolve_device,
+    vocabulary_option,
 )
 
 __all__ = ["shift_command"]
@@ -48,15 +49,10 @@ __all__ = ["shift_command"]
     default=None,
     help="With --remove-tokens: use only the first N vocabulary tokens (quick looks).",
 )
-@click.option(
-    "--vocab",
-    "vocabulary",
-    type=click.Choice(["decoded", "token-ids"]),
-    default="decoded",
-    show_default=True,
-    help="With --remove-tokens: decoded = the authors' vocabulary (each token decoded to text "
+@vocabulary_option(
+    "With --remove-tokens: decoded = the authors' vocabulary (each token decoded to text "
     "and re-tokenized, raw features weighted; reproduces rave-unpaired-shifted); token-ids = "
-    "each token id encoded alone, one entry per id (docs/method.md).",
+    "each token id encoded alone, one entry per id (docs/method.md)."
 )
 @device_option()
 @overwrite_option()
