@@ -605,3 +605,41 @@ def test_the_photo_being_enhanced_shows_the_engines_progress(browser, light_half
         release.set()
         context.close()
         httpd.stop()
+
+
+class _RefusesToRender(Enhancer):
+    """Enhances uploads as usual, but every full-size render runs over the time limit."""
+
+    def enhance_file(self, *args: Any, **kwargs: Any) -> Any:
+        from rave.inference.tiled import DeadlineExceeded
+
+        raise DeadlineExceeded("over the time limit")
+
+
+def test_a_download_the_server_refuses_says_why_on_the_page(browser, light_half_net, tmp_path):
+    # A 503 at download time (busy, time limit) used to fail in the download list only.
+    httpd = make_server(_RefusesToRender(light_half_net), "127.0.0.1", 0, log_line=lambda x: None)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    context = browser.new_context(accept_downloads=True)
+    try:
+        page = context.new_page()
+        downloads: list[Any] = []
+        page.on("download", lambda download: downloads.append(download))
+        page.goto(f"http://127.0.0.1:{httpd.server_port}/")
+        page.set_input_files("#file", str(_jpeg_with_metadata(tmp_path / "late.jpg", _dark())))
+        _wait_status(page, "1 photo: 1 done")
+        reason = "late.jpg: over the 600 s time limit per photo (rave serve --time-limit)"
+        page.focus("#download")
+        page.keyboard.press("Enter")
+        _wait_status(page, "Not downloaded:")
+        assert page.text_content("#status") == f"Not downloaded: {reason}"
+        assert page.evaluate("document.activeElement.id") == "download"  # the focus stays
+        page.fill("#strength", "0.5")  # the status line is the photos' count again
+        _wait_status(page, "1 photo: 1 done")
+        page.click("#zipall")
+        _wait_status(page, "Not downloaded:")
+        assert page.text_content("#status") == f"Not downloaded: {reason}"
+        assert downloads == [] and page.locator("iframe").count() == 0
+    finally:
+        context.close()
+        httpd.stop()

@@ -546,9 +546,34 @@ async function save(wanted, url) {
       return;
     }
   }
-  const link = document.createElement("a");
-  link.href = url(); link.download = ""; link.hidden = true;
-  document.body.appendChild(link); link.click(); link.remove();
+  fetchInFrame(wanted, url());
+}
+
+// The download itself is navigated in a hidden frame of its own, not fetched: a 200 (always
+// an attachment) turns into an ordinary browser download, streamed to disk however large the
+// photo or the zip, and nothing is rendered twice (a check request first could not foresee a
+// busy server or the time limit, which come during the render). Any other answer stays in the
+// frame as a page of its own: the server's one line of plain text, shown here with the
+// photo's name. A frame whose answer became a download keeps an empty document: it is left
+// in place, as removing it while the server still renders would cancel the download.
+function fetchInFrame(wanted, url) {
+  const frame = document.createElement("iframe");
+  frame.hidden = true; frame.tabIndex = -1;
+  frame.setAttribute("aria-hidden", "true"); frame.title = "download";
+  frame.addEventListener("load", () => {
+    let doc = null;
+    try { doc = frame.contentDocument; } catch (err) {}  // the browser's own error page
+    if (doc && doc.location.href === "about:blank") return;
+    const text = doc ? (doc.body ? doc.body.textContent : "").trim().split("\n")[0] : "";
+    frame.remove();
+    const reason = text || "the server did not answer: is rave serve still running?";
+    const named = wanted.find((p) => reason.startsWith(`${p.name}: `));
+    const who = wanted.length === 1 ? wanted[0].name
+      : `the zip of ${wanted.map((p) => p.name).join(", ")}`;
+    $("status").textContent = `Not downloaded: ${named ? reason : `${who}: ${reason}`}`;
+  });
+  frame.src = url;
+  document.body.appendChild(frame);
 }
 
 // A failed photo (server busy, over its time limit, restarted mid-upload) is sent again from
