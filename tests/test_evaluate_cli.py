@@ -412,7 +412,6 @@ def test_scoring_shows_a_progress_bar_unless_quiet_or_verbose(dataset) -> None:
 def test_models_show_progress_and_their_failures_are_listed_once(
     dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from rave.session import Enhancer
 
     checkpoint = _checkpoint(tmp_path)
     (dataset["inputs"] / "s2.png").write_bytes(b"not an image")
@@ -428,15 +427,7 @@ def test_models_show_progress_and_their_failures_are_listed_once(
     ]
     # a photo the model fails on (here: out of memory) is an error, and the exit status says it
     (dataset["inputs"] / "s2.png").unlink()
-    real, calls = Enhancer.enhance_pixels, []
-
-    def fails_on_s1(self, pixels):  # the photos are enhanced in name order: s0, s1
-        calls.append(1)
-        if len(calls) == 2:
-            raise MemoryError("cannot allocate 3 GB")
-        return real(self, pixels)
-
-    monkeypatch.setattr(Enhancer, "enhance_pixels", fails_on_s1)
+    _second_photo_runs_out_of_memory(monkeypatch)
     result = _run(*args, str(out), "--overwrite", "-q")
     assert result.exit_code == 1, result.output
     assert [line for line in result.output.splitlines() if line.startswith("error:")] == [
@@ -519,17 +510,8 @@ def test_report_names_no_best_brightness(dataset, tmp_path: Path) -> None:
 def test_a_model_failure_is_said_when_it_leaves_a_reference_unmatched(
     dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from rave.session import Enhancer
 
-    real, calls = Enhancer.enhance_pixels, []
-
-    def fails_on_s1(self, pixels):  # the photos are enhanced in name order: s0, s1
-        calls.append(1)
-        if len(calls) == 2:
-            raise MemoryError("cannot allocate 3 GB")
-        return real(self, pixels)
-
-    monkeypatch.setattr(Enhancer, "enhance_pixels", fails_on_s1)
+    _second_photo_runs_out_of_memory(monkeypatch)
     args = ["--input", str(dataset["inputs"]), "--model", str(_checkpoint(tmp_path))]
     result = _run(
         *args, "--gt", str(dataset["gt"]), "--no-nr", "--no-lpips", "-q", "-o", str(tmp_path / "o")
@@ -538,3 +520,18 @@ def test_a_model_failure_is_said_when_it_leaves_a_reference_unmatched(
     lines = result.output.splitlines()
     assert f"error: {dataset['inputs'] / 's1.png'}: MemoryError: cannot allocate 3 GB" in lines
     assert "no partner" in lines[-1]  # then why nothing was scored
+
+
+def _second_photo_runs_out_of_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The model fails on the second photo it enhances (name order: s1) with a MemoryError."""
+    from rave.session import Enhancer
+
+    real, calls = Enhancer.enhance_pixels, []
+
+    def fails_on_s1(self, pixels):
+        calls.append(1)
+        if len(calls) == 2:
+            raise MemoryError("cannot allocate 3 GB")
+        return real(self, pixels)
+
+    monkeypatch.setattr(Enhancer, "enhance_pixels", fails_on_s1)
