@@ -23,20 +23,23 @@ demo: $(STAMP)
 # kernel (on an AVX-512 machine the first run used the AVX-512 build): both paths are
 # checked whichever CPU kind CI lands on.
 AVX2_FLAGS := -mavx2 -mfma -mno-avx512f
+# One pytest worker per core of the 2-core machines the suite is sized for (tests/conftest.py
+# gives each worker one thread); `make test TEST_WORKERS=0` runs it in one process.
+TEST_WORKERS ?= 2
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks scripts
 	$(BIN)/ruff format --check src tests benchmarks scripts
 	$(BIN)/pyright --pythonpath $(BIN)/python src
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS)
 	@if [ "$$(uname -m)" = x86_64 ]; then \
 		echo "network tests through an AVX2 build of the Winograd kernel:"; \
-		RAVE_KERNEL_FLAGS="$(AVX2_FLAGS)" $(BIN)/python -m pytest -q -m "not slow" \
+		RAVE_KERNEL_FLAGS="$(AVX2_FLAGS)" $(BIN)/python -m pytest -q -n $(TEST_WORKERS) -m "not slow" \
 			tests/test_network.py tests/test_inference.py tests/test_default_model.py; \
 	fi
 
 # The development lane: everything but the slow end-to-end tests.
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) -m "not slow"
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_inference.py

@@ -17,8 +17,16 @@ from rave.network import EnhancementNet, build_enhancer, extract_state_dict, loa
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DIR = REPO_ROOT.parent / "shared"
 
-# Two cores are shared by the whole suite: more threads than that only thrash.
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# Two cores are shared by the whole suite: more threads than that only thrash. Under
+# pytest-xdist (`make test` runs one worker per core) each worker, and every process it
+# starts, gets one thread: two workers of two spinning OpenMP threads each on two cores made
+# one training test 5x slower, while one thread each ran the whole suite in 0.6x its serial
+# time.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+else:
+    torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
 @pytest.fixture(scope="session")
