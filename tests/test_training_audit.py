@@ -341,3 +341,24 @@ def test_prompt_methods_without_well_lit_dir_say_which_key_is_missing(folders: P
     config = tiny_config(folders, method="clip-lit-latent", well_lit_dir="")
     with pytest.raises(ConfigError, match="clip-lit-latent: set well_lit_dir"):
         train(config, encoder_factory=tiny_factory)
+
+
+def test_identity_layer_weights_of_the_wrong_length_are_refused_before_any_work(
+    folders: Path, monkeypatch
+) -> None:
+    """One weight per feature map of the identity encoder (the tiny one gives 5): a wrong
+    count is one usage line before RAVE's residual is computed. Before, it surfaced as a
+    ValueError of the identity loss at the first iteration, after that work."""
+    import rave.training.loop as loop
+    from rave.cli import main
+
+    def no_residual(self) -> None:
+        raise AssertionError("the residual was computed before the config was checked")
+
+    monkeypatch.setattr(loop, "_default_encoder_factory", tiny_factory)
+    monkeypatch.setattr(RaveMethod, "setup", no_residual)
+    config = _config_file(folders, identity_layer_weights="[1.0, 1.0, 1.0]")
+    line = one_error_line(CliRunner().invoke(main, ["train", str(config)]), 2)
+    assert "identity_layer_weights: 3 weight(s)" in line
+    assert "tiny-id gives 5 feature maps: give 5" in line
+    assert not (folders / "run" / "last.pt").exists()

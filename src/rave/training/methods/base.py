@@ -38,7 +38,7 @@ from torch import Tensor, nn
 
 from rave.encoders.base import ImageEncoder
 from rave.losses import identity_loss
-from rave.training.config import TrainConfig, coerce_dataclass
+from rave.training.config import ConfigError, TrainConfig, coerce_dataclass
 
 __all__ = ["GuidanceMethod", "MethodContext", "NoOptions", "Stage"]
 
@@ -107,6 +107,28 @@ class GuidanceMethod(abc.ABC):
             self.Options, dict(self.config.method_options), f"method_options of {self.name!r}"
         )
         self.identity_encoder = context.create_encoder(self.config.identity_encoder)
+        self._check_identity_layer_weights()
+
+    def _check_identity_layer_weights(self) -> None:
+        """One ``identity_layer_weights`` entry per feature map of the identity encoder.
+
+        Checked on a blank image when the method is built, before RAVE's residual or the
+        data are computed: otherwise a wrong count surfaced only at the first iteration.
+
+        Raises:
+            ConfigError: naming the key, both counts and the encoder.
+        """
+        encoder = self.identity_encoder
+        device = next((p.device for p in encoder.parameters()), torch.device("cpu"))
+        side = encoder.input_size
+        with torch.no_grad():
+            maps = len(encoder.features(torch.zeros(1, 3, side, side, device=device)))
+        given = len(self.config.identity_layer_weights)
+        if given != maps:
+            raise ConfigError(
+                f"identity_layer_weights: {given} weight(s), but the identity encoder "
+                f"{self.config.identity_encoder} gives {maps} feature maps: give {maps}"
+            )
 
     # ----------------------------------------------------------------- lifecycle hooks
     def setup(self) -> None:  # noqa: B027 (optional hook)
