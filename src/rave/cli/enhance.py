@@ -124,6 +124,7 @@ def _collect(
     jobs: list[_Job] = []
     errors: list[str] = []
     notes: list[str] = []
+    results_inputs: list[Path] = []  # the output folder given as an input
     for text in inputs:
         path = Path(text).expanduser()
         problem = _lstat_problem(path)
@@ -144,6 +145,11 @@ def _collect(
             if not match.is_dir():
                 jobs.append(_Job(match, Path(match.name)))
                 continue
+            if output_dir is not None and _same_folder(match, output_dir):
+                # `rave enhance *` run again: the shell names ./enhanced too. Its files are
+                # this batch's results, not photos (as -r leaves it out of a folder scan).
+                results_inputs.append(match)
+                continue
             scan = _scan_folder(match, recursive, output_dir)
             errors += scan.errors
             left_out = scan.subfolders_left_out
@@ -153,10 +159,28 @@ def _collect(
             elif left_out:
                 notes.append(f"{match}: skipped {left_out} sub-folder(s) (use -r to include them)")
             jobs.extend(scan.jobs)
+    for folder in results_inputs:
+        line = f"{folder}: left out, it is the output folder (it holds rave's results)"
+        if jobs or errors:
+            notes.append(line)
+        else:  # nothing else asked for: not a silent "0 enhanced"
+            errors.append(f"{line}; choose another -o folder to enhance its photos again")
     unique: dict[str, _Job] = {}
     for job in jobs:
-        unique.setdefault(os.path.realpath(job.source), job)
+        # One photo named twice (a link beside its target): enhanced once, and under the
+        # name of the file itself rather than of whichever link sorts first.
+        first = unique.setdefault(os.path.realpath(job.source), job)
+        if first.source.is_symlink() and not job.source.is_symlink():
+            unique[os.path.realpath(job.source)] = job
     return list(unique.values()), errors, notes
+
+
+def _same_folder(path: Path, folder: Path) -> bool:
+    """Whether ``path`` is ``folder`` (links resolved; False if either is missing)."""
+    try:
+        return os.path.samefile(path, folder)
+    except OSError:
+        return False
 
 
 def _file_id(path: Path) -> tuple[int, int] | None:
@@ -690,6 +714,57 @@ def _probe_output_folders(jobs: list[_Job]) -> str | None:
     return None
 
 
+def _prepare(
+    ctx: click.Context,
+    inputs: tuple[str, ...],
+    *,
+    output_dir: Path | None,
+    model: str,
+    device: str,
+    tile: int | str | None,
+    suffix: str,
+    fmt: str | None,
+    overwrite: bool,
+    in_place_allowed: bool,
+    recursive: bool,
+    options: dict[str, Any],
+    tally: _Tally,
+    quiet: bool,
+) -> tuple[Enhancer, list[_Job]]:
+    """Load the model, collect and plan the jobs, report those that will not run.
+
+    Returns:
+        The enhancer and the jobs to run (reused results counted as skipped in ``tally``).
+    """
+    # The model and device are checked before anything is skipped, and what made each
+    # existing result is compared with what would make it now.
+    enhancer = _load_enhancer(ctx, model, device, tile)
+    jobs, errors, scan_notes = _collect(inputs, recursive, output_dir)
+    for line in scan_notes:
+        _say(f"note: {line}", quiet)
+    jobs = _plan(
+        jobs,
+        output_dir=output_dir,
+        suffix=suffix,
+        format=fmt,
+        in_place_allowed=in_place_allowed,
+    )
+    tally.failed += len(errors)
+    for line in errors:
+        _say(f"error: {line}")
+    to_run = []
+    manifests = _read_output_records(jobs)
+    for job in jobs:
+        if job.error is None and job.target is not None and not overwrite:
+            job.error = _reuse_or_refuse(job, enhancer, options, tally, quiet, manifests)
+        if job.error is not None:
+            tally.failed += 1
+            _say(f"error: {job.source}: {job.error}")
+        elif job.target is not None:
+            to_run.append(job)
+    return enhancer, to_run
+
+
 HELP = f"""Enhance backlit photos: files, folders (-r for sub-folders) and globs.
 
 \b
@@ -803,42 +878,42 @@ def enhance_command(
     explicit_suffix = ctx.get_parameter_source("suffix") == click.core.ParameterSource.COMMANDLINE
     fmt = {"jpeg": "jpg", "tiff": "tif"}.get((output_format or "").lower(), output_format)
 
-    # The model and device are checked before anything is skipped, and what made each
-    # existing result is compared with what would make it now.
-    enhancer = _load_enhancer(ctx, model, device, tile)
+    from rave.cli._batch import Interrupted, interrupt_on_sigterm
+
     options: dict[str, Any] = {
         "tile": tile,
         "quality": quality,
         "max_pixels": max_pixels,
         "strength": strength,
     }
-    jobs, errors, scan_notes = _collect(inputs, recursive, output_dir)
-    for line in scan_notes:
-        _say(f"note: {line}", quiet)
-    jobs = _plan(
-        jobs,
-        output_dir=output_dir,
-        suffix=suffix,
-        format=fmt.lower() if fmt else None,
-        in_place_allowed=overwrite and explicit_suffix and suffix == "",
-    )
-    tally = _Tally(failed=len(errors))
-    for line in errors:
-        _say(f"error: {line}")
-    to_run = []
-    manifests = _read_output_records(jobs)
-    for job in jobs:
-        if job.error is None and job.target is not None and not overwrite:
-            job.error = _reuse_or_refuse(job, enhancer, options, tally, quiet, manifests)
-        if job.error is not None:
-            tally.failed += 1
-            _say(f"error: {job.source}: {job.error}")
-        elif job.target is not None:
-            to_run.append(job)
+    tally = _Tally()
+    try:
+        # Ctrl-C or SIGTERM while the model loads or the inputs are looked at (a large
+        # batch's re-run checks take a while) says so too, not click's "Aborted!" (exit
+        # 1) or nothing at all: nothing has been written yet.
+        with interrupt_on_sigterm():
+            enhancer, to_run = _prepare(
+                ctx,
+                inputs,
+                output_dir=output_dir,
+                model=model,
+                device=device,
+                tile=tile,
+                suffix=suffix,
+                fmt=fmt.lower() if fmt else None,
+                overwrite=overwrite,
+                in_place_allowed=overwrite and explicit_suffix and suffix == "",
+                recursive=recursive,
+                options=options,
+                tally=tally,
+                quiet=quiet,
+            )
+    except KeyboardInterrupt as err:
+        # Not through _say: the interrupted import of a library must not be needed here.
+        click.echo("interrupted before any photo was enhanced: nothing was written", err=True)
+        ctx.exit(err.exit_status if isinstance(err, Interrupted) else 130)
 
     if to_run:
-        from rave.cli._batch import Interrupted, interrupt_on_sigterm
-
         tally.left = len(to_run)
         try:
             with interrupt_on_sigterm():

@@ -727,6 +727,9 @@ def _xmp_and_dpi(image: Image.Image) -> tuple[bytes | None, tuple[float, float] 
     dpi = image.info.get("dpi")
     if image.format == "JPEG" and image.info.get("jfif_unit") not in (1, 2):
         dpi = None  # JFIF density 1:1 without a unit is an aspect ratio, not a resolution
+    tags = getattr(image, "tag_v2", {}) if image.format == "TIFF" else {}
+    if image.format == "TIFF" and not (282 in tags and 283 in tags):
+        dpi = None  # Pillow's stand-in (1, 1) for absent resolution tags: 1 dpi is not it
     if dpi is not None:
         dpi = (float(dpi[0]), float(dpi[1]))
         if min(dpi) <= 0:

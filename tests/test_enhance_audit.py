@@ -1,0 +1,164 @@
+"""``rave enhance`` as a photographer uses it: re-runs of shell globs, interruptions before
+the first photo, TIFF resolution, links beside their targets (an audit's findings)."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner, Result
+from PIL import Image
+
+from rave.cli import main
+
+
+@pytest.fixture
+def work(tmp_path: Path, monkeypatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def _run(*args: str) -> Result:
+    return CliRunner().invoke(main, ["enhance", *args, "--model", "default", "--device", "cpu"])
+
+
+def _photo(path: str | Path, seed: int = 0, size: tuple[int, int] = (24, 16), **save) -> None:
+    width, height = size
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(10, 120, (height, width, 3)).astype(np.uint8)).save(path, **save)
+
+
+def _lines(result: Result, prefix: str) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.startswith(prefix)]
+
+
+def test_rerun_of_a_shell_glob_naming_the_output_folder_skips_everything(work: Path) -> None:
+    # `rave enhance *` twice: the second time the shell also names ./enhanced.
+    _photo("a.png", 1)
+    _photo("b.png", 2)
+    first = _run("a.png", "b.png")
+    assert first.exit_code == 0, first.output
+    second = _run("a.png", "b.png", "enhanced")
+    assert second.exit_code == 0, second.output
+    assert "0 enhanced, 2 skipped, 0 failed" in second.stdout
+    assert _lines(second, "error:") == []
+    assert _lines(second, "note:") == [
+        "note: enhanced: left out, it is the output folder (it holds rave's results)"
+    ]
+    assert sorted(os.listdir("enhanced")) == [".rave-results.json", "a.png", "b.png"]
+
+
+def test_a_pattern_matching_the_output_folder_skips_it_too(work: Path) -> None:
+    _photo("a.png", 1)
+    assert _run("a.png").exit_code == 0
+    again = _run("*")  # the pattern as rave expands it (quoted in the shell)
+    assert again.exit_code == 0, again.output
+    assert "0 enhanced, 1 skipped, 0 failed" in again.stdout
+
+
+def test_the_output_folder_alone_as_input_is_one_error(work: Path) -> None:
+    _photo("a.png", 1)
+    assert _run("a.png").exit_code == 0
+    result = _run("enhanced")
+    assert result.exit_code == 1, result.output
+    assert _lines(result, "error:") == [
+        "error: enhanced: left out, it is the output folder (it holds rave's results); "
+        "choose another -o folder to enhance its photos again"
+    ]
+    assert "0 enhanced, 0 skipped, 1 failed" in result.stdout
+
+
+def test_a_folder_inside_the_output_folder_is_still_an_input(work: Path) -> None:
+    # -o . with the photos in ./photos: the input is inside the output folder, not it.
+    os.mkdir("photos")
+    _photo("photos/a.png", 1)
+    result = _run("photos", "-o", ".")
+    assert result.exit_code == 0, result.output
+    assert "1 enhanced, 0 skipped, 0 failed" in result.stdout
+    assert os.path.isfile("a.png")
+
+
+def test_ctrl_c_while_the_model_loads_says_nothing_was_written(work: Path, monkeypatch) -> None:
+    import rave.cli.enhance
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(rave.cli.enhance, "_load_enhancer", interrupted)
+    _photo("a.png")
+    result = _run("a.png")
+    assert result.exit_code == 130, result.output  # click alone: "Aborted!" and 1
+    assert result.stderr.splitlines() == [
+        "interrupted before any photo was enhanced: nothing was written"
+    ]
+    assert not os.path.exists("enhanced")
+
+
+def test_sigterm_before_the_first_photo_says_nothing_was_written(work: Path, monkeypatch) -> None:
+    import rave.cli.enhance
+
+    class Killed(Exception):
+        pass
+
+    def stand_in(signal_number, frame):  # without rave's handler: the test fails, not dies
+        raise Killed
+
+    real_collect = rave.cli.enhance._collect
+
+    def collect_then_sigterm(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return real_collect(*args, **kwargs)
+
+    monkeypatch.setattr(rave.cli.enhance, "_collect", collect_then_sigterm)
+    _photo("a.png")
+    previous = signal.signal(signal.SIGTERM, stand_in)
+    try:
+        result = _run("a.png")
+        assert signal.getsignal(signal.SIGTERM) is stand_in  # rave's handler removed again
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert result.exit_code == 143, result.output
+    assert _lines(result, "interrupted") == [
+        "interrupted before any photo was enhanced: nothing was written"
+    ]
+    assert not os.path.exists("enhanced")
+
+
+def _resolution_tags(path: str) -> dict[str, object]:
+    import tifffile
+
+    with tifffile.TiffFile(path) as tiff:
+        page = tiff.pages[0]
+        return {
+            tag.name: tag.value
+            for tag in page.tags.values()
+            if tag.name in ("XResolution", "YResolution", "ResolutionUnit")
+        }
+
+
+def test_tiff_without_resolution_does_not_become_1_dpi(work: Path) -> None:
+    # Pillow reports dpi (1, 1) for a TIFF without resolution tags; it is no resolution.
+    _photo("plain.tif")
+    _photo("sharp.tif", dpi=(300, 300))
+    assert _resolution_tags("plain.tif") == {}
+    result = _run("plain.tif", "sharp.tif")
+    assert result.exit_code == 0, result.output
+    assert _resolution_tags("enhanced/plain.tif") == {}
+    assert _resolution_tags("enhanced/sharp.tif")["XResolution"] == (300, 1)
+    as_jpeg = _run("plain.tif", "-o", "jpg", "--format", "jpg")
+    assert as_jpeg.exit_code == 0, as_jpeg.output
+    with Image.open("jpg/plain.jpg") as jpeg:
+        assert jpeg.info.get("jfif_unit") == 0  # no unit: an aspect ratio, not 1 dpi
+
+
+def test_a_link_beside_its_target_gives_the_file_its_own_name(work: Path) -> None:
+    os.mkdir("photos")
+    _photo("photos/real.png")
+    os.symlink("real.png", "photos/another.png")  # sorts first
+    result = _run("photos")
+    assert result.exit_code == 0, result.output
+    assert "1 enhanced, 0 skipped, 0 failed" in result.stdout
+    assert sorted(os.listdir("enhanced")) == [".rave-results.json", "real.png"]
