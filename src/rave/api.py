@@ -148,6 +148,7 @@ def enhance_array(
         ValueError: another dtype or layout, or float values outside [0, 1] (e.g. on a
             0-255 scale: divide by 255 first) or not finite.
     """
+    _require_array(pixels)
     out_dtype = np.dtype(out_dtype or pixels.dtype)
     pixels = _checked_pixels(pixels)
     if out_dtype.kind not in "uf" or (out_dtype.kind == "u" and out_dtype.itemsize > 2):
@@ -167,7 +168,8 @@ def enhance_array(
     pixels, image = _network_view(pixels)
     height, width, channels = pixels.shape
     colour = 1 if channels <= 2 else 3
-    compute_dtype = out_dtype if out_dtype.kind == "u" else np.dtype(np.float32)
+    # Computed in native byte order (torch reads no other); out_dtype's order at the end.
+    compute_dtype = out_dtype.newbyteorder("=") if out_dtype.kind == "u" else np.dtype(np.float32)
     kept_light = None
     if light_map is not None:
         kept_light = torch.from_numpy(np.asarray(light_map, np.float32))[None, None]
@@ -194,12 +196,26 @@ def enhance_array(
     return np.ascontiguousarray(result.astype(out_dtype, copy=False))
 
 
+def _require_array(pixels: object) -> None:
+    """TypeError naming what came instead of a numpy array (not an AttributeError later)."""
+    if not isinstance(pixels, np.ndarray):
+        raise TypeError(
+            f"pixels must be a numpy array (H, W[, C]), got {type(pixels).__name__}; "
+            "Enhancer.enhance and rave.enhance take PIL images and tensors"
+        )
+
+
 def _checked_pixels(pixels: np.ndarray) -> np.ndarray:
-    """``pixels`` if its dtype and values are usable, made contiguous if flipped."""
+    """``pixels`` if its dtype and values are usable, in native byte order, made
+    contiguous if flipped."""
+    _require_array(pixels)
     if pixels.dtype.kind not in "uf" or (pixels.dtype.kind == "u" and pixels.itemsize > 2):
         raise ValueError(f"pixels must be uint8, uint16 or float, got {pixels.dtype}")
     if pixels.dtype.kind == "f":
         _check_unit_range(pixels)
+    if not pixels.dtype.isnative:
+        # Big-endian samples (e.g. '>u2' from a FITS or raw dump): torch reads native only.
+        pixels = pixels.astype(pixels.dtype.newbyteorder("="))
     if any(stride < 0 for stride in pixels.strides):
         # Flipped views (OpenCV's BGR as a[..., ::-1]): torch cannot wrap negative strides.
         pixels = np.ascontiguousarray(pixels)
@@ -244,7 +260,8 @@ def light_map_array(
         deadline: as in :func:`enhance_array`.
 
     Returns:
-        ``(H, W)`` float32 light map, values in (0, 1] for the shipped models.
+        ``(H, W)`` float32 light map, positive for the shipped models; it may exceed 1
+        where the model darkens (the built-in ``default`` does near highlights).
     """
     from rave.inference import predict_light_map
 
@@ -258,6 +275,8 @@ def light_map_array(
 
 def _check_unit_range(values: np.ndarray | Tensor) -> None:
     """Refuse float images that are not finite values in [0, 1] (clipping would hide it)."""
+    if values.size == 0 if isinstance(values, np.ndarray) else values.numel() == 0:
+        return  # nothing to check; the engine says the image is too small
     if isinstance(values, np.ndarray):
         finite, low, high = bool(np.isfinite(values).all()), values.min(), values.max()
     else:
@@ -291,6 +310,8 @@ def _enhance_pil(
     net: nn.Module, image: Image.Image, tile: int | str | None, strength: float = 1.0
 ) -> Image.Image:
     mode = image.mode
+    if mode in ("I", "F"):
+        return _enhance_pil_numeric(net, image, tile, strength)
     if mode in _PIL_MODES_KEPT:
         working = image
     elif mode in ("I;16B", "I;16L", "I;16N"):
@@ -318,6 +339,31 @@ def _enhance_pil(
     return enhanced
 
 
+def _enhance_pil_numeric(
+    net: nn.Module, image: Image.Image, tile: int | str | None, strength: float
+) -> Image.Image:
+    """Mode ``I`` (32-bit integers, taken as 16-bit samples 0-65535, as Pillow opens
+    16-bit PNGs) and ``F`` (float, in [0, 1] as float arrays): enhanced at their precision
+    and returned in the same mode, not squeezed through 8-bit ``L``."""
+    values = np.asarray(image)
+    if image.mode == "I":
+        low, high = (int(values.min()), int(values.max())) if values.size else (0, 0)
+        if low < 0 or high > 65535:
+            raise ValueError(
+                f"PIL images of mode 'I' are taken as 16-bit samples (0-65535); "
+                f"this image spans [{low}, {high}]"
+            )
+        pixels = enhance_array(net, values.astype(np.uint16), tile=tile, strength=strength)
+        enhanced = Image.fromarray(pixels.astype(np.int32))
+    else:
+        pixels = enhance_array(net, values, tile=tile, strength=strength)
+        enhanced = Image.fromarray(pixels.astype(np.float32))
+    enhanced.info.update(
+        {k: v for k, v in image.info.items() if k in ("icc_profile", "exif", "dpi")}
+    )
+    return enhanced
+
+
 def _enhance_torch(
     net: nn.Module, image: Tensor, tile: int | str | None, strength: float = 1.0
 ) -> Tensor:
@@ -325,6 +371,11 @@ def _enhance_torch(
         raise ValueError(f"tensors must be float in [0, 1], got {image.dtype}")
     if image.ndim not in (3, 4) or image.shape[-3] != 3:
         raise ValueError(f"tensors must be (3, H, W) or (B, 3, H, W), got {tuple(image.shape)}")
+    if image.ndim == 4 and image.shape[0] == 0:
+        from rave.network.enhancer import check_strength
+
+        check_strength(strength)
+        return image.detach().clone()  # an empty batch enhanced is an empty batch
     _check_unit_range(image)
     batch = image if image.ndim == 4 else image.unsqueeze(0)
     enhanced = enhance_tensor(_engine_net(net), batch, tile=tile, strength=strength)
@@ -392,9 +443,10 @@ def enhance(
 
     Args:
         image: one of
-            - a PIL image: ``L``, ``LA``, ``RGB``, ``RGBA`` and ``I;16`` come back in the
-              same mode; ``CMYK``, ``1`` and other convertible modes are enhanced in RGB/L
-              and converted back; palette images (``P``) come back as ``RGB``/``RGBA``.
+            - a PIL image: ``L``, ``LA``, ``RGB``, ``RGBA``, ``I;16``, ``I`` (taken as
+              16-bit, 0-65535) and ``F`` (in [0, 1]) come back in the same mode;
+              ``CMYK``, ``1`` and other convertible modes are enhanced in RGB/L and
+              converted back; palette images (``P``) come back as ``RGB``/``RGBA``.
               ``info`` keeps ``icc_profile``, ``exif`` and ``dpi``. Pixels are taken as
               stored: EXIF orientation is not applied (``rave.io.read_photo`` does that).
             - a numpy array ``(H, W)``, ``(H, W, 1|2|3|4)`` (grey, grey + alpha, RGB,

@@ -17,7 +17,7 @@ import hashlib
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
 
@@ -25,7 +25,8 @@ from rave.devices import parse_tile, resolve_device
 
 if TYPE_CHECKING:
     import torch
-    from torch import nn
+    from PIL import Image
+    from torch import Tensor, nn
 
 __all__ = ["Enhancer", "output_dtype"]
 
@@ -83,6 +84,11 @@ class Enhancer:
         from rave.api import get_model
 
         self.tile = parse_tile(tile)
+        if not isinstance(model, (str, os.PathLike, nn.Module)):
+            raise TypeError(
+                "model must be a model name, a checkpoint path or an nn.Module, got "
+                f"{type(model).__name__}"
+            )
         if isinstance(model, nn.Module):
             self.net = model
         else:
@@ -116,6 +122,37 @@ class Enhancer:
             digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
         return digest.hexdigest()
 
+    # The same kind out as in, for type checkers as for rave.enhance.
+    @overload
+    def enhance(
+        self, image: Image.Image, *, output: None = ..., strength: float = ...
+    ) -> Image.Image: ...
+    @overload
+    def enhance(
+        self, image: np.ndarray, *, output: None = ..., strength: float = ...
+    ) -> np.ndarray: ...
+    @overload
+    def enhance(self, image: Tensor, *, output: None = ..., strength: float = ...) -> Tensor: ...
+    @overload
+    def enhance(
+        self, image: str | os.PathLike[str], *, output: None = ..., strength: float = ...
+    ) -> np.ndarray: ...
+    @overload
+    def enhance(
+        self,
+        image: str | os.PathLike[str],
+        *,
+        output: str | os.PathLike[str],
+        strength: float = ...,
+    ) -> Path: ...
+    @overload  # a union of the above (as rave.enhance passes on)
+    def enhance(
+        self,
+        image: Image.Image | np.ndarray | Tensor | str | os.PathLike[str],
+        *,
+        output: str | os.PathLike[str] | None = ...,
+        strength: float = ...,
+    ) -> Any: ...
     def enhance(
         self,
         image: Any,
@@ -161,10 +198,7 @@ class Enhancer:
             # which it keeps: RSS grew 979 -> 1112 MB over 300 calls of 16-400 px, flat at
             # 850 MB when handed back after each call (benchmarks/soak_memory.py).
             return_freed_memory()
-        raise TypeError(
-            "expected a PIL image, numpy array, torch tensor or file path, got "
-            f"{type(image).__name__}"
-        )
+        raise TypeError(_unsupported_image(image))
 
     def enhance_pixels(
         self,
@@ -194,7 +228,8 @@ class Enhancer:
         """
         from rave.api import enhance_array
 
-        if pixels.ndim >= 2:  # else enhance_array says which layouts it takes
+        # Else enhance_array says which layouts (and that a numpy array) it takes.
+        if isinstance(pixels, np.ndarray) and pixels.ndim >= 2:
             self._tune_allocator(pixels.shape[0], pixels.shape[1])
         return enhance_array(
             self.net,
@@ -219,7 +254,7 @@ class Enhancer:
         """
         from rave.api import light_map_array
 
-        if pixels.ndim >= 2:
+        if isinstance(pixels, np.ndarray) and pixels.ndim >= 2:
             self._tune_allocator(pixels.shape[0], pixels.shape[1])
         return light_map_array(
             self.net, pixels, tile=self.tile, progress=progress, deadline=deadline
@@ -330,6 +365,22 @@ class Enhancer:
             lossless=photo.lossless,
         )
         return notes
+
+
+def _unsupported_image(image: object) -> str:
+    """What :meth:`Enhancer.enhance` says of an input it does not take, and what to do."""
+    message = (
+        "expected a PIL image, numpy array, torch tensor or file path (str or os.PathLike), "
+        f"got {type(image).__name__}"
+    )
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        return (
+            f"{message}: for a path in bytes pass os.fsdecode(path); for encoded image "
+            "data pass PIL.Image.open(io.BytesIO(data))"
+        )
+    if hasattr(image, "read"):
+        return f"{message}: pass the file's path, or PIL.Image.open(file)"
+    return message
 
 
 def _check_quality(quality: object) -> None:

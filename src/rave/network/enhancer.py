@@ -303,7 +303,10 @@ def check_strength(strength: float) -> float:
     if isinstance(strength, (bool, str, bytes)):
         # float() would take True and "2"; a slider value must not arrive as either.
         raise ValueError(f"strength must be a number, got {strength!r}")
-    value = float(strength)
+    try:
+        value = float(strength)
+    except (TypeError, ValueError):  # None, a list...: not a TypeError naming float()
+        raise ValueError(f"strength must be a number, got {strength!r}") from None
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"strength must be a finite number >= 0, got {strength!r}")
     return value

@@ -1,0 +1,151 @@
+"""The Python API as an application developer uses it: inputs the docs promise, and errors
+that name the problem (found by an audit of ``rave.enhance`` / ``rave.Enhancer``).
+
+Results are compared with the same pixels enhanced through an already tested input kind
+(uint16 or float32 arrays), which runs the same engine on the same values: equal exactly.
+"""
+
+from __future__ import annotations
+
+import io
+import typing
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import rave
+from rave import api
+from rave.network.enhancer import EnhancementNet, check_strength
+from rave.session import Enhancer
+
+H, W = 20, 28
+
+
+@pytest.fixture(autouse=True)
+def empty_model_cache():
+    api.clear_model_cache()
+    yield
+    api.clear_model_cache()
+
+
+def _dim(seed: int = 0) -> np.ndarray:
+    """A dim (H, W) ramp with noise in [0, 0.45], float64."""
+    rng = np.random.default_rng(seed)
+    ramp = np.linspace(0.05, 0.4, W)[None, :] * np.linspace(0.5, 1.0, H)[:, None]
+    return np.clip(ramp + rng.normal(0, 0.02, (H, W)), 0, 0.45)
+
+
+def test_pil_mode_i_is_enhanced_as_16_bit_and_stays_mode_i(net: EnhancementNet) -> None:
+    # Pillow opens 16-bit grey PNGs as mode "I" (int32 samples 0-65535); it was refused.
+    samples = np.round(_dim() * 65535).astype(np.int32)
+    image = Image.fromarray(samples)
+    assert image.mode == "I"
+    result = rave.enhance(image, net)
+    assert result.mode == "I" and result.size == image.size
+    expected = rave.enhance(samples.astype(np.uint16), net).astype(np.int32)
+    np.testing.assert_array_equal(np.asarray(result), expected)
+    assert np.asarray(result).mean() > samples.mean()  # it does brighten
+
+
+def test_pil_mode_i_outside_16_bits_is_refused_naming_the_range(net: EnhancementNet) -> None:
+    image = Image.fromarray(np.full((8, 8), -5, np.int32))
+    with pytest.raises(ValueError, match=r"mode 'I'.*0-65535.*\[-5, -5\]"):
+        rave.enhance(image, net)
+
+
+def test_pil_mode_f_is_enhanced_as_float_and_stays_mode_f(net: EnhancementNet) -> None:
+    values = _dim(1).astype(np.float32)
+    image = Image.fromarray(values)
+    assert image.mode == "F"
+    result = rave.enhance(image, net)
+    assert result.mode == "F" and result.size == image.size
+    np.testing.assert_array_equal(np.asarray(result), rave.enhance(values, net))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        rave.enhance(Image.fromarray(values * 255), net)  # a 0-255 float image: refused
+
+
+def test_big_endian_arrays_are_enhanced_and_keep_their_dtype(net: EnhancementNet) -> None:
+    native = np.round(np.dstack([_dim(2)] * 3) * 65535).astype(np.uint16)
+    big = native.astype(">u2")
+    enhancer = Enhancer(net)
+    result = enhancer.enhance(big)
+    assert result.dtype == np.dtype(">u2")
+    np.testing.assert_array_equal(result, enhancer.enhance(native))
+    # A big-endian out_dtype too (it was the engine's buffer type).
+    pixels8 = np.round(native / 257).astype(np.uint8)
+    wide = enhancer.enhance_pixels(pixels8, out_dtype=np.dtype(">u2"))
+    assert wide.dtype == np.dtype(">u2")
+    np.testing.assert_array_equal(wide, enhancer.enhance_pixels(pixels8, out_dtype=np.uint16))
+
+
+@pytest.mark.parametrize("method", ["light_map", "enhance_pixels"])
+@pytest.mark.parametrize(
+    "pixels", [Image.new("RGB", (8, 8)), torch.zeros(3, 8, 8), [[0.5] * 8] * 8]
+)
+def test_pixel_methods_say_they_take_numpy_arrays(
+    net: EnhancementNet, method: str, pixels: object
+) -> None:
+    # Was an AttributeError ('Image' object has no attribute 'ndim').
+    with pytest.raises(TypeError, match=r"numpy array .*got (Image|Tensor|list)"):
+        getattr(Enhancer(net), method)(pixels)
+
+
+@pytest.mark.parametrize(
+    "image",
+    [np.zeros((0, 5, 3), np.float32), torch.zeros(3, 0, 5), torch.zeros(3, 5, 0)],
+    ids=["float-array", "tensor-h0", "tensor-w0"],
+)
+def test_empty_images_are_too_small_not_a_reduction_error(
+    net: EnhancementNet, image: object
+) -> None:
+    with pytest.raises(ValueError, match="too small"):
+        rave.enhance(image, net)
+
+
+def test_an_empty_batch_comes_back_empty(net: EnhancementNet) -> None:
+    batch = torch.zeros(0, 3, 8, 8, dtype=torch.float16)
+    result = rave.enhance(batch, net)
+    assert result.shape == batch.shape and result.dtype == batch.dtype
+    with pytest.raises(ValueError, match="strength"):
+        rave.enhance(batch, net, strength=-1)
+
+
+def test_enhancer_enhance_is_typed_the_same_kind_out() -> None:
+    overloads = typing.get_overloads(Enhancer.enhance)
+    returns = [typing.get_type_hints(f, globalns=_typing_names())["return"] for f in overloads]
+    assert {Image.Image, np.ndarray, torch.Tensor, Path} <= set(returns)
+
+
+def _typing_names() -> dict[str, object]:
+    import os
+
+    import rave.session
+
+    return {**vars(rave.session), "Image": Image, "Tensor": torch.Tensor, "os": os}
+
+
+@pytest.mark.parametrize("strength", [None, [1.0], object()])
+def test_strength_that_is_no_number_is_a_value_error_naming_strength(strength: object) -> None:
+    with pytest.raises(ValueError, match="strength must be a number"):
+        check_strength(strength)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("model", [3, None, 2.5])
+def test_model_of_the_wrong_type_is_named(model: object) -> None:
+    with pytest.raises(TypeError, match=r"model must be a model name.*got (int|NoneType|float)"):
+        Enhancer(model, device="cpu")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "image",
+    [b"/tmp/photo.jpg", io.BytesIO(b"\xff\xd8\xff"), bytearray(b"\x89PNG")],
+    ids=["bytes", "file-object", "bytearray"],
+)
+def test_bytes_and_file_objects_say_what_to_pass_instead(
+    net: EnhancementNet, image: object
+) -> None:
+    with pytest.raises(TypeError, match=r"PIL\.Image\.open"):
+        Enhancer(net).enhance(image)
