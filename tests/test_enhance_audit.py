@@ -162,3 +162,87 @@ def test_a_link_beside_its_target_gives_the_file_its_own_name(work: Path) -> Non
     assert result.exit_code == 0, result.output
     assert "1 enhanced, 0 skipped, 0 failed" in result.stdout
     assert sorted(os.listdir("enhanced")) == [".rave-results.json", "real.png"]
+
+
+def test_a_file_in_the_way_of_the_output_folder_is_named(work: Path) -> None:
+    os.makedirs("photos/sub")
+    _photo("photos/a.png")
+    _photo("photos/sub/b.png")
+    os.mkdir("out")
+    Path("out/sub").write_text("notes")
+    result = _run("photos", "-r", "-o", "out")
+    assert result.exit_code == 2, result.output
+    assert _lines(result, "error:") == [
+        "error: output folder out/sub cannot be written (out/sub is a file, not a folder): "
+        "nothing was enhanced"  # was "(File exists)"
+    ]
+    deeper = _run("photos/a.png", "-o", "out/sub/deeper")
+    assert deeper.exit_code == 2, deeper.output
+    assert "(out/sub is a file, not a folder)" in deeper.stderr
+    os.symlink("nowhere", "dangling")
+    broken = _run("photos/a.png", "-o", "dangling")
+    assert broken.exit_code == 2, broken.output
+    assert "(dangling is a broken link to nowhere)" in broken.stderr
+
+
+def _grey_icc(gamma: float = 1.8) -> bytes:
+    """A minimal ICC v2 GRAY display profile (D50 white, one gamma curve)."""
+    import struct
+
+    def s15(value: float) -> bytes:
+        return struct.pack(">i", round(value * 65536))
+
+    white = s15(0.9642) + s15(1.0) + s15(0.8249)
+    text = b"Grey test\0"
+    tags = [
+        (b"desc", b"desc" + bytes(4) + struct.pack(">I", len(text)) + text + bytes(82)),
+        (b"wtpt", b"XYZ " + bytes(4) + white),
+        (b"kTRC", b"curv" + bytes(4) + struct.pack(">IH", 1, round(gamma * 256)) + bytes(2)),
+        (b"cprt", b"text" + bytes(4) + b"none" + bytes(4)),
+    ]
+    offset = 128 + 4 + 12 * len(tags)
+    table, data = struct.pack(">I", len(tags)), b""
+    for signature, body in tags:
+        body += bytes(-len(body) % 4)
+        table += signature + struct.pack(">II", offset + len(data), len(body))
+        data += body
+    header = (
+        struct.pack(">I", offset + len(data))
+        + b"lcms"
+        + struct.pack(">I", 0x02100000)
+        + b"mntrGRAYXYZ "
+        + bytes(12)
+        + b"acsp"
+        + bytes(28)
+        + white
+        + bytes(48)
+    )
+    assert len(header) == 128
+    return header + table + data
+
+
+@pytest.mark.parametrize(
+    ("alpha", "fmt", "mode"),
+    [(False, "webp", "RGB"), (True, "webp", "RGBA"), (True, "heic", "RGBA")],
+)
+def test_grey_written_as_rgb_gets_an_rgb_profile(
+    work: Path, alpha: bool, fmt: str, mode: str
+) -> None:
+    # WebP has no grey (HEIC no grey + alpha): the pixels become RGB, and a GRAY profile
+    # cannot describe them. The tones go through the profile to sRGB instead.
+    from rave.io.heif import register_heif
+    from rave.io.metadata import icc_colour_space
+
+    if fmt == "heic" and not register_heif():
+        pytest.skip("no pillow-heif")
+    grey = np.full((16, 24), 100, np.uint8)
+    pixels = np.dstack((grey, np.full_like(grey, 200))) if alpha else grey
+    Image.fromarray(pixels, "LA" if alpha else "L").save("grey.png", icc_profile=_grey_icc())
+    result = _run("grey.png", "--format", fmt, "--strength", "0")
+    assert result.exit_code == 0, result.output
+    with Image.open(f"enhanced/grey.{fmt}") as written:
+        assert written.mode == mode
+        assert icc_colour_space(written.info.get("icc_profile")) == "RGB"
+        red, green, blue = written.getpixel((8, 8))[:3]
+    assert max(red, green, blue) - min(red, green, blue) <= 3  # still grey
+    assert 110 < red < 130  # 100 under gamma 1.8 is 119 in sRGB (lossy, hence the margin)

@@ -696,6 +696,21 @@ def _report_outcomes(
         tally.left -= 1
 
 
+def _folder_problem(err: OSError) -> str | None:
+    """What is in the way of creating an output folder, in words ("File exists" is not)."""
+    if err.errno not in (errno.EEXIST, errno.ENOTDIR) or err.filename is None:
+        return None
+    blocked = Path(os.fsdecode(err.filename))
+    if err.errno == errno.ENOTDIR:  # a file somewhere on the way: name it
+        blocked = next(
+            (path for path in reversed(blocked.parents) if path.exists() and not path.is_dir()),
+            blocked,
+        )
+    if blocked.is_symlink() and not blocked.exists():
+        return f"{blocked} is a broken link to {os.readlink(blocked)}"
+    return f"{blocked} is a file, not a folder"
+
+
 def _probe_output_folders(jobs: list[_Job]) -> str | None:
     """Check every output folder can take a file before any photo is computed.
 
@@ -709,7 +724,7 @@ def _probe_output_folders(jobs: list[_Job]) -> str | None:
         try:
             probe_folder(folder)
         except OSError as err:
-            reason = err.strerror or str(err)
+            reason = _folder_problem(err) or err.strerror or str(err)
             return f"output folder {folder} cannot be written ({reason}): nothing was enhanced"
     return None
 

@@ -25,6 +25,7 @@ from rave.io.atomic import atomic_write, scratch_file
 from rave.io.library_messages import captured_messages
 from rave.io.metadata import (
     EXIF_PREFIX,
+    icc_colour_space,
     png_chunk,
     png_header_end,
     png_metadata_chunks,
@@ -396,6 +397,48 @@ def _write_tiff_16(
     )
 
 
+def _grey_stored_as_rgb(pixels: np.ndarray, fmt: str) -> bool:
+    """Whether ``fmt`` stores these grey (+ alpha) pixels as RGB: WebP always, HEIC with alpha."""
+    grey = pixels.ndim == 2 or pixels.shape[2] == 2
+    return grey and (fmt == "webp" or (fmt == "heic" and pixels.ndim == 3))
+
+
+def _grey_to_srgb(
+    pixels: np.ndarray, icc_profile: bytes, fmt: str, notes: list[str]
+) -> tuple[np.ndarray, bytes | None]:
+    """Grey (+ alpha) 8-bit pixels as sRGB (+ alpha) through their GRAY profile.
+
+    A GRAY profile cannot describe RGB pixels (colour-managed viewers reject or misread
+    it), so the tones are converted with littleCMS and tagged sRGB; where the profile
+    cannot be converted it is dropped, with a note either way.
+    """
+    from io import BytesIO
+
+    from PIL import ImageCms
+
+    grey = pixels if pixels.ndim == 2 else pixels[:, :, 0]
+    try:
+        source = ImageCms.ImageCmsProfile(BytesIO(icc_profile))
+        srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+        rgb = np.asarray(
+            ImageCms.profileToProfile(Image.fromarray(grey), source, srgb, outputMode="RGB")
+        )
+    except (OSError, ValueError, ImageCms.PyCMSError) as err:
+        notes.append(
+            f"GRAY ICC profile dropped: {fmt.upper()} stores grey as RGB and the profile "
+            f"cannot be converted ({printable(str(err))})"
+        )
+        return pixels, None
+    layout = "grey" if pixels.ndim == 2 else "grey + alpha"
+    notes.append(
+        f"{layout} written as {'RGB' if pixels.ndim == 2 else 'RGBA'} ({fmt.upper()} has no "
+        f"{layout} mode): GRAY ICC profile converted to sRGB"
+    )
+    if pixels.ndim == 3:
+        rgb = np.dstack((rgb, pixels[:, :, 1]))
+    return rgb, srgb.tobytes()
+
+
 def write_photo(
     path: str | os.PathLike[str],
     pixels: np.ndarray,
@@ -458,6 +501,8 @@ def write_photo(
     if pixels.dtype == np.uint16 and fmt not in SIXTEEN_BIT_FORMATS:
         notes.append(f"16-bit samples written as 8-bit: {fmt.upper()} holds only 8 bits")
         pixels = _to_8_bit(pixels)
+    if icc_colour_space(icc_profile) == "GRAY" and _grey_stored_as_rgb(pixels, fmt):
+        pixels, icc_profile = _grey_to_srgb(pixels, icc_profile, fmt, notes)
     exif_bytes = strip_exif_prefix(exif) if exif else None
     parsed = _parsed_exif(exif_bytes, notes) if exif_bytes and fmt == "tif" else None
 
