@@ -12,13 +12,55 @@ import click
 __all__ = ["env_command"]
 
 _PACKAGES = ("torch", "torchvision", "numpy", "pillow", "opencv-python-headless", "open_clip_torch")
+# What the extras add (rave export, raw, eval, train): a bug report about one of those
+# commands needs these versions as much as torch's.
+_EXTRA_PACKAGES = (
+    "safetensors",
+    "pillow-heif",
+    "onnx",
+    "onnxruntime",
+    "rawpy",
+    "timm",
+    "lpips",
+    "scikit-image",
+    "scipy",
+)
+
+
+# Other distributions that install the same module under another name.
+_ALTERNATIVES = {
+    "onnxruntime": ("onnxruntime-gpu", "onnxruntime-openvino", "onnxruntime-directml"),
+    "opencv-python-headless": ("opencv-python", "opencv-contrib-python-headless"),
+}
 
 
 def _version(package: str) -> str:
+    for name in (package, *_ALTERNATIVES.get(package, ())):
+        try:
+            version = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+        return version if name == package else f"{version} ({name})"
+    return "not installed"
+
+
+def _cpu() -> str:
+    """The processor's name and the vector extensions the kernel can use (Linux: from
+    /proc/cpuinfo; elsewhere the machine type)."""
+    name, flags = platform.processor() or platform.machine(), set()
     try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return "not installed"
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
+            for line in info:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and value.strip():
+                    name = value.strip()
+                elif key.strip() in ("flags", "Features"):
+                    flags = set(value.split())
+                    break
+    except OSError:
+        pass
+    simd = [f for f in ("avx512f", "avx2", "fma", "neon", "asimd") if f in flags]
+    return f"{name} ({platform.machine()}{', ' + ' '.join(simd) if simd else ''})"
 
 
 @click.command("env")
@@ -35,9 +77,10 @@ def env_command(no_build: bool) -> None:
     rows = [
         ("rave", __version__),
         ("python", f"{platform.python_version()} ({sys.executable})"),
-        ("platform", f"{platform.platform()} {platform.machine()}"),
+        ("platform", platform.platform()),
+        ("CPU", _cpu()),
     ]
-    rows += [(name, _version(name)) for name in _PACKAGES]
+    rows += [(name, _version(name)) for name in _PACKAGES + _EXTRA_PACKAGES]
     cuda = (
         f"{torch.cuda.device_count()} device(s): {torch.cuda.get_device_name(0)}"
         if torch.cuda.is_available()
@@ -59,6 +102,9 @@ def env_command(no_build: bool) -> None:
         if forced:
             backend += " (forced by RAVE_CONV_BACKEND)"
         rows += [("CPU convolutions", backend), ("Winograd kernel", winograd.kernel_status())]
+    # Variables that change what rave does (backend, kernel tile, overlap, cache...).
+    settings = sorted(f"{k}={v}" for k, v in os.environ.items() if k.startswith("RAVE_"))
+    rows.append(("RAVE_* variables", ", ".join(settings) or "none set"))
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         click.echo(f"{name:<{width}}  {value}")

@@ -79,12 +79,21 @@ def _status(info: ModelInfo) -> tuple[str, Path | None]:
 
 def _echo_details(info: ModelInfo, path: Path | None, indent: str) -> None:
     if info.builtin:
-        click.echo(f"{indent}file:   {path or 'none shipped in this version'}")
-        return
-    click.echo(f"{indent}url:    {info.url}")
-    click.echo(f"{indent}sha256: {info.sha256}")
-    click.echo(f"{indent}file:   {path}")
+        shipped = _with_size(path) if path else "none shipped in this version"
+        click.echo(f"{indent}file:   {shipped}")
+    else:
+        click.echo(f"{indent}url:    {info.url}")
+        click.echo(f"{indent}sha256: {info.sha256}")
+        click.echo(f"{indent}file:   {_with_size(path)}")
     click.echo(f"{indent}source: {info.source}; licence: {info.licence}")
+
+
+def _with_size(path: Path | None) -> str:
+    """``path (1.13 MB)`` for a file that is there, else the path alone."""
+    try:
+        return f"{path} ({path.stat().st_size / 1e6:.2f} MB)" if path else ""
+    except OSError:
+        return str(path)
 
 
 def _download(infos: list[ModelInfo]) -> None:

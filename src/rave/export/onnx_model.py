@@ -98,11 +98,18 @@ def _provenance(model: str | Path) -> tuple[EnhancementNet, _Provenance]:
 
     net = load_enhancer(model)
     path = resolve_checkpoint(model)
+    sha256 = sha256_file(path)
     if looks_like_path(model):
-        name, licence = Path(model).name, "as the checkpoint's (not stated in the file)"
+        # A file of the zoo passed by its path (the authors' .pth, a cached copy) is
+        # that model: name it and state its licence rather than "not stated".
+        known = next((info for info in MODELS.values() if info.sha256 == sha256), None)
+        if known is not None:
+            name, licence = f"{known.name} ({Path(model).name})", known.licence
+        else:
+            name, licence = Path(model).name, "as the checkpoint's (not stated in the file)"
     else:
         name, licence = str(model), MODELS[str(model)].licence
-    return net, _Provenance(name, sha256_file(path), licence)
+    return net, _Provenance(name, sha256, licence)
 
 
 def _require_onnx() -> None:
@@ -148,7 +155,7 @@ def _weights_to_float16(model: onnx.ModelProto) -> None:
 
     The arithmetic stays float32, so the model runs on every ONNX Runtime execution
     provider (the CPU one has few float16 kernels); the file is half the size and the
-    light map moves by about 1e-3.
+    light map moves by about 1e-3. Tensors with values beyond float16's range stay float32.
     """
     import numpy as np
     from onnx import TensorProto, helper, numpy_helper
@@ -160,6 +167,9 @@ def _weights_to_float16(model: onnx.ModelProto) -> None:
             continue
         values = numpy_helper.to_array(initializer)
         if values.size < 2:  # scalars (PReLU slopes, constants) gain nothing
+            continue
+        if not np.all(np.abs(values) <= np.finfo(np.float16).max):
+            # float16 would turn these into inf (and the light map into NaN): keep float32
             continue
         name = initializer.name
         half_name = f"{name}__float16"

@@ -104,8 +104,11 @@ def download_file(url: str, destination: str | Path, sha256: str, *, progress: b
 
     def download_into(out: BinaryIO) -> None:
         digest = hashlib.sha256()
+        received = 0
         with urlopen(request, timeout=_TIMEOUT_S) as response:
-            length = response.headers.get("Content-Length") if response.headers else None
+            headers = response.headers or {}
+            length = headers.get("Content-Length")
+            kind = headers.get("Content-Type")
             total = int(length) if length and length.isdigit() else None
             with tqdm(
                 total=total,
@@ -120,11 +123,20 @@ def download_file(url: str, destination: str | Path, sha256: str, *, progress: b
                     out.write(chunk)
                     digest.update(chunk)
                     bar.update(len(chunk))
+                    received += len(chunk)
+        if total is not None and received < total:
+            # http.client returns b"" when the server closes the connection early instead
+            # of raising; without this a cut-short transfer read as a changed file.
+            raise ConnectionError(
+                f"the connection was closed after {received} of {total} bytes; try again"
+            )
         actual = digest.hexdigest()
         if actual != sha256:
+            what = f"{received} bytes" + (f" of {kind}" if kind else "")
             raise ChecksumError(
-                f"download of {url} has sha256 {actual}, expected {sha256}: the file was "
-                "discarded (changed upstream or damaged in transit)"
+                f"download of {url} ({what}) has sha256 {actual}, expected {sha256}: the "
+                "file was discarded (changed upstream, damaged in transit, or not the file: "
+                "a proxy or login page)"
             )
 
     atomic_write(destination, download_into)
@@ -175,8 +187,9 @@ def fetch(info: ModelInfo, *, download: bool = True, progress: bool = True) -> P
 
 
 def _check_cache_folder(folder: Path) -> None:
-    """Make the cache folder, or say in one line why it cannot be (before any download:
-    otherwise the failure reads as a network problem, "download failed: [Errno 17]")."""
+    """Make the cache folder and check that it takes files, or say in one line why not
+    (before any download: otherwise the failure reads as a network problem, "download
+    failed: [Errno 17]")."""
     where = "RAVE_HOME" if os.environ.get("RAVE_HOME") else "the user cache folder"
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -187,6 +200,17 @@ def _check_cache_folder(folder: Path) -> None:
     except OSError as err:
         raise ZooError(
             f"model cache {folder} ({where}) cannot be created: {err.strerror or err}"
+        ) from None
+    from rave.io.atomic import probe_folder
+
+    try:
+        # An existing folder this user cannot write in (or a full disk) otherwise fails
+        # as "download failed: [Errno 13] ... .part", advising to download again.
+        probe_folder(folder)
+    except OSError as err:
+        raise ZooError(
+            f"model cache {folder} ({where}) cannot be written: {err.strerror or err}; "
+            "set RAVE_HOME to a writable folder"
         ) from None
 
 

@@ -112,7 +112,9 @@ _ENTRIES: tuple[ModelInfo, ...] = (
         method="",
         regime="",
         training_data="",
-        description="shipped inside the rave package (no download); trained here, keeps highlights",
+        description=(
+            "shipped inside the rave package (no download); trained here, keeps highlights; MIT"
+        ),
         stem=DEFAULT_MODEL,
         source="rave-enhance",
         licence="MIT",

@@ -1,0 +1,203 @@
+"""Defects found by an audit of rave export, the model zoo, rave models and rave env.
+
+Downloads go to a real HTTP server on localhost (the real ``urlopen`` path: headers,
+a connection closed early); nothing leaves the machine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import re
+import shutil
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import rave.io.atomic
+from rave import zoo
+from rave.cli import main
+
+PAYLOAD = bytes(range(256)) * 64  # 16 KiB: stands in for a checkpoint
+HTML = b"<html><body>Please sign in to the Wi-Fi</body></html>"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        if self.path == "/cut-short.pth":
+            # Announces the whole file, sends half of it, then closes the connection.
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(PAYLOAD)))
+            self.end_headers()
+            self.wfile.write(PAYLOAD[: len(PAYLOAD) // 2])
+            self.close_connection = True
+        elif self.path == "/login.pth":
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(HTML)))
+            self.end_headers()
+            self.wfile.write(HTML)
+        else:
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(PAYLOAD)))
+            self.end_headers()
+            self.wfile.write(PAYLOAD)
+
+
+@pytest.fixture
+def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Base URL of a local server; downloads allowed for the test."""
+    monkeypatch.delenv("RAVE_OFFLINE", raising=False)
+    with ThreadingHTTPServer(("127.0.0.1", 0), _Handler) as httpd:
+        thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield f"http://127.0.0.1:{httpd.server_address[1]}"
+        finally:
+            httpd.shutdown()
+
+
+def _entry(url: str) -> zoo.ModelInfo:
+    import hashlib
+
+    info = zoo.get_model_info("rave-paired")
+    return dataclasses.replace(info, url=url, sha256=hashlib.sha256(PAYLOAD).hexdigest())
+
+
+# --- the zoo ----------------------------------------------------------------------------
+
+
+def test_download_cut_short_says_so_and_is_not_a_checksum_error(
+    server: str, isolated_model_cache: Path
+) -> None:
+    """Before: http.client returned b"" at the early close, so a transfer cut short read as
+    "sha256 ... changed upstream or damaged in transit" (a ChecksumError)."""
+    with pytest.raises(zoo.ModelUnavailableError) as err:
+        zoo.fetch(_entry(f"{server}/cut-short.pth"), progress=False)
+    assert f"after {len(PAYLOAD) // 2} of {len(PAYLOAD)} bytes" in str(err.value)
+    assert not isinstance(err.value, zoo.ChecksumError)
+    assert list(isolated_model_cache.iterdir()) == []
+
+
+def test_checksum_error_says_what_was_received(server: str, isolated_model_cache: Path) -> None:
+    """A captive portal's login page: the message says it was 54 bytes of text/html."""
+    with pytest.raises(zoo.ChecksumError) as err:
+        zoo.fetch(_entry(f"{server}/login.pth"), progress=False)
+    assert f"({len(HTML)} bytes of text/html)" in str(err.value)
+    assert list(isolated_model_cache.iterdir()) == []
+
+
+def test_whole_download_still_lands_in_the_cache(server: str, isolated_model_cache: Path) -> None:
+    path = zoo.fetch(_entry(f"{server}/w.pth"), progress=False)
+    assert path.read_bytes() == PAYLOAD
+
+
+def test_cache_folder_without_write_permission_is_named_before_any_download(
+    server: str, isolated_model_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: "download failed: [Errno 13] Permission denied: '.../.rave-1-x.part'" and
+    the advice to download again, for a cache folder this user cannot write in."""
+    real = rave.io.atomic._temporary_in
+
+    def refuse(folder: Path, *args: object, **kwargs: object):
+        if Path(folder) == isolated_model_cache:
+            raise PermissionError(errno.EACCES, "Permission denied", str(folder))
+        return real(folder, *args, **kwargs)  # pyright: ignore[reportArgumentType]
+
+    monkeypatch.setattr(rave.io.atomic, "_temporary_in", refuse)
+    with pytest.raises(zoo.ZooError) as err:
+        zoo.fetch(_entry(f"{server}/w.pth"), progress=False)
+    message = str(err.value)
+    assert f"model cache {isolated_model_cache} (RAVE_HOME) cannot be written" in message
+    assert "Permission denied" in message and "download failed" not in message
+
+
+# --- rave models --------------------------------------------------------------------------
+
+
+def test_models_verbose_gives_the_builtin_licence_and_file_sizes(
+    checkpoints_dir: Path, isolated_model_cache: Path
+) -> None:
+    """Before: -v gave every released model's licence but not the built-in one's, and no
+    sizes; the table did not say the built-in model is MIT."""
+    source = checkpoints_dir / "rave_paired.pth"
+    shutil.copyfile(source, isolated_model_cache / "rave_paired-3d4e27ee.pth")
+    result = CliRunner().invoke(main, ["models", "-v", "default", "rave-paired"])
+    assert result.exit_code == 0, result.output
+    assert "source: rave-enhance; licence: MIT" in result.output
+    size = f"({source.stat().st_size / 1e6:.2f} MB)"
+    assert f"rave_paired-3d4e27ee.pth {size}" in result.output
+    table = CliRunner().invoke(main, ["models"]).output
+    assert re.search(r"^default\s+built in\s+.*MIT$", table, re.MULTILINE)
+
+
+# --- rave env ---------------------------------------------------------------------------
+
+
+def test_env_reports_the_extras_cpu_and_rave_variables(
+    isolated_model_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: no onnx/onnxruntime/safetensors... versions (a bug report about rave export
+    lacked them) and no RAVE_* settings (RAVE_WINOGRAD_TILE changes the results)."""
+    from importlib import metadata
+
+    monkeypatch.setenv("RAVE_WINOGRAD_TILE", "4")
+    result = CliRunner().invoke(main, ["env", "--no-build"])
+    assert result.exit_code == 0, result.output
+    rows = dict(re.split(r"\s{2,}", line, maxsplit=1) for line in result.output.splitlines())
+    assert rows["onnx"] == metadata.version("onnx")
+    assert rows["safetensors"] == metadata.version("safetensors")
+    assert "RAVE_WINOGRAD_TILE=4" in rows["RAVE_* variables"]
+    assert "RAVE_OFFLINE=1" in rows["RAVE_* variables"]
+    assert "CPU" in rows
+
+
+# --- rave export --------------------------------------------------------------------------
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_export_of_a_zoo_file_by_path_names_the_model_and_its_licence(
+    checkpoints_dir: Path, tmp_path: Path
+) -> None:
+    """Before: the authors' rave_unpaired.pth by path gave model "rave_unpaired.pth",
+    licence "as the checkpoint's (not stated in the file)"."""
+    pytest.importorskip("onnx")
+    from rave.export import export_onnx
+
+    proto = export_onnx(checkpoints_dir / "rave_unpaired.pth", tmp_path / "m.onnx")
+    props = {p.key: p.value for p in proto.metadata_props}
+    assert props["model"] == "rave-unpaired (rave_unpaired.pth)"
+    assert props["licence"] == zoo.get_model_info("rave-unpaired").licence
+
+
+def test_float16_keeps_weights_beyond_its_range_in_float32() -> None:
+    """Before: a weight above 65504 became inf in the file (NaN light maps)."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import helper, numpy_helper
+
+    from rave.export.onnx_model import _weights_to_float16
+
+    big = numpy_helper.from_array(np.array([1e5, 1.0], np.float32), "big")
+    small = numpy_helper.from_array(np.array([0.5, 1.0], np.float32), "small")
+    node = helper.make_node("Add", ["big", "small"], ["y"])
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2])],
+        [big, small],
+    )
+    model = helper.make_model(graph)
+    _weights_to_float16(model)
+    stored = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    assert stored["big"].dtype == np.float32 and stored["big"][0] == np.float32(1e5)
+    assert stored["small__float16"].dtype == np.float16
+    assert np.isfinite(stored["big"]).all()
