@@ -149,3 +149,36 @@ def test_bytes_and_file_objects_say_what_to_pass_instead(
 ) -> None:
     with pytest.raises(TypeError, match=r"PIL\.Image\.open"):
         Enhancer(net).enhance(image)
+
+
+@pytest.mark.parametrize(
+    ("light", "message"),
+    [
+        (lambda m: m[:4], r"light_map must be \(H, W\) = \(20, 28\).*got \(4, 28\)"),
+        (lambda m: m[..., None], r"light_map must be \(H, W\).*got \(20, 28, 1\)"),
+        (lambda m: np.where(m >= np.median(m), np.nan, m), "light_map has non-finite values"),
+        (lambda m: -m, r"light_map must be >= 0"),
+        (lambda m: 0 * m, r"light_map must be >= 0 and not zero everywhere"),
+    ],
+    ids=["rows", "trailing-axis", "nan", "negative", "zero"],
+)
+def test_a_bad_light_map_is_named_not_blamed_on_the_weights(
+    net: EnhancementNet, light: typing.Callable[[np.ndarray], np.ndarray], message: str
+) -> None:
+    # Was "light_map has shape (1, 1, 4, 28), image (1, 3, 20, 28)" or "... the model's
+    # weights are broken/degenerate" for a map the caller made.
+    enhancer = Enhancer(net)
+    pixels = np.round(np.dstack([_dim(3)] * 3) * 255).astype(np.uint8)
+    original = pixels.copy()
+    with pytest.raises(ValueError, match=message):
+        enhancer.enhance_pixels(pixels, light_map=light(enhancer.light_map(pixels)), in_place=True)
+    np.testing.assert_array_equal(pixels, original)  # refused before anything is written
+
+
+@pytest.mark.parametrize(
+    "module", [torch.nn.Identity(), torch.nn.Conv2d(3, 1, 3)], ids=["Identity", "Conv2d"]
+)
+def test_a_module_the_engine_cannot_run_is_refused_when_loaded(module: torch.nn.Module) -> None:
+    # Was StopIteration (no parameters) or an AttributeError at the first image.
+    with pytest.raises(TypeError, match=r"enhancement network.*got (Identity|Conv2d) without"):
+        Enhancer(module)

@@ -172,7 +172,7 @@ def enhance_array(
     compute_dtype = out_dtype.newbyteorder("=") if out_dtype.kind == "u" else np.dtype(np.float32)
     kept_light = None
     if light_map is not None:
-        kept_light = torch.from_numpy(np.asarray(light_map, np.float32))[None, None]
+        kept_light = torch.from_numpy(_checked_light_map(light_map, height, width))[None, None]
     engine = functools.partial(
         enhance_tensor,
         _engine_net(net),
@@ -194,6 +194,24 @@ def enhance_array(
     if channels in (2, 4):
         result[:, :, -1] = _convert_alpha(pixels[:, :, -1], compute_dtype)
     return np.ascontiguousarray(result.astype(out_dtype, copy=False))
+
+
+def _checked_light_map(light_map: np.ndarray, height: int, width: int) -> np.ndarray:
+    """A light map given by the caller as float32, refused (naming it, not the model's
+    weights) unless ``(H, W)`` like the pixels, finite, non-negative and somewhere > 0."""
+    light = np.asarray(light_map, np.float32)
+    if light.shape != (height, width):
+        raise ValueError(
+            f"light_map must be (H, W) = ({height}, {width}) like the pixels, got {light.shape}"
+        )
+    if not np.isfinite(light).all():
+        raise ValueError("light_map has non-finite values (NaN or infinity)")
+    if (light < 0).any() or not (light > 0).any():
+        raise ValueError(
+            "light_map must be >= 0 and not zero everywhere, as Enhancer.light_map gives; "
+            f"this one spans [{float(light.min()):.4g}, {float(light.max()):.4g}]"
+        )
+    return light
 
 
 def _require_array(pixels: object) -> None:

@@ -90,6 +90,7 @@ class Enhancer:
                 f"{type(model).__name__}"
             )
         if isinstance(model, nn.Module):
+            _check_engine_layers(model)
             self.net = model
         else:
             name = model if isinstance(model, str) else Path(model)
@@ -365,6 +366,21 @@ class Enhancer:
             lossless=photo.lossless,
         )
         return notes
+
+
+def _check_engine_layers(model: nn.Module) -> None:
+    """TypeError for a module the engine cannot run (it reads EnhancementNet's layers by
+    name), instead of an AttributeError or StopIteration at the first image."""
+    from rave.network.enhancer import FEATURE_LAYERS, HEAD_LAYERS
+
+    needed = [name for name, _ in FEATURE_LAYERS + HEAD_LAYERS] + ["PPM1", "light_refinement"]
+    missing = [name for name in needed if not hasattr(model, name)]
+    if missing:
+        raise TypeError(
+            f"model must be an enhancement network (rave.load_enhancer, "
+            f"rave.network.EnhancementNet), got {type(model).__name__} without "
+            f"{', '.join(missing[:3])}{'...' if len(missing) > 3 else ''}"
+        )
 
 
 def _unsupported_image(image: object) -> str:
