@@ -246,3 +246,37 @@ def test_grey_written_as_rgb_gets_an_rgb_profile(
         red, green, blue = written.getpixel((8, 8))[:3]
     assert max(red, green, blue) - min(red, green, blue) <= 3  # still grey
     assert 110 < red < 130  # 100 under gamma 1.8 is 119 in sRGB (lossy, hence the margin)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_a_fifo_named_like_a_photo_in_a_folder_gets_its_line(work: Path) -> None:
+    os.mkdir("photos")
+    _photo("photos/a.png")
+    os.mkfifo("photos/b.jpg")  # was left out of the scan without a word
+    result = _run("photos")
+    assert result.exit_code == 1, result.output
+    assert _lines(result, "error:") == ["error: photos/b.jpg: not a regular file"]
+    assert "1 enhanced, 0 skipped, 1 failed" in result.stdout
+
+
+def test_links_to_folders_are_said_to_be_skipped_with_or_without_r(work: Path) -> None:
+    os.makedirs("photos/real")
+    os.mkdir("elsewhere")
+    _photo("photos/a.png")
+    _photo("photos/real/b.png", 2)
+    _photo("elsewhere/c.png", 3)
+    os.symlink("../elsewhere", "photos/linked")
+    flat = _run("photos", "-o", "flat")
+    assert flat.exit_code == 0, flat.output
+    assert _lines(flat, "note: photos: skipped") == [  # was: 2 sub-folder(s), use -r
+        "note: photos: skipped 1 sub-folder(s) (use -r to include them)",
+        "note: photos: skipped 1 link(s) to folders (links are not followed; name the "
+        "folder itself to enhance its photos)",
+    ]
+    deep = _run("photos", "-r", "-o", "deep")
+    assert deep.exit_code == 0, deep.output
+    assert "2 enhanced, 0 skipped, 0 failed" in deep.stdout
+    assert _lines(deep, "note: photos: skipped") == [  # was: nothing said
+        "note: photos: skipped 1 link(s) to folders (links are not followed; name the "
+        "folder itself to enhance its photos)"
+    ]

@@ -81,6 +81,7 @@ class _Scan:
     jobs: list[_Job]
     errors: list[str]  # one line per folder that cannot be read
     subfolders_left_out: int = 0  # without -r
+    links_left_out: int = 0  # links to folders, never followed
 
 
 def _scan_folder(folder: Path, recursive: bool, exclude: Path | None) -> _Scan:
@@ -97,9 +98,13 @@ def _scan_folder(folder: Path, recursive: bool, exclude: Path | None) -> _Scan:
         return _Scan([], errors)
     # Named like a photo but a folder: reported as a job rather than ignored.
     photo_named = [path for path in scan.left_out if is_image_name(path.name)]
-    jobs = [_Job(path, path.relative_to(folder)) for path in scan.files + photo_named]
-    left_out = len(scan.left_out) - len(photo_named)
-    return _Scan(sorted(jobs, key=lambda job: job.relative.parts), errors, left_out)
+    # A FIFO or device named like a photo gets its error line too (see _plan).
+    named = scan.files + photo_named + scan.not_regular
+    jobs = [_Job(path, path.relative_to(folder)) for path in named]
+    links = [path for path in scan.linked_folders if not is_image_name(path.name)]
+    # -r does not follow links: they are not among the sub-folders it would include
+    left_out = len(scan.left_out) - len(photo_named) - (0 if recursive else len(links))
+    return _Scan(sorted(jobs, key=lambda job: job.relative.parts), errors, left_out, len(links))
 
 
 def _lstat_problem(path: Path) -> str | None:
@@ -158,6 +163,11 @@ def _collect(
                 errors.append(f"{match}: no images found in this folder{hint}")
             elif left_out:
                 notes.append(f"{match}: skipped {left_out} sub-folder(s) (use -r to include them)")
+            if scan.links_left_out:
+                notes.append(
+                    f"{match}: skipped {scan.links_left_out} link(s) to folders (links are not "
+                    "followed; name the folder itself to enhance its photos)"
+                )
             jobs.extend(scan.jobs)
     for folder in results_inputs:
         line = f"{folder}: left out, it is the output folder (it holds rave's results)"

@@ -74,6 +74,12 @@ class FolderScan:
     left_out: list[Path] = field(default_factory=list)
     """Sub-folders not descended into because the scan was not recursive (hidden ones and
     the excluded folder not counted)."""
+    linked_folders: list[Path] = field(default_factory=list)
+    """Links to folders met by the scan: never followed (a link may loop, or lead out of
+    the tree), recursive or not; without ``recursive`` they are in ``left_out`` too."""
+    not_regular: list[Path] = field(default_factory=list)
+    """Entries named like images that are neither files nor links (a FIFO, a socket, a
+    device): not in ``files``, as opening one may block, but for the caller to report."""
 
 
 def scan_image_folder(
@@ -103,6 +109,9 @@ def scan_image_folder(
             if not name.startswith(".")
             and (excluded is None or not _is_within(root_path / name, excluded))
         ]
+        scan.linked_folders += [
+            root_path / name for name in kept if (root_path / name).is_symlink()
+        ]
         if not recursive:
             scan.left_out += [root_path / name for name in kept]
             kept = []
@@ -112,6 +121,8 @@ def scan_image_folder(
             # Broken links are kept so that the reader can name the problem, not skip it.
             if is_image_name(name) and (path.is_file() or path.is_symlink()):
                 scan.files.append(path)
+            elif is_image_name(name):
+                scan.not_regular.append(path)
     scan.files.sort(key=lambda path: path.relative_to(folder).parts)
     return scan
 
