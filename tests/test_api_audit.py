@@ -182,3 +182,18 @@ def test_a_module_the_engine_cannot_run_is_refused_when_loaded(module: torch.nn.
     # Was StopIteration (no parameters) or an AttributeError at the first image.
     with pytest.raises(TypeError, match=r"enhancement network.*got (Identity|Conv2d) without"):
         Enhancer(module)
+
+
+@pytest.mark.parametrize("shape", [(3, H, W), (2, 3, H, W)], ids=["image", "batch"])
+def test_an_enhanced_tensor_is_an_ordinary_tensor(net: EnhancementNet, shape: tuple) -> None:
+    # It was made under torch.inference_mode(): y.mul_(...) and autograd then raised
+    # "Inplace update to inference tensor outside InferenceMode is not allowed".
+    image = torch.from_numpy(np.broadcast_to(_dim(4), shape).astype(np.float32))
+    enhanced = rave.enhance(image, net)
+    assert not enhanced.is_inference()
+    expected = enhanced.clone()
+    enhanced.mul_(0.5)  # in place
+    torch.testing.assert_close(enhanced, expected * 0.5, rtol=0, atol=0)
+    weight = torch.ones((), requires_grad=True)
+    (enhanced * weight).sum().backward()  # used where autograd records
+    assert weight.grad is not None and bool(torch.isfinite(weight.grad))

@@ -396,7 +396,10 @@ def _enhance_torch(
         return image.detach().clone()  # an empty batch enhanced is an empty batch
     _check_unit_range(image)
     batch = image if image.ndim == 4 else image.unsqueeze(0)
-    enhanced = enhance_tensor(_engine_net(net), batch, tile=tile, strength=strength)
+    # Allocated here, outside the engine's inference mode: a tensor made inside it could
+    # be neither updated in place nor used where autograd records (a loss, a training step).
+    enhanced = torch.empty(batch.shape, dtype=torch.float32, device=batch.device)
+    enhance_tensor(_engine_net(net), batch, tile=tile, strength=strength, out=enhanced)
     enhanced = enhanced.to(device=image.device, dtype=image.dtype)
     return enhanced if image.ndim == 4 else enhanced.squeeze(0)
 
