@@ -280,3 +280,31 @@ def test_links_to_folders_are_said_to_be_skipped_with_or_without_r(work: Path) -
         "note: photos: skipped 1 link(s) to folders (links are not followed; name the "
         "folder itself to enhance its photos)"
     ]
+
+
+def test_orientation_in_xmp_is_reset_with_the_exif_one(work: Path) -> None:
+    # A camera/Lightroom file says "rotate 90" in EXIF and XMP. rave turns the pixels
+    # upright and resets the EXIF; a stale XMP value made a 16-bit TIFF (whose writer keeps
+    # no EXIF orientation) turn again in Pillow, ExifTool-based tools and photo managers.
+    from PIL import ImageOps, PngImagePlugin
+
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    xmp = (
+        '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF '
+        'xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description '
+        'xmlns:tiff="http://ns.adobe.com/tiff/1.0/" tiff:Orientation="6" '
+        'xmlns:xmp="http://ns.adobe.com/xap/1.0/" xmp:Rating="4"/></rdf:RDF></x:xmpmeta>'
+    )
+    info = PngImagePlugin.PngInfo()
+    info.add_itxt("XML:com.adobe.xmp", xmp)
+    grey = (np.arange(16 * 24).reshape(16, 24) * 100).astype(np.uint16)
+    Image.fromarray(grey).save("turned.png", exif=exif, pnginfo=info)
+    result = _run("turned.png", "--format", "tif")
+    assert result.exit_code == 0, result.output
+    with Image.open("enhanced/turned.tif") as written:
+        assert written.size == (16, 24)  # upright: 24 wide, stored turned
+        assert ImageOps.exif_transpose(written).size == (16, 24)  # and not turned again
+        kept = written.tag_v2[700]
+    assert b'tiff:Orientation="1"' in kept
+    assert b'xmp:Rating="4"' in kept  # the rest of the packet is the photo's

@@ -7,6 +7,7 @@ reaches the output byte for byte; only the orientation value is patched.
 
 from __future__ import annotations
 
+import re
 import struct
 import zlib
 
@@ -23,6 +24,7 @@ __all__ = [
     "png_header_end",
     "png_metadata_chunks",
     "reset_exif_orientation",
+    "reset_xmp_orientation",
     "strip_exif_prefix",
 ]
 
@@ -82,6 +84,20 @@ def reset_exif_orientation(exif: bytes) -> bytes:
     order, offset = found
     struct.pack_into(order + "H", tiff, offset, 1)
     return prefix + bytes(tiff)
+
+
+_XMP_ORIENTATION = re.compile(rb"(tiff:Orientation(?:=[\"']|>)\s*)[0-9]")
+
+
+def reset_xmp_orientation(xmp: bytes) -> bytes:
+    """A copy of an XMP packet whose ``tiff:Orientation`` says 1 (pixels already upright).
+
+    Pillow (``Image.getexif``), ExifTool and photo managers read the orientation from XMP
+    where the EXIF has none, e.g. in a 16-bit TIFF whose writer keeps only a few EXIF
+    tags: a stale value would turn the upright result again. One digit is replaced by
+    one, so the packet keeps its length and padding.
+    """
+    return _XMP_ORIENTATION.sub(rb"\g<1>1", xmp)
 
 
 def apply_orientation(pixels: np.ndarray, orientation: int) -> np.ndarray:

@@ -33,6 +33,7 @@ from rave.io.metadata import (
     exif_orientation,
     icc_colour_space,
     reset_exif_orientation,
+    reset_xmp_orientation,
 )
 from rave.io.pixel_limit import over_pixel_limit
 from rave.io.printable import printable
@@ -561,6 +562,8 @@ def _upright_photo(path: Path, photo: Photo, orientation: int) -> Photo:
         photo.icc_profile = None
     if orientation != 1:
         pixels = apply_orientation(pixels, orientation)
+        if photo.xmp is not None:
+            photo.xmp = reset_xmp_orientation(photo.xmp)
     if photo.exif is not None:
         photo.exif = reset_exif_orientation(photo.exif)
     photo.pixels = pixels
