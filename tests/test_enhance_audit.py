@@ -308,3 +308,18 @@ def test_orientation_in_xmp_is_reset_with_the_exif_one(work: Path) -> None:
         kept = written.tag_v2[700]
     assert b'tiff:Orientation="1"' in kept
     assert b'xmp:Rating="4"' in kept  # the rest of the packet is the photo's
+
+
+def test_a_result_name_too_long_is_refused_before_the_photo_is_computed(work: Path) -> None:
+    import rave.cli.enhance
+
+    _photo("a.png")
+    result = _run("a.png", "--suffix", "x" * 252)  # a + 252 + .png = 257 bytes
+    assert result.exit_code == 1, result.output
+    limit = os.pathconf(".", "PC_NAME_MAX")
+    assert _lines(result, "error:") == [
+        f"error: a.png: output file name a{'x' * 39}... is too long (257 bytes, the file "
+        f"system allows {limit}): use a shorter --suffix or file name"
+    ]  # was "[Errno 36] File name too long: '.../.rave-...part' -> ..."
+    assert not os.path.exists("enhanced") or os.listdir("enhanced") == []
+    assert rave.cli.enhance._name_too_long(Path("enhanced") / ("y" * 200 + ".png")) is None

@@ -336,6 +336,28 @@ def _same_stem_siblings(source: Path, listings: dict[Path, dict[str, list[str]]]
     return [name for name in same_stem if name != source.name]
 
 
+def _name_too_long(target: Path) -> str | None:
+    """Why ``target``'s file name cannot exist in its folder's file system, or None.
+
+    Found before the photo is computed (a long --suffix), and said in words rather than
+    as the rename's "[Errno 36]" with rave's temporary name in it.
+    """
+    folder = target.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent  # the output folder may not exist yet
+    try:
+        limit = os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):  # no pathconf (Windows) or no answer
+        limit = 255
+    length = len(os.fsencode(target.name))
+    if length <= limit:
+        return None
+    return (
+        f"output file name {target.name[:40]}... is too long ({length} bytes, the file "
+        f"system allows {limit}): use a shorter --suffix or file name"
+    )
+
+
 def _not_regular(path: Path) -> bool:
     """Whether ``path`` is a FIFO, a device or a socket (or a link to one)."""
     try:
@@ -387,6 +409,10 @@ def _plan(
     source_ids = {ident for job, _ in planned if (ident := _file_id(job.source)) is not None}
     targets: dict[str, Path] = {}
     for job, target in planned:
+        too_long = _name_too_long(target)
+        if too_long is not None:
+            job.error = too_long
+            continue
         key = os.path.realpath(target)
         if key in targets:
             job.error = f"output {target} would also be written from {targets[key]}: skipped"
