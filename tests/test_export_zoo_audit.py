@@ -201,3 +201,64 @@ def test_float16_keeps_weights_beyond_its_range_in_float32() -> None:
     assert stored["big"].dtype == np.float32 and stored["big"][0] == np.float32(1e5)
     assert stored["small__float16"].dtype == np.float16
     assert np.isfinite(stored["big"]).all()
+
+
+def test_corrupt_cached_file_that_cannot_be_removed_is_one_zoo_error(
+    isolated_model_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: a read-only cache holding a damaged copy raised a raw PermissionError from
+    unlink, which rave export reported as 'cannot write OUTPUT (permission denied)'."""
+    cached = isolated_model_cache / "rave_paired-3d4e27ee.pth"
+    cached.write_bytes(b"damaged")
+    real_unlink = Path.unlink
+
+    def refuse(self: Path, missing_ok: bool = False) -> None:
+        if self == cached:
+            raise PermissionError(errno.EACCES, "Permission denied", str(self))
+        real_unlink(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", refuse)
+    with pytest.raises(zoo.ZooError) as err:
+        zoo.model_path("rave-paired")
+    message = str(err.value)
+    assert str(cached) in message and "corrupt" in message
+    assert "cannot be removed (Permission denied)" in message
+
+
+def test_export_cli_names_the_cache_file_not_the_output(
+    isolated_model_cache: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    pytest.importorskip("onnx")
+    cached = isolated_model_cache / "rave_paired-3d4e27ee.pth"
+    cached.write_bytes(b"damaged")
+    real_unlink = Path.unlink
+
+    def refuse(self: Path, missing_ok: bool = False) -> None:
+        if self == cached:
+            raise PermissionError(errno.EACCES, "Permission denied", str(self))
+        real_unlink(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", refuse)
+    output = tmp_path / "m.onnx"
+    result = CliRunner().invoke(main, ["export", "rave-paired", "-o", str(output)])
+    assert result.exit_code == 1, result.output
+    assert str(cached) in result.output and f"cannot write {output}" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("typed", "meant"),
+    [
+        ("RAVE-UNPAIRED", "rave-unpaired"),  # before: no suggestion at all
+        ("rave_unpaired", "rave-unpaired"),  # before: three suggestions
+        (
+            "clip_lit_original",
+            "clip-lit",
+        ),  # the authors' file name; before: clip-lit-unpaired first
+    ],
+)
+def test_a_name_that_differs_only_in_spelling_gets_that_one_suggestion(
+    typed: str, meant: str
+) -> None:
+    with pytest.raises(zoo.UnknownModelError) as err:
+        zoo.get_model_info(typed)
+    assert f"Did you mean {meant!r}? Known models" in str(err.value)

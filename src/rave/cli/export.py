@@ -26,7 +26,10 @@ __all__ = ["export_command"]
     "--opset", type=click.IntRange(11, 20), default=17, show_default=True, help="ONNX opset."
 )
 @click.option(
-    "--float16", is_flag=True, help="Store the weights as float16 (arithmetic stays float32)."
+    "--float16",
+    is_flag=True,
+    help="Store the weights as float16: half the file; arithmetic stays float32 (light map "
+    "within about 3e-4 of float32's on the zoo's models).",
 )
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
 def export_command(

@@ -10,7 +10,7 @@ followed by the model's light-map refinement where its weights file records one
 ONNX metadata's ``light_refinement``).
 
 The exported graph runs the whole image at once, so its memory grows with the photo (in ONNX
-Runtime about 0.6 GB + 0.95 GB per megapixel; see README): large photos need rave's tiled
+Runtime about 0.35 GB + 1.06 GB per megapixel; see README): large photos need rave's tiled
 engine (:mod:`rave.inference.tiled`).
 
 Inputs and outputs of the exported model:
@@ -154,8 +154,10 @@ def _weights_to_float16(model: onnx.ModelProto) -> None:
     """Store float32 weights as float16, cast back to float32 when the graph starts.
 
     The arithmetic stays float32, so the model runs on every ONNX Runtime execution
-    provider (the CPU one has few float16 kernels); the file is half the size and the
-    light map moves by about 1e-3. Tensors with values beyond float16's range stay float32.
+    provider (the CPU one has few float16 kernels); the file is half the size. Measured on
+    the zoo's nine models (256 px photos, noise, near-black noise): the light map moves by
+    at most 3e-4, the enhanced image by at most 1.1e-3 (a third of an 8-bit level).
+    Tensors with values beyond float16's range stay float32.
     """
     import numpy as np
     from onnx import TensorProto, helper, numpy_helper

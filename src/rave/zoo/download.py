@@ -161,7 +161,12 @@ def fetch(info: ModelInfo, *, download: bool = True, progress: bool = True) -> P
         raise ZooError(f"model {info.name!r} is built in: it is never downloaded")
     path = cached_path(info)
     if path.is_file():
-        actual = sha256_file(path)
+        try:
+            actual = sha256_file(path)
+        except OSError as err:
+            raise ZooError(
+                f"cached file {path} of model {info.name!r} cannot be read: {err.strerror or err}"
+            ) from None
         if actual == info.sha256:
             return path
         logger.warning(
@@ -171,7 +176,17 @@ def fetch(info: ModelInfo, *, download: bool = True, progress: bool = True) -> P
             actual,
             info.sha256,
         )
-        path.unlink()
+        try:
+            path.unlink()
+        except FileNotFoundError:  # another process removed or replaced it meanwhile
+            pass
+        except OSError as err:
+            # A read-only cache: the raw PermissionError was blamed on rave export's output.
+            raise ZooError(
+                f"cached file {path} of model {info.name!r} is corrupt (sha256 {actual}, "
+                f"expected {info.sha256}) and cannot be removed ({err.strerror or err}): "
+                "delete it, or set RAVE_HOME to a writable folder"
+            ) from None
     if not download or is_offline():
         reason = "RAVE_OFFLINE is set" if is_offline() else "downloading was not allowed"
         raise ModelUnavailableError(_not_available_message(info, path, reason))

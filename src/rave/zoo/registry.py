@@ -199,7 +199,11 @@ def get_model_info(name: str) -> ModelInfo:
     try:
         return MODELS[name]
     except KeyError:
-        close = difflib.get_close_matches(name, MODELS, n=3, cutoff=0.6)
+        # Letter case, "_" for "-" and the authors' file stems (rave_unpaired,
+        # clip_lit_original) name one model: suggest it alone; else the closest spellings.
+        key = name.strip().lower().replace("_", "-").removesuffix(".pth")
+        same = [info.name for info in _ENTRIES if key in (info.name, info.stem.replace("_", "-"))]
+        close = same or difflib.get_close_matches(key, MODELS, n=3, cutoff=0.6)
         hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
         raise UnknownModelError(
             f"unknown model {name!r}.{hint} Known models: {', '.join(MODELS)}; "
