@@ -8,8 +8,10 @@ Results are compared with the same pixels enhanced through an already tested inp
 from __future__ import annotations
 
 import io
+import sys
 import typing
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -98,9 +100,7 @@ def test_pixel_methods_say_they_take_numpy_arrays(
     [np.zeros((0, 5, 3), np.float32), torch.zeros(3, 0, 5), torch.zeros(3, 5, 0)],
     ids=["float-array", "tensor-h0", "tensor-w0"],
 )
-def test_empty_images_are_too_small_not_a_reduction_error(
-    net: EnhancementNet, image: object
-) -> None:
+def test_empty_images_are_too_small_not_a_reduction_error(net: EnhancementNet, image: Any) -> None:
     with pytest.raises(ValueError, match="too small"):
         rave.enhance(image, net)
 
@@ -113,8 +113,9 @@ def test_an_empty_batch_comes_back_empty(net: EnhancementNet) -> None:
         rave.enhance(batch, net, strength=-1)
 
 
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="typing.get_overloads is 3.11+")
 def test_enhancer_enhance_is_typed_the_same_kind_out() -> None:
-    overloads = typing.get_overloads(Enhancer.enhance)
+    overloads = getattr(typing, "get_overloads")(Enhancer.enhance)  # noqa: B009 (3.11+)
     returns = [typing.get_type_hints(f, globalns=_typing_names())["return"] for f in overloads]
     assert {Image.Image, np.ndarray, torch.Tensor, Path} <= set(returns)
 
@@ -144,9 +145,7 @@ def test_model_of_the_wrong_type_is_named(model: object) -> None:
     [b"/tmp/photo.jpg", io.BytesIO(b"\xff\xd8\xff"), bytearray(b"\x89PNG")],
     ids=["bytes", "file-object", "bytearray"],
 )
-def test_bytes_and_file_objects_say_what_to_pass_instead(
-    net: EnhancementNet, image: object
-) -> None:
+def test_bytes_and_file_objects_say_what_to_pass_instead(net: EnhancementNet, image: Any) -> None:
     with pytest.raises(TypeError, match=r"PIL\.Image\.open"):
         Enhancer(net).enhance(image)
 
