@@ -323,3 +323,20 @@ def test_a_result_name_too_long_is_refused_before_the_photo_is_computed(work: Pa
     ]  # was "[Errno 36] File name too long: '.../.rave-...part' -> ..."
     assert not os.path.exists("enhanced") or os.listdir("enhanced") == []
     assert rave.cli.enhance._name_too_long(Path("enhanced") / ("y" * 200 + ".png")) is None
+
+
+def test_exif_too_large_for_jpeg_is_a_note_on_the_photo(work: Path) -> None:
+    exif = Image.Exif()
+    exif[0x010F] = "Camera"
+    exif[0x9286] = b"ASCII\0\0\0" + b"x" * 70_000  # a 70 KB user comment; JPEG holds 64 KB
+    _photo("big.png", exif=exif.tobytes())
+    quiet = _run("big.png", "--format", "jpg", "-q")
+    assert quiet.exit_code == 0, quiet.output
+    assert quiet.stderr == ""  # was a bare "EXIF block too large for jpg..." despite -q
+    told = _run("big.png", "--format", "jpg", "-o", "told")
+    assert told.exit_code == 0, told.output
+    assert _lines(told, "note:") == [
+        "note: big.png: EXIF (68 KB) not written: too large for JPEG (EXIF data is too long)"
+    ]
+    with Image.open("told/big.jpg") as written:
+        assert written.size == (24, 16)

@@ -81,6 +81,7 @@ def _write_pillow(
     xmp: bytes | None = None,
     dpi: tuple[float, float] | None = None,
     lossless: bool = False,
+    notes: list[str] | None = None,
 ) -> None:
     image = Image.fromarray(pixels)  # L, I;16, LA, RGB or RGBA from the shape
     if fmt in ("webp", "heic") and image.mode == "LA":
@@ -119,7 +120,14 @@ def _write_pillow(
         # JPEG's APP1 segment holds at most 64 KB of EXIF; keep the photo, lose the EXIF.
         if "exif" not in options or "EXIF" not in str(err).upper():
             raise
-        logger.warning("EXIF block too large for %s, not written (%s)", fmt, err)
+        # A note for the photo (not a bare log line on the terminal, even with -q).
+        size = len(exif) if isinstance(exif, bytes) else None
+        of = f" ({size // 1024} KB)" if size else ""
+        message = f"EXIF{of} not written: too large for {FORMATS[fmt][0]} ({err})"
+        if notes is None:
+            logger.warning("%s", message)
+        elif message not in notes:
+            notes.append(message)
         stream.seek(0)
         stream.truncate()
         del options["exif"]
@@ -517,7 +525,9 @@ def write_photo(
         else:
             # Pillow writes 8-bit images and 16-bit grey PNG (mode I;16) with metadata.
             tiff_exif = parsed if fmt == "tif" else exif
-            _write_pillow(stream, pixels, fmt, icc_profile, tiff_exif, quality, xmp, dpi, lossless)
+            _write_pillow(
+                stream, pixels, fmt, icc_profile, tiff_exif, quality, xmp, dpi, lossless, notes
+            )
 
     lost = _exif_lost_by_tifffile(parsed) if parsed and pixels.dtype != np.uint8 else []
     if lost:
