@@ -262,3 +262,18 @@ def test_a_name_that_differs_only_in_spelling_gets_that_one_suggestion(
     with pytest.raises(zoo.UnknownModelError) as err:
         zoo.get_model_info(typed)
     assert f"Did you mean {meant!r}? Known models" in str(err.value)
+
+
+def test_env_and_models_say_when_the_cache_folder_is_unusable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: both printed the path of a cache under a file as if it were fine; every
+    download then failed."""
+    (tmp_path / "blocker").write_text("a file")
+    monkeypatch.setenv("RAVE_HOME", str(tmp_path / "blocker" / "cache"))
+    env = CliRunner().invoke(main, ["env", "--no-build"])
+    assert f"(unusable: {tmp_path / 'blocker'} is a file, not a folder" in env.output
+    models = CliRunner().invoke(main, ["models"])
+    assert "The model cache cannot take downloads" in models.output
+    monkeypatch.setenv("RAVE_HOME", str(tmp_path / "not" / "yet"))  # created when needed
+    assert "unusable" not in CliRunner().invoke(main, ["env", "--no-build"]).output

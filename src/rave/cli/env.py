@@ -44,6 +44,12 @@ def _version(package: str) -> str:
     return "not installed"
 
 
+def _cache_row(folder: object, problem: str | None, offline: bool) -> str:
+    notes = [f"unusable: {problem}"] if problem else []
+    notes += ["RAVE_OFFLINE: no downloads"] if offline else []
+    return f"{folder}  ({'; '.join(notes)})" if notes else str(folder)
+
+
 def _cpu() -> str:
     """The processor's name and the vector extensions the kernel can use (Linux: from
     /proc/cpuinfo; elsewhere the machine type)."""
@@ -72,7 +78,7 @@ def env_command(no_build: bool) -> None:
     from rave import __version__
     from rave.inference import winograd
     from rave.inference.tiled import select_backend
-    from rave.zoo.download import cache_dir, is_offline
+    from rave.zoo.download import cache_dir, cache_problem, is_offline
 
     rows = [
         ("rave", __version__),
@@ -89,7 +95,7 @@ def env_command(no_build: bool) -> None:
     rows += [
         ("CPU threads", f"{torch.get_num_threads()} (of {os.cpu_count()} logical CPUs)"),
         ("CUDA", cuda),
-        ("model cache", f"{cache_dir()}{'  (RAVE_OFFLINE: no downloads)' if is_offline() else ''}"),
+        ("model cache", _cache_row(cache_dir(), cache_problem(), is_offline())),
     ]
     forced = os.environ.get("RAVE_CONV_BACKEND")
     if no_build and not forced:

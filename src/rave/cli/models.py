@@ -34,6 +34,7 @@ def models_command(names: tuple[str, ...], download: bool, verbose: bool) -> Non
     downloads. Any checkpoint file can also be passed to --model as a path.
     """
     from rave import zoo
+    from rave.zoo.download import cache_problem
 
     if download and not names:
         raise click.UsageError(
@@ -51,6 +52,9 @@ def models_command(names: tuple[str, ...], download: bool, verbose: bool) -> Non
         _download(infos)
         return
     click.echo(f"Model cache: {zoo.cache_dir()}  (set RAVE_HOME to move it)")
+    problem = cache_problem()
+    if problem:
+        click.echo(f"The model cache cannot take downloads: {problem}.")
     if zoo.is_offline():
         click.echo("RAVE_OFFLINE is set: models that are not cached cannot be downloaded.")
     click.echo()

@@ -27,6 +27,7 @@ __all__ = [
     "ChecksumError",
     "ModelUnavailableError",
     "cache_dir",
+    "cache_problem",
     "cached_path",
     "download_file",
     "fetch",
@@ -60,6 +61,20 @@ def cache_dir() -> Path:
     from platformdirs import user_cache_dir
 
     return Path(user_cache_dir("rave"))
+
+
+def cache_problem() -> str | None:
+    """Why the cache folder cannot take downloads (for ``rave env`` / ``rave models``), or
+    ``None``; a folder that does not exist yet is fine (it is created on first download)."""
+    folder = cache_dir()
+    probe = folder
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent  # the first existing folder above: where mkdir would happen
+    if not probe.is_dir():
+        return f"{probe} is a file, not a folder"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return f"{probe} is not writable"
+    return None
 
 
 def is_offline() -> bool:
