@@ -340,3 +340,27 @@ def test_exif_too_large_for_jpeg_is_a_note_on_the_photo(work: Path) -> None:
     ]
     with Image.open("told/big.jpg") as written:
         assert written.size == (24, 16)
+
+
+def test_the_interrupted_line_counts_the_skipped_photos(work: Path, monkeypatch) -> None:
+    import rave.io.write
+    from rave.io.provenance import MANIFEST_NAME
+
+    monkeypatch.setenv("RAVE_OVERLAP", "0")  # one photo after another: exact counts
+    for seed, name in enumerate(("a.png", "b.png", "c.png")):
+        _photo(name, seed)
+    assert _run("a.png").exit_code == 0
+    real_write = rave.io.write.atomic_write
+
+    def ctrl_c_on_the_first_photo(path, write, **options):
+        if Path(path).name != MANIFEST_NAME:
+            raise KeyboardInterrupt
+        return real_write(path, write, **options)
+
+    monkeypatch.setattr(rave.io.write, "atomic_write", ctrl_c_on_the_first_photo)
+    result = _run("a.png", "b.png", "c.png")
+    assert result.exit_code == 130, result.output
+    assert _lines(result, "interrupted:") == [  # was "0 enhanced, 0 failed, 2 left" of 3
+        "interrupted: 0 enhanced, 1 skipped, 0 failed, 2 left; run the same command again "
+        "to finish (results written so far are kept and skipped)"
+    ]

@@ -977,10 +977,12 @@ def enhance_command(
                 _run_batch(to_run, enhancer, options, tally, quiet, debug)
         except KeyboardInterrupt as err:
             status = err.exit_status if isinstance(err, Interrupted) else 130
+            # Skipped photos are counted too, or the numbers do not add up to the batch.
+            skipped = f"{tally.skipped} skipped, " if tally.skipped else ""
             _say(
-                f"interrupted: {tally.enhanced} enhanced, {tally.failed} failed, {tally.left} "
-                "left; run the same command again to finish (results written so far are kept "
-                "and skipped)"
+                f"interrupted: {tally.enhanced} enhanced, {skipped}{tally.failed} failed, "
+                f"{tally.left} left; run the same command again to finish (results written "
+                "so far are kept and skipped)"
             )
             ctx.exit(status)
         except _BatchStopped as stop:
