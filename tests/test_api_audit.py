@@ -196,3 +196,40 @@ def test_an_enhanced_tensor_is_an_ordinary_tensor(net: EnhancementNet, shape: tu
     weight = torch.ones((), requires_grad=True)
     (enhanced * weight).sum().backward()  # used where autograd records
     assert weight.grad is not None and bool(torch.isfinite(weight.grad))
+
+
+def _cmyk(seed: int) -> Image.Image:
+    """Random colour inks over a black of 40-220 (a dim print photo)."""
+    rng = np.random.default_rng(seed)
+    colour = rng.integers(0, 256, (H, W, 3))
+    black = 40 + np.round(_dim(seed) * 400)
+    return Image.fromarray(np.dstack([colour, black]).astype(np.uint8), "CMYK")
+
+
+def test_cmyk_at_strength_zero_is_the_image_black_included(net: EnhancementNet) -> None:
+    # Pillow's RGB -> CMYK sets the black to 0: the image changed by up to 254 codes.
+    image = _cmyk(5)
+    result = rave.enhance(image, net, strength=0)
+    assert result.mode == "CMYK"
+    np.testing.assert_array_equal(np.asarray(result), np.asarray(image))
+
+
+@pytest.mark.parametrize("strength", [0.5, 1.0, 2.0])
+def test_cmyk_is_relit_in_its_own_inks(net: EnhancementNet, strength: float) -> None:
+    image = _cmyk(6)
+    result = rave.enhance(image, net, strength=strength)
+    ink, out = np.asarray(image) / 255, np.asarray(result) / 255
+    light = Enhancer(net).light_map(np.asarray(image.convert("RGB"))).astype(np.float64)
+    gain = 1 / light**strength
+    # The documented result clamp(I / L**S, 0, 1) for the image's RGB, I = (1-C)(1-K):
+    relit = np.clip((1 - ink[:, :, :3]) * (1 - ink[:, :, 3:]) * gain[:, :, None], 0, 1)
+    # ... is what the result's inks give, to their 8-bit rounding: two factors off by at
+    # most 0.5/255 each.
+    rgb = (1 - out[:, :, :3]) * (1 - out[:, :, 3:])
+    assert np.abs(rgb - relit).max() <= 1 / 255 + 1e-9
+    # Where the lightened black suffices ((1-K) g <= 1) the colour inks are untouched.
+    black_suffices = (1 - ink[:, :, 3]) * gain <= 1
+    assert black_suffices.mean() > 0.1
+    np.testing.assert_array_equal(
+        np.asarray(result)[black_suffices][:, :3], np.asarray(image)[black_suffices][:, :3]
+    )

@@ -330,6 +330,8 @@ def _enhance_pil(
     mode = image.mode
     if mode in ("I", "F"):
         return _enhance_pil_numeric(net, image, tile, strength)
+    if mode == "CMYK":
+        return _enhance_cmyk(net, image, tile, strength)
     if mode in _PIL_MODES_KEPT:
         working = image
     elif mode in ("I;16B", "I;16L", "I;16N"):
@@ -339,7 +341,7 @@ def _enhance_pil(
         working = image.convert("RGBA" if has_alpha else "RGB")
     elif mode == "1":
         working = image.convert("L")
-    elif mode in ("CMYK", "YCbCr", "LAB", "HSV", "RGBX"):
+    elif mode in ("YCbCr", "LAB", "HSV", "RGBX"):
         working = image.convert("RGB")
     elif mode in ("RGBa", "La"):
         working = image.convert("RGBA" if mode == "RGBa" else "LA")
@@ -348,9 +350,42 @@ def _enhance_pil(
     enhanced = Image.fromarray(
         enhance_array(net, np.asarray(working), tile=tile, strength=strength)
     )
-    if mode in ("CMYK", "YCbCr", "LAB", "HSV", "RGBX", "1", "I;16B", "I;16L", "I;16N"):
+    if mode in ("YCbCr", "LAB", "HSV", "RGBX", "1", "I;16B", "I;16L", "I;16N"):
         enhanced = enhanced.convert(mode)
     # Palette images come back as RGB(A): a palette cannot hold the enhanced colours.
+    enhanced.info.update(
+        {k: v for k, v in image.info.items() if k in ("icc_profile", "exif", "dpi")}
+    )
+    return enhanced
+
+
+def _enhance_cmyk(
+    net: nn.Module, image: Image.Image, tile: int | str | None, strength: float
+) -> Image.Image:
+    """A CMYK image relit in its own inks, its black kept.
+
+    The network sees Pillow's RGB of the image, ``R = (1 - C)(1 - K)`` (as other modes), and
+    the result is that RGB relit, ``clamp(R / L**S, 0, 1)``, expressed in inks: the gain
+    ``g = 1 / L**S`` first lightens the black, ``1 - K' = min(1, (1 - K) g)``, and what is
+    left of it the colour inks, ``1 - C' = min(1, (1 - C) max(1, (1 - K) g))``. Pillow's
+    RGB -> CMYK (black 0, colours from RGB) would lose the black channel at any strength.
+    """
+    from rave.network.enhancer import check_strength
+
+    strength = check_strength(strength)
+    ink = np.asarray(image).astype(np.float64) / 255
+    light = light_map_array(net, np.asarray(image.convert("RGB")), tile=tile).astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        gain = 1 / light**strength  # 0 ** 0 == 1: strength 0 is the image
+        through_black = (1 - ink[:, :, 3]) * gain
+        # 0 * inf (a black pixel under a zero light map) stays black, as 0 / 0 does in RGB.
+        through_black = np.nan_to_num(through_black, nan=0.0, posinf=np.inf)
+        left_over = np.maximum(through_black, 1.0)[:, :, None]
+        colour = np.nan_to_num((1 - ink[:, :, :3]) * left_over, nan=0.0)
+    out = np.empty_like(ink)
+    out[:, :, :3] = 1 - np.minimum(colour, 1.0)
+    out[:, :, 3] = 1 - np.minimum(through_black, 1.0)
+    enhanced = Image.fromarray(np.round(out * 255).astype(np.uint8), "CMYK")
     enhanced.info.update(
         {k: v for k, v in image.info.items() if k in ("icc_profile", "exif", "dpi")}
     )
@@ -466,8 +501,9 @@ def enhance(
         image: one of
             - a PIL image: ``L``, ``LA``, ``RGB``, ``RGBA``, ``I;16``, ``I`` (taken as
               16-bit, 0-65535) and ``F`` (in [0, 1]) come back in the same mode;
-              ``CMYK``, ``1`` and other convertible modes are enhanced in RGB/L and
-              converted back; palette images (``P``) come back as ``RGB``/``RGBA``.
+              ``CMYK`` too, relit in its own inks (its black kept; the network sees
+              Pillow's RGB of it); ``1`` and other convertible modes are enhanced in
+              RGB/L and converted back; palette images (``P``) come back as ``RGB``/``RGBA``.
               ``info`` keeps ``icc_profile``, ``exif`` and ``dpi``. Pixels are taken as
               stored: EXIF orientation is not applied (``rave.io.read_photo`` does that).
             - a numpy array ``(H, W)``, ``(H, W, 1|2|3|4)`` (grey, grey + alpha, RGB,
