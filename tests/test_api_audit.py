@@ -233,3 +233,18 @@ def test_cmyk_is_relit_in_its_own_inks(net: EnhancementNet, strength: float) -> 
     np.testing.assert_array_equal(
         np.asarray(result)[black_suffices][:, :3], np.asarray(image)[black_suffices][:, :3]
     )
+
+
+@pytest.mark.parametrize("mode", ["YCbCr", "HSV", "RGBX", "I;16B"])
+def test_strength_zero_returns_a_converted_mode_image_itself(
+    net: EnhancementNet, mode: str
+) -> None:
+    # Was the round trip through RGB (or I;16): YCbCr and HSV pixels off by a code.
+    rng = np.random.default_rng(7)
+    if mode == "I;16B":
+        image = Image.fromarray(rng.integers(0, 65536, (H, W)).astype(np.uint16)).convert(mode)
+    else:
+        image = Image.fromarray(rng.integers(0, 256, (H, W, 3)).astype(np.uint8)).convert(mode)
+    result = rave.enhance(image, net, strength=0)
+    assert result.mode == mode and result is not image
+    np.testing.assert_array_equal(np.asarray(result), np.asarray(image))

@@ -327,6 +327,8 @@ _PIL_MODES_KEPT = frozenset({"L", "LA", "RGB", "RGBA", "I;16"})
 def _enhance_pil(
     net: nn.Module, image: Image.Image, tile: int | str | None, strength: float = 1.0
 ) -> Image.Image:
+    from rave.network.enhancer import check_strength
+
     mode = image.mode
     if mode in ("I", "F"):
         return _enhance_pil_numeric(net, image, tile, strength)
@@ -347,10 +349,14 @@ def _enhance_pil(
         working = image.convert("RGBA" if mode == "RGBa" else "LA")
     else:
         raise ValueError(f"PIL images of mode {mode!r} are not supported")
+    converted_back = mode in ("YCbCr", "LAB", "HSV", "RGBX", "1", "I;16B", "I;16L", "I;16N")
+    if converted_back and check_strength(strength) == 0 and min(image.size) >= 2:
+        # The image itself, as documented: the round trip through RGB rounds by a code.
+        return image.copy()
     enhanced = Image.fromarray(
         enhance_array(net, np.asarray(working), tile=tile, strength=strength)
     )
-    if mode in ("YCbCr", "LAB", "HSV", "RGBX", "1", "I;16B", "I;16L", "I;16N"):
+    if converted_back:
         enhanced = enhanced.convert(mode)
     # Palette images come back as RGB(A): a palette cannot hold the enhanced colours.
     enhanced.info.update(
