@@ -364,3 +364,28 @@ def test_the_interrupted_line_counts_the_skipped_photos(work: Path, monkeypatch)
         "interrupted: 0 enhanced, 1 skipped, 0 failed, 2 left; run the same command again "
         "to finish (results written so far are kept and skipped)"
     ]
+
+
+def test_results_of_an_earlier_run_beside_their_photos_are_not_new_photos(work: Path) -> None:
+    os.mkdir("photos")
+    _photo("photos/a.png", 1)
+    first = _run("photos", "--beside", "--format", "jpg")
+    assert first.exit_code == 0, first.output
+    # Later, the default format: a_enhanced.jpg was enhanced into a_enhanced_enhanced.jpg.
+    second = _run("photos", "--beside")
+    assert second.exit_code == 0, second.output
+    assert "1 enhanced, 0 skipped, 0 failed" in second.stdout
+    assert sorted(os.listdir("photos")) == [
+        ".rave-results.json",
+        "a.png",
+        "a_enhanced.jpg",
+        "a_enhanced.png",
+    ]
+    assert _lines(second, "note: photos: left out") == [
+        "note: photos: left out 1 result(s) of earlier runs made from photos of this batch "
+        "(see its .rave-results.json; name them alone to enhance them again)"
+    ]
+    # A result named alone, without its photo, is still enhanced on request.
+    alone = _run("photos/a_enhanced.jpg", "-o", "again")
+    assert alone.exit_code == 0, alone.output
+    assert sorted(os.listdir("again")) == [".rave-results.json", "a_enhanced.jpg"]
