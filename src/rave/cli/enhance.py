@@ -193,7 +193,7 @@ def _same_folder(path: Path, folder: Path) -> bool:
         return False
 
 
-def _drop_earlier_results(jobs: list[_Job]) -> tuple[list[_Job], list[str]]:
+def _drop_earlier_results(jobs: list[_Job]) -> list[_Job]:
     """Leave out inputs that are rave's results of other inputs of this batch.
 
     ``rave enhance photos --beside --format jpg`` and later ``rave enhance photos
@@ -201,38 +201,29 @@ def _drop_earlier_results(jobs: list[_Job]) -> tuple[list[_Job], list[str]]:
     ``a_enhanced_enhanced.jpg``): :func:`_plan` recognises only the results this run
     would write. A file counts as a result when its folder's record says rave wrote it
     (and it is unchanged since) from a photo that is also an input now; results of
-    photos not in the batch (``rave enhance enhanced -o again``) stay inputs.
-
-    Returns:
-        The jobs kept, and one note per folder where results were left out.
+    photos not in the batch (``rave enhance enhanced -o again``) stay inputs. Silent, as
+    :func:`_plan`'s rule: every ``--beside`` re-run meets its results.
     """
     from rave.io.provenance import read_records
 
     sources = {os.path.realpath(job.source) for job in jobs}
     records: dict[Path, dict[str, Any]] = {}
-    kept, left_out = [], {}
+    kept = []
     for job in jobs:
         folder = job.source.parent
         if folder not in records:
             records[folder] = read_records(folder).results
         entry = records[folder].get(job.source.name)
-        if isinstance(entry, dict) and entry.get("source") in sources - {
-            os.path.realpath(job.source)
-        }:
+        own = os.path.realpath(job.source)
+        if isinstance(entry, dict) and entry.get("source") in sources - {own}:
             try:
                 status = job.source.stat()
             except OSError:
                 status = None
             if status is not None and entry.get("output") == [status.st_size, status.st_mtime_ns]:
-                left_out[folder] = left_out.get(folder, 0) + 1
                 continue
         kept.append(job)
-    notes = [
-        f"{folder}: left out {count} result(s) of earlier runs made from photos of this "
-        "batch (see its .rave-results.json; name them alone to enhance them again)"
-        for folder, count in left_out.items()
-    ]
-    return kept, notes
+    return kept
 
 
 def _file_id(path: Path) -> tuple[int, int] | None:
@@ -833,8 +824,8 @@ def _prepare(
     # existing result is compared with what would make it now.
     enhancer = _load_enhancer(ctx, model, device, tile)
     jobs, errors, scan_notes = _collect(inputs, recursive, output_dir)
-    jobs, results_notes = _drop_earlier_results(jobs)
-    for line in scan_notes + results_notes:
+    jobs = _drop_earlier_results(jobs)
+    for line in scan_notes:
         _say(f"note: {line}", quiet)
     jobs = _plan(
         jobs,
