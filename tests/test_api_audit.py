@@ -76,6 +76,9 @@ def test_big_endian_arrays_are_enhanced_and_keep_their_dtype(net: EnhancementNet
     result = enhancer.enhance(big)
     assert result.dtype == np.dtype(">u2")
     np.testing.assert_array_equal(result, enhancer.enhance(native))
+    in_place = enhancer.enhance_pixels(big.copy(), in_place=True)  # a new array, same dtype
+    assert in_place.dtype == np.dtype(">u2")
+    np.testing.assert_array_equal(in_place, result)
     # A big-endian out_dtype too (it was the engine's buffer type).
     pixels8 = np.round(native / 257).astype(np.uint8)
     wide = enhancer.enhance_pixels(pixels8, out_dtype=np.dtype(">u2"))

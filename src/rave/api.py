@@ -182,7 +182,12 @@ def enhance_array(
         deadline=deadline,
         progress=progress,
     )
-    if in_place and colour == 3 and pixels.dtype == compute_dtype and pixels.flags.writeable:
+    if (
+        in_place
+        and colour == 3
+        and pixels.dtype == compute_dtype == out_dtype  # not a big-endian out_dtype
+        and pixels.flags.writeable
+    ):
         # The engine holds each tile's result back until no later tile reads under it.
         engine(image, out=image)
         return pixels
