@@ -277,3 +277,25 @@ def test_env_and_models_say_when_the_cache_folder_is_unusable(
     assert "The model cache cannot take downloads" in models.output
     monkeypatch.setenv("RAVE_HOME", str(tmp_path / "not" / "yet"))  # created when needed
     assert "unusable" not in CliRunner().invoke(main, ["env", "--no-build"]).output
+
+
+@pytest.mark.parametrize(
+    ("typed", "meant"),
+    [
+        ("rave_unpaired.pth", "'rave-unpaired' (downloaded on first use)"),
+        ("rave_unpaired-21fb4300.pth", "'rave-unpaired' (downloaded on first use)"),
+        ("default.safetensors", "'default' (built in)"),
+    ],
+)
+def test_missing_file_named_like_a_model_points_to_that_name(
+    typed: str, meant: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: 'rave_unpaired.pth: no such checkpoint file' and nothing more, for the
+    authors' file name or the cache's, when the user meant the zoo's model."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(zoo.CheckpointError) as err:
+        zoo.load_enhancer(typed)
+    assert f"no such checkpoint file; to use the model of that name pass {meant}" in str(err.value)
+    with pytest.raises(zoo.CheckpointError) as other:
+        zoo.load_enhancer("my_run.pth")
+    assert str(other.value) == "my_run.pth: no such checkpoint file"

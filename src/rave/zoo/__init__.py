@@ -54,6 +54,7 @@ from rave.zoo.registry import (
     ZooError,
     get_model_info,
     model_names,
+    spelled_like,
 )
 
 if TYPE_CHECKING:
@@ -183,6 +184,20 @@ def resolve_checkpoint(name_or_path: str | Path, *, download: bool = True) -> Pa
     return model_path(str(name_or_path), download=download)
 
 
+def _suggest_model_for_missing_file(path: Path) -> None:
+    """A missing file named like a zoo model (the authors' ``rave_unpaired.pth``, the
+    cache's ``rave_unpaired-21fb4300.pth``): say which name loads it (or downloads it)."""
+    stem = path.name.split(".")[0]
+    for candidate in (stem, stem.rsplit("-", 1)[0]):  # without the cache's hash suffix
+        name = spelled_like(candidate)
+        if name is not None:
+            how = "built in" if MODELS[name].builtin else "downloaded on first use"
+            raise CheckpointError(
+                f"{path}: no such checkpoint file; to use the model of that name pass "
+                f"{name!r} ({how})"
+            )
+
+
 def load_enhancer(
     name_or_path: str | Path, *, device: str | torch.device = "cpu"
 ) -> EnhancementNet:
@@ -211,6 +226,8 @@ def load_enhancer(
         CheckpointError: the file is missing, unreadable, unsafe, or holds other weights.
     """
     path = resolve_checkpoint(name_or_path)
+    if looks_like_path(name_or_path) and not path.exists():
+        _suggest_model_for_missing_file(path)
     source = str(path) if looks_like_path(name_or_path) else f"model {name_or_path!r} ({path})"
     checkpoint = load_checkpoint_file(path)
     state_dict = extract_state_dict(checkpoint, source=source)

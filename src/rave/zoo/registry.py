@@ -23,6 +23,7 @@ __all__ = [
     "ZooError",
     "get_model_info",
     "model_names",
+    "spelled_like",
 ]
 
 DEFAULT_MODEL = "default"
@@ -199,13 +200,22 @@ def get_model_info(name: str) -> ModelInfo:
     try:
         return MODELS[name]
     except KeyError:
-        # Letter case, "_" for "-" and the authors' file stems (rave_unpaired,
-        # clip_lit_original) name one model: suggest it alone; else the closest spellings.
-        key = name.strip().lower().replace("_", "-").removesuffix(".pth")
-        same = [info.name for info in _ENTRIES if key in (info.name, info.stem.replace("_", "-"))]
-        close = same or difflib.get_close_matches(key, MODELS, n=3, cutoff=0.6)
+        # A spelling of one model's name: suggest it alone; else the closest spellings.
+        same = spelled_like(name)
+        key = name.strip().lower()
+        close = [same] if same else difflib.get_close_matches(key, MODELS, n=3, cutoff=0.6)
         hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
         raise UnknownModelError(
             f"unknown model {name!r}.{hint} Known models: {', '.join(MODELS)}; "
             "or pass the path of a checkpoint file (.pth, .pt or .safetensors)."
         ) from None
+
+
+def spelled_like(text: str) -> str | None:
+    """The model ``text`` spells in another letter case, with ``_`` for ``-``, or as the
+    authors' file stem (``rave_unpaired``, ``clip_lit_original``); ``None`` if none."""
+    key = text.strip().lower().replace("_", "-").removesuffix(".pth")
+    for info in _ENTRIES:
+        if key in (info.name, info.stem.replace("_", "-")):
+            return info.name
+    return None
