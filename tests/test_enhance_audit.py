@@ -45,9 +45,6 @@ def test_rerun_of_a_shell_glob_naming_the_output_folder_skips_everything(work: P
     assert second.exit_code == 0, second.output
     assert "0 enhanced, 2 skipped, 0 failed" in second.stdout
     assert _lines(second, "error:") == []
-    assert _lines(second, "note:") == [
-        "note: enhanced: left out, it is the output folder (it holds rave's results)"
-    ]
     assert sorted(os.listdir("enhanced")) == [".rave-results.json", "a.png", "b.png"]
 
 
@@ -59,16 +56,24 @@ def test_a_pattern_matching_the_output_folder_skips_it_too(work: Path) -> None:
     assert "0 enhanced, 1 skipped, 0 failed" in again.stdout
 
 
-def test_the_output_folder_alone_as_input_is_one_error(work: Path) -> None:
+def test_the_output_folder_as_the_input_still_works_with_a_suffix(work: Path) -> None:
     _photo("a.png", 1)
-    assert _run("a.png").exit_code == 0
-    result = _run("enhanced")
-    assert result.exit_code == 1, result.output
-    assert _lines(result, "error:") == [
-        "error: enhanced: left out, it is the output folder (it holds rave's results); "
-        "choose another -o folder to enhance its photos again"
-    ]
-    assert "0 enhanced, 0 skipped, 1 failed" in result.stdout
+    result = _run(".", "-o", ".", "--suffix", "_e")  # as --beside
+    assert result.exit_code == 0, result.output
+    again = _run(".", "-o", ".", "--suffix", "_e")
+    assert again.exit_code == 0, again.output
+    assert "0 enhanced, 1 skipped, 0 failed" in again.stdout
+    assert sorted(os.listdir(".")) == [".rave-results.json", "a.png", "a_e.png"]
+
+
+def test_the_output_folder_as_the_input_in_place_when_asked(work: Path) -> None:
+    os.mkdir("photos")
+    _photo("photos/a.png", 1)
+    before = Path("photos/a.png").read_bytes()
+    result = _run("photos", "-o", "photos", "--suffix", "", "--overwrite")
+    assert result.exit_code == 0, result.output
+    assert "1 enhanced, 0 skipped, 0 failed" in result.stdout
+    assert Path("photos/a.png").read_bytes() != before
 
 
 def test_a_folder_inside_the_output_folder_is_still_an_input(work: Path) -> None:

@@ -129,7 +129,6 @@ def _collect(
     jobs: list[_Job] = []
     errors: list[str] = []
     notes: list[str] = []
-    results_inputs: list[Path] = []  # the output folder given as an input
     for text in inputs:
         path = Path(text).expanduser()
         problem = _lstat_problem(path)
@@ -150,11 +149,6 @@ def _collect(
             if not match.is_dir():
                 jobs.append(_Job(match, Path(match.name)))
                 continue
-            if output_dir is not None and _same_folder(match, output_dir):
-                # `rave enhance *` run again: the shell names ./enhanced too. Its files are
-                # this batch's results, not photos (as -r leaves it out of a folder scan).
-                results_inputs.append(match)
-                continue
             scan = _scan_folder(match, recursive, output_dir)
             errors += scan.errors
             left_out = scan.subfolders_left_out
@@ -169,12 +163,6 @@ def _collect(
                     "followed; name the folder itself to enhance its photos)"
                 )
             jobs.extend(scan.jobs)
-    for folder in results_inputs:
-        line = f"{folder}: left out, it is the output folder (it holds rave's results)"
-        if jobs or errors:
-            notes.append(line)
-        else:  # nothing else asked for: not a silent "0 enhanced"
-            errors.append(f"{line}; choose another -o folder to enhance its photos again")
     unique: dict[str, _Job] = {}
     for job in jobs:
         # One photo named twice (a link beside its target): enhanced once, and under the
@@ -185,14 +173,6 @@ def _collect(
     return list(unique.values()), errors, notes
 
 
-def _same_folder(path: Path, folder: Path) -> bool:
-    """Whether ``path`` is ``folder`` (links resolved; False if either is missing)."""
-    try:
-        return os.path.samefile(path, folder)
-    except OSError:
-        return False
-
-
 def _drop_earlier_results(jobs: list[_Job]) -> list[_Job]:
     """Leave out inputs that are rave's results of other inputs of this batch.
 
@@ -201,7 +181,8 @@ def _drop_earlier_results(jobs: list[_Job]) -> list[_Job]:
     ``a_enhanced_enhanced.jpg``): :func:`_plan` recognises only the results this run
     would write. A file counts as a result when its folder's record says rave wrote it
     (and it is unchanged since) from a photo that is also an input now; results of
-    photos not in the batch (``rave enhance enhanced -o again``) stay inputs. Silent, as
+    photos not in the batch (``rave enhance enhanced -o again``) stay inputs. This also
+    makes ``rave enhance *`` re-runnable, where the shell names ./enhanced too. Silent, as
     :func:`_plan`'s rule: every ``--beside`` re-run meets its results.
     """
     from rave.io.provenance import read_records
