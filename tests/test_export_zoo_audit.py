@@ -299,3 +299,38 @@ def test_missing_file_named_like_a_model_points_to_that_name(
     with pytest.raises(zoo.CheckpointError) as other:
         zoo.load_enhancer("my_run.pth")
     assert str(other.value) == "my_run.pth: no such checkpoint file"
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_export_of_a_training_checkpoint_records_its_run(tmp_path: Path) -> None:
+    """Before: every run's best.pt exported as model "best.pt" and nothing else to tell
+    them apart but the sha256."""
+    pytest.importorskip("onnx")
+    import json
+
+    import torch
+
+    from rave.export import export_onnx
+
+    state = zoo.load_enhancer("default").state_dict()
+    checkpoint = tmp_path / "best.pt"
+    torch.save(
+        {
+            "format": "rave-train/2/best",
+            "model": state,
+            "best_info": {"iteration": 4200, "stage": "round 2"},
+            "method_name": "rave",
+            "config": {"guidance_encoder": "effnet-lite0"},
+        },
+        checkpoint,
+    )
+    proto = export_onnx(checkpoint, tmp_path / "m.onnx")
+    props = {p.key: p.value for p in proto.metadata_props}
+    assert props["model"] == "best.pt"
+    assert json.loads(props["training"]) == {
+        "format": "rave-train/2/best",
+        "method": "rave",
+        "iteration": 4200,
+        "stage": "round 2",
+        "guidance_encoder": "effnet-lite0",
+    }

@@ -89,6 +89,7 @@ class _Provenance:
     name: str
     sha256: str
     licence: str
+    training: str | None = None  # JSON: what rave train recorded in its checkpoint
 
 
 def _provenance(model: str | Path) -> tuple[EnhancementNet, _Provenance]:
@@ -109,7 +110,33 @@ def _provenance(model: str | Path) -> tuple[EnhancementNet, _Provenance]:
             name, licence = Path(model).name, "as the checkpoint's (not stated in the file)"
     else:
         name, licence = str(model), MODELS[str(model)].licence
-    return net, _Provenance(name, sha256, licence)
+    return net, _Provenance(name, sha256, licence, _training_record(path))
+
+
+def _training_record(path: Path) -> str | None:
+    """Method, iteration and guidance of a ``rave train`` checkpoint (``best.pt`` of every
+    run has the same name: the sha256 alone does not say which run it was), else ``None``."""
+    from rave.network.checkpoint import CheckpointError, load_checkpoint_file
+
+    try:
+        checkpoint = load_checkpoint_file(path)
+    except CheckpointError:
+        return None
+    fmt = checkpoint.get("format")
+    if not (isinstance(fmt, str) and fmt.startswith("rave-train/")):
+        return None
+    best, config = checkpoint.get("best_info"), checkpoint.get("config")
+    best = best if isinstance(best, dict) else {}
+    config = config if isinstance(config, dict) else {}
+    record = {
+        "format": fmt,
+        "method": checkpoint.get("method_name"),
+        "iteration": best.get("iteration", checkpoint.get("iteration")),
+        "stage": best.get("stage"),
+        "guidance_encoder": config.get("guidance_encoder"),
+    }
+    plain = (str, int, float, bool)
+    return json.dumps({k: v for k, v in record.items() if isinstance(v, plain)})
 
 
 def _require_onnx() -> None:
@@ -201,7 +228,8 @@ def export_onnx(
 
     Returns:
         The written model, whose ``metadata_props`` hold the model name, the sha256 of its
-        checkpoint file, its licence, rave's version and the inputs' meaning.
+        checkpoint file, its licence, rave's version and the inputs' meaning (and, for a
+        ``rave train`` checkpoint, ``training``: its method, iteration and guidance).
 
     Raises:
         OnnxExportError: ``onnx`` not installed or an option out of range.
@@ -229,6 +257,8 @@ def export_onnx(
         "weights": "float16" if float16 else "float32",
         "inputs": json.dumps(inputs),
     }
+    if provenance.training is not None:
+        metadata["training"] = provenance.training
     if net.light_refinement is not None:
         metadata["light_refinement"] = net.light_refinement.to_metadata()
     onnx.helper.set_model_props(proto, metadata)
