@@ -334,3 +334,25 @@ def test_export_of_a_training_checkpoint_records_its_run(tmp_path: Path) -> None
         "stage": "round 2",
         "guidance_encoder": "effnet-lite0",
     }
+
+
+def test_ctrl_c_exits_130_in_models_download_and_export(
+    isolated_model_cache: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Before: click's "Aborted!" and exit status 1, where rave's other commands exit 130."""
+    import rave.export
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(zoo, "fetch", interrupted)
+    result = CliRunner().invoke(main, ["models", "--download", "rave-paired"])
+    assert result.exit_code == 130, result.output
+    assert "interrupted: rave-paired was not kept" in result.output
+
+    monkeypatch.setattr(rave.export, "export_onnx", interrupted)
+    output = tmp_path / "m.onnx"
+    result = CliRunner().invoke(main, ["export", "default", "-o", str(output)])
+    assert result.exit_code == 130, result.output
+    assert f"interrupted: {output} was not written" in result.output
+    assert not output.exists()

@@ -62,6 +62,9 @@ def export_command(
             opset=opset,
             float16=float16,
         )
+    except KeyboardInterrupt:  # click would say "Aborted!" and exit 1
+        click.echo(f"interrupted: {output} was not written", err=True)
+        raise SystemExit(130) from None
     except (UnknownModelError, CheckpointError) as err:  # MODEL names nothing usable
         raise UsageProblem(str(err)) from None
     except (OnnxExportError, ZooError) as err:

@@ -112,6 +112,10 @@ def _download(infos: list[ModelInfo]) -> None:
             continue
         try:
             path = zoo.fetch(info, download=True)
+        except KeyboardInterrupt:
+            # click would say "Aborted!" and exit 1; rave's commands exit 130 on Ctrl-C
+            click.echo(f"interrupted: {info.name} was not kept (nothing partial is)", err=True)
+            raise SystemExit(130) from None
         except zoo.ZooError as err:
             click.echo(f"error: {err}", err=True)
             failed.append(info.name)
