@@ -39,6 +39,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(PAYLOAD[: len(PAYLOAD) // 2])
             self.close_connection = True
+        elif self.path == "/no-length.pth":  # the body ends when the connection closes
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(PAYLOAD)
+            self.close_connection = True
         elif self.path == "/login.pth":
             self.send_response(200)
             self.send_header("Content-Type", "text/html")
@@ -69,7 +74,9 @@ def _entry(url: str) -> zoo.ModelInfo:
     import hashlib
 
     info = zoo.get_model_info("rave-paired")
-    return dataclasses.replace(info, url=url, sha256=hashlib.sha256(PAYLOAD).hexdigest())
+    return dataclasses.replace(
+        info, url=url, sha256=hashlib.sha256(PAYLOAD).hexdigest(), size=len(PAYLOAD)
+    )
 
 
 # --- the zoo ----------------------------------------------------------------------------
@@ -118,6 +125,29 @@ def test_cache_folder_without_write_permission_is_named_before_any_download(
     message = str(err.value)
     assert f"model cache {isolated_model_cache} (RAVE_HOME) cannot be written" in message
     assert "Permission denied" in message and "download failed" not in message
+
+
+@pytest.mark.parametrize("path", ["/w.pth", "/no-length.pth"])
+def test_a_download_larger_than_the_pinned_size_is_stopped(
+    path: str, server: str, isolated_model_cache: Path
+) -> None:
+    """Before: the zoo read whatever the URL sent to the end (a wrong or hostile URL could
+    fill the disk) and only then compared the hash."""
+    info = dataclasses.replace(_entry(f"{server}{path}"), size=1000)
+    with pytest.raises(zoo.ChecksumError) as err:
+        zoo.fetch(info, progress=False)
+    if path == "/w.pth":  # announced with Content-Length: not read at all
+        assert f"offers {len(PAYLOAD)} bytes" in str(err.value)
+    else:
+        assert "passed the expected 1000 bytes" in str(err.value)
+    assert list(isolated_model_cache.iterdir()) == []
+
+
+def test_every_released_model_pins_its_size(checkpoints_dir: Path) -> None:
+    for info in zoo.list_models():
+        if not info.builtin:
+            source = next(p for p in checkpoints_dir.iterdir() if p.stem == info.stem)
+            assert info.size == source.stat().st_size, info.name
 
 
 # --- rave models --------------------------------------------------------------------------

@@ -96,7 +96,14 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def download_file(url: str, destination: str | Path, sha256: str, *, progress: bool = True) -> Path:
+def download_file(
+    url: str,
+    destination: str | Path,
+    sha256: str,
+    *,
+    progress: bool = True,
+    size: int | None = None,
+) -> Path:
     """Download ``url`` to ``destination`` if and only if its sha256 equals ``sha256``.
 
     The bytes go to a temporary file beside ``destination`` that is renamed into place
@@ -107,9 +114,13 @@ def download_file(url: str, destination: str | Path, sha256: str, *, progress: b
         destination: final file path; its folder is created if needed.
         sha256: expected hex digest.
         progress: show a tqdm progress bar on stderr.
+        size: expected size in bytes, if known: a server that announces more is not
+            read from, and a transfer is stopped once it goes past ``size`` (a wrong or
+            hostile URL cannot fill the disk).
 
     Raises:
-        ChecksumError: the downloaded bytes have another hash (nothing is left behind).
+        ChecksumError: the downloaded bytes have another hash, or are more than ``size``
+            (nothing is left behind).
         OSError, urllib.error.URLError: network or disk failures, passed on.
     """
     from rave.io.atomic import atomic_write
@@ -125,6 +136,11 @@ def download_file(url: str, destination: str | Path, sha256: str, *, progress: b
             length = headers.get("Content-Length")
             kind = headers.get("Content-Type")
             total = int(length) if length and length.isdigit() else None
+            if size is not None and total is not None and total > size:
+                raise ChecksumError(
+                    f"{url} offers {total} bytes ({kind or 'no Content-Type'}), more than the "
+                    f"pinned file's {size}: nothing was downloaded"
+                )
             with tqdm(
                 total=total,
                 unit="B",
@@ -139,6 +155,11 @@ def download_file(url: str, destination: str | Path, sha256: str, *, progress: b
                     digest.update(chunk)
                     bar.update(len(chunk))
                     received += len(chunk)
+                    if size is not None and received > size:
+                        raise ChecksumError(
+                            f"download of {url} passed the expected {size} bytes: not the "
+                            "pinned file; stopped and discarded"
+                        )
         if total is not None and received < total:
             # http.client returns b"" when the server closes the connection early instead
             # of raising; without this a cut-short transfer read as a changed file.
@@ -208,7 +229,7 @@ def fetch(info: ModelInfo, *, download: bool = True, progress: bool = True) -> P
     _check_cache_folder(path.parent)
     logger.info("downloading model %r from %s to %s", info.name, info.url, path)
     try:
-        return download_file(info.url, path, info.sha256, progress=progress)
+        return download_file(info.url, path, info.sha256, progress=progress, size=info.size)
     except (URLError, OSError, http.client.HTTPException) as err:
         # HTTPError's str has the status code; other URLErrors wrap the socket error
         detail = err if isinstance(err, HTTPError) else getattr(err, "reason", None) or err

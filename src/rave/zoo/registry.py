@@ -59,6 +59,7 @@ class ModelInfo:
         sha256: pinned hash of the file at ``url`` (64 hex digits), or ``None``.
         source: repository the weights come from.
         licence: licence of the weights as far as the source states it.
+        size: the file's size in bytes (a download of another size is stopped early).
     """
 
     name: str
@@ -71,6 +72,7 @@ class ModelInfo:
     sha256: str | None = None
     source: str = ""
     licence: str = ""
+    size: int | None = None
 
     @property
     def builtin(self) -> bool:
@@ -86,7 +88,14 @@ class ModelInfo:
 
 
 def _released(
-    name: str, stem: str, method: str, regime: str, sha256: str, *, url: str | None = None
+    name: str,
+    stem: str,
+    method: str,
+    regime: str,
+    sha256: str,
+    size: int,
+    *,
+    url: str | None = None,
 ) -> ModelInfo:
     source = _RAVE_REPO if url is None else _CLIP_LIT_REPO
     data = _PAIRED_DATA if regime == "paired" else _UNPAIRED_DATA
@@ -104,6 +113,7 @@ def _released(
         sha256=sha256,
         source=source,
         licence=_NO_LICENCE,
+        size=size,
     )
 
 
@@ -126,6 +136,7 @@ _ENTRIES: tuple[ModelInfo, ...] = (
         "RAVE",
         "unpaired",
         "21fb43004af7de2e1782b5799fbaa91dc62ca2730134229323bceab53370742c",
+        1127691,
     ),
     _released(
         "rave-paired",
@@ -133,6 +144,7 @@ _ENTRIES: tuple[ModelInfo, ...] = (
         "RAVE",
         "paired",
         "3d4e27eecbde9b55d2ef96afadc8cf4c2d0927fb8780ce1df6508d01a7ef811f",
+        1127691,
     ),
     _released(
         "rave-unpaired-shifted",
@@ -140,6 +152,7 @@ _ENTRIES: tuple[ModelInfo, ...] = (
         "RAVE, residual shifted by 15 tokens",
         "unpaired",
         "5bcf3feff7dcc4891be878721c2defba0305e343c6b3821f9e88a9950c06ae5e",
+        1128144,
     ),
     _released(
         "clip-lit-unpaired",
@@ -147,6 +160,7 @@ _ENTRIES: tuple[ModelInfo, ...] = (
         "CLIP-LIT",
         "unpaired",
         "7b16e3815c1380138ada75ca5000f818db4462c27f4522a1de46023d96c09d0d",
+        1127723,
     ),
     _released(
         "clip-lit-paired",
@@ -154,6 +168,7 @@ _ENTRIES: tuple[ModelInfo, ...] = (
         "CLIP-LIT",
         "paired",
         "5c3e14b3674d516190e77e54614476fe19ac91b9d8419c0c25533e573ff65d2d",
+        1127691,
     ),
     _released(
         "clip-lit-latent-unpaired",
@@ -161,6 +176,7 @@ _ENTRIES: tuple[ModelInfo, ...] = (
         "CLIP-LIT-Latent",
         "unpaired",
         "931966b5cbc3320d90a62c9ee7c820e0d291d7abfb85989b8296458e2354f94e",
+        1127723,
     ),
     _released(
         "clip-lit-latent-paired",
@@ -168,6 +184,7 @@ _ENTRIES: tuple[ModelInfo, ...] = (
         "CLIP-LIT-Latent",
         "paired",
         "8bc9d8882837dbee3d266f4407478f63220174cd5838fbcadf2f4b2c070146ec",
+        1127723,
     ),
     # The original CLIP-LIT release (ICCV 2023), from the CLIP-LIT authors' repository.
     _released(
@@ -176,6 +193,7 @@ _ENTRIES: tuple[ModelInfo, ...] = (
         "CLIP-LIT (original ICCV 2023 release)",
         "unpaired",
         "67aa1bdbac345842670e494b02953f299e5088bcb3f98a18bd60b06fef48b5c9",
+        1126923,
         url=f"{_CLIP_LIT_REPO}/raw/main/pretrained_models/enhancement_model.pth",
     ),
 )
