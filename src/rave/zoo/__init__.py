@@ -7,8 +7,8 @@ Example::
     net = rave.load_enhancer("runs/exp1/best.pth")     # or any checkpoint file
     light_map = net(images)                            # (B, 3, H, W) -> (B, 1, H, W)
 
-Names (``rave models`` lists them): ``default`` (weights shipped inside the package, none in
-this version), ``rave-unpaired``, ``rave-paired``, ``rave-unpaired-shifted``,
+Names (``rave models`` lists them): ``default`` (weights shipped inside the package: the
+model trained here), ``rave-unpaired``, ``rave-paired``, ``rave-unpaired-shifted``,
 ``clip-lit-unpaired``, ``clip-lit-paired``, ``clip-lit-latent-unpaired``,
 ``clip-lit-latent-paired`` and ``clip-lit`` (the original CLIP-LIT release).
 
