@@ -251,3 +251,22 @@ def test_strength_zero_returns_a_converted_mode_image_itself(
     result = rave.enhance(image, net, strength=0)
     assert result.mode == mode and result is not image
     np.testing.assert_array_equal(np.asarray(result), np.asarray(image))
+
+
+@pytest.mark.parametrize("device", ["garbage", "cuda:99"])
+def test_load_enhancer_refuses_an_unknown_or_absent_device_in_one_line(device: str) -> None:
+    """Before, torch's own RuntimeError ("Expected one of cpu, cuda, ...") came out of
+    ``.to(device)`` after the model was read, and ``"auto"`` (which rave's other entry
+    points accept) was refused the same way."""
+    from rave.devices import DeviceError
+
+    with pytest.raises(DeviceError, match="choose one of") as caught:
+        rave.load_enhancer("default", device=device)
+    assert "\n" not in str(caught.value)
+
+
+def test_load_enhancer_accepts_auto() -> None:
+    from rave.devices import resolve_device
+
+    net = rave.load_enhancer("default", device="auto")
+    assert next(net.parameters()).device == resolve_device("auto")

@@ -509,7 +509,11 @@ def write_photo(
     if pixels.dtype == np.uint16 and fmt not in SIXTEEN_BIT_FORMATS:
         notes.append(f"16-bit samples written as 8-bit: {fmt.upper()} holds only 8 bits")
         pixels = _to_8_bit(pixels)
-    if icc_colour_space(icc_profile) == "GRAY" and _grey_stored_as_rgb(pixels, fmt):
+    if (
+        icc_profile is not None
+        and icc_colour_space(icc_profile) == "GRAY"
+        and _grey_stored_as_rgb(pixels, fmt)
+    ):
         pixels, icc_profile = _grey_to_srgb(pixels, icc_profile, fmt, notes)
     exif_bytes = strip_exif_prefix(exif) if exif else None
     parsed = _parsed_exif(exif_bytes, notes) if exif_bytes and fmt == "tif" else None

@@ -213,7 +213,8 @@ def load_enhancer(
     Args:
         name_or_path: a name from :func:`list_models` (downloaded on first use) or the path
             of a ``.pth``/``.pt``/``.safetensors`` checkpoint.
-        device: where to put the network.
+        device: where to put the network: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``,
+            ``"auto"`` (CUDA, then MPS, then the CPU) or a ``torch.device``.
 
     Returns:
         An :class:`~rave.network.EnhancementNet` mapping a ``(B, 3, H, W)`` batch in [0, 1]
@@ -224,7 +225,11 @@ def load_enhancer(
         UnknownModelError: neither a known name nor a path (lists the names).
         ModelUnavailableError: a name whose weights are not cached and cannot be fetched.
         CheckpointError: the file is missing, unreadable, unsafe, or holds other weights.
+        DeviceError: an unknown device name or one this machine lacks (checked first).
     """
+    from rave.devices import resolve_device
+
+    target = resolve_device(device)
     path = resolve_checkpoint(name_or_path)
     if looks_like_path(name_or_path) and not path.exists():
         _suggest_model_for_missing_file(path)
@@ -233,4 +238,4 @@ def load_enhancer(
     state_dict = extract_state_dict(checkpoint, source=source)
     net = build_enhancer(state_dict, source=source, padding_mode="reflect")
     net.light_refinement = light_refinement_of(path, checkpoint)
-    return net.to(device).eval()
+    return net.to(target).eval()
