@@ -10,7 +10,7 @@ Example::
 from __future__ import annotations
 
 from rave.io.atomic import atomic_write, file_mode, probe_folder, remove_stale_temporaries
-from rave.io.read import DEFAULT_MAX_PIXELS, Photo, PhotoError, read_photo
+from rave.io.read import DEFAULT_MAX_PIXELS, Photo, PhotoError, PhotoNotFoundError, read_photo
 from rave.io.write import FORMATS, SIXTEEN_BIT_FORMATS, format_for_suffix, write_photo
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "SIXTEEN_BIT_FORMATS",
     "Photo",
     "PhotoError",
+    "PhotoNotFoundError",
     "atomic_write",
     "file_mode",
     "format_for_suffix",

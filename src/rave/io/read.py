@@ -78,6 +78,15 @@ class PhotoError(Exception):
         self.reason = reason
 
 
+class PhotoNotFoundError(PhotoError, FileNotFoundError):
+    """A photo path that does not exist: a :class:`PhotoError` that ``except
+    FileNotFoundError`` (or ``OSError``) catches too, with ``errno`` ENOENT."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        super().__init__(path, "no such file")
+        self.errno = errno.ENOENT
+
+
 @dataclass
 class Photo:
     """Decoded pixels plus what must travel to the enhanced file.
@@ -114,7 +123,7 @@ class Photo:
 
 def _check_path(path: Path) -> None:
     if not os.path.lexists(path):
-        raise PhotoError(path, "no such file")
+        raise PhotoNotFoundError(path)
     try:
         os.stat(path)
     except OSError as err:
