@@ -386,3 +386,29 @@ def test_ctrl_c_exits_130_in_models_download_and_export(
     assert result.exit_code == 130, result.output
     assert f"interrupted: {output} was not written" in result.output
     assert not output.exists()
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_quiet_hides_the_download_progress_bar(
+    server: str,
+    isolated_model_cache: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    quiet: bool,
+    tmp_path: Path,
+) -> None:
+    """``rave enhance -q`` promises no progress bars; the bar of a model fetched on first use
+    was still drawn (rave.Enhancer fetched it with the default progress=True). The payload
+    is no checkpoint: loading it fails after the download, which is all this test needs."""
+    from PIL import Image
+
+    from rave.zoo import registry
+
+    monkeypatch.setitem(registry.MODELS, "rave-paired", _entry(f"{server}/w.pth"))
+    photo = tmp_path / "p.png"
+    Image.new("RGB", (8, 8), (40, 20, 10)).save(photo)
+    args = ["enhance", str(photo), "-o", str(tmp_path / "out"), "--model", "rave-paired"]
+    result = CliRunner().invoke(main, args + (["-q"] if quiet else []))
+    assert result.exit_code == 2  # not a checkpoint: downloaded, then refused
+    assert (isolated_model_cache / zoo.cached_path(registry.MODELS["rave-paired"]).name).is_file()
+    bar_drawn = "B/s]" in result.output  # tqdm's rate field
+    assert bar_drawn is not quiet

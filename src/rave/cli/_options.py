@@ -248,11 +248,23 @@ def overwrite_option(what: str = "OUTPUT") -> Callable[[F], F]:
 
 
 def quiet_option() -> Callable[[F], F]:
-    """``-q/--quiet``: no progress bars and no notes; errors and results still shown."""
+    """``-q/--quiet``: no progress bars and no notes; errors and results still shown.
+
+    Also hides the progress bar of a model downloaded while the command runs.
+    """
+
+    def hide_downloads(ctx: click.Context, param: click.Parameter, quiet: bool) -> bool:
+        if quiet:
+            from rave.zoo.download import download_progress
+
+            ctx.with_resource(download_progress(False))
+        return quiet
+
     return click.option(
         "-q",
         "--quiet",
         is_flag=True,
+        callback=hide_downloads,
         help="No progress bars and no notes (errors, warnings and results are still shown).",
     )
 

@@ -14,6 +14,9 @@ import hashlib
 import http.client
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import BinaryIO
 from urllib.error import HTTPError, URLError
@@ -96,12 +99,28 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+# Whether downloads show their progress bar when their caller does not say: rave's
+# commands turn it off for -q (the models are fetched deep inside rave.Enhancer, whose
+# callers have no progress argument to pass).
+_SHOW_PROGRESS: ContextVar[bool] = ContextVar("rave_download_progress", default=True)
+
+
+@contextmanager
+def download_progress(show: bool) -> Iterator[None]:
+    """Show or hide the progress bar of the downloads started within the block."""
+    token = _SHOW_PROGRESS.set(show)
+    try:
+        yield
+    finally:
+        _SHOW_PROGRESS.reset(token)
+
+
 def download_file(
     url: str,
     destination: str | Path,
     sha256: str,
     *,
-    progress: bool = True,
+    progress: bool | None = None,
     size: int | None = None,
 ) -> Path:
     """Download ``url`` to ``destination`` if and only if its sha256 equals ``sha256``.
@@ -113,7 +132,8 @@ def download_file(
         url: address to fetch.
         destination: final file path; its folder is created if needed.
         sha256: expected hex digest.
-        progress: show a tqdm progress bar on stderr.
+        progress: show a tqdm progress bar on stderr (None: unless within
+            ``download_progress(False)``).
         size: expected size in bytes, if known: a server that announces more is not
             read from, and a transfer is stopped once it goes past ``size`` (a wrong or
             hostile URL cannot fill the disk).
@@ -126,6 +146,8 @@ def download_file(
     from rave.io.atomic import atomic_write
 
     destination = Path(destination)
+    if progress is None:
+        progress = _SHOW_PROGRESS.get()
     request = Request(url, headers={"User-Agent": "rave-enhance"})
 
     def download_into(out: BinaryIO) -> None:
@@ -179,14 +201,14 @@ def download_file(
     return destination
 
 
-def fetch(info: ModelInfo, *, download: bool = True, progress: bool = True) -> Path:
+def fetch(info: ModelInfo, *, download: bool = True, progress: bool | None = None) -> Path:
     """Path of ``info``'s verified file in the cache, downloading it first if needed.
 
     Args:
         info: a downloadable zoo entry (not the built-in ``default``).
         download: allow a download when the file is not cached (``RAVE_OFFLINE=1`` forbids
             it regardless).
-        progress: show a progress bar while downloading.
+        progress: show a progress bar while downloading (None: as ``download_file``).
 
     Raises:
         ModelUnavailableError: not cached, and downloading is forbidden or failed; the
