@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 
 import numpy as np
@@ -391,3 +392,39 @@ def test_results_of_an_earlier_run_beside_their_photos_are_not_new_photos(work: 
     alone = _run("photos/a_enhanced.jpg", "-o", "again")
     assert alone.exit_code == 0, alone.output
     assert sorted(os.listdir("again")) == [".rave-results.json", "a_enhanced.jpg"]
+
+
+class _KilledSilently(Exception):
+    """Stands for SIGTERM's default action (the process dies without a word)."""
+
+
+@pytest.mark.parametrize(("signal_number", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_an_interrupt_while_rave_starts_is_one_line(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    signal_number: int,
+    status: int,
+) -> None:
+    """The console script imports PyTorch (seconds) before click runs: Ctrl-C there printed a
+    traceback and SIGTERM ended the process without a word."""
+    import rave.inference.memory as memory
+    from rave.cli import run
+
+    def interrupted() -> None:
+        if signal_number == signal.SIGINT:
+            raise KeyboardInterrupt
+        os.kill(os.getpid(), signal.SIGTERM)  # the handler runs before the next line
+        time.sleep(1)
+
+    def default_action(number: int, frame: object) -> None:
+        raise _KilledSilently
+
+    monkeypatch.setattr(memory, "share_one_heap", interrupted)
+    previous = signal.signal(signal.SIGTERM, default_action)
+    try:
+        with pytest.raises(SystemExit) as stop:
+            run(["enhance", "photo.jpg"])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert stop.value.code == status
+    assert capsys.readouterr().err == "rave enhance: interrupted while starting: nothing was done\n"
