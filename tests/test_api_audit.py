@@ -275,10 +275,10 @@ def test_load_enhancer_accepts_auto() -> None:
 def test_a_missing_photo_is_a_file_not_found_error_and_a_photo_error(tmp_path: Path) -> None:
     """``except FileNotFoundError`` (what Python code catches for a missing file) missed
     rave's PhotoError before; it stays a PhotoError, one line naming the file."""
-    from rave.io import PhotoError
+    from rave.io import PhotoError, read_photo
 
     missing = tmp_path / "IMG_0001.jpg"
-    for call in (lambda: rave.enhance(missing), lambda: rave.io.read_photo(missing)):
+    for call in (lambda: rave.enhance(missing), lambda: read_photo(missing)):
         with pytest.raises(FileNotFoundError) as caught:
             call()
         assert isinstance(caught.value, PhotoError)
