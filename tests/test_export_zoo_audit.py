@@ -412,3 +412,22 @@ def test_quiet_hides_the_download_progress_bar(
     assert (isolated_model_cache / zoo.cached_path(registry.MODELS["rave-paired"]).name).is_file()
     bar_drawn = "B/s]" in result.output  # tqdm's rate field
     assert bar_drawn is not quiet
+
+
+@pytest.mark.parametrize("where", ["-", "folder"])
+def test_export_output_that_cannot_be_a_file_is_one_usage_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """``-o -`` wrote a file named "-"; ``-o FOLDER`` got click's bare "is a directory"."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    output = "-" if where == "-" else str(tmp_path / "models")
+    result = CliRunner().invoke(main, ["export", "default", "-o", output])
+    assert result.exit_code == 2
+    expected = (
+        "standard output is not supported: name the file to write"
+        if where == "-"
+        else f"{output} is a folder: name the file to write in it"
+    )
+    assert expected in result.output
+    assert not (tmp_path / "-").exists()

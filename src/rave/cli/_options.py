@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import math
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
@@ -98,16 +99,26 @@ class FiniteFloatRange(click.FloatRange):
 
 
 class OutputPath(click.Path):
-    """A :class:`click.Path` that refuses the empty string.
+    """A :class:`click.Path` that refuses the empty string, and for a file ``-`` and folders.
 
     ``Path("")`` is ``.``: ``-o ""`` (an unset shell variable) would silently write into
-    the current folder.
+    the current folder. ``-o -`` reads as "standard output" to a shell user, but would write
+    a file named ``-``; a folder given for a file got click's "is a directory" only.
     """
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         if isinstance(value, str) and value == "":
             hint = " (use . for the current folder)" if self.dir_okay else ""
             self.fail(f"must not be empty{hint}", param, ctx)
+        if not self.dir_okay and isinstance(value, str):
+            from rave.io.printable import printable
+
+            if value == "-":
+                self.fail("standard output is not supported: name the file to write", param, ctx)
+            if os.path.isdir(value):
+                self.fail(
+                    f"{printable(value)} is a folder: name the file to write in it", param, ctx
+                )
         return super().convert(value, param, ctx)
 
 
