@@ -263,7 +263,7 @@ def test_checkpoint_without_weights_is_explained(
 
 
 def test_load_checkpoint_file_refuses_directories(tmp_path: Path) -> None:
-    with pytest.raises(CheckpointError, match="no such checkpoint file"):
+    with pytest.raises(CheckpointError, match="a folder, not a checkpoint file"):
         load_checkpoint_file(tmp_path)
 
 

@@ -431,3 +431,33 @@ def test_export_output_that_cannot_be_a_file_is_one_usage_line(
     )
     assert expected in result.output
     assert not (tmp_path / "-").exists()
+
+
+def test_a_folder_or_unreadable_file_given_as_model_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A folder was "no such checkpoint file"; a file without read permission was "not a
+    readable PyTorch checkpoint (truncated, corrupt or another kind of file; PermissionError
+    ...)". Tests run as root, who reads every file: the refusal is simulated."""
+    import builtins
+
+    import rave.network.checkpoint as checkpoint
+
+    run = tmp_path / "run"
+    run.mkdir()
+    result = CliRunner().invoke(main, ["export", str(run), "-o", str(tmp_path / "m.onnx")])
+    assert result.exit_code == 2
+    assert f"{run}: a folder, not a checkpoint file" in result.output
+
+    locked = tmp_path / "best.pt"
+    locked.write_bytes(b"PK\x03\x04 not read")
+
+    def refuse(file: object, *args: object, **kwargs: object) -> object:
+        if Path(str(file)) == locked:
+            raise PermissionError(errno.EACCES, "Permission denied", str(file))
+        return builtins.open(file, *args, **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(checkpoint, "open", refuse, raising=False)
+    with pytest.raises(checkpoint.CheckpointError) as caught:
+        checkpoint.load_checkpoint_file(locked)
+    assert str(caught.value) == f"{locked}: cannot be read (permission denied)"

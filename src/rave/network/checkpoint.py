@@ -6,6 +6,7 @@ carries arbitrary pickled objects is refused before any code in it runs.
 
 from __future__ import annotations
 
+import errno
 import pickle
 from collections.abc import Mapping
 from pathlib import Path
@@ -88,8 +89,19 @@ def light_refinement_of(path: str | Path, checkpoint: Mapping) -> LightRefinemen
 
 
 def _check_file(path: Path) -> None:
+    if path.is_dir():
+        raise CheckpointError(
+            f"{path}: a folder, not a checkpoint file (give the .pt, .pth or .safetensors "
+            "file in it)"
+        )
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as err:  # torch's own message blamed a damaged file
+        reason = "permission denied" if err.errno in (errno.EACCES, errno.EPERM) else err.strerror
+        raise CheckpointError(f"{path}: cannot be read ({reason or err})") from None
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: empty file (0 bytes), not a checkpoint")
 
