@@ -266,6 +266,7 @@ def _run(
     # ---- the guidance method
     method = get_method(config.method)(_method_context(config, procs, run_dir, images,
                                                        well_lit_files, factory))  # fmt: skip
+    method.check_identity_layer_weights()
 
     # ---- the run's state: fresh, or as the checkpoint left it
     state = RunState.fresh(config)

@@ -107,13 +107,13 @@ class GuidanceMethod(abc.ABC):
             self.Options, dict(self.config.method_options), f"method_options of {self.name!r}"
         )
         self.identity_encoder = context.create_encoder(self.config.identity_encoder)
-        self._check_identity_layer_weights()
 
-    def _check_identity_layer_weights(self) -> None:
+    def check_identity_layer_weights(self) -> None:
         """One ``identity_layer_weights`` entry per feature map of the identity encoder.
 
-        Checked on a blank image when the method is built, before RAVE's residual or the
-        data are computed: otherwise a wrong count surfaced only at the first iteration.
+        Checked on a blank image by the training loop once the method is built (after its
+        own checks), before RAVE's residual or any iteration: otherwise a wrong count
+        surfaced only at the first iteration.
 
         Raises:
             ConfigError: naming the key, both counts and the encoder.
