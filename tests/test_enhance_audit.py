@@ -428,3 +428,60 @@ def test_an_interrupt_while_rave_starts_is_one_line(
         signal.signal(signal.SIGTERM, previous)
     assert stop.value.code == status
     assert capsys.readouterr().err == "rave enhance: interrupted while starting: nothing was done\n"
+
+
+def _exif_with_thumbnail(orientation: int) -> bytes:
+    """A little-endian EXIF block: IFD0 holds the orientation, IFD1 a JPEG thumbnail."""
+    import io
+    import struct
+
+    thumbnail = io.BytesIO()
+    Image.new("RGB", (8, 6), (30, 20, 10)).save(thumbnail, "JPEG")
+    thumb = thumbnail.getvalue()
+    ifd0 = struct.pack("<H", 1) + struct.pack("<HHIHH", 0x0112, 3, 1, orientation, 0)
+    ifd1_at = 8 + len(ifd0) + 4
+    thumb_at = ifd1_at + 2 + 2 * 12 + 4
+    ifd1 = struct.pack("<H", 2)
+    ifd1 += struct.pack("<HHII", 0x0201, 4, 1, thumb_at) + struct.pack(
+        "<HHII", 0x0202, 4, 1, len(thumb)
+    )
+    tiff = b"II*\x00" + struct.pack("<I", 8) + ifd0 + struct.pack("<I", ifd1_at) + ifd1
+    tiff += struct.pack("<I", 0) + thumb
+    return b"Exif\x00\x00" + tiff
+
+
+def _thumbnail_tags(exif: bytes) -> dict:
+    """IFD1 (the thumbnail's directory) as Pillow reads it."""
+    from PIL import ExifTags
+
+    parsed = Image.Exif()
+    parsed.load(exif)
+    return dict(parsed.get_ifd(ExifTags.IFD.IFD1))
+
+
+def test_the_originals_exif_thumbnail_is_not_kept_beside_the_enhanced_photo(
+    tmp_path: Path,
+) -> None:
+    """The camera's thumbnail shows the dark original (and, once the orientation is reset to
+    1, turned on its side): viewers that show embedded thumbnails showed it for the result.
+    Before, the EXIF block was copied with its IFD1."""
+    import rave
+
+    exif = _exif_with_thumbnail(orientation=6)
+    assert 0x0201 in _thumbnail_tags(exif)  # the reference reader sees the thumbnail
+    photo = tmp_path / "in" / "p.jpg"
+    photo.parent.mkdir()
+    Image.new("RGB", (24, 16), (60, 40, 20)).save(photo, exif=exif)
+    result = CliRunner().invoke(main, ["enhance", str(photo), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    with Image.open(tmp_path / "out" / "p.jpg") as out:
+        kept = out.info["exif"]
+        assert out.getexif()[0x0112] == 1 and out.size == (16, 24)  # turned upright
+    assert _thumbnail_tags(kept) == {}
+
+    with Image.open(photo) as image:
+        enhanced = rave.enhance(image)
+    assert _thumbnail_tags(enhanced.info["exif"]) == {}
+    parsed = Image.Exif()
+    parsed.load(enhanced.info["exif"])
+    assert parsed[0x0112] == 6  # the rest of the block is read as before (pixels not turned)

@@ -329,6 +329,19 @@ def _convert_alpha(alpha: np.ndarray, dtype: np.dtype) -> np.ndarray:
 _PIL_MODES_KEPT = frozenset({"L", "LA", "RGB", "RGBA", "I;16"})
 
 
+def _carried_info(image: Image.Image) -> dict[str, object]:
+    """What an enhanced PIL image keeps of ``image.info``: its colour profile, EXIF (less
+    the thumbnail of the original, :func:`rave.io.metadata.drop_exif_thumbnail`) and dpi."""
+    from rave.io.metadata import drop_exif_thumbnail
+
+    kept: dict[str, object] = {
+        k: v for k, v in image.info.items() if k in ("icc_profile", "exif", "dpi")
+    }
+    if isinstance(kept.get("exif"), bytes):
+        kept["exif"] = drop_exif_thumbnail(cast(bytes, kept["exif"]))
+    return kept
+
+
 def _enhance_pil(
     net: nn.Module, image: Image.Image, tile: int | str | None, strength: float = 1.0
 ) -> Image.Image:
@@ -364,9 +377,7 @@ def _enhance_pil(
     if converted_back:
         enhanced = enhanced.convert(mode)
     # Palette images come back as RGB(A): a palette cannot hold the enhanced colours.
-    enhanced.info.update(
-        {k: v for k, v in image.info.items() if k in ("icc_profile", "exif", "dpi")}
-    )
+    enhanced.info.update(_carried_info(image))
     return enhanced
 
 
@@ -397,9 +408,7 @@ def _enhance_cmyk(
     out[:, :, :3] = 1 - np.minimum(colour, 1.0)
     out[:, :, 3] = 1 - np.minimum(through_black, 1.0)
     enhanced = Image.fromarray(np.round(out * 255).astype(np.uint8), "CMYK")
-    enhanced.info.update(
-        {k: v for k, v in image.info.items() if k in ("icc_profile", "exif", "dpi")}
-    )
+    enhanced.info.update(_carried_info(image))
     return enhanced
 
 
@@ -422,9 +431,7 @@ def _enhance_pil_numeric(
     else:
         pixels = enhance_array(net, values, tile=tile, strength=strength)
         enhanced = Image.fromarray(pixels.astype(np.float32))
-    enhanced.info.update(
-        {k: v for k, v in image.info.items() if k in ("icc_profile", "exif", "dpi")}
-    )
+    enhanced.info.update(_carried_info(image))
     return enhanced
 
 

@@ -314,6 +314,7 @@ class Enhancer:
         from rave.inference.memory import return_freed_memory
         from rave.inference.pipeline import end_turn, wait_for_turn
         from rave.io import DEFAULT_MAX_PIXELS, format_for_suffix, read_photo, write_photo
+        from rave.io.metadata import drop_exif_thumbnail
         from rave.network.enhancer import check_strength
 
         target = Path(target)
@@ -359,7 +360,7 @@ class Enhancer:
             enhanced,
             format=fmt,
             icc_profile=photo.icc_profile,
-            exif=photo.exif,
+            exif=drop_exif_thumbnail(photo.exif) if photo.exif else None,  # the original's
             quality=quality,
             xmp=photo.xmp,
             dpi=photo.dpi,

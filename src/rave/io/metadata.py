@@ -17,6 +17,7 @@ __all__ = [
     "EXIF_PREFIX",
     "ORIENTATION_TAG",
     "apply_orientation",
+    "drop_exif_thumbnail",
     "exif_orientation",
     "icc_colour_space",
     "insert_png_chunks",
@@ -55,6 +56,31 @@ def _orientation_entry(tiff: bytes) -> tuple[str, int] | None:
         if tag == ORIENTATION_TAG:
             return (order, entry + 8) if field_type == _SHORT and n == 1 else None
     return None
+
+
+def drop_exif_thumbnail(exif: bytes) -> bytes:
+    """A copy of ``exif`` without its thumbnail (IFD1), for a photo whose pixels changed.
+
+    The thumbnail is the camera's small copy of the original: beside an enhanced photo it
+    shows the dark original (turned, once the orientation says 1), and file browsers,
+    cameras and photo importers that show embedded thumbnails would show it. IFD0's link
+    to IFD1 is set to 0 in place, so every other offset stays valid; the unreachable bytes
+    remain. Blocks that are not a readable TIFF structure are returned unchanged.
+    """
+    prefix = exif[: len(EXIF_PREFIX)] if exif.startswith(EXIF_PREFIX) else b""
+    tiff = bytearray(strip_exif_prefix(exif))
+    if len(tiff) < 8 or tiff[:2] not in (b"II", b"MM"):
+        return exif
+    order = "<" if tiff[:2] == b"II" else ">"
+    (ifd,) = struct.unpack_from(order + "I", tiff, 4)
+    if ifd + 2 > len(tiff):
+        return exif
+    (count,) = struct.unpack_from(order + "H", tiff, ifd)
+    link = ifd + 2 + 12 * count
+    if link + 4 > len(tiff):
+        return exif
+    struct.pack_into(order + "I", tiff, link, 0)
+    return prefix + bytes(tiff)
 
 
 def exif_orientation(exif: bytes | None) -> int:
