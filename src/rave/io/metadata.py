@@ -39,8 +39,8 @@ def strip_exif_prefix(exif: bytes) -> bytes:
     return exif[len(EXIF_PREFIX) :] if exif.startswith(EXIF_PREFIX) else exif
 
 
-def _orientation_entry(tiff: bytes) -> tuple[str, int] | None:
-    """Byte order and offset of the orientation value in IFD0, or None if absent/garbled."""
+def _first_directory(tiff: bytes) -> tuple[str, int, int] | None:
+    """Byte order (``"<"`` or ``">"``), offset and entry count of IFD0, or None if garbled."""
     if len(tiff) < 8 or tiff[:2] not in (b"II", b"MM"):
         return None
     order = "<" if tiff[:2] == b"II" else ">"
@@ -48,6 +48,15 @@ def _orientation_entry(tiff: bytes) -> tuple[str, int] | None:
     if ifd + 2 > len(tiff):
         return None
     (count,) = struct.unpack_from(order + "H", tiff, ifd)
+    return order, ifd, count
+
+
+def _orientation_entry(tiff: bytes) -> tuple[str, int] | None:
+    """Byte order and offset of the orientation value in IFD0, or None if absent/garbled."""
+    directory = _first_directory(tiff)
+    if directory is None:
+        return None
+    order, ifd, count = directory
     for index in range(count):
         entry = ifd + 2 + 12 * index
         if entry + 12 > len(tiff):
@@ -69,13 +78,10 @@ def drop_exif_thumbnail(exif: bytes) -> bytes:
     """
     prefix = exif[: len(EXIF_PREFIX)] if exif.startswith(EXIF_PREFIX) else b""
     tiff = bytearray(strip_exif_prefix(exif))
-    if len(tiff) < 8 or tiff[:2] not in (b"II", b"MM"):
+    directory = _first_directory(bytes(tiff))
+    if directory is None:
         return exif
-    order = "<" if tiff[:2] == b"II" else ">"
-    (ifd,) = struct.unpack_from(order + "I", tiff, 4)
-    if ifd + 2 > len(tiff):
-        return exif
-    (count,) = struct.unpack_from(order + "H", tiff, ifd)
+    order, ifd, count = directory
     link = ifd + 2 + 12 * count
     if link + 4 > len(tiff):
         return exif
