@@ -233,11 +233,10 @@ def test_float16_keeps_weights_beyond_its_range_in_float32() -> None:
     assert np.isfinite(stored["big"]).all()
 
 
-def test_corrupt_cached_file_that_cannot_be_removed_is_one_zoo_error(
-    isolated_model_cache: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Before: a read-only cache holding a damaged copy raised a raw PermissionError from
-    unlink, which rave export reported as 'cannot write OUTPUT (permission denied)'."""
+@pytest.fixture
+def undeletable_damaged_copy(isolated_model_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A damaged cached copy of rave-paired in a cache that refuses to remove it (read-only:
+    simulated, as the tests run as root)."""
     cached = isolated_model_cache / "rave_paired-3d4e27ee.pth"
     cached.write_bytes(b"damaged")
     real_unlink = Path.unlink
@@ -248,6 +247,15 @@ def test_corrupt_cached_file_that_cannot_be_removed_is_one_zoo_error(
         real_unlink(self, missing_ok=missing_ok)
 
     monkeypatch.setattr(Path, "unlink", refuse)
+    return cached
+
+
+def test_corrupt_cached_file_that_cannot_be_removed_is_one_zoo_error(
+    undeletable_damaged_copy: Path,
+) -> None:
+    """Before: a read-only cache holding a damaged copy raised a raw PermissionError from
+    unlink, which rave export reported as 'cannot write OUTPUT (permission denied)'."""
+    cached = undeletable_damaged_copy
     with pytest.raises(zoo.ZooError) as err:
         zoo.model_path("rave-paired")
     message = str(err.value)
@@ -256,19 +264,10 @@ def test_corrupt_cached_file_that_cannot_be_removed_is_one_zoo_error(
 
 
 def test_export_cli_names_the_cache_file_not_the_output(
-    isolated_model_cache: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    undeletable_damaged_copy: Path, tmp_path: Path
 ) -> None:
     pytest.importorskip("onnx")
-    cached = isolated_model_cache / "rave_paired-3d4e27ee.pth"
-    cached.write_bytes(b"damaged")
-    real_unlink = Path.unlink
-
-    def refuse(self: Path, missing_ok: bool = False) -> None:
-        if self == cached:
-            raise PermissionError(errno.EACCES, "Permission denied", str(self))
-        real_unlink(self, missing_ok=missing_ok)
-
-    monkeypatch.setattr(Path, "unlink", refuse)
+    cached = undeletable_damaged_copy
     output = tmp_path / "m.onnx"
     result = CliRunner().invoke(main, ["export", "rave-paired", "-o", str(output)])
     assert result.exit_code == 1, result.output
