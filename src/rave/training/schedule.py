@@ -7,7 +7,7 @@ act on that schedule, each a small function here so the loop reads top to bottom
 
 * :func:`restart_reason`: the dead-start policy (when to re-initialise the network);
 * :func:`extended_end`: the authors' round extension of the network's rounds (CLIP-LIT's
-  prompt stages apply the same rule inline, in ``ClipLitMethod._run_stage``);
+  prompt stages apply the same rule inline, in ``PromptGuidedMethod._run_stage``);
 * :class:`RunState`: the counters, the best-checkpoint tracker and the best weights that a
   checkpoint carries, with ``state_dict``/``load_state_dict``.
 
