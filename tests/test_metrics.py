@@ -62,13 +62,19 @@ def test_reference_grey_swaps_red_and_blue() -> None:
 # --- SSIM: scikit-image on the same data ------------------------------------------------
 
 
+def _authors_ssim(pred: np.ndarray, gt: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """The reference protocol's SSIM by scikit-image: grey images of the channel-swapped RGB
+    (the authors' cv2 reader), data range of the enhanced image; with both grey images."""
+    pred_grey = cv2.cvtColor(np.ascontiguousarray(pred[..., ::-1]), cv2.COLOR_RGB2GRAY)
+    gt_grey = cv2.cvtColor(np.ascontiguousarray(gt[..., ::-1]), cv2.COLOR_RGB2GRAY)
+    data_range = float(pred_grey.max()) - float(pred_grey.min())
+    return structural_similarity(gt_grey, pred_grey, data_range=data_range), gt_grey, pred_grey
+
+
 def test_ssim_reference_is_skimage_on_swapped_grey_with_enhanced_range(photo: np.ndarray) -> None:
     rng = np.random.default_rng(0)
     pred = np.clip(photo * 0.8 + rng.normal(0, 8, photo.shape), 0, 255).astype(np.uint8)
-    pred_grey = cv2.cvtColor(np.ascontiguousarray(pred[..., ::-1]), cv2.COLOR_RGB2GRAY)
-    gt_grey = cv2.cvtColor(np.ascontiguousarray(photo[..., ::-1]), cv2.COLOR_RGB2GRAY)
-    data_range = float(pred_grey.max()) - float(pred_grey.min())
-    expected = structural_similarity(gt_grey, pred_grey, data_range=data_range)
+    expected, gt_grey, pred_grey = _authors_ssim(pred, photo)
     assert metrics.ssim_reference(pred, photo) == pytest.approx(expected, abs=1e-12)
     # The quirk matters: the usual 255 range gives another number.
     assert abs(expected - structural_similarity(gt_grey, pred_grey, data_range=255)) > 1e-4
@@ -104,10 +110,7 @@ def test_ssim_in_row_strips_equals_skimage_on_the_whole_image(
     rng = np.random.default_rng(2)
     tall = np.concatenate([photo, photo[::-1]], axis=0)  # several strips even at 7919 px
     pred = np.clip(tall * 0.7 + rng.normal(0, 12, tall.shape), 0, 255).astype(np.uint8)
-    pred_grey = cv2.cvtColor(np.ascontiguousarray(pred[..., ::-1]), cv2.COLOR_RGB2GRAY)
-    gt_grey = cv2.cvtColor(np.ascontiguousarray(tall[..., ::-1]), cv2.COLOR_RGB2GRAY)
-    data_range = float(pred_grey.max()) - float(pred_grey.min())
-    expected = structural_similarity(gt_grey, pred_grey, data_range=data_range)
+    expected = _authors_ssim(pred, tall)[0]
     assert metrics.ssim_reference(pred, tall) == pytest.approx(expected, abs=1e-12)
     wang = {"gaussian_weights": True, "sigma": 1.5, "use_sample_covariance": False}
     expected = structural_similarity(tall / 255, pred / 255, data_range=1.0, channel_axis=2, **wang)
