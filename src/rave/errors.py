@@ -7,11 +7,12 @@ itself stops it. :func:`is_rave_bug` draws that line, :func:`describe_failure` w
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 from rave.io.printable import printable
 
-__all__ = ["describe_failure", "is_rave_bug"]
+__all__ = ["describe_failure", "is_rave_bug", "os_reason"]
 
 _RAVE_ROOT = Path(__file__).resolve().parent
 
@@ -43,6 +44,14 @@ def is_rave_bug(err: BaseException) -> bool:
     except ValueError:
         return False
     return True
+
+
+def os_reason(err: OSError) -> str:
+    """An OSError's reason in the words of rave's error lines ("permission denied", "no such
+    file or directory"), without its file name, which may be rave's own temporary file."""
+    if err.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied"
+    return (err.strerror or str(err)).lower()
 
 
 def describe_failure(err: BaseException, limit: int = 300) -> str:

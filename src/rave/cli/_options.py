@@ -6,7 +6,6 @@ when a device is resolved.
 
 from __future__ import annotations
 
-import errno
 import math
 import os
 from collections.abc import Callable
@@ -132,19 +131,12 @@ class UsageProblem(click.ClickException):
     exit_code = 2
 
 
-def _reason(err: OSError) -> str:
-    """An OSError's reason in the words of rave's other error lines (not its file name,
-    which may be rave's own temporary file rather than the user's path)."""
-    if err.errno in (errno.EACCES, errno.EPERM):
-        return "permission denied"
-    return (err.strerror or str(err)).lower()
-
-
 def write_failure(path: Path, err: OSError) -> str:
     """One line for a failed write of ``path``, naming it rather than the temporary file."""
+    from rave.errors import os_reason
     from rave.io.printable import printable
 
-    return f"cannot write {printable(path)} ({_reason(err)})"
+    return f"cannot write {printable(path)} ({os_reason(err)})"
 
 
 def _folder_problem(folder: Path, *, parent: bool = False) -> str | None:
@@ -153,6 +145,7 @@ def _folder_problem(folder: Path, *, parent: bool = False) -> str | None:
 
     Nothing is created: a usage error found later must leave nothing behind.
     """
+    from rave.errors import os_reason
     from rave.io import probe_folder
     from rave.io.printable import printable
 
@@ -169,8 +162,8 @@ def _folder_problem(folder: Path, *, parent: bool = False) -> str | None:
     except OSError as err:
         if ancestor == folder:
             where = printable(folder) if parent else "this folder"
-            return f"cannot write in {where} ({_reason(err)})"
-        return f"cannot create folders in {printable(ancestor)} ({_reason(err)})"
+            return f"cannot write in {where} ({os_reason(err)})"
+        return f"cannot create folders in {printable(ancestor)} ({os_reason(err)})"
     return None
 
 

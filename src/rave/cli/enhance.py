@@ -24,6 +24,7 @@ from rave.cli._options import (
     strength_option,
     tile_option,
 )
+from rave.errors import os_reason
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -69,13 +70,6 @@ class _BatchStopped(Exception):
         self.exit_status = exit_status
 
 
-def _why(err: OSError) -> str:
-    """An OSError's reason in the words of rave's other error lines."""
-    if err.errno in (errno.EACCES, errno.EPERM):
-        return "permission denied"
-    return (err.strerror or str(err)).lower()
-
-
 @dataclass
 class _Scan:
     jobs: list[_Job]
@@ -91,7 +85,7 @@ def _scan_folder(folder: Path, recursive: bool, exclude: Path | None) -> _Scan:
     scan = scan_image_folder(folder, recursive=recursive, exclude=exclude)
     errors = [
         f"{err.filename if err.filename is not None else folder}: folder cannot be read "
-        f"({_why(err)}); its photos were not enhanced"
+        f"({os_reason(err)}); its photos were not enhanced"
         for err in scan.unreadable
     ]
     if any(err.filename is not None and Path(err.filename) == folder for err in scan.unreadable):
@@ -113,7 +107,7 @@ def _lstat_problem(path: Path) -> str | None:
         os.lstat(path)
     except OSError as err:
         if err.errno not in (errno.ENOENT, errno.ENOTDIR, errno.ENAMETOOLONG):
-            return _why(err)
+            return os_reason(err)
     return None
 
 
@@ -561,7 +555,7 @@ def _enhance_one(job: _Job, enhancer: Enhancer, options: dict[str, Any], quiet: 
         # Named here, where the file is first opened; a FIFO must not reach the reader
         # (it would block), and the reader words a permission error as a corrupt image.
         if err.strerror == NOT_A_REGULAR_FILE or err.errno in (errno.EACCES, errno.EPERM):
-            reason = NOT_A_REGULAR_FILE if err.strerror == NOT_A_REGULAR_FILE else _why(err)
+            reason = NOT_A_REGULAR_FILE if err.strerror == NOT_A_REGULAR_FILE else os_reason(err)
             raise PhotoError(job.source, reason) from None
         sha256 = None  # missing, a folder, a link loop: the reader below names the problem
     set_aside = []

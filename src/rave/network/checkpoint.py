@@ -6,7 +6,6 @@ carries arbitrary pickled objects is refused before any code in it runs.
 
 from __future__ import annotations
 
-import errno
 import pickle
 from collections.abc import Mapping
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from rave.errors import os_reason
 from rave.network.enhancer import EnhancementNet
 from rave.network.refinement import LightRefinement
 
@@ -100,8 +100,7 @@ def _check_file(path: Path) -> None:
         with open(path, "rb"):
             pass
     except OSError as err:  # torch's own message blamed a damaged file
-        reason = "permission denied" if err.errno in (errno.EACCES, errno.EPERM) else err.strerror
-        raise CheckpointError(f"{path}: cannot be read ({reason or err})") from None
+        raise CheckpointError(f"{path}: cannot be read ({os_reason(err)})") from None
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: empty file (0 bytes), not a checkpoint")
 
