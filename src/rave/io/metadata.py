@@ -2,7 +2,8 @@
 
 EXIF blocks are handled as raw bytes (the TIFF structure, optionally behind Pillow's
 ``b"Exif\\x00\\x00"`` APP1 prefix) so that whatever the camera wrote, maker notes included,
-reaches the output byte for byte; only the orientation value is patched.
+reaches the output byte for byte; only the orientation value and the picture's size
+(PixelXDimension / PixelYDimension) are patched.
 """
 
 from __future__ import annotations
@@ -14,8 +15,11 @@ import zlib
 import numpy as np
 
 __all__ = [
+    "EXIF_IFD_TAG",
     "EXIF_PREFIX",
     "ORIENTATION_TAG",
+    "PIXEL_X_DIMENSION_TAG",
+    "PIXEL_Y_DIMENSION_TAG",
     "apply_orientation",
     "drop_exif_thumbnail",
     "exif_orientation",
@@ -26,12 +30,16 @@ __all__ = [
     "png_metadata_chunks",
     "reset_exif_orientation",
     "reset_xmp_orientation",
+    "set_exif_pixel_dimensions",
     "strip_exif_prefix",
 ]
 
 EXIF_PREFIX = b"Exif\x00\x00"
 ORIENTATION_TAG = 0x0112
-_SHORT = 3  # TIFF field type of the orientation value
+EXIF_IFD_TAG = 0x8769  # IFD0's pointer to the Exif sub-IFD
+PIXEL_X_DIMENSION_TAG = 0xA002  # in the Exif sub-IFD: the picture's width...
+PIXEL_Y_DIMENSION_TAG = 0xA003  # ... and height
+_SHORT, _LONG, _IFD = 3, 4, 13  # TIFF field types
 
 
 def strip_exif_prefix(exif: bytes) -> bytes:
@@ -51,20 +59,66 @@ def _first_directory(tiff: bytes) -> tuple[str, int, int] | None:
     return order, ifd, count
 
 
+def _find_entry(tiff: bytes, order: str, ifd: int, tag: int) -> tuple[int, int, int] | None:
+    """Offset, field type and count of ``tag``'s 12-byte entry in the directory at ``ifd``,
+    or None if absent or the directory runs past the block."""
+    if ifd + 2 > len(tiff):
+        return None
+    (count,) = struct.unpack_from(order + "H", tiff, ifd)
+    for index in range(count):
+        entry = ifd + 2 + 12 * index
+        if entry + 12 > len(tiff):
+            return None
+        found, field_type, n = struct.unpack_from(order + "HHI", tiff, entry)
+        if found == tag:
+            return entry, field_type, n
+    return None
+
+
 def _orientation_entry(tiff: bytes) -> tuple[str, int] | None:
     """Byte order and offset of the orientation value in IFD0, or None if absent/garbled."""
     directory = _first_directory(tiff)
     if directory is None:
         return None
-    order, ifd, count = directory
-    for index in range(count):
-        entry = ifd + 2 + 12 * index
-        if entry + 12 > len(tiff):
-            return None
-        tag, field_type, n = struct.unpack_from(order + "HHI", tiff, entry)
-        if tag == ORIENTATION_TAG:
-            return (order, entry + 8) if field_type == _SHORT and n == 1 else None
-    return None
+    order, ifd, _ = directory
+    found = _find_entry(tiff, order, ifd, ORIENTATION_TAG)
+    if found is None:
+        return None
+    entry, field_type, n = found
+    return (order, entry + 8) if field_type == _SHORT and n == 1 else None
+
+
+def set_exif_pixel_dimensions(exif: bytes, width: int, height: int) -> bytes:
+    """A copy of ``exif`` whose PixelXDimension / PixelYDimension say ``width`` x ``height``.
+
+    Those two tags of the Exif sub-IFD give the size of the picture the block goes with;
+    cameras write the sensor's stored size, which is wrong once the pixels are turned
+    upright (6000 x 4000 stored with orientation 6 is a 4000 x 6000 result) or are not the
+    size the camera wrote. Photo managers and ExifTool show them as the photo's size. Like
+    the orientation, the values are patched in place (SHORT or LONG, as stored), so every
+    other byte stays; a value a SHORT cannot hold (over 65535) is left, and blocks that
+    are not a readable TIFF structure, or lack the tags, are returned unchanged.
+    """
+    prefix = exif[: len(EXIF_PREFIX)] if exif.startswith(EXIF_PREFIX) else b""
+    tiff = bytearray(strip_exif_prefix(exif))
+    directory = _first_directory(bytes(tiff))
+    if directory is None:
+        return exif
+    order, ifd, _ = directory
+    pointer = _find_entry(bytes(tiff), order, ifd, EXIF_IFD_TAG)
+    if pointer is None or pointer[1] not in (_LONG, _IFD) or pointer[2] != 1:
+        return exif
+    (sub_ifd,) = struct.unpack_from(order + "I", tiff, pointer[0] + 8)
+    for tag, value in ((PIXEL_X_DIMENSION_TAG, width), (PIXEL_Y_DIMENSION_TAG, height)):
+        found = _find_entry(bytes(tiff), order, sub_ifd, tag)
+        if found is None or found[2] != 1:
+            continue
+        entry, field_type, _ = found
+        if field_type == _LONG:
+            struct.pack_into(order + "I", tiff, entry + 8, value)
+        elif field_type == _SHORT and value <= 0xFFFF:
+            struct.pack_into(order + "H", tiff, entry + 8, value)
+    return prefix + bytes(tiff)
 
 
 def drop_exif_thumbnail(exif: bytes) -> bytes:

@@ -34,6 +34,7 @@ from rave.io.metadata import (
     icc_colour_space,
     reset_exif_orientation,
     reset_xmp_orientation,
+    set_exif_pixel_dimensions,
 )
 from rave.io.pixel_limit import over_pixel_limit
 from rave.io.printable import printable
@@ -99,7 +100,7 @@ class Photo:
             ``"webp"``, ``"bmp"``; other sources map to ``"png"``).
         icc_profile: the embedded colour profile, if it still describes ``pixels``.
         exif: the EXIF block (JPEG ``Exif\\0\\0`` prefix included) with orientation reset
-            to 1, or None.
+            to 1 and PixelXDimension / PixelYDimension set to the size of ``pixels``, or None.
         xmp: the XMP packet (ratings, keywords, edits), or None.
         dpi: the stored resolution in dots per inch ``(x, y)``, or None.
         lossless: the source is lossless WebP, so its WebP output should be lossless too
@@ -575,6 +576,8 @@ def _upright_photo(path: Path, photo: Photo, orientation: int) -> Photo:
             photo.xmp = reset_xmp_orientation(photo.xmp)
     if photo.exif is not None:
         photo.exif = reset_exif_orientation(photo.exif)
+        # Turned upright, a 6000 x 4000 camera picture is 4000 x 6000: the EXIF says so.
+        photo.exif = set_exif_pixel_dimensions(photo.exif, pixels.shape[1], pixels.shape[0])
     photo.pixels = pixels
     for note in photo.notes:
         logger.info("%s: %s", printable(path), printable(note))
@@ -788,5 +791,6 @@ def _read_raw(path: Path, max_pixels: int) -> Photo:
         if not exif.startswith(EXIF_PREFIX):
             exif = EXIF_PREFIX + exif
         exif = reset_exif_orientation(exif)  # LibRaw has already turned the pixels upright
+        exif = set_exif_pixel_dimensions(exif, pixels.shape[1], pixels.shape[0])
     icc_profile = srgb_icc_profile()
     return Photo(pixels=pixels, format="tif", icc_profile=icc_profile, exif=exif, notes=notes)

@@ -29,6 +29,7 @@ from rave.io.metadata import (
     png_chunk,
     png_header_end,
     png_metadata_chunks,
+    set_exif_pixel_dimensions,
     strip_exif_prefix,
 )
 from rave.io.printable import printable
@@ -469,7 +470,8 @@ def write_photo(
             one named by the suffix of ``path``.
         icc_profile: colour profile to embed (every format but BMP).
         exif: EXIF block to embed (JPEG, PNG, WebP, 8-bit TIFF; 16-bit TIFF keeps only
-            the descriptive IFD0 tags); orientation should say 1.
+            the descriptive IFD0 tags); orientation should say 1. Its PixelXDimension /
+            PixelYDimension are set to the size of ``pixels``.
         quality: JPEG/WebP/HEIC quality, 1-100.
         xmp: XMP packet to embed (JPEG, PNG, TIFF, WebP, HEIC).
         dpi: resolution in dots per inch to store (JPEG, PNG, TIFF).
@@ -515,6 +517,10 @@ def write_photo(
         and _grey_stored_as_rgb(pixels, fmt)
     ):
         pixels, icc_profile = _grey_to_srgb(pixels, icc_profile, fmt, notes)
+    if exif:
+        # The EXIF's picture size must be this picture's (turned upright, or another size
+        # than the camera's): viewers and photo managers show it as the photo's size.
+        exif = set_exif_pixel_dimensions(exif, pixels.shape[1], pixels.shape[0])
     exif_bytes = strip_exif_prefix(exif) if exif else None
     parsed = _parsed_exif(exif_bytes, notes) if exif_bytes and fmt == "tif" else None
 
