@@ -145,6 +145,7 @@ def enhance_array(
         itself when enhanced in place).
 
     Raises:
+        TypeError: not a numpy array, or bool pixels (a mask: pass 0/255 as uint8).
         ValueError: another dtype or layout, or float values outside [0, 1] (e.g. on a
             0-255 scale: divide by 255 first) or not finite.
     """
@@ -232,6 +233,8 @@ def _checked_pixels(pixels: np.ndarray) -> np.ndarray:
     """``pixels`` if its dtype and values are usable, in native byte order, made
     contiguous if flipped."""
     _require_array(pixels)
+    if pixels.dtype == np.bool_:
+        raise TypeError(_BOOL_PIXELS.format(kind="array", cast="mask.astype(np.uint8) * 255"))
     if pixels.dtype.kind not in "uf" or (pixels.dtype.kind == "u" and pixels.itemsize > 2):
         raise ValueError(f"pixels must be uint8, uint16 or float, got {pixels.dtype}")
     if pixels.dtype.kind == "f":
@@ -438,23 +441,49 @@ def _enhance_pil_numeric(
 def _enhance_torch(
     net: nn.Module, image: Tensor, tile: int | str | None, strength: float = 1.0
 ) -> Tensor:
+    """Enhance an RGB or grey float tensor; the result has its shape, dtype and device.
+
+    Args:
+        image: ``(3, H, W)`` or ``(B, 3, H, W)`` RGB, or ``(H, W)``, ``(1, H, W)`` or
+            ``(B, 1, H, W)`` grey, floating point in [0, 1].
+
+    Grey goes to the network as three equal channels (a view, no copy) and one channel
+    comes back: the light map is one channel and ``I / L**S`` divides every channel by it,
+    so equal channels stay equal and the result is the grey result (as for grey arrays).
+    """
+    if image.dtype == torch.bool:
+        raise TypeError(_BOOL_PIXELS.format(kind="tensor", cast="image.float()"))
     if not image.is_floating_point():
         raise ValueError(f"tensors must be float in [0, 1], got {image.dtype}")
-    if image.ndim not in (3, 4) or image.shape[-3] != 3:
-        raise ValueError(f"tensors must be (3, H, W) or (B, 3, H, W), got {tuple(image.shape)}")
+    if image.ndim not in (2, 3, 4) or (image.ndim > 2 and image.shape[-3] not in (1, 3)):
+        raise ValueError(
+            "tensors must be (3, H, W) or (B, 3, H, W), or grey (H, W), (1, H, W) or "
+            f"(B, 1, H, W), got {tuple(image.shape)}"
+        )
     if image.ndim == 4 and image.shape[0] == 0:
         from rave.network.enhancer import check_strength
 
         check_strength(strength)
         return image.detach().clone()  # an empty batch enhanced is an empty batch
     _check_unit_range(image)
-    batch = image if image.ndim == 4 else image.unsqueeze(0)
+    batch = image[(None,) * (4 - image.ndim)]  # (B, C, H, W), a view
+    grey = batch.shape[1] == 1
+    if grey:
+        batch = batch.expand(-1, 3, -1, -1)  # a view: grey enhanced as grey
     # Allocated here, outside the engine's inference mode: a tensor made inside it could
     # be neither updated in place nor used where autograd records (a loss, a training step).
     enhanced = torch.empty(batch.shape, dtype=torch.float32, device=batch.device)
     enhance_tensor(_engine_net(net), batch, tile=tile, strength=strength, out=enhanced)
-    enhanced = enhanced.to(device=image.device, dtype=image.dtype)
-    return enhanced if image.ndim == 4 else enhanced.squeeze(0)
+    if grey:
+        enhanced = enhanced[:, :1]  # the three channels are equal: one is the grey result
+    return enhanced.to(device=image.device, dtype=image.dtype).reshape(image.shape)
+
+
+# Bool samples are refused, not guessed at: a mask as 0/1 would be enhanced as near-black.
+_BOOL_PIXELS = (
+    "bool {kind}s are not image samples (a mask or bilevel image?): pass uint8 0/255, "
+    "uint16 or float in [0, 1], e.g. {cast}"
+)
 
 
 @overload
@@ -527,8 +556,9 @@ def enhance(
             - a numpy array ``(H, W)``, ``(H, W, 1|2|3|4)`` (grey, grey + alpha, RGB,
               RGBA) of ``uint8``, ``uint16`` or float in [0, 1]: same shape and dtype.
               Any strides (e.g. OpenCV's BGR flipped to RGB as ``a[..., ::-1]``).
-            - a torch tensor ``(3, H, W)`` or ``(B, 3, H, W)``, float in [0, 1]: same
-              shape, dtype and device.
+            - a torch tensor ``(3, H, W)`` or ``(B, 3, H, W)``, or grey ``(H, W)``,
+              ``(1, H, W)`` or ``(B, 1, H, W)``, float in [0, 1]: same shape, dtype and
+              device.
             - a file path (``str`` or ``Path``): read upright at its bit depth (any format
               ``rave enhance`` reads); the enhanced pixels come back as a numpy array,
               or are written to ``output`` with the photo's metadata.
@@ -550,6 +580,7 @@ def enhance(
         map ``L``; ``Path(output)`` when ``output`` is given.
 
     Raises:
+        TypeError: bool pixels (a mask: pass 0/255 as uint8), or not an image at all.
         ValueError: float values outside [0, 1] or not finite, an unsupported layout, a
             tile size the command line refuses, a negative strength, or an
             unknown/unavailable device (:class:`rave.devices.DeviceError`).
