@@ -14,6 +14,8 @@ import hashlib
 import http.client
 import logging
 import os
+import time
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -41,7 +43,12 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _CHUNK = 1 << 16
-_TIMEOUT_S = 60.0
+_TIMEOUT_S = 60.0  # for the connection and each read: a silent server
+# A server that trickles (a byte now and then, each read inside _TIMEOUT_S) would hold a
+# download forever: one that averages under _MIN_RATE over the last _STALL_WINDOW_S is
+# given up. 1 KiB/s is a hundredth of a slow mobile link; a minute rides out hiccups.
+_STALL_WINDOW_S = 60.0
+_MIN_RATE = 1024.0  # bytes per second
 _TRUE = {"1", "true", "yes", "on"}
 
 
@@ -115,6 +122,35 @@ def download_progress(show: bool) -> Iterator[None]:
         _SHOW_PROGRESS.reset(token)
 
 
+class _StallWatch:
+    """Fails a transfer whose average rate over the last ``window`` seconds is below
+    ``min_rate`` bytes per second (checked as bytes arrive; a silent server is the
+    socket timeout's)."""
+
+    def __init__(self, url: str, window: float, min_rate: float) -> None:
+        self.url, self.window, self.min_rate = url, window, min_rate
+        # (time, bytes received by then): the oldest kept is at or before the window start.
+        self.samples: deque[tuple[float, int]] = deque([(time.monotonic(), 0)])
+
+    def update(self, received: int) -> None:
+        """Record that ``received`` bytes have arrived in all.
+
+        Raises:
+            TimeoutError: the last ``window`` seconds brought under ``min_rate`` per second.
+        """
+        now = time.monotonic()
+        self.samples.append((now, received))
+        while len(self.samples) > 1 and self.samples[1][0] <= now - self.window:
+            self.samples.popleft()
+        since, before = self.samples[0]
+        if now - since >= self.window and received - before < self.min_rate * (now - since):
+            raise TimeoutError(
+                f"download of {self.url} stalled: {received - before} bytes in the last "
+                f"{now - since:.0f} s, under {self.min_rate:.0f} bytes/s ({received} received "
+                "in all); try again later"
+            )
+
+
 def download_file(
     url: str,
     destination: str | Path,
@@ -122,6 +158,8 @@ def download_file(
     *,
     progress: bool | None = None,
     size: int | None = None,
+    stall_window_s: float | None = None,
+    min_rate: float | None = None,
 ) -> Path:
     """Download ``url`` to ``destination`` if and only if its sha256 equals ``sha256``.
 
@@ -137,10 +175,16 @@ def download_file(
         size: expected size in bytes, if known: a server that announces more is not
             read from, and a transfer is stopped once it goes past ``size`` (a wrong or
             hostile URL cannot fill the disk).
+        stall_window_s, min_rate: a transfer that brings fewer than ``min_rate`` bytes
+            per second on average over the last ``stall_window_s`` seconds is given up
+            (a server that trickles bytes would otherwise never time out: the 60 s
+            timeout is per read). Slow but moving links are untouched. Default (None):
+            60 s and 1 KiB/s.
 
     Raises:
         ChecksumError: the downloaded bytes have another hash, or are more than ``size``
             (nothing is left behind).
+        TimeoutError: the transfer stalled (see ``min_rate``; nothing is left behind).
         OSError, urllib.error.URLError: network or disk failures, passed on.
     """
     from rave.io.atomic import atomic_write
@@ -154,6 +198,17 @@ def download_file(
         digest = hashlib.sha256()
         received = 0
         with urlopen(request, timeout=_TIMEOUT_S) as response:
+            # read1: whatever one socket read brings. read(n) waits for all n bytes, so a
+            # trickling server would never let the stall rule below be checked. (Stand-in
+            # responses of other types are read as they read.)
+            read = response.read
+            if isinstance(response, http.client.HTTPResponse):
+                read = response.read1
+            watch = _StallWatch(
+                url,
+                _STALL_WINDOW_S if stall_window_s is None else stall_window_s,
+                _MIN_RATE if min_rate is None else min_rate,
+            )
             headers = response.headers or {}
             length = headers.get("Content-Length")
             kind = headers.get("Content-Type")
@@ -172,11 +227,12 @@ def download_file(
                 disable=not progress,
                 leave=False,
             ) as bar:
-                while chunk := response.read(_CHUNK):
+                while chunk := read(_CHUNK):
                     out.write(chunk)
                     digest.update(chunk)
                     bar.update(len(chunk))
                     received += len(chunk)
+                    watch.update(received)
                     if size is not None and received > size:
                         raise ChecksumError(
                             f"download of {url} passed the expected {size} bytes: not the "
