@@ -106,27 +106,34 @@ def _load_models(
 
 def _run_models(
     inputs: Path, enhancers: dict[str, Enhancer], out: Path, *, progress_bar: bool
-) -> tuple[dict[str, Path], list[str]]:
+) -> tuple[dict[str, dict[str, Path]], list[str], list[str]]:
     """Enhance every image of ``inputs`` with each model into ``out/enhanced/<label>/``.
 
     Each model runs through :class:`rave.Enhancer`, the session ``rave enhance`` and
     ``rave.enhance`` use (same engine, tiling and memory policy).
 
     Returns:
-        label -> folder of its enhanced images, and one line per image that failed (in the
-        evaluator's words, so that an input it cannot read either is listed once).
+        label -> the files this run wrote, by stem (only those are scored: with
+        ``--overwrite``, a file an earlier run left in the folder, such as the output of a
+        photo that fails this time, must not pass for this run's result); one line per
+        image that failed (in the evaluator's words, so that an input it cannot read either
+        is listed once); and one note per folder holding such earlier files.
     """
     from tqdm.auto import tqdm
 
     from rave.evaluation.imread import read_image
     from rave.evaluation.runner import failure_line, list_images
+    from rave.io.formats import scan_image_folder
+    from rave.io.printable import printable
 
     images = list_images(inputs)
-    folders: dict[str, Path] = {}
+    written: dict[str, dict[str, Path]] = {}
     errors: list[str] = []
+    notes: list[str] = []
     for label, enhancer in enhancers.items():
         folder = out / "enhanced" / label
         folder.mkdir(parents=True, exist_ok=True)
+        files: dict[str, Path] = {}
         bar = tqdm(
             images.items(), desc=f"enhancing ({label})", unit="img", disable=not progress_bar
         )
@@ -134,10 +141,18 @@ def _run_models(
             try:
                 enhanced = enhancer.enhance_pixels(read_image(path).pixels)
                 _write_png(folder / f"{stem}.png", enhanced)
+                files[stem] = folder / f"{stem}.png"
             except Exception as error:  # one photo's failure is that photo's error line...
                 errors.append(failure_line(path, error))  # ...unless rave's own code is wrong
-        folders[label] = folder
-    return folders, errors
+        written[label] = files
+        earlier = [p for p in scan_image_folder(folder).files if p not in set(files.values())]
+        if earlier:
+            notes.append(
+                f"{printable(folder)}: {len(earlier)} file(s) from an earlier run not scored "
+                f"({', '.join(printable(p.name) for p in earlier[:5])}"
+                f"{' ...' if len(earlier) > 5 else ''})"
+            )
+    return written, errors, notes
 
 
 @click.command(
@@ -237,8 +252,8 @@ def evaluate_command(
 ) -> None:
     """Exit status: 0 when every image was scored, 1 when some could not be (listed) or a
     package of the eval extra is missing, 2 for usage errors (an unknown model included)."""
-    from rave.evaluation.report import format_table, write_report
-    from rave.evaluation.runner import EvaluationError, check_packages, evaluate_folders
+    from rave.cli._batch import Interrupted, interrupt_on_sigterm
+    from rave.evaluation.runner import check_packages
 
     if not preds and not models:
         raise click.UsageError("give --pred DIR (repeatable), or --input DIR with --model NAME")
@@ -252,9 +267,12 @@ def evaluate_command(
             raise click.UsageError(
                 f"{out} already holds {', '.join(existing)}; pass --overwrite to replace them"
             )
-    methods = dict(zip(_method_names(preds, names), preds, strict=True))
+    methods: dict[str, Path | dict[str, Path]] = dict(
+        zip(_method_names(preds, names), preds, strict=True)
+    )
     if out is not None:
         check_output_folder(out, "-o/--output")
+        _check_output_is_not_scored(out, preds=preds, gt=gt, inputs=inputs)
     # Before any model runs: a missing package would otherwise fail each image in turn.
     check_packages(paired=gt is not None, no_reference=not no_nr)
     enhancers: dict[str, Enhancer] = {}
@@ -263,14 +281,90 @@ def evaluate_command(
         for label in enhancers:
             if label in methods:
                 raise click.UsageError(f"method name {label!r} given twice")
+    try:
+        # SIGTERM (a scheduler's time limit, docker stop) ends the run as Ctrl-C does.
+        with interrupt_on_sigterm():
+            _evaluate(
+                methods,
+                enhancers,
+                gt=gt,
+                inputs=inputs,
+                protocol=protocol,
+                match=match,
+                out=out,
+                no_lpips=no_lpips,
+                no_nr=no_nr,
+                resize=resize,
+                skip_unmatched=skip_unmatched,
+                max_report_images=max_report_images,
+                verbose=verbose,
+                quiet=quiet,
+            )
+    except KeyboardInterrupt as error:
+        # click would say "Aborted!" and exit 1; rave's commands exit 130 (143: SIGTERM).
+        # The report's files are each written whole (atomic) or not at all.
+        click.echo("interrupted: no report written (an earlier one is left as it was)", err=True)
+        raise SystemExit(error.exit_status if isinstance(error, Interrupted) else 130) from None
+
+
+def _check_output_is_not_scored(
+    out: Path, *, preds: tuple[Path, ...], gt: Path | None, inputs: Path | None
+) -> None:
+    """Refuse an output folder that is also a folder of images to score: its grid.jpg would
+    be scored as one of them (or be an unmatched file) on the next run.
+
+    Raises:
+        click.UsageError: ``out`` is one of ``preds``, ``gt`` or ``inputs``.
+    """
+    scored = [(f"--pred {p}", p) for p in preds]
+    scored += [(f"--gt {gt}", gt)] if gt is not None else []
+    scored += [(f"--input {inputs}", inputs)] if inputs is not None else []
+    for option, folder in scored:
+        if out.exists() and out.resolve() == folder.resolve():
+            raise click.UsageError(
+                f"-o/--output {out} is the folder of {option}: the report's grid.jpg would be "
+                "scored with its images; choose another output folder"
+            )
+
+
+def _evaluate(
+    methods: dict[str, Path | dict[str, Path]],
+    enhancers: dict[str, Enhancer],
+    *,
+    gt: Path | None,
+    inputs: Path | None,
+    protocol: str,
+    match: str,
+    out: Path | None,
+    no_lpips: bool,
+    no_nr: bool,
+    resize: bool,
+    skip_unmatched: bool,
+    max_report_images: int,
+    verbose: bool,
+    quiet: bool,
+) -> None:
+    """Run the models, score, print the table, write the report, list the errors.
+
+    Raises:
+        click.ClickException: an evaluation that cannot start (empty folder, unmatched
+            files...).
+        SystemExit: 1 when some image could not be scored, or none could.
+    """
+    from rave.cli._batch import Interrupted
+    from rave.evaluation.report import format_table, write_report
+    from rave.evaluation.runner import EvaluationError, evaluate_folders
+    from rave.io.printable import printable
+
     model_errors: list[str] = []
+    model_notes: list[str] = []
     try:
         if enhancers:
             assert inputs is not None and out is not None
-            folders, model_errors = _run_models(
+            written, model_errors, model_notes = _run_models(
                 inputs, enhancers, out, progress_bar=not (quiet or verbose)
             )
-            methods.update(folders)
+            methods.update(written)
         result = evaluate_folders(
             methods,
             reference=gt,
@@ -281,25 +375,43 @@ def evaluate_command(
             resize=resize,
             skip_unmatched=skip_unmatched,
             match=match,
-            progress=(lambda path: click.echo(f"scoring {path}", err=True)) if verbose else None,
+            progress=(
+                (lambda path: click.echo(f"scoring {printable(path)}", err=True))
+                if verbose
+                else None
+            ),
             progress_bar=not (quiet or verbose),
         )
     except EvaluationError as error:
         for line in model_errors:  # why an enhanced image is missing (unmatched, say)
-            click.echo(f"error: {line}", err=True)
-        raise click.ClickException(str(error)) from error
+            click.echo(f"error: {printable(line)}", err=True)
+        raise click.ClickException(printable(error)) from error
+    result.notes[:0] = model_notes
+    # Notes and errors quote file names: escaped, so that none can forge a line or move the
+    # cursor on the terminal (printable leaves already escaped text as it is).
     for note in dict.fromkeys(result.notes) if not quiet else ():
-        click.echo(f"note: {note}", err=True)
+        click.echo(f"note: {printable(note)}", err=True)
     if result.records:
         click.echo(format_table(result))
     # A report of nothing would replace (with --overwrite) a real one, or pass for results.
     if out is not None and result.records:
-        paths = write_report(result, out, protocol=protocol, max_report_images=max_report_images)
+        try:
+            paths = write_report(
+                result, out, protocol=protocol, max_report_images=max_report_images
+            )
+        except KeyboardInterrupt as error:
+            # Each file is whole (atomic), but the set may mix this run's and an earlier one's.
+            click.echo(
+                f"interrupted while writing the report: the files in {printable(out)} may not "
+                "all be from this run",
+                err=True,
+            )
+            raise SystemExit(error.exit_status if isinstance(error, Interrupted) else 130) from None
         if not quiet:
-            click.echo(f"wrote {', '.join(str(p) for p in paths.values())}", err=True)
+            click.echo(f"wrote {', '.join(printable(p) for p in paths.values())}", err=True)
     errors = list(dict.fromkeys(model_errors + result.errors))  # an unreadable input: once
     for error in errors:
-        click.echo(f"error: {error}", err=True)
+        click.echo(f"error: {printable(error)}", err=True)
     if not result.records:
         click.echo(
             "error: no image could be scored" + ("; no report written" if out else ""), err=True

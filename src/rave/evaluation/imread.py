@@ -1,4 +1,11 @@
-"""How the evaluator reads image files: :mod:`rave.io`'s decoder, as float RGB."""
+"""How the evaluator reads image files: :func:`rave.io.read_photo`, seen as float RGB.
+
+There is one decoder and one read error in rave (:mod:`rave.io.read`); this module only adds
+what scoring needs to know about a decoded photo: its pixels as float RGB in [0, 1], the
+bit depth of its samples (the reference protocol is defined on 8-bit files), whether it was
+grey (compared with a colour file, it is replicated) and whether an alpha channel was
+dropped (scores are of the colour channels only).
+"""
 
 from __future__ import annotations
 
@@ -8,17 +15,13 @@ from pathlib import Path
 import numpy as np
 
 from rave.io.formats import IMAGE_SUFFIXES  # the package's one suffix set
+from rave.io.read import PhotoError
 
 __all__ = ["IMAGE_SUFFIXES", "ImageReadError", "LoadedImage", "read_image"]
 
-
-class ImageReadError(Exception):
-    """A file that cannot be decoded; ``str()`` is one line naming the file and the problem."""
-
-    def __init__(self, path: Path, reason: str) -> None:
-        super().__init__(f"{path}: {reason}")
-        self.path = path
-        self.reason = reason
+# The package's read error under the name the evaluator has always exported: a file that
+# cannot be decoded, ``str()`` one escaped line naming the file and the problem.
+ImageReadError = PhotoError
 
 
 @dataclass(frozen=True)
@@ -28,42 +31,52 @@ class LoadedImage:
     Attributes:
         pixels: ``(H, W, 3)`` float32 RGB in [0, 1] (grey files are replicated to 3 channels,
             alpha is dropped).
-        bit_depth: bits per channel in the file (8 or 16).
+        bit_depth: bits per sample in the file: 8, 16, or 32 for a float TIFF.
         channels: colour channels in the file before replication (1 for grey, 3 for colour).
+        alpha: the file had an alpha channel (dropped from ``pixels``).
     """
 
     pixels: np.ndarray
     bit_depth: int
     channels: int
+    alpha: bool = False
 
 
 def read_image(path: str | Path) -> LoadedImage:
     """Read an image file upright, at its native bit depth, as float RGB in [0, 1].
 
     Decoding is :func:`rave.io.read_photo`'s (EXIF orientation, 16-bit PNG/TIFF kept at 16
-    bits, palette/CMYK converted, decompression bombs refused); this adds the evaluator's
-    view of the pixels: float RGB, grey replicated to three channels, alpha dropped.
+    bits, float TIFF kept as float, palette/CMYK converted, decompression bombs refused);
+    this adds the evaluator's view of the pixels: float RGB, grey replicated to three
+    channels, alpha dropped.
 
     Raises:
-        ImageReadError: the file is missing, not an image, or has an unsupported layout.
+        ImageReadError: (:class:`rave.io.PhotoError`) the file is missing, not an image, or
+            has an unsupported layout; one line naming the file.
     """
-    from rave.io import PhotoError, read_photo
+    from rave.io import read_photo
 
     path = Path(path)
-    try:
-        photo = read_photo(path)
-    except PhotoError as error:
-        raise ImageReadError(path, error.reason) from None
-    return _from_array(path, photo.pixels)
+    return _from_array(path, read_photo(path).pixels)
 
 
 def _from_array(path: Path, raw: np.ndarray) -> LoadedImage:
-    """``(H, W)``, ``(H, W, C)`` uint8/uint16 array -> :class:`LoadedImage`."""
-    from rave.io.views import float_rgb
+    """``(H, W)``, ``(H, W, C)`` uint8/uint16/float32 array -> :class:`LoadedImage`."""
+    from rave.io.views import float_rgb, rgb_samples
 
-    channels = 1 if raw.ndim == 2 or (raw.ndim == 3 and raw.shape[2] in (1, 2)) else 3
     try:
-        pixels = float_rgb(raw)
+        if raw.dtype.kind == "f":
+            # A float TIFF: read_photo has checked its samples are finite and in [0, 1];
+            # rave.io.views.float_rgb takes integer samples only.
+            pixels = np.ascontiguousarray(rgb_samples(raw), dtype=np.float32)
+        else:
+            pixels = float_rgb(raw)
     except ValueError:
         raise ImageReadError(path, f"unsupported pixel layout {raw.shape} {raw.dtype}") from None
-    return LoadedImage(pixels=pixels, bit_depth=8 * raw.dtype.itemsize, channels=channels)
+    layers = 1 if raw.ndim == 2 else raw.shape[2]
+    return LoadedImage(
+        pixels=pixels,
+        bit_depth=8 * raw.dtype.itemsize,
+        channels=1 if layers in (1, 2) else 3,
+        alpha=layers in (2, 4),
+    )

@@ -64,6 +64,12 @@ def _structural_similarity(
         window = 7
     half = (window - 1) // 2
     height, width = x.shape[:2]
+    if min(height, width) < window:
+        # scikit-image's own message asks for a win_size argument no caller here can pass.
+        raise ValueError(
+            f"SSIM needs images of at least {window}x{window} pixels (its window), "
+            f"got {width}x{height}"
+        )
     rows = strip_rows or max(4 * window, _SSIM_STRIP_PIXELS // max(width, 1))
     if height - 2 * half <= rows or width < window:
         return float(cast(float, structural_similarity(x, y, **options)))

@@ -7,9 +7,11 @@ one line and the rest of the batch carries on.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import logging
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ import numpy as np
 
 from rave.evaluation.imread import ImageReadError, LoadedImage, read_image
 from rave.io.formats import IMAGE_SUFFIXES, scan_image_folder
+from rave.io.printable import printable
 
 __all__ = [
     "METRICS",
@@ -107,8 +110,13 @@ class EvaluationResult:
         return table
 
 
-def list_images(folder: str | Path) -> dict[str, Path]:
+def list_images(folder: str | Path, notes: list[str] | None = None) -> dict[str, Path]:
     """Image files of a folder (not recursive, hidden files skipped), keyed by file stem.
+
+    Args:
+        folder: the folder to list.
+        notes: where to say what was not listed (sub-folders, which are not read; files
+            with an image name that are not regular files), when given.
 
     Raises:
         EvaluationError: not a folder, no image in it, or two images share a stem.
@@ -133,6 +141,19 @@ def list_images(folder: str | Path) -> dict[str, Path]:
                 "read: give the folder that holds the images"
             )
         raise EvaluationError(f"{folder}: no images found (looked for {suffixes})")
+    if notes is not None and scan.left_out:
+        # A dataset split into sub-folders would otherwise be scored in part without a word.
+        names = ", ".join(printable(p.name) for p in scan.left_out[:5])
+        more = f" and {len(scan.left_out) - 5} more" if len(scan.left_out) > 5 else ""
+        notes.append(
+            f"{printable(folder)}: {len(scan.left_out)} sub-folder(s) not read ({names}{more}); "
+            "only the images directly inside are scored"
+        )
+    if notes is not None and scan.not_regular:
+        notes.append(
+            f"{printable(folder)}: {len(scan.not_regular)} image name(s) that are not regular "
+            f"files skipped: {', '.join(printable(p.name) for p in scan.not_regular[:5])}"
+        )
     return images
 
 
@@ -226,6 +247,20 @@ def _resize_to(image: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.clip(resized, 0.0, 1.0)
 
 
+@contextlib.contextmanager
+def _quiet(logger: logging.Logger) -> Iterator[None]:
+    """Drop ``logger``'s records below ERROR while the block runs."""
+
+    def keep(record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR
+
+    logger.addFilter(keep)
+    try:
+        yield
+    finally:
+        logger.removeFilter(keep)
+
+
 @dataclass
 class _Scorers:
     """Which metrics to compute, with the loaded models they need."""
@@ -235,6 +270,12 @@ class _Scorers:
     no_reference: bool = True
 
     def paired(self, pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
+        from rave.evaluation import paired
+
+        with _quiet(paired.logger):  # an undefined score is a note naming the file instead
+            return self._paired(pred, target)
+
+    def _paired(self, pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
         from rave.evaluation import paired, perceptual
 
         scores: dict[str, float] = {}
@@ -306,7 +347,6 @@ def _lpips_unavailable() -> str | None:
 def failure_line(path: Path, error: Exception) -> str:
     """One line naming the file for whatever failed on it; a bug in rave is re-raised."""
     from rave.errors import describe_failure, is_rave_bug
-    from rave.io.printable import printable
 
     if is_rave_bug(error):
         raise error
@@ -323,7 +363,7 @@ def _read(path: Path, cache: dict[Path, LoadedImage]) -> LoadedImage:
 
 
 def evaluate_folders(
-    methods: Mapping[str, str | Path],
+    methods: Mapping[str, str | Path | Mapping[str, Path]],
     *,
     reference: str | Path | None = None,
     inputs: str | Path | None = None,
@@ -340,7 +380,9 @@ def evaluate_folders(
     """Score each method's folder of enhanced images.
 
     Args:
-        methods: method name -> folder of its enhanced images.
+        methods: method name -> folder of its enhanced images, or -> its files by stem
+            (exactly those are scored: ``rave evaluate --model`` passes the files this run
+            wrote, so that a file left in the folder by an earlier run is not scored).
         reference: folder of ground-truth images, matched by file stem (paired metrics).
         inputs: folder of the original inputs, matched by stem (shadow lift); its images are
             also scored as a method named ``"input"`` with the no-reference metrics.
@@ -379,9 +421,12 @@ def evaluate_folders(
                 scorers.lpips_model = lpips_model if lpips_model is not None else load_lpips()
             except MetricUnavailableError as error:  # the AlexNet weights are not cached
                 result.notes.append(str(error))
-    folders = {name: list_images(folder) for name, folder in methods.items()}
-    references = list_images(reference) if reference is not None else None
-    input_images = list_images(inputs) if inputs is not None else None
+    folders = {
+        name: dict(files) if isinstance(files, Mapping) else list_images(files, result.notes)
+        for name, files in methods.items()
+    }
+    references = list_images(reference, result.notes) if reference is not None else None
+    input_images = list_images(inputs, result.notes) if inputs is not None else None
     cache: dict[Path, LoadedImage] = {}
 
     # Pair every folder first: a matching error stops the run before any scoring, and the
@@ -440,7 +485,7 @@ def evaluate_folders(
         everywhere = set.intersection(*images_of.values())
         counts = ", ".join(f"{name} {len(images)}" for name, images in images_of.items())
         result.notes.append(
-            f"the methods were images_of on different images ({counts}; {len(everywhere)} in "
+            f"the methods were scored on different images ({counts}; {len(everywhere)} in "
             "all of them): their means are not over the same set"
         )
     present = {key for record in result.records for key in record}
@@ -452,6 +497,11 @@ def evaluate_folders(
 _UNDEFINED = {
     "ssim_ref": "the enhanced image is flat: the reference code's data range max - min is 0",
 }
+
+
+def _depth_name(image: LoadedImage) -> str:
+    """``"16-bit"``, or ``"32-bit float"`` for a float TIFF."""
+    return "32-bit float" if image.bit_depth == 32 else f"{image.bit_depth}-bit"
 
 
 def _score_one(
@@ -470,10 +520,12 @@ def _score_one(
     record: dict[str, Any] = {"method": method, "image": stem, "path": str(path)}
     try:
         pred = read_image(path)
-        pixels = pred.pixels
+        if pred.alpha:
+            result.notes.append(f"{printable(path)}: alpha channel ignored (colours scored)")
         if references is not None:
             target = read_image(references[stem])
             record["reference"] = str(references[stem])
+            pixels = pred.pixels  # the prediction as the paired metrics see it
             if pixels.shape != target.pixels.shape:
                 if not resize:
                     h, w = pixels.shape[:2]
@@ -483,17 +535,23 @@ def _score_one(
                         f"({tw}x{th}); use --resize to resize predictions"
                     )
                 pixels = _resize_to(pixels, *target.pixels.shape[:2])
-                result.notes.append(f"{path}: resized to its reference's size")
+                result.notes.append(
+                    f"{printable(path)}: resized to its reference's size for the paired "
+                    "metrics (the no-reference ones score the file as it is)"
+                )
             if pred.channels != target.channels:
                 result.notes.append(
-                    f"{path}: grey and colour files compared (grey replicated to 3 channels)"
+                    f"{printable(path)}: grey and colour files compared "
+                    "(grey replicated to 3 channels)"
                 )
             deep = [
-                str(f) for f, i in ((path, pred), (references[stem], target)) if i.bit_depth > 8
+                f"{printable(f)} ({_depth_name(i)})"
+                for f, i in ((path, pred), (references[stem], target))
+                if i.bit_depth > 8
             ]
             if deep and scorers.protocol != "standard":
                 result.notes.append(
-                    f"{', '.join(deep)}: 16-bit, rounded to 8 bits for the reference protocol "
+                    f"{', '.join(deep)}: rounded to 8 bits for the reference protocol "
                     "(defined on 8-bit files; the authors' OpenCV reader truncates a 16-bit PNG "
                     "instead, v >> 8, up to one level lower)"
                 )
@@ -503,18 +561,22 @@ def _score_one(
                 # Left out of the method's mean (EvaluationResult.summary): said, not hidden.
                 why = _UNDEFINED.get(name, "undefined for this pair")
                 label = METRICS[name].label
-                result.notes.append(f"{path}: {label} undefined ({why}); not in the mean")
-        record.update(scorers.unpaired(pixels, path, result.notes))
+                result.notes.append(f"{printable(path)}: {label} undefined ({why}); not in mean")
+        # No-reference metrics, exposure and shadow lift describe the file itself: a
+        # prediction resized for --resize would score differently at its reference's size.
+        record.update(scorers.unpaired(pred.pixels, path, result.notes))
         if inputs is not None and stem in inputs:
             source = _read(inputs[stem], cache)
             record["input"] = str(inputs[stem])
-            if source.pixels.shape == pixels.shape:
-                lift = shadow_lift(source.pixels, pixels)
+            if source.pixels.shape == pred.pixels.shape:
+                lift = shadow_lift(source.pixels, pred.pixels)
                 record["shadow_mean_lift"] = lift.mean_lift
                 record["shadow_p10_lift"] = lift.p10_lift
-                record["chroma_shift"] = chroma_shift(source.pixels, pixels)
+                record["chroma_shift"] = chroma_shift(source.pixels, pred.pixels)
             else:
-                result.notes.append(f"{path}: size differs from its input, no shadow lift")
+                result.notes.append(
+                    f"{printable(path)}: size differs from its input, no shadow lift"
+                )
     except Exception as error:
         # Listed once, by whoever reports the result (rave evaluate: after the table).
         result.errors.append(failure_line(path, error))

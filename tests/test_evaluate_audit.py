@@ -1,0 +1,307 @@
+"""Audit of ``rave evaluate`` and rave.evaluation: odd inputs, re-runs, interrupts, messages.
+
+Each test names the defect it pins. References are closed forms or independent code
+(NumPy, OpenCV, Pillow), never numbers copied from the evaluator.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from click.testing import CliRunner
+from PIL import Image
+
+from rave.cli import main
+from rave.evaluation import paired, runner
+from rave.evaluation.imread import ImageReadError, read_image
+from rave.evaluation.runner import evaluate_folders
+from rave.io import PhotoError, PhotoNotFoundError
+
+
+def _run(*args: str) -> object:
+    return CliRunner().invoke(main, ["evaluate", *args], catch_exceptions=False)
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as stream:
+        return list(csv.DictReader(stream))
+
+
+def _textured(height: int = 40, width: int = 56, seed: int = 0) -> np.ndarray:
+    """``(H, W, 3)`` uint8 noise in [20, 230] (offsets of a few levels never clip)."""
+    rng = np.random.default_rng(seed)
+    return rng.integers(20, 231, (height, width, 3), dtype=np.uint8)
+
+
+def _save(folder: Path, name: str, pixels: np.ndarray) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(folder / name)
+    return folder / name
+
+
+@pytest.fixture
+def pair(tmp_path: Path) -> dict[str, Path]:
+    """gt/ and pred/ (gt + 4 levels), stems s0 and s1, 40x56 pixels."""
+    for seed in range(2):
+        gt = _textured(seed=seed)
+        _save(tmp_path / "gt", f"s{seed}.png", gt)
+        _save(tmp_path / "pred", f"s{seed}.png", gt + np.uint8(4))
+    return {"gt": tmp_path / "gt", "pred": tmp_path / "pred"}
+
+
+# --- reading -------------------------------------------------------------------------------
+
+
+def test_the_evaluator_raises_the_packages_one_read_error(tmp_path: Path) -> None:
+    """Was a second exception class wrapping rave.io's PhotoError (one concept, two types):
+    ``except rave.io.PhotoError`` or ``except FileNotFoundError`` missed the evaluator's."""
+    assert ImageReadError is PhotoError
+    with pytest.raises(PhotoNotFoundError, match=r"missing\.png: no such file"):
+        read_image(tmp_path / "missing.png")
+    with pytest.raises(FileNotFoundError):
+        read_image(tmp_path / "missing.png")
+
+
+def test_a_float_tiff_prediction_is_scored(tmp_path: Path) -> None:
+    """rave.io reads float TIFFs (samples in [0, 1]); the evaluator refused them with
+    "unsupported pixel layout (H, W, 3) float32"."""
+    gt = _textured()
+    _save(tmp_path / "gt", "s.png", gt)
+    (tmp_path / "pred").mkdir()
+    tifffile.imwrite(
+        tmp_path / "pred" / "s.tif", (gt.astype(np.float32) + 4) / 255, photometric="rgb"
+    )
+    result = evaluate_folders(
+        {"m": tmp_path / "pred"}, reference=tmp_path / "gt", use_lpips=False, no_reference=False
+    )
+    assert result.errors == []
+    # a constant offset of 4 levels: PSNR = 20 log10(255 / 4), float32 samples or not
+    assert result.records[0]["psnr"] == pytest.approx(20 * math.log10(255 / 4), abs=1e-3)
+    assert any("32-bit float" in note for note in result.notes), result.notes
+    assert read_image(tmp_path / "pred" / "s.tif").bit_depth == 32
+
+
+def test_a_dropped_alpha_channel_is_noted(pair: dict[str, Path]) -> None:
+    """An RGBA prediction was scored on its colours without a word about its alpha."""
+    rgb = np.asarray(Image.open(pair["pred"] / "s0.png"))
+    alpha = np.full(rgb.shape[:2], 128, np.uint8)
+    Image.fromarray(np.dstack([rgb, alpha])).save(pair["pred"] / "s0.png")
+    result = evaluate_folders(
+        {"m": pair["pred"]}, reference=pair["gt"], use_lpips=False, no_reference=False
+    )
+    notes = [note for note in result.notes if "alpha" in note]
+    assert len(notes) == 1 and "s0.png" in notes[0], result.notes
+    # the colours are what is scored: 4 levels off, as s1
+    psnr = {record["image"]: record["psnr"] for record in result.records}
+    assert psnr["s0"] == pytest.approx(20 * math.log10(255 / 4), abs=1e-6)
+
+
+# --- folders ------------------------------------------------------------------------------
+
+
+def test_sub_folders_beside_images_are_noted(pair: dict[str, Path]) -> None:
+    """A folder with images and sub-folders was scored on its top level without a word (the
+    sub-folders were only said when the top level held no image)."""
+    _save(pair["pred"] / "night", "n0.png", _textured())
+    result = evaluate_folders(
+        {"m": pair["pred"]}, reference=pair["gt"], use_lpips=False, no_reference=False
+    )
+    assert len(result.records) == 2
+    notes = [note for note in result.notes if "sub-folder" in note]
+    assert len(notes) == 1 and "night" in notes[0], result.notes
+
+
+def test_methods_on_different_images_note_is_worded(pair: dict[str, Path], tmp_path) -> None:
+    """The note read "the methods were images_of on different images" (a renamed variable
+    had replaced the word "scored")."""
+    _save(tmp_path / "other", "s0.png", _textured(seed=0))
+    result = evaluate_folders(
+        {"a": pair["pred"], "b": tmp_path / "other"},
+        reference=pair["gt"],
+        use_lpips=False,
+        no_reference=False,
+        skip_unmatched=True,
+    )
+    notes = [note for note in result.notes if "different images" in note]
+    assert len(notes) == 1 and "images_of" not in notes[0]
+    assert notes[0].startswith("the methods were scored on different images")
+
+
+def test_output_folder_that_is_scored_is_refused(pair: dict[str, Path]) -> None:
+    """-o onto a --pred folder wrote grid.jpg among the predictions: an --overwrite re-run
+    scored it as an image of the method (or failed on it as unmatched)."""
+    for option in ("--pred", "--gt"):
+        result = _run(
+            "--pred", str(pair["pred"]), "--gt", str(pair["gt"]), "--no-nr", "--no-lpips",
+            "-o", str(pair["pred" if option == "--pred" else "gt"]),
+        )  # fmt: skip
+        assert result.exit_code == 2, result.output
+        assert f"is the folder of {option}" in result.output
+    assert not (pair["pred"] / "grid.jpg").exists() and not (pair["gt"] / "grid.jpg").exists()
+
+
+# --- re-runs with --model ------------------------------------------------------------------
+
+
+def _checkpoint(tmp_path: Path) -> Path:
+    import torch
+
+    from rave.network.enhancer import EnhancementNet
+
+    torch.manual_seed(0)
+    path = tmp_path / "random.pth"
+    torch.save(EnhancementNet().state_dict(), path)
+    return path
+
+
+@pytest.mark.slow  # two runs of a model, about 20 s on two cores
+def test_an_overwrite_rerun_scores_only_this_runs_enhanced_images(tmp_path: Path) -> None:
+    """With --overwrite, out/enhanced/<model>/ kept the images of the earlier run, and the
+    whole folder was scored: an input removed since (or one the model now fails on) was
+    still scored, from the stale file, as if this run had produced it."""
+    inputs = tmp_path / "inputs"
+    for seed in range(2):
+        _save(inputs, f"s{seed}.png", _textured(seed=seed))
+    checkpoint, out = _checkpoint(tmp_path), tmp_path / "out"
+    args = ("--input", str(inputs), "--model", str(checkpoint), "--no-nr", "-o", str(out))
+    first = _run(*args)
+    assert first.exit_code == 0, first.output
+    assert {r["image"] for r in _rows(out / "per_image.csv") if r["method"] == "random"} == {
+        "s0",
+        "s1",
+    }
+    (inputs / "s1.png").unlink()
+    second = _run(*args, "--overwrite")
+    assert second.exit_code == 0, second.output
+    scored = {r["image"] for r in _rows(out / "per_image.csv") if r["method"] == "random"}
+    assert scored == {"s0"}
+    assert "1 file(s) from an earlier run not scored (s1.png)" in second.output
+
+
+# --- metrics on small images ----------------------------------------------------------------
+
+
+def test_ssim_on_images_smaller_than_its_window_says_so(tmp_path: Path) -> None:
+    """scikit-image's message ("win_size exceeds image extent ... pass win_size explicitly
+    ... set channel_axis") was the error line: advice no rave user can follow."""
+    small = np.full((8, 9, 3), 0.5)
+    with pytest.raises(ValueError, match=r"SSIM needs images of at least 11x11 pixels"):
+        paired.ssim(small, small)
+    with pytest.raises(ValueError, match=r"at least 7x7 pixels .* got 9x6"):
+        paired.ssim_reference(np.random.default_rng(0).random((6, 9)), np.zeros((6, 9)))
+    _save(tmp_path / "gt", "t.png", _textured(8, 9))
+    _save(tmp_path / "pred", "t.png", _textured(8, 9, seed=1))
+    result = evaluate_folders(
+        {"m": tmp_path / "pred"},
+        reference=tmp_path / "gt",
+        protocol="standard",
+        use_lpips=False,
+        no_reference=False,
+    )
+    assert len(result.errors) == 1 and "win_size" not in result.errors[0]
+    assert "t.png: SSIM needs images of at least 11x11 pixels" in result.errors[0]
+
+
+def test_resize_leaves_the_no_reference_scores_to_the_file(tmp_path: Path) -> None:
+    """With --resize, the no-reference and exposure scores were computed on the prediction
+    resized to its reference's size, not on the file: here a file with half its rows white
+    (clipped 0.5) scored clipped 0 once averaged into grey."""
+    stripes = np.zeros((80, 100, 3), np.uint8)
+    stripes[::2] = 255
+    _save(tmp_path / "pred", "s.png", stripes)
+    _save(tmp_path / "gt", "s.png", np.full((40, 50, 3), 128, np.uint8))
+    result = evaluate_folders(
+        {"m": tmp_path / "pred"},
+        reference=tmp_path / "gt",
+        protocol="standard",
+        use_lpips=False,
+        no_reference=False,
+        resize=True,
+    )
+    assert result.errors == [], result.errors
+    record = result.records[0]
+    assert record["clipped"] == 0.5  # rows 0, 2, 4...: max channel 1.0 >= 0.99
+    assert record["mean_luma"] == pytest.approx(0.5, abs=1e-9)
+    # the paired scores see the resized prediction: every 2x2 block averages to 127.5
+    assert record["psnr"] > 40
+
+
+def test_an_undefined_reference_ssim_is_a_note_not_a_log_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A flat prediction's undefined SSIM was said twice: as a note naming the file and as a
+    logged warning that names no file (printed even with -q)."""
+    _save(tmp_path / "gt", "f.png", _textured())
+    _save(tmp_path / "pred", "f.png", np.full((40, 56, 3), 90, np.uint8))
+    with caplog.at_level(logging.WARNING):
+        result = evaluate_folders(
+            {"m": tmp_path / "pred"},
+            reference=tmp_path / "gt",
+            protocol="reference",
+            use_lpips=False,
+            no_reference=False,
+        )
+    assert math.isnan(result.records[0]["ssim_ref"])
+    assert any("f.png: SSIM ref undefined" in note for note in result.notes)
+    assert [r for r in caplog.records if r.name == paired.logger.name] == []
+    # the library function itself still warns its direct callers
+    with caplog.at_level(logging.WARNING):
+        paired.ssim_reference(np.full((20, 20), 0.3), np.random.default_rng(0).random((20, 20)))
+    assert any(r.name == paired.logger.name for r in caplog.records)
+
+
+# --- terminal and interrupts ---------------------------------------------------------------
+
+
+def test_file_names_in_notes_cannot_drive_the_terminal(tmp_path: Path) -> None:
+    """Notes quoted file names raw: a name holding an escape sequence reached the terminal."""
+    name = "evil\x1b[2J.png"
+    gt = _textured()
+    _save(tmp_path / "gt", name, gt)
+    _save(tmp_path / "pred", name, np.asarray(Image.fromarray(gt).convert("L")))  # grey: a note
+    result = _run(
+        "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt"), "--no-nr", "--no-lpips"
+    )
+    assert result.exit_code == 0, result.output
+    assert "grey and colour files compared" in result.output
+    assert "\x1b" not in result.output and "evil\\x1b[2J.png" in result.output
+
+
+@pytest.mark.parametrize(
+    ("interrupt", "status"),
+    [(KeyboardInterrupt(), 130), (None, 143)],  # None: a SIGTERM
+)
+def test_an_interrupt_exits_130_or_143_and_writes_no_report(
+    pair: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    interrupt: BaseException | None,
+    status: int,
+) -> None:
+    """Ctrl-C printed click's "Aborted!" and exited 1 (as an image failure does); SIGTERM
+    killed the process without a word. rave's commands exit 130 / 143 and say so."""
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        if interrupt is not None:
+            raise interrupt
+        # a real SIGTERM, once rave evaluate has a handler for it (else it would end pytest)
+        handler = signal.getsignal(signal.SIGTERM)
+        assert callable(handler), "rave evaluate leaves SIGTERM to its default: killed"
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise AssertionError("the handler did not interrupt")
+
+    monkeypatch.setattr(runner, "evaluate_folders", interrupted)
+    out = tmp_path / "out"
+    result = _run("--pred", str(pair["pred"]), "--gt", str(pair["gt"]), "-o", str(out))
+    assert result.exit_code == status, result.output
+    assert "interrupted: no report written" in result.output
+    assert "Aborted" not in result.output
+    assert not (out / "metrics.csv").exists()
