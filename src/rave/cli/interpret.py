@@ -12,6 +12,7 @@ from rave.cli._options import (
     UsageProblem,
     check_output_file,
     device_option,
+    overwrite_option,
     quiet_option,
     resolve_device,
     vocabulary_option,
@@ -104,6 +105,7 @@ def _overlap(top_k: int, vocabulary: str) -> str:
 )
 @device_option()
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the vocabulary cache.")
+@overwrite_option("the --plot file")
 @quiet_option()
 def interpret_command(
     file: Path,
@@ -115,6 +117,7 @@ def interpret_command(
     batch_size: int,
     device: str,
     no_cache: bool,
+    overwrite: bool,
     quiet: bool,
 ) -> None:
     """Print the tokens most and least aligned with the direction stored in FILE.
@@ -144,6 +147,9 @@ def interpret_command(
         import matplotlib  # noqa: F401
 
         check_output_file(plot, "--plot")
+        # A chart from an earlier reading is the user's: kept unless asked, as every output.
+        if plot.exists() and not overwrite:
+            raise click.UsageError(f"--plot {plot} exists; pass --overwrite to replace it")
 
     try:
         direction, stored_encoder, kind = load_direction(file)
@@ -204,7 +210,9 @@ def interpret_command(
     if plot is not None:
         try:
             title = f"{file.name} ({encoder.name}, {vocabulary} vocabulary)"
-            plot_ranking(ranking, plot, title=title, label=show)
+            plot_ranking(ranking, plot, title=title, label=show, overwrite=overwrite)
+        except FileExistsError as err:  # written by someone else meanwhile
+            raise click.ClickException(str(err)) from None
         except OSError as err:  # its text names rave's temporary file, not the plot
             raise click.ClickException(write_failure(plot, err)) from None
         click.echo(f"bar chart written to {plot}")

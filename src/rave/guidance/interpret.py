@@ -173,11 +173,27 @@ def _cache_file(encoder_name: str, fingerprint: str, count: int) -> Path:
 
 
 def _atomic_save(tensors: dict[str, Tensor], path: Path) -> None:
+    """Cache ``tensors`` in ``path``; a cache that cannot be written is a warning, not an error.
+
+    The embeddings were just computed (minutes for the full vocabulary on a CPU): a
+    read-only or full cache folder must not throw them away with a traceback.
+    """
     from safetensors.torch import save
 
+    from rave.errors import os_reason
     from rave.io.atomic import atomic_write
 
-    atomic_write(path, save(tensors))
+    try:
+        atomic_write(path, save(tensors))
+    except OSError as err:
+        logger.warning(
+            "vocabulary embeddings not cached (cannot write %s: %s); they will be encoded "
+            "again next time",
+            path,
+            os_reason(err),
+        )
+        return
+    logger.info("vocabulary embeddings cached in %s", path)
 
 
 def _load_cached(path: Path, count: int, dim: int) -> Tensor | None:
@@ -240,7 +256,6 @@ def vocab_embeddings(
     if use_cache:
         path = _cache_file(name, fingerprint, count)
         _atomic_save({"embeddings": embeddings}, path)
-        logger.info("vocabulary embeddings cached in %s", path)
     return VocabEmbeddings(tokens, embeddings)
 
 
@@ -313,7 +328,6 @@ def decoded_vocab_embeddings(
     embeddings = raw / norms.clamp_min(1e-12)[:, None]
     if path is not None:
         _atomic_save({"embeddings": embeddings, "norms": norms}, path)
-        logger.info("decoded vocabulary embeddings cached in %s", path)
     return VocabEmbeddings(texts, embeddings, norms)
 
 
@@ -409,6 +423,7 @@ def plot_ranking(
     *,
     title: str = "",
     label: Callable[[str], str] = display_token,
+    overwrite: bool = False,
 ) -> None:
     """Draw the ranking as two horizontal bar charts in one PNG (written atomically).
 
@@ -417,17 +432,29 @@ def plot_ranking(
         path: the PNG to write.
         title: the figure's title.
         label: how a token is shown (``VocabEmbeddings.display`` of the ranked vocabulary).
+        overwrite: replace an existing ``path``.
+
+    Raises:
+        FileExistsError: ``path`` exists (or appeared while drawing) and not ``overwrite``.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig = _ranking_figure(ranking, title, label)
+    from rave.guidance.residual import keep_existing
     from rave.io.atomic import atomic_write
 
+    path = Path(path)
+    if (path.exists() or path.is_symlink()) and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True (--overwrite) to replace it")
+    fig = _ranking_figure(ranking, title, label)
     try:
-        atomic_write(Path(path), lambda stream: fig.savefig(stream, format="png", dpi=120))
+        atomic_write(
+            path,
+            lambda stream: fig.savefig(stream, format="png", dpi=120),
+            verify=None if overwrite else keep_existing(path),
+        )
     finally:
         plt.close(fig)
 

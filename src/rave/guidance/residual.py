@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -111,28 +112,84 @@ def list_image_files(folder: str | Path) -> list[Path]:
     return list_images(folder)
 
 
+@dataclass(frozen=True)
+class _FolderImages:
+    """The image files of one folder (``label`` says which set), listed before any work."""
+
+    folder: Path
+    label: str
+    files: list[Path]
+    left_out: list[Path]
+
+    @property
+    def subfolders(self) -> str:
+        return f"{len(self.left_out)} sub-folder(s) of {self.folder} not read"
+
+
+def _list_folder(folder: Path, label: str) -> _FolderImages:
+    """List ``folder``'s images; refuse one without any image file before anything is embedded.
+
+    Both folders are listed before either is embedded, so an empty (or mistyped) second
+    folder is reported at once rather than after minutes of embedding the first.
+
+    Raises:
+        FileNotFoundError: ``folder`` is not a folder.
+        ValueError: ``folder`` holds no file named like an image.
+    """
+    from rave.io.formats import scan_image_folder
+
+    scan = scan_image_folder(folder)  # the images directly inside, as list_image_files
+    listed = _FolderImages(folder, label, scan.files, scan.left_out)
+    if not scan.files:
+        hint = (
+            f"; {listed.subfolders}: give the folder that holds the images" if scan.left_out else ""
+        )
+        raise ValueError(
+            f"no readable images in {folder} (the {label} folder has no image files){hint}"
+        )
+    return listed
+
+
+# An image whose long side exceeds this many times its short side is cut (along the long
+# side) to a central window of this aspect before CLIP's preprocessing: resizing its short
+# side to 224 first would make the whole strip 224 px tall (a 2 x 30000 px PNG became a
+# 224 x 3.4M px float image, 18 GB). Only the central square is kept by the centre crop, so
+# the window (1.5 x the short side, plus the resampling kernel's reach) leaves what the
+# encoder sees unchanged but for sub-pixel alignment.
+_MAX_ASPECT = 4.0
+
+
+def _central_window(image: Tensor) -> Tensor:
+    """``image`` ``(3, H, W)`` cut along its long side to at most ``_MAX_ASPECT`` x its short
+    side, centred (an image within that aspect is returned as it is)."""
+    h, w = image.shape[-2:]
+    short, long = min(h, w), max(h, w)
+    if long <= _MAX_ASPECT * short:
+        return image
+    keep = math.ceil(_MAX_ASPECT * short)
+    keep += (long - keep) % 2  # the same parity as ``long``: the window is exactly centred
+    start = (long - keep) // 2
+    return image[:, :, start : start + keep] if w > h else image[:, start : start + keep, :]
+
+
 def _embed_folder(
-    folder: Path,
+    listed: _FolderImages,
     encoder: ImageEncoder,
     *,
     batch_size: int,
     device: torch.device,
     progress: bool,
-    label: str,
 ) -> tuple[Tensor, list[str], int]:
     """Normalised embeddings ``(N, D)`` float64 of the readable images, their names, #skipped."""
     from tqdm.auto import tqdm
 
     from rave.errors import describe_failure, is_rave_bug
-    from rave.io.formats import scan_image_folder
 
-    scan = scan_image_folder(folder)  # the images directly inside, as list_image_files
-    files = scan.files
+    folder, label, files = listed.folder, listed.label, listed.files
     # "Every image of the folder" means the folder itself: a set kept in sub-folders (as
     # downloaded datasets often are) would otherwise be left out without a word.
-    subfolders = f"{len(scan.left_out)} sub-folder(s) of {folder} not read"
-    if scan.left_out and files:
-        logger.warning("%s (only the images directly inside a folder are used)", subfolders)
+    if listed.left_out:
+        logger.warning("%s (only the images directly inside a folder are used)", listed.subfolders)
     embeddings: list[Tensor] = []
     names: list[str] = []
     batch: list[Tensor] = []
@@ -146,7 +203,7 @@ def _embed_folder(
 
     for path in tqdm(files, desc=f"{label} images", unit="img", disable=not progress):
         try:
-            image = read_image(path)
+            image = _central_window(read_image(path))
             # Crop each image to the encoder's input on its own, so any size batches up.
             batch.append(center_crop_resize(image[None], encoder.input_size)[0])
         except Exception as err:  # one file's failure is that file's line (bugs excepted)
@@ -162,10 +219,7 @@ def _embed_folder(
     if batch:
         flush()
     if not names:
-        hint = f"; {subfolders}: give the folder that holds the images" if scan.left_out else ""
-        raise ValueError(
-            f"no readable images in {folder} ({len(files)} files, {skipped} skipped){hint}"
-        )
+        raise ValueError(f"no readable images in {folder} ({len(files)} files, {skipped} skipped)")
     if len(names) == 1:
         logger.warning("only one image in %s: the %s mean is a weak estimate", folder, label)
     return torch.cat(embeddings), names, skipped
@@ -238,6 +292,10 @@ def compute_residual(
             f"the backlit and well-lit folders are the same ({backlit_dir}): the residual "
             "vector would be undefined"
         )
+    # Both folders are listed first: a missing set is reported before any embedding (or a
+    # download of the encoder's weights).
+    listed_b = _list_folder(Path(backlit_dir), "backlit")
+    listed_w = _list_folder(Path(well_lit_dir), "well-lit")
     device = torch.device(device)
     if isinstance(encoder, str):
         from rave.encoders import create_encoder
@@ -245,14 +303,9 @@ def compute_residual(
         encoder = create_encoder(encoder, device=device)
     else:
         encoder = encoder.to(device)
-    backlit, names_b, skipped_b = _embed_folder(
-        Path(backlit_dir), encoder, batch_size=batch_size, device=device, progress=progress,
-        label="backlit",
-    )  # fmt: skip
-    well_lit, names_w, skipped_w = _embed_folder(
-        Path(well_lit_dir), encoder, batch_size=batch_size, device=device, progress=progress,
-        label="well-lit",
-    )  # fmt: skip
+    options: dict[str, Any] = {"batch_size": batch_size, "device": device, "progress": progress}
+    backlit, names_b, skipped_b = _embed_folder(listed_b, encoder, **options)
+    well_lit, names_w, skipped_w = _embed_folder(listed_w, encoder, **options)
     r, thr, v_w, v_b = residual_from_embeddings(backlit, well_lit)
     listing = sorted([f"backlit/{n}" for n in names_b] + [f"well_lit/{n}" for n in names_w])
     return ResidualVector(
@@ -275,13 +328,14 @@ def save_residual(rv: ResidualVector, path: str | Path, *, overwrite: bool = Fal
     Args:
         rv: the residual vector.
         path: output file (conventionally ``*.pt``); its folder must exist.
-        overwrite: replace an existing file (otherwise ``FileExistsError``).
+        overwrite: replace an existing file (otherwise ``FileExistsError``, also when the
+            file appears while this one is written).
 
     Returns:
         ``path`` as a :class:`~pathlib.Path`.
     """
     path = Path(path)
-    if path.exists() and not overwrite:
+    if (path.exists() or path.is_symlink()) and not overwrite:
         raise FileExistsError(f"{path} exists; pass overwrite=True (--overwrite) to replace it")
     payload: dict[str, Any] = {
         "format": FORMAT,
@@ -297,8 +351,29 @@ def save_residual(rv: ResidualVector, path: str | Path, *, overwrite: bool = Fal
         "files_sha256": rv.files_sha256,
         "created": rv.created,
     }
-    atomic_write(path, lambda stream: torch.save(payload, stream))
+    atomic_write(
+        path,
+        lambda stream: torch.save(payload, stream),
+        verify=None if overwrite else keep_existing(path),
+    )
     return path
+
+
+def keep_existing(path: Path) -> Callable[[Path], None]:
+    """A ``verify`` for :func:`rave.io.atomic_write` that refuses to replace ``path``.
+
+    Checked once the new file is complete, just before the rename: a file that appeared at
+    ``path`` while it was being computed (another run writing the same name) is kept, where
+    a check made only before the work would let the rename replace it.
+    """
+
+    def verify(_temporary: Path) -> None:
+        if path.exists() or path.is_symlink():
+            raise FileExistsError(
+                f"{path} was created meanwhile; it is kept (pass overwrite=True to replace it)"
+            )
+
+    return verify
 
 
 def _unit_vector(payload: dict[str, Any], key: str, path: Path, dim: int | None) -> Tensor:
