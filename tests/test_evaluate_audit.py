@@ -305,3 +305,49 @@ def test_an_interrupt_exits_130_or_143_and_writes_no_report(
     assert "interrupted: no report written" in result.output
     assert "Aborted" not in result.output
     assert not (out / "metrics.csv").exists()
+
+
+# --- the metrics' input contract ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "metric",
+    [
+        paired.psnr, paired.psnr_y, paired.ssim, paired.ssim_y,
+        paired.psnr_reference, paired.ssim_reference,
+    ],
+)  # fmt: skip
+def test_float_images_on_the_0_255_scale_are_refused(metric) -> None:
+    """Floats in [0, 255] (a common slip) were scored on the wrong scale without a word:
+    standard PSNR about 48 dB too low, SSIM with meaningless constants, and the reference
+    protocol clipped everything to white."""
+    target = _textured().astype(np.float64)
+    with pytest.raises(ValueError, match=r"expected float samples in \[0, 1\].*255"):
+        metric(target + 4, target)
+    nan = target / 255
+    nan[0, 0, 0] = math.nan
+    with pytest.raises(ValueError, match=r"NaN"):
+        metric(nan, target / 255)
+
+
+def test_no_reference_metrics_refuse_the_0_255_scale_too() -> None:
+    """NIQE and BRISQUE clipped a [0, 255] float image to white before scoring it."""
+    from rave.metrics import brisque, niqe
+
+    image = np.random.default_rng(0).uniform(0, 255, (200, 200, 3))
+    for metric in (niqe, brisque):
+        with pytest.raises(ValueError, match=r"expected float samples in \[0, 1\]"):
+            metric(image)
+
+
+def test_16_bit_arrays_are_scored_as_their_8_bit_values() -> None:
+    """uint16 arrays (what rave.io.read_photo returns for 16-bit files) were a TypeError;
+    v * 257 must score as the 8-bit value v (closed forms: PSNR of a 4-level offset)."""
+    target = _textured()
+    pred = target + np.uint8(4)
+    deep_pred, deep_target = pred.astype(np.uint16) * 257, target.astype(np.uint16) * 257
+    expected = 20 * math.log10(255 / 4)
+    assert paired.psnr(deep_pred, deep_target) == pytest.approx(expected, abs=1e-9)
+    # the reference protocol's grey rounds each level to itself, so it sees the 8-bit files
+    assert paired.psnr_reference(deep_pred, deep_target) == paired.psnr_reference(pred, target)
+    np.testing.assert_array_equal(paired.to_uint8(deep_pred), pred)

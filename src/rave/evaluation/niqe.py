@@ -36,14 +36,17 @@ def matlab_rgb2gray(image: np.ndarray) -> np.ndarray:
     """MATLAB ``rgb2gray`` of the 8-bit version of ``image``, rounded like MATLAB's uint8.
 
     Args:
-        image: ``(H, W, 3)`` RGB or ``(H, W)`` grey, float in [0, 1] or uint8.
+        image: ``(H, W, 3)`` RGB or ``(H, W)`` grey, float in [0, 1], uint8 or uint16.
 
     Returns:
         ``(H, W)`` float64 with integer values in [0, 255].
+
+    Raises:
+        ValueError: float samples outside [0, 1].
     """
-    if image.dtype != np.uint8:
-        image = np.round(np.clip(image.astype(np.float64), 0.0, 1.0) * 255.0)
-    image = image.astype(np.float64)
+    from rave.evaluation.paired import to_uint8
+
+    image = to_uint8(image).astype(np.float64)  # floats outside [0, 1] refused, not clipped
     if image.ndim == 3 and image.shape[2] == 3:
         return np.round(image @ _RGB2GRAY)
     if image.ndim == 2:

@@ -1,7 +1,9 @@
 """Full-reference metrics (PSNR, SSIM) under the reference code's protocol and the standard one.
 
 Images are numpy arrays ``(H, W, 3)`` RGB or ``(H, W)`` grey, float in [0, 1] (any float
-dtype) or uint8. The two protocols differ on purpose (see docs/method.md, "Evaluation"):
+dtype; values outside [0, 1] are refused, not clipped), uint8 or uint16 (divided by 257 for
+the 8-bit reference protocol). The two protocols differ on purpose (see docs/method.md,
+"Evaluation"):
 
 * **reference** (what the RAVE / CLIP-LIT evaluation scripts compute): both images are
   quantised to 8 bits, put in BGR order (as ``cv2.imread`` returns them) and converted with
@@ -86,20 +88,50 @@ def _structural_similarity(
     return total / count
 
 
+def _check_unit_range(image: np.ndarray) -> None:
+    """Refuse float samples outside [0, 1] (or NaN): a [0, 255] float image would otherwise
+    score silently on the wrong scale (PSNR off by 48 dB, SSIM's constants meaningless)."""
+    if image.size and not (np.isfinite(image).all() and image.min() >= 0 and image.max() <= 1):
+        low, high = float(np.nanmin(image)), float(np.nanmax(image))
+        raise ValueError(
+            f"expected float samples in [0, 1], got values from {low:g} to {high:g}"
+            + (" and NaN or infinity" if not np.isfinite(image).all() else "")
+            + "; divide 8-bit values by 255 (or pass uint8)"
+        )
+
+
 def to_uint8(image: np.ndarray) -> np.ndarray:
-    """Float image in [0, 1] -> uint8 by rounding (uint8 input is returned unchanged)."""
+    """Image -> uint8 by rounding: float in [0, 1] times 255, uint16 divided by 257.
+
+    uint8 input is returned unchanged.
+
+    Raises:
+        TypeError: another dtype.
+        ValueError: float samples outside [0, 1] or not finite.
+    """
     if image.dtype == np.uint8:
         return image
+    if image.dtype == np.uint16:
+        return np.round(image / 257.0).astype(np.uint8)
     if not np.issubdtype(image.dtype, np.floating):
-        raise TypeError(f"expected a float image in [0, 1] or uint8, got dtype {image.dtype}")
-    return np.round(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8)
+        raise TypeError(
+            f"expected a float image in [0, 1], uint8 or uint16, got dtype {image.dtype}"
+        )
+    _check_unit_range(image)
+    return np.round(image * 255.0).astype(np.uint8)
 
 
 def _as_float(image: np.ndarray) -> np.ndarray:
+    """Image -> float64 in [0, 1] (uint8 / 255, uint16 / 65535; floats checked)."""
     if image.dtype == np.uint8:
         return image.astype(np.float64) / 255.0
+    if image.dtype == np.uint16:
+        return image.astype(np.float64) / 65535.0
     if not np.issubdtype(image.dtype, np.floating):
-        raise TypeError(f"expected a float image in [0, 1] or uint8, got dtype {image.dtype}")
+        raise TypeError(
+            f"expected a float image in [0, 1], uint8 or uint16, got dtype {image.dtype}"
+        )
+    _check_unit_range(image)
     return image.astype(np.float64)
 
 

@@ -84,11 +84,12 @@ def load_lpips(*, pretrained_backbone: bool = True) -> Any:
 
 
 def _to_tensor(image: np.ndarray) -> Any:
-    """``(H, W, 3)`` or ``(H, W)`` float in [0, 1] / uint8 -> ``(1, 3, H, W)`` float32."""
+    """``(H, W, 3)`` or ``(H, W)`` float in [0, 1] / uint8 / uint16 -> ``(1, 3, H, W)`` float32."""
     import torch
 
-    if image.dtype == np.uint8:
-        image = image.astype(np.float32) / 255.0
+    from rave.evaluation.paired import _as_float
+
+    image = _as_float(image)  # uint8 / 255, uint16 / 65535, floats checked to be in [0, 1]
     if image.ndim == 2:
         image = np.repeat(image[..., None], 3, axis=2)
     if image.ndim != 3 or image.shape[2] != 3:
