@@ -219,6 +219,14 @@ def test_cli_interpret_with_an_unwritable_cache_still_ranks(tiny_clip, tmp_path,
     assert result.exit_code == 0, result.output
     assert "Traceback" not in result.output
     assert len([ln for ln in result.output.splitlines() if ln[:3].strip().isdigit()]) == 3
+    # said once, as rave's other warnings are
+    assert result.output.count("warning: vocabulary embeddings not cached") == 1
+    shifted = tmp_path / "shifted.pt"
+    args = ["shift", str(residual), "--remove-tokens", "3", "--vocab-limit", "60", "-q"]
+    result = CliRunner().invoke(main, [*args, "-o", str(shifted)])
+    assert result.exit_code == 0, result.output
+    assert result.output.count("warning: vocabulary embeddings not cached") == 1
+    assert load_residual(shifted).residual.shape == (tiny_clip.embed_dim,)
 
 
 # --- outputs are never replaced unless asked --------------------------------------------------

@@ -135,6 +135,7 @@ def interpret_command(
       rave interpret runs/latent/prompts.safetensors --encoder clip:ViT-B-32
     """
     from rave.cli import route_library_logging
+    from rave.cli.residual import guidance_warnings
     from rave.encoders import canonical_name, create_encoder
     from rave.guidance.interpret import plot_ranking, rank_tokens
     from rave.guidance.shift import build_vocabulary
@@ -176,14 +177,15 @@ def interpret_command(
                 f"{file}: a {direction.numel()}-d direction, but {name} embeds into "
                 f"{encoder.embed_dim} dimensions"
             )
-        vocab = build_vocabulary(
-            encoder,
-            vocabulary,
-            limit=vocab_limit,
-            batch_size=batch_size,
-            use_cache=not no_cache,
-            progress=not quiet,
-        )
+        with guidance_warnings():  # e.g. a vocabulary cache that cannot be written
+            vocab = build_vocabulary(
+                encoder,
+                vocabulary,
+                limit=vocab_limit,
+                batch_size=batch_size,
+                use_cache=not no_cache,
+                progress=not quiet,
+            )
         if 2 * top_k > len(vocab.tokens):  # a decoded vocabulary has fewer entries than ids
             raise UsageProblem(_overlap(top_k, f"the {vocabulary} vocabulary has"))
         ranking = rank_tokens(direction, vocab, top_k)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,7 +22,7 @@ from rave.cli._options import (
 if TYPE_CHECKING:
     from rave.guidance.residual import ResidualVector
 
-__all__ = ["residual_command"]
+__all__ = ["guidance_warnings", "residual_command", "save_residual_or_fail"]
 
 
 @click.command("residual")
@@ -81,15 +83,6 @@ def residual_command(
     if output.exists() and not overwrite:
         raise click.UsageError(f"{output} exists; pass --overwrite to replace it")
     check_output_file(output, "-o/--output")  # before minutes of embedding
-    # Warnings of the library (skipped files, weak estimates) go to stderr, one line each.
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("warning: %(message)s"))
-    lib_logger = logging.getLogger("rave.guidance")
-    lib_logger.addHandler(handler)
-    lib_logger.setLevel(logging.WARNING)
-
-    from tqdm.contrib.logging import logging_redirect_tqdm
-
     from rave.cli import route_library_logging
     from rave.cli._options import resolve_device
     from rave.encoders import create_encoder
@@ -99,8 +92,7 @@ def residual_command(
     try:
         with route_library_logging():  # OpenCLIP's own log lines (ERROR:root:...)
             encoder = create_encoder(encoder_name, device=torch_device)
-        # Route warnings through tqdm so that they do not break a progress bar mid-line.
-        with logging_redirect_tqdm(loggers=[lib_logger]):
+        with guidance_warnings():
             rv = compute_residual(
                 backlit_dir,
                 well_lit_dir,
@@ -111,8 +103,6 @@ def residual_command(
             )
     except (ValueError, FileNotFoundError, RuntimeError) as err:
         raise click.ClickException(str(err)) from None
-    finally:
-        lib_logger.removeHandler(handler)
     save_residual_or_fail(rv, output, overwrite)
 
     click.echo(f"encoder          {rv.encoder} ({rv.residual.numel()}-d)")
@@ -122,6 +112,27 @@ def residual_command(
     click.echo(f"threshold        {rv.threshold:.6f}  (v_w . r)")
     click.echo(f"cos(v_w, v_b)    {rv.cos_means:.6f}")
     click.echo(f"saved            {output}")
+
+
+@contextmanager
+def guidance_warnings() -> Iterator[None]:
+    """Within the block, warnings of ``rave.guidance`` (skipped files, weak estimates, a
+    vocabulary cache that cannot be written) reach stderr as ``warning: ...`` lines, routed
+    through tqdm so that they do not break a progress bar mid-line."""
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    handler = logging.StreamHandler()  # the stderr of this moment (a test runner's too)
+    handler.setFormatter(logging.Formatter("warning: %(message)s"))
+    lib_logger = logging.getLogger("rave.guidance")
+    level = lib_logger.level
+    lib_logger.addHandler(handler)
+    lib_logger.setLevel(logging.WARNING)
+    try:
+        with logging_redirect_tqdm(loggers=[lib_logger]):
+            yield
+    finally:
+        lib_logger.removeHandler(handler)
+        lib_logger.setLevel(level)
 
 
 def save_residual_or_fail(residual: ResidualVector, output: Path, overwrite: bool) -> None:

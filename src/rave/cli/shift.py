@@ -84,7 +84,7 @@ def shift_command(
     import torch.nn.functional as F
 
     from rave.cli import route_library_logging
-    from rave.cli.residual import save_residual_or_fail
+    from rave.cli.residual import guidance_warnings, save_residual_or_fail
     from rave.encoders import create_encoder
     from rave.guidance.interpret import rank_tokens
     from rave.guidance.residual import check_encoder, load_residual
@@ -115,7 +115,8 @@ def shift_command(
             encoder = create_encoder(name, device=resolve_device(device))
         shifted = rv
         if remove_tokens is not None:
-            vocab = build_vocabulary(encoder, vocabulary, limit=vocab_limit, progress=not quiet)
+            with guidance_warnings():  # e.g. a vocabulary cache that cannot be written
+                vocab = build_vocabulary(encoder, vocabulary, limit=vocab_limit, progress=not quiet)
             if remove_tokens > len(vocab.tokens):  # before anything is printed
                 raise UsageProblem(
                     f"--remove-tokens {remove_tokens}: the {vocabulary} vocabulary has only "
