@@ -14,6 +14,8 @@ import zlib
 
 import numpy as np
 
+from rave.io.png_colour import png_colour_chunks, png_colour_in_profile
+
 __all__ = [
     "EXIF_IFD_TAG",
     "EXIF_PREFIX",
@@ -253,7 +255,11 @@ def png_metadata_chunks(
     xmp: bytes | None = None,
     dpi: tuple[float, float] | None = None,
 ) -> bytes:
-    """``iCCP``, ``eXIf``, XMP ``iTXt`` and ``pHYs`` chunks (each optional), after ``IHDR``."""
+    """``iCCP``, ``eXIf``, XMP ``iTXt`` and ``pHYs`` chunks (each optional), after ``IHDR``.
+
+    A profile that :func:`rave.io.png_colour.png_colour_profile` built from a PNG's
+    ``sRGB`` / ``gAMA`` / ``cHRM`` chunks is written as those chunks, not as ``iCCP``.
+    """
     extra = b""
     if dpi:
         # pHYs: pixels per metre, unit 1 (metre)
@@ -262,7 +268,11 @@ def png_metadata_chunks(
     if xmp:
         # iTXt: keyword, NUL, compression flag 0, method 0, no language, no translated key
         extra += png_chunk(b"iTXt", b"XML:com.adobe.xmp\x00\x00\x00\x00\x00" + xmp)
-    if icc_profile:
+    colour = png_colour_in_profile(icc_profile)
+    if colour is not None:
+        # A profile built from the source PNG's own colour chunks: those chunks again.
+        extra += b"".join(png_chunk(kind, data) for kind, data in png_colour_chunks(colour))
+    elif icc_profile:
         # iCCP: profile name, NUL, compression method 0 (zlib), compressed profile.
         extra += png_chunk(b"iCCP", b"ICC Profile\x00\x00" + zlib.compress(icc_profile))
     if exif:

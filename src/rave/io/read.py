@@ -37,6 +37,7 @@ from rave.io.metadata import (
     set_exif_pixel_dimensions,
 )
 from rave.io.pixel_limit import over_pixel_limit
+from rave.io.png_colour import PngColour, png_colour_from_info, png_colour_profile
 from rave.io.printable import printable
 from rave.io.raw import RawReadError, raw_exif, read_raw_pixels, srgb_icc_profile
 from rave.io.tiff import (
@@ -98,7 +99,10 @@ class Photo:
             may be read-only.
         format: the output format that matches the source (``"jpg"``, ``"png"``, ``"tif"``,
             ``"webp"``, ``"bmp"``; other sources map to ``"png"``).
-        icc_profile: the embedded colour profile, if it still describes ``pixels``.
+        icc_profile: the embedded colour profile, if it still describes ``pixels``; for
+            a PNG whose colour is given by ``sRGB`` / ``gAMA`` / ``cHRM`` chunks instead,
+            a profile built from them (:mod:`rave.io.png_colour`), which
+            :func:`rave.io.write_photo` writes back to PNG as those chunks.
         exif: the EXIF block (JPEG ``Exif\\0\\0`` prefix included) with orientation reset
             to 1 and PixelXDimension / PixelYDimension set to the size of ``pixels``, or None.
         xmp: the XMP packet (ratings, keywords, edits), or None.
@@ -467,6 +471,8 @@ def _decode_photo(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX
             format_name = "jpg"
         xmp, dpi = _xmp_and_dpi(image)
         icc_profile = image.info.get("icc_profile") or None
+        # sRGB / gAMA / cHRM: the colour space of a PNG without (or with a dropped) iCCP.
+        png_colour = png_colour_from_info(image.info) if image.format == "PNG" else None
         exif = image.info.get("exif") or None
         if exif is None and image.format == "TIFF":
             # TIFF keeps EXIF tags in its own IFD: read them through Pillow's Exif view.
@@ -525,7 +531,7 @@ def _decode_photo(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX
 
     lossless = format_name == "webp" and _webp_is_lossless(path)
     photo = Photo(pixels, format_name, icc_profile, exif, notes, xmp, dpi, lossless)
-    return _upright_photo(path, photo, orientation)
+    return _upright_photo(path, photo, orientation, png_colour)
 
 
 def _webp_is_lossless(path: Path) -> bool:
@@ -549,13 +555,18 @@ def _webp_is_lossless(path: Path) -> bool:
     return False
 
 
-def _upright_photo(path: Path, photo: Photo, orientation: int) -> Photo:
+def _upright_photo(
+    path: Path, photo: Photo, orientation: int, png_colour: PngColour | None = None
+) -> Photo:
     """``photo`` turned upright, its ICC profile checked against its pixels, notes logged.
 
     Args:
         path: the file read (for the log).
         photo: decoded pixels and the file's metadata, as stored.
         orientation: the EXIF orientation the pixels are stored in (1-8).
+        png_colour: a PNG's sRGB / gAMA / cHRM chunks: where no usable ICC profile is
+            embedded (an ``iCCP`` overrides them), they become the photo's profile
+            (:mod:`rave.io.png_colour`), so every output format keeps the colours.
     """
     pixels = photo.pixels
     if pixels.ndim == 3 and pixels.shape[2] == 1:
@@ -570,6 +581,13 @@ def _upright_photo(path: Path, photo: Photo, orientation: int) -> Photo:
             f"{printable(space)} ICC profile dropped: it does not describe {expected_space} pixels"
         )
         photo.icc_profile = None
+    if photo.icc_profile is None and png_colour is not None:
+        photo.icc_profile = png_colour_profile(png_colour, grey=expected_space == "GRAY")
+        if photo.icc_profile is None:
+            described = png_colour.describe().removeprefix("PNG ")
+            photo.notes.append(
+                f"PNG colour chunks dropped ({described}): they describe no colour space"
+            )
     if orientation != 1:
         pixels = apply_orientation(pixels, orientation)
         if photo.xmp is not None:

@@ -32,6 +32,7 @@ from rave.io.metadata import (
     set_exif_pixel_dimensions,
     strip_exif_prefix,
 )
+from rave.io.png_colour import png_colour_chunks, png_colour_in_profile
 from rave.io.printable import printable
 
 __all__ = [
@@ -88,13 +89,21 @@ def _write_pillow(
     if fmt in ("webp", "heic") and image.mode == "LA":
         image = image.convert("RGBA")  # WebP and HEIF have no grey + alpha mode
     options: dict[str, object] = {}
-    if icc_profile and fmt != "bmp":
+    # A profile built from a PNG's sRGB / gAMA / cHRM chunks goes back to PNG as them.
+    png_colour = png_colour_in_profile(icc_profile) if fmt == "png" else None
+    if icc_profile and fmt != "bmp" and png_colour is None:
         options["icc_profile"] = icc_profile
     if isinstance(exif, Image.Exif):
         options["exif"] = exif  # parsed beforehand: TIFF (see _parsed_exif)
     elif exif and fmt != "bmp":
         options["exif"] = exif if exif.startswith(EXIF_PREFIX) else EXIF_PREFIX + exif
     options.update(_xmp_and_dpi_options(fmt, options.get("exif"), xmp, dpi))
+    if png_colour is not None:
+        from PIL import PngImagePlugin
+
+        info = options.setdefault("pnginfo", PngImagePlugin.PngInfo())
+        for kind, data in png_colour_chunks(png_colour):
+            cast(PngImagePlugin.PngInfo, info).add(kind, data)  # before PLTE and IDAT
     if fmt == "jpg":
         # Full-resolution chroma at high quality (as photo editors do), 4:2:0 below. No
         # optimize=True: libjpeg would hold every DCT coefficient of the photo in memory.
@@ -448,6 +457,12 @@ def _grey_to_srgb(
     return rgb, srgb.tobytes()
 
 
+def _is_png_srgb(icc_profile: bytes) -> bool:
+    """Whether ``icc_profile`` stands for a PNG's ``sRGB`` chunk (nothing lost without it)."""
+    colour = png_colour_in_profile(icc_profile)
+    return colour is not None and colour.srgb_intent is not None
+
+
 def write_photo(
     path: str | os.PathLike[str],
     pixels: np.ndarray,
@@ -468,7 +483,9 @@ def write_photo(
             alpha, RGB, RGBA), ``uint8`` or ``uint16``.
         format: ``"jpg"``, ``"png"``, ``"tif"``, ``"webp"`` or ``"bmp"``; by default the
             one named by the suffix of ``path``.
-        icc_profile: colour profile to embed (every format but BMP).
+        icc_profile: colour profile to embed (every format but BMP, which says so in a
+            note). One built from a PNG's ``sRGB`` / ``gAMA`` / ``cHRM`` chunks
+            (:mod:`rave.io.png_colour`) is written to PNG as those chunks.
         exif: EXIF block to embed (JPEG, PNG, WebP, 8-bit TIFF; 16-bit TIFF keeps only
             the descriptive IFD0 tags); orientation should say 1. Its PixelXDimension /
             PixelYDimension are set to the size of ``pixels``.
@@ -480,7 +497,8 @@ def write_photo(
 
     Returns:
         Notes on what could not be kept (alpha dropped for JPEG, 16 bits reduced to 8 for
-        formats without 16-bit samples, EXIF reduced for 16-bit TIFF).
+        formats without 16-bit samples, EXIF reduced for 16-bit TIFF, the colour profile
+        for BMP).
 
     Raises:
         ValueError: unknown format or unsupported array layout.
@@ -517,6 +535,9 @@ def write_photo(
         and _grey_stored_as_rgb(pixels, fmt)
     ):
         pixels, icc_profile = _grey_to_srgb(pixels, icc_profile, fmt, notes)
+    if icc_profile and fmt == "bmp" and not _is_png_srgb(icc_profile):
+        # Untagged pixels are taken as sRGB: say so, rather than let the colours change.
+        notes.append("ICC profile not written: BMP holds none, so viewers show the colours as sRGB")
     if exif:
         # The EXIF's picture size must be this picture's (turned upright, or another size
         # than the camera's): viewers and photo managers show it as the photo's size.
