@@ -3,6 +3,8 @@
 * EXIF PixelXDimension / PixelYDimension describe the result (turned upright, its size).
 * Grey tensors go through the Python API and come back grey, as grey arrays do.
 * A download server that trickles bytes is given up, with one clear line.
+* A PNG's sRGB / gAMA / cHRM chunks reach PNG results as they were, other formats as an
+  equivalent ICC profile (checked against published colour matrices through littleCMS).
 
 The network here is a seeded, untrained :class:`EnhancementNet`: the properties checked
 (equal channels stay equal, metadata travels) hold for any weights, and no reference
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -30,8 +33,11 @@ from rave.io.metadata import (
     EXIF_IFD_TAG,
     PIXEL_X_DIMENSION_TAG,
     PIXEL_Y_DIMENSION_TAG,
+    png_chunk,
+    png_header_end,
     set_exif_pixel_dimensions,
 )
+from rave.io.raw import srgb_icc_profile
 from rave.network.enhancer import EnhancementNet
 from rave.zoo import download as zoo_download
 
@@ -243,3 +249,215 @@ def test_fetch_reports_a_stalled_download_as_unavailable(
         zoo_download.fetch(info, progress=False)
     assert "\n" not in str(caught.value)
     assert list(isolated_model_cache.iterdir()) == []
+
+
+# --- PNG colour chunks (sRGB / gAMA / cHRM) without an ICC profile ----------------------
+
+# Adobe RGB (1998)'s primaries, D65 white, gAMA 1/2.2: a wide-gamut PNG without a profile.
+_ADOBE_CHRM = struct.pack(">8I", 31270, 32900, 64000, 33000, 21000, 71000, 15000, 6000)
+_GAMA_22 = struct.pack(">I", 45455)
+_LINEAR = struct.pack(">I", 100000)
+# Published matrices (Lindbloom): Adobe RGB (D65) to XYZ, and XYZ to linear sRGB (D65).
+_ADOBE_TO_XYZ = np.array(
+    [[0.5767309, 0.1855540, 0.1881852], [0.2973769, 0.6273491, 0.0752741],
+     [0.0270343, 0.0706872, 0.9911085]]
+)  # fmt: skip
+_XYZ_TO_SRGB = np.array(
+    [[3.2404542, -1.5371385, -0.4985314], [-0.9692660, 1.8760108, 0.0415560],
+     [0.0556434, -0.2040259, 1.0572252]]
+)  # fmt: skip
+
+
+def _srgb_encode(linear: np.ndarray) -> np.ndarray:
+    """The sRGB tone curve (IEC 61966-2-1), [0, 1] -> [0, 255]."""
+    linear = np.clip(linear, 0, 1)
+    return 255 * np.where(linear <= 0.0031308, linear * 12.92, 1.055 * linear ** (1 / 2.4) - 0.055)
+
+
+def _chunks(path: Path) -> dict[bytes, list[bytes]]:
+    """Every chunk of a PNG file by type, read straight from its bytes."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    found: dict[bytes, list[bytes]] = {}
+    offset = 8
+    while offset < len(data):
+        (length,) = struct.unpack_from(">I", data, offset)
+        kind = data[offset + 4 : offset + 8]
+        found.setdefault(kind, []).append(data[offset + 8 : offset + 8 + length])
+        offset += 12 + length
+    return found
+
+
+def _png_with_chunks(path: Path, pixels: np.ndarray, chunks: list[tuple[bytes, bytes]]) -> None:
+    """A PNG of ``pixels`` (any depth, through OpenCV) with ``chunks`` after IHDR."""
+    import cv2
+
+    if pixels.ndim == 3:  # OpenCV writes BGR(A); grey + alpha is not a layout it writes
+        order = {3: cv2.COLOR_RGB2BGR, 4: cv2.COLOR_RGBA2BGRA}[pixels.shape[2]]
+        pixels = cv2.cvtColor(pixels, order)
+    ok, encoded = cv2.imencode(".png", pixels)
+    assert ok
+    data = encoded.tobytes()
+    end = png_header_end(data)
+    extra = b"".join(png_chunk(kind, body) for kind, body in chunks)
+    path.write_bytes(data[:end] + extra + data[end:])
+
+
+def _to_srgb(path: Path) -> np.ndarray:
+    """A written photo's pixels converted to sRGB through its embedded profile (littleCMS)."""
+    from io import BytesIO
+
+    from PIL import ImageCms
+
+    with Image.open(path) as image:
+        profile = image.info.get("icc_profile")
+        assert profile, "no colour profile: viewers would take the pixels as sRGB"
+        source = ImageCms.ImageCmsProfile(BytesIO(profile))
+        srgb = ImageCms.createProfile("sRGB")
+        converted = ImageCms.profileToProfile(image.convert("RGB") if image.mode != "L" else image,
+                                              source, srgb, outputMode="RGB")  # fmt: skip
+        return np.asarray(converted).astype(np.float64)
+
+
+def _decoded(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image).astype(np.float64)
+
+
+@pytest.mark.parametrize(
+    ("layout", "chunks"),
+    [
+        ("rgb8", [(b"cHRM", _ADOBE_CHRM), (b"gAMA", _GAMA_22)]),
+        ("grey8", [(b"gAMA", _LINEAR)]),
+        ("rgba8", [(b"sRGB", b"\x01"), (b"gAMA", _GAMA_22)]),
+        ("rgb16", [(b"cHRM", _ADOBE_CHRM), (b"gAMA", _GAMA_22)]),
+        ("grey16", [(b"gAMA", _LINEAR), (b"cHRM", _ADOBE_CHRM)]),
+    ],
+)
+def test_png_result_keeps_the_sources_colour_chunks(
+    net: EnhancementNet, tmp_path: Path, layout: str, chunks: list[tuple[bytes, bytes]]
+) -> None:
+    rgb = _dim_photo()
+    pixels = {
+        "rgb8": rgb,
+        "grey8": rgb[:, :, 0],
+        "rgba8": np.dstack((rgb, np.full((H, W), 200, np.uint8))),
+        "rgb16": rgb.astype(np.uint16) * 257,
+        "grey16": rgb[:, :, 0].astype(np.uint16) * 257,
+    }[layout]
+    source = tmp_path / "source.png"
+    _png_with_chunks(source, pixels, chunks)
+    target = tmp_path / "enhanced.png"
+    rave.Enhancer(net, device="cpu", tile=None).enhance_file(source, target)
+    written = _chunks(target)
+    for kind, body in chunks:
+        assert written.get(kind) == [body], kind
+    assert b"iCCP" not in written  # the source's own description, nothing else
+    assert _decoded(target).shape == pixels.shape
+
+
+def test_16_bit_grey_alpha_png_result_keeps_the_chunks(tmp_path: Path) -> None:
+    """The hand-written 16-bit grey + alpha encoder takes them too."""
+    pixels = np.dstack((_dim_photo()[:, :, 0], np.full((H, W), 99, np.uint8))).astype(np.uint16)
+    photo_pixels = pixels * 257
+    source = tmp_path / "source.png"
+    write_photo(source, photo_pixels)
+    data = source.read_bytes()
+    end = png_header_end(data)
+    source.write_bytes(data[:end] + png_chunk(b"gAMA", _LINEAR) + data[end:])
+    photo = read_photo(source)
+    target = tmp_path / "out.png"
+    write_photo(target, photo.pixels, icc_profile=photo.icc_profile)
+    assert _chunks(target).get(b"gAMA") == [_LINEAR] and b"iCCP" not in _chunks(target)
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".tif", ".webp", ".heic"])
+def test_other_formats_get_the_colour_space_as_a_profile(tmp_path: Path, suffix: str) -> None:
+    """Adobe RGB primaries, gamma 2.2: the result's profile gives the colours the PNG's
+    chunks give, by the published Adobe RGB and sRGB matrices."""
+    colours = np.array([[128, 100, 90], [60, 140, 200], [200, 180, 40], [30, 30, 30]], np.uint8)
+    pixels = np.repeat(np.repeat(colours[None], 16, axis=0), 16, axis=1)  # flat patches
+    source = tmp_path / "adobe.png"
+    _png_with_chunks(source, pixels, [(b"cHRM", _ADOBE_CHRM), (b"gAMA", _GAMA_22)])
+    photo = read_photo(source)
+    target = tmp_path / f"out{suffix}"
+    try:
+        write_photo(target, photo.pixels, icc_profile=photo.icc_profile, quality=100)
+    except ValueError as err:
+        pytest.skip(str(err))  # HEIC without pillow-heif
+    if suffix == ".heic":
+        from rave.io.heif import register_heif
+
+        register_heif()
+    stored = _decoded(target)  # what the file holds (lossy formats: near the source)
+    linear_adobe = (stored / 255) ** (100000 / 45455)
+    expected = _srgb_encode(linear_adobe @ (_XYZ_TO_SRGB @ _ADOBE_TO_XYZ).T)
+    shown = _to_srgb(target)
+    for index in range(4):
+        patch = (slice(4, 12), slice(16 * index + 4, 16 * index + 12))  # off the edges
+        assert np.abs(shown[patch] - expected[patch]).max() <= 2, colours[index]
+
+
+def test_grey_linear_png_as_lossless_webp_is_converted_to_srgb(tmp_path: Path) -> None:
+    """WebP stores grey as RGB, so the grey profile is converted: linear 50 is sRGB 122."""
+    levels = np.array([0, 50, 128, 255], np.uint8)
+    pixels = np.repeat(np.repeat(levels[None], 8, axis=0), 8, axis=1)
+    source = tmp_path / "linear.png"
+    _png_with_chunks(source, pixels, [(b"gAMA", _LINEAR)])
+    photo = read_photo(source)
+    target = tmp_path / "out.webp"
+    notes = write_photo(target, photo.pixels, icc_profile=photo.icc_profile, lossless=True)
+    assert any("converted to sRGB" in note for note in notes)
+    expected = _srgb_encode(levels / 255)
+    shown = _decoded(target)[4, 8 * np.arange(4) + 4, 0]
+    assert np.abs(shown - expected).max() <= 1
+
+
+def test_srgb_chunk_stays_an_srgb_chunk_and_bmp_says_what_it_loses(tmp_path: Path) -> None:
+    source = tmp_path / "srgb.png"
+    _png_with_chunks(source, _dim_photo(), [(b"sRGB", b"\x00")])
+    photo = read_photo(source)
+    assert write_photo(tmp_path / "out.bmp", photo.pixels, icc_profile=photo.icc_profile) == []
+    write_photo(tmp_path / "out.png", photo.pixels, icc_profile=photo.icc_profile)
+    assert _chunks(tmp_path / "out.png").get(b"sRGB") == [b"\x00"]
+    write_photo(tmp_path / "out.jpg", photo.pixels, icc_profile=photo.icc_profile, quality=100)
+    assert np.abs(_to_srgb(tmp_path / "out.jpg") - _decoded(tmp_path / "out.jpg")).max() <= 1
+    wide = tmp_path / "wide.png"
+    _png_with_chunks(wide, _dim_photo(), [(b"cHRM", _ADOBE_CHRM), (b"gAMA", _GAMA_22)])
+    photo = read_photo(wide)
+    notes = write_photo(tmp_path / "wide.bmp", photo.pixels, icc_profile=photo.icc_profile)
+    assert notes == ["ICC profile not written: BMP holds none, so viewers show the colours as sRGB"]
+
+
+def test_chunks_that_describe_no_colour_space_are_dropped_with_a_note(tmp_path: Path) -> None:
+    source = tmp_path / "bad.png"
+    _png_with_chunks(source, _dim_photo(), [(b"gAMA", struct.pack(">I", 0))])
+    photo = read_photo(source)
+    assert photo.icc_profile is None
+    assert any("PNG colour chunks dropped (gAMA 0)" in note for note in photo.notes)
+
+
+def test_an_iccp_profile_wins_over_the_chunks_and_only_rebuilt_profiles_turn_back(
+    tmp_path: Path,
+) -> None:
+    from rave.io.png_colour import PngColour, png_colour_in_profile, png_colour_profile
+
+    srgb = srgb_icc_profile()
+    assert srgb is not None
+    source = tmp_path / "both.png"
+    Image.fromarray(_dim_photo()).save(source, icc_profile=srgb, pnginfo=_pnginfo(_GAMA_22))
+    assert read_photo(source).icc_profile == srgb  # iCCP overrides gAMA (PNG specification)
+    built = png_colour_profile(PngColour(gamma=45455), grey=False)
+    assert built is not None and png_colour_in_profile(built) == PngColour(gamma=45455)
+    altered = built[:-1] + bytes([built[-1] ^ 1])  # same description, another curve
+    assert png_colour_in_profile(altered) is None
+    write_photo(tmp_path / "altered.png", _dim_photo(), icc_profile=altered)
+    assert b"iCCP" in _chunks(tmp_path / "altered.png")
+
+
+def _pnginfo(gamma: bytes):
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add(b"gAMA", gamma)
+    return info
