@@ -351,3 +351,38 @@ def test_16_bit_arrays_are_scored_as_their_8_bit_values() -> None:
     # the reference protocol's grey rounds each level to itself, so it sees the 8-bit files
     assert paired.psnr_reference(deep_pred, deep_target) == paired.psnr_reference(pred, target)
     np.testing.assert_array_equal(paired.to_uint8(deep_pred), pred)
+
+
+def test_a_black_prediction_is_scored_with_no_reference_metrics_said_undefined(
+    tmp_path: Path,
+) -> None:
+    """A black frame (what a broken model writes) was an error for the whole image,
+    "float division by zero" from BRISQUE's fit, after NIQE's "SVD did not converge" and a
+    screenful of RuntimeWarnings: its exposure statistics were lost with it."""
+    import warnings
+
+    _save(tmp_path / "pred", "black.png", np.zeros((200, 300, 3), np.uint8))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # none may reach the terminal
+        result = evaluate_folders({"m": tmp_path / "pred"})
+    assert result.errors == []
+    record = result.records[0]
+    assert record["mean_luma"] == 0.0 and record["clipped"] == 0.0  # closed forms
+    assert "niqe" not in record and "brisque" not in record
+    for metric in ("NIQE", "BRISQUE"):
+        assert any(f"black.png: {metric} skipped" in n and "flat" in n for n in result.notes)
+
+
+def test_summary_json_counts_images_as_integers(pair: dict[str, Path], tmp_path: Path) -> None:
+    """summary.json wrote n_images as 2.0 (a float), metrics.csv as 2."""
+    import json
+
+    out = tmp_path / "out"
+    result = _run(
+        "--pred", str(pair["pred"]), "--gt", str(pair["gt"]), "--no-nr", "--no-lpips",
+        "-o", str(out),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())["summary"]
+    assert summary["pred"]["n_images"] == 2 and type(summary["pred"]["n_images"]) is int
+    assert _rows(out / "metrics.csv")[0]["n_images"] == "2"

@@ -111,7 +111,8 @@ def brisque(image: np.ndarray) -> float:
             trained on 8-bit images.
 
     Raises:
-        ValueError: the image is too small or flat (no positive or negative coefficients).
+        ValueError: the image is too small or flat (no positive or negative coefficients),
+            or has float samples outside [0, 1].
     """
     grey = matlab_rgb2gray(image)
     if min(grey.shape) < MIN_SIZE:
@@ -121,7 +122,10 @@ def brisque(image: np.ndarray) -> float:
         )
     with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
         warnings.simplefilter("ignore", RuntimeWarning)  # empty means of a flat image -> NaN
-        features = brisque_features(grey)
+        try:
+            features = brisque_features(grey)
+        except ZeroDivisionError:  # all-zero coefficients (a black frame): Python floats
+            features = np.array([math.nan])
     if not np.all(np.isfinite(features)):
         raise ValueError("BRISQUE undefined for a flat image")
     model = _model()

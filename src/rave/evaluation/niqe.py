@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from importlib import resources
 
 import numpy as np
@@ -182,7 +183,8 @@ def niqe(image: np.ndarray) -> float:
             because the published model was fitted on 8-bit images.
 
     Raises:
-        ValueError: the image is too small.
+        ValueError: the image is too small, flat (fewer than two blocks with texture), or
+            has float samples outside [0, 1].
     """
     grey = matlab_rgb2gray(image)
     blocks = (grey.shape[0] // BLOCK_SIZE) * (grey.shape[1] // BLOCK_SIZE)
@@ -191,11 +193,20 @@ def niqe(image: np.ndarray) -> float:
             f"NIQE needs at least two {BLOCK_SIZE}x{BLOCK_SIZE} blocks, image is "
             f"{grey.shape[1]}x{grey.shape[0]}"
         )
-    features = niqe_features(grey)
+    with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)  # flat blocks' empty means -> NaN
+        features = niqe_features(grey)
     mu_pristine, cov_pristine = _pristine_model()
     # MATLAB nanmean / nancov: per-feature mean ignoring NaN, covariance over complete rows.
-    mu = np.nanmean(features, axis=0)
     complete = features[~np.isnan(features).any(axis=1)]
+    if len(complete) < 2:
+        # A flat image (a black frame, say) has no texture to fit: MATLAB gives NaN, numpy's
+        # pseudo-inverse of a NaN covariance fails ("SVD did not converge").
+        raise ValueError(
+            f"NIQE undefined for a flat image ({len(complete)} of {len(features)} blocks "
+            "have texture, at least 2 needed)"
+        )
+    mu = np.nanmean(features, axis=0)
     cov = np.cov(complete, rowvar=False)
     difference = mu_pristine - mu
     distance = difference @ np.linalg.pinv((cov_pristine + cov) / 2) @ difference

@@ -141,7 +141,11 @@ def write_report(
             }
             for m in result.metrics
         },
-        "summary": summary,
+        # a count, not a mean: an integer in JSON as in metrics.csv
+        "summary": {
+            method: {k: int(v) if k == "n_images" else v for k, v in values.items()}
+            for method, values in summary.items()
+        },
         "notes": result.notes,
         "errors": result.errors,
     }
