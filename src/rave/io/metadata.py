@@ -33,6 +33,7 @@ __all__ = [
     "reset_exif_orientation",
     "reset_xmp_orientation",
     "set_exif_pixel_dimensions",
+    "set_xmp_pixel_dimensions",
     "strip_exif_prefix",
 ]
 
@@ -186,6 +187,28 @@ def reset_xmp_orientation(xmp: bytes) -> bytes:
     one, so the packet keeps its length and padding.
     """
     return _XMP_ORIENTATION.sub(rb"\g<1>1", xmp)
+
+
+_XMP_SIZE = re.compile(
+    rb"(((?:exif:PixelX|exif:PixelY)Dimension|tiff:Image(?:Width|Length))(?:=[\"']|>)\s*)[0-9]+"
+)
+_XMP_WIDTHS = (b"exif:PixelXDimension", b"tiff:ImageWidth")
+
+
+def set_xmp_pixel_dimensions(xmp: bytes, width: int, height: int) -> bytes:
+    """A copy of an XMP packet whose picture size says ``width`` x ``height``.
+
+    XMP repeats the EXIF size (``exif:PixelXDimension`` / ``exif:PixelYDimension``, and
+    ``tiff:ImageWidth`` / ``tiff:ImageLength`` where a raw converter wrote them); photo
+    managers that read XMP first would show the camera's stored size, sideways once the
+    pixels are turned upright. Only the numbers change (the packet may grow or shrink by a
+    digit, which every container takes); a packet without them is returned unchanged.
+    """
+
+    def size(found: re.Match[bytes]) -> bytes:
+        return found[1] + str(width if found[2] in _XMP_WIDTHS else height).encode()
+
+    return _XMP_SIZE.sub(size, xmp)
 
 
 def apply_orientation(pixels: np.ndarray, orientation: int) -> np.ndarray:

@@ -35,6 +35,7 @@ from rave.io.metadata import (
     reset_exif_orientation,
     reset_xmp_orientation,
     set_exif_pixel_dimensions,
+    set_xmp_pixel_dimensions,
 )
 from rave.io.pixel_limit import over_pixel_limit
 from rave.io.png_colour import PngColour, png_colour_from_info, png_colour_profile
@@ -105,7 +106,8 @@ class Photo:
             :func:`rave.io.write_photo` writes back to PNG as those chunks.
         exif: the EXIF block (JPEG ``Exif\\0\\0`` prefix included) with orientation reset
             to 1 and PixelXDimension / PixelYDimension set to the size of ``pixels``, or None.
-        xmp: the XMP packet (ratings, keywords, edits), or None.
+        xmp: the XMP packet (ratings, keywords, edits), or None; its orientation and
+            picture size (where it repeats them) as in ``exif``.
         dpi: the stored resolution in dots per inch ``(x, y)``, or None.
         lossless: the source is lossless WebP, so its WebP output should be lossless too
             (``write_photo(..., lossless=photo.lossless)``).
@@ -596,6 +598,8 @@ def _upright_photo(
         photo.exif = reset_exif_orientation(photo.exif)
         # Turned upright, a 6000 x 4000 camera picture is 4000 x 6000: the EXIF says so.
         photo.exif = set_exif_pixel_dimensions(photo.exif, pixels.shape[1], pixels.shape[0])
+    if photo.xmp is not None:
+        photo.xmp = set_xmp_pixel_dimensions(photo.xmp, pixels.shape[1], pixels.shape[0])
     photo.pixels = pixels
     for note in photo.notes:
         logger.info("%s: %s", printable(path), printable(note))

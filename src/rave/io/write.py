@@ -30,6 +30,7 @@ from rave.io.metadata import (
     png_header_end,
     png_metadata_chunks,
     set_exif_pixel_dimensions,
+    set_xmp_pixel_dimensions,
     strip_exif_prefix,
 )
 from rave.io.png_colour import png_colour_chunks, png_colour_in_profile
@@ -490,7 +491,8 @@ def write_photo(
             the descriptive IFD0 tags); orientation should say 1. Its PixelXDimension /
             PixelYDimension are set to the size of ``pixels``.
         quality: JPEG/WebP/HEIC quality, 1-100.
-        xmp: XMP packet to embed (JPEG, PNG, TIFF, WebP, HEIC).
+        xmp: XMP packet to embed (JPEG, PNG, TIFF, WebP, HEIC); the picture size it
+            repeats from EXIF, if any, is set like EXIF's.
         dpi: resolution in dots per inch to store (JPEG, PNG, TIFF).
         lossless: write WebP lossless (``quality`` is then ignored), as for a lossless
             WebP source (:attr:`rave.io.Photo.lossless`); the other formats ignore it.
@@ -542,6 +544,8 @@ def write_photo(
         # The EXIF's picture size must be this picture's (turned upright, or another size
         # than the camera's): viewers and photo managers show it as the photo's size.
         exif = set_exif_pixel_dimensions(exif, pixels.shape[1], pixels.shape[0])
+    if xmp:
+        xmp = set_xmp_pixel_dimensions(xmp, pixels.shape[1], pixels.shape[0])
     exif_bytes = strip_exif_prefix(exif) if exif else None
     parsed = _parsed_exif(exif_bytes, notes) if exif_bytes and fmt == "tif" else None
 
