@@ -332,14 +332,18 @@ def _convert_alpha(alpha: np.ndarray, dtype: np.dtype) -> np.ndarray:
 _PIL_MODES_KEPT = frozenset({"L", "LA", "RGB", "RGBA", "I;16"})
 
 
+# Colour (an ICC profile, or a PNG's sRGB / gAMA / cHRM chunks as Pillow reads them), EXIF
+# and resolution describe the enhanced pixels as they did the original's.
+_INFO_KEPT = ("icc_profile", "srgb", "gamma", "chromaticity", "exif", "dpi")
+
+
 def _carried_info(image: Image.Image) -> dict[str, object]:
-    """What an enhanced PIL image keeps of ``image.info``: its colour profile, EXIF (less
-    the thumbnail of the original, :func:`rave.io.metadata.drop_exif_thumbnail`) and dpi."""
+    """What an enhanced PIL image keeps of ``image.info``: its colour description
+    (``icc_profile``; ``srgb``, ``gamma``, ``chromaticity`` of a PNG), EXIF (less the
+    thumbnail of the original, :func:`rave.io.metadata.drop_exif_thumbnail`) and dpi."""
     from rave.io.metadata import drop_exif_thumbnail
 
-    kept: dict[str, object] = {
-        k: v for k, v in image.info.items() if k in ("icc_profile", "exif", "dpi")
-    }
+    kept: dict[str, object] = {k: v for k, v in image.info.items() if k in _INFO_KEPT}
     if isinstance(kept.get("exif"), bytes):
         kept["exif"] = drop_exif_thumbnail(cast(bytes, kept["exif"]))
     return kept
@@ -551,7 +555,8 @@ def enhance(
               ``CMYK`` too, relit in its own inks (its black kept; the network sees
               Pillow's RGB of it); ``1`` and other convertible modes are enhanced in
               RGB/L and converted back; palette images (``P``) come back as ``RGB``/``RGBA``.
-              ``info`` keeps ``icc_profile``, ``exif`` and ``dpi``. Pixels are taken as
+              ``info`` keeps ``icc_profile`` (or a PNG's ``srgb``, ``gamma`` and
+              ``chromaticity``), ``exif`` and ``dpi``. Pixels are taken as
               stored: EXIF orientation is not applied (``rave.io.read_photo`` does that).
             - a numpy array ``(H, W)``, ``(H, W, 1|2|3|4)`` (grey, grey + alpha, RGB,
               RGBA) of ``uint8``, ``uint16`` or float in [0, 1]: same shape and dtype.
