@@ -109,6 +109,24 @@ def test_size_the_camera_wrote_is_replaced_by_the_pictures(tmp_path: Path) -> No
     assert _stored_size(written) == (W, H)
 
 
+def test_xmp_repeating_the_size_is_turned_with_the_picture(
+    net: EnhancementNet, tmp_path: Path
+) -> None:
+    source = tmp_path / "edited.jpg"
+    xmp = (
+        b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF><rdf:Description tiff:Orientation="6" '
+        b'exif:PixelXDimension="40" exif:PixelYDimension="30" xmp:Rating="4"/>'
+        b"</rdf:RDF></x:xmpmeta>"
+    )
+    Image.fromarray(_dim_photo()).save(source, exif=_exif(6, W, H), xmp=xmp)
+    target = tmp_path / "enhanced.jpg"
+    rave.Enhancer(net, device="cpu", tile=None).enhance_file(source, target)
+    with Image.open(target) as result:
+        written = result.info["xmp"]
+    assert b'exif:PixelXDimension="30" exif:PixelYDimension="40"' in written
+    assert b'tiff:Orientation="1"' in written and b'xmp:Rating="4"' in written
+
+
 def test_only_the_two_values_change_in_the_exif_block() -> None:
     original = _exif(6, W, H)
     patched = set_exif_pixel_dimensions(original, 1234, 567)
@@ -427,6 +445,15 @@ def test_srgb_chunk_stays_an_srgb_chunk_and_bmp_says_what_it_loses(tmp_path: Pat
     photo = read_photo(wide)
     notes = write_photo(tmp_path / "wide.bmp", photo.pixels, icc_profile=photo.icc_profile)
     assert notes == ["ICC profile not written: BMP holds none, so viewers show the colours as sRGB"]
+
+
+def test_pil_image_keeps_its_png_colour_description(net: EnhancementNet, tmp_path: Path) -> None:
+    source = tmp_path / "adobe.png"
+    _png_with_chunks(source, _dim_photo(), [(b"cHRM", _ADOBE_CHRM), (b"gAMA", _GAMA_22)])
+    with Image.open(source) as image:
+        enhanced = rave.enhance(image, net, tile=None)
+        for key in ("gamma", "chromaticity"):
+            assert enhanced.info[key] == image.info[key]
 
 
 def test_chunks_that_describe_no_colour_space_are_dropped_with_a_note(tmp_path: Path) -> None:
