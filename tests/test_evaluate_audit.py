@@ -386,3 +386,27 @@ def test_summary_json_counts_images_as_integers(pair: dict[str, Path], tmp_path:
     summary = json.loads((out / "summary.json").read_text())["summary"]
     assert summary["pred"]["n_images"] == 2 and type(summary["pred"]["n_images"]) is int
     assert _rows(out / "metrics.csv")[0]["n_images"] == "2"
+
+
+def test_an_unreadable_input_costs_only_the_scores_that_need_it(
+    pair: dict[str, Path], tmp_path: Path
+) -> None:
+    """A corrupt --input file dropped its prediction's record, paired scores included (the
+    shadow lift needs the input, PSNR does not), and the method's means were then over a
+    different set of images than the others'."""
+    inputs = tmp_path / "inputs"
+    _save(inputs, "s1.png", _textured(seed=1) // 2)
+    (inputs / "s0.png").write_bytes(b"\x89PNG\r\n\x1a\n not a png")
+    result = evaluate_folders(
+        {"m": pair["pred"]},
+        reference=pair["gt"],
+        inputs=inputs,
+        use_lpips=False,
+        no_reference=False,
+    )
+    scored = {r["image"]: r for r in result.records if r["method"] == "m"}
+    assert set(scored) == {"s0", "s1"}
+    expected = 20 * math.log10(255 / 4)  # both predictions are their reference + 4 levels
+    assert all(r["psnr"] == pytest.approx(expected, abs=1e-6) for r in scored.values())
+    assert "shadow_mean_lift" not in scored["s0"] and "shadow_mean_lift" in scored["s1"]
+    assert len(result.errors) == 1 and str(inputs / "s0.png") in result.errors[0]

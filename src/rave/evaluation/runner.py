@@ -566,8 +566,16 @@ def _score_one(
         # prediction resized for --resize would score differently at its reference's size.
         record.update(scorers.unpaired(pred.pixels, path, result.notes))
         if inputs is not None and stem in inputs:
-            source = _read(inputs[stem], cache)
             record["input"] = str(inputs[stem])
+            try:
+                source = _read(inputs[stem], cache)
+            except ImageReadError as error:
+                # The input's own line says why (it is scored as the method "input"); the
+                # prediction keeps its scores, without the ones that need its input.
+                line = failure_line(inputs[stem], error)
+                if line not in result.errors:
+                    result.errors.append(line)
+                return record
             if source.pixels.shape == pred.pixels.shape:
                 lift = shadow_lift(source.pixels, pred.pixels)
                 record["shadow_mean_lift"] = lift.mean_lift
