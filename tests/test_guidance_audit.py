@@ -356,3 +356,93 @@ def test_residual_of_mixed_photo_files_matches_the_closed_form(tmp_path: Path) -
     assert (rv.num_backlit, rv.num_well_lit, rv.num_skipped) == (4, 3, 1)
     np.testing.assert_allclose(rv.residual.numpy(), r, atol=1e-5)
     assert rv.threshold == pytest.approx(float(v_w @ r), abs=1e-5)
+
+
+# --- what a residual file says about where it came from -----------------------------------
+
+
+def test_a_shifted_residual_file_says_it_was_shifted(tiny_clip, tmp_path: Path) -> None:
+    """Defect: `rave shift` wrote a file whose metadata (counts, file hash, creation time)
+    was the original's and said nothing of the removal: the two files could only be told
+    apart by comparing vectors."""
+    from rave.guidance.interpret import VocabEmbeddings
+    from rave.guidance.shift import remove_concepts, shift_residual
+
+    rv = _residual(tiny_clip.name, tiny_clip.embed_dim)
+    assert rv.derivation == ""
+    generator = torch.Generator().manual_seed(1)
+    vocab = VocabEmbeddings(
+        [f"t{i}</w>" for i in range(40)],
+        F.normalize(torch.randn(40, tiny_clip.embed_dim, generator=generator), dim=1),
+    )
+    shifted = shift_residual(rv, tiny_clip, 5, vocab=vocab)
+    both = remove_concepts(shifted, ["sunset", "beach"], tiny_clip)
+    path = tmp_path / "both.pt"
+    save_residual(both, path)
+    steps = load_residual(path).derivation.split("; ")
+    assert len(steps) == 2
+    assert "shifted" in steps[0] and "5 tokens" in steps[0] and "40 token-id" in steps[0]
+    assert steps[1] == "concepts removed: 'sunset', 'beach'"
+    # the rest of the record is the original's, the threshold is v_w . r'
+    back = load_residual(path)
+    assert (back.encoder, back.num_backlit, back.files_sha256) == (rv.encoder, 2, "0" * 64)
+    assert back.threshold == pytest.approx(float(back.mean_well_lit @ back.residual), abs=1e-6)
+
+
+def test_cli_shift_and_interpret_show_the_derivation(tiny_clip, tmp_path: Path) -> None:
+    from rave.cli import main
+
+    source, shifted = tmp_path / "r.pt", tmp_path / "s.pt"
+    save_residual(_residual(tiny_clip.name, tiny_clip.embed_dim), source)
+    args = ["shift", str(source), "--remove", "sunset", "-o", str(shifted), "-q"]
+    assert CliRunner().invoke(main, args).exit_code == 0
+    assert load_residual(shifted).derivation == "concepts removed: 'sunset'"
+    args = ["interpret", str(shifted), "--vocab-limit", "60", "--top", "3", "-q"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "concepts removed: 'sunset'" in result.output.splitlines()[0]
+
+
+def test_older_residual_files_without_the_new_keys_still_load(tmp_path: Path) -> None:
+    """Files written before ``data_sha256`` and ``derivation`` existed load with ``""``."""
+    path = tmp_path / "old.pt"
+    save_residual(_residual("stub", 4), path)
+    payload = torch.load(path, weights_only=True)
+    for key in ("data_sha256", "derivation"):
+        del payload[key]
+    torch.save(payload, path)
+    old = load_residual(path)
+    assert (old.data_sha256, old.derivation) == ("", "")
+    payload["derivation"] = 3
+    torch.save(payload, path)
+    with pytest.raises(ValueError, match="derivation"):
+        load_residual(path)
+
+
+def test_the_data_hash_follows_the_bytes_not_only_the_names(tmp_path: Path) -> None:
+    """Defect: the only fingerprint of the data was a hash of the file names, the same for
+    any two sets named 0001.png, 0002.png... ``data_sha256`` hashes each file's bytes too:
+    here checked against hashlib over the documented lines."""
+    import hashlib
+
+    def compute(root: Path) -> ResidualVector:
+        return compute_residual(root / "b", root / "w", MeanColourEncoder(), progress=False)
+
+    one, two, moved = tmp_path / "one", tmp_path / "two", tmp_path / "moved"
+    _flat(one / "b", [(10, 10, 10), (30, 20, 10)])
+    _flat(one / "w", [(200, 200, 200)])
+    _flat(two / "b", [(10, 10, 10), (31, 20, 10)])  # one byte of colour apart, same names
+    _flat(two / "w", [(200, 200, 200)])
+    _flat(moved / "b", [(10, 10, 10), (30, 20, 10)])  # the same files in another place
+    _flat(moved / "w", [(200, 200, 200)])
+    first, second, third = compute(one), compute(two), compute(moved)
+    assert first.files_sha256 == second.files_sha256  # names alike...
+    assert first.data_sha256 != second.data_sha256  # ...the data told apart
+    assert third.data_sha256 == first.data_sha256  # the same data recognised
+    assert torch.equal(third.residual, first.residual)  # and the same vector
+    lines = sorted(
+        f"{folder}/{path.name} {hashlib.sha256(path.read_bytes()).hexdigest()}"
+        for folder, sub in (("backlit", "b"), ("well_lit", "w"))
+        for path in (one / sub).iterdir()
+    )
+    assert first.data_sha256 == hashlib.sha256("\n".join(lines).encode()).hexdigest()

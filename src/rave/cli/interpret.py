@@ -193,6 +193,12 @@ def interpret_command(
         raise click.ClickException(str(err)) from None
 
     what = "residual vector" if kind == "residual" else "prompt direction (positive - negative)"
+    if kind == "residual":
+        from rave.guidance.residual import load_residual
+
+        # A shifted residual says so: its tokens are read after the removal.
+        derivation = load_residual(file).derivation
+        what += f" ({derivation})" if derivation else ""
     click.echo(
         f"{file}: {what} in {encoder.name}, {len(vocab.tokens)} vocabulary tokens "
         f"({vocabulary} vocabulary)"

@@ -12,6 +12,7 @@ reads it without running pickled code.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import math
@@ -60,8 +61,15 @@ class ResidualVector:
         num_well_lit: images used from the well-lit folder.
         num_skipped: files of either folder that could not be read as images.
         files_sha256: SHA-256 of the sorted list of the images used (``backlit/<name>`` and
-            ``well_lit/<name>`` lines), to tell which data a file came from.
+            ``well_lit/<name>`` lines): which file names it came from.
         created: creation time, ISO 8601 in UTC.
+        data_sha256: SHA-256 of the sorted ``backlit/<name> <sha256 of the file's bytes>``
+            (and ``well_lit/...``) lines: which data it came from, so that two sets named
+            alike (``0001.png``...) are told apart and the same images in another place
+            are recognised; ``""`` in files written before it was recorded.
+        derivation: what was done to the vector after it was computed (``rave shift``'s
+            steps, ``"; "``-separated, in order; a record for people, not parsed); ``""`` for
+            the residual as computed.
     """
 
     residual: Tensor
@@ -74,6 +82,13 @@ class ResidualVector:
     num_skipped: int
     files_sha256: str
     created: str
+    data_sha256: str = ""
+    derivation: str = ""
+
+    def derived(self, step: str, **changes: Any) -> ResidualVector:
+        """A copy with ``changes`` applied and ``step`` appended to :attr:`derivation`."""
+        derivation = f"{self.derivation}; {step}" if self.derivation else step
+        return dataclasses.replace(self, derivation=derivation, **changes)
 
     @property
     def cos_means(self) -> float:
@@ -179,8 +194,9 @@ def _embed_folder(
     batch_size: int,
     device: torch.device,
     progress: bool,
-) -> tuple[Tensor, list[str], int]:
-    """Normalised embeddings ``(N, D)`` float64 of the readable images, their names, #skipped."""
+) -> tuple[Tensor, list[str], list[str], int]:
+    """Normalised embeddings ``(N, D)`` float64 of the readable images, their names, the
+    SHA-256 of their bytes, and the number of files skipped."""
     from tqdm.auto import tqdm
 
     from rave.errors import describe_failure, is_rave_bug
@@ -192,6 +208,7 @@ def _embed_folder(
         logger.warning("%s (only the images directly inside a folder are used)", listed.subfolders)
     embeddings: list[Tensor] = []
     names: list[str] = []
+    digests: list[str] = []
     batch: list[Tensor] = []
     skipped = 0
 
@@ -204,6 +221,7 @@ def _embed_folder(
     for path in tqdm(files, desc=f"{label} images", unit="img", disable=not progress):
         try:
             image = _central_window(read_image(path))
+            digest = _file_sha256(path)
             # Crop each image to the encoder's input on its own, so any size batches up.
             batch.append(center_crop_resize(image[None], encoder.input_size)[0])
         except Exception as err:  # one file's failure is that file's line (bugs excepted)
@@ -214,6 +232,7 @@ def _embed_folder(
             logger.warning("skipped %s", printable(reason))
             continue
         names.append(path.name)
+        digests.append(digest)
         if len(batch) == batch_size:
             flush()
     if batch:
@@ -222,7 +241,16 @@ def _embed_folder(
         raise ValueError(f"no readable images in {folder} ({len(files)} files, {skipped} skipped)")
     if len(names) == 1:
         logger.warning("only one image in %s: the %s mean is a weak estimate", folder, label)
-    return torch.cat(embeddings), names, skipped
+    return torch.cat(embeddings), names, digests, skipped
+
+
+def _file_sha256(path: Path) -> str:
+    """SHA-256 (hex) of a file's bytes, read in chunks (a photo may be large)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def residual_from_embeddings(
@@ -304,10 +332,14 @@ def compute_residual(
     else:
         encoder = encoder.to(device)
     options: dict[str, Any] = {"batch_size": batch_size, "device": device, "progress": progress}
-    backlit, names_b, skipped_b = _embed_folder(listed_b, encoder, **options)
-    well_lit, names_w, skipped_w = _embed_folder(listed_w, encoder, **options)
+    backlit, names_b, digests_b, skipped_b = _embed_folder(listed_b, encoder, **options)
+    well_lit, names_w, digests_w, skipped_w = _embed_folder(listed_w, encoder, **options)
     r, thr, v_w, v_b = residual_from_embeddings(backlit, well_lit)
     listing = sorted([f"backlit/{n}" for n in names_b] + [f"well_lit/{n}" for n in names_w])
+    contents = sorted(
+        [f"backlit/{n} {d}" for n, d in zip(names_b, digests_b, strict=True)]
+        + [f"well_lit/{n} {d}" for n, d in zip(names_w, digests_w, strict=True)]
+    )
     return ResidualVector(
         residual=r.float(),
         threshold=thr,
@@ -319,6 +351,7 @@ def compute_residual(
         num_skipped=skipped_b + skipped_w,
         files_sha256=hashlib.sha256("\n".join(listing).encode()).hexdigest(),
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        data_sha256=hashlib.sha256("\n".join(contents).encode()).hexdigest(),
     )
 
 
@@ -350,6 +383,9 @@ def save_residual(rv: ResidualVector, path: str | Path, *, overwrite: bool = Fal
         "num_skipped": int(rv.num_skipped),
         "files_sha256": rv.files_sha256,
         "created": rv.created,
+        # Optional keys (version 1 files may lack them; older readers ignore them).
+        "data_sha256": rv.data_sha256,
+        "derivation": rv.derivation,
     }
     atomic_write(
         path,
@@ -426,6 +462,11 @@ def load_residual(path: str | Path) -> ResidualVector:
         if not isinstance(payload.get(key), kind):
             raise ValueError(f"{path}: '{key}' missing or not a {kind.__name__}")
         fields[key] = payload[key]
+    for key in ("data_sha256", "derivation"):  # optional: absent from older files
+        value = payload.get(key, "")
+        if not isinstance(value, str):
+            raise ValueError(f"{path}: '{key}' is not a str")
+        fields[key] = value
     return ResidualVector(
         residual=residual, threshold=threshold, mean_well_lit=mean_w, mean_backlit=mean_b, **fields
     )

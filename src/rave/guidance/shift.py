@@ -140,10 +140,15 @@ def project_out(residual: Tensor, directions: Tensor) -> Tensor:
     return (remainder / norm).to(residual.dtype)
 
 
-def _with_residual(rv: Any, new_residual: Tensor) -> Any:
+def _with_residual(rv: Any, new_residual: Tensor, step: str) -> Any:
+    """A copy of ``rv`` with ``new_residual``, ``thr = v_w . r'``, and ``step`` recorded in its
+    derivation (a shifted file says so: its other metadata is the original's)."""
     v_w = F.normalize(rv.mean_well_lit.double(), dim=0)
     threshold = float(v_w @ new_residual.double())
-    return dataclasses.replace(rv, residual=new_residual.to(rv.residual.dtype), threshold=threshold)
+    changes = {"residual": new_residual.to(rv.residual.dtype), "threshold": threshold}
+    if hasattr(rv, "derived"):
+        return rv.derived(step, **changes)
+    return dataclasses.replace(rv, **changes)
 
 
 def _check_encoder(rv: Any, encoder: Any) -> None:
@@ -186,11 +191,14 @@ def shift_residual(
         vocab = build_vocabulary(encoder, vocabulary, limit=vocab_limit, progress=progress)
     u = bias_direction(rv.residual.float().cpu(), vocab.embeddings, top_k, norms=vocab.norms)
     shifted = project_out(rv.residual.float().cpu(), u)
-    logger.info(
-        "shifted residual: cos(r, r') = %.4f",
-        float(shifted @ F.normalize(rv.residual.float().cpu(), dim=0)),
+    cos = float(shifted @ F.normalize(rv.residual.float().cpu(), dim=0))
+    logger.info("shifted residual: cos(r, r') = %.4f", cos)
+    kind = "decoded" if vocab.decoded else "token-id"
+    step = (
+        f"shifted: direction of the {top_k} tokens at each end removed "
+        f"({len(vocab.tokens)} {kind} vocabulary entries, cos(r, r') = {cos:.4f})"
     )
-    return _with_residual(rv, shifted)
+    return _with_residual(rv, shifted, step)
 
 
 def remove_concepts(rv: Any, texts: Sequence[str], encoder: Any) -> Any:
@@ -209,4 +217,5 @@ def remove_concepts(rv: Any, texts: Sequence[str], encoder: Any) -> Any:
     if not texts:
         raise ValueError("no concepts to remove (empty texts)")
     directions = encode_texts(encoder, texts)
-    return _with_residual(rv, project_out(rv.residual.float().cpu(), directions))
+    step = "concepts removed: " + ", ".join(repr(t) for t in texts)
+    return _with_residual(rv, project_out(rv.residual.float().cpu(), directions), step)
