@@ -213,7 +213,10 @@ def _run_models(
     "--no-nr", "no_nr", is_flag=True, help="Skip the no-reference metrics (NIQE, BRISQUE)."
 )
 @click.option(
-    "--resize", is_flag=True, help="Resize predictions to their reference's size when sizes differ."
+    "--resize",
+    is_flag=True,
+    help="Resize predictions to their reference's size for the paired metrics when sizes "
+    "differ (no-reference metrics score the file as it is).",
 )
 @click.option(
     "--skip-unmatched",

@@ -30,6 +30,7 @@ import numpy as np
 from rave.evaluation.niqe import (
     _GAMMA_GRID,
     _gaussian_window,
+    _r_gamma,  # the AGGD moment ratio over the shape grid, NIQE's and BRISQUE's alike
     matlab_imresize_half,
     matlab_rgb2gray,
 )
@@ -47,14 +48,6 @@ def _ggd_ratio() -> np.ndarray:
     return gamma(1 / g) * gamma(3 / g) / gamma(2 / g) ** 2
 
 
-@functools.lru_cache(maxsize=1)
-def _aggd_ratio() -> np.ndarray:
-    from scipy.special import gamma
-
-    g = _GAMMA_GRID
-    return gamma(2 / g) ** 2 / (gamma(1 / g) * gamma(3 / g))
-
-
 def _ggd(values: np.ndarray) -> tuple[float, float]:
     """Symmetric generalised Gaussian fit: (shape, variance)."""
     variance = float(np.mean(values**2))
@@ -69,7 +62,7 @@ def _aggd(values: np.ndarray) -> tuple[float, float, float]:
     gamma_hat = left / right
     r_hat = float(np.mean(np.abs(values))) ** 2 / float(np.mean(values**2))
     r_hat_norm = r_hat * (gamma_hat**3 + 1) * (gamma_hat + 1) / (gamma_hat**2 + 1) ** 2
-    return float(_GAMMA_GRID[np.argmin((_aggd_ratio() - r_hat_norm) ** 2)]), left, right
+    return float(_GAMMA_GRID[np.argmin((_r_gamma() - r_hat_norm) ** 2)]), left, right
 
 
 def brisque_features(grey: np.ndarray) -> np.ndarray:
