@@ -410,3 +410,18 @@ def test_an_unreadable_input_costs_only_the_scores_that_need_it(
     assert all(r["psnr"] == pytest.approx(expected, abs=1e-6) for r in scored.values())
     assert "shadow_mean_lift" not in scored["s0"] and "shadow_mean_lift" in scored["s1"]
     assert len(result.errors) == 1 and str(inputs / "s0.png") in result.errors[0]
+
+
+def test_quiet_still_shows_the_reference_matchings_warnings(tmp_path: Path) -> None:
+    """-q promises "errors, warnings and results are still shown", but --match reference's
+    warnings (a prediction scored against a file whose name merely contains its own) were
+    notes, hidden by -q."""
+    gt = _textured()
+    _save(tmp_path / "gt", "1152.png", gt)
+    _save(tmp_path / "pred", "152.png", gt)
+    args = ["--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt"), "--no-nr"]
+    result = _run(*args, "--no-lpips", "--match", "reference", "-q")
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.output.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 1 and "152.png scored against 1152.png" in warnings[0]
+    assert "note:" not in result.output

@@ -392,8 +392,11 @@ def _evaluate(
     result.notes[:0] = model_notes
     # Notes and errors quote file names: escaped, so that none can forge a line or move the
     # cursor on the terminal (printable leaves already escaped text as it is).
-    for note in dict.fromkeys(result.notes) if not quiet else ():
-        click.echo(f"note: {printable(note)}", err=True)
+    for note in dict.fromkeys(result.notes):
+        if note.startswith("warning: "):  # a pairing to check (--match reference): even -q
+            click.echo(printable(note), err=True)
+        elif not quiet:
+            click.echo(f"note: {printable(note)}", err=True)
     if result.records:
         click.echo(format_table(result))
     # A report of nothing would replace (with --overwrite) a real one, or pass for results.
