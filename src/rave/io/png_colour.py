@@ -45,6 +45,7 @@ _BRADFORD = np.array(
     [[0.8951, 0.2664, -0.1614], [-0.7502, 1.7135, 0.0367], [0.0389, -0.0685, 1.0296]]
 )
 _CURVE_ENTRIES = 1024
+_S15_LIMIT = 32767.0  # s15Fixed16 numbers (XYZ in a profile) lie within +-32768
 
 
 @dataclass(frozen=True)
@@ -120,7 +121,8 @@ def png_colour_profile(colour: PngColour, *, grey: bool) -> bytes | None:
 
     Returns:
         The profile, or None when the values are not a colour space: a gamma of 0, a
-        chromaticity with ``y = 0`` or outside the unit square, or primaries on a line.
+        chromaticity with ``y = 0`` or outside the unit square, primaries on a line, or
+        XYZ values too large for a profile (a ``y`` near 0).
     """
     if colour.srgb_intent is not None:
         curve = _srgb_curve()
@@ -134,6 +136,8 @@ def png_colour_profile(colour: PngColour, *, grey: bool) -> bytes | None:
     if (xy[:, 1] <= 0).any() or (xy < 0).any() or (xy.sum(axis=1) > 1).any():
         return None
     white = _xyz(xy[0])
+    if not (np.abs(white).max() < _S15_LIMIT):
+        return None  # a white point y near 0: XYZ beyond what a profile can hold
     tags: list[tuple[bytes, bytes]] = [
         (b"desc", _text_description(colour.describe())),
         (b"cprt", b"text\0\0\0\0No copyright, use freely\0"),
@@ -147,6 +151,8 @@ def png_colour_profile(colour: PngColour, *, grey: bool) -> bytes | None:
             return None
         to_xyz = primaries * np.linalg.solve(primaries, white)  # each column scaled
         colorants = _bradford(white) @ to_xyz  # as seen under D50, as ICC wants them
+        if not (np.isfinite(colorants).all() and np.abs(colorants).max() < _S15_LIMIT):
+            return None  # primaries nearly on a line, or a y near 0
         tags += [
             (b"rXYZ", _xyz_type(colorants[:, 0])),
             (b"gXYZ", _xyz_type(colorants[:, 1])),
