@@ -160,6 +160,25 @@ def test_grey_tensor_comes_back_grey_as_its_rgb_replication(
     torch.testing.assert_close(result.reshape(-1, 1, H, W), rgb[:, :1], rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+def test_grey_array_is_its_rgb_replication_too(net: EnhancementNet, dtype: type) -> None:
+    """(H, W) arrays were taken already: the same property, at every sample type."""
+    grey8 = _dim_photo()[..., 0]
+    grey = {np.uint8: grey8, np.uint16: grey8.astype(np.uint16) * 257}.get(
+        dtype, (grey8 / 255).astype(np.float32)
+    )
+    result = rave.enhance(grey, net, tile=None, strength=0.5)
+    assert result.shape == grey.shape and result.dtype == grey.dtype
+    rgb = rave.enhance(np.repeat(grey[:, :, None], 3, axis=2), net, tile=None, strength=0.5)
+    np.testing.assert_array_equal(rgb[:, :, 0], rgb[:, :, 1])
+    np.testing.assert_array_equal(rgb[:, :, 1], rgb[:, :, 2])
+    # The same values up to float noise of two memory layouts (a code where it rounds).
+    tolerance = 1e-6 if dtype == np.float32 else 1
+    np.testing.assert_allclose(
+        result.astype(np.float64), rgb[:, :, 0].astype(np.float64), rtol=0, atol=tolerance
+    )
+
+
 def test_grey_tensor_keeps_dtype_and_an_empty_batch(net: EnhancementNet) -> None:
     grey = torch.full((1, 1, H, W), 0.2, dtype=torch.float64)
     assert rave.enhance(grey, net, tile=None).dtype == torch.float64
@@ -456,12 +475,26 @@ def test_pil_image_keeps_its_png_colour_description(net: EnhancementNet, tmp_pat
             assert enhanced.info[key] == image.info[key]
 
 
-def test_chunks_that_describe_no_colour_space_are_dropped_with_a_note(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("chunk", "named"),
+    [
+        ((b"gAMA", struct.pack(">I", 0)), "gAMA 0"),
+        # A white point with y = 0.00001: its XYZ is beyond what a profile holds.
+        ((b"cHRM", struct.pack(">8I", 31270, 1, 64000, 33000, 30000, 60000, 15000, 6000)),
+         "cHRM 31270 1 64000"),
+        ((b"cHRM", struct.pack(">8I", 31270, 32900, 10000, 10000, 20000, 20000, 30000, 30000)),
+         "cHRM 31270 32900 10000"),  # primaries on a line
+    ],
+)  # fmt: skip
+def test_chunks_that_describe_no_colour_space_are_dropped_with_a_note(
+    tmp_path: Path, chunk: tuple[bytes, bytes], named: str
+) -> None:
     source = tmp_path / "bad.png"
-    _png_with_chunks(source, _dim_photo(), [(b"gAMA", struct.pack(">I", 0))])
-    photo = read_photo(source)
+    _png_with_chunks(source, _dim_photo(), [chunk])
+    photo = read_photo(source)  # read all the same
     assert photo.icc_profile is None
-    assert any("PNG colour chunks dropped (gAMA 0)" in note for note in photo.notes)
+    assert any(f"PNG colour chunks dropped ({named}" in note for note in photo.notes)
+    write_photo(tmp_path / "out.jpg", photo.pixels, icc_profile=photo.icc_profile)
 
 
 def test_an_iccp_profile_wins_over_the_chunks_and_only_rebuilt_profiles_turn_back(
