@@ -425,3 +425,30 @@ def test_quiet_still_shows_the_reference_matchings_warnings(tmp_path: Path) -> N
     warnings = [line for line in result.output.splitlines() if line.startswith("warning: ")]
     assert len(warnings) == 1 and "152.png scored against 1152.png" in warnings[0]
     assert "note:" not in result.output
+
+
+def test_a_report_that_cannot_be_written_is_one_error_line(
+    pair: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk while writing the report escaped as a traceback (OSError from
+    atomic_write, naming nothing the user asked for)."""
+    import errno
+
+    from rave.evaluation import report
+
+    def full(path: Path, data: bytes) -> None:
+        if path.name == "summary.json":
+            raise OSError(errno.ENOSPC, "No space left on device", str(path.parent / ".tmp"))
+        path.write_bytes(data)
+
+    monkeypatch.setattr(report, "atomic_write", full)
+    out = tmp_path / "out"
+    args = ["--pred", str(pair["pred"]), "--gt", str(pair["gt"]), "--no-nr", "--no-lpips"]
+    result = _run(*args, "-o", str(out))
+    assert result.exit_code == 1
+    lines = [line for line in result.output.splitlines() if "summary.json" in line]
+    assert lines == [
+        f"Error: cannot write {out / 'summary.json'} (no space left on device); "
+        f"the report in {out} is incomplete"
+    ]
+    assert "Traceback" not in result.output

@@ -355,7 +355,7 @@ def _evaluate(
         SystemExit: 1 when some image could not be scored, or none could.
     """
     from rave.cli._batch import Interrupted
-    from rave.evaluation.report import format_table, write_report
+    from rave.evaluation.report import ReportWriteError, format_table, write_report
     from rave.evaluation.runner import EvaluationError, evaluate_folders
     from rave.io.printable import printable
 
@@ -399,6 +399,7 @@ def _evaluate(
             click.echo(f"note: {printable(note)}", err=True)
     if result.records:
         click.echo(format_table(result))
+    errors = list(dict.fromkeys(model_errors + result.errors))  # an unreadable input: once
     # A report of nothing would replace (with --overwrite) a real one, or pass for results.
     if out is not None and result.records:
         try:
@@ -413,9 +414,14 @@ def _evaluate(
                 err=True,
             )
             raise SystemExit(error.exit_status if isinstance(error, Interrupted) else 130) from None
+        except ReportWriteError as error:  # disk full, permissions: one line, no traceback
+            for line in errors:  # the scores' own problems are still said
+                click.echo(f"error: {printable(line)}", err=True)
+            raise click.ClickException(
+                f"{error}; the report in {printable(out)} is incomplete"
+            ) from None
         if not quiet:
             click.echo(f"wrote {', '.join(printable(p) for p in paths.values())}", err=True)
-    errors = list(dict.fromkeys(model_errors + result.errors))  # an unreadable input: once
     for error in errors:
         click.echo(f"error: {printable(error)}", err=True)
     if not result.records:

@@ -25,7 +25,28 @@ import numpy as np
 from rave.evaluation.runner import METRICS, EvaluationResult
 from rave.io.atomic import atomic_write
 
-__all__ = ["format_table", "write_report"]
+__all__ = ["ReportWriteError", "format_table", "write_report"]
+
+
+class ReportWriteError(Exception):
+    """A report file that could not be written (disk full, permissions); ``str()`` is one
+    line naming the file, not rave's temporary one."""
+
+    def __init__(self, path: Path, error: OSError) -> None:
+        from rave.errors import os_reason
+        from rave.io.printable import printable
+
+        super().__init__(f"cannot write {printable(path)} ({os_reason(error)})")
+        self.path = path
+
+
+def _write(path: Path, data: bytes) -> None:
+    """:func:`atomic_write`, its OSError as a :class:`ReportWriteError` naming ``path``."""
+    try:
+        atomic_write(path, data)
+    except OSError as error:
+        raise ReportWriteError(path, error) from error
+
 
 PROTOCOL_NOTES = {
     "reference": (
@@ -100,7 +121,11 @@ def write_report(
     max_report_images: int = 100,
     thumbnail_size: int = 256,
 ) -> dict[str, Path]:
-    """Write the CSV, JSON and HTML files; returns their paths by kind."""
+    """Write the CSV, JSON, HTML and JPEG files; returns their paths by kind.
+
+    Raises:
+        ReportWriteError: a file could not be written (those before it were).
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     summary = result.summary()
@@ -111,7 +136,7 @@ def write_report(
         "report": out / "report.html",
         "grid": out / "grid.jpg",
     }
-    atomic_write(
+    _write(
         paths["metrics"],
         _csv_bytes(
             ["method", "n_images", *result.metrics],
@@ -119,7 +144,7 @@ def write_report(
         ),
     )
     extra = ["path", "reference", "input"]
-    atomic_write(
+    _write(
         paths["per_image"],
         _csv_bytes(
             ["method", "image", *result.metrics, *extra],
@@ -149,11 +174,11 @@ def write_report(
         "notes": result.notes,
         "errors": result.errors,
     }
-    atomic_write(paths["summary"], json.dumps(_json_safe(document), indent=2).encode())
+    _write(paths["summary"], json.dumps(_json_safe(document), indent=2).encode())
     rows = _grid_rows(result)[:max_report_images]
     thumbs = _Thumbnails(thumbnail_size)
-    atomic_write(paths["report"], _html(result, summary, rows, thumbs, protocol).encode())
-    atomic_write(paths["grid"], _grid_jpeg(result, rows[:12], thumbs))
+    _write(paths["report"], _html(result, summary, rows, thumbs, protocol).encode())
+    _write(paths["grid"], _grid_jpeg(result, rows[:12], thumbs))
     return paths
 
 
