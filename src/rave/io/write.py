@@ -538,7 +538,7 @@ def write_photo(
     ):
         pixels, icc_profile = _grey_to_srgb(pixels, icc_profile, fmt, notes)
     if icc_profile and fmt == "bmp" and not _is_png_srgb(icc_profile):
-        # Untagged pixels are taken as sRGB: say so, rather than let the colours change.
+        # Viewers take untagged pixels as sRGB: a wider colour space would look dull. Say so.
         notes.append("ICC profile not written: BMP holds none, so viewers show the colours as sRGB")
     if exif:
         # The EXIF's picture size must be this picture's (turned upright, or another size
