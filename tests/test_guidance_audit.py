@@ -446,3 +446,48 @@ def test_the_data_hash_follows_the_bytes_not_only_the_names(tmp_path: Path) -> N
         for path in (one / sub).iterdir()
     )
     assert first.data_sha256 == hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+# --- the bar chart draws every token as written ---------------------------------------------
+
+
+def test_plot_of_dollar_tokens_is_drawn_not_parsed_as_a_formula(tmp_path: Path) -> None:
+    """Defect: CLIP's vocabulary holds ``$$`` (and ``$$$``): as a tick label matplotlib read
+    it as a mathtext formula and the chart ended in a ParseException, after the vocabulary
+    had been encoded."""
+    from rave.guidance.interpret import TokenRanking, _ranking_figure, plot_ranking
+
+    ranking = TokenRanking(
+        most=[("$$</w>", 0.3), ("$x$</w>", 0.2)], least=[("^_", -0.2), ("$", -0.1)]
+    )
+    plot = tmp_path / "tokens.png"
+    plot_ranking(ranking, plot, title="$r$.pt")
+    assert plot.read_bytes()[:8] == PNG_SIGNATURE
+    figure = _ranking_figure(ranking, "t", lambda token: token)
+    texts = [label.get_text() for label in figure.axes[0].get_yticklabels()]
+    assert texts == ["$$</w>", "$x$</w>"]
+
+
+def test_plot_labels_the_font_cannot_draw_are_escaped(tmp_path: Path) -> None:
+    """Defect: CJK pieces of the vocabulary were drawn as empty boxes (two different
+    tokens looked the same) and each printed a 'Glyph ... missing' warning."""
+    import warnings
+
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    from rave.guidance.interpret import TokenRanking, _ranking_figure, plot_ranking
+
+    ranking = TokenRanking(
+        most=[("\u3042\u3044 ", 0.3), ("caf\u00e9 ", 0.2)], least=[("\u4e2d", -0.2), ("x", -0.1)]
+    )
+    # DejaVu Sans ships with matplotlib (the same font everywhere): Latin-1, no kana or hanzi
+    with matplotlib.rc_context({"font.family": "DejaVu Sans"}), warnings.catch_warnings():
+        warnings.simplefilter("error")  # a missing glyph is a UserWarning
+        plot_ranking(ranking, tmp_path / "t.png", title="t", label=repr)
+        figure = _ranking_figure(ranking, "t", repr)
+    most = [label.get_text() for label in figure.axes[0].get_yticklabels()]
+    least = [label.get_text() for label in figure.axes[1].get_yticklabels()]
+    plt.close(figure)
+    assert most == ["'\\u3042\\u3044 '", "'caf\u00e9 '"]
+    assert least == ["'\\u4e2d'", "'x'"]

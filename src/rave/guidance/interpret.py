@@ -464,6 +464,7 @@ def _ranking_figure(ranking: TokenRanking, title: str, label: Callable[[str], st
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
+    drawable = _drawable_text()
     rows = max(len(ranking.most), len(ranking.least))
     fig, axes = plt.subplots(1, 2, figsize=(10, 0.3 * rows + 1.5), constrained_layout=True)
     panels = (
@@ -483,9 +484,10 @@ def _ranking_figure(ranking: TokenRanking, title: str, label: Callable[[str], st
         (spans[1][1] - width - margin, spans[1][1] + margin),
     )
     for (axis, items, heading, colour), xlim in zip(panels, limits, strict=True):
-        names = [label(t) for t, _ in items]
+        names = [drawable(label(t)) for t, _ in items]
         axis.barh(range(len(items)), [s for _, s in items], color=colour)
-        axis.set_yticks(range(len(items)), names)
+        # parse_math=False: tokens such as "$$" are text, not a mathtext formula to parse
+        axis.set_yticks(range(len(items)), names, parse_math=False)
         axis.invert_yaxis()
         axis.set_xlim(*xlim)
         # Few ticks: a dozen long negative labels ran into each other in a 5-inch panel.
@@ -494,5 +496,33 @@ def _ranking_figure(ranking: TokenRanking, title: str, label: Callable[[str], st
         axis.set_title(heading)
         axis.axvline(0.0, color="black", linewidth=0.5)
     if title:
-        fig.suptitle(title)
+        fig.suptitle(drawable(title), parse_math=False)
     return fig
+
+
+def _drawable_text() -> Callable[[str], str]:
+    """A function that writes the characters the plot's fonts lack as ``\\uXXXX`` escapes.
+
+    CLIP's vocabulary holds CJK, Thai, emoji... pieces that matplotlib's default font does
+    not have: drawn as they are they became empty boxes (two tokens indistinguishable) and
+    each printed a ``Glyph ... missing from font`` warning on the terminal.
+    """
+    from matplotlib.font_manager import FontProperties, findfont, fontManager, get_font
+
+    props = FontProperties()
+    find_all = getattr(fontManager, "_find_fonts_by_props", None)  # the fallback chain
+    paths = find_all(props) if find_all is not None else [findfont(props)]
+    fonts = [get_font(path) for path in paths]
+
+    def has_glyph(char: str) -> bool:
+        return any(font.get_char_index(ord(char)) for font in fonts)
+
+    def drawable(text: str) -> str:
+        return "".join(
+            char
+            if char == " " or (char.isprintable() and has_glyph(char))
+            else char.encode("unicode_escape").decode("ascii")
+            for char in text
+        )
+
+    return drawable
