@@ -156,7 +156,7 @@ def test_bad_inputs_raise(net: EnhancementNet) -> None:
     with pytest.raises(ValueError, match="float"):
         rave.enhance(torch.zeros(3, H, W, dtype=torch.uint8), net)
     with pytest.raises(ValueError, match=r"\(3, H, W\)"):
-        rave.enhance(torch.zeros(1, H, W), net)
+        rave.enhance(torch.zeros(2, H, W), net)  # grey (1, H, W) is accepted
     with pytest.raises(ValueError, match="uint8, uint16 or float"):
         rave.enhance(np.zeros((H, W, 3), np.int32), net)
     with pytest.raises(TypeError, match="PIL image, numpy array, torch tensor or file path"):
