@@ -491,3 +491,20 @@ def test_plot_labels_the_font_cannot_draw_are_escaped(tmp_path: Path) -> None:
     plt.close(figure)
     assert most == ["'\\u3042\\u3044 '", "'caf\u00e9 '"]
     assert least == ["'\\u4e2d'", "'x'"]
+
+
+def test_control_character_tokens_are_shown_escaped() -> None:
+    """Defect: 105 single-byte tokens of CLIP's vocabulary decode to control characters
+    (newline, ESC, backspace...), which `rave interpret --vocab token-ids` and `rave shift`
+    printed raw: a newline split the table, an ESC reached the terminal."""
+    from open_clip.tokenizer import SimpleTokenizer, bytes_to_unicode
+
+    from rave.guidance.interpret import display_token, vocabulary
+
+    stand_in = bytes_to_unicode()  # byte -> the printable character BPE shows it as
+    assert display_token(stand_in[10]) == "\\n-"  # a piece: trailing "-"
+    assert display_token(stand_in[27] + "</w>") == "\\x1b"
+    assert display_token("sunset</w>") == "sunset"
+    assert display_token(stand_in[0xC3] + stand_in[0xA9] + "</w>") == "\u00e9"  # UTF-8 é
+    shown = [display_token(token) for token in vocabulary(SimpleTokenizer())]
+    assert all(text.isprintable() for text in shown)

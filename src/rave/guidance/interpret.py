@@ -130,7 +130,9 @@ def display_token(token: str) -> str:
 
     CLIP's BPE works on bytes shown as printable stand-in characters; they are mapped back to
     UTF-8 text (``"Ã©</w>"`` is ``"é"``). A word end loses ``</w>``; a piece that does not
-    end a word gets a trailing ``-``.
+    end a word gets a trailing ``-``. Control characters (105 single-byte tokens decode to
+    one: newline, ESC, backspace...) are shown escaped (``"\\n-"``), so that a ranking
+    printed on a terminal keeps its lines and cannot send it escape sequences.
     """
     if token.startswith("<") and token.endswith("_of_text>"):
         return token
@@ -138,6 +140,10 @@ def display_token(token: str) -> str:
     body = token[: -len(_WORD_END)] if word_end else token
     decoder = _byte_decoder()
     text = bytes(decoder.get(c, ord("?")) for c in body).decode("utf-8", errors="replace")
+    text = "".join(
+        c if c.isprintable() or c == " " else c.encode("unicode_escape").decode("ascii")
+        for c in text
+    )
     return text if word_end else text + "-"
 
 
