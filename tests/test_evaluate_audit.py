@@ -452,3 +452,27 @@ def test_a_report_that_cannot_be_written_is_one_error_line(
         f"the report in {out} is incomplete"
     ]
     assert "Traceback" not in result.output
+
+
+def test_a_file_name_that_is_not_utf8_is_escaped_in_the_report(tmp_path: Path) -> None:
+    """A file name with a byte that is not UTF-8 (Linux allows any bytes) crashed the report
+    with UnicodeEncodeError ("surrogates not allowed") after every image had been scored."""
+    import json
+    import os
+
+    name = os.fsdecode(b"\xff\xfe.png")
+    gt = _textured()
+    try:
+        _save(tmp_path / "gt", name, gt)
+    except (OSError, UnicodeError):  # a file system that takes UTF-8 names only
+        pytest.skip("this file system refuses a name that is not UTF-8")
+    _save(tmp_path / "pred", name, gt + np.uint8(4))
+    out = tmp_path / "out"
+    args = ["--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt"), "--no-nr"]
+    result = _run(*args, "--no-lpips", "-o", str(out))
+    assert result.exit_code == 0, result.output
+    rows = _rows(out / "per_image.csv")
+    assert [row["image"] for row in rows] == ["\\xff\\xfe"]
+    assert float(rows[0]["psnr"]) == pytest.approx(20 * math.log10(255 / 4), abs=1e-6)
+    assert "\\xff\\xfe" in (out / "report.html").read_text(encoding="utf-8")
+    json.loads((out / "summary.json").read_text(encoding="utf-8"))

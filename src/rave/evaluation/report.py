@@ -24,6 +24,7 @@ import numpy as np
 
 from rave.evaluation.runner import METRICS, EvaluationResult
 from rave.io.atomic import atomic_write
+from rave.io.printable import printable
 
 __all__ = ["ReportWriteError", "format_table", "write_report"]
 
@@ -82,7 +83,8 @@ def format_table(result: EvaluationResult) -> str:
     summary = result.summary()
     header = ["method", "n", *(METRICS[m].label for m in result.metrics)]
     rows = [
-        [method, str(int(values["n_images"])), *(_fmt(values[m]) for m in result.metrics)]
+        [printable(method), str(int(values["n_images"]))]
+        + [_fmt(values[m]) for m in result.metrics]
         for method, values in summary.items()
     ]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
@@ -94,20 +96,31 @@ def format_table(result: EvaluationResult) -> str:
     return "\n".join(lines)
 
 
+def _cell(value: Any) -> Any:
+    """A CSV cell: NaN empty; text (file names come from outside rave) escaped, so that an
+    undecodable byte, which UTF-8 cannot encode, becomes ``\\xNN`` and a line break cannot
+    split a row."""
+    if isinstance(value, float) and math.isnan(value):
+        return ""
+    return printable(value) if isinstance(value, str) else value
+
+
 def _csv_bytes(header: list[str], rows: list[list[Any]]) -> bytes:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
     for row in rows:
-        writer.writerow(["" if isinstance(v, float) and math.isnan(v) else v for v in row])
+        writer.writerow([_cell(v) for v in row])
     return buffer.getvalue().encode()
 
 
 def _json_safe(value: Any) -> Any:
+    if isinstance(value, str):
+        return printable(value)  # an undecodable byte in a file name: \xNN, valid JSON text
     if isinstance(value, float) and not math.isfinite(value):
         return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {printable(k): _json_safe(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_json_safe(v) for v in value]
     return value
@@ -274,7 +287,9 @@ def _html(
     thumbs: _Thumbnails,
     protocol: str,
 ) -> str:
-    esc = html.escape
+    def esc(text: str) -> str:
+        return html.escape(printable(text))
+
     best: dict[str, float] = {}
     for name in result.metrics:
         values = [v[name] for m, v in summary.items() if m != "input" and not math.isnan(v[name])]
@@ -354,7 +369,8 @@ def _grid_jpeg(
             picture = thumbs.image(path)
             canvas.paste(picture, (c * cell + (cell - picture.width) // 2, top))
             first = scores.split(" | ")[0] if scores else ""
-            draw.text((c * cell + 4, top + height - caption + 2), f"{stem}: {title}", fill="black")
+            label = printable(f"{stem}: {title}")
+            draw.text((c * cell + 4, top + height - caption + 2), label, fill="black")
             draw.text((c * cell + 4, top + height - caption + 14), first, fill="black")
         top += height
     buffer = io.BytesIO()
