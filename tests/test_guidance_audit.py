@@ -508,3 +508,29 @@ def test_control_character_tokens_are_shown_escaped() -> None:
     assert display_token(stand_in[0xC3] + stand_in[0xA9] + "</w>") == "\u00e9"  # UTF-8 é
     shown = [display_token(token) for token in vocabulary(SimpleTokenizer())]
     assert all(text.isprintable() for text in shown)
+
+
+# --- the caller's encoder is left where it is ---------------------------------------------
+
+
+def test_an_encoder_object_is_not_moved_by_default(tmp_path: Path) -> None:
+    """Defect: ``device`` defaulted to "cpu" and the caller's encoder object was moved
+    there: ``compute_residual(b, w, cuda_encoder)`` left the caller's CUDA model on the CPU.
+    By default it now runs where the encoder is (an explicit ``device`` still moves it)."""
+
+    class Recording(MeanColourEncoder):
+        def __init__(self) -> None:
+            super().__init__()
+            self.moves: list[tuple] = []
+
+        def to(self, *args, **kwargs):  # type: ignore[override]
+            self.moves.append(args)
+            return super().to(*args, **kwargs)
+
+    backlit = _flat(tmp_path / "backlit", [(10, 10, 10)])
+    well_lit = _flat(tmp_path / "well_lit", [(200, 200, 200)])
+    encoder = Recording()
+    compute_residual(backlit, well_lit, encoder, progress=False)
+    assert encoder.moves == []
+    compute_residual(backlit, well_lit, encoder, device="cpu", progress=False)
+    assert [str(torch.device(*args)) for args in encoder.moves] == ["cpu"]

@@ -290,7 +290,7 @@ def compute_residual(
     encoder: ImageEncoder | str,
     *,
     batch_size: int = 16,
-    device: str | torch.device = "cpu",
+    device: str | torch.device | None = None,
     progress: bool = True,
 ) -> ResidualVector:
     """Compute RAVE's residual vector from a folder of backlit and one of well-lit images.
@@ -303,7 +303,8 @@ def compute_residual(
         well_lit_dir: folder of well-lit images.
         encoder: an encoder, or its name for :func:`rave.encoders.create_encoder`.
         batch_size: images per forward pass.
-        device: where to run the encoder (an encoder object is moved there).
+        device: where to run the encoder (an encoder object is moved there); by default
+            where an encoder object already is (it is left as it was), the CPU for a name.
         progress: show a tqdm progress bar per folder.
 
     Returns:
@@ -324,12 +325,18 @@ def compute_residual(
     # download of the encoder's weights).
     listed_b = _list_folder(Path(backlit_dir), "backlit")
     listed_w = _list_folder(Path(well_lit_dir), "well-lit")
-    device = torch.device(device)
     if isinstance(encoder, str):
         from rave.encoders import create_encoder
 
+        device = torch.device(device or "cpu")
         encoder = create_encoder(encoder, device=device)
+    elif device is None:
+        # The caller's encoder stays where it is: moving a CUDA encoder to a default CPU
+        # would slow this down and leave the caller's model somewhere it did not put it.
+        weight = next(encoder.parameters(), None)
+        device = weight.device if weight is not None else torch.device("cpu")
     else:
+        device = torch.device(device)
         encoder = encoder.to(device)
     options: dict[str, Any] = {"batch_size": batch_size, "device": device, "progress": progress}
     backlit, names_b, digests_b, skipped_b = _embed_folder(listed_b, encoder, **options)
