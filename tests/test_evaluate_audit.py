@@ -476,3 +476,19 @@ def test_a_file_name_that_is_not_utf8_is_escaped_in_the_report(tmp_path: Path) -
     assert float(rows[0]["psnr"]) == pytest.approx(20 * math.log10(255 / 4), abs=1e-6)
     assert "\\xff\\xfe" in (out / "report.html").read_text(encoding="utf-8")
     json.loads((out / "summary.json").read_text(encoding="utf-8"))
+
+
+def test_an_interrupt_while_a_model_loads_exits_130(
+    pair: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C while --model loaded (or downloaded) a model gave click's "Aborted!", exit 1."""
+    import rave.session
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(rave.session, "Enhancer", interrupted)
+    out = tmp_path / "out"
+    result = _run("--input", str(pair["pred"]), "--model", "rave-unpaired", "-o", str(out))
+    assert result.exit_code == 130, result.output
+    assert "interrupted: no report written" in result.output and "Aborted" not in result.output

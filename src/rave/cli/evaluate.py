@@ -278,15 +278,15 @@ def evaluate_command(
         _check_output_is_not_scored(out, preds=preds, gt=gt, inputs=inputs)
     # Before any model runs: a missing package would otherwise fail each image in turn.
     check_packages(paired=gt is not None, no_reference=not no_nr)
-    enhancers: dict[str, Enhancer] = {}
-    if models:
-        enhancers = _load_models(models, tile, resolve_device(device))
-        for label in enhancers:
-            if label in methods:
-                raise click.UsageError(f"method name {label!r} given twice")
     try:
         # SIGTERM (a scheduler's time limit, docker stop) ends the run as Ctrl-C does.
         with interrupt_on_sigterm():
+            enhancers: dict[str, Enhancer] = {}
+            if models:  # loading may download a model: an interrupt is said here too
+                enhancers = _load_models(models, tile, resolve_device(device))
+                for label in enhancers:
+                    if label in methods:
+                        raise click.UsageError(f"method name {label!r} given twice")
             _evaluate(
                 methods,
                 enhancers,
