@@ -534,3 +534,23 @@ def test_an_encoder_object_is_not_moved_by_default(tmp_path: Path) -> None:
     assert encoder.moves == []
     compute_residual(backlit, well_lit, encoder, device="cpu", progress=False)
     assert [str(torch.device(*args)) for args in encoder.moves] == ["cpu"]
+
+
+def test_cli_refuses_a_dangling_link_at_the_output_before_the_work(tmp_path, monkeypatch) -> None:
+    """A dangling link at -o was not "existing" to the command's early check, so the refusal
+    (the write keeps links) came only after every image had been embedded."""
+    from rave.cli import main
+
+    backlit = _flat(tmp_path / "backlit", [(10, 10, 10)])
+    well_lit = _flat(tmp_path / "well_lit", [(200, 200, 200)])
+    encoder = MeanColourEncoder()
+    monkeypatch.setattr("rave.encoders.create_encoder", lambda *a, **k: encoder)
+    output = tmp_path / "r.pt"
+    output.symlink_to(tmp_path / "nowhere.pt")
+    args = ["residual", "--backlit", str(backlit), "--well-lit", str(well_lit), "-q"]
+    result = CliRunner().invoke(main, [*args, "-o", str(output)])
+    assert "--overwrite" in one_error_line(result, 2)
+    assert encoder.calls == 0 and output.is_symlink()
+    result = CliRunner().invoke(main, [*args, "-o", str(output), "--overwrite"])
+    assert result.exit_code == 0, result.output
+    assert not output.is_symlink() and load_residual(output).num_backlit == 1

@@ -149,7 +149,7 @@ def interpret_command(
 
         check_output_file(plot, "--plot")
         # A chart from an earlier reading is the user's: kept unless asked, as every output.
-        if plot.exists() and not overwrite:
+        if (plot.exists() or plot.is_symlink()) and not overwrite:
             raise click.UsageError(f"--plot {plot} exists; pass --overwrite to replace it")
 
     try:

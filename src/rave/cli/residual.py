@@ -80,7 +80,7 @@ def residual_command(
     preprocessing); files that are not readable images are skipped with a warning.
     An existing OUTPUT is kept unless --overwrite is given.
     """
-    if output.exists() and not overwrite:
+    if (output.exists() or output.is_symlink()) and not overwrite:  # a dangling link too
         raise click.UsageError(f"{output} exists; pass --overwrite to replace it")
     check_output_file(output, "-o/--output")  # before minutes of embedding
     from rave.cli import route_library_logging

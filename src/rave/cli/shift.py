@@ -94,7 +94,7 @@ def shift_command(
         raise click.UsageError("give --remove-tokens K and/or --remove TEXT")
     if output.resolve() == residual.resolve() and not overwrite:
         raise click.UsageError(f"{output} is the input file; pass --overwrite to replace it")
-    if output.exists() and not overwrite:
+    if (output.exists() or output.is_symlink()) and not overwrite:  # a dangling link too
         raise click.UsageError(f"{output} exists; pass --overwrite to replace it")
     if remove_tokens is not None and vocab_limit is not None and remove_tokens > vocab_limit:
         raise click.UsageError(
