@@ -196,7 +196,14 @@ def _ddp_worker(rank: int, world: int, port: int, root: str, method: str, cpu: b
     tiny = register_tiny_clip(Path(root) / "clip_cfg")
     options = {}
     if method != "rave":
-        options = {"prompt_init_iterations": 2, "refine_iterations": 2}
+        # No extensions: with a random CLIP the ranking loss stays above the authors'
+        # extension threshold, which added 30 x 100 prompt steps of 256-px images per round.
+        options = {
+            "prompt_init_iterations": 2,
+            "refine_iterations": 2,
+            "prompt_extend_iterations": 0,
+            "prompt_image_size": 0,
+        }
     config = TrainConfig(
         method=method,
         method_options=options,
