@@ -492,3 +492,35 @@ def test_an_interrupt_while_a_model_loads_exits_130(
     result = _run("--input", str(pair["pred"]), "--model", "rave-unpaired", "-o", str(out))
     assert result.exit_code == 130, result.output
     assert "interrupted: no report written" in result.output and "Aborted" not in result.output
+
+
+def test_metric_memory_is_bounded_by_a_strip_not_the_photo(monkeypatch: pytest.MonkeyPatch) -> None:
+    """PSNR, SSIM and the exposure statistics held several float64 copies of the whole
+    photo (PSNR 6x the float32 image, shadow lift 7x, chroma shift 15x: 1 GB for one 12 MP
+    pair in shadow lift alone); they now convert strip by strip. Strips are made small here
+    so that a 1 MP image shows it; the bounds are far from both sides."""
+    import tracemalloc
+
+    from rave.evaluation import exposure
+
+    monkeypatch.setattr(paired, "_SSIM_STRIP_PIXELS", 1 << 14)
+    monkeypatch.setattr(exposure, "_STRIP_PIXELS", 1 << 14, raising=False)
+    rng = np.random.default_rng(0)
+    target = rng.random((1000, 1000, 3), dtype=np.float32)
+    pred = (target * np.float32(0.9)).astype(np.float32)
+    bounds = {  # peak / image bytes: (before, after) measured 6.0/0.25, 5.5/1.7, 3.3/0.6...
+        "psnr": (paired.psnr, 2.0),
+        "ssim": (paired.ssim, 3.0),
+        "ssim_y": (paired.ssim_y, 2.0),
+        "shadow_lift": (exposure.shadow_lift, 4.5),  # 6.8 / 2.6: two float64 luma planes
+        "exposure_stats": (lambda p, t: exposure.exposure_stats(p), 2.5),  # 3.4 / 1.4
+        "chroma_shift": (exposure.chroma_shift, 2.0),  # 14.8 / 0.2
+    }
+    for name, (metric, bound) in bounds.items():
+        tracemalloc.start()
+        try:
+            metric(pred, target)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < bound * target.nbytes, (name, peak / target.nbytes)

@@ -49,6 +49,44 @@ def _from_tensor(image: Any) -> np.ndarray:
     return array
 
 
+# Pixels per row strip: the float64 RGB copies are made a strip at a time, so that memory
+# grows with the photo by the luma planes only (a 12 MP pair held 1 GB in shadow_lift).
+_STRIP_PIXELS = 1 << 20
+
+
+def _as_array(image: Any) -> np.ndarray:
+    """A numpy ``(H, W)`` / ``(H, W, 3)`` image in its own dtype (tensors converted).
+
+    Raises:
+        TypeError: not float, uint8 or uint16.
+        ValueError: another shape.
+    """
+    if not isinstance(image, np.ndarray) and hasattr(image, "detach"):
+        image = _from_tensor(image)
+    if image.dtype not in (np.uint8, np.uint16) and not np.issubdtype(image.dtype, np.floating):
+        raise TypeError(f"expected a float image in [0, 1], uint8 or uint16, got {image.dtype}")
+    if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)):
+        raise ValueError(f"expected an (H, W) or (H, W, 3) image, got shape {image.shape}")
+    return image
+
+
+def _strips(image: np.ndarray) -> list[slice]:
+    """Row slices of about ``_STRIP_PIXELS`` pixels covering ``image``."""
+    rows = max(1, _STRIP_PIXELS // max(image.shape[1], 1))
+    return [slice(top, top + rows) for top in range(0, image.shape[0], rows)]
+
+
+def _luma_and_clipped(image: np.ndarray, clip_threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(H, W)`` float64 luma and ``(H, W)`` bool clipped mask, strip by strip."""
+    y = np.empty(image.shape[:2], dtype=np.float64)
+    clipped = np.empty(image.shape[:2], dtype=bool)
+    for rows in _strips(image):
+        rgb = _as_float_rgb(image[rows])
+        y[rows] = rgb @ _BT709
+        clipped[rows] = rgb.max(axis=2) >= clip_threshold
+    return y, clipped
+
+
 def _as_float_rgb(image: Any) -> np.ndarray:
     if not isinstance(image, np.ndarray) and hasattr(image, "detach"):
         image = _from_tensor(image)
@@ -115,15 +153,14 @@ def exposure_stats(
         >>> exposure_stats(np.full((2, 2, 3), 0.5)).mean_luma
         0.5
     """
-    rgb = _as_float_rgb(image)
-    y = rgb @ _BT709
+    y, clipped = _luma_and_clipped(_as_array(image), clip_threshold)
     p10, p50, p90 = np.percentile(y, [10, 50, 90])
     return ExposureStats(
         mean_luma=float(y.mean()),
         p10_luma=float(p10),
         p50_luma=float(p50),
         p90_luma=float(p90),
-        clipped=float(np.mean(rgb.max(axis=2) >= clip_threshold)),
+        clipped=float(np.mean(clipped)),
         crushed=float(np.mean(y <= crush_threshold)),
     )
 
@@ -174,13 +211,14 @@ def shadow_lift(
         >>> round(shadow_lift(x, x + 0.1 * (x <= 0.5)).mean_lift, 6)
         0.1
     """
-    rgb_before, rgb_after = _as_float_rgb(before), _as_float_rgb(after)
-    if rgb_before.shape != rgb_after.shape:
+    before, after = _as_array(before), _as_array(after)
+    if before.shape[:2] != after.shape[:2]:
         raise ValueError(
-            f"shadow_lift needs images of one size: before {rgb_before.shape[1]}x"
-            f"{rgb_before.shape[0]}, after {rgb_after.shape[1]}x{rgb_after.shape[0]}"
+            f"shadow_lift needs images of one size: before {before.shape[1]}x"
+            f"{before.shape[0]}, after {after.shape[1]}x{after.shape[0]}"
         )
-    y_before, y_after = rgb_before @ _BT709, rgb_after @ _BT709
+    y_before, clipped_before = _luma_and_clipped(before, clip_threshold)
+    y_after, clipped_after = _luma_and_clipped(after, clip_threshold)
     region = y_before <= np.median(y_before)
     dark_before, dark_after = y_before[region], y_after[region]
     mean_before, mean_after = float(dark_before.mean()), float(dark_after.mean())
@@ -193,8 +231,8 @@ def shadow_lift(
         p10_after=p10_after,
         mean_lift=mean_after - mean_before,
         p10_lift=p10_after - p10_before,
-        clipped_before=float(np.mean(rgb_before.max(axis=2) >= clip_threshold)),
-        clipped_after=float(np.mean(rgb_after.max(axis=2) >= clip_threshold)),
+        clipped_before=float(np.mean(clipped_before)),
+        clipped_after=float(np.mean(clipped_after)),
         region_fraction=float(region.mean()),
     )
 
@@ -227,17 +265,21 @@ def chroma_shift(before: np.ndarray, after: np.ndarray) -> float:
         >>> round(chroma_shift(x, np.clip(x * 4, 0, 1)), 3) > 0  # clipping moves colours
         True
     """
-    rgb_before, rgb_after = _as_float_rgb(before), _as_float_rgb(after)
-    if rgb_before.shape != rgb_after.shape:
+    before, after = _as_array(before), _as_array(after)
+    if before.shape[:2] != after.shape[:2]:
         raise ValueError(
-            f"chroma_shift needs images of one size: before {rgb_before.shape[1]}x"
-            f"{rgb_before.shape[0]}, after {rgb_after.shape[1]}x{rgb_after.shape[0]}"
+            f"chroma_shift needs images of one size: before {before.shape[1]}x"
+            f"{before.shape[0]}, after {after.shape[1]}x{after.shape[0]}"
         )
-    sum_before, sum_after = rgb_before.sum(axis=2), rgb_after.sum(axis=2)
-    kept = sum_before >= _CHROMA_MIN_SUM
-    if not kept.any():
+    total, count = 0.0, 0
+    for rows in _strips(before):
+        rgb_before, rgb_after = _as_float_rgb(before[rows]), _as_float_rgb(after[rows])
+        sum_before, sum_after = rgb_before.sum(axis=2), rgb_after.sum(axis=2)
+        kept = sum_before >= _CHROMA_MIN_SUM
+        c_before = rgb_before[kept] / sum_before[kept, None]
+        c_after = rgb_after[kept] / np.maximum(sum_after[kept, None], 1e-12)
+        total += float(np.linalg.norm(c_after - c_before, axis=1).sum())
+        count += int(kept.sum())
+    if count == 0:
         return 0.0
-    c_before = rgb_before[kept] / sum_before[kept, None]
-    c_after = rgb_after[kept] / np.maximum(sum_after[kept, None], 1e-12)
-    distance = np.linalg.norm(c_after - c_before, axis=1)
-    return float(np.round(distance.mean(), 12))
+    return float(np.round(total / count, 12))

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from typing import Any, cast
 
 import numpy as np
@@ -41,12 +42,19 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 # Pixels per row strip of an SSIM: scikit-image holds about a dozen float64 copies of what
-# it is given (local means, variances, the map), 1.9 GB for a 12 MP pair at once.
+# it is given (local means, variances, the map), 1.9 GB for a 12 MP pair at once. PSNR and
+# the float64 views SSIM works on are made strip by strip too, so that memory stays bounded
+# by a strip rather than growing with the photo (a 12 MP pair held 0.9 GB in PSNR alone).
 _SSIM_STRIP_PIXELS = 1 << 20
 
 
 def _structural_similarity(
-    x: np.ndarray, y: np.ndarray, *, strip_rows: int | None = None, **options: Any
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    strip_rows: int | None = None,
+    view: Callable[[np.ndarray], np.ndarray] | None = None,
+    **options: Any,
 ) -> float:
     """scikit-image's ``structural_similarity(x, y, **options)``, computed in row strips.
 
@@ -56,6 +64,9 @@ def _structural_similarity(
     while memory stays bounded by a strip of about ``_SSIM_STRIP_PIXELS`` pixels instead
     of growing with the photo. Only the options used here are understood (the window of
     ``gaussian_weights`` and ``sigma``, or the default 7x7 one).
+
+    ``view`` maps rows of ``x`` and ``y`` to what is compared (float64, grey or RGB), one
+    strip at a time; by default the rows themselves.
     """
     from skimage.metrics import structural_similarity
 
@@ -73,14 +84,17 @@ def _structural_similarity(
             f"got {width}x{height}"
         )
     rows = strip_rows or max(4 * window, _SSIM_STRIP_PIXELS // max(width, 1))
+    view = view or (lambda rows_of_image: rows_of_image)
     if height - 2 * half <= rows or width < window:
-        return float(cast(float, structural_similarity(x, y, **options)))
+        return float(cast(float, structural_similarity(view(x), view(y), **options)))
     total, count = 0.0, 0
     for top in range(half, height - half, rows):
         bottom = min(top + rows, height - half)
         first, last = top - half, bottom + half  # the rows this strip's map values read
         # scikit-image is unannotated: pyright cannot tell full=True's pair from a float
-        full: Any = structural_similarity(x[first:last], y[first:last], full=True, **options)
+        full: Any = structural_similarity(
+            view(x[first:last]), view(y[first:last]), full=True, **options
+        )
         ssim_map = cast(np.ndarray, full[1])
         inner = ssim_map[top - first : bottom - first, half : width - half]
         total += float(inner.sum(dtype=np.float64))
@@ -121,18 +135,56 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
     return np.round(image * 255.0).astype(np.uint8)
 
 
-def _as_float(image: np.ndarray) -> np.ndarray:
-    """Image -> float64 in [0, 1] (uint8 / 255, uint16 / 65535; floats checked)."""
-    if image.dtype == np.uint8:
-        return image.astype(np.float64) / 255.0
-    if image.dtype == np.uint16:
-        return image.astype(np.float64) / 65535.0
+def _checked(image: np.ndarray) -> np.ndarray:
+    """``image`` itself, once its dtype and (for floats) its range are checked.
+
+    Raises:
+        TypeError: not float, uint8 or uint16.
+        ValueError: float samples outside [0, 1] or not finite.
+    """
+    if image.dtype in (np.uint8, np.uint16):
+        return image
     if not np.issubdtype(image.dtype, np.floating):
         raise TypeError(
             f"expected a float image in [0, 1], uint8 or uint16, got dtype {image.dtype}"
         )
     _check_unit_range(image)
+    return image
+
+
+def _float64(image: np.ndarray) -> np.ndarray:
+    """A checked image (see :func:`_checked`) as float64 in [0, 1]: uint8 / 255, uint16 / 65535."""
+    if image.dtype == np.uint8:
+        return image.astype(np.float64) / 255.0
+    if image.dtype == np.uint16:
+        return image.astype(np.float64) / 65535.0
     return image.astype(np.float64)
+
+
+def _as_float(image: np.ndarray) -> np.ndarray:
+    """Image -> float64 in [0, 1] (uint8 / 255, uint16 / 65535; floats checked)."""
+    return _float64(_checked(image))
+
+
+def _rgb64(rows: np.ndarray) -> np.ndarray:
+    """Rows of a checked image as ``(h, W, 3)`` float64 RGB in [0, 1]."""
+    return _as_rgb(_float64(rows))
+
+
+def _mean_squared_difference(
+    pred: np.ndarray, target: np.ndarray, view: Callable[[np.ndarray], np.ndarray]
+) -> float:
+    """Mean of ``(view(pred) - view(target)) ** 2``, computed strip by strip."""
+    height, width = pred.shape[:2]
+    rows = max(1, _SSIM_STRIP_PIXELS // max(width, 1))
+    total, count = 0.0, 0
+    for top in range(0, height, rows):
+        difference = view(pred[top : top + rows]) - view(target[top : top + rows])
+        total += float(np.sum(difference * difference))
+        count += difference.size
+    if count == 0:
+        raise ValueError("empty image (no pixels)")
+    return total / count
 
 
 def _as_rgb(image: np.ndarray) -> np.ndarray:
@@ -194,9 +246,9 @@ def ssim_reference(pred: np.ndarray, target: np.ndarray) -> float:
 
 def psnr(pred: np.ndarray, target: np.ndarray) -> float:
     """Standard PSNR in dB over all RGB values, data range 1; ``inf`` for identical images."""
-    pred, target = _as_rgb(_as_float(pred)), _as_rgb(_as_float(target))
+    pred, target = _checked(pred), _checked(target)
     _check_pair(pred, target)
-    mse = float(np.mean((pred - target) ** 2))
+    mse = _mean_squared_difference(pred, target, _rgb64)
     return math.inf if mse == 0 else 10.0 * math.log10(1.0 / mse)
 
 
@@ -238,10 +290,15 @@ def psnr_y_batch(images: Tensor, references: Tensor, eps: float = 0.0) -> Tensor
     return -10.0 * torch.log10(mse + eps)
 
 
-def _luma_y(image: np.ndarray) -> np.ndarray:
-    """``(H, W)`` float64 BT.601 luma in 8-bit units (16..235) of a numpy image."""
-    chw = torch.from_numpy(np.ascontiguousarray(_as_rgb(_as_float(image)))).permute(2, 0, 1)
-    return luma_y(chw).numpy() * 255.0
+def _unit_luma_y(rows: np.ndarray) -> np.ndarray:
+    """``(h, W)`` float64 BT.601 luma in [16/255, 235/255] of rows of a checked image."""
+    chw = torch.from_numpy(np.ascontiguousarray(_rgb64(rows))).permute(2, 0, 1)
+    return luma_y(chw).numpy()
+
+
+def _luma_y(rows: np.ndarray) -> np.ndarray:
+    """``(h, W)`` float64 BT.601 luma in 8-bit units (16..235) of rows of a checked image."""
+    return _unit_luma_y(rows) * 255.0
 
 
 def psnr_y(pred: np.ndarray, target: np.ndarray) -> float:
@@ -249,18 +306,24 @@ def psnr_y(pred: np.ndarray, target: np.ndarray) -> float:
 
     The same number as :func:`psnr_y_batch` (which training uses) on float64 data.
     """
+    pred, target = _checked(pred), _checked(target)
     _check_pair(pred, target)
-    pair = [
-        torch.from_numpy(np.ascontiguousarray(_as_rgb(_as_float(x)))).permute(2, 0, 1)[None]
-        for x in (pred, target)
-    ]
-    return float(psnr_y_batch(pair[0], pair[1])[0])
+    # psnr_y_batch's definition, its mean taken strip by strip: -10 log10(MSE of luma_y)
+    mse = _mean_squared_difference(pred, target, _unit_luma_y)
+    return math.inf if mse == 0 else -10.0 * math.log10(mse)
 
 
-def _ssim_wang(pred: np.ndarray, target: np.ndarray, data_range: float, channel_axis: int | None):
+def _ssim_wang(
+    pred: np.ndarray,
+    target: np.ndarray,
+    data_range: float,
+    channel_axis: int | None,
+    view: Callable[[np.ndarray], np.ndarray],
+) -> float:
     return _structural_similarity(
         target,
         pred,
+        view=view,
         data_range=data_range,
         channel_axis=channel_axis,
         gaussian_weights=True,
@@ -271,12 +334,13 @@ def _ssim_wang(pred: np.ndarray, target: np.ndarray, data_range: float, channel_
 
 def ssim(pred: np.ndarray, target: np.ndarray) -> float:
     """Standard SSIM on RGB (Gaussian window, sigma 1.5, data range 1), mean over channels."""
-    pred, target = _as_rgb(_as_float(pred)), _as_rgb(_as_float(target))
+    pred, target = _checked(pred), _checked(target)
     _check_pair(pred, target)
-    return _ssim_wang(pred, target, 1.0, channel_axis=2)
+    return _ssim_wang(pred, target, 1.0, channel_axis=2, view=_rgb64)
 
 
 def ssim_y(pred: np.ndarray, target: np.ndarray) -> float:
     """Standard SSIM on the BT.601 luma Y (16..235), data range 255."""
+    pred, target = _checked(pred), _checked(target)
     _check_pair(pred, target)
-    return _ssim_wang(_luma_y(pred), _luma_y(target), 255.0, channel_axis=None)
+    return _ssim_wang(pred, target, 255.0, channel_axis=None, view=_luma_y)
