@@ -524,3 +524,11 @@ def test_metric_memory_is_bounded_by_a_strip_not_the_photo(monkeypatch: pytest.M
         finally:
             tracemalloc.stop()
         assert peak < bound * target.nbytes, (name, peak / target.nbytes)
+
+
+def test_stems_that_differ_only_in_case_are_pointed_out(pair: dict[str, Path]) -> None:
+    """IMG_1.png against img_1.png was reported as two unmatched files without saying why;
+    stems are matched exactly (as Linux compares file names), so the error now says it."""
+    (pair["pred"] / "s1.png").rename(pair["pred"] / "S1.png")
+    with pytest.raises(runner.EvaluationError, match=r"differ only in case: S1 / s1$"):
+        evaluate_folders({"m": pair["pred"]}, reference=pair["gt"], use_lpips=False)

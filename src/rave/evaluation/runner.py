@@ -170,11 +170,21 @@ def match_stems(
     unmatched = [str(pred[s]) for s in pred if s not in reference] + [
         str(reference[s]) for s in reference if s not in pred
     ]
+    # Stems are compared exactly (as file names are on Linux): say when case alone differs.
+    lone_references = {s.casefold(): s for s in reference if s not in pred}
+    by_case = [
+        f"{stem} / {lone_references[stem.casefold()]}"
+        for stem in pred
+        if stem not in reference and stem.casefold() in lone_references
+    ]
+    hint = f"; stems that differ only in case: {', '.join(by_case[:5])}" if by_case else ""
+    hint += " ..." if len(by_case) > 5 else ""
     if not common:
         raise EvaluationError(
             "no prediction matches a reference image by file stem; unmatched: "
             + ", ".join(unmatched[:20])
             + (" ..." if len(unmatched) > 20 else "")
+            + hint
         )
     if unmatched and not skip_unmatched:
         listed = ", ".join(unmatched[:20]) + (
@@ -182,7 +192,7 @@ def match_stems(
         )
         raise EvaluationError(
             f"{len(unmatched)} file(s) have no partner with the same stem: {listed} "
-            "(use --skip-unmatched to score the matched pairs only)"
+            f"(use --skip-unmatched to score the matched pairs only){hint}"
         )
     return common, [f"{path}: no partner with the same stem, skipped" for path in unmatched]
 
