@@ -554,3 +554,76 @@ def test_cli_refuses_a_dangling_link_at_the_output_before_the_work(tmp_path, mon
     result = CliRunner().invoke(main, [*args, "-o", str(output), "--overwrite"])
     assert result.exit_code == 0, result.output
     assert not output.is_symlink() and load_residual(output).num_backlit == 1
+
+
+# --- how well r separates the two sets (per-image projections) ------------------------------
+
+
+DARK = [(10, 12, 30), (40, 20, 5), (25, 25, 25), (230, 225, 220)]  # the last one is bright
+BRIGHT = [(200, 180, 160), (240, 250, 255), (120, 200, 90)]
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return v / np.linalg.norm(v, axis=-1, keepdims=True)
+
+
+def _colour_embeddings(colours: list[tuple[int, int, int]]) -> np.ndarray:
+    rgb = np.asarray(colours, np.float64) / 255.0
+    return _unit(np.c_[rgb, np.full(len(colours), 0.5)])
+
+
+def test_projections_are_the_closed_form_cosines(tmp_path: Path) -> None:
+    """Each image's cos(e_i, r) under the mean-colour encoder, computed here in numpy; the
+    bright image filed as backlit is named as sitting on the well-lit side."""
+    from rave.guidance.residual import crossing_images, split_projections
+
+    rv = compute_residual(
+        _flat(tmp_path / "b", DARK), _flat(tmp_path / "w", BRIGHT), MeanColourEncoder(),
+        batch_size=3, progress=False,
+    )  # fmt: skip
+    e_b, e_w = _colour_embeddings(DARK), _colour_embeddings(BRIGHT)
+    r = _unit(_unit(e_w.mean(0)) - _unit(e_b.mean(0)))
+    backlit, well_lit = split_projections(rv)
+    assert backlit.names == [f"backlit/img{i:02d}.png" for i in range(4)]
+    np.testing.assert_allclose(backlit.values, e_b @ r, atol=1e-6)
+    np.testing.assert_allclose(well_lit.values, e_w @ r, atol=1e-6)
+    middle = ((e_b @ r).mean() + (e_w @ r).mean()) / 2
+    assert (e_b @ r)[3] > middle + 0.1  # far on the other side, not a rounding matter
+    assert crossing_images(rv) == (["backlit/img03.png"], [])
+    # projections belong to this r: not saved, and dropped by a shift
+    path = tmp_path / "r.pt"
+    save_residual(rv, path)
+    with pytest.raises(ValueError, match="projections"):
+        split_projections(load_residual(path))
+    assert rv.derived("a step").projections == ()
+
+
+def test_cli_residual_summary_and_histogram(tmp_path: Path, monkeypatch) -> None:
+    import matplotlib.pyplot as plt
+
+    from rave.cli import main
+    from rave.guidance.residual import _projection_figure
+
+    backlit, well_lit = _flat(tmp_path / "b", DARK), _flat(tmp_path / "w", BRIGHT)
+    monkeypatch.setattr("rave.encoders.create_encoder", lambda *a, **k: MeanColourEncoder())
+    plot = tmp_path / "projections.png"
+    args = ["residual", "--backlit", str(backlit), "--well-lit", str(well_lit), "-q"]
+    args += ["-o", str(tmp_path / "r.pt"), "--plot", str(plot)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "1 backlit image(s) on the well-lit side: img03.png" in result.output
+    assert plot.read_bytes()[:8] == PNG_SIGNATURE
+    # an existing chart is kept unless asked, checked before the work
+    (tmp_path / "r.pt").unlink()
+    again = CliRunner().invoke(main, args)
+    assert "--overwrite" in one_error_line(again, 2) and not (tmp_path / "r.pt").exists()
+    # labelled: axis titles, both sets and thr in the legend
+    rv = compute_residual(backlit, well_lit, MeanColourEncoder(), progress=False)
+    figure = _projection_figure(rv, "t")
+    axis = figure.axes[0]
+    legend = [text.get_text() for text in axis.get_legend().get_texts()]
+    plt.close(figure)
+    assert "cos(e_i, r)" in axis.get_xlabel() and axis.get_ylabel() == "images"
+    assert any(t.startswith("backlit (4 images)") for t in legend)
+    assert any(t.startswith("well-lit (3 images)") for t in legend)
+    assert any(t.startswith(f"thr = v_w . r = {rv.threshold:.3f}") for t in legend)

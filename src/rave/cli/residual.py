@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import click
 
 from rave.cli._options import (
+    OutputPath,
     check_output_file,
     device_option,
     output_option,
@@ -61,8 +62,15 @@ __all__ = ["guidance_warnings", "residual_command", "save_residual_or_fail"]
     type=click.IntRange(min=1),
     help="Images embedded at once (lower it if memory runs out).",
 )
+@click.option(
+    "--plot",
+    type=OutputPath(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also draw both sets' projections on r (cos(e_i, r)) and thr as a histogram PNG "
+    "here: how well r separates the sets (missing folders are created).",
+)
 @device_option()
-@overwrite_option()
+@overwrite_option("OUTPUT and the --plot file")
 @quiet_option()
 def residual_command(
     backlit_dir: Path,
@@ -70,6 +78,7 @@ def residual_command(
     encoder_name: str,
     output: Path,
     batch_size: int,
+    plot: Path | None,
     device: str,
     overwrite: bool,
     quiet: bool,
@@ -79,10 +88,19 @@ def residual_command(
     Every image directly inside each folder is embedded (centre crop, as CLIP's standard
     preprocessing); files that are not readable images are skipped with a warning.
     An existing OUTPUT is kept unless --overwrite is given.
+
+    The summary gives each set's mean projection cos(e_i, r) and names the images that
+    project on the other set's side of the midpoint (atypical or mislabelled ones).
     """
     if (output.exists() or output.is_symlink()) and not overwrite:  # a dangling link too
         raise click.UsageError(f"{output} exists; pass --overwrite to replace it")
     check_output_file(output, "-o/--output")  # before minutes of embedding
+    if plot is not None:
+        import matplotlib  # noqa: F401  (a missing package names its extra before the work)
+
+        check_output_file(plot, "--plot")
+        if (plot.exists() or plot.is_symlink()) and not overwrite:
+            raise click.UsageError(f"--plot {plot} exists; pass --overwrite to replace it")
     from rave.cli import route_library_logging
     from rave.cli._options import resolve_device
     from rave.encoders import create_encoder
@@ -111,7 +129,37 @@ def residual_command(
     click.echo(f"skipped files    {rv.num_skipped}")
     click.echo(f"threshold        {rv.threshold:.6f}  (v_w . r)")
     click.echo(f"cos(v_w, v_b)    {rv.cos_means:.6f}")
+    _echo_projections(rv)
     click.echo(f"saved            {output}")
+    if plot is not None:
+        from rave.guidance.residual import plot_projections
+
+        try:
+            plot_projections(rv, plot, title=f"{output.name} ({rv.encoder})", overwrite=overwrite)
+        except FileExistsError as err:  # written by someone else meanwhile
+            raise click.ClickException(str(err)) from None
+        except OSError as err:  # its text names rave's temporary file, not the plot
+            raise click.ClickException(write_failure(plot, err)) from None
+        click.echo(f"histogram        {plot}")
+
+
+def _echo_projections(rv: ResidualVector, shown: int = 5) -> None:
+    """Each set's mean projection on r, and the images on the other set's side."""
+    from rave.guidance.residual import crossing_images, split_projections
+    from rave.io.printable import printable
+
+    backlit, well_lit = split_projections(rv)
+    click.echo(
+        f"projection on r  backlit mean {backlit.mean:.4f} "
+        f"[{min(backlit.values):.4f}, {max(backlit.values):.4f}], well-lit mean "
+        f"{well_lit.mean:.4f} [{min(well_lit.values):.4f}, {max(well_lit.values):.4f}]"
+    )
+    for names, side in zip(crossing_images(rv), ("well-lit", "backlit"), strict=True):
+        if names:
+            listed = ", ".join(printable(n.split("/", 1)[1]) for n in names[:shown])
+            more = f" and {len(names) - shown} more" if len(names) > shown else ""
+            what = "backlit" if side == "well-lit" else "well-lit"
+            click.echo(f"  {len(names)} {what} image(s) on the {side} side: {listed}{more}")
 
 
 @contextmanager

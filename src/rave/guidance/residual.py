@@ -70,6 +70,10 @@ class ResidualVector:
         derivation: what was done to the vector after it was computed (``rave shift``'s
             steps, ``"; "``-separated, in order; a record for people, not parsed); ``""`` for
             the residual as computed.
+        projections: ``("backlit/<name>", cos(e_i, r))`` per image used, backlit first, as
+            :func:`compute_residual` found them: how well ``r`` separates the two sets, and
+            which images sit on the other set's side. Not saved (``()`` once loaded or
+            derived: a changed ``r`` would need the embeddings again).
     """
 
     residual: Tensor
@@ -84,10 +88,13 @@ class ResidualVector:
     created: str
     data_sha256: str = ""
     derivation: str = ""
+    projections: tuple[tuple[str, float], ...] = dataclasses.field(default=(), repr=False)
 
     def derived(self, step: str, **changes: Any) -> ResidualVector:
-        """A copy with ``changes`` applied and ``step`` appended to :attr:`derivation`."""
+        """A copy with ``changes`` applied and ``step`` appended to :attr:`derivation`
+        (its :attr:`projections` dropped: they were onto the old ``r``)."""
         derivation = f"{self.derivation}; {step}" if self.derivation else step
+        changes.setdefault("projections", ())
         return dataclasses.replace(self, derivation=derivation, **changes)
 
     @property
@@ -359,6 +366,11 @@ def compute_residual(
         files_sha256=hashlib.sha256("\n".join(listing).encode()).hexdigest(),
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         data_sha256=hashlib.sha256("\n".join(contents).encode()).hexdigest(),
+        # embeddings are unit rows: e_i . r is the cosine the guidance loss compares to thr
+        projections=tuple(
+            [(f"backlit/{n}", float(c)) for n, c in zip(names_b, backlit @ r, strict=True)]
+            + [(f"well_lit/{n}", float(c)) for n, c in zip(names_w, well_lit @ r, strict=True)]
+        ),
     )
 
 
@@ -498,3 +510,115 @@ def check_encoder(rv: ResidualVector, encoder: str | ImageEncoder) -> None:
             f"the residual vector has {rv.residual.numel()} dimensions, encoder {name!r} "
             f"embeds into {dim}"
         )
+
+
+@dataclass(frozen=True)
+class SetProjections:
+    """The projections ``cos(e_i, r)`` of one set's images (from ``ResidualVector.projections``).
+
+    Attributes:
+        names: image names (``backlit/<name>``...), in the order computed.
+        values: their projections, same order.
+    """
+
+    names: list[str]
+    values: list[float]
+
+    @property
+    def mean(self) -> float:
+        return sum(self.values) / len(self.values)
+
+
+def split_projections(rv: ResidualVector) -> tuple[SetProjections, SetProjections]:
+    """``(backlit, well-lit)`` projections of ``rv``.
+
+    Raises:
+        ValueError: ``rv`` carries none (loaded from a file, or shifted).
+    """
+    sets = {"backlit": SetProjections([], []), "well_lit": SetProjections([], [])}
+    for name, value in rv.projections:
+        part = sets[name.split("/", 1)[0]]
+        part.names.append(name)
+        part.values.append(value)
+    if not sets["backlit"].values or not sets["well_lit"].values:
+        raise ValueError("no per-image projections: they exist only right after computing r")
+    return sets["backlit"], sets["well_lit"]
+
+
+def crossing_images(rv: ResidualVector) -> tuple[list[str], list[str]]:
+    """Images on the other set's side of the midpoint between the two sets' mean projections.
+
+    A backlit image that projects beyond the midpoint looks, along ``r``, like the well-lit
+    set (and the other way round): an atypical or mislabelled image worth a look.
+
+    Returns:
+        ``(backlit names, well-lit names)``, each most crossing first.
+    """
+    backlit, well_lit = split_projections(rv)
+    middle = (backlit.mean + well_lit.mean) / 2
+    high = sorted((-v, n) for n, v in zip(backlit.names, backlit.values, strict=True) if v > middle)
+    low = sorted((v, n) for n, v in zip(well_lit.names, well_lit.values, strict=True) if v < middle)
+    return [n for _, n in high], [n for _, n in low]
+
+
+def plot_projections(
+    rv: ResidualVector, path: str | Path, *, title: str = "", overwrite: bool = False
+) -> None:
+    """Draw both sets' projections ``cos(e_i, r)`` as histograms in one PNG (atomically).
+
+    Marks each set's mean and ``thr = v_w . r``, the value the guidance loss pulls an
+    enhanced image's projection to (above the well-lit images' own mean projection, since
+    ``v_w`` is their normalised mean).
+
+    Raises:
+        ValueError: ``rv`` carries no projections.
+        FileExistsError: ``path`` exists (or appeared while drawing) and not ``overwrite``.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    if (path.exists() or path.is_symlink()) and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True (--overwrite) to replace it")
+    fig = _projection_figure(rv, title)
+    try:
+        atomic_write(
+            path,
+            lambda stream: fig.savefig(stream, format="png", dpi=120),
+            verify=None if overwrite else keep_existing(path),
+        )
+    finally:
+        plt.close(fig)
+
+
+def _projection_figure(rv: ResidualVector, title: str) -> Any:
+    """The figure of :func:`plot_projections`."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    backlit, well_lit = split_projections(rv)
+    values = backlit.values + well_lit.values + [rv.threshold]
+    low, high = min(values), max(values)
+    pad = 0.05 * (high - low) or 0.01
+    step = (high - low + 2 * pad) / 30
+    bins = [low - pad + i * step for i in range(31)]
+    fig, axis = plt.subplots(figsize=(10, 4), constrained_layout=True)
+    for part, label, colour in (
+        (backlit, "backlit", "tab:blue"),
+        (well_lit, "well-lit", "tab:orange"),
+    ):
+        axis.hist(part.values, bins=bins, alpha=0.6, color=colour,
+                  label=f"{label} ({len(part.values)} images)")  # fmt: skip
+        axis.axvline(part.mean, color=colour, linestyle="--", linewidth=1,
+                     label=f"{label} mean {part.mean:.3f}")  # fmt: skip
+    axis.axvline(rv.threshold, color="black", linewidth=1.5,
+                 label=f"thr = v_w . r = {rv.threshold:.3f} (loss target)")  # fmt: skip
+    axis.set_xlabel("projection on the residual vector, cos(e_i, r)")
+    axis.set_ylabel("images")
+    axis.yaxis.set_major_locator(MaxNLocator(integer=True))  # image counts
+    # beside the axes: inside, it hid bars wherever it went
+    axis.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    axis.set_title(title or f"{rv.encoder}: the two sets along r", parse_math=False)
+    return fig
