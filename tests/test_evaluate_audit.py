@@ -383,7 +383,8 @@ def test_summary_json_counts_images_as_integers(pair: dict[str, Path], tmp_path:
         "-o", str(out),
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    summary = json.loads((out / "summary.json").read_text())["summary"]
+    document = json.loads((out / "summary.json").read_text())
+    summary = document["summary"]
     assert summary["pred"]["n_images"] == 2 and type(summary["pred"]["n_images"]) is int
     assert _rows(out / "metrics.csv")[0]["n_images"] == "2"
 
@@ -532,3 +533,16 @@ def test_stems_that_differ_only_in_case_are_pointed_out(pair: dict[str, Path]) -
     (pair["pred"] / "s1.png").rename(pair["pred"] / "S1.png")
     with pytest.raises(runner.EvaluationError, match=r"differ only in case: S1 / s1$"):
         evaluate_folders({"m": pair["pred"]}, reference=pair["gt"], use_lpips=False)
+
+
+def test_summary_json_names_the_rave_version(pair: dict[str, Path], tmp_path: Path) -> None:
+    """summary.json did not say which rave made its numbers (definitions change: see the
+    metric fixes of this audit), so a report could not be tied to its code."""
+    import json
+
+    import rave
+
+    out = tmp_path / "out"
+    args = ["--pred", str(pair["pred"]), "--no-nr", "--no-lpips", "-o", str(out)]
+    assert _run(*args).exit_code == 0
+    assert json.loads((out / "summary.json").read_text())["rave_version"] == rave.__version__

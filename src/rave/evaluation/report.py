@@ -168,7 +168,10 @@ def write_report(
             ],
         ),
     )
+    from rave import __version__
+
     document = {
+        "rave_version": __version__,  # which definitions (and fixes) made these numbers
         "protocol": protocol,
         "definitions": PROTOCOL_NOTES,
         "metrics": {
