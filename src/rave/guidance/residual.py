@@ -175,9 +175,10 @@ def _list_folder(folder: Path, label: str) -> _FolderImages:
 # An image whose long side exceeds this many times its short side is cut (along the long
 # side) to a central window of this aspect before CLIP's preprocessing: resizing its short
 # side to 224 first would make the whole strip 224 px tall (a 2 x 30000 px PNG became a
-# 224 x 3.4M px float image, 18 GB). Only the central square is kept by the centre crop, so
-# the window (1.5 x the short side, plus the resampling kernel's reach) leaves what the
-# encoder sees unchanged but for sub-pixel alignment.
+# 224 x 3.4M px float image, 18 GB). Only the central square survives the centre crop, and
+# the window keeps 1.5 x the short side on either side of it, far beyond the reach of the
+# resampling kernel: what the encoder sees is unchanged but for sub-pixel alignment
+# (tests/test_guidance_audit.py compares both paths).
 _MAX_ASPECT = 4.0
 
 
