@@ -546,3 +546,30 @@ def test_summary_json_names_the_rave_version(pair: dict[str, Path], tmp_path: Pa
     args = ["--pred", str(pair["pred"]), "--no-nr", "--no-lpips", "-o", str(out)]
     assert _run(*args).exit_code == 0
     assert json.loads((out / "summary.json").read_text())["rave_version"] == rave.__version__
+
+
+def test_the_input_row_is_scored_against_the_references(
+    pair: dict[str, Path], tmp_path: Path
+) -> None:
+    """With --gt and --input, the "input" row (a paper table's score of doing nothing) had
+    no paired scores: its PSNR/SSIM columns were empty."""
+    inputs = tmp_path / "inputs"
+    for seed in range(2):
+        _save(inputs, f"s{seed}.png", _textured(seed=seed) - np.uint8(8))  # >= 12: no clipping
+    _save(inputs, "extra.png", _textured(seed=5))  # no reference: scored without one
+    result = evaluate_folders(
+        {"m": pair["pred"]},
+        reference=pair["gt"],
+        inputs=inputs,
+        use_lpips=False,
+        no_reference=False,
+    )
+    assert result.errors == []
+    rows = {r["image"]: r for r in result.records if r["method"] == "input"}
+    for stem in ("s0", "s1"):
+        assert rows[stem]["psnr"] == pytest.approx(20 * math.log10(255 / 8), abs=1e-6)
+        assert rows[stem]["psnr_ref"] == pytest.approx(20 * math.log10(255 / 8), abs=1e-6)
+    assert "psnr" not in rows["extra"] and "mean_luma" in rows["extra"]
+    summary = result.summary()
+    assert summary["input"]["psnr"] == pytest.approx(20 * math.log10(255 / 8), abs=1e-6)
+    assert summary["m"]["psnr"] == pytest.approx(20 * math.log10(255 / 4), abs=1e-6)

@@ -453,6 +453,17 @@ def evaluate_folders(
             result.notes.extend(notes)
         plans.append((name, images, stems, partners))
 
+    # The inputs against the references: the "input" row of a paper's table (the score of
+    # doing nothing), paired by the rule the predictions follow; unmatched inputs are scored
+    # without reference, silently (the inputs folder may hold more than the test set).
+    input_partners: Mapping[str, Path] = {}
+    if references is not None and input_images is not None:
+        if match == "reference":
+            with contextlib.suppress(EvaluationError):
+                _, input_partners, _ = match_reference(input_images, references)
+        else:
+            input_partners = {s: references[s] for s in input_images if s in references}
+
     from tqdm.auto import tqdm
 
     total = len(input_images or {}) + sum(len(stems) for _, _, stems, _ in plans)
@@ -465,6 +476,9 @@ def evaluate_folders(
             try:
                 image = read_image(path)
                 record.update(scorers.unpaired(image.pixels, path, result.notes))
+                partner = input_partners.get(stem)
+                if partner is not None:
+                    _score_input_against(record, image, partner, scorers, result)
             except Exception as error:
                 result.errors.append(failure_line(path, error))
                 continue
@@ -507,6 +521,50 @@ def evaluate_folders(
 _UNDEFINED = {
     "ssim_ref": "the enhanced image is flat: the reference code's data range max - min is 0",
 }
+
+
+def _paired_scores(
+    scorers: _Scorers, pixels: np.ndarray, target: np.ndarray, path: Path, result: EvaluationResult
+) -> dict[str, float]:
+    """The paired scores of ``pixels`` against ``target`` (both ``(H, W, 3)`` float in
+    [0, 1], one size), each undefined one said in a note naming ``path``."""
+    scores = scorers.paired(pixels, target)
+    for name in (n for n, v in scores.items() if math.isnan(v)):
+        # Left out of the method's mean (EvaluationResult.summary): said, not hidden.
+        why = _UNDEFINED.get(name, "undefined for this pair")
+        label = METRICS[name].label
+        result.notes.append(f"{printable(path)}: {label} undefined ({why}); not in mean")
+    return scores
+
+
+def _score_input_against(
+    record: dict[str, Any],
+    image: LoadedImage,
+    partner: Path,
+    scorers: _Scorers,
+    result: EvaluationResult,
+) -> None:
+    """Add the paired scores of an input against its reference to its ``record``.
+
+    An unreadable reference is listed once among the errors (the predictions paired with it
+    fail on it too); a reference of another size leaves the input without paired scores.
+    """
+    path = Path(record["path"])
+    try:
+        target = read_image(partner)
+    except ImageReadError as error:
+        line = failure_line(partner, error)
+        if line not in result.errors:
+            result.errors.append(line)
+        return
+    if target.pixels.shape != image.pixels.shape:
+        result.notes.append(
+            f"{printable(path)}: size differs from its reference {printable(partner.name)}, "
+            "no paired scores for the input"
+        )
+        return
+    record["reference"] = str(partner)
+    record.update(_paired_scores(scorers, image.pixels, target.pixels, path, result))
 
 
 def _depth_name(image: LoadedImage) -> str:
@@ -565,13 +623,7 @@ def _score_one(
                     "(defined on 8-bit files; the authors' OpenCV reader truncates a 16-bit PNG "
                     "instead, v >> 8, up to one level lower)"
                 )
-            paired_scores = scorers.paired(pixels, target.pixels)
-            record.update(paired_scores)
-            for name in (n for n, v in paired_scores.items() if math.isnan(v)):
-                # Left out of the method's mean (EvaluationResult.summary): said, not hidden.
-                why = _UNDEFINED.get(name, "undefined for this pair")
-                label = METRICS[name].label
-                result.notes.append(f"{printable(path)}: {label} undefined ({why}); not in mean")
+            record.update(_paired_scores(scorers, pixels, target.pixels, path, result))
         # No-reference metrics, exposure and shadow lift describe the file itself: a
         # prediction resized for --resize would score differently at its reference's size.
         record.update(scorers.unpaired(pred.pixels, path, result.notes))
