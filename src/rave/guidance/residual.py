@@ -142,6 +142,7 @@ class _FolderImages:
     label: str
     files: list[Path]
     left_out: list[Path]
+    not_regular: list[Path]
 
     @property
     def subfolders(self) -> str:
@@ -161,7 +162,7 @@ def _list_folder(folder: Path, label: str) -> _FolderImages:
     from rave.io.formats import scan_image_folder
 
     scan = scan_image_folder(folder)  # the images directly inside, as list_image_files
-    listed = _FolderImages(folder, label, scan.files, scan.left_out)
+    listed = _FolderImages(folder, label, scan.files, scan.left_out, scan.not_regular)
     if not scan.files:
         hint = (
             f"; {listed.subfolders}: give the folder that holds the images" if scan.left_out else ""
@@ -214,11 +215,15 @@ def _embed_folder(
     # downloaded datasets often are) would otherwise be left out without a word.
     if listed.left_out:
         logger.warning("%s (only the images directly inside a folder are used)", listed.subfolders)
+    # A FIFO or device named like a photo is not opened (reading one may block), but it is
+    # said and counted, as an unreadable file is.
+    for path in listed.not_regular:
+        logger.warning("skipped %s: not a regular file", printable(path))
     embeddings: list[Tensor] = []
     names: list[str] = []
     digests: list[str] = []
     batch: list[Tensor] = []
-    skipped = 0
+    skipped = len(listed.not_regular)
 
     def flush() -> None:
         with torch.inference_mode():
