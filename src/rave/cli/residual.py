@@ -70,7 +70,7 @@ __all__ = ["guidance_warnings", "residual_command", "save_residual_or_fail"]
     "here: how well r separates the sets (missing folders are created).",
 )
 @device_option()
-@overwrite_option("OUTPUT and the --plot file")
+@overwrite_option("OUTPUT (and the --plot file)")
 @quiet_option()
 def residual_command(
     backlit_dir: Path,
