@@ -308,8 +308,10 @@ def compute_residual(
 ) -> ResidualVector:
     """Compute RAVE's residual vector from a folder of backlit and one of well-lit images.
 
-    Every readable image directly inside each folder is used; unreadable or non-image files
-    are skipped with one warning each.
+    Every readable image directly inside each folder is used; files named like images
+    that cannot be read are skipped with one warning each (and counted), files with other
+    suffixes and hidden files are not looked at. Both folders are listed before either is
+    embedded.
 
     Args:
         backlit_dir: folder of backlit images.
@@ -385,7 +387,7 @@ def save_residual(rv: ResidualVector, path: str | Path, *, overwrite: bool = Fal
 
     Args:
         rv: the residual vector.
-        path: output file (conventionally ``*.pt``); its folder must exist.
+        path: output file (conventionally ``*.pt``); missing folders are created.
         overwrite: replace an existing file (otherwise ``FileExistsError``, also when the
             file appears while this one is written).
 
