@@ -573,3 +573,31 @@ def test_the_input_row_is_scored_against_the_references(
     summary = result.summary()
     assert summary["input"]["psnr"] == pytest.approx(20 * math.log10(255 / 8), abs=1e-6)
     assert summary["m"]["psnr"] == pytest.approx(20 * math.log10(255 / 4), abs=1e-6)
+
+
+def test_report_columns_are_one_method_all_the_way_down(
+    pair: dict[str, Path], tmp_path: Path
+) -> None:
+    """A row lacking an image (unmatched, failed, no input) closed up its cells, so the next
+    method moved into the column of the one before: in grid.jpg, whose cells have no
+    borders, method B's image sat under method A's."""
+    import re
+
+    _save(tmp_path / "b", "s0.png", _textured(seed=0))  # b has s0 only
+    inputs = tmp_path / "inputs"
+    _save(inputs, "s0.png", _textured(seed=0) // 2)  # and the input of s0 only
+    out = tmp_path / "out"
+    result = _run(
+        "--pred", str(pair["pred"]), "--pred", str(tmp_path / "b"), "--name", "a", "--name",
+        "b", "--gt", str(pair["gt"]), "--input", str(inputs), "--skip-unmatched", "--no-nr",
+        "--no-lpips", "-o", str(out),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    html = (out / "report.html").read_text()
+    rows = re.findall(r"<h3>(\w+)</h3><div class='row'>(.*?)</div>", html)
+    assert {stem for stem, _ in rows} == {"s0", "s1"}
+    for _, cells in rows:
+        titles = re.findall(r"<figcaption><b>([^<]*)</b>", cells)
+        assert titles == ["input", "reference", "a", "b"], titles
+    s1 = dict(rows)["s1"]
+    assert s1.count("<img") == 2 and s1.count("no image") == 2  # reference and a only

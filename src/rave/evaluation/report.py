@@ -264,22 +264,31 @@ def _score_line(record: dict[str, Any], metrics: list[str]) -> str:
     return " | ".join(f"{METRICS[m].label}: {_fmt(record[m])}" for m in shown)
 
 
+def _slots(
+    result: EvaluationResult, rows: list[tuple[str, dict[str, dict[str, Any]]]]
+) -> list[str]:
+    """The grid's columns, the same in every row: ``input`` and ``reference`` where any row
+    has one, then each method in the order given. Fixed, so that a column is one method all
+    the way down even where a row lacks an image (unmatched, failed)."""
+    records = [record for _, row in rows for record in row.values()]
+    slots = ["input"] if any(r["method"] == "input" or r.get("input") for r in records) else []
+    slots += ["reference"] if any(r.get("reference") for r in records) else []
+    return slots + [method for method in result.methods() if method != "input"]
+
+
 def _columns(
-    result: EvaluationResult, row: dict[str, dict[str, Any]]
-) -> list[tuple[str, str, str]]:
-    """(title, image path, score text) for each cell of a grid row."""
-    cells: list[tuple[str, str, str]] = []
-    any_record = next(iter(row.values()))
-    if "input" in row:
-        cells.append(("input", row["input"]["path"], _score_line(row["input"], result.metrics)))
-    elif any_record.get("input"):
-        cells.append(("input", any_record["input"], ""))
-    references = [r["reference"] for r in row.values() if r.get("reference")]
-    if references:
-        cells.append(("reference", references[0], ""))
-    for method in result.methods():
-        if method != "input" and method in row:
-            cells.append((method, row[method]["path"], _score_line(row[method], result.metrics)))
+    result: EvaluationResult, row: dict[str, dict[str, Any]], slots: list[str]
+) -> list[tuple[str, str | None, str]]:
+    """(title, image path or None where the row has none, score text) for each slot."""
+    cells: list[tuple[str, str | None, str]] = []
+    for slot in slots:
+        if slot in row:  # a method's record, or the input's own (scored as a method)
+            cells.append((slot, row[slot]["path"], _score_line(row[slot], result.metrics)))
+        elif slot in ("input", "reference"):
+            paths = [r[slot] for r in row.values() if r.get(slot)]
+            cells.append((slot, paths[0] if paths else None, ""))
+        else:
+            cells.append((slot, None, ""))
     return cells
 
 
@@ -314,11 +323,15 @@ def _html(
         )
         body += f"<tr><td>{esc(method)}</td><td>{int(values['n_images'])}</td>{cells}</tr>"
     grid = ""
+    slots = _slots(result, rows)
     for stem, row in rows:
         figures = "".join(
             f"<figure><img src='{thumbs.data_uri(path)}' alt='{esc(title)}'>"
             f"<figcaption><b>{esc(title)}</b><br>{esc(scores)}</figcaption></figure>"
-            for title, path, scores in _columns(result, row)
+            if path is not None
+            else f"<figure class='missing'><figcaption><b>{esc(title)}</b><br>no image"
+            "</figcaption></figure>"
+            for title, path, scores in _columns(result, row, slots)
         )
         grid += f"<h3>{esc(stem)}</h3><div class='row'>{figures}</div>"
     lists = ""
@@ -337,7 +350,7 @@ body {{ font-family: sans-serif; margin: 1.5em; }}
 table {{ border-collapse: collapse; }} td, th {{ border: 1px solid #ccc; padding: 3px 8px; }}
 .row {{ display: flex; gap: 8px; flex-wrap: wrap; }}
 figure {{ margin: 0; width: {thumbs.size}px; }} figure img {{ max-width: 100%; }}
-figcaption {{ font-size: 11px; }}
+figcaption {{ font-size: 11px; }} figure.missing {{ color: #888; }}
 </style></head><body>
 <h1>rave evaluate</h1>
 <p>Protocol: {esc(protocol)}. Means over images; the best method per column in bold.</p>
@@ -357,11 +370,12 @@ def _grid_jpeg(
 ) -> bytes:
     from PIL import Image, ImageDraw
 
-    layout = [_columns(result, row) for _, row in rows]
-    columns = max((len(cells) for cells in layout), default=1)
+    slots = _slots(result, rows)
+    layout = [_columns(result, row, slots) for _, row in rows]
+    columns = max(len(slots), 1)
     cell, caption = thumbs.size, 28
     heights = [
-        max((thumbs.image(path).height for _, path, _ in cells), default=cell) + caption
+        max((thumbs.image(p).height for _, p, _ in cells if p is not None), default=cell) + caption
         for cells in layout
     ]
     canvas = Image.new("RGB", (columns * cell, max(1, sum(heights))), "white")
@@ -369,6 +383,10 @@ def _grid_jpeg(
     top = 0
     for (stem, _), cells, height in zip(rows, layout, heights, strict=True):
         for c, (title, path, scores) in enumerate(cells):
+            if path is None:  # the column stays this method's: left blank, said so
+                label = printable(f"{stem}: {title} (no image)")
+                draw.text((c * cell + 4, top + height - caption + 2), label, fill="grey")
+                continue
             picture = thumbs.image(path)
             canvas.paste(picture, (c * cell + (cell - picture.width) // 2, top))
             first = scores.split(" | ")[0] if scores else ""
