@@ -280,6 +280,8 @@ class _Scorers:
     no_reference: bool = True
 
     def paired(self, pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
+        """Paired scores of ``pred`` against ``target``, ``(H, W, 3)`` float in [0, 1] of one
+        size, by column name (NaN where undefined)."""
         from rave.evaluation import paired
 
         with _quiet(paired.logger):  # an undefined score is a note naming the file instead
@@ -395,7 +397,8 @@ def evaluate_folders(
             wrote, so that a file left in the folder by an earlier run is not scored).
         reference: folder of ground-truth images, matched by file stem (paired metrics).
         inputs: folder of the original inputs, matched by stem (shadow lift); its images are
-            also scored as a method named ``"input"`` with the no-reference metrics.
+            also scored as a method named ``"input"`` with the no-reference metrics and,
+            where ``reference`` has their partner (by the ``match`` rule), the paired ones.
         protocol: ``"reference"``, ``"standard"`` or ``"both"`` (paired metrics only).
         use_lpips: compute LPIPS when its weights are available (else a note says why not).
         lpips_model: an ``lpips.LPIPS`` module to use instead of loading one.
