@@ -601,3 +601,44 @@ def test_report_columns_are_one_method_all_the_way_down(
         assert titles == ["input", "reference", "a", "b"], titles
     s1 = dict(rows)["s1"]
     assert s1.count("<img") == 2 and s1.count("no image") == 2  # reference and a only
+
+
+def test_reference_protocol_equals_the_authors_pipeline_on_odd_8_bit_files(
+    tmp_path: Path,
+) -> None:
+    """Check, not a fix: for 8-bit grey, RGBA and palette PNGs, psnr_ref and ssim_ref are
+    what the authors' script computes from the files (cv2.imread, RGB2GRAY on BGR data,
+    cv2.PSNR, scikit-image SSIM with the enhanced image's range)."""
+    import cv2
+    from skimage.metrics import structural_similarity
+
+    gt = _textured(48, 64)
+    noise = np.random.default_rng(1).integers(-9, 10, gt.shape)
+    pred = np.clip(gt.astype(np.int16) + noise, 0, 255).astype(np.uint8)
+    files = {
+        "grey": Image.fromarray(pred).convert("L"),
+        "rgba": Image.fromarray(np.dstack([pred, np.full(pred.shape[:2], 77, np.uint8)])),
+        "palette": Image.fromarray(pred).quantize(64),
+    }
+    for stem, picture in files.items():
+        _save(tmp_path / "gt", f"{stem}.png", gt)
+        (tmp_path / "pred").mkdir(exist_ok=True)
+        picture.save(tmp_path / "pred" / f"{stem}.png")
+    result = evaluate_folders(
+        {"m": tmp_path / "pred"},
+        reference=tmp_path / "gt",
+        protocol="reference",
+        use_lpips=False,
+        no_reference=False,
+    )
+    assert result.errors == []
+    for record in result.records:
+        theirs = [
+            cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_RGB2GRAY)
+            for path in (record["path"], record["reference"])
+        ]
+        enhanced, truth = theirs
+        assert record["psnr_ref"] == pytest.approx(cv2.PSNR(truth, enhanced, 255.0), abs=1e-9)
+        data_range = float(enhanced.max()) - float(enhanced.min())
+        expected = structural_similarity(truth, enhanced, data_range=data_range)
+        assert record["ssim_ref"] == pytest.approx(expected, abs=1e-9), record["image"]
