@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import ipaddress
 import signal
 import socket
 import sys
@@ -36,6 +38,31 @@ def _addresses(host: str, port: int) -> list[str]:
     except OSError:
         pass
     return urls
+
+
+def _shown(host: str, port: int) -> str:
+    """``host:port`` as a URL writes it (an IPv6 address in brackets)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _exposure_warning(bound: str, port: int) -> str | None:
+    """The warning for a server that other machines can reach, else None (loopback).
+
+    ``bound`` is the address the socket listens on (an IP literal). The server has no
+    password: whoever reaches the port can send photos (its CPU, its disk) and, with a
+    result's id, download them.
+    """
+    try:
+        address = ipaddress.ip_address(bound.split("%")[0])
+    except ValueError:
+        return None
+    if address.is_loopback:
+        return None
+    where = "every network interface" if address.is_unspecified else bound
+    return (
+        f"warning: listening on {where}: anyone who can reach this machine on port {port} "
+        "can use this server (no password); use it on a trusted network only"
+    )
 
 
 @click.command("serve")
@@ -123,21 +150,28 @@ def serve_command(
             log_line=log_line,
         )
     except OSError as err:
-        click.echo(f"error: cannot listen on {host}:{port} ({err.strerror or err})", err=True)
+        in_use = err.errno == errno.EADDRINUSE  # Windows' WSAEADDRINUSE is mapped to it
+        hint = ": another program uses it; choose another --port" if in_use else ""
+        reason = err.strerror or str(err)
+        click.echo(f"error: cannot listen on {_shown(host, port)} ({reason}){hint}", err=True)
         ctx.exit(2)
     urls = _addresses(host, server.server_port)
     click.echo(f"rave: open {urls[0]} (Ctrl-C stops)")
     for url in urls[1:]:
         click.echo(f"      or {url}")
+    warning = _exposure_warning(str(server.server_address[0]), server.server_port)
+    if warning:
+        click.echo(warning, err=True)
     sys.stdout.flush()
     try:
         server.serve_forever()
     except KeyboardInterrupt:
-        click.echo("stopping", err=True)
+        pass  # the one line comes once the stop is done
     finally:
         # A second Ctrl-C must not cut the stop short: it is bounded (the running photo
         # stops within a tile, connections are closed) and joins every thread, so no
         # engine thread is killed at exit.
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # until exit: the command is ending
         server.stop()
-    click.echo("stopped", err=True)
+    # One line (was "stopping", then "stopped"): the stop takes at most a tile.
+    click.echo("rave serve: stopped; its uploads and results were removed", err=True)

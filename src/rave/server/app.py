@@ -8,7 +8,9 @@ Each case below is tested over real sockets (``tests/test_server_http.py``):
 
 - every request has a deadline (headers, then the body at a minimum rate, then the
   response), enforced by a watchdog thread that shuts the socket down, so a client that
-  trickles or stops never holds a thread for longer;
+  trickles or stops never holds a thread for longer; the time a request waits for the
+  engine (its photo, or a download behind another photo) is not the client's: it is bounded
+  by the time limit per photo instead, and a client that leaves gives its place up;
 - at most ``max_connections`` connections are served at once (one thread each); beyond
   that, the connection that has spent longest (over a second) sending its request is
   closed to make room, or else the newcomer gets a 503 at once;
@@ -47,9 +49,11 @@ plain text.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import math
+import os
 import re
 import select
 import signal
@@ -85,12 +89,16 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_UPLOAD_BYTES = 100 * 2**20
 SLIDER_MAX_STRENGTH = 2.0  # the page's sliders end here, or at a larger --strength
 DEFAULT_MAX_PIXELS = 50_000_000  # lower than rave enhance's: one slow photo blocks the queue
+# Every format rave.io.write_photo writes (a HEIC upload is downloaded as HEIC where libheif
+# can encode it); a format missing here would be labelled wrongly, and with nosniff a client
+# trusts the label.
 _CONTENT_TYPES = {
     "jpg": "image/jpeg",
     "png": "image/png",
     "tif": "image/tiff",
     "webp": "image/webp",
     "bmp": "image/bmp",
+    "heic": "image/heic",
 }
 _SAFE_STEM = re.compile(r"[^A-Za-z0-9._-]+")
 _LENGTH = re.compile(r"[0-9]{1,15}")
@@ -134,10 +142,18 @@ class Limits:
     results_bytes: int = 2 * 2**30
 
 
+# File systems cap a name at 255 bytes (ext4, APFS) or UTF-16 units (NTFS): a longer one
+# cannot be saved or unzipped. The stem keeps this many UTF-8 bytes, leaving room for
+# "_enhanced.heic" and the zip's " (N)" for repeated names.
+_STEM_BYTES = 200
+
+
 def _download_names(name: str, fmt: str) -> tuple[str, str]:
     """(ASCII fallback, Unicode) download names for an upload name (untrusted)."""
     stem = Path(name.replace("\\", "/")).stem
-    stem = _CONTROL.sub("", stem).strip(" .")[:120] or "photo"
+    stem = _CONTROL.sub("", stem).strip(" .")[:120]
+    # Whole characters only: a cut inside one would leave half a character ("ignore").
+    stem = stem.encode()[:_STEM_BYTES].decode("utf-8", "ignore").strip(" .") or "photo"
     ascii_stem = _SAFE_STEM.sub("_", stem).strip("._")[:100] or "photo"
     return f"{ascii_stem}_enhanced.{fmt}", f"{stem}_enhanced.{fmt}"
 
@@ -145,6 +161,41 @@ def _download_names(name: str, fmt: str) -> tuple[str, str]:
 def _disposition(name: str, fmt: str) -> str:
     fallback, full = _download_names(name, fmt)
     return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(full, safe='')}"
+
+
+# A full disk (or quota): the server's, not the photo's or the client's fault.
+_DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+_LOW_SPACE_BYTES = 2**20
+
+
+def _disk_full(err: OSError, folder: Path) -> bool:
+    """Whether ``err`` says that the results' disk is full.
+
+    numpy reports a short write (np.save on a full disk) as an OSError without an errno
+    ("19200 requested and 7136 written"): for those the free space decides.
+    """
+    if err.errno in _DISK_FULL_ERRNOS:
+        return True
+    if err.errno is not None:
+        return False
+    try:
+        status = os.statvfs(folder)
+    except (OSError, AttributeError):  # AttributeError: no statvfs (Windows)
+        return False
+    return status.f_bavail * status.f_frsize < _LOW_SPACE_BYTES
+
+
+def _disk_full_refusal(name: str) -> _Refused:
+    """507 for a write that the server's full disk refused, naming the photo."""
+    prefix = f"{name}: " if name else ""
+    return _Refused(
+        HTTPStatus.INSUFFICIENT_STORAGE,
+        printable(
+            f"{prefix}the server's disk is full: remove photos from the page, or free space "
+            f"in {tempfile.gettempdir()} on the server, then try again"
+        ),
+        close=True,
+    )
 
 
 class _Closed(Exception):
@@ -251,11 +302,21 @@ class _Handler(BaseHTTPRequestHandler):
     def _dispatch(self, route: Callable[[], None]) -> None:
         try:
             self._framing()
+            # The headers are in: their deadline ends here. A body is read, and an answer
+            # sent, under deadlines of their own; between them a request may wait for the
+            # engine (a download or zoom while another photo is enhanced, a zip of many),
+            # bounded by the time limit per photo, not cut off as a slow client.
+            self.server.watch(self, None)
             route()
         except _Refused as refusal:
             self._send_refusal(refusal)
-        except (_Closed, OSError) as err:  # the client went away, or its deadline passed
-            self._closed(err)
+        except (_Closed, OSError) as err:
+            if isinstance(err, OSError) and _disk_full(err, self.server.store.root):
+                # Writing the upload or a zip: without this the client saw its connection
+                # closed without a word, as if the server had crashed.
+                self._send_refusal(_disk_full_refusal(self._name))
+            else:  # the client went away, or its deadline passed
+                self._closed(err)
         except Exception as err:  # a bug in rave: one 500, and the server goes on
             with outside_captures():
                 log.exception("rave serve: internal error")
@@ -612,7 +673,9 @@ class _Handler(BaseHTTPRequestHandler):
         max_side = min(_pixels(query, "max", "1024"), 2048)
         if not (0 <= left < right <= result.width and 0 <= top < bottom <= result.height):
             raise _Refused(HTTPStatus.BAD_REQUEST, f"region {box} is outside the photo")
-        body = self.server.render_view(result, (left, top, right, bottom), max(16, max_side))
+        body = self.server.render_view(
+            result, (left, top, right, bottom), max(16, max_side), self._client_gone
+        )
         self._reply(HTTPStatus.OK, body, "application/octet-stream")
 
     def _download(self, result: Result, strength: float) -> None:
@@ -620,7 +683,8 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             headers = {"Content-Disposition": _disposition(result.name, result.format)}
             self._what += f" strength {strength:g}"
-            self._reply_file(target, _CONTENT_TYPES.get(result.format, "image/png"), headers)
+            content_type = _CONTENT_TYPES.get(result.format, "application/octet-stream")
+            self._reply_file(target, content_type, headers)
         finally:
             target.unlink(missing_ok=True)
 
@@ -783,6 +847,10 @@ class EnhanceServer(ThreadingHTTPServer):
         strength: float = 1.0,
         log_line: Callable[[str], None] | None = None,
     ) -> None:
+        # An IPv6 address (--host ::1, --host ::) needs an IPv6 socket: the default AF_INET
+        # one refused them ("Address family for hostname not supported"). Names and IPv4
+        # addresses keep IPv4, as before.
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         super().__init__(address, _Handler)
         self.strength = strength
         self.enhancer = enhancer
@@ -811,6 +879,14 @@ class EnhanceServer(ThreadingHTTPServer):
         self._previous_sigterm: Any = None
         self._sigterm_caught = False
         self._terminated = False
+
+    def server_bind(self) -> None:
+        if self.address_family == socket.AF_INET6 and self.server_address[0] == "::":
+            # All interfaces means IPv4 ones too (as http.server's own --bind ::): where
+            # the system defaults to IPv6 only, IPv4 clients would be refused.
+            with contextlib.suppress(OSError, AttributeError):
+                self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        super().server_bind()
 
     def log(self, line: str) -> None:
         """Write one request's line with ``log_line``, never into a capture of decoder messages.
@@ -996,8 +1072,7 @@ class EnhanceServer(ThreadingHTTPServer):
         def stop() -> bool:
             return self.stopping.is_set() or time.monotonic() > deadline or gone()
 
-        if not self._one_at_a_time.acquire(timeout=limit):
-            raise _Refused(HTTPStatus.SERVICE_UNAVAILABLE, f"{name}: the server is busy")
+        self._wait_for_engine(name, deadline, gone)
         try:
             if self.stopping.is_set():
                 raise _Refused(HTTPStatus.SERVICE_UNAVAILABLE, "the server is stopping")
@@ -1015,12 +1090,25 @@ class EnhanceServer(ThreadingHTTPServer):
                 else f"over the {limit:g} s time limit per photo (rave serve --time-limit)"
             )
             raise _Refused(HTTPStatus.SERVICE_UNAVAILABLE, f"{name}: {reason}") from None
-        except (ValueError, MemoryError, OSError) as err:  # the photo's own error
+        except (ValueError, MemoryError, OSError) as err:  # the photo's own error...
+            if isinstance(err, OSError) and _disk_full(err, self.store.root):
+                raise _disk_full_refusal(name) from None  # ...or the server's full disk
             reason = " ".join(str(err).split())[:300] or type(err).__name__
             raise _Refused(HTTPStatus.BAD_REQUEST, printable(f"{name}: {reason}")) from None
         finally:
             self._one_at_a_time.release()
             _return_freed_memory()
+
+    def _wait_for_engine(self, name: str, deadline: float, gone: Callable[[], bool]) -> None:
+        """Take the one-photo lock before ``deadline``; a client that leaves while it waits
+        (a cancelled download) gives its place up at once instead of at the deadline."""
+        while not self._one_at_a_time.acquire(timeout=0.25):
+            if self.stopping.is_set():
+                raise _Refused(HTTPStatus.SERVICE_UNAVAILABLE, "the server is stopping")
+            if time.monotonic() > deadline:
+                raise _Refused(HTTPStatus.SERVICE_UNAVAILABLE, f"{name}: the server is busy")
+            if gone():
+                raise _Closed("the client closed the connection while it waited: not computed")
 
     def enhance_upload(
         self,
@@ -1054,7 +1142,13 @@ class EnhanceServer(ThreadingHTTPServer):
         self.store.add(result)
         return result
 
-    def render_view(self, result: Result, box: tuple[int, int, int, int], max_side: int) -> bytes:
+    def render_view(
+        self,
+        result: Result,
+        box: tuple[int, int, int, int],
+        max_side: int,
+        client_gone: Callable[[], bool] | None = None,
+    ) -> bytes:
         """A region of a kept result at up to full resolution (e.g. zoom to 100%)."""
         from rave.io import read_photo
 
@@ -1063,7 +1157,7 @@ class EnhanceServer(ThreadingHTTPServer):
             light = np.load(result.light, mmap_mode="r")
             return encode_view(photo.pixels, light, box, max_side)
 
-        return self._compute(result.name, work)
+        return self._compute(result.name, work, client_gone)
 
     def render(
         self, result: Result, strength: float, client_gone: Callable[[], bool] | None = None

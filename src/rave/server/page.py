@@ -378,11 +378,10 @@ function drawThumb(photo) {
 }
 
 function select(photo) {
-  selected = photo; zoom = null;
+  selected = photo; cancelZoom();
   for (const p of photos) {
     p.li.querySelector(".thumb").setAttribute("aria-current", String(p === photo));
   }
-  $("zoom").setAttribute("aria-pressed", "false");
   showSelected();
 }
 
@@ -465,26 +464,45 @@ document.addEventListener("keydown", (e) => { if ((e.key === "b" || e.key === "B
   && e.target.tagName !== "INPUT") holdOn(); });
 document.addEventListener("keyup", (e) => { if (e.key === "b" || e.key === "B") holdOff(); });
 
+// A region at 100% comes from the server, which may first finish another photo: by then the
+// user may have selected another photo, left the zoom or asked for another region. Only the
+// answer to the latest request still wanted is shown (an earlier one showed one photo's
+// pixels under another's name).
+let zoomTicket = 0;
+function cancelZoom() {
+  zoomTicket++; zoom = null; $("zoom").setAttribute("aria-pressed", "false");
+}
 async function zoomAt(cx, cy) {
-  const photo = selected;
+  const photo = selected, ticket = ++zoomTicket;
+  const wanted = () => ticket === zoomTicket && selected === photo;
   const w = Math.min(photo.width, 1024), h = Math.min(photo.height, 768);
   const left = Math.max(0, Math.min(photo.width - w, Math.round(cx - w / 2)));
   const top = Math.max(0, Math.min(photo.height - h, Math.round(cy - h / 2)));
   const box = `left=${left}&top=${top}&right=${left + w}&bottom=${top + h}`;
   const url = `/result/${photo.id}/view?${box}&max=2048`;
-  const response = await fetch(url);
-  if (response.status === 410) { enhanceAgain(photo); return; }
-  if (!response.ok) {
-    $("error").textContent = `${photo.name}: ${(await response.text()).trim()}`;
+  let view;
+  try {
+    const response = await fetch(url);
+    if (!wanted()) return;
+    if (response.status === 410) { enhanceAgain(photo); return; }
+    if (!response.ok) throw new Error((await response.text()).trim());
+    view = decodeView(await response.arrayBuffer());
+  } catch (err) {  // its answer, or none (a TypeError: the server stopped)
+    if (wanted()) {
+      const reason = err instanceof TypeError
+        ? "the server did not answer: is rave serve still running?" : err.message;
+      $("error").textContent = `${photo.name}: ${reason}`;
+    }
     return;
   }
-  zoom = {view: decodeView(await response.arrayBuffer()), cx: left + w / 2, cy: top + h / 2};
+  if (!wanted()) return;
+  zoom = {view, cx: left + w / 2, cy: top + h / 2};
   $("zoom").setAttribute("aria-pressed", "true");
   draw();
 }
 $("zoom").addEventListener("click", () => {
   if (!selected || selected.state !== "done") return;
-  if (zoom) { zoom = null; $("zoom").setAttribute("aria-pressed", "false"); draw(); }
+  if (zoom) { cancelZoom(); draw(); }
   else zoomAt(selected.width / 2, selected.height / 2);
 });
 $("view").addEventListener("click", (e) => {
@@ -500,9 +518,7 @@ $("view").addEventListener("keydown", (e) => {
                  ArrowDown: [0, 256]};
   const step = steps[e.key];
   if (zoom && step) { e.preventDefault(); zoomAt(zoom.cx + step[0], zoom.cy + step[1]); }
-  if (e.key === "Escape" && zoom) {
-    zoom = null; $("zoom").setAttribute("aria-pressed", "false"); draw();
-  }
+  if (e.key === "Escape" && zoom) { cancelZoom(); draw(); }
 });
 
 // A link marked disabled (no photo ready, or a failed one) does nothing: its href "#" with

@@ -76,6 +76,11 @@ class ResultStore:
         self._results: OrderedDict[str, Result] = OrderedDict()
         self._lock = threading.Lock()
 
+    @property
+    def root(self) -> Path:
+        """The folder that holds every result (for its file system's free space)."""
+        return self._root
+
     def new_folder(self) -> tuple[str, Path]:
         """A fresh id and its (empty) folder, for an upload being received."""
         result_id = secrets.token_urlsafe(12)
