@@ -521,3 +521,19 @@ def _pnginfo(gamma: bytes):
     info = PngImagePlugin.PngInfo()
     info.add(b"gAMA", gamma)
     return info
+
+
+def test_float_tiff_reads_as_its_own_samples_in_every_float_view(tmp_path: Path) -> None:
+    # Training and rave residual read through rave.io.views; a float TIFF (which rave enhance
+    # writes for float input) used to be refused there ("expected uint8 or uint16 samples").
+    import tifffile
+
+    from rave.io import read_photo
+    from rave.io.views import read_float_rgb, read_tensor
+
+    samples = np.linspace(0.0, 1.0, 5 * 7 * 3, dtype=np.float32).reshape(5, 7, 3)
+    path = tmp_path / "float.tif"
+    tifffile.imwrite(path, samples)
+    assert read_photo(path).bit_depth == 32
+    np.testing.assert_array_equal(read_float_rgb(path), samples)
+    np.testing.assert_array_equal(read_tensor(path).permute(1, 2, 0).numpy(), samples)

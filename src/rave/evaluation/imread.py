@@ -62,15 +62,10 @@ def read_image(path: str | Path) -> LoadedImage:
 
 def _from_array(path: Path, raw: np.ndarray) -> LoadedImage:
     """``(H, W)``, ``(H, W, C)`` uint8/uint16/float32 array -> :class:`LoadedImage`."""
-    from rave.io.views import float_rgb, rgb_samples
+    from rave.io.views import float_rgb
 
     try:
-        if raw.dtype.kind == "f":
-            # A float TIFF: read_photo has checked its samples are finite and in [0, 1];
-            # rave.io.views.float_rgb takes integer samples only.
-            pixels = np.ascontiguousarray(rgb_samples(raw), dtype=np.float32)
-        else:
-            pixels = float_rgb(raw)
+        pixels = float_rgb(raw)
     except ValueError:
         raise ImageReadError(path, f"unsupported pixel layout {raw.shape} {raw.dtype}") from None
     layers = 1 if raw.ndim == 2 else raw.shape[2]

@@ -125,7 +125,8 @@ class Photo:
 
     @property
     def bit_depth(self) -> int:
-        return 16 if self.pixels.dtype == np.uint16 else 8
+        """Bits per sample: 8, 16, or 32 for a float TIFF."""
+        return 8 * self.pixels.dtype.itemsize
 
 
 def _check_path(path: Path) -> None:

@@ -4,7 +4,7 @@ There is one decoder, :func:`rave.io.read_photo` (upright, 8 or 16 bits, palette
 converted, damaged files refused); these helpers only change how its pixels are held:
 three colour channels (grey replicated, alpha dropped), and float32 in [0, 1] with 8-bit
 samples divided by 255 and 16-bit ones by 65535, so a 16-bit photo keeps its 16 bits in
-every path.
+every path (a float TIFF's samples, which the reader has checked are in [0, 1], as they are).
 """
 
 from __future__ import annotations
@@ -41,15 +41,17 @@ def rgb_samples(pixels: np.ndarray) -> np.ndarray:
 
 
 def _scale(dtype: np.dtype) -> float:
+    if dtype == np.float32:  # a float TIFF, whose samples read_photo keeps in [0, 1]
+        return 1.0
     if dtype == np.uint8:
         return 255.0
     if dtype == np.uint16:
         return 65535.0
-    raise ValueError(f"expected uint8 or uint16 samples, got {dtype}")
+    raise ValueError(f"expected uint8, uint16 or float32 samples, got {dtype}")
 
 
 def float_rgb(pixels: np.ndarray) -> np.ndarray:
-    """``(H, W, 3)`` float32 RGB in [0, 1] from uint8/uint16 photo pixels (any layout)."""
+    """``(H, W, 3)`` float32 RGB in [0, 1] from uint8/uint16/float32 photo pixels (any layout)."""
     rgb = rgb_samples(pixels)
     return np.ascontiguousarray(rgb, dtype=np.float32) / np.float32(_scale(rgb.dtype))
 
