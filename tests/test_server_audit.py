@@ -174,6 +174,57 @@ def test_every_download_is_labelled_with_the_format_it_holds(served: _Served) ->
                 assert Image.MIME[image.format] == expected
 
 
+# -- previews ------------------------------------------------------------------------------
+
+
+def _view_rgb(body: bytes) -> np.ndarray:
+    """The preview's RGB bytes, as encode_view's docstring lays the answer out."""
+    assert body[:8] == b"RAVEVIEW"
+    width, height = int.from_bytes(body[8:12], "little"), int.from_bytes(body[12:16], "little")
+    return np.frombuffer(body, np.uint8, width * height * 3, 32).reshape(height, width, 3)
+
+
+def test_a_float_tiff_is_previewed_not_black(served: _Served) -> None:
+    """A 32-bit float TIFF (samples in [0, 1]) was cast to uint8 as is: every sample below
+    1.0 became 0, so its preview and thumbnail were black."""
+    import tifffile
+
+    photo = np.random.default_rng(2).uniform(0.02, 0.4, (48, 64, 3)).astype(np.float32)
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, photo, photometric="rgb")
+    info = served.upload("float.tif", buffer.getvalue())
+    status, _, body = served.request("GET", f"/result/{info['id']}/view")
+    assert status == 200
+    preview = _view_rgb(body).astype(np.float64)
+    # each sample is the nearest 8-bit value of the original (no resize at this size)
+    assert np.abs(preview - photo.astype(np.float64) * 255).max() <= 0.5 + 1e-3
+
+
+def test_a_sixteen_bit_preview_does_not_hold_the_photo_four_times_over() -> None:
+    """The 16-bit preview was converted through whole-photo uint32 temporaries: four times
+    the photo's own size at once (a 24 MP 16-bit PNG took the server to 1.3 GB)."""
+    import tracemalloc
+
+    from rave.server.store import encode_view
+
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 65535, (2048, 1536, 3), dtype=np.uint16)
+    light = np.full(pixels.shape[:2], 0.5, np.float32)
+    tracemalloc.start()  # numpy reports its arrays to tracemalloc
+    try:
+        encode_view(pixels, light)  # the page's preview: 1024 px, as the server sends it
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1.5 * pixels.nbytes, (peak / 1e6, pixels.nbytes / 1e6)
+    # and the conversion is still to the nearest 8-bit value (a photo small enough to be
+    # previewed at full size, over several bands of rows)
+    small = rng.integers(0, 65535, (600, 40, 3), dtype=np.uint16)
+    view = encode_view(small, np.full(small.shape[:2], 0.5, np.float32))
+    preview = _view_rgb(view).astype(np.float64)
+    assert np.abs(preview - small.astype(np.float64) * 255 / 65535).max() <= 0.5 + 1e-9
+
+
 # -- download names ---------------------------------------------------------------------
 
 
