@@ -172,6 +172,10 @@ def interpret_command(
     try:
         with route_library_logging():  # OpenCLIP's own log lines (WARNING:root:...)
             encoder = create_encoder(name, device=resolve_device(device))
+        if kind == "residual":
+            from rave.guidance.residual import check_encoder, load_residual
+
+            check_encoder(load_residual(file), encoder)  # its weights, where the file has them
         if encoder.embed_dim != direction.numel():
             raise ValueError(
                 f"{file}: a {direction.numel()}-d direction, but {name} embeds into "

@@ -6,6 +6,7 @@ with respect to its input images, so losses on its outputs train the enhancement
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -120,6 +121,29 @@ class ImageEncoder(nn.Module):
         x = (x - mean) / std
         weight = next(self.parameters(), None)
         return x if weight is None else x.to(weight.dtype)
+
+    def embedding_modules(self) -> list[nn.Module]:
+        """The modules whose weights :meth:`embed` uses (all of the encoder by default)."""
+        return [self]
+
+    @torch.no_grad()
+    def weights_sha256(self) -> str:
+        """SHA-256 of what an embedding depends on besides the image: the weights of
+        :meth:`embedding_modules` (names, dtypes, shapes and bytes, in name order) and the
+        preprocessing (input size, mean, std, blur).
+
+        A name does not pin weights (``clip:ARCH@/path/weights.pt`` after the file was
+        replaced, another release under a tag); residual files record this so that a
+        vector is never used with weights other than its own.
+        """
+        digest = hashlib.sha256()
+        digest.update(repr((self.input_size, self.mean, self.std, self.blur_sigma)).encode())
+        for index, module in enumerate(self.embedding_modules()):
+            for key, value in sorted(module.state_dict().items()):
+                tensor = value.detach().to("cpu").contiguous().reshape(-1)
+                digest.update(f"{index}.{key} {tensor.dtype} {tuple(value.shape)}\n".encode())
+                digest.update(tensor.view(torch.uint8).numpy())
+        return digest.hexdigest()
 
     def autocast(self, device: torch.device) -> AbstractContextManager[object]:
         """The autocast context for a forward pass on ``device`` (a no-op unless CUDA + dtype)."""

@@ -157,6 +157,10 @@ class OpenClipEncoder(ImageEncoder):
         n_maps = 5 if self._is_resnet else len(self._feature_indices or [])
         self.feature_scales = (1.0,) * n_maps
 
+    def embedding_modules(self) -> list[nn.Module]:
+        """The image tower only: a residual vector does not depend on the text tower."""
+        return [self.model.visual]
+
     def embed(self, images: Tensor, *, resize: ResizeMode = "squash") -> Tensor:
         x = self.preprocess(images, resize)
         with self.autocast(x.device):

@@ -70,6 +70,9 @@ class ResidualVector:
         derivation: what was done to the vector after it was computed (``rave shift``'s
             steps, ``"; "``-separated, in order; a record for people, not parsed); ``""`` for
             the residual as computed.
+        encoder_sha256: :meth:`rave.encoders.base.ImageEncoder.weights_sha256` of the
+            encoder that computed it: which weights, where the name alone does not say
+            (a checkpoint file replaced at the same path); ``""`` in older files.
         projections: ``("backlit/<name>", cos(e_i, r))`` per image used, backlit first, as
             :func:`compute_residual` found them: how well ``r`` separates the two sets, and
             which images sit on the other set's side. Not saved (``()`` once loaded or
@@ -88,6 +91,7 @@ class ResidualVector:
     created: str
     data_sha256: str = ""
     derivation: str = ""
+    encoder_sha256: str = ""
     projections: tuple[tuple[str, float], ...] = dataclasses.field(default=(), repr=False)
 
     def derived(self, step: str, **changes: Any) -> ResidualVector:
@@ -368,6 +372,7 @@ def compute_residual(
         mean_well_lit=v_w.float(),
         mean_backlit=v_b.float(),
         encoder=encoder.name,
+        encoder_sha256=encoder.weights_sha256(),
         num_backlit=len(names_b),
         num_well_lit=len(names_w),
         num_skipped=skipped_b + skipped_w,
@@ -413,6 +418,7 @@ def save_residual(rv: ResidualVector, path: str | Path, *, overwrite: bool = Fal
         # Optional keys (version 1 files may lack them; older readers ignore them).
         "data_sha256": rv.data_sha256,
         "derivation": rv.derivation,
+        "encoder_sha256": rv.encoder_sha256,
     }
     atomic_write(
         path,
@@ -489,7 +495,7 @@ def load_residual(path: str | Path) -> ResidualVector:
         if not isinstance(payload.get(key), kind):
             raise ValueError(f"{path}: '{key}' missing or not a {kind.__name__}")
         fields[key] = payload[key]
-    for key in ("data_sha256", "derivation"):  # optional: absent from older files
+    for key in ("data_sha256", "derivation", "encoder_sha256"):  # absent from older files
         value = payload.get(key, "")
         if not isinstance(value, str):
             raise ValueError(f"{path}: '{key}' is not a str")
@@ -502,12 +508,23 @@ def load_residual(path: str | Path) -> ResidualVector:
 def check_encoder(rv: ResidualVector, encoder: str | ImageEncoder) -> None:
     """Raise ``ValueError`` unless ``rv`` was computed with ``encoder`` (a name or an encoder).
 
-    ``clip:ARCH`` and ``clip:ARCH@openai`` name the same encoder.
+    ``clip:ARCH`` and ``clip:ARCH@openai`` name the same encoder. Given an encoder object and
+    a file that records its encoder's weights (``encoder_sha256``), the weights decide: the
+    same weights under another name (a tag's file saved locally, a path spelled otherwise)
+    are accepted, other weights under the same name refused.
     """
     from rave.encoders import canonical_name
 
     name = encoder if isinstance(encoder, str) else encoder.name
-    if canonical_name(rv.encoder) != canonical_name(name):
+    if not isinstance(encoder, str) and rv.encoder_sha256:
+        weights = encoder.weights_sha256()
+        if weights != rv.encoder_sha256:
+            raise ValueError(
+                f"the residual vector was computed with other weights than those of the "
+                f"guidance encoder {name!r} (sha256 {rv.encoder_sha256[:12]}..., these are "
+                f"{weights[:12]}...): recompute it with `rave residual --encoder {name}`"
+            )
+    elif canonical_name(rv.encoder) != canonical_name(name):
         raise ValueError(
             f"the residual vector was computed with encoder {rv.encoder!r} but the guidance "
             f"encoder is {name!r}: recompute it with `rave residual --encoder {name}`"

@@ -109,7 +109,7 @@ class RaveMethod(GuidanceMethod):
         ctx = self.context
         if self.options.residual:
             rv = residual_module.load_residual(self.options.residual)
-            residual_module.check_encoder(rv, self.guidance_encoder.name)
+            residual_module.check_encoder(rv, self.guidance_encoder)  # name, or weights
             log.info("residual vector loaded from %s", self.options.residual)
         else:
             log.info(
