@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from typing import Literal
 
@@ -25,6 +25,7 @@ __all__ = [
     "check_images",
     "gaussian_blur",
     "squash_resize",
+    "tensors_sha256",
 ]
 
 # "squash": plain resize of the whole image to the encoder's input size (the loss path);
@@ -136,20 +137,33 @@ class ImageEncoder(nn.Module):
         replaced, another release under a tag); residual files record this so that a
         vector is never used with weights other than its own.
         """
-        digest = hashlib.sha256()
-        digest.update(repr((self.input_size, self.mean, self.std, self.blur_sigma)).encode())
-        for index, module in enumerate(self.embedding_modules()):
-            for key, value in sorted(module.state_dict().items()):
-                tensor = value.detach().to("cpu").contiguous().reshape(-1)
-                digest.update(f"{index}.{key} {tensor.dtype} {tuple(value.shape)}\n".encode())
-                digest.update(tensor.view(torch.uint8).numpy())
-        return digest.hexdigest()
+        preprocessing = repr((self.input_size, self.mean, self.std, self.blur_sigma))
+        named = (
+            (f"{index}.{key}", value)
+            for index, module in enumerate(self.embedding_modules())
+            for key, value in sorted(module.state_dict().items())
+        )
+        return tensors_sha256(named, preamble=preprocessing)
 
     def autocast(self, device: torch.device) -> AbstractContextManager[object]:
         """The autocast context for a forward pass on ``device`` (a no-op unless CUDA + dtype)."""
         if self.autocast_dtype is None or device.type != "cuda":
             return nullcontext()
         return torch.autocast("cuda", dtype=self.autocast_dtype)
+
+
+@torch.no_grad()
+def tensors_sha256(named: Iterable[tuple[str, Tensor]], *, preamble: str = "") -> str:
+    """SHA-256 (hex) of named tensors: each one's name, dtype, shape and bytes, in the order
+    given (on any device; the bytes are read on the CPU). The one fingerprint of weights in
+    rave: residual files (which encoder weights made them) and the vocabulary cache (which
+    text-tower weights) use it."""
+    digest = hashlib.sha256(preamble.encode())
+    for name, value in named:
+        tensor = value.detach().to("cpu").contiguous().reshape(-1)
+        digest.update(f"\n{name} {tensor.dtype} {tuple(value.shape)}\n".encode())
+        digest.update(tensor.view(torch.uint8).numpy().data)
+    return digest.hexdigest()
 
 
 def check_images(images: Tensor) -> None:

@@ -12,10 +12,9 @@ encoder name and text-tower weights (``$RAVE_HOME/vocab/`` or the user cache ``r
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -156,21 +155,23 @@ def _byte_decoder() -> dict[str, int]:
 
 def text_tower_fingerprint(model: Any) -> str:
     """SHA-256 (hex) of the text-tower weights, so caches follow the weights, not the name."""
-    digest = hashlib.sha256()
-    names = ("token_embedding", "positional_embedding", "transformer", "ln_final")
-    names += ("text_projection", "text")
-    for name in names:
-        part = getattr(model, name, None)
-        if part is None:
-            continue
-        tensors = (
-            [part]
-            if isinstance(part, Tensor)
-            else [t for _, t in sorted(part.state_dict().items())]
-        )
-        for tensor in tensors:
-            digest.update(tensor.detach().cpu().contiguous().float().numpy().tobytes())
-    return digest.hexdigest()
+    from rave.encoders.base import tensors_sha256
+
+    def named() -> Iterator[tuple[str, Tensor]]:
+        # CLIP's text tower, or CustomTextCLIP's (``text``)
+        parts = ("token_embedding", "positional_embedding", "transformer", "ln_final")
+        for name in (*parts, "text_projection", "text"):
+            yield from _named_tensors(name, getattr(model, name, None))
+
+    return tensors_sha256(named())
+
+
+def _named_tensors(name: str, part: Any) -> Iterator[tuple[str, Tensor]]:
+    if isinstance(part, Tensor):
+        yield name, part
+    elif part is not None:
+        for key, value in sorted(part.state_dict().items()):
+            yield f"{name}.{key}", value
 
 
 def _cache_file(encoder_name: str, fingerprint: str, count: int) -> Path:
