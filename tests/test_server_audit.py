@@ -16,6 +16,7 @@ import io
 import json
 import mimetypes
 import os
+import signal
 import socket
 import tempfile
 import threading
@@ -414,9 +415,14 @@ def test_ipv6_addresses_can_be_served(light_half_net, host: str) -> None:
 
 
 @pytest.fixture
-def cli_with_net(light_half_net, monkeypatch) -> Callable[..., Any]:
+def cli_with_net(light_half_net, monkeypatch) -> Iterator[Callable[..., Any]]:
     """``rave serve ARGS`` in-process with the test network, given a Ctrl-C as soon as it
-    serves (in the server's loop, where the signal's KeyboardInterrupt comes)."""
+    serves (in the server's loop, where the signal's KeyboardInterrupt comes).
+
+    The command ignores SIGINT from its stop until the process exits; here the process is
+    pytest's, so the handler is put back (else every later subprocess, which inherits an
+    ignored SIGINT, could not be stopped with one).
+    """
     from click.testing import CliRunner
 
     import rave.cli.enhance
@@ -434,7 +440,11 @@ def cli_with_net(light_half_net, monkeypatch) -> Callable[..., Any]:
     def run(*args: str) -> Any:
         return CliRunner().invoke(main, ["serve", *args])
 
-    return run
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        yield run
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def test_a_busy_port_says_what_to_do(cli_with_net) -> None:
@@ -447,6 +457,24 @@ def test_a_busy_port_says_what_to_do(cli_with_net) -> None:
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and f"cannot listen on 127.0.0.1:{port}" in lines[0], lines
     assert "--port" in lines[0]  # what to do, not only the system's "Address already in use"
+
+
+def test_a_busy_port_is_said_before_the_model_is_loaded(cli_with_net, monkeypatch) -> None:
+    """The model was loaded first (seconds; minutes when it is downloaded on first use), and
+    only then was the port found taken."""
+    import rave.cli.enhance
+
+    def load_network(ctx: Any, model: str, device: str) -> torch.nn.Module:
+        raise AssertionError("the model was loaded for a port that is taken")
+
+    monkeypatch.setattr(rave.cli.enhance, "_load_network", load_network)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        result = cli_with_net("--port", str(busy.getsockname()[1]))
+    assert result.exit_code == 2 and "cannot listen on" in result.output, result.output
+    unknown = cli_with_net("--host", "no-such-host.invalid")
+    assert unknown.exit_code == 2 and "cannot listen on no-such-host.invalid" in unknown.output
 
 
 def test_listening_beyond_this_machine_is_warned_about(cli_with_net) -> None:

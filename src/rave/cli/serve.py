@@ -40,6 +40,27 @@ def _addresses(host: str, port: int) -> list[str]:
     return urls
 
 
+def _bind_problem(host: str, port: int) -> OSError | None:
+    """Why the server could not listen on ``host:port`` now, else None (binds, then frees)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET  # as EnhanceServer does
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            # as the server's socket (allow_reuse_address): a port in TIME_WAIT is free
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+    except OSError as err:
+        return err
+    return None
+
+
+def _cannot_listen(host: str, port: int, err: OSError) -> None:
+    """The one line for a server that cannot listen, with what to do for a busy port."""
+    in_use = err.errno == errno.EADDRINUSE  # Windows' WSAEADDRINUSE is mapped to it
+    hint = ": another program uses it; choose another --port" if in_use else ""
+    reason = err.strerror or str(err)
+    click.echo(f"error: cannot listen on {_shown(host, port)} ({reason}){hint}", err=True)
+
+
 def _shown(host: str, port: int) -> str:
     """``host:port`` as a URL writes it (an IPv6 address in brackets)."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -129,6 +150,13 @@ def serve_command(
     from rave.server import make_server
     from rave.server.app import Limits
 
+    # A busy port or an unknown host is said before the model is loaded (seconds, or a
+    # download on first use), not after; the real bind below still reports a port taken
+    # in between.
+    problem = _bind_problem(host, port)
+    if problem is not None:
+        _cannot_listen(host, port, problem)
+        ctx.exit(2)
     net = _load_network(ctx, model, device)
     upload_bytes = max_upload_mb * 2**20
     limits = Limits(max_queued_bytes=2 * upload_bytes, time_limit=time_limit)
@@ -150,10 +178,7 @@ def serve_command(
             log_line=log_line,
         )
     except OSError as err:
-        in_use = err.errno == errno.EADDRINUSE  # Windows' WSAEADDRINUSE is mapped to it
-        hint = ": another program uses it; choose another --port" if in_use else ""
-        reason = err.strerror or str(err)
-        click.echo(f"error: cannot listen on {_shown(host, port)} ({reason}){hint}", err=True)
+        _cannot_listen(host, port, err)
         ctx.exit(2)
     urls = _addresses(host, server.server_port)
     click.echo(f"rave: open {urls[0]} (Ctrl-C stops)")
