@@ -11,6 +11,7 @@ encoder name and text-tower weights (``$RAVE_HOME/vocab/`` or the user cache ``r
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import re
@@ -179,7 +180,7 @@ def _cache_file(encoder_name: str, fingerprint: str, count: int) -> Path:
     return cache_dir() / f"{slug}-{fingerprint[:16]}-n{count}.safetensors"
 
 
-def _atomic_save(tensors: dict[str, Tensor], path: Path) -> None:
+def _atomic_save(tensors: dict[str, Tensor], path: Path, *, quiet: bool = False) -> None:
     """Cache ``tensors`` in ``path``; a cache that cannot be written is a warning, not an error.
 
     The embeddings were just computed (minutes for the full vocabulary on a CPU): a
@@ -193,14 +194,16 @@ def _atomic_save(tensors: dict[str, Tensor], path: Path) -> None:
     try:
         atomic_write(path, save(tensors))
     except OSError as err:
-        logger.warning(
-            "vocabulary embeddings not cached (cannot write %s: %s); they will be encoded "
-            "again next time",
-            path,
-            os_reason(err),
-        )
+        if not quiet:  # a partial save that fails is retried, and the final one warns
+            logger.warning(
+                "vocabulary embeddings not cached (cannot write %s: %s); they will be "
+                "encoded again next time",
+                path,
+                os_reason(err),
+            )
         return
-    logger.info("vocabulary embeddings cached in %s", path)
+    if not quiet:
+        logger.info("vocabulary embeddings cached in %s", path)
 
 
 def _load_cached(path: Path, count: int, dim: int) -> Tensor | None:
@@ -259,9 +262,9 @@ def vocab_embeddings(
                     logger.info("vocabulary embeddings read from %s", path)
                     return VocabEmbeddings(tokens, cached[:count].contiguous())
 
-    embeddings = _encode_token_ids(model, tokenizer, count, batch_size, progress)
-    if use_cache:
-        path = _cache_file(name, fingerprint, count)
+    path = _cache_file(name, fingerprint, count) if use_cache else None
+    embeddings = _encode_token_ids(model, tokenizer, count, batch_size, progress, path)
+    if path is not None:
         _atomic_save({"embeddings": embeddings}, path)
     return VocabEmbeddings(tokens, embeddings)
 
@@ -294,8 +297,6 @@ def decoded_vocab_embeddings(
     Returns:
         distinct decoded texts (first-occurrence order), unit embeddings and raw norms.
     """
-    from tqdm.auto import tqdm
-
     tokenizer = _tokenizer_of(encoder)
     model = _clip_model_of(encoder)
     total = len(tokenizer.decoder)
@@ -315,27 +316,92 @@ def decoded_vocab_embeddings(
             logger.warning("ignoring unreadable vocabulary cache %s: %s", path, exc)
     device = _model_device(model)
     fast = supports_token_embeddings(model)
-    chunks: list[Tensor] = []
-    bar = tqdm(total=len(texts), desc="encoding vocabulary", unit="tok", disable=not progress)
-    with torch.no_grad():
-        for start in range(0, len(texts), batch_size):
-            ids = tokenizer(texts[start : start + batch_size])
-            positions = ids.argmax(dim=1)  # the end-of-text token has the highest id
-            if fast:
-                # causal text tower: cutting after the longest end token changes nothing
-                ids = ids[:, : int(positions.max()) + 1].to(device)
-                feats = encode_token_embeddings(model, model.token_embedding(ids), positions)
-            else:
-                feats = model.encode_text(ids.to(device))
-            chunks.append(feats.float().cpu())
-            bar.update(len(ids))
-    bar.close()
-    raw = torch.cat(chunks)
+
+    def encode(start: int, stop: int) -> Tensor:
+        ids = tokenizer(texts[start:stop])
+        positions = ids.argmax(dim=1)  # the end-of-text token has the highest id
+        if fast:
+            # causal text tower: cutting after the longest end token changes nothing
+            ids = ids[:, : int(positions.max()) + 1].to(device)
+            return encode_token_embeddings(model, model.token_embedding(ids), positions)
+        return model.encode_text(ids.to(device))
+
+    raw = _encode_resumably(len(texts), batch_size, encode, path, progress)
     norms = raw.norm(dim=1)
     embeddings = raw / norms.clamp_min(1e-12)[:, None]
     if path is not None:
         _atomic_save({"embeddings": embeddings, "norms": norms}, path)
     return VocabEmbeddings(texts, embeddings, norms)
+
+
+# How often an unfinished encoding is saved (seconds): the full vocabulary takes minutes on a
+# CPU (about 12 for ViT-B/32 on two cores), which an interruption must not throw away.
+PARTIAL_SAVE_SECONDS = 30.0
+
+
+def _partial_file(path: Path | None) -> Path | None:
+    return None if path is None else path.with_name(path.stem + ".partial.safetensors")
+
+
+def _encode_resumably(
+    count: int,
+    batch_size: int,
+    encode: Callable[[int, int], Tensor],
+    path: Path | None,
+    progress: bool,
+) -> Tensor:
+    """``cat([encode(start, stop) for each batch])``: ``(count, D)`` float32 raw features.
+
+    With a cache ``path``, the rows done so far are saved beside it (``*.partial``) every
+    :data:`PARTIAL_SAVE_SECONDS`, on Ctrl-C and on any error, and a later call with the same
+    cache path starts after them; the partial file goes once the whole is done. Batches are
+    encoded independently (no state between them), so a resumed result equals an
+    uninterrupted one.
+    """
+    import time
+
+    from tqdm.auto import tqdm
+
+    partial = _partial_file(path)
+    chunks: list[Tensor] = []
+    done = 0
+    if partial is not None and partial.is_file():
+        from safetensors.torch import load_file
+
+        try:
+            saved = load_file(str(partial))["raw"]
+            if saved.ndim == 2 and saved.shape[0] <= count:
+                chunks, done = [saved], saved.shape[0]
+                logger.info("resuming the vocabulary encoding at %d of %d", done, count)
+        except Exception as exc:  # a damaged partial file is started afresh, not fatal
+            logger.warning("ignoring unreadable partial vocabulary %s: %s", partial, exc)
+
+    def save_partial() -> None:
+        if partial is not None and chunks:
+            chunks[:] = [torch.cat(chunks)]
+            _atomic_save({"raw": chunks[0]}, partial, quiet=True)
+
+    bar = tqdm(
+        total=count, initial=done, desc="encoding vocabulary", unit="tok", disable=not progress
+    )
+    last_save = time.monotonic()
+    try:
+        with torch.no_grad():
+            for start in range(done, count, batch_size):
+                chunks.append(encode(start, min(start + batch_size, count)).float().cpu())
+                bar.update(chunks[-1].shape[0])
+                if time.monotonic() - last_save > PARTIAL_SAVE_SECONDS:
+                    save_partial()
+                    last_save = time.monotonic()
+    except BaseException:  # Ctrl-C included: keep what was encoded for the next run
+        save_partial()
+        raise
+    finally:
+        bar.close()
+    if partial is not None:
+        with contextlib.suppress(OSError):  # an unusable cache folder was already warned about
+            partial.unlink(missing_ok=True)
+    return torch.cat(chunks)
 
 
 def _probe_dim(model: Any, tokenizer: Any) -> int:
@@ -351,35 +417,28 @@ def _model_device(model: Any) -> torch.device:
     return next(model.parameters()).device
 
 
-@torch.no_grad()
 def _encode_token_ids(
-    model: Any, tokenizer: Any, count: int, batch_size: int, progress: bool
+    model: Any, tokenizer: Any, count: int, batch_size: int, progress: bool, path: Path | None
 ) -> Tensor:
-    from tqdm.auto import tqdm
-
     device = _model_device(model)
     sot, eot = int(tokenizer.sot_token_id), int(tokenizer.eot_token_id)
     fast = supports_token_embeddings(model)
     context = int(getattr(model, "context_length", 77))
-    chunks: list[Tensor] = []
-    bar = tqdm(total=count, desc="encoding vocabulary", unit="tok", disable=not progress)
-    for start in range(0, count, batch_size):
-        ids = torch.arange(start, min(start + batch_size, count), dtype=torch.long)
+
+    def encode(start: int, stop: int) -> Tensor:
+        ids = torch.arange(start, stop, dtype=torch.long)
         seq = torch.stack([torch.full_like(ids, sot), ids, torch.full_like(ids, eot)], dim=1)
         # Pool where encode_text would: the position of the highest id (argmax pooling).
         positions = seq.argmax(dim=1)
         if fast:
             # Causal text tower: three positions give the same feature as the padded 77.
             seq = seq.to(device)
-            feats = encode_token_embeddings(model, model.token_embedding(seq), positions)
-        else:
-            padded = torch.zeros(len(ids), context, dtype=torch.long)
-            padded[:, :3] = seq
-            feats = model.encode_text(padded.to(device))
-        chunks.append(F.normalize(feats.float(), dim=-1).cpu())
-        bar.update(len(ids))
-    bar.close()
-    return torch.cat(chunks)
+            return encode_token_embeddings(model, model.token_embedding(seq), positions)
+        padded = torch.zeros(len(ids), context, dtype=torch.long)
+        padded[:, :3] = seq
+        return model.encode_text(padded.to(device))
+
+    return F.normalize(_encode_resumably(count, batch_size, encode, path, progress), dim=-1)
 
 
 @torch.no_grad()
