@@ -503,26 +503,9 @@ def plot_ranking(
     Raises:
         FileExistsError: ``path`` exists (or appeared while drawing) and not ``overwrite``.
     """
-    import matplotlib
+    from rave.guidance.residual import save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from rave.guidance.residual import keep_existing
-    from rave.io.atomic import atomic_write
-
-    path = Path(path)
-    if (path.exists() or path.is_symlink()) and not overwrite:
-        raise FileExistsError(f"{path} exists; pass overwrite=True (--overwrite) to replace it")
-    fig = _ranking_figure(ranking, title, label)
-    try:
-        atomic_write(
-            path,
-            lambda stream: fig.savefig(stream, format="png", dpi=120),
-            verify=None if overwrite else keep_existing(path),
-        )
-    finally:
-        plt.close(fig)
+    save_figure(path, lambda: _ranking_figure(ranking, title, label), overwrite=overwrite)
 
 
 def _ranking_figure(ranking: TokenRanking, title: str, label: Callable[[str], str]) -> Any:

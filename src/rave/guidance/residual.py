@@ -599,6 +599,19 @@ def plot_projections(
         ValueError: ``rv`` carries no projections.
         FileExistsError: ``path`` exists (or appeared while drawing) and not ``overwrite``.
     """
+    save_figure(path, lambda: _projection_figure(rv, title), overwrite=overwrite)
+
+
+def save_figure(path: str | Path, draw: Callable[[], Any], *, overwrite: bool = False) -> None:
+    """Write the matplotlib figure ``draw()`` makes as a PNG at ``path``, atomically.
+
+    An existing ``path`` is refused before drawing and again just before the rename (a
+    file that appeared meanwhile is kept), unless ``overwrite``; the figure is closed
+    whatever happens. The one way the guidance tools save their charts.
+
+    Raises:
+        FileExistsError: ``path`` exists (or appeared while drawing) and not ``overwrite``.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -607,7 +620,7 @@ def plot_projections(
     path = Path(path)
     if (path.exists() or path.is_symlink()) and not overwrite:
         raise FileExistsError(f"{path} exists; pass overwrite=True (--overwrite) to replace it")
-    fig = _projection_figure(rv, title)
+    fig = draw()
     try:
         atomic_write(
             path,

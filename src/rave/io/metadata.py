@@ -78,6 +78,14 @@ def _find_entry(tiff: bytes, order: str, ifd: int, tag: int) -> tuple[int, int, 
     return None
 
 
+def _patchable(exif: bytes) -> tuple[bytes, bytearray]:
+    """An EXIF block's ``Exif\\0\\0`` prefix (``b""`` without one) and a mutable copy of its
+    TIFF structure: values are patched in place and the two joined again, so that every
+    other byte (offsets, maker notes, unknown tags) stays."""
+    prefix = exif[: len(EXIF_PREFIX)] if exif.startswith(EXIF_PREFIX) else b""
+    return prefix, bytearray(strip_exif_prefix(exif))
+
+
 def _orientation_entry(tiff: bytes) -> tuple[str, int] | None:
     """Byte order and offset of the orientation value in IFD0, or None if absent/garbled."""
     directory = _first_directory(tiff)
@@ -102,8 +110,7 @@ def set_exif_pixel_dimensions(exif: bytes, width: int, height: int) -> bytes:
     other byte stays; a value a SHORT cannot hold (over 65535) is left, and blocks that
     are not a readable TIFF structure, or lack the tags, are returned unchanged.
     """
-    prefix = exif[: len(EXIF_PREFIX)] if exif.startswith(EXIF_PREFIX) else b""
-    tiff = bytearray(strip_exif_prefix(exif))
+    prefix, tiff = _patchable(exif)
     directory = _first_directory(bytes(tiff))
     if directory is None:
         return exif
@@ -133,8 +140,7 @@ def drop_exif_thumbnail(exif: bytes) -> bytes:
     to IFD1 is set to 0 in place, so every other offset stays valid; the unreachable bytes
     remain. Blocks that are not a readable TIFF structure are returned unchanged.
     """
-    prefix = exif[: len(EXIF_PREFIX)] if exif.startswith(EXIF_PREFIX) else b""
-    tiff = bytearray(strip_exif_prefix(exif))
+    prefix, tiff = _patchable(exif)
     directory = _first_directory(bytes(tiff))
     if directory is None:
         return exif
@@ -165,8 +171,7 @@ def reset_exif_orientation(exif: bytes) -> bytes:
     The value is patched in place rather than re-serialising the block (as
     ``PIL.Image.Exif.tobytes`` would), so offsets, maker notes and unknown tags survive.
     """
-    prefix = exif[: len(EXIF_PREFIX)] if exif.startswith(EXIF_PREFIX) else b""
-    tiff = bytearray(strip_exif_prefix(exif))
+    prefix, tiff = _patchable(exif)
     found = _orientation_entry(bytes(tiff))
     if found is None:
         return exif
