@@ -592,3 +592,20 @@ def test_a_zoom_the_server_cannot_answer_says_so(browser, light_half_net, tmp_pa
     error = page.text_content("#error")
     assert error.startswith("a.png: ") and "did not answer" in error, error
     page.context.close()
+
+
+@pytest.mark.slow
+def test_a_preview_that_never_comes_says_the_server_did_not_answer(
+    browser, light_half_net, tmp_path
+):
+    """The preview's request failing without an answer showed the browser's own words,
+    "a.png: Failed to fetch", where every other such failure says what happened."""
+    with _serve(light_half_net) as served:
+        page = _open_page(browser, served)
+        page.route("**/view", lambda route: route.abort())  # the connection fails
+        Image.fromarray(_dark()).save(tmp_path / "a.png")
+        page.set_input_files("#file", [str(tmp_path / "a.png")])
+        page.wait_for_function("() => $('status').textContent.includes('1 failed')")
+        error = page.text_content("#error")
+        assert error.startswith("a.png: ") and "did not answer" in error, error
+        page.context.close()

@@ -238,6 +238,13 @@ function showProgress(photo, text, fraction) {
   photo.li.querySelector(".state").textContent = text;
 }
 
+// Why a fetch failed, in words: the server's own line, or (a TypeError: no answer at all,
+// which the browser words as "Failed to fetch") that it did not answer.
+function reasonOf(err) {
+  return err instanceof TypeError
+    ? "the server did not answer: is rave serve still running?" : err.message;
+}
+
 // Names one upload for GET /progress/TOKEN (the server's count of tiles computed).
 function jobToken() {
   return Array.from(crypto.getRandomValues(new Uint8Array(16)),
@@ -360,7 +367,7 @@ function upload(photo) {
         setState(photo, "done", `done, ${info.width}×${info.height} ${info.format.toUpperCase()}`);
         drawThumb(photo);
       } catch (err) {
-        photo.error = `${photo.name}: ${err.message}`;
+        photo.error = `${photo.name}: ${reasonOf(err)}`;
         setState(photo, "failed", photo.error);
       }
       resolve();
@@ -487,12 +494,8 @@ async function zoomAt(cx, cy) {
     if (response.status === 410) { enhanceAgain(photo); return; }
     if (!response.ok) throw new Error((await response.text()).trim());
     view = decodeView(await response.arrayBuffer());
-  } catch (err) {  // its answer, or none (a TypeError: the server stopped)
-    if (wanted()) {
-      const reason = err instanceof TypeError
-        ? "the server did not answer: is rave serve still running?" : err.message;
-      $("error").textContent = `${photo.name}: ${reason}`;
-    }
+  } catch (err) {
+    if (wanted()) $("error").textContent = `${photo.name}: ${reasonOf(err)}`;
     return;
   }
   if (!wanted()) return;
