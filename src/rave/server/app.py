@@ -43,7 +43,8 @@ each half-second). The page computes
 ``I / L**S`` itself, so moving a strength slider sends nothing. ``HEAD`` answers every
 ``GET`` route (the same status and headers, no body); other methods get 405 with ``Allow``.
 Every error, the HTTP parser's own included (414, 431, 505, 501, HTTP/0.9), is one line of
-plain text.
+plain text; a write that the server's full disk refuses (an upload, a light map, a download,
+a zip) is a 507 naming the photo.
 """
 
 from __future__ import annotations
