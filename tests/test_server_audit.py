@@ -531,7 +531,7 @@ def browser() -> Iterator[Any]:
 
 
 def _open_page(browser: Any, served: _Served) -> Any:
-    context = browser.new_context(viewport={"width": 1280, "height": 860})
+    context = browser.new_context(viewport={"width": 1280, "height": 860}, accept_downloads=True)
     page = context.new_page()
     page.goto(f"http://127.0.0.1:{served.port}/")
     return page
@@ -608,4 +608,29 @@ def test_a_preview_that_never_comes_says_the_server_did_not_answer(
         page.wait_for_function("() => $('status').textContent.includes('1 failed')")
         error = page.text_content("#error")
         assert error.startswith("a.png: ") and "did not answer" in error, error
+        page.context.close()
+
+
+@pytest.mark.slow
+def test_a_download_behind_a_photo_being_enhanced_says_it_waits(browser, light_half_net, tmp_path):
+    """Download while another photo was being enhanced: nothing on the page said why the
+    file did not come (it waits for the engine: minutes for a 24 MP photo)."""
+    with _serve(light_half_net) as served:
+        page = _open_page(browser, served)
+        _upload_in_page(page, tmp_path, {"first.png": _dark()})
+        served.engine.hold.set()
+        Image.fromarray(_dark(seed=5)).save(tmp_path / "second.png")
+        page.set_input_files("#file", [str(tmp_path / "second.png")])
+        assert served.engine.started.wait(30)  # second.png is being enhanced
+        page.wait_for_function("() => photos[1].state === 'enhancing'")
+        page.locator(".thumb").nth(0).click()
+        with page.expect_download(timeout=30000) as download:
+            page.click("#download")
+            page.wait_for_function(
+                "() => $('status').textContent.includes('starts once')", timeout=5000
+            )
+            assert "second.png" in page.text_content("#status")
+            served.engine.release.set()
+        assert download.value.suggested_filename == "first_enhanced.png"
+        page.wait_for_function("() => $('status').textContent.includes('2 photos: 2 done')")
         page.context.close()

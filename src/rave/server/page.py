@@ -565,6 +565,14 @@ async function save(wanted, url) {
       return;
     }
   }
+  // The server computes one photo at a time: a download asked while another photo is being
+  // enhanced waits for it (minutes for a large one), and a browser shows nothing until the
+  // file comes. Said here; the status line's next update (that photo done) replaces it.
+  const busy = photos.find((p) => p.state === "enhancing" && !wanted.includes(p));
+  if (busy) {
+    $("status").textContent =
+      `The download starts once ${busy.name} is enhanced (one photo at a time).`;
+  }
   fetchInFrame(wanted, url());
 }
 
