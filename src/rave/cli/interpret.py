@@ -207,18 +207,20 @@ def interpret_command(
         f"{file}: {what} in {encoder.name}, {len(vocab.tokens)} vocabulary tokens "
         f"({vocabulary} vocabulary)"
     )
+    from rave.io.printable import display_width, ljust_display
+
     show = vocab.display
-    width = max(len(show(t)) for t, _ in ranking.most + ranking.least)
-    width = max(width, len("most aligned"))
+    # Columns, not characters: CJK tokens take two columns each.
+    width = max(display_width(show(t)) for t, _ in ranking.most + ranking.least)
+    width = max(width, len("least aligned"))
     click.echo(
         f"{'#':>3}  {'most aligned':<{width}}  {'cos':>7}    {'least aligned':<{width}}  cos"
     )
     for index, ((top, top_s), (low, low_s)) in enumerate(
         zip(ranking.most, ranking.least, strict=True), start=1
     ):
-        click.echo(
-            f"{index:>3}  {show(top):<{width}}  {top_s:>7.4f}    {show(low):<{width}}  {low_s:.4f}"
-        )
+        left, right = ljust_display(show(top), width), ljust_display(show(low), width)
+        click.echo(f"{index:>3}  {left}  {top_s:>7.4f}    {right}  {low_s:.4f}")
     if plot is not None:
         try:
             title = f"{file.name} ({encoder.name}, {vocabulary} vocabulary)"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import unicodedata
 
-__all__ = ["printable"]
+__all__ = ["display_width", "ljust_display", "printable"]
 
 # Line breaks repr() writes as short escapes; everything else non-printable becomes \xNN,
 # \uNNNN or \UNNNNNNNN as in repr().
@@ -59,3 +59,19 @@ def printable(value: object) -> str:
         else character
         for character in text
     )
+
+
+def display_width(text: str) -> int:
+    """Terminal columns ``text`` takes: East Asian wide and full-width characters take two,
+    combining marks none, everything else one (what ``str.ljust`` gets wrong for CJK)."""
+    width = 0
+    for character in text:
+        if unicodedata.combining(character):
+            continue
+        width += 2 if unicodedata.east_asian_width(character) in ("W", "F") else 1
+    return width
+
+
+def ljust_display(text: str, width: int) -> str:
+    """``text`` padded with spaces to ``width`` terminal columns (see :func:`display_width`)."""
+    return text + " " * max(0, width - display_width(text))
