@@ -11,6 +11,8 @@ Each case below is tested over real sockets (``tests/test_server_http.py``):
   trickles or stops never holds a thread for longer; the time a request waits for the
   engine (its photo, or a download behind another photo) is not the client's: it is bounded
   by the time limit per photo instead, and a client that leaves gives its place up;
+- at most ``max_waiting`` downloads, zips and zoomed views wait for the engine at once
+  (each holds a connection); one more gets a 503 at once;
 - at most ``max_connections`` connections are served at once (one thread each); beyond
   that, the connection that has spent longest (over a second) sending its request is
   closed to make room, or else the newcomer gets a 503 at once;
@@ -32,7 +34,10 @@ preview (:func:`rave.server.store.encode_view`; with ``left, top, right, bottom,
 region, e.g. at 100%); ``GET /result/ID/download?strength=S`` the full-resolution file at
 strength S (a plain decimal number from 0 to 100, as ``--strength``; default 1);
 ``GET /zip?items=ID:S,ID:S`` all of them (at most as many items as results are kept);
-``DELETE /result/ID`` forgets a result (the page's *Remove*: its files go at once). The
+``DELETE /result/ID`` forgets a result (the page's *Remove*: its files go at once). A
+download or zip asked with ``job=TOKEN`` (as ``X-Rave-Job`` below) answers its 200 with the
+cookie ``rave-job-TOKEN=started``, so that the page knows when the file has started (a
+download in a frame gets no load event). The
 upload is the file's bytes as the body (a multipart form gets 415). An upload may name
 itself with an ``X-Rave-Job`` header (16 to 64 of ``A-Za-z0-9_-``, random: the page sends
 32 hex digits); while that request lasts, ``GET /progress/TOKEN`` answers JSON
@@ -127,6 +132,9 @@ class Limits:
             dropped for the newcomer, or the newcomer gets a 503.
         max_queued_bytes: total declared size of the uploads being received or waiting for
             the one-photo lock; an upload that would exceed it gets a 503.
+        max_waiting: downloads, zips and zoomed views waiting for the engine (another photo
+            is being computed) at once; one more gets a 503 at once rather than holding a
+            connection for up to ``time_limit`` (uploads are bounded by max_queued_bytes).
         header_seconds: time to send a request's headers (and idle time on keep-alive).
         min_upload_rate: bytes per second an upload must average (after header_seconds).
         time_limit: seconds one photo may compute (and wait for the lock) before a 503.
@@ -137,6 +145,7 @@ class Limits:
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_connections: int = 32
     max_queued_bytes: int = 2 * DEFAULT_MAX_UPLOAD_BYTES
+    max_waiting: int = 8
     header_seconds: float = 10.0
     min_upload_rate: float = 100e3
     time_limit: float = 600.0
@@ -561,7 +570,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._quiet = True
             self._json({"done": progress[0], "total": progress[1]})
         elif url.path == "/zip":
-            self._zip(query.get("items", [""])[0], query.get("name", ["rave-enhanced"])[0])
+            self._zip(query)
         elif match := _RESULT_PATH.fullmatch(url.path):
             result = self.server.store.get(match.group(1))
             if result is None:
@@ -572,7 +581,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self._view(result, query)
             else:
                 # No strength: 1, the model's output; an empty one is refused (a page bug).
-                self._download(result, _strength(query.get("strength", ["1"])[0]))
+                self._download(result, _strength(query.get("strength", ["1"])[0]), query)
         else:
             raise _Refused(HTTPStatus.NOT_FOUND, f"no page {url.path}")
 
@@ -674,22 +683,44 @@ class _Handler(BaseHTTPRequestHandler):
         max_side = min(_pixels(query, "max", "1024"), 2048)
         if not (0 <= left < right <= result.width and 0 <= top < bottom <= result.height):
             raise _Refused(HTTPStatus.BAD_REQUEST, f"region {box} is outside the photo")
+        max_side = max(16, max_side)
         body = self.server.render_view(
-            result, (left, top, right, bottom), max(16, max_side), self._client_gone
+            result, (left, top, right, bottom), max_side, self._client_gone, _Waiter(result.name)
         )
         self._reply(HTTPStatus.OK, body, "application/octet-stream")
 
-    def _download(self, result: Result, strength: float) -> None:
-        target = self.server.render(result, strength, self._client_gone)
+    def _download(self, result: Result, strength: float, query: dict[str, list[str]]) -> None:
+        headers = {
+            "Content-Disposition": _disposition(result.name, result.format),
+            **self._job_cookie(query),
+        }
+        self._what += f" strength {strength:g}"
+        content_type = _CONTENT_TYPES.get(result.format, "application/octet-stream")
+        target = self.server.render(result, strength, self._client_gone, _Waiter(result.name))
         try:
-            headers = {"Content-Disposition": _disposition(result.name, result.format)}
-            self._what += f" strength {strength:g}"
-            content_type = _CONTENT_TYPES.get(result.format, "application/octet-stream")
             self._reply_file(target, content_type, headers)
         finally:
             target.unlink(missing_ok=True)
 
-    def _zip(self, items: str, name: str) -> None:
+    def _job_cookie(self, query: dict[str, list[str]]) -> dict[str, str]:
+        """For a download or zip asked with ``job=TOKEN``: the cookie that tells the page its
+        answer has started (a frame whose answer becomes a download gets no load event).
+
+        Set with the 200's headers, i.e. once the file is rendered and about to be sent; the
+        page removes it as soon as it sees it, and it expires in a minute otherwise.
+        """
+        job = query.get("job", [None])[0]
+        if job is None:
+            return {}
+        if not _JOB.fullmatch(job):
+            raise _Refused(
+                HTTPStatus.BAD_REQUEST, "job must be 16 to 64 letters, digits, '-' or '_'"
+            )
+        return {"Set-Cookie": f"rave-job-{job}=started; Path=/; Max-Age=60; SameSite=Strict"}
+
+    def _zip(self, query: dict[str, list[str]]) -> None:
+        items = query.get("items", [""])[0]
+        name = query.get("name", ["rave-enhanced"])[0]
         wanted: list[tuple[Result, float]] = []
         for item in filter(None, items.split(",")):
             result_id, colon, strength = item.partition(":")
@@ -709,13 +740,19 @@ class _Handler(BaseHTTPRequestHandler):
                 "at most one item per kept photo",
             )
         self._what = f"{len(wanted)} photos"
+        stem = _SAFE_STEM.sub("_", name)[:60] or "rave-enhanced"
+        headers = {
+            "Content-Disposition": f'attachment; filename="{stem}.zip"',
+            **self._job_cookie(query),
+        }
+        waiter = _Waiter("")  # one place for the whole zip; the page names its photos
         archive = self.server.store.new_folder()[1] / "all.zip"
         try:
             used: set[str] = set()
             # Stored, not deflated: the photos are compressed already.
             with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as bundle:
                 for result, strength in wanted:
-                    target = self.server.render(result, strength, self._client_gone)
+                    target = self.server.render(result, strength, self._client_gone, waiter)
                     arcname = _download_names(result.name, result.format)[1]
                     stem, dot, ext = arcname.rpartition(".")
                     count = 1
@@ -725,8 +762,6 @@ class _Handler(BaseHTTPRequestHandler):
                     used.add(arcname)
                     bundle.write(target, arcname)
                     target.unlink()
-            stem = _SAFE_STEM.sub("_", name)[:60] or "rave-enhanced"
-            headers = {"Content-Disposition": f'attachment; filename="{stem}.zip"'}
             self._reply_file(archive, "application/zip", headers)
         finally:
             self.server.store.discard(archive.parent)
@@ -770,6 +805,18 @@ def _pixels(query: dict[str, list[str]], key: str, default: str | None = None) -
         shown = repr(text if len(text) <= 20 else text[:20] + "...")
         raise _Refused(HTTPStatus.BAD_REQUEST, f"{key} {shown} is not a whole number of pixels")
     return int(text)
+
+
+@dataclass
+class _Waiter:
+    """A download, zip or zoom that may wait for the engine (``Limits.max_waiting``).
+
+    ``label`` starts its refusal's line (the photo's name; empty for a zip, which the page
+    names itself); ``admitted`` once it has been given a place to wait.
+    """
+
+    label: str
+    admitted: bool = False
 
 
 class _Admission:
@@ -871,6 +918,8 @@ class EnhanceServer(ThreadingHTTPServer):
         self._ended: OrderedDict[str, tuple[int, int]] = OrderedDict()  # the last ones' counts
         self._jobs_lock = threading.Lock()
         self._one_at_a_time = threading.Lock()
+        self.waiting = 0  # downloads, zips and zooms waiting for it (Limits.max_waiting)
+        self._waiting_lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(limits.max_connections)
         self._deadlines: dict[_Handler, float | None] = {}
         self._phase_started: dict[_Handler, float] = {}
@@ -1056,12 +1105,15 @@ class EnhanceServer(ThreadingHTTPServer):
         name: str,
         work: Callable[[Callable[[], bool]], Any],
         client_gone: Callable[[], bool] | None = None,
+        waiter: _Waiter | None = None,
     ) -> Any:
         """Run ``work(stop)`` alone (one photo at a time), within the time budget.
 
         ``stop()`` says whether to abandon the work: the server is stopping, the time budget
         is spent, or ``client_gone()`` (the client closed its connection: the page's
         *Remove*, a closed tab), so that nobody's next photo waits for an unwanted one.
+        ``waiter`` (a download, zip or zoom; None for an upload) counts against
+        ``max_waiting`` if the engine is busy.
         """
         from rave.inference import DeadlineExceeded
         from rave.io import PhotoError
@@ -1073,7 +1125,7 @@ class EnhanceServer(ThreadingHTTPServer):
         def stop() -> bool:
             return self.stopping.is_set() or time.monotonic() > deadline or gone()
 
-        self._wait_for_engine(name, deadline, gone)
+        self._wait_for_engine(name, deadline, gone, waiter)
         try:
             if self.stopping.is_set():
                 raise _Refused(HTTPStatus.SERVICE_UNAVAILABLE, "the server is stopping")
@@ -1100,16 +1152,49 @@ class EnhanceServer(ThreadingHTTPServer):
             self._one_at_a_time.release()
             _return_freed_memory()
 
-    def _wait_for_engine(self, name: str, deadline: float, gone: Callable[[], bool]) -> None:
+    def _wait_for_engine(
+        self, name: str, deadline: float, gone: Callable[[], bool], waiter: _Waiter | None
+    ) -> None:
         """Take the one-photo lock before ``deadline``; a client that leaves while it waits
-        (a cancelled download) gives its place up at once instead of at the deadline."""
-        while not self._one_at_a_time.acquire(timeout=0.25):
-            if self.stopping.is_set():
-                raise _Refused(HTTPStatus.SERVICE_UNAVAILABLE, "the server is stopping")
-            if time.monotonic() > deadline:
-                raise _Refused(HTTPStatus.SERVICE_UNAVAILABLE, f"{name}: the server is busy")
-            if gone():
-                raise _Closed("the client closed the connection while it waited: not computed")
+        (a cancelled download) gives its place up at once instead of at the deadline.
+
+        A ``waiter`` that finds the engine busy takes one of ``max_waiting`` places while
+        it waits, or is refused (503) when none is left: each waiting request holds a
+        connection, and whoever has a result's id could otherwise fill every connection
+        with downloads that wait. Only its first wait is checked: a zip let in is never
+        refused halfway through its photos (it waits again between them).
+        """
+        if self._one_at_a_time.acquire(blocking=False):
+            return
+        if waiter is not None:
+            self._start_waiting(waiter)
+        try:
+            while not self._one_at_a_time.acquire(timeout=0.25):
+                if self.stopping.is_set():
+                    raise _Refused(HTTPStatus.SERVICE_UNAVAILABLE, "the server is stopping")
+                if time.monotonic() > deadline:
+                    raise _Refused(HTTPStatus.SERVICE_UNAVAILABLE, f"{name}: the server is busy")
+                if gone():
+                    raise _Closed("the client closed the connection while it waited: not computed")
+        finally:
+            if waiter is not None:
+                with self._waiting_lock:
+                    self.waiting -= 1
+
+    def _start_waiting(self, waiter: _Waiter) -> None:
+        with self._waiting_lock:
+            if not waiter.admitted and self.waiting >= self.limits.max_waiting:
+                prefix = f"{waiter.label}: " if waiter.label else ""
+                raise _Refused(
+                    HTTPStatus.SERVICE_UNAVAILABLE,
+                    printable(
+                        f"{prefix}too many downloads and zooms already wait their turn "
+                        f"({self.waiting}; the server computes one photo at a time); "
+                        "try again shortly"
+                    ),
+                )
+            waiter.admitted = True
+            self.waiting += 1
 
     def enhance_upload(
         self,
@@ -1149,6 +1234,7 @@ class EnhanceServer(ThreadingHTTPServer):
         box: tuple[int, int, int, int],
         max_side: int,
         client_gone: Callable[[], bool] | None = None,
+        waiter: _Waiter | None = None,
     ) -> bytes:
         """A region of a kept result at up to full resolution (e.g. zoom to 100%)."""
         from rave.io import read_photo
@@ -1158,10 +1244,14 @@ class EnhanceServer(ThreadingHTTPServer):
             light = np.load(result.light, mmap_mode="r")
             return encode_view(photo.pixels, light, box, max_side)
 
-        return self._compute(result.name, work, client_gone)
+        return self._compute(result.name, work, client_gone, waiter)
 
     def render(
-        self, result: Result, strength: float, client_gone: Callable[[], bool] | None = None
+        self,
+        result: Result,
+        strength: float,
+        client_gone: Callable[[], bool] | None = None,
+        waiter: _Waiter | None = None,
     ) -> Path:
         """The full-resolution file at ``strength`` (the network is not run again)."""
 
@@ -1179,7 +1269,7 @@ class EnhanceServer(ThreadingHTTPServer):
             )
             return target
 
-        return self._compute(result.name, work, client_gone)
+        return self._compute(result.name, work, client_gone, waiter)
 
 
 def _format_note(upload: Path, name: str, written: str) -> str | None:

@@ -136,6 +136,7 @@ const $ = (id) => document.getElementById(id);
 const DEFAULT_STRENGTH = parseFloat("__RAVE_STRENGTH__") || 1;
 const MAX_UPLOAD = Number("__RAVE_MAX_UPLOAD__");  // bytes: the server's --max-upload-mb
 const photos = [];  // in upload order
+const downloading = new Map();  // a download's job token -> what it is (fetchInFrame)
 let selected = null, queue = Promise.resolve(), holding = false;
 let zoom = null;  // {view, cx, cy} when showing a region at 100%
 
@@ -200,9 +201,11 @@ function updateStatus() {
   const busy = photos.length - done - failed;
   const parts = [`${done} done`];
   if (failed) parts.push(`${failed} failed`);
-  $("status").textContent = photos.length === 0 ? "" : busy
+  const lines = [photos.length === 0 ? "" : busy
     ? `Enhancing: ${photos.length - busy} of ${photos.length} finished (${parts.join(", ")})`
-    : `${photos.length} photo${photos.length > 1 ? "s" : ""}: ${parts.join(", ")}`;
+    : `${photos.length} photo${photos.length > 1 ? "s" : ""}: ${parts.join(", ")}`];
+  if (downloading.size) lines.push(`downloading ${[...downloading.values()].join(", ")}…`);
+  $("status").textContent = lines.filter(Boolean).join("; ");
   const ready = photos.filter((p) => p.state === "done");
   const zip = $("zipall");
   zip.setAttribute("aria-disabled", ready.length ? "false" : "true");
@@ -495,7 +498,10 @@ async function zoomAt(cx, cy) {
     if (!response.ok) throw new Error((await response.text()).trim());
     view = decodeView(await response.arrayBuffer());
   } catch (err) {
-    if (wanted()) $("error").textContent = `${photo.name}: ${reasonOf(err)}`;
+    if (!wanted()) return;
+    const reason = reasonOf(err);  // the server's own refusals name the photo already
+    $("error").textContent =
+      reason.startsWith(`${photo.name}: `) ? reason : `${photo.name}: ${reason}`;
     return;
   }
   if (!wanted()) return;
@@ -569,11 +575,11 @@ async function save(wanted, url) {
   // enhanced waits for it (minutes for a large one), and a browser shows nothing until the
   // file comes. Said here; the status line's next update (that photo done) replaces it.
   const busy = photos.find((p) => p.state === "enhancing" && !wanted.includes(p));
+  fetchInFrame(wanted, url());
   if (busy) {
     $("status").textContent =
       `The download starts once ${busy.name} is enhanced (one photo at a time).`;
   }
-  fetchInFrame(wanted, url());
 }
 
 // The download itself is navigated in a hidden frame of its own, not fetched: a 200 (always
@@ -581,26 +587,43 @@ async function save(wanted, url) {
 // photo or the zip, and nothing is rendered twice (a check request first could not foresee a
 // busy server or the time limit, which come during the render). Any other answer stays in the
 // frame as a page of its own: the server's one line of plain text, shown here with the
-// photo's name. A frame whose answer became a download keeps an empty document: it is left
-// in place, as removing it while the server still renders would cancel the download.
+// photo's name. A frame whose answer becomes a download gets no load event: the URL carries
+// a token (job=TOKEN) and the server's 200 sets the cookie rave-job-TOKEN, which the page
+// looks for. Until then the status line says "downloading …"; once the file is the
+// browser's (its own download list shows it) that goes, the cookie is deleted and the frame
+// removed (a download under way survives its frame; removing it earlier would cancel it).
 function fetchInFrame(wanted, url) {
+  const who = wanted.length === 1 ? wanted[0].name
+    : `the zip of ${wanted.map((p) => p.name).join(", ")}`;
+  const job = jobToken(), cookie = `rave-job-${job}=`;
   const frame = document.createElement("iframe");
   frame.hidden = true; frame.tabIndex = -1;
   frame.setAttribute("aria-hidden", "true"); frame.title = "download";
+  let watch = null;
+  const finish = () => { clearInterval(watch); downloading.delete(job); frame.remove(); };
+  if (navigator.cookieEnabled) {  // else no signal: the frame stays, as it must
+    downloading.set(job, who);
+    url += `&job=${job}`;
+    watch = setInterval(() => {
+      if (!document.cookie.split("; ").some((c) => c.startsWith(cookie))) return;
+      document.cookie = `${cookie}; Max-Age=0; Path=/; SameSite=Strict`;
+      finish();
+      updateStatus();
+    }, 200);
+  }
   frame.addEventListener("load", () => {
     let doc = null;
     try { doc = frame.contentDocument; } catch (err) {}  // the browser's own error page
     if (doc && doc.location.href === "about:blank") return;
     const text = doc ? (doc.body ? doc.body.textContent : "").trim().split("\n")[0] : "";
-    frame.remove();
+    finish();
     const reason = text || "the server did not answer: is rave serve still running?";
     const named = wanted.find((p) => reason.startsWith(`${p.name}: `));
-    const who = wanted.length === 1 ? wanted[0].name
-      : `the zip of ${wanted.map((p) => p.name).join(", ")}`;
     $("status").textContent = `Not downloaded: ${named ? reason : `${who}: ${reason}`}`;
   });
   frame.src = url;
   document.body.appendChild(frame);
+  updateStatus();
 }
 
 // A failed photo (server busy, over its time limit, restarted mid-upload) is sent again from

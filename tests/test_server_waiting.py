@@ -1,0 +1,404 @@
+"""``rave serve``: requests that wait for the engine, and the page's signal that a download
+has started. Each test here failed before its change.
+
+Real sockets on 127.0.0.1 and a network whose light map is 0.5 everywhere (the results are
+known without the real model); an engine the test holds busy (no timing). The browser tests
+use Debian's chromium through Playwright, as ``tests/test_server_browser.py`` does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.message
+import http.client
+import io
+import json
+import os
+import shutil
+import threading
+import time
+import urllib.parse
+import zipfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from rave.network import EnhancementNet
+from rave.server import app as server_app
+from rave.server import make_server
+from rave.server.app import EnhanceServer, Limits
+from rave.session import Enhancer
+
+
+@pytest.fixture(scope="module")
+def light_half_net() -> EnhancementNet:
+    """A network whose light map is 0.5 everywhere: the result is min(1, I * 2**S)."""
+    net = EnhancementNet().eval()
+    with torch.no_grad():
+        net.cond_add1.weight.zero_()
+        net.cond_add1.bias.fill_(0.5)
+    return net
+
+
+class _Held(Enhancer):
+    """An Enhancer the test can keep busy: the light map waits for ``release`` while
+    ``hold`` is set; a download's render waits for ``render_release`` while ``render_hold``
+    is set."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__(net, tile=None)
+        self.hold, self.release, self.started = (threading.Event() for _ in range(3))
+        self.render_hold, self.render_release = threading.Event(), threading.Event()
+        self.renders = 0
+
+    def light_map(self, pixels: np.ndarray, **options: Any) -> np.ndarray:
+        if self.hold.is_set():
+            self.started.set()
+            assert self.release.wait(timeout=60), "the test never released the engine"
+        return super().light_map(pixels, **options)
+
+    def enhance_file(self, *args: Any, **options: Any) -> Any:
+        self.renders += 1
+        if self.render_hold.is_set():
+            assert self.render_release.wait(timeout=60), "the test never released the render"
+        return super().enhance_file(*args, **options)
+
+
+class _Served:
+    def __init__(self, server: EnhanceServer, engine: _Held, lines: list[str]) -> None:
+        self.server, self.engine, self.lines = server, engine, lines
+        self.port = server.server_port
+
+    def request(
+        self, method: str, path: str, body: bytes | None = None, timeout: float = 60
+    ) -> tuple[int, email.message.Message, bytes]:
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            connection.request(method, path, body)
+            response = connection.getresponse()
+            return response.status, response.msg, response.read()
+        finally:
+            connection.close()
+
+    def upload(self, name: str, body: bytes) -> dict[str, Any]:
+        status, _, answer = self.request("POST", f"/enhance?name={urllib.parse.quote(name)}", body)
+        assert status == 200, answer
+        return json.loads(answer)
+
+    def hold_engine(self) -> threading.Thread:
+        """An upload that keeps the engine busy until ``engine.release`` is set."""
+        self.engine.hold.set()
+        body = _png(_dark(seed=3))
+        thread = threading.Thread(target=self.upload, args=("busy.png", body), daemon=True)
+        thread.start()
+        assert self.engine.started.wait(30)
+        return thread
+
+    def wait_for(self, condition: Callable[[], bool], what: str) -> None:
+        deadline = time.monotonic() + 20
+        while not condition():
+            assert time.monotonic() < deadline, f"never: {what}; log: {self.lines}"
+            time.sleep(0.02)
+
+
+@contextlib.contextmanager
+def _serve(net: torch.nn.Module, **limits: Any) -> Iterator[_Served]:
+    engine = _Held(net)
+    lines: list[str] = []
+    server = make_server(
+        engine, "127.0.0.1", 0, limits=Limits(time_limit=60, **limits), log_line=lines.append
+    )
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield _Served(server, engine, lines)
+    finally:
+        engine.release.set()
+        engine.render_release.set()
+        server.stop()
+        thread.join(10)
+
+
+def _dark(height: int = 48, width: int = 64, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.integers(5, 70, (height, width, 3), dtype=np.uint8)
+
+
+def _png(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def _doubled(pixels: np.ndarray) -> np.ndarray:
+    """The result at strength 1 of a light map of 0.5: the photo doubled, clipped."""
+    return np.minimum(pixels.astype(np.int32) * 2, 255).astype(np.uint8)
+
+
+def _in_thread(call: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
+    answers: list[Any] = []
+    thread = threading.Thread(target=lambda: answers.append(call()), daemon=True)
+    thread.start()
+    return thread, answers
+
+
+# -- a cap on requests waiting for the engine ---------------------------------------------
+
+
+def test_the_default_cap_on_waiting_requests_is_below_the_connection_cap() -> None:
+    limits = Limits()
+    assert limits.max_waiting == 8 < limits.max_connections
+
+
+def test_downloads_zips_and_zooms_beyond_the_waiting_cap_get_a_503_at_once(
+    light_half_net,
+) -> None:
+    """Whoever held a result's id could fill every connection with downloads waiting (up to
+    --time-limit each) for a photo being enhanced: nothing capped them below 32."""
+    with _serve(light_half_net, max_waiting=2) as served:
+        photo = _dark()
+        info = served.upload("a.png", _png(photo))
+        download = f"/result/{info['id']}/download?strength=1"
+        busy = served.hold_engine()
+        waiting = [_in_thread(lambda: served.request("GET", download)) for _ in range(2)]
+        served.wait_for(lambda: served.server.waiting == 2, "two downloads waiting")
+
+        started = time.monotonic()
+        status, headers, body = served.request("GET", download, timeout=10)
+        assert status == 503, body
+        assert headers["Retry-After"] == "5"
+        assert headers["Content-Type"] == "text/plain; charset=utf-8"
+        line = body.decode()
+        assert line.count("\n") == 1 and line.endswith("\n")  # one line of plain text
+        assert line.startswith("a.png: too many downloads and zooms already wait their turn")
+        assert "(2; " in line and line.rstrip().endswith("try again shortly")
+        assert time.monotonic() - started < 5  # at once, not after the engine
+
+        zoom = f"/result/{info['id']}/view?left=0&top=0&right=32&bottom=24"
+        status, _, body = served.request("GET", zoom, timeout=10)
+        assert status == 503 and body.startswith(b"a.png: too many downloads"), body
+        # A zip names no single photo (the page names the zip's photos itself).
+        status, _, body = served.request("GET", f"/zip?items={info['id']}:1", timeout=10)
+        assert status == 503 and body.startswith(b"too many downloads and zooms"), body
+        assert sum("-> 503" in line for line in served.lines) == 3, served.lines
+
+        # Uploads are not counted: their own limit is max_queued_bytes.
+        upload, uploaded = _in_thread(lambda: served.upload("b.png", _png(_dark(seed=1))))
+        time.sleep(0.3)
+        assert not uploaded  # waiting for the engine, not refused
+        assert served.server.waiting == 2
+
+        served.engine.hold.clear()
+        served.engine.release.set()
+        for thread, answers in waiting:
+            thread.join(30)
+            status, _, body = answers[0]
+            assert status == 200
+            with Image.open(io.BytesIO(body)) as result:
+                assert np.array_equal(np.asarray(result), _doubled(photo))
+        upload.join(30)
+        busy.join(30)
+        assert uploaded and uploaded[0]["name"] == "b.png"
+        assert served.server.waiting == 0
+        # The engine free, the same download is served at once.
+        assert served.request("GET", download)[0] == 200
+
+
+def test_a_client_that_leaves_gives_its_waiting_place_up(light_half_net) -> None:
+    with _serve(light_half_net, max_waiting=1) as served:
+        info = served.upload("a.png", _png(_dark()))
+        busy = served.hold_engine()
+        connection = http.client.HTTPConnection("127.0.0.1", served.port, timeout=10)
+        connection.request("GET", f"/result/{info['id']}/download")
+        served.wait_for(lambda: served.server.waiting == 1, "one download waiting")
+        connection.close()  # the user cancelled it
+        served.wait_for(lambda: served.server.waiting == 0, "its place given up")
+        waiting, answers = _in_thread(
+            lambda: served.request("GET", f"/result/{info['id']}/download")
+        )
+        served.wait_for(lambda: served.server.waiting == 1, "the next one waiting")
+        served.engine.release.set()
+        waiting.join(30)
+        busy.join(30)
+        assert answers[0][0] == 200
+
+
+def test_a_zip_let_in_to_wait_is_not_refused_between_its_photos(light_half_net) -> None:
+    """A zip waits for the engine again before each photo: only its first wait is checked
+    against the cap, so that it is never refused halfway through."""
+    with _serve(light_half_net, max_waiting=1) as served:
+        server = served.server
+        zip_waiter = server_app._Waiter("")
+        server._start_waiting(zip_waiter)  # its first photo waits: let in
+        assert server.waiting == 1
+        server.waiting -= 1  # it got the engine
+        other = server_app._Waiter("b.png")
+        server._start_waiting(other)  # a download takes the one place meanwhile
+        server._start_waiting(zip_waiter)  # the zip's next photo waits: still let in
+        assert server.waiting == 2
+        with pytest.raises(server_app._Refused) as refused:
+            server._start_waiting(server_app._Waiter("c.png"))  # a newcomer is not
+        assert refused.value.status == 503
+        server.waiting = 0
+
+
+# -- the download's job cookie ------------------------------------------------------------
+
+
+def test_a_download_or_zip_with_a_job_token_sets_its_cookie(light_half_net) -> None:
+    with _serve(light_half_net) as served:
+        info = served.upload("a.png", _png(_dark()))
+        job = "Job_token-0123456789"
+        status, headers, _ = served.request("GET", f"/result/{info['id']}/download?job={job}")
+        assert status == 200
+        assert headers["Set-Cookie"] == (
+            f"rave-job-{job}=started; Path=/; Max-Age=60; SameSite=Strict"
+        )
+        status, headers, body = served.request("GET", f"/zip?items={info['id']}:1&job={job}")
+        assert status == 200 and zipfile.ZipFile(io.BytesIO(body)).namelist()
+        assert headers["Set-Cookie"].startswith(f"rave-job-{job}=started;")
+        # Without a token, no cookie; a malformed one is refused before anything is rendered.
+        assert served.request("GET", f"/result/{info['id']}/download")[1]["Set-Cookie"] is None
+        renders = served.engine.renders
+        for bad in ("short", "x" * 65, "a%3Bb" + "c" * 20, ""):
+            status, _, body = served.request("GET", f"/result/{info['id']}/download?job={bad}")
+            assert status == 400 and body.startswith(b"job must be 16 to 64"), (bad, body)
+        assert served.engine.renders == renders
+
+
+# -- the page -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Debian's chromium driven by Playwright (as tests/test_server_browser.py)."""
+    executable = next(
+        (
+            path
+            for name in (os.environ.get("RAVE_CHROMIUM"), "chromium", "chromium-browser")
+            if name and (path := shutil.which(name))
+        ),
+        None,
+    )
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        executable = None
+    if executable is None:
+        reason = "needs chromium and playwright (see tests/test_server_browser.py)"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=executable, args=["--no-sandbox", "--disable-gpu"]
+        )
+        yield browser
+        browser.close()
+
+
+def _open_page(browser: Any, served: _Served, tmp_path: Path, photos: dict[str, Any]) -> Any:
+    context = browser.new_context(viewport={"width": 1280, "height": 860}, accept_downloads=True)
+    page = context.new_page()
+    page.goto(f"http://127.0.0.1:{served.port}/")
+    paths = []
+    for name, pixels in photos.items():
+        Image.fromarray(pixels).save(tmp_path / name)
+        paths.append(str(tmp_path / name))
+    page.set_input_files("#file", paths)
+    page.wait_for_function(
+        "n => $('status').textContent.includes(`${n} done`)", arg=len(photos), timeout=60000
+    )
+    return page
+
+
+def _status_says(page: Any, text: str) -> None:
+    page.wait_for_function("t => $('status').textContent === t", arg=text, timeout=20000)
+
+
+def _frames(page: Any) -> int:
+    return page.evaluate("() => document.querySelectorAll('iframe').length")
+
+
+@pytest.mark.slow
+def test_the_page_says_a_download_is_under_way_until_it_starts_and_leaves_no_frame(
+    browser, light_half_net, tmp_path, monkeypatch
+) -> None:
+    """Nothing on the page said that a download was being prepared (a 24 MP photo takes
+    seconds), and each download left a hidden frame behind."""
+    sending = threading.Event()  # the download's body waits for it, after its headers
+    original = server_app._Handler._send_head
+
+    def send_head(handler: Any, status: int, headers: dict[str, str], close: bool) -> None:
+        original(handler, status, headers, close)
+        if "/download" in handler.path and handler.command == "GET":
+            assert sending.wait(30)
+
+    monkeypatch.setattr(server_app._Handler, "_send_head", send_head)
+    with _serve(light_half_net) as served:
+        photos = {"first.png": _dark(), "second.png": _dark(seed=1)}
+        page = _open_page(browser, served, tmp_path, photos)
+        page.locator(".thumb").nth(0).click()
+        served.engine.render_hold.set()
+        with page.expect_download(timeout=30000) as download:
+            page.click("#download")
+            _status_says(page, "2 photos: 2 done; downloading first.png…")
+            assert _frames(page) == 1
+            served.engine.render_release.set()  # rendered: the headers (and cookie) go out
+            _status_says(page, "2 photos: 2 done")
+        # The frame is gone while the file is still being sent: the download goes on.
+        assert _frames(page) == 0
+        assert "rave-job-" not in page.evaluate("() => document.cookie")
+        sending.set()
+        saved = tmp_path / "saved.png"
+        download.value.save_as(saved)
+        assert download.value.failure() is None
+        with Image.open(saved) as result:
+            assert np.array_equal(np.asarray(result), _doubled(photos["first.png"]))
+
+        served.engine.render_hold.clear()
+        with page.expect_download(timeout=30000) as download:
+            page.click("#zipall")
+        download.value.save_as(tmp_path / "all.zip")
+        with zipfile.ZipFile(tmp_path / "all.zip") as bundle:
+            assert bundle.namelist() == ["first_enhanced.png", "second_enhanced.png"]
+        _status_says(page, "2 photos: 2 done")
+        assert _frames(page) == 0
+        page.context.close()
+
+
+@pytest.mark.slow
+def test_the_page_says_when_too_many_downloads_wait(browser, light_half_net, tmp_path) -> None:
+    """Over the cap on waiting requests, the page's download and zoom say so, naming the
+    photo once (the zoom's line said it twice: "a.png: a.png: ...")."""
+    with _serve(light_half_net, max_waiting=1) as served:
+        page = _open_page(browser, served, tmp_path, {"first.png": _dark()})
+        photo_id = page.evaluate("() => photos[0].id")
+        busy = served.hold_engine()
+        waiting, answers = _in_thread(lambda: served.request("GET", f"/result/{photo_id}/download"))
+        served.wait_for(lambda: served.server.waiting == 1, "the one place taken")
+
+        page.click("#download")
+        page.wait_for_function(
+            "() => $('status').textContent.startsWith('Not downloaded')", timeout=20000
+        )
+        status = page.text_content("#status")
+        assert status.startswith("Not downloaded: first.png: too many downloads and zooms")
+        assert status.endswith("try again shortly")
+        assert _frames(page) == 0
+
+        page.click("#zoom")
+        page.wait_for_function("() => $('error').textContent.length > 0", timeout=20000)
+        error = page.text_content("#error")
+        assert error.startswith("first.png: too many downloads and zooms"), error
+
+        served.engine.release.set()
+        waiting.join(30)
+        busy.join(30)
+        assert answers[0][0] == 200
+        page.context.close()
