@@ -127,16 +127,19 @@ def run(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     command = next((a for a in args if not a.startswith("-")), None)
     if command in ONE_HEAP_COMMANDS:
-        from rave.cli._batch import Interrupted, interrupt_on_sigterm
-
         try:
+            # Importing _batch takes a quarter of a second (NumPy, Pillow): a Ctrl-C then is
+            # the same one line, not a traceback.
+            from rave.cli._batch import interrupt_on_sigterm
+
             with interrupt_on_sigterm():
                 from rave.inference.memory import share_one_heap
 
                 share_one_heap()  # before PyTorch starts its threads (importing it: seconds)
         except KeyboardInterrupt as err:  # was a traceback (Ctrl-C) or a silent exit (SIGTERM)
             print(f"rave {command}: interrupted while starting: nothing was done", file=sys.stderr)
-            raise SystemExit(err.exit_status if isinstance(err, Interrupted) else 130) from None
+            # rave.cli._batch.Interrupted carries 128 + its signal (SIGTERM: 143)
+            raise SystemExit(getattr(err, "exit_status", 130)) from None
     try:
         main.main(args=args, prog_name="rave", standalone_mode=True)
     except SystemExit as stop:

@@ -222,6 +222,16 @@ def image_kind(head: bytes) -> str | None:
     return next((kind for magic, kind in _SIGNATURES.items() if head.startswith(magic)), None)
 
 
+def _pillow_reads(suffix: str) -> bool:
+    """Whether ``suffix`` (lower case) is one of rave's or any format Pillow registers
+    (``.ico``, ``.pcx``...: read when named, though folder scans leave them out)."""
+    if suffix in PILLOW_SUFFIXES:
+        return True
+    from PIL import Image
+
+    return suffix in Image.registered_extensions()
+
+
 def default_output_note(suffix: str) -> str | None:
     """The note for a source of ``suffix`` written in :func:`native_output_format`'s choice
     when that is not its own format (``".gif"`` -> "GIF input written as PNG ..."), else None.
@@ -232,7 +242,7 @@ def default_output_note(suffix: str) -> str | None:
     suffix = suffix.lower()
     if suffix in HEIF_SUFFIXES and native_output_format(suffix) == "jpg":
         return "HEIC input written as JPEG (no HEVC encoder in libheif)"
-    if suffix in PILLOW_SUFFIXES and native_output_format(suffix) is None:
+    if native_output_format(suffix) is None and _pillow_reads(suffix):
         kind = suffix.lstrip(".").upper()
         return f"{kind} input written as PNG (rave does not write {kind})"
     return None
