@@ -549,9 +549,14 @@ def test_head_answers_every_get_route_without_a_body(httpd: EnhanceServer) -> No
                 answers.append(_split(_read_all(sock)))
         (get_status, get_headers, get_body), (status, headers, head_body) = answers
         assert status == get_status and head_body == b"", (path, status, head_body[:100])
-        for name in ("content-type", "content-length", "content-disposition"):
+        for name in ("content-type", "content-disposition"):
             assert headers.get(name) == get_headers.get(name), (path, name)
-        assert int(headers["content-length"]) == len(get_body)
+        if status == 200 and ("/download" in path or path.startswith("/zip")):
+            # Not rendered for a HEAD: the length, known only once rendered, is left out
+            # (RFC 9110 8.6, 9.3.2; tests/test_server_waiting.py).
+            assert "content-length" not in headers, path
+        else:
+            assert int(headers["content-length"]) == len(get_body), path
     # no body follows a HEAD answer: the next request on the connection is read correctly
     with _connect(httpd) as sock:
         sock.sendall(b"HEAD /health HTTP/1.1\r\nHost: x\r\n\r\n")

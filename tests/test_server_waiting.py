@@ -1,5 +1,5 @@
-"""``rave serve``: requests that wait for the engine, and the page's signal that a download
-has started. Each test here failed before its change.
+"""``rave serve``: requests that wait for the engine, HEAD without rendering, and the page's
+signal that a download has started. Each test here failed before its change.
 
 Real sockets on 127.0.0.1 and a network whose light map is 0.5 everywhere (the results are
 known without the real model); an engine the test holds busy (no timing). The browser tests
@@ -30,7 +30,7 @@ from PIL import Image
 
 from rave.network import EnhancementNet
 from rave.server import app as server_app
-from rave.server import make_server
+from rave.server import make_server, store
 from rave.server.app import EnhanceServer, Limits
 from rave.session import Enhancer
 
@@ -245,6 +245,69 @@ def test_a_zip_let_in_to_wait_is_not_refused_between_its_photos(light_half_net) 
             server._start_waiting(server_app._Waiter("c.png"))  # a newcomer is not
         assert refused.value.status == 503
         server.waiting = 0
+
+
+# -- HEAD without rendering ---------------------------------------------------------------
+
+
+def test_head_on_a_download_zip_or_zoom_renders_nothing(light_half_net) -> None:
+    """HEAD on a download rendered the whole photo (and waited for the engine to do so)
+    just to send headers; a zip rendered every photo."""
+    with _serve(light_half_net) as served:
+        info = served.upload("a b.png", _png(_dark()))
+        busy = served.hold_engine()  # a render would wait for this: the HEADs must not
+        download = f"/result/{info['id']}/download?strength=0.5&job={'d' * 32}"
+        status, headers, body = served.request("HEAD", download, timeout=10)
+        assert status == 200 and body == b""
+        assert headers["Content-Type"] == "image/png"
+        assert headers["Content-Disposition"] == (
+            "attachment; filename=\"a_b_enhanced.png\"; filename*=UTF-8''a%20b_enhanced.png"
+        )
+        assert headers["Set-Cookie"].startswith(f"rave-job-{'d' * 32}=started;")
+        assert headers["Content-Length"] is None  # known only once rendered (RFC 9110 8.6)
+
+        status, headers, body = served.request("HEAD", f"/zip?items={info['id']}:1", timeout=10)
+        assert status == 200 and body == b""
+        assert headers["Content-Type"] == "application/zip"
+        assert headers["Content-Disposition"] == 'attachment; filename="rave-enhanced.zip"'
+        assert headers["Content-Length"] is None
+
+        zoom = f"/result/{info['id']}/view?left=0&top=0&right=32&bottom=24&max=16"
+        status, zoom_headers, body = served.request("HEAD", zoom, timeout=10)
+        assert status == 200 and body == b""
+        assert zoom_headers["Content-Type"] == "application/octet-stream"
+
+        # What is known without rendering is still checked.
+        bad = f"/result/{info['id']}/download?strength=x"
+        assert served.request("HEAD", bad, timeout=10)[0] == 400
+        assert served.request("HEAD", "/result/nothing/download", timeout=10)[0] == 410
+        assert served.request("HEAD", f"/zip?items={info['id']}:1,x:1", timeout=10)[0] == 410
+        outside = f"/result/{info['id']}/view?left=0&top=0&right=65&bottom=24"
+        assert served.request("HEAD", outside, timeout=10)[0] == 400
+        # The preview itself is a file: its HEAD keeps its exact length.
+        status, headers, _ = served.request("HEAD", f"/result/{info['id']}/view", timeout=10)
+        assert status == 200 and int(headers["Content-Length"]) > 0
+
+        assert served.engine.renders == 0 and served.server.waiting == 0
+        served.engine.release.set()
+        busy.join(30)
+        # The GET has the same headers, and a Content-Length.
+        status, get_headers, body = served.request("GET", download)
+        assert status == 200 and int(get_headers["Content-Length"]) == len(body)
+        head_headers = served.request("HEAD", download, timeout=10)[1]
+        for key in ("Content-Type", "Content-Disposition", "Set-Cookie"):
+            assert get_headers[key] == head_headers[key]
+        # A zoomed region's length follows from its size: its HEAD gives it exactly.
+        status, _, body = served.request("GET", zoom)
+        assert status == 200 and int(zoom_headers["Content-Length"]) == len(body)
+
+
+def test_a_views_length_is_known_without_encoding_it() -> None:
+    pixels, light = _dark(), np.full((48, 64), 0.5, np.float32)
+    for box in ((0, 0, 64, 48), (3, 5, 40, 30), (0, 0, 1, 48), (10, 10, 11, 11)):
+        for max_side in (16, 17, 33, 1024):
+            expected = len(store.encode_view(pixels, light, box, max_side))
+            assert store.view_length(box, max_side) == expected, (box, max_side)
 
 
 # -- the download's job cookie ------------------------------------------------------------

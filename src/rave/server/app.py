@@ -46,7 +46,9 @@ starts), then its last count until as many later uploads as ``max_connections`` 
 ended, then 404, as for a token never sent; these answers are not logged (the page asks
 each half-second). The page computes
 ``I / L**S`` itself, so moving a strength slider sends nothing. ``HEAD`` answers every
-``GET`` route (the same status and headers, no body); other methods get 405 with ``Allow``.
+``GET`` route (the same status and headers, no body) without rendering: a download, zip or
+zoomed region is answered from its checks alone, a download or zip without a Content-Length
+(known only once rendered); other methods get 405 with ``Allow``.
 Every error, the HTTP parser's own included (414, 431, 505, 501, HTTP/0.9), is one line of
 plain text; a write that the server's full disk refuses (an upload, a light map, a download,
 a zip) is a 507 naming the photo.
@@ -85,7 +87,7 @@ from rave.io.formats import IMAGE_SUFFIXES
 from rave.io.library_messages import outside_captures
 from rave.io.printable import printable
 from rave.server.page import PAGE
-from rave.server.store import Result, ResultStore, encode_view
+from rave.server.store import Result, ResultStore, encode_view, view_length
 from rave.session import Enhancer, output_dtype
 
 __all__ = ["DEFAULT_MAX_UPLOAD_BYTES", "MAX_STRENGTH", "EnhanceServer", "Limits", "make_server"]
@@ -356,7 +358,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._dispatch(self._route_get)
 
     def do_HEAD(self) -> None:
-        self._dispatch(self._route_get)  # _reply and _reply_file leave out the body
+        self._dispatch(self._route_get)  # no body; nothing rendered (_reply_head)
 
     def do_POST(self) -> None:
         self._dispatch(self._route_post)
@@ -441,6 +443,26 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.write(chunk)
         self.wfile.flush()
         self._log_line(HTTPStatus.OK, f"{size / 1e6:.1f} MB")
+
+    def _reply_head(self, content_type: str, headers: dict[str, str]) -> None:
+        """HEAD on a rendered answer (a download, a zip, a zoomed region): the GET's headers,
+        without rendering it (seconds to minutes of the one engine, for headers only).
+
+        RFC 9110 lets a HEAD answer omit the header fields whose values are determined only
+        while generating the content (9.3.2), and forbids a Content-Length other than the
+        GET's (8.6): a download's or zip's length is known only once rendered (an encoded
+        photo), so none is sent; a zoomed region's follows from its size and comes in
+        ``headers``. The status is what can be known now (the result is kept, the query is
+        valid); what only rendering finds (a busy server, the time limit, a full disk) only
+        a GET says.
+        """
+        close = self._prepare_reply(False)
+        self.server.watch(self, self.server.limits.header_seconds)
+        self._send_head(HTTPStatus.OK, {"Content-Type": content_type, **headers}, close)
+        self.wfile.flush()
+        self._log_line(HTTPStatus.OK, "headers only")
+        if close:
+            self._linger()
 
     def _json(self, payload: dict[str, Any]) -> None:
         self._reply(HTTPStatus.OK, json.dumps(payload).encode(), "application/json")
@@ -684,6 +706,10 @@ class _Handler(BaseHTTPRequestHandler):
         if not (0 <= left < right <= result.width and 0 <= top < bottom <= result.height):
             raise _Refused(HTTPStatus.BAD_REQUEST, f"region {box} is outside the photo")
         max_side = max(16, max_side)
+        if self.command == "HEAD":  # its length is known without rendering it
+            length = view_length((left, top, right, bottom), max_side)
+            self._reply_head("application/octet-stream", {"Content-Length": str(length)})
+            return
         body = self.server.render_view(
             result, (left, top, right, bottom), max_side, self._client_gone, _Waiter(result.name)
         )
@@ -696,6 +722,9 @@ class _Handler(BaseHTTPRequestHandler):
         }
         self._what += f" strength {strength:g}"
         content_type = _CONTENT_TYPES.get(result.format, "application/octet-stream")
+        if self.command == "HEAD":
+            self._reply_head(content_type, headers)
+            return
         target = self.server.render(result, strength, self._client_gone, _Waiter(result.name))
         try:
             self._reply_file(target, content_type, headers)
@@ -745,6 +774,9 @@ class _Handler(BaseHTTPRequestHandler):
             "Content-Disposition": f'attachment; filename="{stem}.zip"',
             **self._job_cookie(query),
         }
+        if self.command == "HEAD":
+            self._reply_head("application/zip", headers)
+            return
         waiter = _Waiter("")  # one place for the whole zip; the page names its photos
         archive = self.server.store.new_folder()[1] / "all.zip"
         try:

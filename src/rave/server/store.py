@@ -27,7 +27,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-__all__ = ["LIGHT_CODE_OFFSET", "LIGHT_CODE_SCALE", "Result", "ResultStore", "encode_view"]
+__all__ = [
+    "LIGHT_CODE_OFFSET",
+    "LIGHT_CODE_SCALE",
+    "Result",
+    "ResultStore",
+    "encode_view",
+    "view_length",
+]
 
 # The light map sent to the page as uint16 codes of log2(L): code = (log2(L) + 16) * 2048,
 # covering L in [2**-16, 2**16) at a relative step of 0.03% (8-bit pixels need 0.4%).
@@ -205,6 +212,20 @@ def _preview_rgb(pixels: np.ndarray) -> np.ndarray:
     return rgb
 
 
+def _view_size(box: tuple[int, int, int, int], max_side: int) -> tuple[int, int]:
+    """(width, height) of the view of ``box`` (left, top, right, bottom) at ``max_side``."""
+    left, top, right, bottom = box
+    scale = min(1.0, max_side / max(right - left, bottom - top))
+    return max(1, round((right - left) * scale)), max(1, round((bottom - top) * scale))
+
+
+def view_length(box: tuple[int, int, int, int], max_side: int) -> int:
+    """The length in bytes of :func:`encode_view` of ``box`` at ``max_side``, without
+    computing it (for a HEAD request)."""
+    width, height = _view_size(box, max_side)
+    return len(VIEW_MAGIC) + struct.calcsize("<6I") + width * height * 5
+
+
 def encode_view(
     pixels: np.ndarray,
     light: np.ndarray,
@@ -229,9 +250,8 @@ def encode_view(
     left, top, right, bottom = box or (0, 0, width, height)
     rgb = _preview_rgb(pixels[top:bottom, left:right])
     region_light = np.asarray(light[top:bottom, left:right], dtype=np.float32)
-    scale = min(1.0, max_side / max(right - left, bottom - top))
-    size = (max(1, round((right - left) * scale)), max(1, round((bottom - top) * scale)))
-    if scale < 1.0:
+    size = _view_size((left, top, right, bottom), max_side)
+    if max_side < max(right - left, bottom - top):  # downscaled
         # Area averaging for both, so that each preview pixel sees the light of its pixels.
         rgb = np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BOX))
         region_light = np.asarray(
