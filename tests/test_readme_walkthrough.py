@@ -65,3 +65,41 @@ def test_rave_enhance_names_the_png_it_writes_for_an_ico(
     assert result.exit_code == 0, result.output
     assert (tmp_path / "out" / "icon.png").is_file()
     assert "note: icon.ico: ICO input written as PNG (rave does not write ICO)" in result.output
+
+
+def test_rave_shift_refuses_other_weights_before_encoding_the_vocabulary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """README: rave shift refuses a residual made with other weights under the same name
+    (``encoder_sha256``). It did, but only after encoding the vocabulary (about 12 minutes
+    for ViT-B/32) and printing the tokens it would remove."""
+    import torch
+    import torch.nn.functional as F
+
+    import rave.guidance.shift
+    from _tiny_clip import register_tiny_clip
+    from rave.cli import main
+    from rave.guidance.residual import ResidualVector, save_residual
+
+    name = register_tiny_clip(tmp_path / "clip_cfg")
+    v_w = F.normalize(torch.ones(32), dim=0)
+    v_b = F.normalize(torch.arange(32.0), dim=0)
+    r = F.normalize(v_w - v_b, dim=0)
+    rv = ResidualVector(
+        residual=r, threshold=float(v_w @ r), mean_well_lit=v_w, mean_backlit=v_b,
+        encoder=name, num_backlit=3, num_well_lit=3, num_skipped=0,
+        files_sha256="0" * 64, created="2024-01-01T00:00:00+00:00",
+        encoder_sha256="0" * 64,  # not the weights of the encoder of that name
+    )  # fmt: skip
+    save_residual(rv, tmp_path / "r.pt")
+
+    def no_vocabulary(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the vocabulary was encoded before the weights were checked")
+
+    monkeypatch.setattr(rave.guidance.shift, "build_vocabulary", no_vocabulary)
+    out = tmp_path / "shifted.pt"
+    args = ["shift", str(tmp_path / "r.pt"), "--remove-tokens", "5", "-o", str(out), "-q"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1, result.output
+    assert "computed with other weights" in result.output
+    assert "tokens defining" not in result.output and not out.exists()

@@ -113,6 +113,7 @@ def shift_command(
             )
         with route_library_logging():  # OpenCLIP's own log lines (WARNING:root:...)
             encoder = create_encoder(name, device=resolve_device(device))
+        check_encoder(rv, encoder)  # its weights (encoder_sha256): before the vocabulary
         shifted = rv
         if remove_tokens is not None:
             with guidance_warnings():  # e.g. a vocabulary cache that cannot be written
