@@ -15,11 +15,13 @@ level is read as if they were under ``method_options`` (with a warning).
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import logging
 import math
 import re
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -150,6 +152,10 @@ class TrainConfig(AugmentParams):
     tensorboard: bool = True
 
     def __post_init__(self) -> None:
+        for name in ("backlit_dir", "well_lit_dir", "output_dir", "init_weights"):
+            value = getattr(self, name)
+            if isinstance(value, str) and value.startswith("~"):  # as a shell would
+                object.__setattr__(self, name, str(Path(value).expanduser()))
         problems = _non_finite(self)
         if self.regime not in ("unpaired", "paired"):
             problems.append(f"regime must be 'unpaired' or 'paired', got {self.regime!r}")
@@ -237,8 +243,10 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
             raise ConfigError(f"{name}: expected null, got {value!r}")
         return None
     if origin is tuple:
+        if isinstance(value, str):  # "(0.8, 1.2)" or "0.8,1.2", as Python or a shell writes it
+            value = _text_as_list(value)
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{name}: expected a list, got {value!r}")
+            raise ConfigError(f"{name}: expected a list such as [0.8, 1.2], got {value!r}")
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_coerce(name, v, args[0]) for v in value)
         if len(value) != len(args):
@@ -271,28 +279,53 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
     raise ConfigError(f"{name}: unsupported config type {hint}")
 
 
-def coerce_dataclass(cls: type, values: dict[str, Any], source: str) -> Any:
+def _text_as_list(text: str) -> Any:
+    """``(a, b)`` or ``a, b`` read as the YAML list ``[a, b]``; other text as it is."""
+    inner = text.strip()
+    if inner.startswith("(") and inner.endswith(")"):
+        inner = inner[1:-1]
+    elif "," not in inner:
+        return text
+    try:
+        values = yaml.load(f"[{inner}]", Loader=_YamlLoader)
+    except yaml.YAMLError:
+        return text
+    return values if isinstance(values, list) else text
+
+
+def coerce_dataclass(
+    cls: type, values: dict[str, Any], source: str, lines: Mapping[str, int] | None = None
+) -> Any:
     """An instance of dataclass ``cls`` from ``values``; unknown keys and bad types raise.
 
     Args:
         cls: a dataclass whose fields all have defaults.
         values: field name -> raw value (from YAML or overrides).
         source: where the values came from, for error messages (a file name or ``--set``).
+        lines: the line of each key in the file ``source`` (1-based), for error messages.
     """
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - known)
+    lines = lines or {}
+    unknown = sorted(set(values) - known, key=str)
     if unknown:
-        raise ConfigError(
-            f"{source}: unknown config key(s) {', '.join(map(repr, unknown))}; "
-            f"valid keys: {', '.join(sorted(known))}"
-        )
+        described, unmatched = [], False
+        for key in unknown:
+            notes = [f"line {lines[key]}"] if key in lines else []
+            close = difflib.get_close_matches(str(key).lower(), sorted(known), n=1, cutoff=0.6)
+            if close:
+                notes.append(f"did you mean {close[0]!r}?")
+            unmatched = unmatched or not close
+            described.append(f"{key!r}" + (f" ({'; '.join(notes)})" if notes else ""))
+        valid = f"; valid keys: {', '.join(sorted(known))}" if unmatched else ""
+        raise ConfigError(f"{source}: unknown config key(s) {', '.join(described)}{valid}")
     kwargs = {}
     for key, value in values.items():
         try:
             kwargs[key] = _coerce(key, value, hints[key])
         except ConfigError as err:
-            raise ConfigError(f"{source}: {err}") from None
+            line = f" (line {lines[key]})" if key in lines else ""
+            raise ConfigError(f"{source}: {err}{line}") from None
     try:
         return cls(**kwargs)
     except ValueError as err:  # ConfigError, or a plug-in's Options checking its values
@@ -372,7 +405,13 @@ def _yaml_problem(err: yaml.YAMLError) -> str:
     with a caret under it)."""
     if isinstance(err, yaml.MarkedYAMLError) and err.problem and err.problem_mark:
         mark = err.problem_mark
-        return f"{err.problem} at line {mark.line + 1}, column {mark.column + 1}"
+        text = f"{err.problem} at line {mark.line + 1}, column {mark.column + 1}"
+        context = err.context_mark
+        if err.context and context is not None and context.line != mark.line:
+            # where the construct that failed began: "batch_size 2" on line 2 is reported
+            # as "could not find expected ':' at line 3", the line after the mistake
+            text += f", {err.context} at line {context.line + 1}, column {context.column + 1}"
+        return text
     return " ".join(str(err).split())
 
 
@@ -409,10 +448,12 @@ def load_config(
         ConfigError: unreadable file, not a mapping, unknown key or wrong value type.
     """
     values: dict[str, Any] = {}
+    lines: dict[str, int] = {}
     if path is not None:
         path = Path(path)
         try:
-            loaded = yaml.load(path.read_text(encoding="utf-8"), Loader=_YamlLoader)
+            text = path.read_text(encoding="utf-8")
+            loaded = yaml.load(text, Loader=_YamlLoader)
         except OSError as err:
             raise ConfigError(f"{path}: cannot read config ({err.strerror})") from None
         except UnicodeDecodeError as err:
@@ -425,11 +466,38 @@ def load_config(
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: expected a mapping of config keys at the top level")
+            raise ConfigError(f"{path}: expected a mapping of config keys at the top level"
+                              f"{_what_was_found(loaded)}")  # fmt: skip
         values = loaded
+        lines = _key_lines(text)
     source = str(path) if path else "defaults"
-    config = coerce_dataclass(TrainConfig, _move_method_keys(values, source), source)
+    config = coerce_dataclass(TrainConfig, _move_method_keys(values, source), source, lines)
     return apply_overrides(config, overrides) if overrides else config
+
+
+def _what_was_found(loaded: Any) -> str:
+    """What a config file that is not a mapping holds, for its error message."""
+    if isinstance(loaded, list):
+        return ", got a list (keys are written 'key: value', without a leading '- ')"
+    if isinstance(loaded, str) and re.match(r"^\w+:\S", loaded):
+        key = loaded.split(":", 1)[0]
+        return f", got the text {loaded[:40]!r} (a key needs a space after its colon: '{key}: ...')"
+    return f", got {type(loaded).__name__} {str(loaded)[:40]!r}"
+
+
+def _key_lines(text: str) -> dict[str, int]:
+    """The 1-based line of each top-level key of a YAML mapping (empty if there is none)."""
+    try:
+        node = yaml.compose(text, Loader=_YamlLoader)
+    except yaml.YAMLError:
+        return {}
+    if not isinstance(node, yaml.MappingNode):
+        return {}
+    return {
+        str(key.value): key.start_mark.line + 1
+        for key, _ in node.value
+        if isinstance(key, yaml.ScalarNode)
+    }
 
 
 def save_config(config: TrainConfig, path: str | Path) -> None:

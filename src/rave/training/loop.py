@@ -82,6 +82,7 @@ from rave.training.schedule import RunState, extended_end, restart_reason
 
 __all__ = [
     "CHECKPOINT_FORMAT",
+    "CheckpointWriteError",
     "DeadNetworkError",
     "EncoderError",
     "EncoderFactory",
@@ -118,10 +119,19 @@ class TrainResult:
     model: EnhancementNet
     # resumed a run that had already done config.iterations: nothing was trained or written
     already_complete: bool = False
+    # where best.pt's network was found: iteration, stage, round, score (empty: no best)
+    best_info: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 class EncoderError(RuntimeError):
     """An encoder the config names cannot be created (unknown, or its weights unavailable)."""
+
+
+class CheckpointWriteError(RuntimeError):
+    """A checkpoint could not be written (a full disk): the run stops there.
+
+    Checkpoints are written atomically, so the file it would have replaced is kept whole.
+    """
 
 
 class DeadNetworkError(RuntimeError):
@@ -304,16 +314,27 @@ def _run(
 
     # ---- the loop
     interrupted: KeyboardInterrupt | None = None
+    bar_label = ""  # the progress bar's description (a disabled bar has none)
     try:
         with logging_redirect_tqdm():
+            if checkpoint is not None and state.iteration == state.round_end:
+                row = _finish_interrupted_round(state, method, core, config, files)
+                if metrics is not None and row is not None:
+                    _log_row(metrics, writer, progress, row)
             for it, inputs in enumerate(loader, start=start):
                 stage, round_number = state.stage, state.round
+                # the bar says where the run is: its stage, and which guided round
+                where = "reconstruction" if stage == "reconstruction" else f"round {round_number}"
+                if shown and where != bar_label:
+                    progress.set_description_str(where, refresh=False)
+                    bar_label = where
                 values = _step(model, core, optimizer, scaler, method, inputs, it, stage, config)
                 values = _average_over_ranks(values, procs.world_size)
                 if not all(math.isfinite(v) for v in values.values()):
                     skipped = "" if math.isfinite(values["grad_norm"]) else " (step skipped)"
                     log.warning("iteration %d: non-finite loss terms %s%s", it, values, skipped)
                 state.iteration = it + 1
+                state.last_values = values
                 score = values["psnr_y"] if stage == "reconstruction" else values["total"]
                 state.record(score, values["total"], values["grad_norm"], core.state_dict())
                 if config.ema_decay and stage == "guided":
@@ -356,12 +377,13 @@ def _run(
     files.write_checkpoints(state, core, optimizer, scaler)
     files.write_average(state)
     if metrics is not None:
-        save_loss_plot(metrics.read(), run_dir / "loss_curves.png", state.guided_start)
+        _write_loss_plot(metrics, run_dir, state)
     if writer is not None:
         writer.close()
     if interrupted is not None:
         raise interrupted  # as it came: rave train's exit status depends on the signal
-    result = TrainResult(run_dir, last_path, best_path, state.iteration, False, core)
+    result = TrainResult(run_dir, last_path, best_path, state.iteration, False, core,
+                         best_info=dict(state.best_info))  # fmt: skip
     planned_guidance = config.iterations > config.reconstruction_iterations
     if planned_guidance and state.reinits and state.iteration <= state.guided_start:
         log.warning(
@@ -424,30 +446,69 @@ def _step(
 
 def _end_of_round(
     state: RunState,
-    values: dict[str, float],
+    values: dict[str, float] | None,
     method: GuidanceMethod,
     core: EnhancementNet,
     config: TrainConfig,
     files: _RunFiles,
 ) -> None:
-    """The current stage or round reached its planned end: extend it, or start the next."""
+    """The current stage or round reached its planned end: extend it, or start the next.
+
+    ``values`` are the round's last logged terms, for the extension rule (None: not known,
+    no extension). Ctrl-C during the method's hook (CLIP-LIT's prompt refinement takes
+    minutes) puts the method's state back as it was before the hook, so that ``last.pt``
+    holds the round's end as still to do (``iteration == round_end``); a resumed run does
+    it first (:func:`_finish_interrupted_round`).
+    """
     if state.round > 0:
-        loss = method.extension_loss(values)
-        end = extended_end(state.round_end, state.iteration, loss, config.round_extension_above,
-                           config.round_extension)  # fmt: skip
-        if end != state.round_end:
-            log.info("round %d: loss %.4g > %g: %d more iterations", state.round, loss,
-                     config.round_extension_above, end - state.round_end)  # fmt: skip
-            state.round_end = end
-            return
+        if values is not None:
+            loss = method.extension_loss(values)
+            end = extended_end(state.round_end, state.iteration, loss,
+                               config.round_extension_above, config.round_extension)  # fmt: skip
+            if end != state.round_end:
+                log.info("round %d: loss %.4g > %g: %d more iterations", state.round, loss,
+                         config.round_extension_above, end - state.round_end)  # fmt: skip
+                state.round_end = end
+                return
         # the method's hook, with the round's best network
         round_best = copy.deepcopy(core).eval()
         if state.best_model is not None:
             round_best.load_state_dict(state.best_model)
-        method.end_of_round(state.round - 1, round_best)
+        before = copy.deepcopy(method.state_dict())
+        try:
+            method.end_of_round(state.round - 1, round_best)
+        except KeyboardInterrupt:
+            method.load_state_dict(before)  # not half a refinement
+            raise
     files.write_round_best(state)
     per_round = config.best_rule == "reference" or not method.losses_comparable_across_rounds
     state.next_round(config, reset_tracker=state.round == 0 or per_round)
+
+
+def _finish_interrupted_round(
+    state: RunState,
+    method: GuidanceMethod,
+    core: EnhancementNet,
+    config: TrainConfig,
+    files: _RunFiles,
+) -> dict[str, Any] | None:
+    """A resumed run whose checkpoint was saved by Ctrl-C during a round's end: that end is
+    done now, and the round's last iteration logged (its row was not written), as an
+    uninterrupted run would have. Before, the round never ended: ``round_end`` stayed
+    behind the iteration count, so no later round began and CLIP-LIT's prompts were never
+    refined again (and kept half a refinement).
+
+    Returns:
+        the round's last metrics row, when it is due (None otherwise).
+    """
+    done = state.iteration - 1
+    stage = "reconstruction" if done < state.guided_start else "guided"
+    row = {"iteration": done, "stage": stage, "round": state.round, **state.last_values}
+    log.info("iteration %d: ending round %d first (Ctrl-C interrupted its end)", done,
+             state.round)  # fmt: skip
+    _end_of_round(state, state.last_values or None, method, core, config, files)
+    due = state.last_values and _due(config.log_every, done, config.iterations - 1)
+    return row if due else None
 
 
 class _RunFiles:
@@ -457,6 +518,7 @@ class _RunFiles:
         self, run_dir: Path, config: TrainConfig, method: GuidanceMethod, is_main: bool
     ) -> None:
         self.run_dir, self.config, self.method, self.is_main = run_dir, config, method, is_main
+        self.last_saved: int | None = None  # the iteration of the last.pt this run wrote
 
     def write_checkpoints(
         self,
@@ -480,12 +542,12 @@ class _RunFiles:
             "rng": _get_rng_state(),
             "config": config_to_dict(self.config),
         }
-        save_checkpoint(payload, self.run_dir / "last.pt")
+        self._save(payload, self.run_dir / "last.pt", state)
         if state.best_model is None:
             model, info = _cpu_state(core), {"iteration": state.iteration, "stage": "none"}
         else:
             model, info = state.best_model, state.best_info
-        save_checkpoint(self._best_payload(model, info), self.run_dir / "best.pt")
+        self._save(self._best_payload(model, info), self.run_dir / "best.pt", state)
         self.write_round_best(state)
 
     def write_snapshot(self, state: RunState, core: EnhancementNet) -> None:
@@ -498,7 +560,7 @@ class _RunFiles:
             weights = {k: v.cpu() for k, v in state.averaged_model.items()}
             info["averaged_updates"] = state.averaged_updates
         path = self.run_dir / "snapshots" / f"iter_{state.iteration:06d}.pt"
-        save_checkpoint(self._best_payload(weights, info), path)
+        self._save(self._best_payload(weights, info), path, state)
 
     def write_average(self, state: RunState) -> None:
         """``averaged.pt``: the weight average at the end of the run (``ema_decay > 0``)."""
@@ -507,7 +569,7 @@ class _RunFiles:
         info = {"iteration": state.iteration, "stage": "averaged",
                 "averaged_updates": state.averaged_updates}  # fmt: skip
         weights = {k: v.cpu() for k, v in state.averaged_model.items()}
-        save_checkpoint(self._best_payload(weights, info), self.run_dir / "averaged.pt")
+        self._save(self._best_payload(weights, info), self.run_dir / "averaged.pt", state)
 
     def write_round_best(self, state: RunState) -> None:
         """``best_round_NNN.pt`` of the current round, under the authors' per-round rule."""
@@ -516,7 +578,31 @@ class _RunFiles:
         if state.best_info.get("round") != state.round:
             return  # no best found in this round yet
         path = self.run_dir / round_best_filename(state.round)
-        save_checkpoint(self._best_payload(state.best_model, state.best_info), path)
+        self._save(self._best_payload(state.best_model, state.best_info), path, state)
+
+    def _save(self, payload: dict[str, Any], path: Path, state: RunState) -> None:
+        """:func:`save_checkpoint`; a file that cannot be written stops the run in one line.
+
+        Raises:
+            CheckpointWriteError: naming the file, why, and what ``last.pt`` still holds.
+        """
+        last = self.run_dir / "last.pt"
+        try:
+            save_checkpoint(payload, path)
+        except OSError as err:
+            if self.last_saved is not None:
+                kept = f"{last} holds iteration {self.last_saved}"
+            elif last.exists():
+                kept = f"{last} is kept as it was"
+            else:
+                kept = "no checkpoint of this run was saved"
+            raise CheckpointWriteError(
+                f"iteration {state.iteration}: cannot write {path} "
+                f"({err.strerror or describe_failure(err)}); "
+                f"{kept}"
+            ) from None
+        if path == last:
+            self.last_saved = state.iteration
 
     def _best_payload(self, model: dict[str, Tensor], info: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -804,9 +890,22 @@ def _write_pictures(
         path = run_dir / "samples" / f"iter_{state.iteration:06d}.png"
         _write_samples(core, held, path, config)
         save_loss_plot(metrics.read(), run_dir / "loss_curves.png", state.guided_start)
-    except OSError as err:
+    except Exception as err:  # a full disk, or a plotting library's own failure
         log.warning("iteration %d: no sample grid or loss plot (%s); training goes on",
                     state.iteration - 1, describe_failure(err))  # fmt: skip
+
+
+def _write_loss_plot(metrics: MetricsCSV, run_dir: Path, state: RunState) -> None:
+    """The run's last ``loss_curves.png``, after its checkpoints: a failure is a warning.
+
+    Also after Ctrl-C, when a first import of matplotlib that the interruption cut short
+    leaves it half-initialised (its next import raises KeyError): that failure must not
+    replace the interruption's exit status by a traceback.
+    """
+    try:
+        save_loss_plot(metrics.read(), run_dir / "loss_curves.png", state.guided_start)
+    except Exception as err:
+        log.warning("no loss plot (%s); the checkpoints are written", describe_failure(err))
 
 
 @torch.no_grad()
@@ -835,11 +934,16 @@ def _warn_config_changes(saved: dict[str, Any], config: TrainConfig, source: Pat
     changed = sorted(k for k in current if k in saved and saved[k] != current[k])
     significant = [k for k in changed if k not in _RESUMABLE_CHANGES]
     if significant:
+
+        def brief(value: Any) -> str:
+            text = repr(value)
+            return text if len(text) <= 60 else text[:57] + "..."
+
         log.warning(
             "%s: resuming with config values that differ from the checkpoint's (%s): the run "
             "will not match an uninterrupted one",
             source,
-            ", ".join(significant),
+            ", ".join(f"{k} {brief(saved[k])} -> {brief(current[k])}" for k in significant),
         )
 
 

@@ -81,6 +81,7 @@ class RunState:
         averaged_model: exponential moving average of the network's weights over the
             guided iterations (``ema_decay > 0``; None before the first guided one).
         averaged_updates: guided iterations averaged into ``averaged_model``.
+        last_values: the logged terms of the last iteration completed.
     """
 
     iteration: int
@@ -94,6 +95,9 @@ class RunState:
     best_info: dict[str, Any] = field(default_factory=dict)
     averaged_model: dict[str, Tensor] | None = None
     averaged_updates: int = 0
+    # the logged terms of the last iteration: a round's end interrupted by Ctrl-C is done
+    # on resume with them (the extension rule and the round's last metrics row)
+    last_values: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def fresh(cls, config: TrainConfig) -> RunState:
@@ -200,6 +204,7 @@ class RunState:
             if self.averaged_model is None
             else {k: v.cpu() for k, v in self.averaged_model.items()},
             "averaged_updates": self.averaged_updates,
+            "last_values": {k: float(v) for k, v in self.last_values.items()},
         }
 
     def load_state_dict(self, state: dict[str, Any], device: Any = None) -> None:
@@ -215,6 +220,7 @@ class RunState:
             None if averaged is None else {k: v.to(device) for k, v in averaged.items()}
         )
         self.averaged_updates = int(state.get("averaged_updates", 0))
+        self.last_values = {str(k): float(v) for k, v in (state.get("last_values") or {}).items()}
 
 
 def restart_reason(state: RunState, config: TrainConfig) -> str:

@@ -293,6 +293,8 @@ class PromptGuidedMethod(GuidanceMethod):
     # ------------------------------------------------------------------- lifecycle
     def setup(self) -> None:
         opts = self.options
+        # a fresh run: rows a run interrupted before its first iteration left are not its own
+        self._open_prompt_csv(resume_from=None)
         self._load_sets()
         if opts.prompts:
             self.load_prompts_file(opts.prompts)
@@ -346,6 +348,8 @@ class PromptGuidedMethod(GuidanceMethod):
         self.prompts.load_state_dict(state["prompts"])
         self.refinements_done = int(state.get("refinements_done", 0))
         self.prompt_iterations_done = int(state.get("prompt_iterations_done", 0))
+        # rows past the checkpoint (a refinement cut short by Ctrl-C, done again) go
+        self._open_prompt_csv(resume_from=self.prompt_iterations_done + 1)
         self.init_iterations_done = int(state.get("init_iterations_done", 0))
         self.refine_iterations_done = int(state.get("refine_iterations_done", 0))
         self.slot = int(state.get("slot", 0))
@@ -691,6 +695,15 @@ class PromptGuidedMethod(GuidanceMethod):
                 "%s prompts %s %d/%d loss %.5f", self.name, stage, iteration + 1, total, value
             )
             self._write_prompt_row(stage, round_, value, acc)
+
+    def _open_prompt_csv(self, resume_from: int | None) -> None:
+        """The prompt metrics file: a new one (None), or the rows before ``resume_from``."""
+        if not self.context.is_main:
+            return
+        from rave.training.artifacts import MetricsCSV
+
+        path = self.context.run_dir / PROMPT_METRICS_FILENAME
+        self._prompt_csv = MetricsCSV(path, resume_from=resume_from)
 
     def _write_prompt_row(self, stage: str, round_: int, loss: float, acc: float | None) -> None:
         if not self.context.is_main:
