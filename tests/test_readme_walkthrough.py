@@ -103,3 +103,19 @@ def test_rave_shift_refuses_other_weights_before_encoding_the_vocabulary(
     assert result.exit_code == 1, result.output
     assert "computed with other weights" in result.output
     assert "tokens defining" not in result.output and not out.exists()
+
+
+@pytest.mark.parametrize(("mode", "straight"), [("RGBa", "RGBA"), ("La", "LA")])
+def test_a_premultiplied_pil_image_comes_back_in_its_mode(mode: str, straight: str) -> None:
+    """README: PIL images of every mode are taken "and each comes back in its mode" (palette
+    images aside). RGBa and La came back as RGBA and LA."""
+    import numpy as np
+
+    import rave
+
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (20, 24, len(straight)), dtype=np.uint8)
+    image = Image.fromarray(pixels.squeeze(), straight).convert(mode)
+    enhanced = rave.enhance(image, device="cpu")
+    assert enhanced.mode == mode and enhanced.size == image.size
+    assert rave.enhance(image, device="cpu", strength=0).tobytes() == image.tobytes()

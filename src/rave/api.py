@@ -374,7 +374,10 @@ def _enhance_pil(
         working = image.convert("RGBA" if mode == "RGBa" else "LA")
     else:
         raise ValueError(f"PIL images of mode {mode!r} are not supported")
-    converted_back = mode in ("YCbCr", "LAB", "HSV", "RGBX", "1", "I;16B", "I;16L", "I;16N")
+    converted_back = mode in (
+        *("YCbCr", "LAB", "HSV", "RGBX", "1", "I;16B", "I;16L", "I;16N"),
+        *("RGBa", "La"),  # premultiplied: relit straight, premultiplied again
+    )
     if converted_back and check_strength(strength) == 0 and min(image.size) >= 2:
         # The image itself, as documented: the round trip through RGB rounds by a code.
         return image.copy()
@@ -554,7 +557,8 @@ def enhance(
               16-bit, 0-65535) and ``F`` (in [0, 1]) come back in the same mode;
               ``CMYK`` too, relit in its own inks (its black kept; the network sees
               Pillow's RGB of it); ``1`` and other convertible modes are enhanced in
-              RGB/L and converted back; palette images (``P``) come back as ``RGB``/``RGBA``.
+              RGB/L and converted back (premultiplied ``RGBa``/``La`` through
+              ``RGBA``/``LA``); palette images (``P``, ``PA``) come back as ``RGB``/``RGBA``.
               ``info`` keeps ``icc_profile`` (or a PNG's ``srgb``, ``gamma`` and
               ``chromaticity``), ``exif`` and ``dpi``. Pixels are taken as
               stored: EXIF orientation is not applied (``rave.io.read_photo`` does that).
