@@ -119,3 +119,19 @@ def test_a_premultiplied_pil_image_comes_back_in_its_mode(mode: str, straight: s
     enhanced = rave.enhance(image, device="cpu")
     assert enhanced.mode == mode and enhanced.size == image.size
     assert rave.enhance(image, device="cpu", strength=0).tobytes() == image.tobytes()
+
+
+def test_rave_enhance_help_names_every_format_a_folder_scan_picks_up() -> None:
+    """The help's (and README's) format list left out TGA and QOI, which folder scans pick
+    up and rave reads."""
+    from rave.cli import main
+    from rave.io.formats import PILLOW_SUFFIXES
+
+    names = dict.fromkeys((".jpg", ".jpeg", ".jpe", ".jfif"), "JPEG")
+    names |= dict.fromkeys((".jp2", ".j2k", ".jpx"), "JPEG 2000")
+    names |= dict.fromkeys((".ppm", ".pgm", ".pbm"), "PNM") | {".tif": "TIFF"}
+    help_text = " ".join(CliRunner().invoke(main, ["enhance", "--help"]).output.split())
+    formats = help_text.split("Formats: ", 1)[1].split(";", 1)[0]
+    for suffix in sorted(PILLOW_SUFFIXES):
+        name = names.get(suffix, suffix.lstrip(".").upper())
+        assert name.upper() in formats.upper(), (suffix, formats)

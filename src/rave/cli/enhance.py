@@ -844,15 +844,15 @@ overwritten unless you ask with both --overwrite and an explicit empty suffix
 (--beside --suffix '' --overwrite). Files are written to a temporary name and renamed.
 
 \b
-Formats: JPEG, PNG, TIFF, WebP, BMP, GIF, AVIF, JPEG 2000, PNM; HEIC/HEIF (pillow-heif);
-camera RAW: DNG, CR2, CR3, NEF, ARW, RAF, ORF, RW2 (rawpy/LibRaw: camera white balance,
-sRGB, 16-bit, written as 16-bit TIFF). The output has the input's format and bit depth
-(8/16-bit PNG and TIFF, float TIFF), HEIC as HEIC where libheif can encode it (else JPEG),
-other formats as PNG; EXIF orientation applied; ICC profile, EXIF, XMP and dpi kept.
-Photos of one name in two formats get distinct names (img_avif.png, img_jp2.png; a.JPG
-and a.jpg to PNG: a_jpg.png, a_jpg_2.png in name order); any other clash of result names
-in one run, letter case ignored, is settled in input order with _2, _3... (re-running the
-same command names every photo the same way).
+Formats: JPEG, PNG, TIFF, WebP, BMP, GIF, AVIF, JPEG 2000, PNM, TGA, QOI; HEIC/HEIF
+(pillow-heif); camera RAW: DNG, CR2, CR3, NEF, ARW, RAF, ORF, RW2 (rawpy/LibRaw: camera
+white balance, sRGB, 16-bit, written as 16-bit TIFF). The output has the input's format
+and bit depth (8/16-bit PNG and TIFF, float TIFF), HEIC as HEIC where libheif can encode
+it (else JPEG), other formats as PNG; EXIF orientation applied; ICC profile, EXIF, XMP and
+dpi kept. Photos of one name in two formats get distinct names (img_avif.png, img_jp2.png;
+a.JPG and a.jpg to PNG: a_jpg.png, a_jpg_2.png in name order); any other clash of result
+names in one run, letter case ignored, is settled in input order with _2, _3...
+(re-running the same command names every photo the same way).
 --format converts (alpha is dropped for JPEG). Grey stays grey; alpha is kept.
 
 An output folder that cannot be written (read-only, full) is found before any photo is
