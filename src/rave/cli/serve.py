@@ -103,7 +103,7 @@ def _exposure_warning(bound: str, port: int) -> str | None:
     type=click.IntRange(1, 100),
     default=95,
     show_default=True,
-    help="JPEG/WebP quality of the results.",
+    help="JPEG/WebP/HEIC quality of the results.",
 )
 @click.option(
     "--max-upload-mb",

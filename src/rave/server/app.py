@@ -1364,7 +1364,7 @@ def make_server(
         host, port: where to listen; port 0 picks a free one (``server.server_port``).
         max_upload_bytes: larger uploads are refused (413) before they are read.
         max_pixels: larger images are refused (400) from their header; default 50 M.
-        quality: JPEG/WebP quality of the results.
+        quality: JPEG/WebP/HEIC quality of the results.
         tile: tile size for the engine (``"auto"`` bounds memory) when ``model`` is a
             network.
         strength: the page's initial strength (each photo's slider starts there).
