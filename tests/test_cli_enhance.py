@@ -230,7 +230,8 @@ def test_max_pixels_option(work: Path, checkpoint: Path) -> None:
     assert _error_lines(result) == [
         f"error: photo.png: {W}x{H} is {W * H:,} pixels, over the limit of 1,000 pixels "
         "(refused as a possible decompression bomb; if the file is trusted, raise the limit: "
-        "--max-pixels on the command line, max_pixels= in Python)"
+        "--max-pixels on the command line, max_pixels= of rave.io.read_photo or "
+        "Enhancer.enhance_file in Python)"
     ]
 
 

@@ -19,7 +19,7 @@ def over_pixel_limit(size: tuple[int, int] | int | None, max_pixels: int) -> str
 
     Examples:
         >>> over_pixel_limit((64, 48), 100)
-        '64x48 is 3,072 pixels, over the limit of 100 pixels (refused as a possible decompression bomb; if the file is trusted, raise the limit: --max-pixels on the command line, max_pixels= in Python)'
+        '64x48 is 3,072 pixels, over the limit of 100 pixels (refused as a possible decompression bomb; if the file is trusted, raise the limit: --max-pixels on the command line, max_pixels= of rave.io.read_photo or Enhancer.enhance_file in Python)'
         >>> over_pixel_limit(1_040_000, 1_000_000).split(" (")[0]
         'the image is 1,040,000 pixels, over the limit of 1,000,000 pixels'
     """  # noqa: E501 (a doctest's output is one line)
@@ -36,5 +36,6 @@ def over_pixel_limit(size: tuple[int, int] | int | None, max_pixels: int) -> str
         found = f"{name} is {count}, over"
     return (
         f"{found} the limit of {limit} (refused as a possible decompression bomb; if the file "
-        "is trusted, raise the limit: --max-pixels on the command line, max_pixels= in Python)"
+        "is trusted, raise the limit: --max-pixels on the command line, max_pixels= of "
+        "rave.io.read_photo or Enhancer.enhance_file in Python)"
     )
