@@ -339,3 +339,13 @@ def test_the_progress_bar_names_the_stage_and_round(folders: Path, tiny_encoders
     quiet = _train(str(_config_file(folders, round_iterations=2)), "--quiet", "--resume",
                    "--set", "iterations=8")  # fmt: skip
     assert quiet.exit_code == 0, quiet.output
+
+
+@pytest.mark.parametrize("key", ["backlit", "well"])
+def test_the_run_folder_cannot_be_a_data_folder(folders: Path, tiny_encoders, key: str) -> None:
+    """``output_dir`` set to a data folder wrote loss_curves.png (and samples) among the
+    training images, where the next run read the plot as a photo."""
+    before = sorted(p.name for p in (folders / key).iterdir())
+    result = _train(str(_config_file(folders, output_dir=folders / key)))
+    assert "would become training images" in one_error_line(result, 2)
+    assert sorted(p.name for p in (folders / key).iterdir()) == before

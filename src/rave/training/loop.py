@@ -201,6 +201,7 @@ def _train(
     run_dir = Path(config.output_dir)
     last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
     _check_method(config)  # a config mistake, found before data and encoders are loaded
+    _check_output_dir_apart(config)
 
     # ---- resume point (read before anything is written)
     checkpoint = _read_resume_checkpoint(resume, last_path, config) if resume is not None else None
@@ -325,8 +326,8 @@ def _run(
                 stage, round_number = state.stage, state.round
                 # the bar says where the run is: its stage, and which guided round
                 where = "reconstruction" if stage == "reconstruction" else f"round {round_number}"
-                if shown and where != bar_label:
-                    progress.set_description_str(where, refresh=False)
+                if shown and where != bar_label:  # drawn at once: a short round shows too
+                    progress.set_description_str(where, refresh=True)
                     bar_label = where
                 values = _step(model, core, optimizer, scaler, method, inputs, it, stage, config)
                 values = _average_over_ranks(values, procs.world_size)
@@ -683,6 +684,23 @@ def _check_method(config: TrainConfig) -> None:
         raise ConfigError(f"method: {err}") from None
     source = f"method_options of {config.method!r}"
     coerce_dataclass(method.Options, dict(config.method_options), source)
+
+
+def _check_output_dir_apart(config: TrainConfig) -> None:
+    """The run folder must not be a data folder: its PNGs (``loss_curves.png``) would be
+    read as training images by the next run, and a fresh run replaces ``metrics.csv``.
+
+    Raises:
+        ConfigError: output_dir is backlit_dir or well_lit_dir.
+    """
+    output = Path(config.output_dir).resolve()
+    for key in ("backlit_dir", "well_lit_dir"):
+        folder = getattr(config, key)
+        if folder and Path(folder).resolve() == output:
+            raise ConfigError(
+                f"output_dir {config.output_dir} is the {key}: the run's pictures "
+                "(loss_curves.png) would become training images; give the run its own folder"
+            )
 
 
 def _same_method_family(saved: str, configured: str) -> bool:
