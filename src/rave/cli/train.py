@@ -4,7 +4,8 @@ Multi-GPU / multi-node: launch the same command under torchrun, e.g.
 ``torchrun --nproc_per_node=4 --no-python rave train CONFIG.yaml``.
 
 Exit status: 0 when the run is done (or was already complete), 1 when it fails while
-working (an encoder that cannot be loaded, a dead network), 2 for what the command line,
+working (an encoder that cannot be loaded, a dead network, a checkpoint that cannot be
+written: a full disk), 2 for what the command line,
 the config or the resume checkpoint get wrong (an output_dir that cannot be written
 included), 130 on Ctrl-C and 143 on SIGTERM (both save ``last.pt`` first).
 """
