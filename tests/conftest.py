@@ -114,6 +114,54 @@ def mount_tmpfs(tmp_path: Path) -> Iterator[Callable[[str, str], Path]]:
         subprocess.run(["umount", str(folder)], check=False)
 
 
+@pytest.fixture(scope="module")
+def light_half_net() -> EnhancementNet:
+    """A network whose light map is 0.5 everywhere: the result is min(1, I * 2**S), so the
+    server and page tests know every result without the real model."""
+    net = EnhancementNet().eval()
+    with torch.no_grad():
+        net.cond_add1.weight.zero_()
+        net.cond_add1.bias.fill_(0.5)
+    return net
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    """Debian's chromium (``RAVE_CHROMIUM`` or ``chromium`` on PATH) driven by Playwright.
+
+    Playwright's own browser download cannot work offline, so the system Chromium is used
+    by its path. Without one (or without playwright) the test skips with a message; in CI
+    (``CI=true``) it fails instead, as ``.ci/run`` installs both.
+    """
+    import shutil
+
+    names = (os.environ.get("RAVE_CHROMIUM"), "chromium", "chromium-browser")
+    executable = next((path for name in names if name and (path := shutil.which(name))), None)
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        sync_playwright = None
+    if executable is None or sync_playwright is None:
+        reason = (
+            "no Chromium found: apt-get install -y chromium (or set RAVE_CHROMIUM)"
+            if executable is None
+            else "the playwright package is not installed (pip install playwright)"
+        )
+        if _in_ci():
+            pytest.fail(f"{reason} (CI must run the browser tests: see .ci/run)")
+        pytest.skip(reason)
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=executable, args=["--no-sandbox", "--disable-gpu"]
+        )
+        yield launched
+        launched.close()
+
+
 @pytest.fixture(autouse=True)
 def isolated_model_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch) -> Path:
     """Point the model cache at an empty folder and forbid downloads in every test."""

@@ -8,12 +8,9 @@ checkpoint. The browser test uses Debian's chromium through Playwright, as
 
 from __future__ import annotations
 
-import contextlib
-import email.message
 import errno
 import http.client
 import io
-import json
 import mimetypes
 import os
 import signal
@@ -32,89 +29,19 @@ import pytest
 import torch
 from PIL import Image
 
-from rave.network import EnhancementNet
+from _served import Served as _Served
+from _served import dark as _dark
+from _served import serve as _serve
 from rave.server import make_server
-from rave.server.app import EnhanceServer, Limits
-from rave.session import Enhancer
+from rave.server.app import EnhanceServer
 
 NAME_MAX_BYTES = 255  # ext4, APFS (bytes); NTFS counts UTF-16 units, fewer for these names
-
-
-@pytest.fixture(scope="module")
-def light_half_net() -> EnhancementNet:
-    """A network whose light map is 0.5 everywhere: the result is min(1, I * 2**S)."""
-    net = EnhancementNet().eval()
-    with torch.no_grad():
-        net.cond_add1.weight.zero_()
-        net.cond_add1.bias.fill_(0.5)
-    return net
-
-
-class _Held(Enhancer):
-    """An Enhancer whose light map waits for ``release`` while ``hold`` is set, so a test
-    can keep the engine busy with one photo for as long as it needs (no timing)."""
-
-    def __init__(self, net: torch.nn.Module) -> None:
-        super().__init__(net, tile=None)
-        self.hold = threading.Event()
-        self.release = threading.Event()
-        self.started = threading.Event()
-
-    def light_map(self, pixels: np.ndarray, **options: Any) -> np.ndarray:
-        if self.hold.is_set():
-            self.started.set()
-            assert self.release.wait(timeout=60), "the test never released the engine"
-        return super().light_map(pixels, **options)
-
-
-class _Served:
-    def __init__(self, server: EnhanceServer, engine: _Held, lines: list[str]) -> None:
-        self.server, self.engine, self.lines = server, engine, lines
-        self.port = server.server_port
-
-    def request(
-        self, method: str, path: str, body: bytes | None = None, timeout: float = 60
-    ) -> tuple[int, email.message.Message, bytes]:
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
-        try:
-            connection.request(method, path, body)
-            response = connection.getresponse()
-            return response.status, response.msg, response.read()
-        finally:
-            connection.close()
-
-    def upload(self, name: str, body: bytes) -> dict[str, Any]:
-        status, _, answer = self.request("POST", f"/enhance?name={urllib.parse.quote(name)}", body)
-        assert status == 200, answer
-        return json.loads(answer)
-
-
-@contextlib.contextmanager
-def _serve(net: torch.nn.Module, **limits: Any) -> Iterator[_Served]:
-    engine = _Held(net)
-    lines: list[str] = []
-    server = make_server(
-        engine, "127.0.0.1", 0, limits=Limits(time_limit=60, **limits), log_line=lines.append
-    )
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield _Served(server, engine, lines)
-    finally:
-        engine.release.set()
-        server.stop()
-        thread.join(10)
 
 
 @pytest.fixture
 def served(light_half_net) -> Iterator[_Served]:
     with _serve(light_half_net) as served:
         yield served
-
-
-def _dark(height: int = 48, width: int = 64, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    return rng.integers(5, 70, (height, width, 3), dtype=np.uint8)
 
 
 def _encoded(pixels: np.ndarray, fmt: str, **options: Any) -> bytes:
@@ -497,37 +424,6 @@ def test_ctrl_c_prints_one_line(cli_with_net) -> None:
 
 
 # -- the page (headless Chromium) -----------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    """Debian's chromium driven by Playwright (as tests/test_server_browser.py)."""
-    import shutil
-
-    executable = next(
-        (
-            path
-            for name in (os.environ.get("RAVE_CHROMIUM"), "chromium", "chromium-browser")
-            if name and (path := shutil.which(name))
-        ),
-        None,
-    )
-    in_ci = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        executable = None
-    if executable is None:
-        reason = "needs chromium and playwright (see tests/test_server_browser.py)"
-        if in_ci:
-            pytest.fail(reason)
-        pytest.skip(reason)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=executable, args=["--no-sandbox", "--disable-gpu"]
-        )
-        yield browser
-        browser.close()
 
 
 def _open_page(browser: Any, served: _Served) -> Any:

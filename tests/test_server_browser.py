@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import io
 import itertools
-import os
-import shutil
 import threading
 import zipfile
 from collections.abc import Iterator
@@ -28,46 +26,6 @@ from rave.session import Enhancer
 
 # About 35 s in all (Chromium start-up, six pages): slow lane, which CI runs.
 pytestmark = pytest.mark.slow
-
-
-def _need(reason: str) -> None:
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(f"{reason} (CI must run the browser tests: see .ci/run)")
-    pytest.skip(reason)
-
-
-def _chromium() -> str:
-    for candidate in (os.environ.get("RAVE_CHROMIUM"), "chromium", "chromium-browser"):
-        path = candidate and shutil.which(candidate)
-        if path:
-            return path
-    _need("no Chromium found: apt-get install -y chromium (or set RAVE_CHROMIUM)")
-    raise AssertionError  # unreachable
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    executable = _chromium()
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _need("the playwright package is not installed (pip install playwright)")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=executable, args=["--no-sandbox", "--disable-gpu"]
-        )
-        yield browser
-        browser.close()
-
-
-@pytest.fixture(scope="module")
-def light_half_net() -> EnhancementNet:
-    """A network whose light map is 0.5 everywhere: the result is min(1, I * 2**S)."""
-    net = EnhancementNet().eval()
-    with torch.no_grad():
-        net.cond_add1.weight.zero_()
-        net.cond_add1.bias.fill_(0.5)
-    return net
 
 
 @pytest.fixture(scope="module")

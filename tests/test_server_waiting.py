@@ -8,131 +8,26 @@ use Debian's chromium through Playwright, as ``tests/test_server_browser.py`` do
 
 from __future__ import annotations
 
-import contextlib
-import email.message
 import http.client
 import io
-import json
-import os
-import shutil
 import threading
 import time
-import urllib.parse
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-from rave.network import EnhancementNet
+from _served import Served as _Served
+from _served import dark as _dark
+from _served import png as _png
+from _served import serve as _serve
 from rave.server import app as server_app
-from rave.server import make_server, store
-from rave.server.app import EnhanceServer, Limits
-from rave.session import Enhancer
-
-
-@pytest.fixture(scope="module")
-def light_half_net() -> EnhancementNet:
-    """A network whose light map is 0.5 everywhere: the result is min(1, I * 2**S)."""
-    net = EnhancementNet().eval()
-    with torch.no_grad():
-        net.cond_add1.weight.zero_()
-        net.cond_add1.bias.fill_(0.5)
-    return net
-
-
-class _Held(Enhancer):
-    """An Enhancer the test can keep busy: the light map waits for ``release`` while
-    ``hold`` is set; a download's render waits for ``render_release`` while ``render_hold``
-    is set."""
-
-    def __init__(self, net: torch.nn.Module) -> None:
-        super().__init__(net, tile=None)
-        self.hold, self.release, self.started = (threading.Event() for _ in range(3))
-        self.render_hold, self.render_release = threading.Event(), threading.Event()
-        self.renders = 0
-
-    def light_map(self, pixels: np.ndarray, **options: Any) -> np.ndarray:
-        if self.hold.is_set():
-            self.started.set()
-            assert self.release.wait(timeout=60), "the test never released the engine"
-        return super().light_map(pixels, **options)
-
-    def enhance_file(self, *args: Any, **options: Any) -> Any:
-        self.renders += 1
-        if self.render_hold.is_set():
-            assert self.render_release.wait(timeout=60), "the test never released the render"
-        return super().enhance_file(*args, **options)
-
-
-class _Served:
-    def __init__(self, server: EnhanceServer, engine: _Held, lines: list[str]) -> None:
-        self.server, self.engine, self.lines = server, engine, lines
-        self.port = server.server_port
-
-    def request(
-        self, method: str, path: str, body: bytes | None = None, timeout: float = 60
-    ) -> tuple[int, email.message.Message, bytes]:
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
-        try:
-            connection.request(method, path, body)
-            response = connection.getresponse()
-            return response.status, response.msg, response.read()
-        finally:
-            connection.close()
-
-    def upload(self, name: str, body: bytes) -> dict[str, Any]:
-        status, _, answer = self.request("POST", f"/enhance?name={urllib.parse.quote(name)}", body)
-        assert status == 200, answer
-        return json.loads(answer)
-
-    def hold_engine(self) -> threading.Thread:
-        """An upload that keeps the engine busy until ``engine.release`` is set."""
-        self.engine.hold.set()
-        body = _png(_dark(seed=3))
-        thread = threading.Thread(target=self.upload, args=("busy.png", body), daemon=True)
-        thread.start()
-        assert self.engine.started.wait(30)
-        return thread
-
-    def wait_for(self, condition: Callable[[], bool], what: str) -> None:
-        deadline = time.monotonic() + 20
-        while not condition():
-            assert time.monotonic() < deadline, f"never: {what}; log: {self.lines}"
-            time.sleep(0.02)
-
-
-@contextlib.contextmanager
-def _serve(net: torch.nn.Module, **limits: Any) -> Iterator[_Served]:
-    engine = _Held(net)
-    lines: list[str] = []
-    server = make_server(
-        engine, "127.0.0.1", 0, limits=Limits(time_limit=60, **limits), log_line=lines.append
-    )
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield _Served(server, engine, lines)
-    finally:
-        engine.release.set()
-        engine.render_release.set()
-        server.stop()
-        thread.join(10)
-
-
-def _dark(height: int = 48, width: int = 64, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    return rng.integers(5, 70, (height, width, 3), dtype=np.uint8)
-
-
-def _png(pixels: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, "PNG")
-    return buffer.getvalue()
+from rave.server import store
+from rave.server.app import Limits
 
 
 def _doubled(pixels: np.ndarray) -> np.ndarray:
@@ -335,34 +230,6 @@ def test_a_download_or_zip_with_a_job_token_sets_its_cookie(light_half_net) -> N
 
 
 # -- the page -----------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    """Debian's chromium driven by Playwright (as tests/test_server_browser.py)."""
-    executable = next(
-        (
-            path
-            for name in (os.environ.get("RAVE_CHROMIUM"), "chromium", "chromium-browser")
-            if name and (path := shutil.which(name))
-        ),
-        None,
-    )
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        executable = None
-    if executable is None:
-        reason = "needs chromium and playwright (see tests/test_server_browser.py)"
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(reason)
-        pytest.skip(reason)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=executable, args=["--no-sandbox", "--disable-gpu"]
-        )
-        yield browser
-        browser.close()
 
 
 def _open_page(browser: Any, served: _Served, tmp_path: Path, photos: dict[str, Any]) -> Any:
