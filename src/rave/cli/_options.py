@@ -284,13 +284,16 @@ def model_option(default: str = "default") -> Callable[[F], F]:
     )
 
 
-def device_option(default: str = "auto") -> Callable[[F], F]:
-    """``--device``: ``auto`` (CUDA, then Apple MPS, then CPU), ``cpu``, ``cuda:1``..."""
+def device_option(default: str = "auto", what: str = "the network") -> Callable[[F], F]:
+    """``--device``: ``auto`` (CUDA, then Apple MPS, then CPU), ``cpu``, ``cuda:1``...
+
+    ``what`` names what runs there in the help (``"the network"`` by default).
+    """
     return click.option(
         "--device",
         default=default,
         show_default=True,
-        help="Where to run the network: auto (CUDA, then Apple MPS, then CPU), cpu, cuda, "
+        help=f"Where to run {what}: auto (CUDA, then Apple MPS, then CPU), cpu, cuda, "
         "cuda:N or mps.",
     )
 

@@ -207,7 +207,7 @@ def _run_models(
     dest="out",
 )
 @overwrite_option("the report (and enhanced images) in OUTPUT")
-@device_option()
+@device_option(what="the --model networks and LPIPS")
 @click.option("--no-lpips", is_flag=True, help="Skip LPIPS.")
 @click.option(
     "--no-nr", "no_nr", is_flag=True, help="Skip the no-reference metrics (NIQE, BRISQUE)."
@@ -296,6 +296,7 @@ def evaluate_command(
                 match=match,
                 out=out,
                 no_lpips=no_lpips,
+                lpips_device=None if no_lpips or gt is None else resolve_device(device),
                 no_nr=no_nr,
                 resize=resize,
                 skip_unmatched=skip_unmatched,
@@ -340,6 +341,7 @@ def _evaluate(
     match: str,
     out: Path | None,
     no_lpips: bool,
+    lpips_device: torch.device | None,
     no_nr: bool,
     resize: bool,
     skip_unmatched: bool,
@@ -374,6 +376,7 @@ def _evaluate(
             inputs=inputs,
             protocol=protocol,
             use_lpips=not no_lpips,
+            lpips_device=lpips_device or "cpu",
             no_reference=not no_nr,
             resize=resize,
             skip_unmatched=skip_unmatched,

@@ -52,13 +52,15 @@ def alexnet_weights_path() -> Path:
 
 
 @functools.lru_cache(maxsize=2)
-def load_lpips(*, pretrained_backbone: bool = True) -> Any:
-    """The ``lpips.LPIPS(net="alex")`` module in eval mode, on the CPU.
+def load_lpips(*, pretrained_backbone: bool = True, device: Any = "cpu") -> Any:
+    """The ``lpips.LPIPS(net="alex")`` module in eval mode, on ``device``.
 
     Args:
         pretrained_backbone: ``True`` loads torchvision's ImageNet AlexNet from the local
             torch hub cache (never downloads); ``False`` keeps a randomly initialised backbone,
             which only tests should use.
+        device: where its forward passes run (a ``torch.device`` or its name); images are
+            moved there one pair at a time.
 
     Raises:
         MetricUnavailableError: the ``lpips`` package or the backbone weights are missing.
@@ -80,7 +82,7 @@ def load_lpips(*, pretrained_backbone: bool = True) -> Any:
         model = lpips_package.LPIPS(
             net="alex", pretrained=True, pnet_rand=not pretrained_backbone, verbose=False
         )
-    return model.eval()
+    return model.eval().to(device)
 
 
 def _to_tensor(image: np.ndarray) -> Any:
@@ -100,8 +102,9 @@ def _to_tensor(image: np.ndarray) -> Any:
 def _distance(model: Any, pred: Any, target: Any) -> float:
     import torch
 
+    device = next(model.parameters()).device  # a model on a GPU scores there
     with torch.inference_mode():
-        return float(model(pred, target, normalize=False).item())
+        return float(model(pred.to(device), target.to(device), normalize=False).item())
 
 
 def lpips(pred: np.ndarray, target: np.ndarray, *, model: Any | None = None) -> float:

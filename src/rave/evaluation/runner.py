@@ -382,6 +382,7 @@ def evaluate_folders(
     protocol: str = "both",
     use_lpips: bool = True,
     lpips_model: Any | None = None,
+    lpips_device: Any = "cpu",
     no_reference: bool = True,
     resize: bool = False,
     skip_unmatched: bool = False,
@@ -402,6 +403,7 @@ def evaluate_folders(
         protocol: ``"reference"``, ``"standard"`` or ``"both"`` (paired metrics only).
         use_lpips: compute LPIPS when its weights are available (else a note says why not).
         lpips_model: an ``lpips.LPIPS`` module to use instead of loading one.
+        lpips_device: where the loaded LPIPS network runs (``torch.device`` or its name).
         no_reference: compute NIQE and BRISQUE; exposure statistics are always computed.
         resize: resize a prediction to its reference's size when they differ (else that pair
             is an error).
@@ -431,7 +433,9 @@ def evaluate_folders(
             result.notes.append(unavailable)
         else:
             try:
-                scorers.lpips_model = lpips_model if lpips_model is not None else load_lpips()
+                scorers.lpips_model = (
+                    lpips_model if lpips_model is not None else load_lpips(device=lpips_device)
+                )
             except MetricUnavailableError as error:  # the AlexNet weights are not cached
                 result.notes.append(str(error))
     folders = {
