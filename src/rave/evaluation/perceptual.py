@@ -102,9 +102,12 @@ def _to_tensor(image: np.ndarray) -> Any:
 def _distance(model: Any, pred: Any, target: Any) -> float:
     import torch
 
-    device = next(model.parameters()).device  # a model on a GPU scores there
+    # A network on a GPU scores there; any other callable gets the images as they are.
+    weight = next(model.parameters(), None) if isinstance(model, torch.nn.Module) else None
+    if weight is not None:
+        pred, target = pred.to(weight.device), target.to(weight.device)
     with torch.inference_mode():
-        return float(model(pred.to(device), target.to(device), normalize=False).item())
+        return float(model(pred, target, normalize=False).item())
 
 
 def lpips(pred: np.ndarray, target: np.ndarray, *, model: Any | None = None) -> float:
