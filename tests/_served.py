@@ -13,6 +13,7 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -112,3 +113,25 @@ def png(pixels: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, "PNG")
     return buffer.getvalue()
+
+
+def open_page(browser: Any, served: Served) -> Any:
+    """The server's page in a new browser context (desktop size, downloads accepted)."""
+    context = browser.new_context(viewport={"width": 1280, "height": 860}, accept_downloads=True)
+    page = context.new_page()
+    page.goto(f"http://127.0.0.1:{served.port}/")
+    return page
+
+
+def upload_in_page(page: Any, folder: Path, photos: dict[str, np.ndarray]) -> None:
+    """Save ``photos`` in ``folder``, choose them in the page, wait until all are done."""
+    paths = []
+    for name, pixels in photos.items():
+        Image.fromarray(pixels).save(folder / name)
+        paths.append(str(folder / name))
+    page.set_input_files("#file", paths)
+    page.wait_for_function(
+        "n => document.getElementById('status').textContent.includes(`${n} done`)",
+        arg=len(photos),
+        timeout=60000,
+    )

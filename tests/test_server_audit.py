@@ -31,7 +31,9 @@ from PIL import Image
 
 from _served import Served as _Served
 from _served import dark as _dark
+from _served import open_page as _open_page
 from _served import serve as _serve
+from _served import upload_in_page as _upload_in_page
 from rave.server import make_server
 from rave.server.app import EnhanceServer
 
@@ -424,26 +426,6 @@ def test_ctrl_c_prints_one_line(cli_with_net) -> None:
 
 
 # -- the page (headless Chromium) -----------------------------------------------------------
-
-
-def _open_page(browser: Any, served: _Served) -> Any:
-    context = browser.new_context(viewport={"width": 1280, "height": 860}, accept_downloads=True)
-    page = context.new_page()
-    page.goto(f"http://127.0.0.1:{served.port}/")
-    return page
-
-
-def _upload_in_page(page: Any, tmp_path: Path, photos: dict[str, np.ndarray]) -> None:
-    paths = []
-    for name, pixels in photos.items():
-        Image.fromarray(pixels).save(tmp_path / name)
-        paths.append(str(tmp_path / name))
-    page.set_input_files("#file", paths)
-    page.wait_for_function(
-        "n => document.getElementById('status').textContent.includes(`${n} done`)",
-        arg=len(photos),
-        timeout=60000,
-    )
 
 
 def _canvas_size(page: Any) -> tuple[int, int]:

@@ -23,8 +23,10 @@ from PIL import Image
 
 from _served import Served as _Served
 from _served import dark as _dark
+from _served import open_page as _open_page_only
 from _served import png as _png
 from _served import serve as _serve
+from _served import upload_in_page as _upload_in_page
 from rave.server import app as server_app
 from rave.server import store
 from rave.server.app import Limits
@@ -233,17 +235,8 @@ def test_a_download_or_zip_with_a_job_token_sets_its_cookie(light_half_net) -> N
 
 
 def _open_page(browser: Any, served: _Served, tmp_path: Path, photos: dict[str, Any]) -> Any:
-    context = browser.new_context(viewport={"width": 1280, "height": 860}, accept_downloads=True)
-    page = context.new_page()
-    page.goto(f"http://127.0.0.1:{served.port}/")
-    paths = []
-    for name, pixels in photos.items():
-        Image.fromarray(pixels).save(tmp_path / name)
-        paths.append(str(tmp_path / name))
-    page.set_input_files("#file", paths)
-    page.wait_for_function(
-        "n => $('status').textContent.includes(`${n} done`)", arg=len(photos), timeout=60000
-    )
+    page = _open_page_only(browser, served)
+    _upload_in_page(page, tmp_path, photos)
     return page
 
 
