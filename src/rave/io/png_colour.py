@@ -5,6 +5,10 @@ only by its encoding gamma (``gAMA``) and primaries and white point (``cHRM``), 
 "sRGB" with an ``sRGB`` chunk, and embed no ``iCCP`` profile. Browsers and viewers honour
 them, so a result that dropped them would show other colours than the original.
 
+Why the profile is written here: Pillow's ImageCms (littleCMS) builds only sRGB, LAB and
+XYZ profiles from Python, and no maintained package builds one from chromaticities and a
+gamma; the structure needed (header, tag table, XYZ, curve and text tags) is small.
+
 Such a description travels with the photo as an ICC profile built from it
 (:func:`png_colour_profile`): the one channel every output format has for colour, so a
 JPEG, TIFF, WebP or HEIC result carries the same colour space as a profile. A PNG result
