@@ -163,21 +163,24 @@ def test_bad_padding_is_refused(kernel, kwargs, message) -> None:
 def test_closed_form_kernels(kernel, tile) -> None:
     """A centre tap copies the input; an all-ones kernel sums each 3x3 window."""
     conv = nn.Conv2d(32, 32, 3, bias=False)
-    x = torch.rand(1, 32, 13, 10).contiguous(memory_format=torch.channels_last)
+    generator = torch.Generator().manual_seed(5)
+    x = torch.rand(1, 32, 13, 10, generator=generator)
+    x = x.contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
         conv.weight.zero_()
         conv.weight[torch.arange(32), torch.arange(32), 1, 1] = 1.0
+    # Bounds relative to the values, about 10x the float32 rounding seen on AVX-512 and AVX2
+    # (a wrong tap or transform is off by the size of the values themselves): an absolute
+    # 1e-5 on window sums up to 9 was within 1.3x of the rounding and failed on one input.
     looser = TOLERANCE[tile] / TOLERANCE[4]  # F(6x6) rounds more
-    assert (winograd.conv3x3(kernel, x, conv, tile=tile) - x[..., 1:-1, 1:-1]).abs().max() < (
-        1e-6 * looser
-    )
+    copied = winograd.conv3x3(kernel, x, conv, tile=tile)
+    assert (copied - x[..., 1:-1, 1:-1]).abs().max() < 1e-5 * looser
     with torch.no_grad():
         conv.weight.zero_()
         conv.weight[torch.arange(32), torch.arange(32)] = 1.0
     window_sums = sum(x[..., i : i + 11, j : j + 8] for i in range(3) for j in range(3))
-    assert (winograd.conv3x3(kernel, x, conv, tile=tile) - window_sums).abs().max() < (
-        1e-5 * looser
-    )
+    error = (winograd.conv3x3(kernel, x, conv, tile=tile) - window_sums).abs().max()
+    assert error < 2e-5 * looser * window_sums.abs().max()
 
 
 @pytest.mark.parametrize("slope", [0.2, 0.0, -0.5, 1.7])
